@@ -45,7 +45,7 @@ Deno.test("BpfError.fromErrno() names the errno and the fix", () => {
   ]);
   assert.equal(error.code, "enoent");
   assert.match(error.message, /^Attach program p to tracepoint a\/b: ENOENT \(it does not exist/);
-  assert.match(error.message, /libbpf said:\n  libbpf: tracepoint a\/b not found/);
+  assert.match(error.message, /libbpf said:\n {2}libbpf: tracepoint a\/b not found/);
   assert.match(BpfError.fromErrno("Load", -1, []).message, /CAP_BPF and CAP_PERFMON/);
 });
 
