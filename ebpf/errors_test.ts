@@ -53,7 +53,11 @@ Deno.test("UnsupportedFeatureError names the kernel version", () => {
   const error = new UnsupportedFeatureError("BPF ring buffer", "5.8", "map type 27 rejected");
   assert.match(
     error.message,
-    /BPF ring buffer is not supported by this kernel \(.*\): it needs Linux 5\.8 or newer \(map type 27 rejected\)/,
+    /BPF ring buffer is not available on this kernel \(.*\) although Linux 5\.8\+ has it: map type 27 rejected/,
+  );
+  assert.match(
+    new UnsupportedFeatureError("X", "99.0").message,
+    /^X is not supported by this kernel \(.*\): it needs Linux 99\.0 or newer$/,
   );
   assert.equal(error.minimumKernel, "5.8");
 });

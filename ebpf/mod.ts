@@ -25,3 +25,5 @@ export * from "./map.ts";
 export * from "./program.ts";
 export * from "./object.ts";
 export * from "./ringbuf.ts";
+export * from "./perf.ts";
+export * from "./features.ts";
