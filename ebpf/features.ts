@@ -145,8 +145,67 @@ function programTypeNumber(type: ProgramType): number {
   return number;
 }
 
+/** The feature probes (see {@linkcode features}). */
+export interface Features {
+  /** The running kernel's release, such as `6.1.0-18-amd64`. */
+  readonly kernelRelease: string;
+  /**
+   * Whether the kernel can load programs of a type (`libbpf_probe_bpf_prog_type`).
+   *
+   * @param type The program type.
+   * @returns Whether it is supported.
+   */
+  programType(type: ProgramType): boolean;
+  /**
+   * Whether the kernel can create maps of a type (`libbpf_probe_bpf_map_type`).
+   *
+   * @param type The map type.
+   * @returns Whether it is supported.
+   */
+  mapType(type: MapType): boolean;
+  /**
+   * Whether programs of a type may call a helper (`libbpf_probe_bpf_helper`).
+   *
+   * @param programType The program type.
+   * @param helper The helper id or name.
+   * @returns Whether it is available.
+   */
+  helper(programType: ProgramType, helper: number | HelperName): boolean;
+  /**
+   * Whether an attach kind works here.
+   *
+   * @param kind The attach kind.
+   * @returns Whether it is supported.
+   */
+  attach(kind: AttachKind): boolean;
+  /** Whether the kernel exposes its BTF. */
+  btf(): boolean;
+  /** Whether tracefs is mounted. */
+  tracefs(): boolean;
+  /**
+   * Throws {@linkcode UnsupportedFeatureError} unless programs of a type can load.
+   *
+   * @param type The program type.
+   */
+  requireProgramType(type: ProgramType): void;
+  /**
+   * Throws {@linkcode UnsupportedFeatureError} unless maps of a type can be created.
+   *
+   * @param type The map type.
+   */
+  requireMapType(type: MapType): void;
+  /**
+   * Throws {@linkcode UnsupportedFeatureError} unless an attach kind works here.
+   *
+   * @param kind The attach kind.
+   */
+  requireAttach(kind: AttachKind): void;
+  /** Returns every probe's result. */
+  report(): Record<string, boolean>;
+}
+
 /** Probes for what the running kernel supports. */
-export const features = {
+export const features: Features = {
   /** The running kernel's release, such as `6.1.0-18-amd64`. */
   get kernelRelease(): string {
     return Deno.osRelease();
