@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { type BpfMap, BpfObject, type OpenOptions, type Program } from "@triad/ebpf";
+import { type BpfMap, BpfObject, type OpenOptions, type Program, Skeleton } from "@triad/ebpf";
 
 /** The compiled object (12456 bytes). */
 export const attachObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
@@ -237,14 +237,7 @@ export interface AttachOpenOptions extends Omit<OpenOptions, "globals"> {
  * A typed skeleton of `attach.bpf.c`: the embedded object, its programs, maps
  * and globals by name.
  */
-export class AttachObject implements Disposable {
-  /** The underlying object. */
-  readonly object: BpfObject;
-
-  private constructor(object: BpfObject) {
-    this.object = object;
-  }
-
+export class AttachObject extends Skeleton<AttachPrograms, AttachMaps, AttachGlobals> {
   /**
    * Opens the embedded object (not loaded yet).
    *
@@ -252,51 +245,15 @@ export class AttachObject implements Disposable {
    * @returns The skeleton.
    */
   static open(options: AttachOpenOptions = {}): AttachObject {
-    return new AttachObject(BpfObject.open(attachObjectBytes, { name: "attach", ...options }));
-  }
-
-  /** Loads programs and maps into the kernel. */
-  load(): Promise<void> {
-    return this.object.load();
-  }
-
-  /** The programs, by name. */
-  get programs(): AttachPrograms {
-    return {
-      on_file_open_fentry: this.object.program("on_file_open_fentry"),
-      on_file_open_kprobe: this.object.program("on_file_open_kprobe"),
-      on_uprobe: this.object.program("on_uprobe"),
-      on_sys_enter_btf: this.object.program("on_sys_enter_btf"),
-      count_xdp: this.object.program("count_xdp"),
-      count_tc: this.object.program("count_tc"),
-      count_cgroup_egress: this.object.program("count_cgroup_egress"),
-    };
-  }
-
-  /** The maps, by name. */
-  get maps(): AttachMaps {
-    return {
-      hits: this.object.map("hits"),
-    };
-  }
-
-  /**
-   * Reads a global variable's current value.
-   *
-   * @param name The variable.
-   * @returns Its value.
-   */
-  readGlobal<K extends keyof AttachGlobals>(name: K): AttachGlobals[K] {
-    return this.object.readGlobal(name) as AttachGlobals[K];
-  }
-
-  /** Detaches, unloads and releases everything. */
-  close(): void {
-    this.object.close();
-  }
-
-  /** Same as `close()`. */
-  [Symbol.dispose](): void {
-    this.close();
+    const object = BpfObject.open(attachObjectBytes, { name: "attach", ...options });
+    return new AttachObject(object, [
+      "on_file_open_fentry",
+      "on_file_open_kprobe",
+      "on_uprobe",
+      "on_sys_enter_btf",
+      "count_xdp",
+      "count_tc",
+      "count_cgroup_egress",
+    ], ["hits"]);
   }
 }
