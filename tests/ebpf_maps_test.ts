@@ -170,7 +170,7 @@ testWith(
           name: "count_len",
           license: "GPL",
           instructions: [
-              asm.ldx("w", R0, R1, 0), // r0 = skb->len
+            asm.ldx("w", R0, R1, 0), // r0 = skb->len
             asm.stx("dw", R10, -16, R0), // spill the length
             asm.st("w", R10, -4, 0), // key = 0
             asm.ldMapFd(R1, counts),
