@@ -62,10 +62,10 @@ try {
   ring.pin(pin);
 
   /** Runs the trigger for `seconds` (paced when `rate` calls/s is given) around `consume`. */
-  async function round(
+  const round = async (
     consume: (trigger: Promise<void>) => Promise<number>,
     rate?: number,
-  ): Promise<Result> {
+  ): Promise<Result> => {
     bench.object.writeGlobal("dropped", 0n);
     bench.object.writeGlobal("produced", 0n);
     const trigger = new Deno.Command("taskset", {
@@ -90,7 +90,7 @@ try {
       dropped: Number(bench.readGlobal("dropped")),
       produced: Number(bench.readGlobal("produced")),
     };
-  }
+  };
 
   const consumers: Record<string, (trigger: Promise<void>) => Promise<number>> = {
     "C ring_buffer__poll": async (trigger) => {
