@@ -20,6 +20,7 @@ import { bpfCapabilities, bpffs, btf, command, libbpf, testWith, tracefs } from 
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
+import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
 const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
@@ -225,6 +226,25 @@ testWith("BpfObject.load() raises VerifierError with the whole log", needs, asyn
   }
   await tracker.assertReleased();
 });
+
+testWith(
+  "VerifierError keeps a long log whole, from its first line to the reason",
+  needs,
+  async () => {
+    const tracker = new LeakTracker();
+    {
+      using rejected = RejectedLongObject.open();
+      const error = await rejected.load().then(() => undefined, (e) => e);
+      assert.ok(error instanceof VerifierError, `expected a VerifierError, got ${error}`);
+      assert.ok(error.log.length > 32 * 1024, `log of ${error.log.length} bytes`);
+      assert.match(error.log.slice(0, 300), /^0: R1=ctx\(\)/m); // the log from its start
+      assert.match(error.log, /invalid mem access 'map_value_or_null'\n/);
+      assert.ok((error.failure.instruction ?? 0) > 300, `failed at ${error.failure.instruction}`);
+      assert.match(error.failure.source ?? "", /rejected_long\.bpf\.c:\d+/);
+    }
+    await tracker.assertReleased();
+  },
+);
 
 testWith("BpfObject globals are checked by name and type", needs, async () => {
   const tracker = new LeakTracker();
