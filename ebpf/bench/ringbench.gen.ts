@@ -9,10 +9,17 @@
  *
  * @module
  */
-import { type BpfMap, BpfObject, type OpenOptions, type Program, Skeleton } from "@triad/ebpf";
+import {
+  type BpfMap,
+  BpfObject,
+  decodeObjectBytes,
+  type OpenOptions,
+  type Program,
+  Skeleton,
+} from "@triad/ebpf";
 
 /** The compiled object (3928 bytes). */
-export const ringbenchObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
+export const ringbenchObjectBytes: Uint8Array<ArrayBuffer> = decodeObjectBytes([
   "f0VMRgIBAQAAAAAAAAAAAAEA9wABAAAAAAAAAAAAAAAAAAAAAAAAAJgLAAAAAAAAAAAAAEAAAAAAAEAADwABAIUAAAAOAAAA",
   "GAEAAAAAAAAAAAAAAAAAAGERAAAAAAAAdwAAACAAAABdEB4AAAAAALcGAAAAAAAAGAcAAAAAAAAAAAAAAAAAABgIAAAAAAAA",
   "AAAAAAAAAAAYCQAAAAAAAAAAAAAAAAAAYXEAAAAAAAA9FhUAAAAAABgBAAAAAAAAAAAAAAAAAAC3AgAAOAAAALcDAAAAAAAA",
@@ -69,13 +76,6 @@ export const ringbenchObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
   "AAAAAAAAAACwCgAAAAAAAAQAAAAAAAAAAAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAoAAAAAIAAAAAAAAAAAAAAAAAAAAAAAAA",
   "kAcAAAAAAABQAQAAAAAAAAEAAAAGAAAACAAAAAAAAAAYAAAAAAAAAA==",
 ].join(""));
-
-function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
 
 /** `struct record` (56 bytes). */
 export interface Record {

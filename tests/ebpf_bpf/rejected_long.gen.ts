@@ -9,10 +9,17 @@
  *
  * @module
  */
-import { type BpfMap, BpfObject, type OpenOptions, type Program, Skeleton } from "@triad/ebpf";
+import {
+  type BpfMap,
+  BpfObject,
+  decodeObjectBytes,
+  type OpenOptions,
+  type Program,
+  Skeleton,
+} from "@triad/ebpf";
 
 /** The compiled object (54832 bytes). */
-export const rejectedLongObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
+export const rejectedLongObjectBytes: Uint8Array<ArrayBuffer> = decodeObjectBytes([
   "f0VMRgIBAQAAAAAAAAAAAAEA9wABAAAAAAAAAAAAAAAAAAAAAAAAAPDSAAAAAAAAAAAAAEAAAAAAAEAADQABAIUAAAAHAAAA",
   "vwYAAAAAAACFAAAABwAAAL8HAAAAAAAAr2cAAAAAAABnBwAAIAAAAHcHAAAgAAAAhQAAAAcAAAC/BgAAAAAAAGcGAAAgAAAA",
   "dwYAACAAAABnBgAAAQAAAK92AAAAAAAAhQAAAAcAAAC/BwAAAAAAAGcHAAAgAAAAdwcAACAAAABnBwAAAgAAAK9nAAAAAAAA",
@@ -776,13 +783,6 @@ export const rejectedLongObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
   "AAAAAAAAAABY0gAAAAAAAAMAAAAAAAAAAAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAdQAAAAIAAAAAAAAAAAAAAAAAAAAAAAAA",
   "yIYAAAAAAACQAAAAAAAAAAEAAAADAAAACAAAAAAAAAAYAAAAAAAAAA==",
 ].join(""));
-
-function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
 
 /** Global variables of `rejected_long.bpf.c` (set `.rodata` ones before load). */
 export type RejectedLongGlobals = Record<string, never>;
