@@ -96,6 +96,34 @@ testWith("BpfMap batch operations move many entries per system call", needs, asy
   await tracker.assertReleased();
 });
 
+testWith(
+  "BpfMap batch calls fall back to one key at a time where a map has no batch ops",
+  needs,
+  async () => {
+    const tracker = new LeakTracker();
+    {
+      // LPM tries have no batch operations; keys are { prefixlen: u32, address: 4 bytes }.
+      using trie = BpfMap.create({
+        type: "lpm_trie",
+        key: Bytes(8),
+        value: Uint32,
+        maxEntries: 8,
+        flags: 1,
+      });
+      tracker.add("map", trie.id);
+      const key = (bits: number, ...address: number[]) =>
+        new Uint8Array([bits, 0, 0, 0, ...address]);
+      trie.updateBatch([[key(8, 10, 0, 0, 0), 1], [key(16, 10, 1, 0, 0), 2]]);
+      assert.equal(trie.lookup(key(32, 10, 1, 2, 3)), 2); // longest prefix wins
+      assert.equal(trie.lookup(key(32, 10, 9, 9, 9)), 1);
+      assert.equal([...trie.entriesBatch()].length, 2);
+      trie.deleteBatch([key(16, 10, 1, 0, 0)]);
+      assert.equal(trie.lookup(key(32, 10, 1, 2, 3)), 1);
+    }
+    await tracker.assertReleased();
+  },
+);
+
 testWith("BpfMap per-CPU values: one per possible CPU", needs, async () => {
   const tracker = new LeakTracker();
   {

@@ -30,6 +30,12 @@ function getppid(count: number): void {
   for (let i = 0; i < count; i++) libc.symbols.getppid();
 }
 
+/** Closes a reader after `ms` unless disposed first, so a `for await` cannot wait forever. */
+function deadline(reader: { close(): void }, ms = 5000): Disposable {
+  const timer = setTimeout(() => reader.close(), ms);
+  return { [Symbol.dispose]: () => clearTimeout(timer) };
+}
+
 function track(tracker: LeakTracker, object: BpfObject): void {
   for (const program of object.programs) tracker.add("prog", program.id);
   for (const map of object.maps) tracker.add("map", map.id);
@@ -50,6 +56,7 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
     await t.step("for await yields one record per system call, in order", async () => {
       getppid(25);
       const seen: number[] = [];
+      using _deadline = deadline(reader);
       for await (const record of reader.values({ preventClose: true })) {
         const event = new EventView(record);
         assert.equal(event.tgid, Deno.pid);
@@ -83,6 +90,7 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
 
     await t.step("break out of for await closes the reader", async () => {
       getppid(1);
+      using _deadline = deadline(reader);
       for await (const record of reader) {
         assert.equal(new EventView(record).seq, 26n);
         break;
@@ -178,6 +186,7 @@ testWith("PerfBufferReader delivers exactly the triggered perf events", needs, a
     await t.step("one sample per system call, decoded with the generated view", async () => {
       getppid(40);
       const seen: bigint[] = [];
+      using _deadline = deadline(reader);
       for await (const record of reader.values({ preventClose: true })) {
         const event = new EventView(record);
         assert.equal(event.kind, EventKind.EVENT_OTHER);
