@@ -108,6 +108,27 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
       assert.deepEqual(records.map((r) => Number(new EventView(r).seq)), [27, 28, 29]);
     });
 
+    await t.step(
+      "drain() hands out offsets into one view, allocating nothing per record",
+      async () => {
+        await using draining = new RingBufferReader(probe.maps.events);
+        getppid(4);
+        assert.equal(await draining.wait(2000), true);
+        const seqs: bigint[] = [];
+        const views = new Set<DataView>();
+        const count = draining.drain((view, offset, length) => {
+          assert.equal(length, 48);
+          views.add(view);
+          seqs.push(new EventView(view, offset).seq);
+        });
+        assert.equal(count, 4);
+        assert.equal(views.size, 1);
+        assert.deepEqual(seqs, [30n, 31n, 32n, 33n]);
+        assert.equal(draining.drain(() => assert.fail("nothing is left")), 0);
+        views = new Set();
+      },
+    );
+
     await t.step("views handed out are detached after close", async () => {
       await using closing = new RingBufferReader(probe.maps.events);
       getppid(1);
