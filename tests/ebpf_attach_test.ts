@@ -227,6 +227,15 @@ testWith(
         await eventually("4 datagrams were counted", () => hits(skeleton, HIT.xdp) === 4n);
       });
 
+      await t.step("generic (skb mode) XDP counts too", async () => {
+        skeleton.maps.hits.update(HIT.xdp, 0n);
+        using link = skeleton.programs.count_xdp.attachXdp(veth.hostInterface, { mode: "generic" });
+        tracker.add("link", link.id);
+        assert.match(link.description, /generic XDP/);
+        await veth.sendUdp(3, 9);
+        await eventually("3 datagrams were counted", () => hits(skeleton, HIT.xdp) === 3n);
+      });
+
       await t.step("tc ingress counts every datagram and detaches on close", async () => {
         {
           using link = skeleton.programs.count_tc.attachTc(veth.hostInterface, {
