@@ -275,6 +275,52 @@ testWith(
   },
 );
 
+testWith("VerifierError grows a small log buffer until the whole log fits", needs, async () => {
+  const tracker = new LeakTracker();
+  {
+    using whole = RejectedLongObject.open();
+    const full = await whole.load().then(() => undefined, (e) => e as VerifierError);
+    using small = RejectedLongObject.open({ logSize: 4096 });
+    const grown = await small.load().then(() => undefined, (e) => e as VerifierError);
+    assert.ok(grown instanceof VerifierError && full instanceof VerifierError);
+    assert.ok(grown.log.length > 4096 * 8, `log of ${grown.log.length} bytes`);
+    // Identical but for kernel addresses and the statistics at the end (they differ per load).
+    const body = (log: string) =>
+      log.replace(/0x[0-9a-f]{8,}/g, "0x?").split("\n")
+        .filter((line) => !/^(processed|verification time)/.test(line));
+    assert.deepEqual(body(grown.log), body(full.log));
+    assert.equal(grown.failure.instruction, full.failure.instruction);
+  }
+  await tracker.assertReleased();
+});
+
+testWith("BpfObject loads in a Worker, with its own VerifierError", needs, async () => {
+  const worker = new Worker(new URL("./ebpf_worker_fixture.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const reply = await new Promise<{ loaded: boolean; verifier: boolean; instruction: number }>(
+      (resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error("the worker did not answer in 10 s")),
+          10_000,
+        );
+        worker.onmessage = (event) => {
+          clearTimeout(timer);
+          resolve(event.data);
+        };
+        worker.onerror = (event) => {
+          clearTimeout(timer);
+          reject(new Error(event.message));
+        };
+      },
+    );
+    assert.deepEqual(reply, { loaded: true, verifier: true, instruction: 7 });
+  } finally {
+    worker.terminate();
+  }
+});
+
 testWith("BpfObject globals are checked by name and type", needs, async () => {
   const tracker = new LeakTracker();
   assert.throws(
