@@ -342,7 +342,8 @@ export class BpfObject implements Disposable {
             .exec(message);
         if (match !== null) throw new VerifierError(match[1]!, match[2]!, rc);
       }
-      throw BpfError.fromErrno(`Load BPF object ${this.name}`, rc, messages);
+      const btf = this.#options.btfPath === undefined ? "" : ` with BTF ${this.#options.btfPath}`;
+      throw BpfError.fromErrno(`Load BPF object ${this.name}${btf}`, rc, messages);
     }
     this.#loaded = true;
     for (const p of eachProgram(this.#pointer!)) {

@@ -279,7 +279,20 @@ export class Program implements Disposable {
   /** The program's file descriptor. */
   get fd(): number {
     this.#checkOpen();
-    return this.#pointer === null ? this.#fd : libbpf().bpf_program__fd(this.#pointer);
+    if (this.#pointer === null) return this.#fd;
+    const fd = libbpf().bpf_program__fd(this.#pointer);
+    if (fd < 0) {
+      throw new BpfError(`Program ${this.name} was not loaded (autoload is off for it)`, {
+        code: "not_loaded",
+      });
+    }
+    return fd;
+  }
+
+  /** Whether the program is in the kernel (`false` for object programs with autoload off). */
+  get loaded(): boolean {
+    if (this.#owner.closed) return false;
+    return this.#pointer === null ? this.#fd >= 0 : libbpf().bpf_program__fd(this.#pointer) >= 0;
   }
 
   /** The kernel's id of this program (as `bpftool prog list` shows). */

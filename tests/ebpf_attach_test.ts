@@ -62,11 +62,7 @@ async function openAttach(): Promise<AttachObject> {
 
 function track(tracker: LeakTracker, skeleton: AttachObject): void {
   for (const program of skeleton.object.programs) {
-    try {
-      tracker.add("prog", program.id);
-    } catch {
-      // not loaded (autoload off)
-    }
+    if (program.loaded) tracker.add("prog", program.id);
   }
   for (const map of skeleton.object.maps) tracker.add("map", map.id);
 }

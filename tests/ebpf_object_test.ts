@@ -20,6 +20,7 @@ import { bpfCapabilities, bpffs, btf, command, libbpf, testWith, tracefs } from 
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
+import { AttachObject } from "./ebpf_bpf/attach.gen.ts";
 import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
@@ -37,7 +38,7 @@ function deadline(reader: { close(): void }, ms = 5000): Disposable {
 }
 
 function track(tracker: LeakTracker, object: BpfObject): void {
-  for (const program of object.programs) tracker.add("prog", program.id);
+  for (const program of object.programs) if (program.loaded) tracker.add("prog", program.id);
   for (const map of object.maps) tracker.add("map", map.id);
 }
 
@@ -344,6 +345,23 @@ testWith("BpfObject globals are checked by name and type", needs, async () => {
     assert.throws(() => probe.object.map("nope"), /has no map nope \(it has: settings, events/);
     probe.object.writeGlobal("emitted", 7n);
     assert.equal(probe.readGlobal("emitted"), 7n);
+  }
+  {
+    // attach.bpf.c reads packet headers through vmlinux.h types: CO-RE relocations need BTF.
+    using missing = AttachObject.open({
+      btfPath: "/nonexistent/vmlinux.btf",
+      autoload: { on_file_open_fentry: false },
+    });
+    await assert.rejects(missing.load(), /with BTF \/nonexistent\/vmlinux\.btf: ENOENT/);
+  }
+  {
+    using custom = AttachObject.open({
+      btfPath: "/sys/kernel/btf/vmlinux",
+      autoload: { on_file_open_fentry: false },
+    });
+    await custom.load();
+    track(tracker, custom.object);
+    assert.equal(custom.readGlobal("target_port"), 9);
   }
   await tracker.assertReleased();
 });
