@@ -243,15 +243,13 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
    * @returns The number of records read.
    */
   consume(callback: (record: DataView) => void, limit = Infinity): number {
-    let count = 0;
-    while (count < limit) {
-      const record = this.readNext();
-      if (record === undefined) break;
-      callback(record);
-      count++;
-    }
-    this.#commit();
-    return count;
+    const data = this.#data;
+    return this.drain(
+      this.#copy
+        ? (_, offset, length) => callback(new DataView(data.slice(offset, offset + length)))
+        : (_, offset, length) => callback(new DataView(data, offset, length)),
+      limit,
+    );
   }
 
   /**

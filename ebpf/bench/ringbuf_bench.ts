@@ -158,7 +158,12 @@ try {
   const rates = new Map<string, number[]>(Object.keys(consumers).map((name) => [name, []]));
   const losses = new Map<string, number[]>(Object.keys(consumers).map((name) => [name, []]));
   console.log(
-    `ring buffer drain, ${rounds} interleaved rounds of ${seconds}s, kernel ${Deno.osRelease()}`,
+    `ring buffer drain, ${rounds} interleaved rounds of ${seconds}s, ${
+      ringBytes >> 20
+    } MiB ring, ` +
+      `kernel ${Deno.osRelease()}, load average ${
+        Deno.loadavg().map((x) => x.toFixed(1)).join(" ")
+      }`,
   );
   for (let r = 1; r <= rounds; r++) {
     for (const [name, consume] of Object.entries(consumers)) {
