@@ -71,7 +71,7 @@ function hits(skeleton: AttachObject, kind: number): bigint {
   return skeleton.maps.hits.lookup(kind) ?? 0n;
 }
 
-async function eventually(what: string, check: () => boolean, timeoutMs = 3000): Promise<void> {
+async function eventually(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
     if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
