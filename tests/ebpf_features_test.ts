@@ -100,7 +100,7 @@ testWith(
       await waiting;
       clearInterval(timer);
       assert.ok(
-        ticks >= 15,
+        ticks >= 5,
         `the event loop ran ${ticks} timer ticks in 300 ms while the reader waited`,
       );
       assert.ok(performance.now() - started < 2000, "close() ended the 10 s wait promptly");
