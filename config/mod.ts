@@ -48,3 +48,4 @@ export {
   formatOfFile,
   parseConfigText,
 } from "./sources/file.ts";
+export * from "./sources/etcd.ts";
