@@ -49,3 +49,4 @@ export {
   parseConfigText,
 } from "./sources/file.ts";
 export * from "./sources/etcd.ts";
+export * from "./sources/consul.ts";
