@@ -29,7 +29,7 @@ import type { DirectoryWatcher } from "./watch.ts";
 import { deepFreeze, getAt, isPlainObject, setAt, splitPath } from "./_path.ts";
 import type { ConfigPath, ConfigPathValue, Segment } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
-import { closest, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
+import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
 
@@ -1160,27 +1160,6 @@ function show(value: unknown): string {
   } catch {
     return String(value);
   }
-}
-
-function describeType(node: JsonSchema, info: SchemaInfo): string {
-  const resolved = info.resolve(node) ?? node;
-  const enumValues = resolved["enum"];
-  if (Array.isArray(enumValues)) {
-    return `one of ${enumValues.map((v) => JSON.stringify(v)).join(", ")}`;
-  }
-  const types = info.typesOf(resolved).filter((t) => t !== "unknown");
-  let text = types.length === 0 ? "a value" : types.join(" or ");
-  const bounds: string[] = [];
-  const min = resolved["minimum"];
-  const max = resolved["maximum"];
-  const exclusiveMin = resolved["exclusiveMinimum"];
-  const exclusiveMax = resolved["exclusiveMaximum"];
-  if (typeof exclusiveMin === "number") bounds.push(`> ${exclusiveMin}`);
-  if (typeof min === "number") bounds.push(`>= ${min}`);
-  if (typeof exclusiveMax === "number") bounds.push(`< ${exclusiveMax}`);
-  if (typeof max === "number" && max < Number.MAX_SAFE_INTEGER) bounds.push(`<= ${max}`);
-  if (bounds.length > 0) text += ` ${bounds.join(" and ")}`;
-  return text;
 }
 
 function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): unknown {
