@@ -55,7 +55,7 @@ function yamlScalar(value: unknown): string {
  * const yaml = exampleConfig(z.object({
  *   cache: z.object({ size: z.number().int().default(100).describe("Entries") }).prefault({}),
  * }), { prefix: "DNS" });
- * assert.match(yaml, /  # Entries\n  # integer; env DNS_CACHE__SIZE; flag --cache\.size\n  size: 100\n/);
+ * assert.match(yaml, / {2}# Entries\n {2}# integer; env DNS_CACHE__SIZE; flag --cache\.size\n {2}size: 100\n/);
  * ```
  */
 export function exampleConfig(schema: unknown, options: ExampleOptions = {}): string {

@@ -30,7 +30,7 @@ Deno.test("exampleConfig() writes a commented file that loads as it is", async (
   assert.match(yaml, /# one of "fast", "safe"; env DNS_MODE; flag --mode\nmode: safe\n/);
   assert.match(
     yaml,
-    /cache:\n  # Maximum entries\n  # integer > 0; env DNS_CACHE__SIZE; flag --cache\.size\n  size: 1000\n/,
+    /cache:\n {2}# Maximum entries\n {2}# integer > 0; env DNS_CACHE__SIZE; flag --cache\.size\n {2}size: 1000\n/,
   );
   assert.match(yaml, /# string; env DNS_TOKEN; flag --token; secret\n# token: <string>\n/);
   const dir = await Deno.makeTempDir();
