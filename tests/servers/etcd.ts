@@ -15,6 +15,10 @@
 export interface EtcdOptions {
   /** How often etcd sends watch progress notifications. @default {"500ms"} */
   readonly progressNotifyInterval?: string;
+  /** Where to make the temporary data directory (`/dev/shm` takes disk fsync out of a benchmark). */
+  readonly tempRoot?: string;
+  /** Pin etcd to these CPUs with `taskset` (for benchmarks), such as `"1"`. */
+  readonly cpus?: string;
 }
 
 /** A running etcd. */
@@ -77,7 +81,10 @@ export function prefixEnd(prefix: string): string {
  * @returns The server; dispose it to stop it and remove its data.
  */
 export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
-  const dir = await Deno.makeTempDir({ prefix: "triad-etcd-" });
+  const dir = await Deno.makeTempDir({
+    prefix: "triad-etcd-",
+    ...(options.tempRoot === undefined ? {} : { dir: options.tempRoot }),
+  });
   const clientPort = freePort();
   const peerPort = freePort();
   const endpoint = `http://127.0.0.1:${clientPort}`;
@@ -101,23 +108,23 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     Number((json["header"] as { revision?: string } | undefined)?.revision ?? 0);
 
   const start = async () => {
-    child = new Deno.Command("etcd", {
-      args: [
-        "--name=triad-test",
-        `--data-dir=${dir}/data`,
-        `--listen-client-urls=${endpoint}`,
-        `--advertise-client-urls=${endpoint}`,
-        `--listen-peer-urls=${peer}`,
-        `--initial-advertise-peer-urls=${peer}`,
-        `--initial-cluster=triad-test=${peer}`,
-        "--initial-cluster-state=new",
-        `--experimental-watch-progress-notify-interval=${
-          options.progressNotifyInterval ?? "500ms"
-        }`,
-        "--logger=zap",
-        "--log-level=error",
-        "--log-outputs=stderr",
-      ],
+    const etcdArgs = [
+      "--name=triad-test",
+      `--data-dir=${dir}/data`,
+      `--listen-client-urls=${endpoint}`,
+      `--advertise-client-urls=${endpoint}`,
+      `--listen-peer-urls=${peer}`,
+      `--initial-advertise-peer-urls=${peer}`,
+      `--initial-cluster=triad-test=${peer}`,
+      "--initial-cluster-state=new",
+      `--experimental-watch-progress-notify-interval=${options.progressNotifyInterval ?? "500ms"}`,
+      "--logger=zap",
+      "--log-level=error",
+      "--log-outputs=stderr",
+    ];
+    const pinned = options.cpus !== undefined;
+    child = new Deno.Command(pinned ? "taskset" : "etcd", {
+      args: pinned ? ["-c", options.cpus!, "etcd", ...etcdArgs] : etcdArgs,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
