@@ -284,6 +284,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #watchDirs = new Set<string>();
   #watchNames = new Set<string>();
   #setLayer: Record<string, unknown> = {};
+  #writeOnly: string[] | undefined;
 
   /** @internal Use {@linkcode createConfig}. */
   constructor(options: CreateConfigOptions<StandardSchema>) {
@@ -613,9 +614,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   #writeOnlyPaths(): string[] {
-    return this.#info.leaves()
+    this.#writeOnly ??= this.#info.leaves()
       .filter((leaf) => leaf.node["writeOnly"] === true)
       .map((leaf) => leaf.segments.join("."));
+    return this.#writeOnly;
   }
 
   #describeIssue(
@@ -1162,20 +1164,29 @@ function show(value: unknown): string {
   }
 }
 
+/** Replaces secrets with their strings (for validation), sharing every subtree without one. */
 function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): unknown {
   if (value instanceof Secret) {
     secretPaths.add(path);
     return value.reveal();
   }
   if (Array.isArray(value)) {
-    return value.map((item, i) => unwrapSecrets(item, join(path, String(i)), secretPaths));
+    let out: unknown[] | undefined;
+    value.forEach((item, i) => {
+      const next = unwrapSecrets(item, join(path, String(i)), secretPaths);
+      if (next !== item) (out ??= [...value])[i] = next;
+    });
+    return out ?? value;
   }
   if (isPlainObject(value)) {
-    const out: Record<string, unknown> = {};
-    for (const [key, child] of Object.entries(value)) {
-      out[key] = unwrapSecrets(child, join(path, key), secretPaths);
+    let out: Record<string, unknown> | undefined;
+    for (const key in value) {
+      const child = value[key];
+      if (child === null || typeof child !== "object") continue;
+      const next = unwrapSecrets(child, join(path, key), secretPaths);
+      if (next !== child) (out ??= { ...value })[key] = next;
     }
-    return out;
+    return out ?? value;
   }
   return value;
 }

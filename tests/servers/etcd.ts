@@ -91,11 +91,14 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   const peer = `http://127.0.0.1:${peerPort}`;
   let child: Deno.ChildProcess | undefined;
   let token: string | undefined;
+  // Our own HTTP client, so no pooled connection outlives the server.
+  const client = Deno.createHttpClient({});
 
   const request = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (token !== undefined) headers["authorization"] = token;
     const response = await fetch(`${endpoint}${path}`, {
+      client,
       method: "POST",
       headers,
       body: JSON.stringify(body),
@@ -146,7 +149,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     const deadline = Date.now() + 15_000;
     for (;;) {
       try {
-        const response = await fetch(`${endpoint}/health`);
+        const response = await fetch(`${endpoint}/health`, { client });
         const body = await response.text();
         if (response.ok && body.includes("true")) return;
       } catch {
@@ -184,6 +187,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   try {
     await start();
   } catch (error) {
+    client.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw error;
   }
@@ -216,6 +220,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     },
     async [Symbol.asyncDispose]() {
       await stop();
+      client.close();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
