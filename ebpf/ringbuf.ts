@@ -206,7 +206,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     const mask = this.#mask;
     const page = this.#page;
     let consumed = this.#consumed;
-    let produced = Number(Atomics.load(this.#producerPos, 0));
+    const produced = Number(Atomics.load(this.#producerPos, 0));
     // The low half of the consumer position alone may be stored while the high half is unchanged.
     let highLimit = (Math.floor(consumed / 2 ** 32) + 1) * 2 ** 32;
     let count = 0;
