@@ -146,6 +146,16 @@ testWith("Program.attachUprobe() counts calls of a libc function", needs, async 
     tracker.add("link", link.id);
     for (let i = 0; i < 7; i++) libc.symbols.getppid();
     assert.equal(hits(skeleton, HIT.uprobe), 7n);
+    link.close();
+    using ret = skeleton.programs.on_uprobe.attachUprobe(libcPath, {
+      function: "getppid",
+      pid: Deno.pid,
+      retprobe: true,
+    });
+    tracker.add("link", ret.id);
+    assert.match(ret.description, /uretprobe/);
+    for (let i = 0; i < 3; i++) libc.symbols.getppid();
+    assert.equal(hits(skeleton, HIT.uprobe), 10n, "a uretprobe fires once per return");
   }
   await tracker.assertReleased();
 });
