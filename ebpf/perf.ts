@@ -7,7 +7,7 @@
  * @module
  */
 import { errno, libc, pageSize, possibleCpus } from "./_ffi.ts";
-import { mmap, munmap, Poller } from "./_poller.ts";
+import { mmap, munmap, Poller, yieldToEventLoop } from "./_poller.ts";
 import { Uint32 } from "./codec.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
@@ -260,7 +260,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
     const iterator: AsyncIterableIterator<DataView> = {
       next: async () => {
         if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
-          await new Promise((resolve) => setTimeout(resolve, 0));
+          await yieldToEventLoop();
           slice.start = performance.now();
         }
         for (;;) {

@@ -6,7 +6,7 @@
  * @module
  */
 import { pageSize } from "./_ffi.ts";
-import { mmap, munmap, Poller } from "./_poller.ts";
+import { mmap, munmap, Poller, yieldToEventLoop } from "./_poller.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
 
@@ -301,7 +301,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     // that never runs dry would starve the event loop. Every few milliseconds, yield to it.
     const slice = { start: performance.now(), count: 0 };
     const yielded = async (): Promise<IteratorResult<DataView>> => {
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await yieldToEventLoop();
       slice.start = performance.now();
       return next();
     };
@@ -342,7 +342,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
       next: async () => {
         if (performance.now() - sliceStart > SLICE_MS) {
           // Let timers and I/O run between batches while records keep coming.
-          await new Promise((resolve) => setTimeout(resolve, 0));
+          await yieldToEventLoop();
           sliceStart = performance.now();
         }
         for (;;) {
