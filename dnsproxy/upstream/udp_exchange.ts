@@ -1,0 +1,87 @@
+/**
+ * One query over UDP from a fresh socket on a kernel-chosen random port.
+ *
+ * @module
+ */
+import dgram from "node:dgram";
+import type { SocketAddress } from "@triad/core";
+import type { MessageInfo } from "../wire/message.ts";
+import { checkReply } from "./reply_check.ts";
+import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
+import { UpstreamError } from "./upstream_error.ts";
+
+/**
+ * Sends `query` (already carrying `id`) to `server` from a new socket bound to a random port and
+ * waits for a reply from exactly that address and port that passes {@linkcode checkReply}. Other
+ * datagrams are reported to `onMismatch` and ignored, so a spoofed reply cannot end the wait.
+ *
+ * @param server The upstream.
+ * @param query The query bytes.
+ * @param id The ID in `query`.
+ * @param info The parsed query.
+ * @param timeoutMs How long to wait.
+ * @param onMismatch Called for every refused datagram.
+ * @returns The accepted reply.
+ * @throws {UpstreamError} With code `timeout` or `network`.
+ */
+export function udpExchange(
+  server: SocketAddress,
+  query: Uint8Array,
+  id: number,
+  info: MessageInfo,
+  timeoutMs: number,
+  onMismatch: (reason: MismatchReason) => void,
+): Promise<AcceptedReply> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket(server.family === 6 ? "udp6" : "udp4");
+    let done = false;
+    const finish = (error: UpstreamError | undefined, reply?: AcceptedReply) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      try {
+        socket.close();
+      } catch { /* already closed */ }
+      if (error !== undefined) reject(error);
+      else resolve(reply!);
+    };
+    const timer = setTimeout(
+      () =>
+        finish(
+          new UpstreamError(`Upstream ${server.address}:${server.port} over UDP timed out`, {
+            code: "timeout",
+          }),
+        ),
+      timeoutMs,
+    );
+    socket.on("error", (cause: Error) =>
+      finish(
+        new UpstreamError(`Upstream ${server.address}:${server.port} over UDP failed`, {
+          code: "network",
+          cause,
+        }),
+      ));
+    socket.on("message", (message: Uint8Array, from: { address: string; port: number }) => {
+      if (from.port !== server.port || from.address !== server.address) {
+        onMismatch("source");
+        return;
+      }
+      const result = checkReply(new Uint8Array(message), id, info);
+      if (typeof result === "string") {
+        onMismatch(result);
+        return;
+      }
+      finish(undefined, result);
+    });
+    socket.send(query, server.port, server.address, (error: Error | null) => {
+      if (error) {
+        finish(
+          new UpstreamError(`Cannot send to upstream ${server.address}:${server.port}`, {
+            code: "network",
+            cause: error,
+          }),
+        );
+      }
+    });
+  });
+}
