@@ -115,7 +115,7 @@ export function cacheKey(info: MessageInfo): string {
  * const hit = cache.lookup(cacheKey(parseMessage(query)))!;
  * const served = cache.answer(hit, query);
  * assert.equal(served[0], 0x42); // the client's ID
- * assert.equal(served[30], 50);  // TTL 60 less 10 s
+ * assert.equal(served[28], 50); // TTL 60 less 10 s
  * ```
  */
 export class DnsCache {

@@ -31,3 +31,4 @@ export * from "./upstream/policy.ts";
 export * from "./upstream/upstream_group.ts";
 export * from "./proxy.ts";
 export * from "./server.ts";
+export * from "./config.ts";

@@ -33,7 +33,7 @@ export interface AcceptedReply {
  *
  * const query = buildQuery({ id: 77, name: "a.", type: 1 });
  * const reply = query.slice();
- * reply[2] |= 0x80;
+ * reply[2] = 0x81;
  * assert.equal(typeof checkReply(reply, 77, parseMessage(query)), "object");
  * assert.equal(checkReply(reply, 78, parseMessage(query)), "id");
  * ```

@@ -27,11 +27,13 @@ export const MAX_LABEL_LENGTH = 63;
  * import { skipName } from "@triad/dnsproxy";
  * import assert from "node:assert/strict";
  *
- * // "a" then a pointer back to offset 0 would loop: rejected.
- * const packet = new Uint8Array([3, 99, 111, 109, 0, 1, 97, 0xc0, 0]);
- * assert.equal(skipName(packet, 0, packet.length), 5);
- * assert.equal(skipName(packet, 5, packet.length), 9);
- * assert.throws(() => skipName(new Uint8Array([0xc0, 0]), 0, 2), /pointer loop/);
+ * // A header, then "com." at 12 and "a" + a pointer back to 12 at 17.
+ * const packet = new Uint8Array([...new Array(12).fill(0), 3, 99, 111, 109, 0, 1, 97, 0xc0, 12]);
+ * assert.equal(skipName(packet, 12, packet.length), 17);
+ * assert.equal(skipName(packet, 17, packet.length), 21);
+ * // A pointer to itself loops: rejected.
+ * const loop = new Uint8Array([...new Array(12).fill(0), 0xc0, 12]);
+ * assert.throws(() => skipName(loop, 12, loop.length), /offset 12: pointer loop/);
  * ```
  */
 export function skipName(packet: Uint8Array, start: number, end: number): number {
@@ -55,6 +57,7 @@ export function skipName(packet: Uint8Array, start: number, end: number): number
     const target = ((byte & 0x3f) << 8) | packet[pos + 1]!;
     if (after === -1) after = pos + 2;
     if (target >= packet.length) throw new WireError(pos, `pointer to ${target} past the end`);
+    if (target < 12) throw new WireError(pos, `pointer to ${target} inside the header`);
     if (target >= segmentStart) {
       throw new WireError(
         pos,
