@@ -179,6 +179,7 @@ export async function startUnbound(options: UnboundOptions = {}): Promise<Unboun
       "  do-not-query-localhost: yes",
       "  msg-buffer-size: 65552",
       "  edns-buffer-size: 1232",
+      "  rrset-roundrobin: no",
       // Nothing outside the local zones is ever resolved: no traffic leaves the machine.
       '  local-zone: "." refuse',
       '  local-zone: "test." static',
