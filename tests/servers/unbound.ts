@@ -59,15 +59,12 @@ function bigTxt(): string[] {
   return lines;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket("udp4");
-    socket.once("error", reject);
-    socket.bind(0, "127.0.0.1", () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
+function freePort(): number {
+  // Deno.listen closes synchronously, so the port is free again when this returns.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
 }
 
 /** Sends `a.test. A` and waits for any answer, to know the server is up. */
@@ -154,8 +151,8 @@ export async function startUnbound(options: UnboundOptions = {}): Promise<Unboun
   const dir = await Deno.makeTempDir({ prefix: "triad-unbound-" });
   let child: Deno.ChildProcess | undefined;
   try {
-    const port = await freePort();
-    const tlsPort = options.tls ? await freePort() : undefined;
+    const port = freePort();
+    const tlsPort = options.tls ? freePort() : undefined;
     const tls = tlsPort === undefined ? undefined : await selfSignedCert(dir);
     const records = [...TEST_RECORDS, ...bigTxt(), ...(options.records ?? [])];
     const lines = [
