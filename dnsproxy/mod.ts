@@ -32,3 +32,4 @@ export * from "./upstream/upstream_group.ts";
 export * from "./proxy.ts";
 export * from "./server.ts";
 export * from "./config.ts";
+export * from "./main.ts";

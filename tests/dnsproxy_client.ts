@@ -91,3 +91,16 @@ export async function queryTcp(
 export function openFds(): number {
   return [...Deno.readDirSync("/proc/self/fd")].length;
 }
+
+/** Counts this process's open sockets and pipes. */
+export function openSockets(): number {
+  let count = 0;
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      if (/^(socket|pipe):/.test(Deno.readLinkSync(`/proc/self/fd/${entry.name}`))) count++;
+    } catch {
+      // Closed while listing (the directory's own descriptor).
+    }
+  }
+  return count;
+}
