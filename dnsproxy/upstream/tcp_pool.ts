@@ -150,7 +150,6 @@ export class TcpPool {
   readonly label: string;
   #options: TcpPoolOptions;
   #connections: PooledConnection[] = [];
-  #opening = 0;
   #idleTimer: ReturnType<typeof setInterval>;
   #closed = false;
 
@@ -196,21 +195,29 @@ export class TcpPool {
     }
   }
 
+  #connecting: Promise<PooledConnection> | undefined;
+
   async #pick(): Promise<PooledConnection> {
     const maxPipelined = this.#options.maxPipelined ?? 64;
     let best: PooledConnection | undefined;
     for (const connection of this.#connections) {
       if (best === undefined || connection.pending.size < best.pending.size) best = connection;
     }
-    const max = this.#options.maxConnections ?? 4;
-    if (
-      best !== undefined &&
-      (best.pending.size < maxPipelined || this.#connections.length + this.#opening >= max)
-    ) {
+    if (best !== undefined && best.pending.size < maxPipelined) return best;
+    // One connect at a time: queries arriving meanwhile wait for it instead of opening more.
+    if (this.#connecting !== undefined) return await this.#connecting;
+    if (best !== undefined && this.#connections.length >= (this.#options.maxConnections ?? 4)) {
       return best;
     }
-    if (this.#connections.length + this.#opening >= max && best !== undefined) return best;
-    this.#opening++;
+    this.#connecting = this.#open();
+    try {
+      return await this.#connecting;
+    } finally {
+      this.#connecting = undefined;
+    }
+  }
+
+  async #open(): Promise<PooledConnection> {
     try {
       const conn = await this.#options.connect();
       if (this.#closed) {
@@ -226,8 +233,6 @@ export class TcpPool {
         code: "network",
         cause,
       });
-    } finally {
-      this.#opening--;
     }
   }
 

@@ -13,7 +13,7 @@ import dgram from "node:dgram";
 export interface UnboundOptions {
   /** Extra `local-data` lines (`"x.test. 300 IN A 10.0.0.9"`). */
   records?: string[];
-  /** Also serve DNS over TLS on a second port, with a self-signed certificate for 127.0.0.1. */
+  /** Also serve DNS over TLS on a second port, with a certificate for 127.0.0.1 from a test CA. */
   tls?: boolean;
   /** Threads (`num-threads`). @default {1} */
   threads?: number;
@@ -29,7 +29,7 @@ export interface UnboundServer extends AsyncDisposable {
   readonly port: number;
   /** `127.0.0.1:<port>` of DNS over TLS, when asked for. */
   readonly tlsAddress: string | undefined;
-  /** The PEM certificate of the TLS port, when asked for. */
+  /** The PEM certificate of the CA that signed the TLS port's certificate, when asked for. */
   readonly tlsCert: string | undefined;
   /** The process ID. */
   readonly pid: number;
@@ -111,34 +111,64 @@ function probe(port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
-async function selfSignedCert(dir: string): Promise<{ cert: string; key: string }> {
-  const key = `${dir}/tls.key`;
-  const cert = `${dir}/tls.pem`;
+async function openssl(args: string[]): Promise<void> {
   const { code, stderr } = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "2",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
+    args,
     stdout: "null",
     stderr: "piped",
   }).output();
-  if (code !== 0) throw new Error(`openssl failed: ${new TextDecoder().decode(stderr)}`);
-  return { cert, key };
+  if (code !== 0) throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr)}`);
+}
+
+/** A throwaway CA and a server certificate for IP 127.0.0.1 signed by it (webpki refuses a CA
+ * certificate used as the server's own). */
+async function testCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await openssl([
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    `${dir}/ca.key`,
+    "-out",
+    `${dir}/ca.pem`,
+    "-days",
+    "2",
+    "-subj",
+    "/CN=triad test CA",
+  ]);
+  await openssl([
+    "req",
+    ...ec,
+    "-keyout",
+    `${dir}/tls.key`,
+    "-out",
+    `${dir}/tls.csr`,
+    "-subj",
+    "/CN=127.0.0.1",
+  ]);
+  await Deno.writeTextFile(
+    `${dir}/ext.cnf`,
+    "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+  );
+  await openssl([
+    "x509",
+    "-req",
+    "-in",
+    `${dir}/tls.csr`,
+    "-CA",
+    `${dir}/ca.pem`,
+    "-CAkey",
+    `${dir}/ca.key`,
+    "-CAcreateserial",
+    "-out",
+    `${dir}/tls.pem`,
+    "-days",
+    "2",
+    "-extfile",
+    `${dir}/ext.cnf`,
+  ]);
+  return { ca: `${dir}/ca.pem`, cert: `${dir}/tls.pem`, key: `${dir}/tls.key` };
 }
 
 /**
@@ -153,7 +183,7 @@ export async function startUnbound(options: UnboundOptions = {}): Promise<Unboun
   try {
     const port = freePort();
     const tlsPort = options.tls ? freePort() : undefined;
-    const tls = tlsPort === undefined ? undefined : await selfSignedCert(dir);
+    const tls = tlsPort === undefined ? undefined : await testCertificates(dir);
     const records = [...TEST_RECORDS, ...bigTxt(), ...(options.records ?? [])];
     const lines = [
       "server:",
@@ -235,7 +265,7 @@ export async function startUnbound(options: UnboundOptions = {}): Promise<Unboun
       address: `127.0.0.1:${port}`,
       port,
       tlsAddress: tlsPort === undefined ? undefined : `127.0.0.1:${tlsPort}`,
-      tlsCert: tls === undefined ? undefined : await Deno.readTextFile(tls.cert),
+      tlsCert: tls === undefined ? undefined : await Deno.readTextFile(tls.ca),
       pid: started.pid,
       stop,
       [Symbol.asyncDispose]: stop,
