@@ -5,6 +5,7 @@
  * @module
  */
 import { formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/core";
+import type { StandardSchema } from "@triad/config";
 import { z } from "zod";
 import { DEFAULT_ALLOW } from "./acl.ts";
 import type { ProxySettings } from "./proxy.ts";
@@ -172,22 +173,31 @@ export type DnsConfigInput = {
 };
 
 /**
- * The configuration schema (zod 4, a Standard Schema). Every key has a default, so the proxy runs
- * with no file at all.
+ * The configuration schema, a Standard Schema (zod 4 inside) for `@triad/config`. Every key has a
+ * default, so the proxy runs with no file at all.
+ */
+export const dnsConfigSchema: StandardSchema<DnsConfigInput, DnsConfig> =
+  schema as unknown as StandardSchema<DnsConfigInput, DnsConfig>;
+
+/**
+ * Validates a configuration object and fills in defaults.
+ *
+ * @param input The configuration, as parsed from a file.
+ * @returns The complete configuration.
+ * @throws {Error} A zod error naming each bad path.
  *
  * @example
  * ```ts
- * import { dnsConfigSchema } from "@triad/dnsproxy";
+ * import { parseDnsConfig } from "@triad/dnsproxy";
  * import assert from "node:assert/strict";
  *
- * assert.equal(dnsConfigSchema.parse({}).listen, "127.0.0.1:5353");
- * assert.equal(dnsConfigSchema.safeParse({ upstream: { policy: "fast" } }).success, false);
+ * assert.equal(parseDnsConfig({}).listen, "127.0.0.1:5353");
+ * assert.throws(() => parseDnsConfig({ upstream: { policy: "fast" } }), /policy/);
  * ```
  */
-export const dnsConfigSchema: z.ZodType<DnsConfig, DnsConfigInput> = schema as unknown as z.ZodType<
-  DnsConfig,
-  DnsConfigInput
->;
+export function parseDnsConfig(input: unknown): DnsConfig {
+  return schema.parse(input) as DnsConfig;
+}
 
 /**
  * Reads the nameservers of a resolv.conf, skipping the proxy's own address (and any loopback
@@ -235,10 +245,10 @@ export function upstreamsFromResolvConf(text: string, listen: string): string[] 
  *
  * @example
  * ```ts
- * import { dnsConfigSchema, toProxySettings } from "@triad/dnsproxy";
+ * import { parseDnsConfig, toProxySettings } from "@triad/dnsproxy";
  * import assert from "node:assert/strict";
  *
- * const config = dnsConfigSchema.parse({ upstream: { servers: ["127.0.0.1:53"], timeout: "1s" } });
+ * const config = parseDnsConfig({ upstream: { servers: ["127.0.0.1:53"], timeout: "1s" } });
  * const settings = toProxySettings(config);
  * assert.equal(settings.upstream.timeout, 1000);
  * assert.equal(settings.rateLimit, undefined);

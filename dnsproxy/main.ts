@@ -43,8 +43,6 @@ export interface RunningDnsProxy extends AsyncDisposable {
   readonly server: DnsServer;
   /** The metrics listener's address, when serving metrics. */
   readonly metricsAddress: string | undefined;
-  /** The configuration. */
-  readonly config: Config<DnsConfig>;
   /** Resolves after each applied reload (tests wait on it). */
   readonly reloads: { applied: number; failed: number };
   /** Stops everything. */
@@ -79,7 +77,7 @@ async function settingsOf(
  * @returns The configuration (not yet watched).
  * @throws {ConfigError} Naming the file position, variable or flag of an invalid value.
  */
-export async function loadDnsConfig(
+async function loadDnsConfig(
   argv: readonly string[],
   env: Record<string, string | undefined>,
 ): Promise<Config<DnsConfig>> {
@@ -186,7 +184,6 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     proxy,
     server,
     metricsAddress,
-    config,
     reloads,
     close,
     [Symbol.asyncDispose]: close,

@@ -31,5 +31,6 @@ export * from "./upstream/policy.ts";
 export * from "./upstream/upstream_group.ts";
 export * from "./proxy.ts";
 export * from "./server.ts";
-export * from "./config.ts";
+export { parseDnsConfig, toProxySettings, upstreamsFromResolvConf } from "./config.ts";
+export type { DnsConfig, DnsConfigInput } from "./config.ts";
 export * from "./main.ts";

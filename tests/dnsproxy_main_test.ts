@@ -108,8 +108,8 @@ Deno.test("runDnsProxy() works with no file: 127.0.0.1:5353 and resolv.conf upst
       "127.0.0.1:53",
       "10.9.8.7:53",
     ]);
-    const { dnsConfigSchema, upstreamsFromResolvConf } = await import("@triad/dnsproxy");
-    assert.equal(dnsConfigSchema.parse({}).listen, "127.0.0.1:5353");
+    const { parseDnsConfig, upstreamsFromResolvConf } = await import("@triad/dnsproxy");
+    assert.equal(parseDnsConfig({}).listen, "127.0.0.1:5353");
     assert.deepEqual(upstreamsFromResolvConf("nameserver 127.0.0.1\n", "127.0.0.1:53"), []);
   } finally {
     await Deno.remove(dir, { recursive: true });
