@@ -1,13 +1,14 @@
 /**
  * The proxy's listeners: UDP and TCP on the same address (RFC 7766), over the portable Deno
- * socket APIs (`node:dgram` for UDP, `Deno.listen` for TCP).
+ * socket APIs (`Deno.listenDatagram` or `node:dgram` for UDP, `Deno.listen` for TCP).
  *
  * @module
  */
-import dgram from "node:dgram";
 import { formatSocketAddress, parseSocketAddress, TriadError } from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
 import type { ClientInfo, DnsProxy, ProxyAnswer } from "./proxy.ts";
+import { bindUdpSocket } from "./_udp_socket.ts";
+import type { UdpSocket } from "./_udp_socket.ts";
 
 /** Options of {@linkcode serveDns}. */
 export interface ServeDnsOptions {
@@ -21,6 +22,11 @@ export interface ServeDnsOptions {
   maxPipelined?: number;
   /** Where errors are logged. */
   logger?: Logger;
+  /**
+   * The UDP socket: `"deno"` is `Deno.listenDatagram` (needs `--unstable-net`), `"node"` is
+   * `node:dgram`; `"auto"` takes the first available. @default {"auto"}
+   */
+  udp?: "auto" | "deno" | "node";
 }
 
 /** A running pair of listeners. */
@@ -31,17 +37,6 @@ export interface DnsServer extends AsyncDisposable {
   readonly connections: number;
   /** Stops both listeners and closes TCP connections. */
   close(): Promise<void>;
-}
-
-function bindUdp(address: SocketAddress): Promise<dgram.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket(address.family === 6 ? "udp6" : "udp4");
-    socket.once("error", reject);
-    socket.bind(address.port, address.address, () => {
-      socket.off("error", reject);
-      resolve(socket);
-    });
-  });
 }
 
 /**
@@ -66,16 +61,17 @@ function bindUdp(address: SocketAddress): Promise<dgram.Socket> {
  */
 export async function serveDns(proxy: DnsProxy, options: ServeDnsOptions): Promise<DnsServer> {
   const wanted = parseSocketAddress(options.listen);
-  let udp: dgram.Socket | undefined;
+  const logger = options.logger;
+  const onUdpError = (error: unknown) => logger?.warn("UDP socket error", { error });
+  let udp: UdpSocket | undefined;
   let tcp: Deno.TcpListener | undefined;
   // With port 0, find a port free for both transports.
   for (let attempt = 0; attempt < 10 && tcp === undefined; attempt++) {
     try {
-      udp = await bindUdp(wanted);
-      const port = udp.address().port;
-      tcp = Deno.listen({ hostname: wanted.address, port, transport: "tcp" });
+      udp = await bindUdpSocket(wanted, onUdpError, options.udp ?? "auto");
+      tcp = Deno.listen({ hostname: wanted.address, port: udp.port, transport: "tcp" });
     } catch (cause) {
-      udp?.close();
+      await udp?.close();
       udp = undefined;
       if (wanted.port !== 0 || attempt === 9) {
         throw new TriadError(`Cannot listen on ${options.listen}: ${String(cause)}`, {
@@ -87,14 +83,11 @@ export async function serveDns(proxy: DnsProxy, options: ServeDnsOptions): Promi
   }
   const udpSocket = udp!;
   const listener = tcp!;
-  const address: SocketAddress = { ...wanted, port: udpSocket.address().port };
-  const logger = options.logger;
+  const address: SocketAddress = { ...wanted, port: udpSocket.port };
 
-  udpSocket.on("message", (message: Uint8Array, from: { address: string; port: number }) => {
-    const client: ClientInfo = { address: from.address, port: from.port, transport: "udp" };
+  udpSocket.start((packet, from, port) => {
+    const client: ClientInfo = { address: from, port, transport: "udp" };
     let answer: ProxyAnswer | Promise<ProxyAnswer>;
-    // A plain view: Buffer#slice would share memory where the proxy expects a copy.
-    const packet = new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
     try {
       answer = proxy.handle(packet, client);
     } catch (error) {
@@ -103,14 +96,13 @@ export async function serveDns(proxy: DnsProxy, options: ServeDnsOptions): Promi
     }
     if (answer === null) return;
     if (answer instanceof Uint8Array) {
-      udpSocket.send(answer, from.port, from.address);
+      udpSocket.send(answer, from, port);
       return;
     }
     answer.then((bytes) => {
-      if (bytes !== null) udpSocket.send(bytes, from.port, from.address);
+      if (bytes !== null) udpSocket.send(bytes, from, port);
     }).catch((error) => logger?.error("query failed", { error }));
   });
-  udpSocket.on("error", (error: Error) => logger?.warn("UDP socket error", { error }));
 
   const connections = new Set<TcpSession>();
   const maxConnections = options.maxConnections ?? 1000;
@@ -131,12 +123,16 @@ export async function serveDns(proxy: DnsProxy, options: ServeDnsOptions): Promi
     if (closed) return;
     closed = true;
     listener.close();
-    await new Promise<void>((resolve) => udpSocket.close(() => resolve()));
+    await udpSocket.close();
     for (const session of connections) session.close();
     await accepting;
     await Promise.allSettled([...connections].map((s) => s.done));
   };
-  logger?.info("listening", { address: formatSocketAddress(address), transports: "udp+tcp" });
+  logger?.info("listening", {
+    address: formatSocketAddress(address),
+    transports: "udp+tcp",
+    udp: udpSocket.kind === "deno" ? "Deno.listenDatagram" : "node:dgram",
+  });
   return {
     address,
     get connections() {

@@ -117,13 +117,14 @@ export class UpstreamGroup {
     try {
       for (let i = 0; i < attempts && !this.#closed; i++) {
         const upstream = order[i]!;
+        const wasHealthy = upstream.healthy;
         try {
           const reply = await upstream.exchange(query, info, timeout);
           this.#options.onReply?.(upstream.name, reply.rtt, true);
           return { ok: true, reply, upstream: upstream.name };
         } catch (error) {
           this.#options.onReply?.(upstream.name, timeout, false);
-          if (!upstream.healthy) {
+          if (wasHealthy && !upstream.healthy) {
             this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
           }
         }
