@@ -51,10 +51,14 @@ export async function bindUdpSocket(
       kind: "deno",
       start(onPacket) {
         loop = (async () => {
+          // One receive buffer, reused: the async iterator allocates 64 KiB per datagram, which
+          // cost an eighth of the CPU in garbage collection. Each datagram is copied out (small).
+          const buffer = new Uint8Array(65_536);
           try {
-            for await (const [data, from] of conn) {
+            while (!closed) {
+              const [data, from] = await conn.receive(buffer);
               const remote = from as Deno.NetAddr;
-              onPacket(data, remote.hostname, remote.port);
+              onPacket(data.slice(), remote.hostname, remote.port);
             }
           } catch (error) {
             if (!closed) onError(error);
