@@ -5,6 +5,8 @@
  * @module
  */
 import { EDNS_UDP_SIZE, Flag, Rcode } from "./wire/constants.ts";
+import { removeOpt } from "./wire/builders.ts";
+import { parseMessage } from "./wire/message.ts";
 import type { MessageInfo } from "./wire/message.ts";
 
 /** Limits and behaviour of a {@linkcode DnsCache}. */
@@ -55,6 +57,8 @@ export interface CacheEntry {
   prefetching: boolean;
   /** Bytes it is charged for. */
   readonly size: number;
+  /** The answer without its OPT record (for clients that sent none), made on first use. */
+  plain?: { readonly bytes: Uint8Array; readonly info: MessageInfo };
 }
 
 /** Result of {@linkcode DnsCache.lookup}. */
@@ -63,6 +67,8 @@ export interface CacheLookup {
   readonly entry: CacheEntry;
   /** `true` when past its TTL but inside the serve-stale window. */
   readonly stale: boolean;
+  /** The cache clock at lookup. */
+  readonly now: number;
 }
 
 const ENTRY_OVERHEAD = 160;
@@ -198,7 +204,7 @@ export class DnsCache {
     // Move to the most recently used end.
     this.#entries.delete(key);
     this.#entries.set(key, entry);
-    return { entry, stale: now >= entry.expiresAt };
+    return { entry, stale: now >= entry.expiresAt, now };
   }
 
   /**
@@ -289,27 +295,46 @@ export class DnsCache {
    *
    * @param lookup The entry found by {@linkcode lookup}.
    * @param query The client's query.
+   * @param plain Answer without the OPT record (the client sent none); see {@linkcode variant}.
    * @returns The answer bytes (a new buffer).
    */
-  answer(lookup: CacheLookup, query: Uint8Array): Uint8Array {
+  answer(lookup: CacheLookup, query: Uint8Array, plain = false): Uint8Array {
     const { entry, stale } = lookup;
     entry.hits++;
-    const out = entry.bytes.slice();
+    const { bytes, info } = this.variant(entry, plain);
+    const out = bytes.slice();
     out[0] = query[0]!;
     out[1] = query[1]!;
-    copyQuestionCase(out, entry.info, query);
-    const offsets = entry.info.ttlOffsets;
+    copyQuestionCase(out, info, query);
+    const offsets = info.ttlOffsets;
     const ttls = entry.ttls;
     if (stale) {
       for (let i = 0; i < offsets.length; i++) writeTtl(out, offsets[i]!, this.#staleAnswerTtl);
     } else {
-      const elapsed = Math.floor((this.#now() - entry.storedAt) / 1000);
+      const elapsed = Math.floor((lookup.now - entry.storedAt) / 1000);
       for (let i = 0; i < offsets.length; i++) {
         const ttl = ttls[i]! - elapsed;
         writeTtl(out, offsets[i]!, ttl > 0 ? ttl : 0);
       }
     }
     return out;
+  }
+
+  /**
+   * Returns the bytes and parsed form an answer is written from: the entry itself, or (`plain`)
+   * its copy without the OPT record, made once and kept with the entry.
+   *
+   * @param entry The entry.
+   * @param plain Whether the OPT-less copy is wanted.
+   * @returns Bytes and parsed form.
+   */
+  variant(entry: CacheEntry, plain: boolean): { bytes: Uint8Array; info: MessageInfo } {
+    if (!plain || entry.info.edns === undefined) return entry;
+    if (entry.plain === undefined) {
+      const bytes = removeOpt(entry.bytes, entry.info);
+      entry.plain = { bytes, info: parseMessage(bytes) };
+    }
+    return entry.plain;
   }
 
   /** Removes every entry. */

@@ -240,10 +240,11 @@ export class DnsProxy {
     const lookup = this.cache.lookup(key);
     if (lookup !== undefined && !lookup.stale) {
       this.metrics.cacheHits();
-      const out = this.cache.answer(lookup, packet);
+      const plain = info.edns === undefined;
+      const out = this.cache.answer(lookup, packet, plain);
       if (this.cache.claimPrefetch(lookup.entry)) this.#prefetch(key, packet, info);
       this.#log(client, packet, info, lookup.entry.info.rcode, "hit");
-      return this.#fit(out, lookup.entry.info, info, limit);
+      return this.#fit(out, this.cache.variant(lookup.entry, plain).info, info, limit);
     }
     this.metrics.cacheMisses();
     return this.#resolve(packet, info, key, lookup, limit, client);
@@ -286,7 +287,9 @@ export class DnsProxy {
     if (stale !== undefined && this.cache.lookup(key) !== undefined) {
       this.metrics.cacheStale();
       this.#log(client, packet, info, stale.entry.info.rcode, "stale");
-      return this.#fit(this.cache.answer(stale, packet), stale.entry.info, info, limit);
+      const plain = info.edns === undefined;
+      const out = this.cache.answer(stale, packet, plain);
+      return this.#fit(out, this.cache.variant(stale.entry, plain).info, info, limit);
     }
     const rcode = fetched === undefined || fetched.ok ? Rcode.SERVFAIL : fetched.rcode;
     this.#log(client, packet, info, rcode, "miss");
