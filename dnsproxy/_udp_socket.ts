@@ -54,14 +54,20 @@ export async function bindUdpSocket(
           // One receive buffer, reused: the async iterator allocates 64 KiB per datagram, which
           // cost an eighth of the CPU in garbage collection. Each datagram is copied out (small).
           const buffer = new Uint8Array(65_536);
-          try {
-            while (!closed) {
+          let failures = 0;
+          while (!closed) {
+            try {
               const [data, from] = await conn.receive(buffer);
+              failures = 0;
               const remote = from as Deno.NetAddr;
               onPacket(data.slice(), remote.hostname, remote.port);
+            } catch (error) {
+              if (closed || error instanceof Deno.errors.BadResource) break;
+              // A receive error (an ICMP error reported on the socket, say) must not stop serving;
+              // back off a little if errors repeat.
+              onError(error);
+              if (++failures > 10) await new Promise((resolve) => setTimeout(resolve, 10));
             }
-          } catch (error) {
-            if (!closed) onError(error);
           }
         })();
       },
