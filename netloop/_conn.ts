@@ -30,6 +30,18 @@ function grow(
   return next;
 }
 
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const c of chunks) total += c.length;
+  const joined = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    joined.set(c, at);
+    at += c.length;
+  }
+  return joined;
+}
+
 function resolveCount(n: number | undefined, available: number): number {
   return n === undefined || n < 0 || n > available ? available : n;
 }
@@ -201,15 +213,7 @@ export class ConnImpl implements Conn {
 
   writev(chunks: readonly Uint8Array[]): number {
     if (this.datagrams !== null) {
-      let total = 0;
-      for (const c of chunks) total += c.length;
-      const joined = new Uint8Array(total);
-      let at = 0;
-      for (const c of chunks) {
-        joined.set(c, at);
-        at += c.length;
-      }
-      return this.write(joined);
+      return this.write(concat(chunks));
     }
     let total = 0;
     for (const c of chunks) total += this.write(c);
@@ -319,15 +323,7 @@ export class PacketConn implements Conn {
   }
 
   writev(chunks: readonly Uint8Array[]): number {
-    let total = 0;
-    for (const c of chunks) total += c.length;
-    const joined = new Uint8Array(total);
-    let at = 0;
-    for (const c of chunks) {
-      joined.set(c, at);
-      at += c.length;
-    }
-    return this.write(joined);
+    return this.write(concat(chunks));
   }
 
   flush(): void {}

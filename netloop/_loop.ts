@@ -123,6 +123,23 @@ export abstract class LoopCore implements Loop {
     }
   }
 
+  /**
+   * Hands every dirty connection to `flushConn`, including those made dirty meanwhile.
+   *
+   * @param flushConn The backend's sender.
+   */
+  protected drainDirty(flushConn: (conn: ConnImpl) => void): void {
+    while (this.dirty.length > 0) {
+      const dirty = this.dirty;
+      this.dirty = [];
+      for (const conn of dirty) {
+        conn.dirty = false;
+        if (conn.state === State.Closed || conn.state === State.Connecting) continue;
+        flushConn(conn);
+      }
+    }
+  }
+
   postMessage(data: unknown): void {
     this.post({ type: "message", data });
   }

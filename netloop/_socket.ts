@@ -4,7 +4,7 @@
  * @module
  */
 import { parseSocketAddress, type SocketAddress } from "@triad/core";
-import { errno, libc, syscallError } from "./_ffi.ts";
+import { addressOf, errno, libc, syscallError } from "./_ffi.ts";
 import { AF_INET, AF_INET6, decodeSockaddr, encodeSockaddr, SOCKADDR_MAX } from "./_sockaddr.ts";
 
 /** Socket constants (Linux, all architectures netloop supports). */
@@ -149,4 +149,31 @@ export function openDialSocket(
     if (lib.connect(fd, sockaddr, length) !== 0) error = errno();
   }
   return { fd, sockaddr, length, error };
+}
+
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const sendBuffer = { bytes: new Uint8Array(new ArrayBuffer(65536)) };
+
+/**
+ * Sends one datagram on a connected socket without blocking.
+ *
+ * @param fd The socket.
+ * @param datagram The payload.
+ * @returns 0, or the errno (EAGAIN: the socket buffer is full and the datagram was dropped).
+ */
+export function sendConnected(fd: number, datagram: Uint8Array): number {
+  if (sendBuffer.bytes.length < datagram.length) {
+    sendBuffer.bytes = new Uint8Array(new ArrayBuffer(datagram.length));
+  }
+  sendBuffer.bytes.set(datagram);
+  const sent = libc().sendto(
+    fd,
+    addressOf(sendBuffer.bytes),
+    datagram.length,
+    MSG_DONTWAIT | MSG_NOSIGNAL,
+    0,
+    0,
+  );
+  return sent < 0 ? errno() : 0;
 }

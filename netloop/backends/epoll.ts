@@ -12,6 +12,7 @@ import { decodeSockaddr, SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
   openDialSocket,
   openListener,
+  sendConnected,
   setNoDelay,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
@@ -215,29 +216,19 @@ export class EpollLoop extends LoopCore {
   /** Sends what every dirty connection queued; finishes closes; updates interest. */
   private flush(): void {
     this.flushDatagrams();
-    while (this.dirty.length > 0) {
-      const dirty = this.dirty;
-      this.dirty = [];
-      for (const conn of dirty) {
-        conn.dirty = false;
-        if (conn.state === State.Closed || conn.state === State.Connecting) continue;
-        this.flushConn(conn);
-      }
-    }
+    this.drainDirty(this.flushConnBound);
   }
+
+  private readonly flushConnBound = (conn: ConnImpl) => this.flushConn(conn);
 
   private flushConn(conn: ConnImpl): void {
     if (conn.datagrams !== null) {
       for (const datagram of conn.datagrams) {
-        const buffer = offHeap(datagram.length);
-        buffer.set(datagram);
-        if (this.lib.write(conn.fd, addressOf(buffer), datagram.length) < 0) {
-          const code = errno();
-          if (code !== E.EAGAIN) {
-            conn.datagrams.length = 0;
-            this.finish(conn, connError(`send(${this.describe(conn)})`, code));
-            return;
-          }
+        const code = sendConnected(conn.fd, datagram);
+        if (code !== 0 && code !== E.EAGAIN) {
+          conn.datagrams.length = 0;
+          this.finish(conn, connError(`send(${this.describe(conn)})`, code));
+          return;
         }
       }
       conn.datagrams.length = 0;

@@ -23,6 +23,7 @@ import { decodeSockaddr, SOCKADDR_MAX } from "../../_sockaddr.ts";
 import {
   openDialSocket,
   openListener,
+  sendConnected,
   setNoDelay,
   SOCK_CLOEXEC,
   socketAddress,
@@ -46,7 +47,6 @@ const F_EOF = 4;
 const F_STASHED = 8;
 
 const MSG_NOSIGNAL = 0x4000;
-const MSG_DONTWAIT = 0x40;
 const SHUT_RDWR = 2;
 const BUFFER_GROUP = 1;
 const RECVMSG_OUT = 16;
@@ -181,31 +181,36 @@ export class UringLoop extends LoopCore {
   }
 
   private armRecvMsg(): void {
-    if (this.recvMsgHeader === undefined) {
-      // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags (56 bytes)
-      this.recvMsgHeader = offHeap(128);
-      const view = new DataView(this.recvMsgHeader.buffer);
-      view.setUint32(8, SOCKADDR_MAX, true);
-      if (this.buffers === undefined) {
-        this.recvMsgPlain = offHeap(64 + 16 + this.config.readBufferSize);
-        const base = addressOf(this.recvMsgPlain);
-        view.setBigUint64(0, BigInt(base), true); // name at +0 (28 bytes)
-        view.setBigUint64(16, BigInt(base + 32), true); // iovec at +32
-        view.setBigUint64(24, 1n, true);
-        const iov = new DataView(this.recvMsgPlain.buffer);
-        iov.setBigUint64(32, BigInt(base + 64), true);
-        iov.setBigUint64(40, BigInt(this.config.readBufferSize), true);
+    // Multishot recvmsg writes io_uring_recvmsg_out + name + payload into a provided buffer;
+    // without multishot, recvmsg fills a plain msghdr (name and one iovec) of our own.
+    const multishot = this.buffers !== undefined && this.features.multishotRecv;
+    let header: number;
+    if (multishot) {
+      if (this.recvMsgHeader === undefined) {
+        // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags (56 bytes)
+        this.recvMsgHeader = offHeap(128);
+        new DataView(this.recvMsgHeader.buffer).setUint32(8, SOCKADDR_MAX, true);
       }
-    }
-    const header = addressOf(this.recvMsgHeader);
-    if (this.buffers === undefined) {
-      new DataView(this.recvMsgHeader.buffer).setUint32(8, SOCKADDR_MAX, true);
+      header = addressOf(this.recvMsgHeader);
+    } else {
+      if (this.recvMsgPlain === undefined) {
+        // [msghdr 64][iovec 16][name 32][payload]
+        this.recvMsgPlain = offHeap(112 + this.config.readBufferSize);
+        const base = addressOf(this.recvMsgPlain);
+        const view = new DataView(this.recvMsgPlain.buffer);
+        view.setBigUint64(0, BigInt(base + 80), true);
+        view.setBigUint64(16, BigInt(base + 64), true);
+        view.setBigUint64(24, 1n, true);
+        view.setBigUint64(64, BigInt(base + 112), true);
+        view.setBigUint64(72, BigInt(this.config.readBufferSize), true);
+      }
+      new DataView(this.recvMsgPlain.buffer).setUint32(8, SOCKADDR_MAX, true);
+      header = addressOf(this.recvMsgPlain);
     }
     const w = this.ring.prep(Op.RECVMSG, this.listenFd, header, 1, 0, OP_RECVMSG, 0);
-    if (this.buffers !== undefined) {
-      let word = Op.RECVMSG | (SqeFlag.BUFFER_SELECT << 8);
-      if (this.features.multishotRecv) word |= Ioprio.RECV_MULTISHOT << 16;
-      this.ring.sqe32[w] = word;
+    if (multishot) {
+      this.ring.sqe32[w] = Op.RECVMSG | (SqeFlag.BUFFER_SELECT << 8) |
+        (Ioprio.RECV_MULTISHOT << 16);
       this.ring.sqe32[w + 10] = BUFFER_GROUP;
     }
     this.recvMsgArmed = true;
@@ -479,31 +484,15 @@ export class UringLoop extends LoopCore {
     if (!this.recvMsgArmed && this.listenFd >= 0 && this.config.network === "udp") {
       this.armRecvMsg();
     }
-    while (this.dirty.length > 0) {
-      const dirty = this.dirty;
-      this.dirty = [];
-      for (const conn of dirty) {
-        conn.dirty = false;
-        if (conn.state === State.Closed || conn.state === State.Connecting) continue;
-        this.flushConn(conn);
-      }
-    }
+    this.drainDirty(this.flushConnBound);
   }
+
+  private readonly flushConnBound = (conn: ConnImpl) => this.flushConn(conn);
 
   private flushConn(conn: ConnImpl): void {
     if (conn.datagrams !== null) {
-      for (const datagram of conn.datagrams) {
-        const buffer = offHeap(datagram.length);
-        buffer.set(datagram);
-        this.lib.sendto(
-          conn.fd,
-          addressOf(buffer),
-          datagram.length,
-          MSG_DONTWAIT | MSG_NOSIGNAL,
-          0,
-          0,
-        );
-      }
+      // A connected upstream socket: sent at once, like a full socket buffer drops on EAGAIN.
+      for (const datagram of conn.datagrams) sendConnected(conn.fd, datagram);
       conn.datagrams.length = 0;
     } else if (!(conn.flags & F_SENDING) && conn.takeOutbound() > 0) {
       const w = this.ring.prep(
@@ -651,9 +640,9 @@ export class UringLoop extends LoopCore {
       buffers.recycle(bid);
     } else {
       const plain = this.recvMsgPlain!;
-      const nameLength = new DataView(this.recvMsgHeader!.buffer).getUint32(8, true);
-      const peer = plain.slice(0, Math.min(nameLength, SOCKADDR_MAX));
-      this.packet(new PacketConn(this, this.listenFd, peer, plain.subarray(64, 64 + res)));
+      const nameLength = new DataView(plain.buffer).getUint32(8, true);
+      const peer = plain.slice(80, 80 + Math.min(nameLength, SOCKADDR_MAX));
+      this.packet(new PacketConn(this, this.listenFd, peer, plain.subarray(112, 112 + res)));
     }
   }
 
