@@ -13,6 +13,7 @@ import { RateLimiter } from "./rate_limit.ts";
 import type { RateLimitOptions } from "./rate_limit.ts";
 import { UpstreamGroup } from "./upstream/upstream_group.ts";
 import type { UpstreamGroupOptions } from "./upstream/upstream_group.ts";
+import type { UpstreamTransport } from "./upstream/upstream.ts";
 import {
   buildAnyResponse,
   buildErrorResponse,
@@ -44,7 +45,7 @@ export interface ClientInfo {
 /** Everything that can change at run time (hot reload). */
 export interface ProxySettings {
   /** Upstreams and their behaviour. */
-  upstream: Omit<UpstreamGroupOptions, "onMismatch" | "onReply" | "logger">;
+  upstream: Omit<UpstreamGroupOptions, "onMismatch" | "onReply" | "logger" | "transport">;
   /** Cache limits and behaviour. */
   cache?: CacheOptions;
   /** Client prefixes allowed and denied; loopback and private ranges by default. */
@@ -63,6 +64,8 @@ export interface DnsProxyOptions extends ProxySettings {
   logger?: Logger;
   /** The metrics (shared with /metrics). @default {new DnsMetrics()} */
   metrics?: DnsMetrics;
+  /** How upstream queries travel (an event loop's own sockets); Deno's sockets by default. */
+  transport?: UpstreamTransport;
 }
 
 type Fetched =
@@ -98,6 +101,7 @@ export class DnsProxy {
   #limiter: RateLimiter | undefined;
   #inFlight = new Map<string, Promise<Fetched>>();
   #logger: Logger | undefined;
+  #transport: UpstreamTransport | undefined;
   #draining = new Set<UpstreamGroup>();
   #closed = false;
 
@@ -110,6 +114,7 @@ export class DnsProxy {
   constructor(options: DnsProxyOptions) {
     this.metrics = options.metrics ?? new DnsMetrics();
     this.#logger = options.logger;
+    this.#transport = options.transport;
     this.#settings = options;
     this.cache = new DnsCache(options.cache ?? {});
     this.#acl = new Acl(options.acl ?? {});
@@ -138,6 +143,7 @@ export class DnsProxy {
       onReply: (upstream, rtt, ok) => this.metrics.upstreamReply(upstream, rtt, ok),
     };
     if (this.#logger !== undefined) groupOptions.logger = this.#logger;
+    if (this.#transport !== undefined) groupOptions.transport = this.#transport;
     return new UpstreamGroup(groupOptions);
   }
 

@@ -10,6 +10,16 @@ import { checkReply } from "./reply_check.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { UpstreamError } from "./upstream_error.ts";
 
+/** The signature of {@linkcode udpExchange}, so a server can supply its own UDP transport. */
+export type UdpExchange = (
+  server: SocketAddress,
+  query: Uint8Array,
+  id: number,
+  info: MessageInfo,
+  timeoutMs: number,
+  onMismatch: (reason: MismatchReason) => void,
+) => Promise<AcceptedReply>;
+
 /**
  * Sends `query` (already carrying `id`) to `server` from a new socket bound to a random port and
  * waits for a reply from exactly that address and port that passes {@linkcode checkReply}. Other

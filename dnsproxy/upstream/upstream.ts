@@ -10,6 +10,7 @@ import type { MessageInfo } from "../wire/message.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { randomId, TcpPool } from "./tcp_pool.ts";
 import { udpExchange } from "./udp_exchange.ts";
+import type { UdpExchange } from "./udp_exchange.ts";
 
 /** How an upstream is reached. */
 export type UpstreamProtocol = "udp" | "tcp" | "tls";
@@ -33,6 +34,16 @@ export interface UpstreamOptions {
   idleTimeout?: number;
   /** Called for every refused reply. */
   onMismatch?: (reason: MismatchReason) => void;
+  /** How queries travel; Deno's sockets by default. */
+  transport?: UpstreamTransport;
+}
+
+/** How an upstream's queries travel: replaceable so an event loop can carry them itself. */
+export interface UpstreamTransport {
+  /** One UDP query and its reply. @default {udpExchange} */
+  udpExchange?: UdpExchange;
+  /** Opens a plain TCP connection (TLS is always `Deno.connect` + `Deno.startTls`). */
+  tcpConnect?: (hostname: string, port: number) => Promise<Deno.Conn>;
 }
 
 /** What {@linkcode Upstream.exchange} returns. */
@@ -101,6 +112,7 @@ export class Upstream {
   readonly #maxFails: number;
   readonly #pool: TcpPool;
   readonly #onMismatch: (reason: MismatchReason) => void;
+  readonly #udpExchange: UdpExchange;
 
   /**
    * Creates an upstream (no connection is made until the first query).
@@ -114,6 +126,8 @@ export class Upstream {
     this.address = address;
     this.#maxFails = options.maxFails ?? 2;
     this.#onMismatch = options.onMismatch ?? (() => {});
+    this.#udpExchange = options.transport?.udpExchange ?? udpExchange;
+    const tcpConnect = options.transport?.tcpConnect;
     const { address: hostname, port } = address;
     const connect = protocol === "tls"
       ? async () => {
@@ -126,6 +140,8 @@ export class Upstream {
         await tls.handshake();
         return tls;
       }
+      : tcpConnect !== undefined
+      ? () => tcpConnect(hostname, port)
       : () => Deno.connect({ hostname, port });
     const poolOptions: ConstructorParameters<typeof TcpPool>[0] = {
       connect,
@@ -162,7 +178,7 @@ export class Upstream {
         const copy = query.slice();
         copy[0] = id >> 8;
         copy[1] = id & 0xff;
-        reply = await udpExchange(this.address, copy, id, info, timeoutMs, this.#onMismatch);
+        reply = await this.#udpExchange(this.address, copy, id, info, timeoutMs, this.#onMismatch);
         if ((reply.info.flags & Flag.TC) !== 0) {
           transport = "tcp";
           const left = Math.max(1, timeoutMs - (performance.now() - started));

@@ -12,7 +12,7 @@ import { orderUpstreams } from "./policy.ts";
 import type { UpstreamPolicy } from "./policy.ts";
 import type { MismatchReason } from "./reply_check.ts";
 import { Upstream } from "./upstream.ts";
-import type { UpstreamOptions, UpstreamReply } from "./upstream.ts";
+import type { UpstreamOptions, UpstreamReply, UpstreamTransport } from "./upstream.ts";
 import { randomId } from "./tcp_pool.ts";
 
 /** Settings of an {@linkcode UpstreamGroup}. */
@@ -37,6 +37,8 @@ export interface UpstreamGroupOptions {
   onReply?: (upstream: string, rtt: number, ok: boolean) => void;
   /** Where health changes are logged. */
   logger?: Logger;
+  /** How queries travel (an event loop's own sockets); Deno's sockets by default. */
+  transport?: UpstreamTransport;
 }
 
 /** The outcome of {@linkcode UpstreamGroup.resolve}. */
@@ -78,6 +80,9 @@ export class UpstreamGroup {
         : { ...spec };
       if (options.maxFails !== undefined && upstreamOptions.maxFails === undefined) {
         upstreamOptions.maxFails = options.maxFails;
+      }
+      if (options.transport !== undefined && upstreamOptions.transport === undefined) {
+        upstreamOptions.transport = options.transport;
       }
       const name = upstreamOptions.address;
       upstreamOptions.onMismatch = (reason) => options.onMismatch?.(name, reason);
