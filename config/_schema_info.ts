@@ -242,3 +242,25 @@ function editDistance(a: string, b: string): number {
   }
   return previous[b.length]!;
 }
+
+/** Describes what a node accepts for messages: `integer > 0`, `one of "a", "b"`, `string`. */
+export function describeType(node: JsonSchema, info: SchemaInfo): string {
+  const resolved = info.resolve(node) ?? node;
+  const enumValues = resolved["enum"];
+  if (Array.isArray(enumValues)) {
+    return `one of ${enumValues.map((v) => JSON.stringify(v)).join(", ")}`;
+  }
+  const types = info.typesOf(resolved).filter((t) => t !== "unknown");
+  let text = types.length === 0 ? "a value" : types.join(" or ");
+  const bounds: string[] = [];
+  const min = resolved["minimum"];
+  const max = resolved["maximum"];
+  const exclusiveMin = resolved["exclusiveMinimum"];
+  const exclusiveMax = resolved["exclusiveMaximum"];
+  if (typeof exclusiveMin === "number") bounds.push(`> ${exclusiveMin}`);
+  if (typeof min === "number" && min > Number.MIN_SAFE_INTEGER) bounds.push(`>= ${min}`);
+  if (typeof exclusiveMax === "number") bounds.push(`< ${exclusiveMax}`);
+  if (typeof max === "number" && max < Number.MAX_SAFE_INTEGER) bounds.push(`<= ${max}`);
+  if (bounds.length > 0) text += ` ${bounds.join(" and ")}`;
+  return text;
+}

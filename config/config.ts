@@ -29,7 +29,7 @@ import type { DirectoryWatcher } from "./watch.ts";
 import { deepFreeze, getAt, isPlainObject, setAt, splitPath } from "./_path.ts";
 import type { ConfigPath, ConfigPathValue, Segment } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
-import { closest, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
+import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
 
@@ -284,6 +284,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #watchDirs = new Set<string>();
   #watchNames = new Set<string>();
   #setLayer: Record<string, unknown> = {};
+  #writeOnly: string[] | undefined;
 
   /** @internal Use {@linkcode createConfig}. */
   constructor(options: CreateConfigOptions<StandardSchema>) {
@@ -613,9 +614,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   #writeOnlyPaths(): string[] {
-    return this.#info.leaves()
+    this.#writeOnly ??= this.#info.leaves()
       .filter((leaf) => leaf.node["writeOnly"] === true)
       .map((leaf) => leaf.segments.join("."));
+    return this.#writeOnly;
   }
 
   #describeIssue(
@@ -1162,41 +1164,29 @@ function show(value: unknown): string {
   }
 }
 
-function describeType(node: JsonSchema, info: SchemaInfo): string {
-  const resolved = info.resolve(node) ?? node;
-  const enumValues = resolved["enum"];
-  if (Array.isArray(enumValues)) {
-    return `one of ${enumValues.map((v) => JSON.stringify(v)).join(", ")}`;
-  }
-  const types = info.typesOf(resolved).filter((t) => t !== "unknown");
-  let text = types.length === 0 ? "a value" : types.join(" or ");
-  const bounds: string[] = [];
-  const min = resolved["minimum"];
-  const max = resolved["maximum"];
-  const exclusiveMin = resolved["exclusiveMinimum"];
-  const exclusiveMax = resolved["exclusiveMaximum"];
-  if (typeof exclusiveMin === "number") bounds.push(`> ${exclusiveMin}`);
-  if (typeof min === "number") bounds.push(`>= ${min}`);
-  if (typeof exclusiveMax === "number") bounds.push(`< ${exclusiveMax}`);
-  if (typeof max === "number" && max < Number.MAX_SAFE_INTEGER) bounds.push(`<= ${max}`);
-  if (bounds.length > 0) text += ` ${bounds.join(" and ")}`;
-  return text;
-}
-
+/** Replaces secrets with their strings (for validation), sharing every subtree without one. */
 function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): unknown {
   if (value instanceof Secret) {
     secretPaths.add(path);
     return value.reveal();
   }
   if (Array.isArray(value)) {
-    return value.map((item, i) => unwrapSecrets(item, join(path, String(i)), secretPaths));
+    let out: unknown[] | undefined;
+    value.forEach((item, i) => {
+      const next = unwrapSecrets(item, join(path, String(i)), secretPaths);
+      if (next !== item) (out ??= [...value])[i] = next;
+    });
+    return out ?? value;
   }
   if (isPlainObject(value)) {
-    const out: Record<string, unknown> = {};
-    for (const [key, child] of Object.entries(value)) {
-      out[key] = unwrapSecrets(child, join(path, key), secretPaths);
+    let out: Record<string, unknown> | undefined;
+    for (const key in value) {
+      const child = value[key];
+      if (child === null || typeof child !== "object") continue;
+      const next = unwrapSecrets(child, join(path, key), secretPaths);
+      if (next !== child) (out ??= { ...value })[key] = next;
     }
-    return out;
+    return out ?? value;
   }
   return value;
 }

@@ -49,3 +49,6 @@ export {
   parseConfigText,
 } from "./sources/file.ts";
 export * from "./sources/etcd.ts";
+export * from "./sources/consul.ts";
+export * from "./json_schema.ts";
+export * from "./example_config.ts";

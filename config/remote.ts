@@ -47,3 +47,11 @@ export interface RemoteLayer extends Layer {
   /** Leaves are strings to coerce to the schema's types (a key prefix mapped to a tree). */
   readonly coerce: boolean;
 }
+
+/** Backoff between retries: `initial` doubling up to `max`, each delay jittered to 50–100 %. */
+export interface BackoffOptions {
+  /** First delay in ms. @default {100} */
+  readonly initial?: number;
+  /** Largest delay in ms. @default {10000} */
+  readonly max?: number;
+}

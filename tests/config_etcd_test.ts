@@ -336,3 +336,52 @@ testWith("etcdSource() unreachable at start", etcdRequirement, async (t) => {
     assert.equal(config.get("dns.port"), 5300);
   });
 });
+
+testWith(
+  "Config disposal stops every watcher and leaves no etcd process behind",
+  etcdRequirement,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "triad-config-leak-" });
+    await Deno.writeTextFile(`${dir}/app.yaml`, "dns:\n  port: 5300\n");
+    let pid: number;
+    let changes = 0;
+    let errors = 0;
+    const requestsAfterDispose: string[] = [];
+    let disposed = false;
+    const countingFetch: typeof fetch = (input, init) => {
+      if (disposed) requestsAfterDispose.push(String(input));
+      return fetch(input, init);
+    };
+    try {
+      await using etcd = await startEtcd();
+      pid = etcd.pid;
+      await etcd.put("/app/dns/cache/size", "5");
+      {
+        await using config = await createConfig({
+          schema,
+          env: noEnv,
+          files: [`${dir}/app.yaml`],
+          fetch: countingFetch,
+          debounce: 20,
+          remote: [etcdSource({ endpoints: [etcd.endpoint], prefix: "/app/", backoff: fast })],
+        });
+        await config.watch();
+        config.on("change", () => changes++);
+        config.on("error", () => errors++);
+        assert.equal(config.get("dns.port"), 5300);
+        assert.equal(config.get("dns.cache.size"), 5);
+      }
+      disposed = true;
+      await Deno.writeTextFile(`${dir}/app.yaml`, "dns:\n  port: 5301\n");
+      await etcd.put("/app/dns/cache/size", "6");
+      await etcd.stop(); // a live watcher would now reconnect in a loop
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(changes, 0, "no change after disposal");
+      assert.equal(errors, 0, "no error after disposal");
+      assert.deepEqual(requestsAfterDispose, [], "no request after disposal");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    assert.throws(() => Deno.statSync(`/proc/${pid}`), Deno.errors.NotFound, "etcd exited");
+  },
+);

@@ -6,7 +6,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import type { Origin } from "../origin.ts";
-import type { RemoteLayer } from "../remote.ts";
+import type { BackoffOptions, RemoteLayer } from "../remote.ts";
 import { setAt } from "../_path.ts";
 import type { Segment } from "../_path.ts";
 import { type ConfigFormat, parseConfigText } from "./file.ts";
@@ -16,14 +16,6 @@ export interface RemoteEntry {
   readonly key: string;
   readonly value: string;
   readonly revision: number;
-}
-
-/** Backoff between retries: `initial` doubling up to `max`, each delay jittered to 50–100 %. */
-export interface BackoffOptions {
-  /** First delay in ms. @default {100} */
-  readonly initial?: number;
-  /** Largest delay in ms. @default {10000} */
-  readonly max?: number;
 }
 
 /** Returns the jittered delay before retry number `attempt` (0-based). */

@@ -4,11 +4,10 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import type { RemoteContext, RemoteLayer, RemoteSource } from "../remote.ts";
+import type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from "../remote.ts";
 import type { ConfigFormat } from "./file.ts";
 import {
   backoffDelay,
-  type BackoffOptions,
   documentLayer,
   fromBase64,
   prefixLayer,

@@ -15,6 +15,10 @@
 export interface EtcdOptions {
   /** How often etcd sends watch progress notifications. @default {"500ms"} */
   readonly progressNotifyInterval?: string;
+  /** Where to make the temporary data directory (`/dev/shm` takes disk fsync out of a benchmark). */
+  readonly tempRoot?: string;
+  /** Pin etcd to these CPUs with `taskset` (for benchmarks), such as `"1"`. */
+  readonly cpus?: string;
 }
 
 /** A running etcd. */
@@ -77,18 +81,24 @@ export function prefixEnd(prefix: string): string {
  * @returns The server; dispose it to stop it and remove its data.
  */
 export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> {
-  const dir = await Deno.makeTempDir({ prefix: "triad-etcd-" });
+  const dir = await Deno.makeTempDir({
+    prefix: "triad-etcd-",
+    ...(options.tempRoot === undefined ? {} : { dir: options.tempRoot }),
+  });
   const clientPort = freePort();
   const peerPort = freePort();
   const endpoint = `http://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   let child: Deno.ChildProcess | undefined;
   let token: string | undefined;
+  // Our own HTTP client, so no pooled connection outlives the server.
+  const client = Deno.createHttpClient({});
 
   const request = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (token !== undefined) headers["authorization"] = token;
     const response = await fetch(`${endpoint}${path}`, {
+      client,
       method: "POST",
       headers,
       body: JSON.stringify(body),
@@ -101,23 +111,23 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     Number((json["header"] as { revision?: string } | undefined)?.revision ?? 0);
 
   const start = async () => {
-    child = new Deno.Command("etcd", {
-      args: [
-        "--name=triad-test",
-        `--data-dir=${dir}/data`,
-        `--listen-client-urls=${endpoint}`,
-        `--advertise-client-urls=${endpoint}`,
-        `--listen-peer-urls=${peer}`,
-        `--initial-advertise-peer-urls=${peer}`,
-        `--initial-cluster=triad-test=${peer}`,
-        "--initial-cluster-state=new",
-        `--experimental-watch-progress-notify-interval=${
-          options.progressNotifyInterval ?? "500ms"
-        }`,
-        "--logger=zap",
-        "--log-level=error",
-        "--log-outputs=stderr",
-      ],
+    const etcdArgs = [
+      "--name=triad-test",
+      `--data-dir=${dir}/data`,
+      `--listen-client-urls=${endpoint}`,
+      `--advertise-client-urls=${endpoint}`,
+      `--listen-peer-urls=${peer}`,
+      `--initial-advertise-peer-urls=${peer}`,
+      `--initial-cluster=triad-test=${peer}`,
+      "--initial-cluster-state=new",
+      `--experimental-watch-progress-notify-interval=${options.progressNotifyInterval ?? "500ms"}`,
+      "--logger=zap",
+      "--log-level=error",
+      "--log-outputs=stderr",
+    ];
+    const pinned = options.cpus !== undefined;
+    child = new Deno.Command(pinned ? "taskset" : "etcd", {
+      args: pinned ? ["-c", options.cpus!, "etcd", ...etcdArgs] : etcdArgs,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -139,7 +149,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     const deadline = Date.now() + 15_000;
     for (;;) {
       try {
-        const response = await fetch(`${endpoint}/health`);
+        const response = await fetch(`${endpoint}/health`, { client });
         const body = await response.text();
         if (response.ok && body.includes("true")) return;
       } catch {
@@ -177,6 +187,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   try {
     await start();
   } catch (error) {
+    client.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw error;
   }
@@ -209,6 +220,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     },
     async [Symbol.asyncDispose]() {
       await stop();
+      client.close();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
