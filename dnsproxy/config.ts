@@ -42,7 +42,10 @@ const upstreamAddress: z.ZodString = z.string().refine((text) => {
 
 const schema = z.object({
   listen: socketAddress.default("127.0.0.1:5353").describe("Address for UDP and TCP."),
-  loops: z.number().int().min(1).max(64).default(1).describe("Event loops (Workers)."),
+  loops: z.number().int().min(1).max(64).default(1).describe("netloop event loops (Workers)."),
+  backend: z.enum(["auto", "uring", "epoll", "portable", "builtin"]).default("auto").describe(
+    "auto, uring, epoll or portable serve on @triad/netloop; builtin on Deno's sockets.",
+  ),
   metrics: z.string().default("").describe('Prometheus /metrics address, "" for none.'),
   log: z.object({
     level: z.enum(["debug", "info", "warn", "error"]).default("info").describe("Log level."),
@@ -127,8 +130,10 @@ const schema = z.object({
 export interface DnsConfig {
   /** Address for UDP and TCP. */
   listen: string;
-  /** Event loops. */
+  /** netloop event loops. */
   loops: number;
+  /** `auto`, `uring`, `epoll`, `portable` (netloop) or `builtin`. */
+  backend: "auto" | "uring" | "epoll" | "portable" | "builtin";
   /** Prometheus /metrics address, `""` for none. */
   metrics: string;
   /** Logging. */

@@ -15,13 +15,13 @@
 import { createConfig } from "@triad/config";
 import type { Config } from "@triad/config";
 import { createLogger, formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/core";
-import type { Logger } from "@triad/core";
+import type { Logger, SocketAddress } from "@triad/core";
 import { dnsConfigSchema, toProxySettings, upstreamsFromResolvConf } from "./config.ts";
 import type { DnsConfig } from "./config.ts";
 import { DnsProxy } from "./proxy.ts";
 import type { ProxySettings } from "./proxy.ts";
 import { serveDns } from "./server.ts";
-import type { DnsServer } from "./server.ts";
+import { serveDnsOnNetloop } from "./netloop_server.ts";
 
 /** Options of {@linkcode runDnsProxy}. */
 export interface RunDnsProxyOptions {
@@ -37,16 +37,88 @@ export interface RunDnsProxyOptions {
 
 /** A running proxy program. */
 export interface RunningDnsProxy extends AsyncDisposable {
-  /** The proxy. */
-  readonly proxy: DnsProxy;
-  /** The DNS listeners. */
-  readonly server: DnsServer;
+  /** The address UDP and TCP listen on. */
+  readonly address: SocketAddress;
+  /** What serves: `builtin`, or the netloop backend and why it was chosen. */
+  readonly backend: string;
+  /** The proxy, with the `builtin` backend (with netloop, each loop has its own). */
+  readonly proxy: DnsProxy | undefined;
+  /** The Prometheus text (merged from every loop on netloop). */
+  metrics(): Promise<string>;
   /** The metrics listener's address, when serving metrics. */
   readonly metricsAddress: string | undefined;
   /** Resolves after each applied reload (tests wait on it). */
   readonly reloads: { applied: number; failed: number };
   /** Stops everything. */
   close(): Promise<void>;
+}
+
+/** What serves the proxy: the builtin listeners, or netloop engines. */
+interface Frontend {
+  readonly address: SocketAddress;
+  readonly backend: string;
+  readonly proxy: DnsProxy | undefined;
+  reconfigure(settings: ProxySettings): void;
+  metrics(): Promise<string>;
+  close(): Promise<void>;
+}
+
+async function startFrontend(
+  value: DnsConfig,
+  settings: ProxySettings,
+  logger: Logger,
+): Promise<Frontend> {
+  const idleTimeout = parseDuration(value.tcp.idle_timeout);
+  if (value.backend !== "builtin") {
+    const server = await serveDnsOnNetloop(settings, {
+      listen: value.listen,
+      loops: value.loops,
+      backend: value.backend,
+      idleTimeout,
+      logger,
+    });
+    logger.info("listening", {
+      address: formatSocketAddress(server.address),
+      transports: "udp+tcp",
+      backend: `netloop ${server.backend}`,
+      loops: value.loops,
+    });
+    return {
+      address: server.address,
+      backend: `netloop ${server.backend}`,
+      proxy: undefined,
+      reconfigure: (next) => server.reconfigure(next),
+      metrics: () => server.metrics(),
+      close: () => server.close(),
+    };
+  }
+  if (value.loops > 1) {
+    logger.warn("the builtin backend serves on one loop", { loops: value.loops });
+  }
+  const proxy = new DnsProxy({ ...settings, logger });
+  try {
+    const server = await serveDns(proxy, {
+      listen: value.listen,
+      idleTimeout,
+      maxConnections: value.tcp.max_connections,
+      maxPipelined: value.tcp.max_pipelined,
+      logger,
+    });
+    return {
+      address: server.address,
+      backend: "builtin",
+      proxy,
+      reconfigure: (next) => proxy.reconfigure(next),
+      metrics: () => Promise.resolve(proxy.metrics.registry.expose()),
+      close: async () => {
+        await server.close();
+        proxy.close();
+      },
+    };
+  } catch (error) {
+    proxy.close();
+    throw error;
+  }
 }
 
 async function settingsOf(
@@ -110,24 +182,10 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
   if (settings.upstream.upstreams.length === 0) {
     logger.warn("no upstreams: every miss is answered SERVFAIL", { resolvConf });
   }
-  if (value.loops > 1) {
-    logger.warn("serving on one loop", {
-      loops: value.loops,
-      reason: "multi-loop serving needs @triad/netloop, not integrated yet",
-    });
-  }
-  const proxy = new DnsProxy({ ...settings, logger });
-  let server: DnsServer;
+  let frontend: Frontend;
   try {
-    server = await serveDns(proxy, {
-      listen: value.listen,
-      idleTimeout: parseDuration(value.tcp.idle_timeout),
-      maxConnections: value.tcp.max_connections,
-      maxPipelined: value.tcp.max_pipelined,
-      logger,
-    });
+    frontend = await startFrontend(value, settings, logger);
   } catch (error) {
-    proxy.close();
     await config[Symbol.asyncDispose]();
     throw error;
   }
@@ -143,9 +201,9 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
       if (new URL(request.url).pathname !== "/metrics") {
         return new Response("Not found: try /metrics\n", { status: 404 });
       }
-      return new Response(proxy.metrics.registry.expose(), {
-        headers: { "content-type": "text/plain; version=0.0.4" },
-      });
+      return frontend.metrics().then((text) =>
+        new Response(text, { headers: { "content-type": "text/plain; version=0.0.4" } })
+      );
     });
     const addr = metricsServer.addr as Deno.NetAddr;
     metricsAddress = formatSocketAddress({ ...at, port: addr.port });
@@ -154,9 +212,9 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
   const reloads = { applied: 0, failed: 0 };
   config.on("change", (event) => {
     settingsOf(event.current, resolvConf, logger).then((next) => {
-      proxy.reconfigure(next);
+      frontend.reconfigure(next);
       reloads.applied++;
-      const fixed = ["listen", "loops", "metrics", "tcp"].filter((path) =>
+      const fixed = ["listen", "loops", "backend", "metrics", "tcp"].filter((path) =>
         event.changed(path as "listen")
       );
       logger.info("configuration reloaded", { cause: event.cause });
@@ -176,13 +234,14 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     if (closed) return;
     closed = true;
     await config[Symbol.asyncDispose]();
-    await server.close();
+    await frontend.close();
     await metricsServer?.shutdown();
-    proxy.close();
   };
   return {
-    proxy,
-    server,
+    address: frontend.address,
+    backend: frontend.backend,
+    proxy: frontend.proxy,
+    metrics: () => frontend.metrics(),
     metricsAddress,
     reloads,
     close,
