@@ -104,3 +104,17 @@ export function openSockets(): number {
   }
   return count;
 }
+
+/**
+ * Waits up to `timeoutMs` for the count of open sockets and pipes to come back to `expected`
+ * (node:dgram closes its sockets a little after `close()` returns), and returns the last count.
+ */
+export async function settledSockets(expected: number, timeoutMs = 1000): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  let count = openSockets();
+  while (count !== expected && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    count = openSockets();
+  }
+  return count;
+}

@@ -3,7 +3,7 @@ import { buildQuery, parseMessage, Rcode, RrType, runDnsProxy } from "@triad/dns
 import { createLogger } from "@triad/core";
 import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
-import { openSockets, queryUdp } from "./dnsproxy_client.ts";
+import { openSockets, queryUdp, settledSockets } from "./dnsproxy_client.ts";
 
 const needs = [command("unbound")];
 
@@ -126,7 +126,11 @@ for (const backend of ["builtin", "auto"]) {
       }
       // Deno.watchFs keeps its inotify, epoll and eventfd descriptors after close() (a Deno
       // runtime behaviour, seen with a bare watchFs too), so only sockets and pipes are compared.
-      assert.equal(openSockets(), socketsBefore, "no socket or pipe left open");
+      assert.equal(
+        await settledSockets(socketsBefore),
+        socketsBefore,
+        "no socket or pipe left open",
+      );
     },
   );
 }

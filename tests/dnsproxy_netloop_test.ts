@@ -3,7 +3,14 @@ import { buildQuery, parseMessage, Rcode, RrType, serveDnsOnNetloop } from "@tri
 import { createLogger } from "@triad/core";
 import { command, ioUring, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
-import { frame, openSockets, queryTcp, queryUdp, readFrames } from "./dnsproxy_client.ts";
+import {
+  frame,
+  openSockets,
+  queryTcp,
+  queryUdp,
+  readFrames,
+  settledSockets,
+} from "./dnsproxy_client.ts";
 import { malformedCases } from "./fixtures/malformed_dns.ts";
 
 /** The message without ID and with TTLs zeroed, as hex, to compare answers. */
@@ -89,6 +96,6 @@ for (const backend of ["uring", "epoll", "portable"] as const) {
         assert.equal(parseMessage(refused!).rcode, Rcode.REFUSED);
       });
     }
-    assert.equal(openSockets(), socketsBefore, "no socket or pipe left open");
+    assert.equal(await settledSockets(socketsBefore), socketsBefore, "no socket or pipe left open");
   });
 }
