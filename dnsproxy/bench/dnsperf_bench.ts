@@ -1,5 +1,6 @@
 /**
- * `deno task bench:dns`: dnsperf against this proxy, dnsdist and dnsmasq, all forwarding to the
+ * `deno task bench:dns`: dnsperf against this proxy (on netloop, one loop, and on its builtin
+ * listeners), dnsdist and dnsmasq, all forwarding to the
  * same unbound (local zones only: nothing leaves the machine), printed side by side.
  *
  * - cache hit: 100 names, answered from each proxy's cache after a warm-up;
@@ -45,6 +46,8 @@ interface Run {
   lost: number;
   latencyMs: number;
   cpuUsPerQuery: number;
+  /** Share of answers that were NOERROR, in percent. */
+  noerror: number;
 }
 
 function freePort(): number {
@@ -84,12 +87,14 @@ async function dnsperf(
     stderr: "null",
   }).output();
   const text = new TextDecoder().decode(stdout);
+  if (!/Queries per second/.test(text)) console.error(`dnsperf on port ${port} said:\n${text}`);
   const number = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? NaN);
   return {
     qps: number(/Queries per second:\s+([\d.]+)/),
     completed: number(/Queries completed:\s+(\d+)/),
     lost: number(/Queries lost:\s+(\d+)/),
     latencyMs: number(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
+    noerror: number(/Response codes:.*?NOERROR \d+ \(([\d.]+)%\)/),
   };
 }
 
@@ -127,15 +132,17 @@ const dir = await Deno.makeTempDir({ prefix: "triad-dnsbench-" });
 const unbound = await startUnbound({ cpus: LOAD_CPU });
 const peers: Peer[] = [
   { name: "triad", port: freePort() },
+  { name: "triad-builtin", port: freePort() },
   { name: "dnsdist", port: freePort() },
   { name: "dnsmasq", port: freePort() },
 ];
+const port = (name: string) => peers.find((p) => p.name === name)!.port;
 try {
   const main = new URL("../main.ts", import.meta.url).pathname;
   await Deno.writeTextFile(
     `${dir}/dnsdist.conf`,
     [
-      `setLocal("127.0.0.1:${peers[1]!.port}")`,
+      `setLocal("127.0.0.1:${port("dnsdist")}")`,
       'setACL({"127.0.0.0/8"})',
       'setSecurityPollSuffix("")', // no status lookup through the system resolver
       `newServer({address="${unbound.address}", checkName="h0.bench."})`,
@@ -143,22 +150,25 @@ try {
       'getPool(""):setCache(pc)',
     ].join("\n") + "\n",
   );
+  const triadCommand = (name: string, extra: string[]) => [
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--unstable-net",
+    main,
+    "--listen",
+    `127.0.0.1:${port(name)}`,
+    "--upstream",
+    unbound.address,
+    "--log.level",
+    "error",
+    "--cache.prefetch-hits",
+    "0",
+    ...extra,
+  ];
   const commands: Record<string, string[]> = {
-    triad: [
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--unstable-net",
-      main,
-      "--listen",
-      `127.0.0.1:${peers[0]!.port}`,
-      "--upstream",
-      unbound.address,
-      "--log.level",
-      "error",
-      "--cache.prefetch-hits",
-      "0",
-    ],
+    triad: triadCommand("triad", ["--backend", "auto", "--loops", "1"]),
+    "triad-builtin": triadCommand("triad-builtin", ["--backend", "builtin"]),
     dnsdist: ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`],
     dnsmasq: [
       "dnsmasq",
@@ -169,7 +179,7 @@ try {
       `--server=127.0.0.1#${unbound.port}`,
       "--listen-address=127.0.0.1",
       "--bind-interfaces",
-      `--port=${peers[2]!.port}`,
+      `--port=${port("dnsmasq")}`,
       "--cache-size=10000",
       "--dns-forward-max=5000",
       "--pid-file=",
@@ -216,7 +226,7 @@ try {
 
   const pad = (text: string, width: number) => text.padStart(width);
   const line = (cells: string[]) =>
-    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, 12)).join(""));
+    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, 15)).join(""));
   console.log(
     `\ndnsperf, ${ROUNDS} interleaved rounds of ${SECONDS}s, medians; servers on CPU ${SERVER_CPU}, ` +
       `dnsperf and unbound on CPU ${LOAD_CPU}`,
@@ -233,6 +243,7 @@ try {
   row("cache miss: queries/s", (r) => r.miss.map((x) => x.qps), 0);
   row("cache miss: server CPU us/query", (r) => r.miss.map((x) => x.cpuUsPerQuery), 1);
   row("cache miss: lost queries", (r) => r.miss.map((x) => x.lost), 0);
+  row("cache miss: NOERROR answers %", (r) => r.miss.map((x) => x.noerror), 1);
   row(`at ${RATE} q/s: achieved queries/s`, (r) => r.latency.map((x) => x.qps), 0);
   row(`at ${RATE} q/s: avg latency ms`, (r) => r.latency.map((x) => x.latencyMs), 3);
   row(`at ${RATE} q/s: lost queries`, (r) => r.latency.map((x) => x.lost), 0);
