@@ -33,6 +33,8 @@ const RATE = Number(flags.rate);
 const SERVER_CPU = "0";
 const LOAD_CPU = "1";
 const TICKS_PER_SECOND = 100;
+const LOCAL_PORT_BASE = 20_000;
+let dnsperfRuns = 0;
 
 interface Peer {
   name: string;
@@ -68,7 +70,7 @@ async function dnsperf(
   file: string,
   extra: string[],
 ): Promise<Omit<Run, "cpuUsPerQuery">> {
-  const { stdout } = await new Deno.Command("taskset", {
+  const { stdout, stderr, code, signal } = await new Deno.Command("taskset", {
     args: [
       "-c",
       LOAD_CPU,
@@ -81,13 +83,23 @@ async function dnsperf(
       file,
       "-c",
       "10",
+      // Fixed local ports below the ephemeral range: on a busy machine (other suites holding
+      // ephemeral ports) dnsperf's own bind to port 0 failed with EADDRINUSE.
+      "-x",
+      String(LOCAL_PORT_BASE + (dnsperfRuns++ % 50) * 16),
       ...extra,
     ],
     stdout: "piped",
-    stderr: "null",
+    stderr: "piped",
   }).output();
   const text = new TextDecoder().decode(stdout);
-  if (!/Queries per second/.test(text)) console.error(`dnsperf on port ${port} said:\n${text}`);
+  if (!/Queries per second/.test(text)) {
+    console.error(
+      `dnsperf on port ${port} exited ${code} ${signal ?? ""}: ${
+        new TextDecoder().decode(stderr).slice(-500)
+      }`,
+    );
+  }
   const number = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? NaN);
   return {
     qps: number(/Queries per second:\s+([\d.]+)/),
