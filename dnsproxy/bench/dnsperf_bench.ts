@@ -179,7 +179,7 @@ try {
     ...extra,
   ];
   const commands: Record<string, string[]> = {
-    triad: triadCommand("triad", ["--backend", "auto", "--loops", "1"]),
+    triad: triadCommand("triad", ["--backend", "epoll", "--loops", "1"]),
     "triad-builtin": triadCommand("triad-builtin", ["--backend", "builtin"]),
     dnsdist: ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`],
     dnsmasq: [
