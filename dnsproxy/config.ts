@@ -12,33 +12,30 @@ import type { ProxySettings } from "./proxy.ts";
 import { UPSTREAM_POLICIES } from "./upstream/policy.ts";
 import { parseUpstreamAddress } from "./upstream/upstream.ts";
 
-const duration = (fallback: string): z.ZodType<string, string | undefined> =>
-  z.string().default(fallback).refine((text) => {
+/** A string the given parser accepts (it throws on anything else). */
+function parsedBy(parse: (text: string) => unknown, message: string): z.ZodString {
+  return z.string().refine((text) => {
     try {
-      parseDuration(text);
+      parse(text);
       return true;
     } catch {
       return false;
     }
-  }, { message: 'expected a duration such as "500ms" or "2s"' });
+  }, { message });
+}
 
-const socketAddress: z.ZodString = z.string().refine((text) => {
-  try {
-    parseSocketAddress(text);
-    return true;
-  } catch {
-    return false;
-  }
-}, { message: 'expected an address with a port, such as "127.0.0.1:5353" or "[::1]:5353"' });
+const duration = (fallback: string): z.ZodType<string, string | undefined> =>
+  parsedBy(parseDuration, 'expected a duration such as "500ms" or "2s"').default(fallback);
 
-const upstreamAddress: z.ZodString = z.string().refine((text) => {
-  try {
-    parseUpstreamAddress(text);
-    return true;
-  } catch {
-    return false;
-  }
-}, { message: 'expected an upstream such as "127.0.0.1:53", "tcp://10.0.0.1" or "tls://1.1.1.1"' });
+const socketAddress: z.ZodString = parsedBy(
+  parseSocketAddress,
+  'expected an address with a port, such as "127.0.0.1:5353" or "[::1]:5353"',
+);
+
+const upstreamAddress: z.ZodString = parsedBy(
+  parseUpstreamAddress,
+  'expected an upstream such as "127.0.0.1:53", "tcp://10.0.0.1" or "tls://1.1.1.1"',
+);
 
 const schema = z.object({
   listen: socketAddress.default("127.0.0.1:5353").describe("Address for UDP and TCP."),

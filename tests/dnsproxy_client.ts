@@ -4,6 +4,7 @@
  * @module
  */
 import dgram from "node:dgram";
+import { parseMessage } from "@triad/dnsproxy";
 
 /** Sends a datagram and returns the first reply, or `null` after `timeoutMs`. */
 export function queryUdp(
@@ -117,4 +118,14 @@ export async function settledSockets(expected: number, timeoutMs = 1000): Promis
     count = openSockets();
   }
   return count;
+}
+
+/** The message without ID and with TTLs zeroed, as hex, to compare answers. */
+export function normalized(bytes: Uint8Array): string {
+  const info = parseMessage(bytes);
+  const copy = bytes.slice();
+  copy[0] = 0;
+  copy[1] = 0;
+  for (const at of info.ttlOffsets) copy.fill(0, at, at + 4);
+  return Array.from(copy, (b) => b.toString(16).padStart(2, "0")).join("");
 }

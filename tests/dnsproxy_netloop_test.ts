@@ -11,17 +11,8 @@ import {
   readFrames,
   settledSockets,
 } from "./dnsproxy_client.ts";
+import { normalized } from "./dnsproxy_client.ts";
 import { malformedCases } from "./fixtures/malformed_dns.ts";
-
-/** The message without ID and with TTLs zeroed, as hex, to compare answers. */
-function normalized(bytes: Uint8Array): string {
-  const info = parseMessage(bytes);
-  const copy = bytes.slice();
-  copy[0] = 0;
-  copy[1] = 0;
-  for (const at of info.ttlOffsets) copy.fill(0, at, at + 4);
-  return Array.from(copy, (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 for (const backend of ["uring", "epoll", "portable"] as const) {
   const needs = backend === "uring" ? [command("unbound"), ioUring] : [command("unbound")];

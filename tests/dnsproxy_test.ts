@@ -4,18 +4,9 @@ import type { ProxySettings } from "@triad/dnsproxy";
 import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
 import { frame, openFds, queryTcp, queryUdp, readFrames } from "./dnsproxy_client.ts";
+import { normalized } from "./dnsproxy_client.ts";
 
 const needs = [command("unbound")];
-
-/** The message without ID and with TTLs zeroed, as hex, to compare answers. */
-function normalized(bytes: Uint8Array): string {
-  const info = parseMessage(bytes);
-  const copy = bytes.slice();
-  copy[0] = 0;
-  copy[1] = 0;
-  for (const at of info.ttlOffsets) copy.fill(0, at, at + 4);
-  return Array.from(copy, (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 function settings(upstream: string, extra: Partial<ProxySettings> = {}): ProxySettings {
   return { upstream: { upstreams: [upstream], healthCheck: 0, timeout: 1000 }, ...extra };

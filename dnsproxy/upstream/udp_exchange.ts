@@ -44,7 +44,7 @@ export function udpExchange(
 ): Promise<AcceptedReply> {
   const listenDatagram = (Deno as unknown as { listenDatagram?: ListenDatagram }).listenDatagram;
   if (typeof listenDatagram === "function") {
-    return denoExchange(listenDatagram, server, query, id, info, timeoutMs, onMismatch);
+    return denoExchange(listenDatagram)(server, query, id, info, timeoutMs, onMismatch);
   }
   return new Promise((resolve, reject) => {
     const socket = dgram.createSocket(server.family === 6 ? "udp6" : "udp4");
@@ -107,64 +107,58 @@ type ListenDatagram = (options: {
 }) => Deno.DatagramConn;
 
 /** The same exchange over `Deno.listenDatagram` (synchronous bind: much cheaper per query). */
-async function denoExchange(
-  listenDatagram: ListenDatagram,
-  server: SocketAddress,
-  query: Uint8Array,
-  id: number,
-  info: MessageInfo,
-  timeoutMs: number,
-  onMismatch: (reason: MismatchReason) => void,
-): Promise<AcceptedReply> {
-  const label = `${server.address}:${server.port}`;
-  let conn: Deno.DatagramConn;
-  try {
-    conn = listenDatagram({
-      hostname: server.family === 6 ? "::" : "0.0.0.0",
-      port: 0,
-      transport: "udp",
-    });
-  } catch (cause) {
-    throw new UpstreamError(`Cannot open a UDP socket for upstream ${label}`, {
-      code: "network",
-      cause,
-    });
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let buffer: Uint8Array | undefined;
-  try {
-    await conn.send(query, { transport: "udp", hostname: server.address, port: server.port });
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(new UpstreamError(`Upstream ${label} over UDP timed out`, { code: "timeout" })),
-        timeoutMs,
-      );
-    });
-    buffer = freeBuffers.pop() ?? new Uint8Array(RECEIVE_BUFFER);
-    for (;;) {
-      const [data, from] = await Promise.race([conn.receive(buffer), timeout]);
-      const remote = from as Deno.NetAddr;
-      if (remote.port !== server.port || remote.hostname !== server.address) {
-        onMismatch("source");
-        continue;
-      }
-      const result = checkReply(data.slice(), id, info);
-      if (typeof result === "string") {
-        onMismatch(result);
-        continue;
-      }
-      return result;
+const denoExchange =
+  (listenDatagram: ListenDatagram): UdpExchange =>
+  async (server, query, id, info, timeoutMs, onMismatch) => {
+    const label = `${server.address}:${server.port}`;
+    let conn: Deno.DatagramConn;
+    try {
+      conn = listenDatagram({
+        hostname: server.family === 6 ? "::" : "0.0.0.0",
+        port: 0,
+        transport: "udp",
+      });
+    } catch (cause) {
+      throw new UpstreamError(`Cannot open a UDP socket for upstream ${label}`, {
+        code: "network",
+        cause,
+      });
     }
-  } catch (cause) {
-    if (cause instanceof UpstreamError) throw cause;
-    throw new UpstreamError(`Upstream ${label} over UDP failed`, { code: "network", cause });
-  } finally {
-    clearTimeout(timer);
-    conn.close();
-    if (buffer !== undefined && freeBuffers.length < 256) freeBuffers.push(buffer);
-  }
-}
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let buffer: Uint8Array | undefined;
+    try {
+      await conn.send(query, { transport: "udp", hostname: server.address, port: server.port });
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(new UpstreamError(`Upstream ${label} over UDP timed out`, { code: "timeout" })),
+          timeoutMs,
+        );
+      });
+      buffer = freeBuffers.pop() ?? new Uint8Array(RECEIVE_BUFFER);
+      for (;;) {
+        const [data, from] = await Promise.race([conn.receive(buffer), timeout]);
+        const remote = from as Deno.NetAddr;
+        if (remote.port !== server.port || remote.hostname !== server.address) {
+          onMismatch("source");
+          continue;
+        }
+        const result = checkReply(data.slice(), id, info);
+        if (typeof result === "string") {
+          onMismatch(result);
+          continue;
+        }
+        return result;
+      }
+    } catch (cause) {
+      if (cause instanceof UpstreamError) throw cause;
+      throw new UpstreamError(`Upstream ${label} over UDP failed`, { code: "network", cause });
+    } finally {
+      clearTimeout(timer);
+      conn.close();
+      if (buffer !== undefined && freeBuffers.length < 256) freeBuffers.push(buffer);
+    }
+  };
 
 /**
  * Replies are asked for at most 1232 bytes (our OPT); 4 KiB leaves room for upstreams that send
