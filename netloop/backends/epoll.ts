@@ -71,6 +71,7 @@ export class EpollLoop extends LoopCore {
   constructor(...args: ConstructorParameters<typeof LoopCore>) {
     super(...args);
     this.allocate = offHeap;
+    this.pointerOf = addressOf;
     this.epfd = this.lib.epoll_create1(SOCK_CLOEXEC);
     if (this.epfd < 0) throw syscallError("epoll_create1", errno());
     this.wakeFd = this.lib.eventfd(0, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -234,8 +235,7 @@ export class EpollLoop extends LoopCore {
       conn.datagrams.length = 0;
     } else {
       while (conn.takeOutbound() > 0) {
-        const fly = conn.fly!;
-        const n = this.lib.write(conn.fd, addressOf(fly) + conn.flyOff, conn.flyLen - conn.flyOff);
+        const n = this.lib.write(conn.fd, conn.flyAddress + conn.flyOff, conn.flyLen - conn.flyOff);
         if (n < 0) {
           const code = errno();
           if (code === E.EAGAIN || code === E.EINTR) break;
@@ -391,7 +391,8 @@ class UdpVectors {
   readonly sendPointer = addressOf(this.sendHeaders);
   private readonly sendWords = new DataView(this.sendHeaders.buffer);
   private readonly sendIov = offHeap(MMSG * 16);
-  private readonly sendIovView = new DataView(this.sendIov.buffer);
+  private readonly sendIovWords = new Uint32Array(this.sendIov.buffer, 0, MMSG * 4);
+  private readonly sendHeaderWords = new Uint32Array(this.sendHeaders.buffer, 0, MMSG * 16);
   private readonly sendNames = offHeap(MMSG * NAME_STRIDE);
   readonly arena = offHeap(1 << 20);
   private readonly arenaPointer = addressOf(this.arena);
@@ -430,10 +431,12 @@ class UdpVectors {
   queue(peer: Uint8Array, bytes: Uint8Array): void {
     const i = this.queued++;
     this.sendNames.set(peer, i * NAME_STRIDE);
-    this.sendWords.setUint32(i * 64 + 8, peer.length, true);
+    this.sendHeaderWords[i * 16 + 2] = peer.length;
     this.arena.set(bytes, this.arenaUsed);
-    this.sendIovView.setBigUint64(i * 16, BigInt(this.arenaPointer + this.arenaUsed), true);
-    this.sendIovView.setBigUint64(i * 16 + 8, BigInt(bytes.length), true);
+    const address = this.arenaPointer + this.arenaUsed;
+    this.sendIovWords[i * 4] = address >>> 0;
+    this.sendIovWords[i * 4 + 1] = Math.floor(address / 4294967296);
+    this.sendIovWords[i * 4 + 2] = bytes.length;
     this.arenaUsed += bytes.length;
   }
 

@@ -389,6 +389,8 @@ export class BufferRing {
   private published = 0;
   /** All buffers, back to back. */
   readonly bytes: Uint8Array;
+  /** The same memory as 32-bit words (for headers at buffer starts). */
+  readonly words: Uint32Array;
   private readonly dataAddress: number;
 
   private constructor(
@@ -404,6 +406,7 @@ export class BufferRing {
     this.ring16 = new Uint16Array(ring.buffer);
     this.mask = count - 1;
     this.bytes = new Uint8Array(data.buffer);
+    this.words = new Uint32Array(data.buffer);
     this.dataAddress = data.address;
     for (let bid = 0; bid < count; bid++) this.recycle(bid);
     this.publish();
