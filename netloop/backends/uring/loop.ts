@@ -428,20 +428,14 @@ export class UringLoop extends LoopCore {
 
   private pause(conn: ConnImpl): void {
     conn.paused = true;
-    if (conn.flags & F_ARMED && this.features.multishotRecv) {
-      const w = this.ring.prep(
-        Op.ASYNC_CANCEL,
-        -1,
-        0,
-        0,
-        0,
-        OP_CANCEL,
-        0,
-      );
-      // The request to cancel is named by its user_data, carried in addr.
-      this.ring.sqe32[w + 4] = (conn.slot << 4) | OP_RECV;
-      this.ring.sqe32[w + 5] = conn.gen;
-    }
+    if (conn.flags & F_ARMED && this.features.multishotRecv) this.cancelRecv(conn);
+  }
+
+  /** Cancels a connection's pending recv (named by its user_data, carried in addr). */
+  private cancelRecv(conn: ConnImpl): void {
+    const w = this.ring.prep(Op.ASYNC_CANCEL, -1, 0, 0, 0, OP_CANCEL, 0);
+    this.ring.sqe32[w + 4] = (conn.slot << 4) | OP_RECV;
+    this.ring.sqe32[w + 5] = conn.gen;
   }
 
   private onSend(slot: number, gen: number, res: number): void {
@@ -547,8 +541,10 @@ export class UringLoop extends LoopCore {
   private finish(conn: ConnImpl, error?: Error): void {
     if (conn.state === State.Closed) return;
     if (conn.fd >= 0) {
-      // A pending (multishot) recv holds the socket open; shutdown completes it.
-      if (conn.ops > 0) this.lib.shutdown(conn.fd, SHUT_RDWR);
+      // A pending recv holds the socket open after close(2): cancel it (UDP sockets ignore
+      // shutdown), and shut TCP down so the peer sees the end at once.
+      if (conn.flags & F_ARMED) this.cancelRecv(conn);
+      if (conn.ops > 0 && conn.network === "tcp") this.lib.shutdown(conn.fd, SHUT_RDWR);
       this.lib.close(conn.fd);
       conn.fd = -1;
     }
