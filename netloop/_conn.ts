@@ -66,6 +66,9 @@ export class ConnImpl implements Conn {
   /** Outbound: `out` is being filled, `fly[flyOff, flyLen)` is being sent. */
   out: Uint8Array | null = null;
   outLen = 0;
+  /** Addresses of `out` and `fly` for the FFI backends (0 elsewhere). */
+  outAddress = 0;
+  flyAddress = 0;
   fly: Uint8Array | null = null;
   flyOff = 0;
   flyLen = 0;
@@ -203,6 +206,7 @@ export class ConnImpl implements Conn {
       const need = this.outLen + bytes.length;
       if (this.out === null || this.out.length < need) {
         this.out = grow(this.out, this.outLen, need, this.loop.allocate);
+        this.outAddress = this.loop.pointerOf(this.out);
       }
       this.out.set(bytes, this.outLen);
       this.outLen = need;
@@ -235,10 +239,13 @@ export class ConnImpl implements Conn {
     if (this.flyOff < this.flyLen) return this.flyLen - this.flyOff;
     if (this.outLen === 0) return 0;
     const spare = this.fly;
+    const spareAddress = this.flyAddress;
     this.fly = this.out;
+    this.flyAddress = this.outAddress;
     this.flyOff = 0;
     this.flyLen = this.outLen;
     this.out = spare;
+    this.outAddress = spareAddress;
     this.outLen = 0;
     return this.flyLen;
   }

@@ -72,6 +72,8 @@ export abstract class LoopCore implements Loop {
   handledMessages = 0;
   /** Allocates memory the kernel may be handed by address. */
   allocate: (size: number) => Uint8Array = (size) => new Uint8Array(size);
+  /** The address of memory from `allocate` (FFI backends; 0 elsewhere). */
+  pointerOf: (buffer: Uint8Array) => number = () => 0;
 
   constructor(
     readonly config: LoopConfig,

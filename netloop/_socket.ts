@@ -4,7 +4,7 @@
  * @module
  */
 import { parseSocketAddress, type SocketAddress } from "@triad/core";
-import { addressOf, errno, libc, syscallError } from "./_ffi.ts";
+import { errno, libc, syscallError } from "./_ffi.ts";
 import { AF_INET, AF_INET6, decodeSockaddr, encodeSockaddr, SOCKADDR_MAX } from "./_sockaddr.ts";
 
 /** Socket constants (Linux, all architectures netloop supports). */
@@ -153,7 +153,7 @@ export function openDialSocket(
 
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
-const sendBuffer = { bytes: new Uint8Array(new ArrayBuffer(65536)) };
+const sendBuffer = { bytes: new Uint8Array(65536) };
 
 /**
  * Sends one datagram on a connected socket without blocking.
@@ -164,15 +164,15 @@ const sendBuffer = { bytes: new Uint8Array(new ArrayBuffer(65536)) };
  */
 export function sendConnected(fd: number, datagram: Uint8Array): number {
   if (sendBuffer.bytes.length < datagram.length) {
-    sendBuffer.bytes = new Uint8Array(new ArrayBuffer(datagram.length));
+    sendBuffer.bytes = new Uint8Array(datagram.length);
   }
   sendBuffer.bytes.set(datagram);
   const sent = libc().sendto(
     fd,
-    addressOf(sendBuffer.bytes),
+    sendBuffer.bytes,
     datagram.length,
     MSG_DONTWAIT | MSG_NOSIGNAL,
-    0,
+    null,
     0,
   );
   return sent < 0 ? errno() : 0;

@@ -32,6 +32,14 @@ const NEEDS: Record<(typeof BACKENDS)[number], Requirement[]> = {
   uring: [linux, ffi, ioUring],
 };
 
+/** Connected UDP sockets (any process, fd or not) whose peer is 127.0.0.1:port. */
+function udpSocketsTo(port: number): number {
+  const peer = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return Deno.readTextFileSync("/proc/net/udp").split("\n").filter((line) =>
+    line.trim().split(/\s+/)[2] === peer
+  ).length;
+}
+
 async function connect(port: number): Promise<Deno.TcpConn> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   conn.setNoDelay(true);
@@ -222,6 +230,33 @@ for (const backend of BACKENDS) {
         tcpUpstream.close();
         await serving.catch(() => {});
         await new Promise<void>((resolve) => udpUpstream.close(() => resolve()));
+      }
+    });
+
+    await t.step("dialed UDP sockets are released when closed", async () => {
+      const upstream = dgram.createSocket("udp4");
+      upstream.on("message", (m: Uint8Array, r: dgram.RemoteInfo) => {
+        upstream.send(m, r.port, r.address);
+      });
+      await new Promise<void>((resolve) => upstream.bind(0, "127.0.0.1", () => resolve()));
+      const port = upstream.address().port;
+      try {
+        await using fixture = await startFixture(backend, {
+          mode: "dial-per-byte",
+          upstream: { network: "udp", address: `127.0.0.1:${port}` },
+        });
+        const conn = await connect(fixture.port);
+        for (let round = 0; round < 5; round++) {
+          await conn.write(new Uint8Array(100));
+          assert.equal((await readExactly(conn, 100)).length, 100);
+        }
+        conn.close();
+        assert.ok(
+          await eventually(() => udpSocketsTo(port) === 0, 2000),
+          `${udpSocketsTo(port)} connected UDP sockets to the upstream are still alive`,
+        );
+      } finally {
+        await new Promise<void>((resolve) => upstream.close(() => resolve()));
       }
     });
 

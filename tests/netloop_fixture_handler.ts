@@ -7,7 +7,7 @@
 import { Action, type Conn, type EventHandler, LengthFieldCodec, type Loop } from "@triad/netloop";
 
 interface Data {
-  mode: "echo" | "frames" | "proxy" | "quit";
+  mode: "echo" | "frames" | "proxy" | "quit" | "dial-per-byte";
   upstream?: { network: "tcp" | "udp"; address: string };
 }
 
@@ -54,6 +54,26 @@ const handler: EventHandler = {
         if (text.includes("quit")) return Action.Shutdown;
         if (text.includes("close")) return Action.Close;
         conn.write(new TextEncoder().encode(text));
+        return;
+      }
+      case "dial-per-byte": {
+        // One connected UDP socket per byte, closed when its reply arrives (a DNS proxy's
+        // random-port upstream queries).
+        const count = conn.next().length;
+        for (let i = 0; i < count; i++) {
+          const up = loop.dial({
+            network: "udp",
+            address: data.upstream!.address,
+            handler: {
+              onTraffic(u) {
+                u.next();
+                u.close();
+                conn.write(new Uint8Array([1]));
+              },
+            },
+          });
+          up.write(new Uint8Array([i & 0xff]));
+        }
         return;
       }
       case "proxy": {

@@ -60,7 +60,6 @@ export class EpollLoop extends LoopCore {
   private readonly events = offHeap(MAX_EVENTS * 12);
   private readonly eventWords = new Uint32Array(this.events.buffer, 0, MAX_EVENTS * 3);
   private readonly readBuffer: Uint8Array;
-  private readonly readPointer: number;
   private readonly eventBuffer = new Uint8Array(new ArrayBuffer(16));
   private readonly eventView = new DataView(this.eventBuffer.buffer);
   private readonly wakeBuffer = offHeap(8);
@@ -71,13 +70,13 @@ export class EpollLoop extends LoopCore {
   constructor(...args: ConstructorParameters<typeof LoopCore>) {
     super(...args);
     this.allocate = offHeap;
+    this.pointerOf = addressOf;
     this.epfd = this.lib.epoll_create1(SOCK_CLOEXEC);
     if (this.epfd < 0) throw syscallError("epoll_create1", errno());
     this.wakeFd = this.lib.eventfd(0, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (this.wakeFd < 0) throw syscallError("eventfd", errno());
     this.ctl(EPOLL_CTL_ADD, this.wakeFd, EPOLLIN);
     this.readBuffer = offHeap(this.config.readBufferSize);
-    this.readPointer = addressOf(this.readBuffer);
   }
 
   private ctl(op: number, fd: number, events: number): void {
@@ -113,7 +112,7 @@ export class EpollLoop extends LoopCore {
         const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
           ? 0
           : Math.max(0, Math.ceil(Math.min(due, MAX_BLOCK_MS)));
-        const n = this.lib.epoll_wait(this.epfd, addressOf(this.events), MAX_EVENTS, timeout);
+        const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
         now = performance.now();
         let woken = false;
         if (n < 0 && errno() !== E.EINTR) throw syscallError("epoll_wait", errno());
@@ -125,7 +124,7 @@ export class EpollLoop extends LoopCore {
             if (this.udp !== undefined) this.receiveDatagrams();
             else this.accept(now);
           } else if (fd === this.wakeFd) {
-            this.lib.read(this.wakeFd, addressOf(this.wakeBuffer), 8);
+            this.lib.read(this.wakeFd, this.wakeBuffer, 8);
             woken = true;
           } else {
             const conn = this.byFd[fd];
@@ -185,7 +184,7 @@ export class EpollLoop extends LoopCore {
 
   private readable(conn: ConnImpl, now: number): void {
     if (conn.paused || conn.flags & F_EOF || conn.state === State.Closed) return;
-    const n = this.lib.read(conn.fd, this.readPointer, this.readBuffer.length);
+    const n = this.lib.read(conn.fd, this.readBuffer, this.readBuffer.length);
     if (n > 0) {
       this.traffic(conn, this.readBuffer.subarray(0, n), now);
       if (conn.state === State.Open && !conn.paused && this.overLimit(conn)) {
@@ -234,8 +233,11 @@ export class EpollLoop extends LoopCore {
       conn.datagrams.length = 0;
     } else {
       while (conn.takeOutbound() > 0) {
-        const fly = conn.fly!;
-        const n = this.lib.write(conn.fd, addressOf(fly) + conn.flyOff, conn.flyLen - conn.flyOff);
+        const n = this.lib.write(
+          conn.fd,
+          conn.fly!.subarray(conn.flyOff, conn.flyLen),
+          conn.flyLen - conn.flyOff,
+        );
         if (n < 0) {
           const code = errno();
           if (code === E.EAGAIN || code === E.EINTR) break;
@@ -334,7 +336,7 @@ export class EpollLoop extends LoopCore {
     const udp = this.udp!;
     for (let round = 0; round < 16; round++) {
       udp.resetNames();
-      const n = this.lib.recvmmsg(this.listenFd, udp.headersPointer, VLEN, MSG_DONTWAIT, 0);
+      const n = this.lib.recvmmsg(this.listenFd, udp.headers, VLEN, MSG_DONTWAIT, null);
       if (n <= 0) return;
       for (let i = 0; i < n; i++) {
         const length = udp.headerWords[i * 16 + 14]!;
@@ -363,7 +365,7 @@ export class EpollLoop extends LoopCore {
     while (sent < udp.queued) {
       const n = this.lib.sendmmsg(
         this.listenFd,
-        udp.sendPointer + sent * 64,
+        udp.sendHeaders.subarray(sent * 64),
         udp.queued - sent,
         MSG_NOSIGNAL,
       );
@@ -384,14 +386,13 @@ export class EpollLoop extends LoopCore {
 class UdpVectors {
   readonly headers = offHeap(VLEN * 64);
   readonly headerWords = new Uint32Array(this.headers.buffer, 0, VLEN * 16);
-  readonly headersPointer = addressOf(this.headers);
   readonly names = offHeap(VLEN * NAME_STRIDE);
   readonly buffers: Uint8Array;
   readonly sendHeaders = offHeap(MMSG * 64);
-  readonly sendPointer = addressOf(this.sendHeaders);
   private readonly sendWords = new DataView(this.sendHeaders.buffer);
   private readonly sendIov = offHeap(MMSG * 16);
-  private readonly sendIovView = new DataView(this.sendIov.buffer);
+  private readonly sendIovWords = new Uint32Array(this.sendIov.buffer, 0, MMSG * 4);
+  private readonly sendHeaderWords = new Uint32Array(this.sendHeaders.buffer, 0, MMSG * 16);
   private readonly sendNames = offHeap(MMSG * NAME_STRIDE);
   readonly arena = offHeap(1 << 20);
   private readonly arenaPointer = addressOf(this.arena);
@@ -430,10 +431,12 @@ class UdpVectors {
   queue(peer: Uint8Array, bytes: Uint8Array): void {
     const i = this.queued++;
     this.sendNames.set(peer, i * NAME_STRIDE);
-    this.sendWords.setUint32(i * 64 + 8, peer.length, true);
+    this.sendHeaderWords[i * 16 + 2] = peer.length;
     this.arena.set(bytes, this.arenaUsed);
-    this.sendIovView.setBigUint64(i * 16, BigInt(this.arenaPointer + this.arenaUsed), true);
-    this.sendIovView.setBigUint64(i * 16 + 8, BigInt(bytes.length), true);
+    const address = this.arenaPointer + this.arenaUsed;
+    this.sendIovWords[i * 4] = address >>> 0;
+    this.sendIovWords[i * 4 + 1] = Math.floor(address / 4294967296);
+    this.sendIovWords[i * 4 + 2] = bytes.length;
     this.arenaUsed += bytes.length;
   }
 

@@ -53,6 +53,8 @@ const RECVMSG_OUT = 16;
 const ENOBUFS = 105;
 const EBUSY = 16;
 const MAX_SEND_SLOTS = 4096;
+/** Completions handled per turn before the replies they produced are submitted. */
+const TURN_BATCH = 32;
 const EMPTY = new Uint8Array(0);
 
 function describe(conn: ConnImpl): string {
@@ -62,11 +64,16 @@ function describe(conn: ConnImpl): string {
 /** A UDP reply in flight: msghdr, iovec and name in `header`, payload in `data`. */
 interface SendSlot {
   header: Uint8Array;
-  view: DataView;
+  words: Uint32Array;
+  address: number;
   data: Uint8Array;
   index: number;
 }
 
+function setAddress(words: Uint32Array, at: number, address: number): void {
+  words[at] = address >>> 0;
+  words[at + 1] = Math.floor(address / 4294967296);
+}
 /** A loop on io_uring. */
 export class UringLoop extends LoopCore {
   private readonly lib: Libc = libc();
@@ -87,11 +94,14 @@ export class UringLoop extends LoopCore {
   private readonly sendSlots: SendSlot[] = [];
   private readonly freeSendSlots: SendSlot[] = [];
   private woken = false;
+  /** Completions left in the CQ by a turn that hit TURN_BATCH. */
+  private backlog = false;
   private readonly sliceSize: number;
 
   constructor(...args: ConstructorParameters<typeof LoopCore>) {
     super(...args);
     this.allocate = offHeap;
+    this.pointerOf = addressOf;
     this.sliceSize = Math.min(this.config.readBufferSize, 16384);
     this.features = { ...probeUring(this.config.disable).features };
     this.ring = Ring.create({ entries: 1024, cqEntries: 16384, flagSets: FLAG_SETS });
@@ -234,7 +244,7 @@ export class UringLoop extends LoopCore {
         this.buffers?.publish();
         let now = performance.now();
         const due = this.timers(now);
-        const busy = this.dirty.length > 0 || this.pendingOpen.length > 0 ||
+        const busy = this.backlog || this.dirty.length > 0 || this.pendingOpen.length > 0 ||
           this.starving.length > 0;
         const result = this.ring.enter(busy ? 0 : 1, Math.min(due, MAX_BLOCK_MS));
         if (
@@ -295,8 +305,11 @@ export class UringLoop extends LoopCore {
     const u32 = ring.cqeU32;
     const i32 = ring.cqeI32;
     let head = ring.cqHead();
-    const tail = ring.cqTail();
-    const count = (tail - head) >>> 0;
+    const available = (ring.cqTail() - head) >>> 0;
+    // A short turn sends replies sooner: the peer works on them while this loop reaps the rest.
+    const count = Math.min(available, TURN_BATCH);
+    this.backlog = available > count;
+    const tail = (head + count) >>> 0;
     while (head !== tail) {
       const w = ring.cqe(head);
       const low = u32[w]!;
@@ -415,20 +428,14 @@ export class UringLoop extends LoopCore {
 
   private pause(conn: ConnImpl): void {
     conn.paused = true;
-    if (conn.flags & F_ARMED && this.features.multishotRecv) {
-      const w = this.ring.prep(
-        Op.ASYNC_CANCEL,
-        -1,
-        0,
-        0,
-        0,
-        OP_CANCEL,
-        0,
-      );
-      // The request to cancel is named by its user_data, carried in addr.
-      this.ring.sqe32[w + 4] = (conn.slot << 4) | OP_RECV;
-      this.ring.sqe32[w + 5] = conn.gen;
-    }
+    if (conn.flags & F_ARMED && this.features.multishotRecv) this.cancelRecv(conn);
+  }
+
+  /** Cancels a connection's pending recv (named by its user_data, carried in addr). */
+  private cancelRecv(conn: ConnImpl): void {
+    const w = this.ring.prep(Op.ASYNC_CANCEL, -1, 0, 0, 0, OP_CANCEL, 0);
+    this.ring.sqe32[w + 4] = (conn.slot << 4) | OP_RECV;
+    this.ring.sqe32[w + 5] = conn.gen;
   }
 
   private onSend(slot: number, gen: number, res: number): void {
@@ -498,7 +505,7 @@ export class UringLoop extends LoopCore {
       const w = this.ring.prep(
         Op.SEND,
         conn.fd,
-        addressOf(conn.fly!) + conn.flyOff,
+        conn.flyAddress + conn.flyOff,
         conn.flyLen - conn.flyOff,
         0,
         (conn.slot << 4) | OP_SEND,
@@ -534,8 +541,10 @@ export class UringLoop extends LoopCore {
   private finish(conn: ConnImpl, error?: Error): void {
     if (conn.state === State.Closed) return;
     if (conn.fd >= 0) {
-      // A pending (multishot) recv holds the socket open; shutdown completes it.
-      if (conn.ops > 0) this.lib.shutdown(conn.fd, SHUT_RDWR);
+      // A pending recv holds the socket open after close(2): cancel it (UDP sockets ignore
+      // shutdown), and shut TCP down so the peer sees the end at once.
+      if (conn.flags & F_ARMED) this.cancelRecv(conn);
+      if (conn.ops > 0 && conn.network === "tcp") this.lib.shutdown(conn.fd, SHUT_RDWR);
       this.lib.close(conn.fd);
       conn.fd = -1;
     }
@@ -630,9 +639,9 @@ export class UringLoop extends LoopCore {
     if (hasBuffer) {
       const buffers = this.buffers!;
       const view = buffers.view(bid, res);
-      const words = new DataView(view.buffer, view.byteOffset, RECVMSG_OUT);
-      const nameLength = words.getUint32(0, true);
-      const payload = words.getUint32(8, true);
+      const word = (bid * buffers.size) >>> 2;
+      const nameLength = buffers.words[word]!;
+      const payload = buffers.words[word + 2]!;
       const start = RECVMSG_OUT + SOCKADDR_MAX;
       const peer = view.slice(RECVMSG_OUT, RECVMSG_OUT + Math.min(nameLength, SOCKADDR_MAX));
       const body = view.subarray(start, start + Math.min(payload, res - start));
@@ -650,30 +659,28 @@ export class UringLoop extends LoopCore {
     let slot = this.freeSendSlots.pop();
     if (slot === undefined) {
       if (this.sendSlots.length >= MAX_SEND_SLOTS) return; // like a full socket buffer: dropped
+      // [msghdr 64][iovec 16][name 32], the payload in its own buffer
       const header = offHeap(128);
-      slot = {
-        header,
-        view: new DataView(header.buffer),
-        data: offHeap(2048),
-        index: this.sendSlots.length,
-      };
+      const words = new Uint32Array(header.buffer, 0, 32);
+      const address = addressOf(header);
+      slot = { header, words, address, data: EMPTY, index: this.sendSlots.length };
       this.sendSlots.push(slot);
-      const base = addressOf(header);
-      slot.view.setBigUint64(0, BigInt(base + 80), true); // name at +80
-      slot.view.setBigUint64(16, BigInt(base + 64), true); // iovec at +64
-      slot.view.setBigUint64(24, 1n, true);
+      setAddress(words, 0, address + 80);
+      setAddress(words, 4, address + 64);
+      words[6] = 1;
     }
-    if (slot.data.length < bytes.length) slot.data = offHeap(bytes.length);
+    if (slot.data.length < bytes.length) {
+      slot.data = offHeap(Math.max(2048, bytes.length));
+      setAddress(slot.words, 16, addressOf(slot.data));
+    }
     slot.data.set(bytes);
-    const base = addressOf(slot.header);
     slot.header.set(conn.peer, 80);
-    slot.view.setUint32(8, conn.peer.length, true);
-    slot.view.setBigUint64(64, BigInt(addressOf(slot.data)), true);
-    slot.view.setBigUint64(72, BigInt(bytes.length), true);
+    slot.words[2] = conn.peer.length;
+    slot.words[18] = bytes.length;
     const w = this.ring.prep(
       Op.SENDMSG,
       this.listenFd,
-      base,
+      slot.address,
       1,
       0,
       (slot.index << 4) | OP_SENDMSG,

@@ -10,6 +10,8 @@ import { errno, errnoName, type Libc, libc, syscallError } from "../../_ffi.ts";
 import type { NetloopError } from "../../errors.ts";
 
 const SYS_SETUP = 425;
+/** sizeof(struct io_uring_getevents_arg), as a pointer-typed value (see _ffi.ts). */
+const EXT_ARG_SIZE = Deno.UnsafePointer.create(24n);
 const SYS_ENTER = 426;
 const SYS_REGISTER = 427;
 
@@ -147,7 +149,7 @@ export class Ring {
   private enterFlags = 0;
   private readonly waitArgs = new BigUint64Array(new ArrayBuffer(128));
   private readonly timespec = new BigInt64Array(new ArrayBuffer(128));
-  private readonly waitArgsPointer: number;
+  private readonly timespecWords = new Uint32Array(this.timespec.buffer);
   /** Whether the ring fd is registered (IORING_REGISTER_RING_FDS). */
   registeredRing = false;
 
@@ -191,9 +193,6 @@ export class Ring {
     this.cqesWord = cq(5) / 4;
     this.cqeI32 = new Int32Array(cqMap.buffer);
     this.cqeU32 = this.cq32;
-    this.waitArgsPointer = Number(
-      Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.waitArgs)),
-    );
     // struct io_uring_getevents_arg { u64 sigmask; u32 sigmask_sz; u32 pad; u64 ts; }
     this.waitArgs[2] = BigInt(
       Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.timespec))),
@@ -249,8 +248,8 @@ export class Ring {
    * @returns The result, or -errno.
    */
   register(opcode: number, arg: ArrayBufferView, count: number): number {
-    const address = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(arg)));
-    const result = this.lib.sys_uring_register(SYS_REGISTER, this.fd, opcode, address, count);
+    const bytes = new Uint8Array(arg.buffer, arg.byteOffset, arg.byteLength);
+    const result = this.lib.sys_uring_register(SYS_REGISTER, this.fd, opcode, bytes, count);
     return result < 0 ? -errno() : result;
   }
 
@@ -328,15 +327,16 @@ export class Ring {
    */
   enter(minComplete: number, timeoutMs: number): number {
     let flags = this.enterFlags | ENTER_GETEVENTS;
-    let argPointer = 0;
-    let argSize = 0;
+    let arg: BigUint64Array | null = null;
+    let argSize: Deno.PointerValue = null;
     if (minComplete > 0) {
       const ms = Math.max(0, timeoutMs);
-      this.timespec[0] = BigInt(Math.floor(ms / 1000));
-      this.timespec[1] = BigInt(Math.floor((ms % 1000) * 1e6));
+      // struct __kernel_timespec { i64 tv_sec; i64 tv_nsec; } as 32-bit halves (no BigInt).
+      this.timespecWords[0] = Math.floor(ms / 1000);
+      this.timespecWords[2] = Math.floor((ms % 1000) * 1e6);
       flags |= ENTER_EXT_ARG;
-      argPointer = this.waitArgsPointer;
-      argSize = 24;
+      arg = this.waitArgs;
+      argSize = EXT_ARG_SIZE;
     }
     const result = this.lib.sys_uring_enter(
       SYS_ENTER,
@@ -344,7 +344,7 @@ export class Ring {
       this.pending,
       minComplete,
       flags,
-      argPointer,
+      arg,
       argSize,
     );
     return result < 0 ? -errno() : result;
@@ -389,6 +389,8 @@ export class BufferRing {
   private published = 0;
   /** All buffers, back to back. */
   readonly bytes: Uint8Array;
+  /** The same memory as 32-bit words (for headers at buffer starts). */
+  readonly words: Uint32Array;
   private readonly dataAddress: number;
 
   private constructor(
@@ -404,6 +406,7 @@ export class BufferRing {
     this.ring16 = new Uint16Array(ring.buffer);
     this.mask = count - 1;
     this.bytes = new Uint8Array(data.buffer);
+    this.words = new Uint32Array(data.buffer);
     this.dataAddress = data.address;
     for (let bid = 0; bid < count; bid++) this.recycle(bid);
     this.publish();
