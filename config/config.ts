@@ -26,7 +26,7 @@ import { CONFIG_EXTENSIONS, formatOfFile, parseConfigText } from "./sources/file
 import { buildFlagsLayer } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
-import { deepFreeze, getAt, isPlainObject, setAt, splitPath } from "./_path.ts";
+import { deepFreeze, getAt, isPlainObject, readPath, setAt, splitPath } from "./_path.ts";
 import type { ConfigPath, ConfigPathValue, Segment } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
 import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
@@ -372,7 +372,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The value, `undefined` where the path does not exist.
    */
   get<P extends ConfigPath<T>>(path: P): ConfigPathValue<T, P> {
-    return getAt(this.#current().value, splitPath(path)) as ConfigPathValue<T, P>;
+    return readPath(this.#current().value, path) as ConfigPathValue<T, P>;
   }
 
   /**

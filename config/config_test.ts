@@ -566,3 +566,11 @@ Deno.test("Config sub-views and change events are scoped", async () => {
   assert.equal(config.get("dns.cache.size"), 5);
   assert.equal(cache.explain("size").origin?.layer, "set");
 });
+
+Deno.test("Config.get() never reads through Object.prototype", async () => {
+  await using config = await createConfig({ schema, env: noEnv });
+  assert.equal(config.get("dns.constructor" as "dns"), undefined);
+  assert.equal(config.get("__proto__" as "dns"), undefined);
+  assert.equal(config.get("dns.cache.size.toString" as "dns"), undefined);
+  assert.equal(config.get("tags.length" as "tags"), undefined);
+});
