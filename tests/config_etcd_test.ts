@@ -329,6 +329,26 @@ testWith("etcdSource() unreachable at start", etcdRequirement, async (t) => {
     );
   });
 
+  await t.step("endpoints are tried in turn", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const dead = `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
+    listener.close();
+    await using config = await createConfig({
+      schema,
+      env: noEnv,
+      remote: [etcdSource({ endpoints: [dead, etcd.endpoint], prefix: "/app/", required: true })],
+    });
+    assert.equal(config.get("dns.port"), 5300);
+    await assert.rejects(
+      createConfig({
+        schema,
+        env: noEnv,
+        remote: [etcdSource({ endpoints: [dead, dead], prefix: "/app/", required: true })],
+      }),
+      /unreachable \(http:\/\/127\.0\.0\.1:\d+: .*; http:\/\/127\.0\.0\.1:\d+: .*\) \(required source\)/,
+    );
+  });
+
   await t.step("an optional source starts from the other layers and keeps retrying", async () => {
     const net = partitionableFetch();
     net.cut();

@@ -138,8 +138,18 @@ class EtcdSource implements RemoteSource {
   }
 
   async load(context: RemoteContext): Promise<RemoteLayer> {
-    await this.#readRange(context);
-    return this.#layer();
+    const failures: string[] = [];
+    for (let tried = 0; tried < this.#options.endpoints.length; tried++) {
+      try {
+        await this.#readRange(context);
+        return this.#layer();
+      } catch (error) {
+        if (error instanceof ConfigError) throw error;
+        failures.push(`${this.#options.endpoints[this.#endpoint]}: ${(error as Error).message}`);
+        this.#endpoint = (this.#endpoint + 1) % this.#options.endpoints.length;
+      }
+    }
+    throw new ConfigError(`${this.name}: unreachable (${failures.join("; ")})`, { code: "remote" });
   }
 
   async watch(
