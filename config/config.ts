@@ -305,7 +305,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   /** @internal Loads every layer; called once by {@linkcode createConfig}. */
   async _start(): Promise<void> {
     const issues: ConfigIssue[] = [];
-    const flags = this.#readFlags(issues);
+    const flags = await this.#secrets(this.#readFlags(issues), issues);
     const env = await this.#readEnv(issues);
     const files = await this.#readFiles(issues);
     const defaults = await this.#secrets(
@@ -754,7 +754,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#fs, reserved);
     if (this.#options.env?.strict !== false) issues.push(...result.issues);
     else issues.push(...result.issues.filter((issue) => issue.path !== ""));
-    return result.layer;
+    return await this.#secrets(result.layer, issues);
   }
 
   async #secrets(layer: Layer, issues: ConfigIssue[]): Promise<Layer> {

@@ -574,3 +574,47 @@ Deno.test("Config.get() never reads through Object.prototype", async () => {
   assert.equal(config.get("dns.cache.size.toString" as "dns"), undefined);
   assert.equal(config.get("tags.length" as "tags"), undefined);
 });
+
+Deno.test("createConfig() reads files through an injected file system", async () => {
+  const files = new Map([["/etc/app/app.toml", "[dns.cache]\nsize = 3\n"]]);
+  const fs = {
+    readTextFile(path: string) {
+      const text = files.get(path);
+      return text === undefined
+        ? Promise.reject(new Deno.errors.NotFound(path))
+        : Promise.resolve(text);
+    },
+    async *readDir() {},
+    watch(): never {
+      throw new Deno.errors.NotFound("no watching in memory");
+    },
+  };
+  await using config = await createConfig({
+    schema,
+    env: noEnv,
+    fs,
+    files: { name: "app", paths: ["/nowhere", "/etc/app"] },
+  });
+  assert.equal(config.get("dns.cache.size"), 3);
+  assert.equal(
+    String(config.explain("dns.cache.size")),
+    "dns.cache.size = 3 from /etc/app/app.toml:2:1",
+  );
+  await config.watch(); // a file system that cannot watch is skipped, not fatal
+});
+
+Deno.test("createConfig() resolves secret references in env and flags too", async () => {
+  const vars = { APP_DB__PASSWORD: "${env:VAULT_PW}", VAULT_PW: "pw1", VAULT_USER: "bob" };
+  await using config = await createConfig({
+    schema,
+    env: { prefix: "APP", vars },
+    args: ["--db.user", "${env:VAULT_USER}"],
+  });
+  assert.equal(config.get("db.password")?.reveal(), "pw1");
+  assert.equal(config.get("db.user"), "bob");
+  assert.ok(!config.dump().includes("bob"));
+  await assert.rejects(
+    createConfig({ schema, env: { prefix: "APP", vars: {} }, args: ["--db.user", "${env:NOPE}"] }),
+    /flag --db\.user: secret reference \$\{env:NOPE\}: environment variable NOPE is not set/,
+  );
+});

@@ -151,6 +151,17 @@ testWith("etcdSource() reads and watches a key prefix", etcdRequirement, async (
     await next;
     assert.equal(config.get("dns.port"), 5301);
   });
+
+  await t.step("an unknown key under the prefix is rejected with a did-you-mean", async () => {
+    const error = waitFor<ConfigError>((fn) => config.on("error", fn), "the error");
+    await etcd.put("/app/dns/prot", "53");
+    const reported = await error;
+    assert.match(
+      reported.message,
+      /^etcd key \/app\/dns\/prot \(revision \d+\): dns\.prot: unknown key, did you mean dns\.port\?$/,
+    );
+    assert.equal(config.get("dns.port"), 5301);
+  });
 });
 
 testWith("etcdSource() watches one key holding a YAML document", etcdRequirement, async (t) => {
