@@ -4,7 +4,14 @@
  * @module
  */
 import { parseDuration } from "@triad/core";
-import { stringify as stringifyYaml } from "yaml";
+import {
+  Document as YamlDocument,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  stringify as stringifyYaml,
+} from "yaml";
 import { diffConfig } from "./diff.ts";
 import type { ConfigChange } from "./diff.ts";
 import { ConfigError } from "./errors.ts";
@@ -170,6 +177,8 @@ export interface DumpOptions {
   readonly redact?: boolean;
   /** YAML or JSON. @default {"yaml"} */
   readonly format?: "yaml" | "json";
+  /** In YAML, end every value's line with a comment naming where it came from. @default {false} */
+  readonly origins?: boolean;
 }
 
 /** A live, read-only view of a configuration or of part of it. */
@@ -1051,9 +1060,34 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const state = this.#current();
     const value = getAt(state.value, splitPath(path));
     const plain = options.redact === false ? revealTree(value) : redactTree(value, state, path);
-    return options.format === "json"
-      ? `${JSON.stringify(plain, null, 2)}\n`
-      : stringifyYaml(plain ?? null);
+    if (options.format === "json") return `${JSON.stringify(plain, null, 2)}\n`;
+    if (options.origins !== true) return stringifyYaml(plain ?? null);
+    const doc = new YamlDocument(plain ?? null);
+    const annotate = (node: unknown, nodePath: string) => {
+      const items = isMap(node) || isSeq(node) ? node.items : [];
+      items.forEach((item, index) => {
+        const pair = isPair(item) ? item : undefined;
+        const key = pair === undefined
+          ? String(index)
+          : String((pair.key as { value?: unknown }).value);
+        const childPath = nodePath === "" ? key : `${nodePath}.${key}`;
+        const child = pair === undefined ? item : pair.value;
+        if (isScalar(child) || ((isMap(child) || isSeq(child)) && child.items.length === 0)) {
+          const origin = originAt(state.merged.origins, childPath);
+          const inMerged = getAt(state.merged.tree, splitPath(childPath)) !== undefined;
+          const from = !inMerged
+            ? "schema default"
+            : origin === undefined
+            ? undefined
+            : formatOrigin(origin);
+          if (from !== undefined) (child as { comment?: string }).comment = ` ${from}`;
+        } else {
+          annotate(child, childPath);
+        }
+      });
+    };
+    annotate(doc.contents, path);
+    return doc.toString();
   }
 
   #view(prefix: string): ConfigView<unknown> {

@@ -618,3 +618,61 @@ Deno.test("createConfig() resolves secret references in env and flags too", asyn
     /flag --db\.user: secret reference \$\{env:NOPE\}: environment variable NOPE is not set/,
   );
 });
+
+Deno.test("Config.dump() writes YAML or JSON, with origins on request", async () => {
+  const dir = await tempDir({ "app.yaml": "dns:\n  listen: 10.0.0.1:53\n" });
+  try {
+    await using config = await createConfig({
+      schema,
+      files: [`${dir}/app.yaml`],
+      env: { prefix: "APP", vars: { APP_DNS__CACHE__SIZE: "5" } },
+    });
+    const annotated = config.dump({ origins: true });
+    assert.match(annotated, new RegExp(`listen: 10\\.0\\.0\\.1:53 # ${dir}/app\\.yaml:2:3\\n`));
+    assert.match(annotated, / {4}size: 5 # env APP_DNS__CACHE__SIZE\n/);
+    assert.match(annotated, / {4}maxTtl: 1h # schema default\n/);
+    assert.deepEqual(JSON.parse(config.dump({ format: "json" })).dns.cache, {
+      size: 5,
+      maxTtl: "1h",
+    });
+    assert.equal(config.sub("dns.cache").dump(), "size: 5\nmaxTtl: 1h\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Config.reload() re-reads every layer and swaps atomically", async () => {
+  const vars: Record<string, string> = { APP_DNS__CACHE__SIZE: "5" };
+  await using config = await createConfig({ schema, env: { prefix: "APP", vars } });
+  const snapshot = config.value;
+  vars["APP_DNS__CACHE__SIZE"] = "6";
+  const changes = await config.reload();
+  assert.deepEqual(changes, [{ path: "dns.cache.size", before: 5, after: 6 }]);
+  assert.equal(snapshot.dns.cache.size, 5, "an old snapshot never changes");
+  vars["APP_DNS__CACHE__SIZE"] = "-1";
+  await assert.rejects(
+    config.reload(),
+    /env APP_DNS__CACHE__SIZE: dns\.cache\.size: expected integer > 0, got -1/,
+  );
+  assert.equal(config.get("dns.cache.size"), 6, "the last good configuration stays");
+  assert.deepEqual(await config.reload().catch(() => "still invalid"), "still invalid");
+});
+
+Deno.test("createConfig() follows a custom layer order", async () => {
+  const dir = await tempDir({ "app.yaml": "dns:\n  cache:\n    size: 7\n" });
+  try {
+    await using config = await createConfig({
+      schema,
+      files: [`${dir}/app.yaml`],
+      env: { prefix: "APP", vars: { APP_DNS__CACHE__SIZE: "5" } },
+      order: ["defaults", "env", "files", "flags", "set"],
+    });
+    assert.equal(config.get("dns.cache.size"), 7);
+    assert.match(
+      String(config.explain("dns.cache.size")),
+      /overrode 5 from env APP_DNS__CACHE__SIZE/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
