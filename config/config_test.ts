@@ -676,3 +676,31 @@ Deno.test("createConfig() follows a custom layer order", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("createConfig() binds array items from env as <NAME>__<index>__<FIELD>", async () => {
+  await using config = await createConfig({
+    schema,
+    defaults: { upstreams: [{ name: "one", address: "1.1.1.1:53" }] },
+    env: {
+      prefix: "APP",
+      vars: {
+        APP_UPSTREAMS__0__ADDRESS: "9.9.9.9:53",
+        APP_UPSTREAMS__1__NAME: "two",
+        APP_UPSTREAMS__1__ADDRESS: "8.8.8.8:53",
+        APP_UPSTREAMS__1__WEIGHT: "3",
+      },
+    },
+  });
+  assert.deepEqual(config.get("upstreams"), [
+    { name: "one", address: "9.9.9.9:53" },
+    { name: "two", address: "8.8.8.8:53", weight: 3 },
+  ]);
+  assert.equal(
+    String(config.explain("upstreams.1.weight")),
+    "upstreams.1.weight = 3 from env APP_UPSTREAMS__1__WEIGHT",
+  );
+  await assert.rejects(
+    createConfig({ schema, env: { prefix: "APP", vars: { APP_UPSTREAMS__0__ADRESS: "x" } } }),
+    /unknown environment variable APP_UPSTREAMS__0__ADRESS/,
+  );
+});
