@@ -151,8 +151,8 @@ export interface Explanation {
 
 /** The event `on("change")` listeners receive. */
 export interface ConfigChangeEvent<T> {
-  /** What changed, one entry per changed value. */
-  readonly changes: readonly ConfigChange[];
+  /** What changed, one entry per changed value, paths typed from the schema. */
+  readonly changes: readonly ConfigChange<T>[];
   /** The snapshot before. */
   readonly previous: T;
   /** The snapshot after. */
@@ -479,7 +479,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The changes (empty when nothing changed).
    * @throws {ConfigError} When the new configuration is invalid; the last good one stays.
    */
-  reload(): Promise<readonly ConfigChange[]> {
+  reload(): Promise<readonly ConfigChange<T>[]> {
     this.#assertOpen();
     return this.#enqueue(async () => {
       const issues: ConfigIssue[] = [];
@@ -512,7 +512,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The changes.
    * @throws {ConfigError} When the result is invalid; nothing changes then.
    */
-  set<P extends ConfigPath<T>>(path: P, value: unknown): Promise<readonly ConfigChange[]> {
+  set<P extends ConfigPath<T>>(path: P, value: unknown): Promise<readonly ConfigChange<T>[]> {
     this.#assertOpen();
     return this.#enqueue(() => {
       const segments = splitPath(path);
@@ -574,7 +574,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     cause: string,
     update: () => void,
     revert?: () => void,
-  ): Promise<readonly ConfigChange[]> {
+  ): Promise<readonly ConfigChange<T>[]> {
     const saved = { layers: new Map(this.#layers), remote: [...this.#remoteLayers] };
     update();
     let next: State;
@@ -587,7 +587,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       throw error;
     }
     const previous = this.#current();
-    const changes = diffConfig(previous.value, next.value);
+    const changes = diffConfig(previous.value, next.value) as ConfigChange<T>[];
     this.#state = next;
     if (changes.length > 0) this.#emitChange(previous.value as T, next.value as T, changes, cause);
     return changes;
@@ -981,13 +981,13 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   // ---- events ----
 
-  #emitChange(previous: T, current: T, changes: readonly ConfigChange[], cause: string) {
+  #emitChange(previous: T, current: T, changes: readonly ConfigChange<T>[], cause: string) {
     const event: ConfigChangeEvent<T> = {
       changes,
       previous,
       current,
       cause,
-      changed: (path) => changes.some((c) => overlaps(c.path, path)),
+      changed: (path) => changes.some((c) => overlaps(c.path as string, path)),
     };
     for (const listener of this.#changeListeners) {
       try {
