@@ -216,6 +216,8 @@ interface FileCandidate {
   readonly path: string;
   readonly kind: "files" | "profile" | "configDir";
   readonly required: boolean;
+  /** The contents, when the search already read them (read once, never twice). */
+  readonly text?: string;
 }
 
 const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
@@ -821,8 +823,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         if (found) continue;
         for (const [ext] of CONFIG_EXTENSIONS) {
           const path = `${dir}/${search.name}${ext}`;
-          if (await this.#exists(path)) {
-            out.push({ path, kind: "files", required: false });
+          const text = await this.#tryRead(path);
+          if (text !== undefined) {
+            out.push({ path, kind: "files", required: false, text });
             found = true;
             break;
           }
@@ -830,8 +833,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         if (found && profile !== undefined) {
           for (const [ext] of CONFIG_EXTENSIONS) {
             const path = `${dir}/${search.name}.${profile}${ext}`;
-            if (await this.#exists(path)) {
-              out.push({ path, kind: "profile", required: false });
+            const text = await this.#tryRead(path);
+            if (text !== undefined) {
+              out.push({ path, kind: "profile", required: false, text });
               break;
             }
           }
@@ -867,14 +871,15 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return out;
   }
 
-  async #exists(path: string): Promise<boolean> {
+  async #tryRead(path: string): Promise<string | undefined> {
     try {
-      await this.#fs.readTextFile(path);
-      return true;
-    } catch {
-      return false;
+      return await this.#fs.readTextFile(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw error;
     }
   }
+
 
   async #readFiles(issues: ConfigIssue[]): Promise<Layer[]> {
     let candidates: FileCandidate[];
@@ -895,7 +900,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
       let text: string;
       try {
-        text = await this.#fs.readTextFile(candidate.path);
+        text = candidate.text ?? await this.#fs.readTextFile(candidate.path);
       } catch (error) {
         if (error instanceof Deno.errors.NotFound && !candidate.required) return undefined;
         issues.push({

@@ -19,6 +19,7 @@ const schema = z.object({
 function partitionableFetch() {
   const counts = new Map<string, number>();
   const open = new Set<AbortController>();
+  const frozen = new Set<AbortController>();
   let down = false;
   const wrapped: typeof fetch = (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
@@ -35,7 +36,11 @@ function partitionableFetch() {
         return response;
       }
       const body = response.body.pipeThrough(
-        new TransformStream({ flush: () => void open.delete(controller) }),
+        new TransformStream({
+          // A frozen connection stays open and silent, like a half-open TCP connection.
+          transform: (chunk, stream) => void (frozen.has(controller) || stream.enqueue(chunk)),
+          flush: () => void open.delete(controller),
+        }),
       );
       return new Response(body, { status: response.status, headers: response.headers });
     }, (error) => {
@@ -55,6 +60,10 @@ function partitionableFetch() {
     },
     heal() {
       down = false;
+    },
+    /** Open responses stop delivering data but stay open; new requests work. */
+    freeze() {
+      for (const controller of open) frozen.add(controller);
     },
   };
 }
@@ -434,3 +443,33 @@ testWith(
     assert.throws(() => Deno.statSync(`/proc/${pid}`), Deno.errors.NotFound, "etcd exited");
   },
 );
+
+testWith("etcdSource() reconnects a silent watch after idleTimeout", etcdRequirement, async () => {
+  await using etcd = await startEtcd({ progressNotifyInterval: "200ms" });
+  await etcd.put("/app/dns/port", "5300");
+  const net = partitionableFetch();
+  await using config = await createConfig({
+    schema,
+    env: noEnv,
+    fetch: net.fetch,
+    remote: [etcdSource({
+      endpoints: [etcd.endpoint],
+      prefix: "/app/",
+      idleTimeout: 800,
+      backoff: fast,
+    })],
+  });
+  const errors: string[] = [];
+  config.on("error", (error) => errors.push(error.message));
+  await config.watch();
+  await until(() => net.count("/v3/watch") === 1, "the watch");
+  await new Promise((r) => setTimeout(r, 500)); // progress notifications keep it alive
+  assert.equal(net.count("/v3/watch"), 1, "progress notifications count as traffic");
+  net.freeze();
+  const next = waitFor((fn) => config.on("change", fn), "the change over a new connection");
+  await etcd.put("/app/dns/port", "5301");
+  await next;
+  assert.equal(config.get("dns.port"), 5301);
+  assert.equal(net.count("/v3/watch"), 2);
+  assert.match(errors.join("\n"), /watch silent for 800 ms/);
+});
