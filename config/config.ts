@@ -880,7 +880,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
   }
 
-
   async #readFiles(issues: ConfigIssue[]): Promise<Layer[]> {
     let candidates: FileCandidate[];
     try {
