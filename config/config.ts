@@ -222,6 +222,8 @@ interface FileCandidate {
 
 const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
 
+let startConfig: (config: Config<unknown>) => Promise<void>;
+
 /**
  * Loads layered configuration and validates it against a schema. Layers, lowest to highest by
  * default: `defaults` < `files` < `profile` < `configDir` < `remote` < `env` < `flags` < `set()`.
@@ -261,7 +263,7 @@ export async function createConfig<S extends StandardSchema>(
   options: CreateConfigOptions<S>,
 ): Promise<Config<SchemaOutput<S>>> {
   const config = new Config<SchemaOutput<S>>(options as CreateConfigOptions<StandardSchema>);
-  await config._start();
+  await startConfig(config as Config<unknown>);
   return config;
 }
 
@@ -313,8 +315,13 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#checkNameCollisions();
   }
 
-  /** @internal Loads every layer; called once by {@linkcode createConfig}. */
-  async _start(): Promise<void> {
+  static {
+    // createConfig() may start a Config; nothing else can.
+    startConfig = (config) => config.#start();
+  }
+
+  /** Loads every layer; called once by {@linkcode createConfig}. */
+  async #start(): Promise<void> {
     const issues: ConfigIssue[] = [];
     const flags = await this.#secrets(this.#readFlags(issues), issues);
     const env = await this.#readEnv(issues);
