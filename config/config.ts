@@ -470,11 +470,11 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const names = this.#watchNames;
     for (const dir of this.#watchDirs) {
       const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
-        const relevant = paths.some((path) => {
+        const relevant = paths.find((path) => {
           const base = path.slice(path.lastIndexOf("/") + 1);
           return names.has(base) || base.startsWith("..") || names.has(`${dir}/*`);
         });
-        if (relevant) void this.#reloadFiles(`file ${paths[0] ?? dir}`);
+        if (relevant !== undefined) void this.#reloadFiles(`file ${relevant}`);
       });
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
