@@ -40,8 +40,9 @@ const upstreamAddress: z.ZodString = parsedBy(
 const schema = z.object({
   listen: socketAddress.default("127.0.0.1:5353").describe("Address for UDP and TCP."),
   loops: z.number().int().min(1).max(64).default(1).describe("netloop event loops (Workers)."),
-  backend: z.enum(["auto", "uring", "epoll", "portable", "builtin"]).default("epoll").describe(
-    "epoll, uring, portable or auto serve on @triad/netloop; builtin on Deno's sockets.",
+  backend: z.enum(["auto", "uring", "epoll", "portable", "builtin"]).default("auto").describe(
+    "auto (uring, else epoll, else portable), uring, epoll or portable serve on @triad/netloop; " +
+      "builtin on Deno's sockets.",
   ),
   metrics: z.string().default("").describe('Prometheus /metrics address, "" for none.'),
   log: z.object({

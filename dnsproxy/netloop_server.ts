@@ -17,7 +17,7 @@ export interface NetloopDnsOptions {
   listen: string;
   /** Loops (Workers) per transport. @default {1} */
   loops?: number;
-  /** The netloop backend (`epoll` by default: see the README about `uring`). @default {"epoll"} */
+  /** The netloop backend. @default {"auto"} */
   backend?: "auto" | "uring" | "epoll" | "portable";
   /** Idle TCP connections are closed after this many ms. @default {10000} */
   idleTimeout?: number;
@@ -77,7 +77,7 @@ export async function serveDnsOnNetloop(
   const common = {
     hostname: at.address,
     loops: options.loops ?? 1,
-    backend: options.backend ?? "epoll",
+    backend: options.backend ?? "auto",
     // A turn at least every millisecond: promise continuations (upstream answers) run at turns.
     tick: 1,
     data,

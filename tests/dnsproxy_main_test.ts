@@ -155,7 +155,7 @@ Deno.test("runDnsProxy() works with no file: 127.0.0.1:5353 and resolv.conf upst
     const { parseDnsConfig, upstreamsFromResolvConf } = await import("@triad/dnsproxy");
     const defaults = parseDnsConfig({});
     assert.equal(defaults.listen, "127.0.0.1:5353");
-    assert.equal(defaults.backend, "epoll");
+    assert.equal(defaults.backend, "auto");
     assert.deepEqual(upstreamsFromResolvConf("nameserver 127.0.0.1\n", "127.0.0.1:53"), []);
   } finally {
     await Deno.remove(dir, { recursive: true });

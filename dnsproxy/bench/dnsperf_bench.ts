@@ -1,5 +1,5 @@
 /**
- * `deno task bench:dns`: dnsperf against this proxy (on netloop, one loop, and on its builtin
+ * `deno task bench:dns`: dnsperf against this proxy (on netloop's auto-chosen backend, one loop, and on its builtin
  * listeners), dnsdist and dnsmasq, all forwarding to the
  * same unbound (local zones only: nothing leaves the machine), printed side by side.
  *
@@ -179,7 +179,7 @@ try {
     ...extra,
   ];
   const commands: Record<string, string[]> = {
-    triad: triadCommand("triad", ["--backend", "epoll", "--loops", "1"]),
+    triad: triadCommand("triad", ["--backend", "auto", "--loops", "1"]),
     "triad-builtin": triadCommand("triad-builtin", ["--backend", "builtin"]),
     dnsdist: ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`],
     dnsmasq: [
