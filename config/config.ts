@@ -39,6 +39,7 @@ import { coerce } from "./_coerce.ts";
 import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
+import { originAt } from "./_origin_at.ts";
 
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
 
@@ -1174,16 +1175,6 @@ function lowerFirst(text: string): string {
 function overlaps(changed: string, path: string): boolean {
   return changed === path || path === "" || changed === "" ||
     changed.startsWith(`${path}.`) || path.startsWith(`${changed}.`);
-}
-
-function originAt(origins: ReadonlyMap<string, Origin>, path: string): Origin | undefined {
-  for (let p = path;;) {
-    const origin = origins.get(p);
-    if (origin !== undefined) return origin;
-    if (p === "") return undefined;
-    const dot = p.lastIndexOf(".");
-    p = dot === -1 ? "" : p.slice(0, dot);
-  }
 }
 
 function isSecretPath(secretPaths: ReadonlySet<string>, path: string): boolean {

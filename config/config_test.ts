@@ -704,3 +704,35 @@ Deno.test("createConfig() binds array items from env as <NAME>__<index>__<FIELD>
     /unknown environment variable APP_UPSTREAMS__0__ADRESS/,
   );
 });
+
+Deno.test("--config and --profile pick the files", async () => {
+  const dir = await tempDir({
+    "base.yaml": "dns:\n  cache:\n    size: 1\n",
+    "other.toml": "[dns.cache]\nsize = 2\n",
+    "other.staging.toml": "[dns.cache]\nsize = 3\n",
+  });
+  try {
+    await using plain = await createConfig({
+      schema,
+      env: noEnv,
+      files: [`${dir}/base.yaml`],
+      args: ["--config", `${dir}/other.toml`],
+    });
+    assert.equal(plain.get("dns.cache.size"), 2, "--config replaces the files option");
+    await using staged = await createConfig({
+      schema,
+      env: noEnv,
+      files: [`${dir}/base.yaml`],
+      args: ["--config", `${dir}/other.toml`, "--profile", "staging"],
+    });
+    assert.equal(staged.profile, "staging");
+    assert.equal(staged.get("dns.cache.size"), 3);
+    assert.equal(staged.explain("dns.cache.size").origin?.layer, "profile");
+    await assert.rejects(
+      createConfig({ schema, env: noEnv, args: ["--config", `${dir}/missing.yaml`] }),
+      new RegExp(`Configuration file ${dir}/missing\\.yaml not found`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
