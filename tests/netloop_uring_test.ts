@@ -59,3 +59,31 @@ testWith("serve() refuses an unknown backend and a bad option", [], async () => 
     /Option loops must be a positive integer, got 0/,
   );
 });
+
+async function autoChoice(permissions: string[]) {
+  const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...permissions, new URL("./netloop_auto_child.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.ok(success);
+  return JSON.parse(new TextDecoder().decode(stdout)) as {
+    backend: string;
+    reason: string;
+    log: string[];
+  };
+}
+
+testWith("serve() with backend auto picks uring here and logs why", [linux, ioUring], async () => {
+  const choice = await autoChoice(["-A"]);
+  assert.equal(choice.backend, "uring");
+  assert.match(choice.reason, /io_uring is available/);
+  assert.ok(choice.log.some((line) => /netloop: uring backend \(io_uring is available/.test(line)));
+});
+
+testWith("serve() with backend auto falls back to portable without FFI", [], async () => {
+  const choice = await autoChoice(["--allow-net", "--allow-read", "--allow-env"]);
+  assert.equal(choice.backend, "portable");
+  assert.match(choice.reason, /FFI is not allowed/);
+  assert.ok(choice.log.some((line) => /netloop: portable backend/.test(line)));
+});

@@ -139,7 +139,8 @@ async function ready(network: "tcp" | "udp", port: number): Promise<void> {
       const socket = dgram.createSocket("udp4");
       const ok = await new Promise<boolean>((resolve) => {
         socket.once("message", () => resolve(true));
-        socket.send(new Uint8Array([1]), port, "127.0.0.1");
+        socket.on("error", () => resolve(false));
+        socket.bind(0, "127.0.0.1", () => socket.send(new Uint8Array([1]), port, "127.0.0.1"));
         setTimeout(() => resolve(false), 200);
       });
       await new Promise<void>((resolve) => socket.close(() => resolve()));
@@ -224,7 +225,14 @@ try {
         await ready(server.network, port);
         for (const scenario of scenarios) {
           if (scenario.network !== server.network) continue;
-          const sample = await measure(server, scenario, child.pid);
+          let sample: Sample;
+          try {
+            sample = await measure(server, scenario, child.pid);
+          } catch (error) {
+            // A failed run (say, no free ephemeral port for the client) is reported, not counted.
+            console.error(`round ${round}: ${server.name} ${scenario.name}: ${error}`);
+            continue;
+          }
           const key = `${scenario.name}\u0000${server.name}`;
           results.set(key, [...(results.get(key) ?? []), sample]);
           console.error(
@@ -232,6 +240,8 @@ try {
               `${Math.round(sample.rate)} msg/s, ${sample.cpuPerMessage.toFixed(2)} us/msg`,
           );
         }
+      } catch (error) {
+        console.error(`round ${round}: ${server.name}: ${error}`);
       } finally {
         await stop(child);
         running.delete(child);
@@ -244,6 +254,7 @@ try {
 }
 
 function median(values: number[]): number {
+  if (values.length === 0) return NaN;
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
@@ -259,27 +270,32 @@ for (const scenario of scenarios) {
     const samples = results.get(`${scenario.name}\u0000${server.name}`) ?? [];
     return {
       name: server.name,
+      runs: samples.length,
       rate: median(samples.map((s) => s.rate)),
       cpu: median(samples.map((s) => s.cpuPerMessage)),
     };
   });
-  const c = rows.find((r) => r.name === "C epoll")?.rate;
-  const d = rows.find((r) =>
+  const cRow = rows.find((r) => r.name === "C epoll");
+  const dRow = rows.find((r) =>
     r.name === (scenario.network === "tcp" ? "Deno.listen" : "Deno.listenDatagram")
-  )?.rate;
+  );
+  const ratio = (a: number, b: number | undefined) =>
+    b === undefined || !Number.isFinite(a) || !Number.isFinite(b) ? "-" : `${(a / b).toFixed(2)}x`;
   console.log(`\n${scenario.name}`);
   console.log(
-    `  ${"server".padEnd(22)}${"msgs/s".padStart(12)}${"CPU us/msg".padStart(12)}` +
+    `  ${"server".padEnd(22)}${"runs".padStart(5)}${"msgs/s".padStart(10)}` +
       `${"vs C epoll".padStart(12)}${
-        (scenario.network === "tcp" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
-      }`,
+        (dRow?.name === "Deno.listen" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
+      }` +
+      `${"CPU us/msg".padStart(12)}${"CPU vs C".padStart(10)}`,
   );
   for (const row of rows) {
     console.log(
-      `  ${row.name.padEnd(22)}${Math.round(row.rate).toString().padStart(12)}` +
-        `${row.cpu.toFixed(2).padStart(12)}` +
-        `${(c ? (row.rate / c).toFixed(2) + "x" : "-").padStart(12)}` +
-        `${(d ? (row.rate / d).toFixed(2) + "x" : "-").padStart(19)}`,
+      `  ${row.name.padEnd(22)}${String(row.runs).padStart(5)}` +
+        `${(Number.isFinite(row.rate) ? Math.round(row.rate).toString() : "-").padStart(10)}` +
+        `${ratio(row.rate, cRow?.rate).padStart(12)}${ratio(row.rate, dRow?.rate).padStart(19)}` +
+        `${(Number.isFinite(row.cpu) ? row.cpu.toFixed(2) : "-").padStart(12)}` +
+        `${ratio(row.cpu, cRow?.cpu).padStart(10)}`,
     );
   }
 }

@@ -29,7 +29,7 @@ import {
   socketAddress,
 } from "../../_socket.ts";
 import { MAX_BLOCK_MS, YIELD_EVERY_MS } from "../epoll.ts";
-import { BufferRing, CqeFlag, Ioprio, Op, Ring, SqeFlag } from "./ring.ts";
+import { BufferRing, CqeFlag, Feature, Ioprio, Op, Ring, SqeFlag } from "./ring.ts";
 import { FLAG_SETS, probeUring, type UringFeatures } from "./probe.ts";
 
 const OP_ACCEPT = 1;
@@ -47,6 +47,7 @@ const F_EOF = 4;
 const F_STASHED = 8;
 
 const MSG_NOSIGNAL = 0x4000;
+const MSG_DONTWAIT = 0x40;
 const SHUT_RDWR = 2;
 const BUFFER_GROUP = 1;
 const RECVMSG_OUT = 16;
@@ -93,6 +94,9 @@ export class UringLoop extends LoopCore {
   private recvMsgPlain: Uint8Array | undefined;
   private readonly sendSlots: SendSlot[] = [];
   private readonly freeSendSlots: SendSlot[] = [];
+  /** Send slots whose SQEs the next io_uring_enter issues (CQE_SKIP_SUCCESS mode). */
+  private submittedSendSlots: SendSlot[] = [];
+  private readonly skipSendCompletions: boolean;
   private woken = false;
   /** Completions left in the CQ by a turn that hit TURN_BATCH. */
   private backlog = false;
@@ -103,8 +107,10 @@ export class UringLoop extends LoopCore {
     this.allocate = offHeap;
     this.pointerOf = addressOf;
     this.sliceSize = Math.min(this.config.readBufferSize, 16384);
+    this.skipSendCompletions = false;
     this.features = { ...probeUring(this.config.disable).features };
     this.ring = Ring.create({ entries: 1024, cqEntries: 16384, flagSets: FLAG_SETS });
+    this.skipSendCompletions = (this.ring.features & Feature.CQE_SKIP) !== 0;
     try {
       if (this.features.registeredRing && !this.ring.registerRingFd()) {
         this.features.registeredRing = false;
@@ -247,6 +253,7 @@ export class UringLoop extends LoopCore {
         const busy = this.backlog || this.dirty.length > 0 || this.pendingOpen.length > 0 ||
           this.starving.length > 0;
         const result = this.ring.enter(busy ? 0 : 1, Math.min(due, MAX_BLOCK_MS));
+        this.recycleSendSlots();
         if (
           result < 0 && result !== -E.ETIME && result !== -E.EINTR && result !== -EBUSY &&
           result !== -E.EAGAIN
@@ -270,6 +277,13 @@ export class UringLoop extends LoopCore {
     }
   }
 
+  /** The sends io_uring_enter just issued are done with their slots. */
+  private recycleSendSlots(): void {
+    if (this.submittedSendSlots.length === 0 || this.ring.pending > 0) return;
+    for (const slot of this.submittedSendSlots) this.freeSendSlots.push(slot);
+    this.submittedSendSlots = [];
+  }
+
   /** Sends what is queued at stop, waiting a bounded time for the sends to complete. */
   private drain(): void {
     const until = performance.now() + 200;
@@ -280,6 +294,7 @@ export class UringLoop extends LoopCore {
       if (!sending && this.ring.pending === 0) return;
       if (performance.now() > until) return;
       this.ring.enter(1, 5);
+      this.recycleSendSlots();
       this.reap(performance.now());
     }
   }
@@ -331,7 +346,8 @@ export class UringLoop extends LoopCore {
           this.onRecvMsg(res, flags);
           break;
         case OP_SENDMSG:
-          this.freeSendSlots.push(this.sendSlots[low >>> 4]!);
+          // With CQE_SKIP_SUCCESS only failures arrive, and their slot is already free again.
+          if (!this.skipSendCompletions) this.freeSendSlots.push(this.sendSlots[low >>> 4]!);
           break;
         case OP_CONNECT:
           this.onConnect(low >>> 4, high, res);
@@ -686,6 +702,15 @@ export class UringLoop extends LoopCore {
       (slot.index << 4) | OP_SENDMSG,
       0,
     );
-    this.ring.sqe32[w + 7] = MSG_NOSIGNAL;
+    if (this.skipSendCompletions) {
+      // MSG_DONTWAIT makes the send final when io_uring_enter issues it (a full socket buffer
+      // drops the datagram, as UDP may), so the slot is reusable once that call returns and a
+      // successful send needs no completion at all.
+      this.ring.sqe32[w] = Op.SENDMSG | (SqeFlag.CQE_SKIP_SUCCESS << 8);
+      this.ring.sqe32[w + 7] = MSG_NOSIGNAL | MSG_DONTWAIT;
+      this.submittedSendSlots.push(slot);
+    } else {
+      this.ring.sqe32[w + 7] = MSG_NOSIGNAL;
+    }
   }
 }

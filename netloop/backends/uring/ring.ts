@@ -49,10 +49,11 @@ export const Feature = {
   SINGLE_MMAP: 1 << 0,
   NODROP: 1 << 1,
   EXT_ARG: 1 << 8,
+  CQE_SKIP: 1 << 11,
 } as const;
 
 /** SQE flags. */
-export const SqeFlag = { BUFFER_SELECT: 1 << 5 } as const;
+export const SqeFlag = { BUFFER_SELECT: 1 << 5, CQE_SKIP_SUCCESS: 1 << 6 } as const;
 /** CQE flags. */
 export const CqeFlag = { BUFFER: 1 << 0, MORE: 1 << 1 } as const;
 /** ioprio bits for accept and recv. */
@@ -285,8 +286,8 @@ export class Ring {
     if (this.pending >= this.entries) this.enter(0, 0);
     const at = (this.sqTail & this.sqMask) * 16;
     this.sqe32.fill(0, at, at + 16);
+    // The tail is published once, by enter(): the kernel reads SQEs only there.
     this.sqTail = (this.sqTail + 1) >>> 0;
-    Atomics.store(this.sq32, this.sqTailIndex, this.sqTail);
     return at;
   }
 
@@ -338,6 +339,7 @@ export class Ring {
       arg = this.waitArgs;
       argSize = EXT_ARG_SIZE;
     }
+    Atomics.store(this.sq32, this.sqTailIndex, this.sqTail);
     const result = this.lib.sys_uring_enter(
       SYS_ENTER,
       this.enterFd,
