@@ -72,14 +72,14 @@ const volatile char filter_comm[TASK_COMM_LEN] = {};
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024);
-} events SEC(".maps");
+} tcptrace_events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct sock_info);
-} sockets SEC(".maps");
+} tcptrace_socks SEC(".maps");
 
 /* Slot 0: ring buffer reservations that failed. Slot 1: sockets not tracked (table full). */
 struct {
@@ -87,7 +87,7 @@ struct {
 	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
-} lost SEC(".maps");
+} tcptrace_lost SEC(".maps");
 
 /* A tracepoint context of syscalls:sys_exit_* (stable layout). */
 struct syscall_exit_ctx {
@@ -101,9 +101,19 @@ struct tcptrace_event _tcptrace_event = {};
 
 static __always_inline void count_lost(__u32 slot)
 {
-	__u64 *count = bpf_map_lookup_elem(&lost, &slot);
+	__u64 *count = bpf_map_lookup_elem(&tcptrace_lost, &slot);
 	if (count)
 		*count += 1;
+}
+
+/* The process's name (its main thread's comm), as ps shows it: a runtime's worker threads
+ * (tokio-runtime-w, java's threads) make the thread's own comm useless for attribution. */
+static __always_inline void process_comm(char *comm)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	if (!leader || bpf_probe_read_kernel_str(comm, TASK_COMM_LEN, &leader->comm) < 0)
+		bpf_get_current_comm(comm, TASK_COMM_LEN);
 }
 
 static __always_inline bool comm_matches(const char *comm)
@@ -177,7 +187,7 @@ static __always_inline void emit(const struct conn *c, __u8 type, __u32 pid, con
 				 int oldstate, int newstate, const struct sock_info *info,
 				 const struct sock *sk)
 {
-	struct tcptrace_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct tcptrace_event *e = bpf_ringbuf_reserve(&tcptrace_events, sizeof(*e), 0);
 	if (!e) {
 		count_lost(0);
 		return;
@@ -232,14 +242,17 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	} else {
 		return 0;
 	}
-	if (!conn_allowed(&c))
+	if (filter_family && c.family != filter_family)
 		return 0;
+	/* The port filter judges emissions only: at CLOSE -> SYN_SENT the local port is still 0
+	 * (connect() picks it afterwards), and the socket must be tracked from there. */
+	bool port_ok = conn_allowed(&c);
 
 	__u64 skaddr = (__u64)ctx->skaddr;
 	const struct sock *sk = (const struct sock *)ctx->skaddr;
 	int oldstate = ctx->oldstate;
 	int newstate = ctx->newstate;
-	struct sock_info *info = bpf_map_lookup_elem(&sockets, &skaddr);
+	struct sock_info *info = bpf_map_lookup_elem(&tcptrace_socks, &skaddr);
 
 	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
 		struct sock_info fresh = { .open_ns = bpf_ktime_get_boot_ns() };
@@ -247,13 +260,13 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			/* in connect(): current is the opener */
 			fresh.pid = bpf_get_current_pid_tgid() >> 32;
 			fresh.active = 1;
-			bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+			process_comm(fresh.comm);
 			if (!owner_allowed(fresh.pid, fresh.comm))
 				return 0;
 		}
-		if (bpf_map_update_elem(&sockets, &skaddr, &fresh, BPF_ANY) != 0)
+		if (bpf_map_update_elem(&tcptrace_socks, &skaddr, &fresh, BPF_ANY) != 0)
 			count_lost(1);
-		info = bpf_map_lookup_elem(&sockets, &skaddr);
+		info = bpf_map_lookup_elem(&tcptrace_socks, &skaddr);
 	}
 
 	__u32 pid;
@@ -263,13 +276,15 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		__builtin_memcpy(comm, info->comm, TASK_COMM_LEN);
 	} else {
 		pid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(comm, sizeof(comm));
+		process_comm(comm);
 	}
 	/* Passive sockets are judged by owner once accept() tells it; until then they pass. */
 	bool owner_known = info ? info->pid != 0 : true;
-	bool allowed = owner_known ? owner_allowed(pid, comm) : (filter_pid == 0 && filter_comm[0] == 0);
+	bool allowed = port_ok &&
+		       (owner_known ? owner_allowed(pid, comm) : (filter_pid == 0 && filter_comm[0] == 0));
 
-	if (emit_states && allowed)
+	/* the kernel re-enters FIN_WAIT1 on some paths: not a transition */
+	if (emit_states && allowed && oldstate != newstate)
 		emit(&c, EVENT_STATE, pid, comm, oldstate, newstate, 0, sk);
 
 	if (!info)
@@ -284,9 +299,9 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			emit(&c, EVENT_CONNECT, pid, comm, oldstate, newstate, 0, sk);
 	} else if (newstate == TCP_CLOSE) {
 		/* An unaccepted passive socket closes with the listener: current is its closer. */
-		if (info->established && owner_allowed(pid, comm))
+		if (info->established && port_ok && owner_allowed(pid, comm))
 			emit(&c, EVENT_CLOSE, pid, comm, oldstate, newstate, info, sk);
-		bpf_map_delete_elem(&sockets, &skaddr);
+		bpf_map_delete_elem(&tcptrace_socks, &skaddr);
 	}
 	return 0;
 }
@@ -295,12 +310,12 @@ int inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 static __always_inline void on_accepted(const struct sock *sk)
 {
 	__u64 skaddr = (__u64)sk;
-	struct sock_info *info = bpf_map_lookup_elem(&sockets, &skaddr);
+	struct sock_info *info = bpf_map_lookup_elem(&tcptrace_socks, &skaddr);
 	if (!info || info->active || info->accepted)
 		return;
 	info->accepted = 1;
 	info->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(info->comm, sizeof(info->comm));
+	process_comm(info->comm);
 	if (!owner_allowed(info->pid, info->comm))
 		return;
 

@@ -86,6 +86,9 @@ export async function main(args: readonly string[]): Promise<number> {
     ? setTimeout(onSignal, options.durationSeconds * 1000)
     : undefined;
 
+  console.error(
+    `trace: tracing TCP connections (accept hook: ${tracer.acceptHook}); Ctrl-C to stop`,
+  );
   const tty = Deno.stdout.isTerminal();
   const started = performance.now();
   const counts: Record<string, number> = { connect: 0, accept: 0, close: 0, state: 0 };

@@ -70,7 +70,7 @@ function rodataValues(options: TracerOptions): Map<string, Uint8Array> {
  * ```ts ignore
  * import { TcpTracer } from "./tracer.ts";
  * await using tracer = TcpTracer.open({ port: 443 });
- * for await (const event of tracer.events()) console.log(event);
+ * for await (const batch of tracer.batches()) for (const event of batch) console.log(event);
  * ```
  */
 export class TcpTracer implements AsyncDisposable {
@@ -117,7 +117,7 @@ export class TcpTracer implements AsyncDisposable {
         return 0;
       },
     );
-    const events = TcpTracer.#map(object, "events");
+    const events = TcpTracer.#map(object, "tcptrace_events");
     const ring = bpf.ring_buffer__new(bpf.bpf_map__fd(events), this.#callback.pointer, null, null);
     if (ring === null) {
       const code = errno();
@@ -125,7 +125,7 @@ export class TcpTracer implements AsyncDisposable {
       fail("create the ring buffer reader", code);
     }
     this.#ring = ring;
-    this.#lostFd = bpf.bpf_map__fd(TcpTracer.#map(object, "lost"));
+    this.#lostFd = bpf.bpf_map__fd(TcpTracer.#map(object, "tcptrace_lost"));
     this.#lostBuffer = new Uint8Array(8 * Math.max(1, bpf.libbpf_num_possible_cpus()));
   }
 
@@ -157,7 +157,7 @@ export class TcpTracer implements AsyncDisposable {
     const previousPrint = acceptHook === "fexit" ? bpf.libbpf_set_print(null) : undefined;
     try {
       TcpTracer.#setRodata(object, rodataValues(options));
-      const ring = TcpTracer.#map(object, "events");
+      const ring = TcpTracer.#map(object, "tcptrace_events");
       const ringBytes = options.ringBytes ?? 8 * 1024 * 1024;
       if (bpf.bpf_map__set_max_entries(ring, ringBytes) !== 0) {
         fail(`size the ring buffer to ${ringBytes} bytes`, errno());
