@@ -100,6 +100,11 @@ class Tracer {
     return done();
   }
 
+  /** Sends a signal without waiting (SIGSTOP/SIGCONT). */
+  signal(signal: Deno.Signal): void {
+    this.#child.kill(signal);
+  }
+
   /** Sends a signal (if still running) and waits for the exit. */
   async stop(signal: Deno.Signal = "SIGINT"): Promise<Deno.CommandStatus> {
     try {
@@ -497,6 +502,34 @@ testWith("deno task trace --states shows every transition", NEEDS, async () => {
   } finally {
     assert.equal((await tracer.stop()).code, 0);
   }
+});
+
+testWith("deno task trace reports lost events, and none silently", NEEDS, async () => {
+  using listener = listen(4);
+  const port = listener.addr.port;
+  // 4 KiB holds 39 records; the reader is stopped while 100 connections make 400 events
+  const tracer = await Tracer.start(["--json", "--port", String(port), "--ring-size", "4096"]);
+  const connections = 100;
+  let status: Deno.CommandStatus;
+  try {
+    tracer.signal("SIGSTOP");
+    try {
+      for (let i = 0; i < connections; i++) await exchange(listener, 4, 1, 1, 0);
+    } finally {
+      tracer.signal("SIGCONT");
+    }
+    const lost = () =>
+      tracer.events().filter((e) => e.type === "lost").reduce((n, e) => n + e.count!, 0);
+    const accounted = () => ofPort(tracer.events(), port).length + lost();
+    await tracer.waitFor(() => accounted() >= connections * 4);
+    assert.equal(accounted(), connections * 4);
+    assert.ok(lost() > 300, `lost ${lost()}`);
+    assert.match(tracer.stderr, /trace: \d+ events lost \(ring buffer full\)/);
+  } finally {
+    status = await tracer.stop();
+  }
+  assert.equal(status.code, 0);
+  assert.match(tracer.stderr, /trace: \d+ events \(.*\), [1-9]\d* lost/);
 });
 
 testWith("deno task trace stops by itself and on SIGTERM", NEEDS, async (t) => {

@@ -69,6 +69,7 @@ export async function main(args: readonly string[]): Promise<number> {
       ...(options.port !== undefined && { port: options.port }),
       ...(options.family !== undefined && { family: options.family }),
       states: options.states,
+      ...(options.ringBytes !== undefined && { ringBytes: options.ringBytes }),
     });
   } catch (error) {
     if (error instanceof TriadError) {

@@ -29,6 +29,8 @@ export interface TraceOptions {
   summary: boolean;
   /** Top-like per-connection counts refreshed every this many seconds. */
   intervalSeconds?: number;
+  /** Ring buffer size in bytes (a power of two from 4096). */
+  ringBytes?: number;
   /** Print the usage and exit. */
   help: boolean;
 }
@@ -54,6 +56,7 @@ Options:
   --max-events N       stop after N events
   --summary            one line per closed connection (like tcplife)
   --interval SECONDS   per-connection counts, refreshed every SECONDS (like top)
+  --ring-size BYTES    kernel ring buffer size, a power of two from 4096 (default 8388608)
   --help               show this help
 
 Without --json the output is an aligned table on a terminal and plain columns otherwise.
@@ -128,6 +131,7 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
         "max-events": { type: "string" },
         summary: { type: "boolean", default: false },
         interval: { type: "string" },
+        "ring-size": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -166,6 +170,13 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
     options.maxEvents = integer("max-events", values["max-events"], 1, Number.MAX_SAFE_INTEGER);
   }
   if (values.interval !== undefined) options.intervalSeconds = seconds("interval", values.interval);
+  if (values["ring-size"] !== undefined) {
+    const size = integer("ring-size", values["ring-size"], 4096, 2 ** 30);
+    if ((size & (size - 1)) !== 0) {
+      throw new TraceUsageError(`--ring-size: expected a power of two, got ${size}`);
+    }
+    options.ringBytes = size;
+  }
   if (options.summary && options.intervalSeconds !== undefined) {
     throw new TraceUsageError(`--summary and --interval cannot be combined: pick one view`);
   }
