@@ -68,6 +68,9 @@ const volatile __u16 filter_port = 0;
 const volatile __u8 filter_family = 0; /* 4 or 6 */
 const volatile __u8 emit_states = 0;
 const volatile char filter_comm[TASK_COMM_LEN] = {};
+/* Wake the reader only once this much is queued (0: every record). Below it the reader's own
+ * poll interval picks records up: fewer wakeups of the reader and fewer IPIs from the traced. */
+const volatile __u32 wakeup_bytes = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -220,7 +223,10 @@ static __always_inline void emit(const struct conn *c, __u8 type, __u32 pid, con
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	__builtin_memcpy(e->comm, comm, TASK_COMM_LEN);
-	bpf_ringbuf_submit(e, 0);
+	__u64 flags = 0;
+	if (wakeup_bytes && bpf_ringbuf_query(&tcptrace_events, BPF_RB_AVAIL_DATA) < wakeup_bytes)
+		flags = BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")

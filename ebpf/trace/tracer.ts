@@ -6,7 +6,13 @@
  */
 
 import { TriadError } from "@triad/core";
-import { decodeEvent, KernelClock, lostEvent, type TraceEvent } from "./event.ts";
+import {
+  decodeEvent,
+  EVENT_RECORD_SIZE,
+  KernelClock,
+  lostEvent,
+  type TraceEvent,
+} from "./event.ts";
 import { cString, errno, libs, strerror, toCString } from "./_libbpf.ts";
 import { TCPTRACE_OBJECT } from "../bpf/tcptrace.gen.ts";
 
@@ -24,6 +30,11 @@ export interface TracerOptions {
   states?: boolean;
   /** Ring buffer size in bytes (a power of two, at least a page). @default 8 MiB */
   ringBytes?: number;
+  /**
+   * Wake the reader once this many bytes are queued; quieter events wait for the next poll
+   * (at most 50 ms). 0 wakes it for every record. @default min(ringBytes / 4, 256 KiB)
+   */
+  wakeupBytes?: number;
   /** How accept() is observed: `auto` tries fexit and falls back to the syscall tracepoints. */
   acceptHook?: "auto" | "fexit" | "syscall";
 }
@@ -31,9 +42,11 @@ export interface TracerOptions {
 /** Loading or attaching the tracer failed; `code` says which step. */
 export class TracerError extends TriadError {}
 
+const DEFAULT_RING_BYTES = 8 * 1024 * 1024;
 const BTF_KIND_VAR = 14;
 const BTF_KIND_DATASEC = 15;
-const POLL_MS = 100;
+// With wakeups batched in the kernel (wakeup_bytes), this bounds how late a quiet event shows.
+const POLL_MS = 50;
 const LOST_CHECK_MS = 200;
 
 type Pointer = NonNullable<Deno.PointerValue>;
@@ -56,6 +69,8 @@ function rodataValues(options: TracerOptions): Map<string, Uint8Array> {
   if (options.port) values.set("filter_port", u16(options.port));
   if (options.family) values.set("filter_family", new Uint8Array([options.family]));
   if (options.states) values.set("emit_states", new Uint8Array([1]));
+  const ringBytes = options.ringBytes ?? DEFAULT_RING_BYTES;
+  values.set("wakeup_bytes", u32(options.wakeupBytes ?? Math.min(ringBytes / 4, 256 * 1024)));
   if (options.comm) {
     const comm = new Uint8Array(16);
     comm.set(new TextEncoder().encode(options.comm).subarray(0, 15));
@@ -74,6 +89,11 @@ function rodataValues(options: TracerOptions): Map<string, Uint8Array> {
  * ```
  */
 export class TcpTracer implements AsyncDisposable {
+  /**
+   * Wake the reader once this many bytes are queued; quieter events wait for the next poll
+   * (at most 50 ms). 0 wakes it for every record. @default min(ringBytes / 4, 256 KiB)
+   */
+  wakeupBytes?: number;
   /** How accept() is observed: `fexit` (inet_csk_accept) or `syscall` (accept/accept4 exits). */
   readonly acceptHook: "fexit" | "syscall";
   #object: Pointer;
@@ -92,6 +112,7 @@ export class TcpTracer implements AsyncDisposable {
   #closed = false;
   #destroyed = false;
   #epollEvents = new Uint8Array(12 * 4);
+  #record = new Uint8Array(EVENT_RECORD_SIZE);
 
   private constructor(
     object: Pointer,
@@ -105,12 +126,11 @@ export class TcpTracer implements AsyncDisposable {
     this.#callback = new Deno.UnsafeCallback(
       { parameters: ["pointer", "pointer", "usize"], result: "i32" } as const,
       (_ctx, data, size) => {
-        if (data === null) return 0;
-        const bytes = new Uint8Array(
-          Deno.UnsafePointerView.getArrayBuffer(data, Number(size)),
-        );
+        if (data === null || Number(size) < EVENT_RECORD_SIZE) return 0;
+        // one copy into a reused buffer: no allocation per record
+        Deno.UnsafePointerView.copyInto(data, this.#record);
         try {
-          this.#pending.push(decodeEvent(bytes, this.#clock));
+          this.#pending.push(decodeEvent(this.#record, this.#clock));
         } catch {
           // a record this version does not understand: skip it, never crash the stream
         }
@@ -158,7 +178,7 @@ export class TcpTracer implements AsyncDisposable {
     try {
       TcpTracer.#setRodata(object, rodataValues(options));
       const ring = TcpTracer.#map(object, "tcptrace_events");
-      const ringBytes = options.ringBytes ?? 8 * 1024 * 1024;
+      const ringBytes = options.ringBytes ?? DEFAULT_RING_BYTES;
       if (bpf.bpf_map__set_max_entries(ring, ringBytes) !== 0) {
         fail(`size the ring buffer to ${ringBytes} bytes`, errno());
       }
