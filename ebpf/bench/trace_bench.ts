@@ -71,6 +71,14 @@ async function waitFor(check: () => boolean, timeoutMs: number, what: string): P
   }
 }
 
+function readText(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return ""; // not created yet
+  }
+}
+
 function size(path: string): number {
   try {
     return Deno.statSync(path).size;
@@ -109,8 +117,8 @@ async function round(mode: Mode, dir: string, churn: string): Promise<Round> {
     await waitFor(
       () =>
         mode === "trace"
-          ? /tracing TCP connections/.test(Deno.readTextFileSync(errors))
-          : /Attaching/.test(Deno.readTextFileSync(output)),
+          ? /tracing TCP connections/.test(readText(errors))
+          : /Attaching/.test(readText(output)),
       60_000,
       `${mode} to attach`,
     );

@@ -99,8 +99,8 @@ struct syscall_exit_ctx {
 	long ret;
 };
 
-/* The emitted type, so bpf2ts finds it in BTF and generates its decoder. */
-struct tcptrace_event _tcptrace_event = {};
+/* The emitted type, anchored so bpf2ts finds it in BTF and generates its decoder. */
+const struct tcptrace_event *unused_tcptrace_event __attribute__((unused));
 
 static __always_inline void count_lost(__u32 slot)
 {

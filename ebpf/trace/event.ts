@@ -6,6 +6,7 @@
  */
 
 import { ipFromBytes } from "@triad/core";
+import { TCPTRACE_EVENT_SIZE, TcptraceEventView } from "../bpf/tcptrace.gen.ts";
 
 /** What happened: an active open, a passive open, a close, a state change, or lost events. */
 export type TraceEventType = "connect" | "accept" | "close" | "state" | "lost";
@@ -85,7 +86,7 @@ export function tcpStateName(state: number): string {
 }
 
 /** Size in bytes of one `struct tcptrace_event` record (see `ebpf/bpf/tcptrace.bpf.c`). */
-export const EVENT_RECORD_SIZE = 96;
+export const EVENT_RECORD_SIZE: number = TCPTRACE_EVENT_SIZE;
 
 const KIND_NAMES: Record<number, TraceEventType> = {
   1: "connect",
@@ -143,7 +144,8 @@ export class KernelClock {
 /**
  * Decodes one `struct tcptrace_event` record into a {@linkcode TraceEvent}.
  *
- * @param record The record bytes (at least {@linkcode EVENT_RECORD_SIZE}); only read, not kept.
+ * @param record The record (at least {@linkcode EVENT_RECORD_SIZE} bytes, such as a ring buffer
+ *   record); only read in place, not kept.
  * @param clock Converts the kernel timestamp.
  * @returns The event.
  *
@@ -163,50 +165,47 @@ export class KernelClock {
  * record.set([1, 4, 2, 1], 72); // connect, IPv4, SYN_SENT -> ESTABLISHED
  * record.set(new TextEncoder().encode("curl"), 76);
  *
- * const event = decodeEvent(record, new KernelClock(0));
+ * const event = decodeEvent(view, new KernelClock(0));
  * assert.equal(event.type, "connect");
  * assert.equal(event.time, "1970-01-01T00:00:00.001Z");
  * assert.equal(`${event.saddr}:${event.sport} -> ${event.daddr}:${event.dport}`,
  *   "127.0.0.1:40000 -> 127.0.0.1:80");
  * ```
  */
-export function decodeEvent(record: Uint8Array, clock: KernelClock): TraceEvent {
-  if (record.byteLength < EVENT_RECORD_SIZE) {
-    throw new RangeError(
-      `Event record of ${record.byteLength} bytes is shorter than ${EVENT_RECORD_SIZE}`,
-    );
-  }
-  const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
-  const kind = record[72]!;
+export function decodeEvent(record: DataView, clock: KernelClock): TraceEvent {
+  const view = new TcptraceEventView(record); // zero-copy: reads the record in place
+  const kind = view.type;
   const type = KIND_NAMES[kind];
   if (type === undefined) throw new RangeError(`Unknown event type ${kind} at record offset 72`);
-  const family = record[73] === 6 ? 6 : 4;
+  const family = view.family === 6 ? 6 : 4;
   const event: TraceEvent = {
     type,
-    time: isoTime(clock.toWallMs(view.getBigUint64(0, true))),
-    pid: view.getUint32(64, true),
-    comm: decodeComm(record, 76),
+    time: isoTime(clock.toWallMs(view.time_ns)),
+    pid: view.pid,
+    comm: view.comm,
     family,
-    saddr: family === 4 ? ipv4(record, 32) : ipFromBytes(record.subarray(32, 48)),
-    sport: view.getUint16(68, true),
-    daddr: family === 4 ? ipv4(record, 48) : ipFromBytes(record.subarray(48, 64)),
-    dport: view.getUint16(70, true),
+    saddr: address(view.saddr, family),
+    sport: view.sport,
+    daddr: address(view.daddr, family),
+    dport: view.dport,
   };
   if (type === "close") {
-    event.durationMs = Math.round(Number(view.getBigUint64(8, true)) / 1e3) / 1e3;
-    event.txBytes = Number(view.getBigUint64(16, true));
-    event.rxBytes = Number(view.getBigUint64(24, true));
+    event.durationMs = Math.round(Number(view.duration_ns) / 1e3) / 1e3;
+    event.txBytes = Number(view.tx_bytes);
+    event.rxBytes = Number(view.rx_bytes);
   } else if (type === "state") {
-    event.oldstate = tcpStateName(record[74]!);
-    event.newstate = tcpStateName(record[75]!);
+    event.oldstate = tcpStateName(view.oldstate);
+    event.newstate = tcpStateName(view.newstate);
   }
   return event;
 }
 
 // Decoding runs per event at up to ~100k/s: these skip the allocations of the general paths.
 
-function ipv4(record: Uint8Array, at: number): string {
-  return `${record[at]}.${record[at + 1]}.${record[at + 2]}.${record[at + 3]}`;
+function address(bytes: Uint8Array, family: 4 | 6): string {
+  return family === 4
+    ? `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`
+    : ipFromBytes(bytes.subarray(0, 16));
 }
 
 let lastMs = NaN;
@@ -219,22 +218,6 @@ function isoTime(ms: number): string {
     lastIso = new Date(whole).toISOString();
   }
   return lastIso;
-}
-
-const decoder = new TextDecoder();
-
-function decodeComm(record: Uint8Array, at: number): string {
-  let text = "";
-  for (let i = at; i < at + 16; i++) {
-    const c = record[i]!;
-    if (c === 0) return text;
-    if (c >= 0x80) break;
-    text += String.fromCharCode(c);
-  }
-  // not ASCII (or not terminated): the general decoder
-  const bytes = record.subarray(at, at + 16);
-  const end = bytes.indexOf(0);
-  return decoder.decode(end === -1 ? bytes : bytes.subarray(0, end));
 }
 
 /**

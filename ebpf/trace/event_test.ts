@@ -16,7 +16,7 @@ function record(fields: {
   oldstate?: number;
   newstate?: number;
   comm?: string;
-}): Uint8Array {
+}): DataView {
   // an offset inside a larger buffer, as a ring buffer record is
   const backing = new Uint8Array(EVENT_RECORD_SIZE + 8);
   const bytes = backing.subarray(8);
@@ -32,7 +32,7 @@ function record(fields: {
   view.setUint16(70, fields.dport ?? 0, true);
   bytes.set([fields.type, fields.family, fields.oldstate ?? 0, fields.newstate ?? 0], 72);
   bytes.set(new TextEncoder().encode(fields.comm ?? ""), 76);
-  return bytes;
+  return new DataView(backing.buffer, 8, EVENT_RECORD_SIZE);
 }
 
 const V6_LOOPBACK = [...new Array(15).fill(0), 1];
@@ -111,7 +111,7 @@ Deno.test("decodeEvent() decodes every event type", async (t) => {
     assert.equal(event.type, "accept");
   });
   await t.step("rejects short records and unknown types", () => {
-    assert.throws(() => decodeEvent(new Uint8Array(10), clock), /shorter than 96/);
+    assert.throws(() => decodeEvent(new DataView(new ArrayBuffer(10)), clock), /needs 96 bytes/);
     assert.throws(
       () => decodeEvent(record({ type: 9, family: 4, saddr: [], daddr: [] }), clock),
       /Unknown event type 9/,

@@ -11,7 +11,6 @@ import { ColumnFormatter, ConnectionTop, type EventFormatter, JsonFormatter } fr
 import { parseTraceOptions, type TraceOptions, TraceUsageError, USAGE } from "./options.ts";
 import { checkTracePrerequisites } from "./preflight.ts";
 import { TcpTracer } from "./tracer.ts";
-import { libs } from "./_libbpf.ts";
 
 const encoder = new TextEncoder();
 
@@ -52,18 +51,8 @@ export async function main(args: readonly string[]): Promise<number> {
 
   let tracer: TcpTracer;
   try {
-    try {
-      libs();
-    } catch {
-      throw new TriadError(
-        "libbpf.so.1 is not installed: install it with apt-get install libbpf1",
-        {
-          code: "libbpf",
-        },
-      );
-    }
     await checkTracePrerequisites();
-    tracer = TcpTracer.open({
+    tracer = await TcpTracer.open({
       ...(options.pid !== undefined && { pid: options.pid }),
       ...(options.comm !== undefined && { comm: options.comm }),
       ...(options.port !== undefined && { port: options.port }),
