@@ -57,9 +57,10 @@ class Tracer {
       .then(() => {});
   }
 
-  static async start(args: string[]): Promise<Tracer> {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, ...args],
+  static async start(args: string[], wrapper: string[] = []): Promise<Tracer> {
+    const command = [...wrapper, Deno.execPath(), "run", "-A", MAIN, ...args];
+    const child = new Deno.Command(command[0]!, {
+      args: command.slice(1),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -563,6 +564,26 @@ testWith("deno task trace stops by itself and on SIGTERM", NEEDS, async (t) => {
     assert.deepEqual(await tcptraceObjects(before), before);
   });
 });
+
+testWith(
+  "deno task trace works with the DaemonSet's capabilities only (BPF, PERFMON, SYS_RESOURCE)",
+  [...NEEDS, command("setpriv", "util-linux")],
+  async () => {
+    using listener = listen(6);
+    const tracer = await Tracer.start(["--json", "--port", String(listener.addr.port)], [
+      "setpriv",
+      "--bounding-set=-all,+bpf,+perfmon,+sys_resource",
+      "--inh-caps=-all",
+    ]);
+    try {
+      const ex = await exchange(listener, 6, 123, 45, 0);
+      await tracer.waitFor(() => ofPort(tracer.events(), ex.serverPort).length >= 4);
+      checkExchange(tracer.events(), 6, ex, 123, 45, 0);
+    } finally {
+      assert.equal((await tracer.stop()).code, 0);
+    }
+  },
+);
 
 testWith(
   "deno task trace without privileges says what to do",

@@ -76,9 +76,12 @@ export async function main(args: readonly string[]): Promise<number> {
     ? setTimeout(onSignal, options.durationSeconds * 1000)
     : undefined;
 
-  console.error(
-    `trace: tracing TCP connections (accept hook: ${tracer.acceptHook}); Ctrl-C to stop`,
-  );
+  const hook = tracer.acceptHook === "fexit"
+    ? "fexit/inet_csk_accept"
+    : `accept syscall tracepoints${
+      tracer.fallbackReason ? `; fexit did not load: ${tracer.fallbackReason}` : ""
+    }`;
+  console.error(`trace: tracing TCP connections (accepts: ${hook}); Ctrl-C to stop`);
   const tty = Deno.stdout.isTerminal();
   const started = performance.now();
   const counts: Record<string, number> = { connect: 0, accept: 0, close: 0, state: 0 };

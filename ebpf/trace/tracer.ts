@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type Link, RingBufferReader } from "@triad/ebpf";
+import { BpfError, type Link, RingBufferReader } from "@triad/ebpf";
 import { TcptraceObject } from "../bpf/tcptrace.gen.ts";
 import { decodeEvent, KernelClock, lostEvent, type TraceEvent } from "./event.ts";
 
@@ -93,7 +93,13 @@ export class TcpTracer implements AsyncDisposable {
         return await TcpTracer.#openVariant(options, "fexit", undefined);
       } catch (error) {
         if (hook === "fexit") throw error;
-        fallbackReason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+        // the generic fix an EPERM message suggests (capabilities) is wrong here: privileges
+        // were checked and the tracepoints load; fentry itself is refused by this kernel
+        fallbackReason = error instanceof BpfError && error.errno !== 0
+          ? `errno ${error.errno} (${error.code})`
+          : error instanceof Error
+          ? error.message.split("\n")[0]!
+          : String(error);
       }
     }
     return await TcpTracer.#openVariant(options, "syscall", fallbackReason);
