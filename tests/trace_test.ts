@@ -585,6 +585,53 @@ testWith(
   },
 );
 
+/** Runs the tracer in a private mount namespace after `setup` (shell) changed the mounts. */
+async function inMountNamespace(setup: string, wrapper: string): Promise<Deno.CommandOutput> {
+  const script = `${setup} || exit 99; ${wrapper} "$0" run -A "$1" --port 1 --duration 1; ` +
+    `rc=$?; test -d /sys/kernel/tracing/events && echo "after: tracefs mounted" >&2; exit $rc`;
+  return await new Deno.Command("unshare", {
+    args: ["--mount", "--propagation", "private", "sh", "-c", script, Deno.execPath(), MAIN],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
+testWith(
+  "deno task trace mounts tracefs when it may, and names the fix when it may not",
+  [...NEEDS, command("unshare", "util-linux"), command("setpriv", "util-linux")],
+  async (t) => {
+    const decoder = new TextDecoder();
+    const unmountTracefs = "umount /sys/kernel/tracing && ! test -d /sys/kernel/tracing/events";
+    await t.step("root: mounts tracefs and traces", async () => {
+      const { code, stderr } = await inMountNamespace(unmountTracefs, "");
+      assert.equal(code, 0, decoder.decode(stderr));
+      assert.match(decoder.decode(stderr), /tracing TCP connections[\s\S]*after: tracefs mounted/);
+    });
+    await t.step("CAP_BPF + CAP_PERFMON only: says how to mount it", async () => {
+      const { code, stderr } = await inMountNamespace(
+        unmountTracefs,
+        "setpriv --bounding-set=-all,+bpf,+perfmon --inh-caps=-all",
+      );
+      assert.equal(code, 1);
+      assert.match(
+        decoder.decode(stderr),
+        /^trace: tracefs is not mounted at \/sys\/kernel\/tracing: mount it with mount -t tracefs/,
+      );
+    });
+    await t.step("no kernel BTF: names CONFIG_DEBUG_INFO_BTF", async () => {
+      const { code, stderr } = await inMountNamespace(
+        "mount -t tmpfs none /sys/kernel/btf",
+        "",
+      );
+      assert.equal(code, 1);
+      assert.match(
+        decoder.decode(stderr),
+        /^trace: Kernel BTF is missing at \/sys\/kernel\/btf\/vmlinux: .*CONFIG_DEBUG_INFO_BTF=y/,
+      );
+    });
+  },
+);
+
 testWith(
   "deno task trace without privileges says what to do",
   [root, command("setpriv", "util-linux")],
