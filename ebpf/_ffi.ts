@@ -286,3 +286,27 @@ export function pageSize(): number {
 export function possibleCpus(): number {
   return libbpf().libbpf_num_possible_cpus();
 }
+
+/** Iterates over the `bpf_program` pointers of a `bpf_object`. */
+export function* eachProgram(object: Deno.PointerObject): Generator<Deno.PointerObject> {
+  const lib = libbpf();
+  for (
+    let p = lib.bpf_object__next_program(object, null);
+    p !== null;
+    p = lib.bpf_object__next_program(object, p)
+  ) {
+    yield p;
+  }
+}
+
+/** Iterates over the `bpf_map` pointers of a `bpf_object`. */
+export function* eachMap(object: Deno.PointerObject): Generator<Deno.PointerObject> {
+  const lib = libbpf();
+  for (
+    let m = lib.bpf_object__next_map(object, null);
+    m !== null;
+    m = lib.bpf_object__next_map(object, m)
+  ) {
+    yield m;
+  }
+}

@@ -192,7 +192,12 @@ export interface BtfDeclTag extends BtfRef<"decl_tag"> {
 export type BtfType =
   | BtfVoid
   | BtfInt
-  | BtfRef<"ptr" | "typedef" | "volatile" | "const" | "restrict" | "type_tag">
+  | BtfRef<"ptr">
+  | BtfRef<"typedef">
+  | BtfRef<"volatile">
+  | BtfRef<"const">
+  | BtfRef<"restrict">
+  | BtfRef<"type_tag">
   | BtfArray
   | BtfComposite<"struct">
   | BtfComposite<"union">

@@ -248,12 +248,25 @@ export class UnsupportedFeatureError extends TriadError {
    * @param detail Extra detail (why the probe failed).
    */
   constructor(feature: string, minimumKernel: string, detail?: string) {
+    const release = Deno.build.os === "linux" ? Deno.osRelease() : Deno.build.os;
+    const newEnough = compareVersions(release, minimumKernel) >= 0;
     super(
-      `${feature} is not supported by this kernel (${Deno.osRelease()}): it needs Linux ` +
-        `${minimumKernel} or newer` + (detail === undefined ? "" : ` (${detail})`),
+      newEnough
+        ? `${feature} is not available on this kernel (${release}) although Linux ` +
+          `${minimumKernel}+ has it` + (detail === undefined ? "" : `: ${detail}`)
+        : `${feature} is not supported by this kernel (${release}): it needs Linux ` +
+          `${minimumKernel} or newer` + (detail === undefined ? "" : ` (${detail})`),
       { code: "unsupported" },
     );
     this.feature = feature;
     this.minimumKernel = minimumKernel;
   }
+}
+
+/** Compares dotted kernel versions by their numeric parts (`6.1.0-18-amd64` vs `5.8`). */
+function compareVersions(a: string, b: string): number {
+  const parse = (v: string) => (/^(\d+)\.(\d+)/.exec(v) ?? [0, 0, 0]).slice(1).map(Number);
+  const [aMajor = 0, aMinor = 0] = parse(a);
+  const [bMajor = 0, bMinor = 0] = parse(b);
+  return aMajor !== bMajor ? aMajor - bMajor : aMinor - bMinor;
 }

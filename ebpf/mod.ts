@@ -24,4 +24,7 @@ export * from "./link.ts";
 export * from "./map.ts";
 export * from "./program.ts";
 export * from "./object.ts";
+export * from "./skeleton.ts";
 export * from "./ringbuf.ts";
+export * from "./perf.ts";
+export * from "./features.ts";

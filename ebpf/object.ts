@@ -5,7 +5,16 @@
  *
  * @module
  */
-import { addressOf, cString, errno, libbpf, takeLibbpfMessages, toCString } from "./_ffi.ts";
+import {
+  addressOf,
+  cString,
+  eachMap,
+  eachProgram,
+  errno,
+  libbpf,
+  takeLibbpfMessages,
+  toCString,
+} from "./_ffi.ts";
 import { BTF, type BtfDatasec } from "./btf.ts";
 import { Bytes, type Codec, structCodec } from "./codec.ts";
 import { BpfError, VerifierError } from "./errors.ts";
@@ -276,19 +285,11 @@ export class BpfObject implements Disposable {
       throw BpfError.fromErrno(`Load BPF object ${this.name}`, rc, messages);
     }
     const lib = libbpf();
-    for (
-      let p = lib.bpf_object__next_program(this.#pointer, null);
-      p !== null;
-      p = lib.bpf_object__next_program(this.#pointer, p)
-    ) {
+    for (const p of eachProgram(this.#pointer!)) {
       const program = new Program(programInternal, p, -1, this.#owner);
       this.#programs.set(program.name, program);
     }
-    for (
-      let m = lib.bpf_object__next_map(this.#pointer, null);
-      m !== null;
-      m = lib.bpf_object__next_map(this.#pointer, m)
-    ) {
+    for (const m of eachMap(this.#pointer!)) {
       const name = cString(lib.bpf_map__name(m));
       const handle = objectMapHandle(lib.bpf_map__fd(m), this.name);
       this.#mapHandles.push(handle);
@@ -423,11 +424,7 @@ export class BpfObject implements Disposable {
     const lib = libbpf();
     const datasecs = new Map<number, BtfDatasec>();
     for (const type of btf.types()) if (type.kind === "datasec") datasecs.set(type.id, type);
-    for (
-      let m = lib.bpf_object__next_map(this.#pointer, null);
-      m !== null;
-      m = lib.bpf_object__next_map(this.#pointer, m)
-    ) {
+    for (const m of eachMap(this.#pointer!)) {
       const datasec = datasecs.get(lib.bpf_map__btf_value_type_id(m));
       if (datasec === undefined || datasec.name === ".maps") continue;
       for (const variable of datasec.vars) {
@@ -447,11 +444,7 @@ export class BpfObject implements Disposable {
   #mapPointer(name: string): Deno.PointerObject {
     const lib = libbpf();
     const names = [];
-    for (
-      let m = lib.bpf_object__next_map(this.#pointer, null);
-      m !== null;
-      m = lib.bpf_object__next_map(this.#pointer, m)
-    ) {
+    for (const m of eachMap(this.#pointer!)) {
       const mapName = cString(lib.bpf_map__name(m));
       if (mapName === name) return m;
       names.push(mapName);
@@ -464,11 +457,7 @@ export class BpfObject implements Disposable {
   #programPointer(name: string): Deno.PointerObject {
     const lib = libbpf();
     const names = [];
-    for (
-      let p = lib.bpf_object__next_program(this.#pointer, null);
-      p !== null;
-      p = lib.bpf_object__next_program(this.#pointer, p)
-    ) {
+    for (const p of eachProgram(this.#pointer!)) {
       const programName = cString(lib.bpf_program__name(p));
       if (programName === name) return p;
       names.push(programName);

@@ -51,6 +51,11 @@ export interface UprobeOptions {
 export interface TcOptions {
   /** Ingress (default) or egress. */
   direction?: "ingress" | "egress";
+  /**
+   * `auto` (default): a tcx link where the kernel has them (6.6+), else netlink; `tcx` or
+   * `netlink` to insist on one.
+   */
+  mode?: "auto" | "tcx" | "netlink";
 }
 
 /** The input of {@linkcode Program.testRun}. */
@@ -366,6 +371,18 @@ export class Program implements Disposable {
         `cgroup ${cgroup}`,
         (p) => libbpf().bpf_program__attach_cgroup(p, fd),
       );
+    } catch (error) {
+      if (error instanceof BpfError && error.errno === 9) {
+        const mounts = cgroup2Mounts();
+        throw new BpfError(
+          `Attach program ${this.name} to cgroup ${cgroup}: not a cgroup v2 directory (cgroup2 ` +
+            `is mounted at ${
+              mounts.join(", ") || "no place: mount -t cgroup2 none /sys/fs/cgroup"
+            })`,
+          { errno: 9, cause: error },
+        );
+      }
+      throw error;
     } finally {
       libc().close(fd);
     }
@@ -399,9 +416,18 @@ export class Program implements Disposable {
     const ifindex = interfaceIndex(iface);
     const where = `tc ${direction} on ${iface}`;
     const attachType = direction === "ingress" ? ATTACH_TYPES.tcx_ingress : ATTACH_TYPES.tcx_egress;
-    const linkFd = libbpf().bpf_link_create(this.fd, ifindex, attachType, null);
-    if (linkFd >= 0) {
-      return this.#makeLink(`tcx ${direction} on ${iface}`, { kind: "fd", fd: linkFd });
+    const mode = options.mode ?? "auto";
+    if (mode !== "netlink") {
+      const linkFd = libbpf().bpf_link_create(this.fd, ifindex, attachType, null);
+      if (linkFd >= 0) {
+        return this.#makeLink(`tcx ${direction} on ${iface}`, { kind: "fd", fd: linkFd });
+      }
+      if (mode === "tcx") {
+        throw BpfError.fromErrno(
+          `Attach program ${this.name} to tcx ${direction} on ${iface}`,
+          linkFd,
+        );
+      }
     }
     // No tcx (before 6.6): a clsact qdisc and a direct-action filter over netlink.
     const hook = new Uint8Array(24);
@@ -571,4 +597,16 @@ export function kprobesAvailable(): boolean {
     }
   }
   return false;
+}
+
+/** Returns where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid systems). */
+export function cgroup2Mounts(): string[] {
+  try {
+    return Deno.readTextFileSync("/proc/self/mounts").split("\n")
+      .map((line) => line.split(" "))
+      .filter((fields) => fields[2] === "cgroup2")
+      .map((fields) => fields[1]!);
+  } catch {
+    return [];
+  }
 }

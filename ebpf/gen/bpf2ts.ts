@@ -380,6 +380,7 @@ class Generator {
     this.#runtime.add("type BpfMap");
     this.#runtime.add("type OpenOptions");
     this.#runtime.add("type Program");
+    this.#runtime.add("Skeleton");
     const globals: string[] = [];
     for (const type of btf.types()) {
       if (type.kind !== "datasec" || type.name === ".maps" || type.name === "license") continue;
@@ -428,14 +429,7 @@ class Generator {
       ` * A typed skeleton of \`${this.#options.provenance.source}\`: the embedded object, its programs, maps`,
       " * and globals by name.",
       " */",
-      `export class ${base}Object implements Disposable {`,
-      "  /** The underlying object. */",
-      "  readonly object: BpfObject;",
-      "",
-      "  private constructor(object: BpfObject) {",
-      "    this.object = object;",
-      "  }",
-      "",
+      `export class ${base}Object extends Skeleton<${base}Programs, ${base}Maps, ${base}Globals> {`,
       "  /**",
       "   * Opens the embedded object (not loaded yet).",
       "   *",
@@ -443,50 +437,12 @@ class Generator {
       "   * @returns The skeleton.",
       "   */",
       `  static open(options: ${base}OpenOptions = {}): ${base}Object {`,
-      `    return new ${base}Object(BpfObject.open(${camel(name)}ObjectBytes, { name: ${
+      `    const object = BpfObject.open(${camel(name)}ObjectBytes, { name: ${
         JSON.stringify(name)
-      }, ...options }));`,
-      "  }",
-      "",
-      "  /** Loads programs and maps into the kernel. */",
-      "  load(): Promise<void> {",
-      "    return this.object.load();",
-      "  }",
-      "",
-      "  /** The programs, by name. */",
-      `  get programs(): ${base}Programs {`,
-      "    return {",
-      ...spec.programs.map((p) =>
-        `      ${p.name}: this.object.program(${JSON.stringify(p.name)}),`
-      ),
-      "    };",
-      "  }",
-      "",
-      "  /** The maps, by name. */",
-      `  get maps(): ${base}Maps {`,
-      "    return {",
-      ...maps.map((m) => `      ${m.name}: this.object.map(${JSON.stringify(m.name)}),`),
-      "    };",
-      "  }",
-      "",
-      "  /**",
-      "   * Reads a global variable's current value.",
-      "   *",
-      "   * @param name The variable.",
-      "   * @returns Its value.",
-      "   */",
-      `  readGlobal<K extends keyof ${base}Globals>(name: K): ${base}Globals[K] {`,
-      `    return this.object.readGlobal(name) as ${base}Globals[K];`,
-      "  }",
-      "",
-      "  /** Detaches, unloads and releases everything. */",
-      "  close(): void {",
-      "    this.object.close();",
-      "  }",
-      "",
-      "  /** Same as `close()`. */",
-      "  [Symbol.dispose](): void {",
-      "    this.close();",
+      }, ...options });`,
+      `    return new ${base}Object(object, ${JSON.stringify(spec.programs.map((p) => p.name))}, ${
+        JSON.stringify(maps.map((m) => m.name))
+      });`,
       "  }",
       "}",
     ];

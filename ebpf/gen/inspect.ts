@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { addressOf, cString, errno, libbpf, toCString } from "../_ffi.ts";
+import { addressOf, cString, eachMap, eachProgram, errno, libbpf, toCString } from "../_ffi.ts";
 import { BTF } from "../btf.ts";
 import { BpfError } from "../errors.ts";
 import { mapTypeName, programTypeName } from "../types.ts";
@@ -66,11 +66,7 @@ export function inspectObject(bytes: Uint8Array, name: string): ObjectSpec {
   if (object === null) throw BpfError.fromErrno(`Open BPF object ${name}`, errno());
   try {
     const programs: ProgramSpec[] = [];
-    for (
-      let p = lib.bpf_object__next_program(object, null);
-      p !== null;
-      p = lib.bpf_object__next_program(object, p)
-    ) {
+    for (const p of eachProgram(object)) {
       programs.push({
         name: cString(lib.bpf_program__name(p)),
         section: cString(lib.bpf_program__section_name(p)),
@@ -78,11 +74,7 @@ export function inspectObject(bytes: Uint8Array, name: string): ObjectSpec {
       });
     }
     const maps: MapSpec[] = [];
-    for (
-      let m = lib.bpf_object__next_map(object, null);
-      m !== null;
-      m = lib.bpf_object__next_map(object, m)
-    ) {
+    for (const m of eachMap(object)) {
       const size = new BigUint64Array(1);
       const mapName = cString(lib.bpf_map__name(m));
       maps.push({

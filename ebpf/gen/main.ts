@@ -13,7 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { generateModule, KERNEL_BTF_LINE } from "./bpf2ts.ts";
-import { compileBpf, prepareToolchain, sha256 } from "./compile.ts";
+import { compileBpf, GenError, prepareToolchain, sha256 } from "./compile.ts";
 import { inspectObject } from "./inspect.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
@@ -69,14 +69,28 @@ async function format(text: string): Promise<string> {
   return new TextDecoder().decode(output.stdout);
 }
 
-const toolchain = await prepareToolchain();
+let toolchain;
+try {
+  toolchain = await prepareToolchain();
+} catch (error) {
+  console.error(`bpf2ts: ${(error as Error).message}`);
+  Deno.exit(1);
+}
 let failures = 0;
 try {
   for (const source of sources) {
     const file = source.slice(source.lastIndexOf("/") + 1);
     const name = file.replace(/\.bpf\.c$/, "");
     const target = source.replace(/\.bpf\.c$/, ".gen.ts");
-    const object = await compileBpf(source, toolchain);
+    let object: Uint8Array<ArrayBuffer>;
+    try {
+      object = await compileBpf(source, toolchain);
+    } catch (error) {
+      if (!(error instanceof GenError)) throw error;
+      console.error(`bpf2ts: ${error.message}`);
+      failures++;
+      continue;
+    }
     const spec = inspectObject(object, name);
     const text = await format(generateModule({
       name,

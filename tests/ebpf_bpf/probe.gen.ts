@@ -9,7 +9,14 @@
  *
  * @module
  */
-import { type BpfMap, BpfObject, type OpenOptions, type Program, readCString } from "@triad/ebpf";
+import {
+  type BpfMap,
+  BpfObject,
+  type OpenOptions,
+  type Program,
+  readCString,
+  Skeleton,
+} from "@triad/ebpf";
 
 /** The compiled object (9064 bytes). */
 export const probeObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
@@ -381,14 +388,7 @@ export interface ProbeOpenOptions extends Omit<OpenOptions, "globals"> {
  * A typed skeleton of `probe.bpf.c`: the embedded object, its programs, maps
  * and globals by name.
  */
-export class ProbeObject implements Disposable {
-  /** The underlying object. */
-  readonly object: BpfObject;
-
-  private constructor(object: BpfObject) {
-    this.object = object;
-  }
-
+export class ProbeObject extends Skeleton<ProbePrograms, ProbeMaps, ProbeGlobals> {
   /**
    * Opens the embedded object (not loaded yet).
    *
@@ -396,50 +396,13 @@ export class ProbeObject implements Disposable {
    * @returns The skeleton.
    */
   static open(options: ProbeOpenOptions = {}): ProbeObject {
-    return new ProbeObject(BpfObject.open(probeObjectBytes, { name: "probe", ...options }));
-  }
-
-  /** Loads programs and maps into the kernel. */
-  load(): Promise<void> {
-    return this.object.load();
-  }
-
-  /** The programs, by name. */
-  get programs(): ProbePrograms {
-    return {
-      handle_getppid: this.object.program("handle_getppid"),
-      count_sys_enter: this.object.program("count_sys_enter"),
-    };
-  }
-
-  /** The maps, by name. */
-  get maps(): ProbeMaps {
-    return {
-      settings: this.object.map("settings"),
-      events: this.object.map("events"),
-      perf_events: this.object.map("perf_events"),
-      counts: this.object.map("counts"),
-      percpu_hits: this.object.map("percpu_hits"),
-    };
-  }
-
-  /**
-   * Reads a global variable's current value.
-   *
-   * @param name The variable.
-   * @returns Its value.
-   */
-  readGlobal<K extends keyof ProbeGlobals>(name: K): ProbeGlobals[K] {
-    return this.object.readGlobal(name) as ProbeGlobals[K];
-  }
-
-  /** Detaches, unloads and releases everything. */
-  close(): void {
-    this.object.close();
-  }
-
-  /** Same as `close()`. */
-  [Symbol.dispose](): void {
-    this.close();
+    const object = BpfObject.open(probeObjectBytes, { name: "probe", ...options });
+    return new ProbeObject(object, ["handle_getppid", "count_sys_enter"], [
+      "settings",
+      "events",
+      "perf_events",
+      "counts",
+      "percpu_hits",
+    ]);
   }
 }

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { type BpfMap, BpfObject, type OpenOptions, type Program } from "@triad/ebpf";
+import { type BpfMap, BpfObject, type OpenOptions, type Program, Skeleton } from "@triad/ebpf";
 
 /** The compiled object (2464 bytes). */
 export const rejectedObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
@@ -82,14 +82,7 @@ export interface RejectedOpenOptions extends Omit<OpenOptions, "globals"> {
  * A typed skeleton of `rejected.bpf.c`: the embedded object, its programs, maps
  * and globals by name.
  */
-export class RejectedObject implements Disposable {
-  /** The underlying object. */
-  readonly object: BpfObject;
-
-  private constructor(object: BpfObject) {
-    this.object = object;
-  }
-
+export class RejectedObject extends Skeleton<RejectedPrograms, RejectedMaps, RejectedGlobals> {
   /**
    * Opens the embedded object (not loaded yet).
    *
@@ -97,47 +90,7 @@ export class RejectedObject implements Disposable {
    * @returns The skeleton.
    */
   static open(options: RejectedOpenOptions = {}): RejectedObject {
-    return new RejectedObject(
-      BpfObject.open(rejectedObjectBytes, { name: "rejected", ...options }),
-    );
-  }
-
-  /** Loads programs and maps into the kernel. */
-  load(): Promise<void> {
-    return this.object.load();
-  }
-
-  /** The programs, by name. */
-  get programs(): RejectedPrograms {
-    return {
-      unchecked_lookup: this.object.program("unchecked_lookup"),
-    };
-  }
-
-  /** The maps, by name. */
-  get maps(): RejectedMaps {
-    return {
-      values: this.object.map("values"),
-    };
-  }
-
-  /**
-   * Reads a global variable's current value.
-   *
-   * @param name The variable.
-   * @returns Its value.
-   */
-  readGlobal<K extends keyof RejectedGlobals>(name: K): RejectedGlobals[K] {
-    return this.object.readGlobal(name) as RejectedGlobals[K];
-  }
-
-  /** Detaches, unloads and releases everything. */
-  close(): void {
-    this.object.close();
-  }
-
-  /** Same as `close()`. */
-  [Symbol.dispose](): void {
-    this.close();
+    const object = BpfObject.open(rejectedObjectBytes, { name: "rejected", ...options });
+    return new RejectedObject(object, ["unchecked_lookup"], ["values"]);
   }
 }
