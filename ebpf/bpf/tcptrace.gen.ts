@@ -9,7 +9,14 @@
  *
  * @module
  */
-import { type BpfMap, BpfObject, type OpenOptions, type Program, readCString } from "@triad/ebpf";
+import {
+  type BpfMap,
+  BpfObject,
+  type OpenOptions,
+  type Program,
+  readCString,
+  Skeleton,
+} from "@triad/ebpf";
 
 /** The compiled object (109808 bytes). */
 export const tcptraceObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
@@ -1880,14 +1887,7 @@ export interface TcptraceOpenOptions extends Omit<OpenOptions, "globals"> {
  * A typed skeleton of `tcptrace.bpf.c`: the embedded object, its programs, maps
  * and globals by name.
  */
-export class TcptraceObject implements Disposable {
-  /** The underlying object. */
-  readonly object: BpfObject;
-
-  private constructor(object: BpfObject) {
-    this.object = object;
-  }
-
+export class TcptraceObject extends Skeleton<TcptracePrograms, TcptraceMaps, TcptraceGlobals> {
   /**
    * Opens the embedded object (not loaded yet).
    *
@@ -1895,52 +1895,12 @@ export class TcptraceObject implements Disposable {
    * @returns The skeleton.
    */
   static open(options: TcptraceOpenOptions = {}): TcptraceObject {
-    return new TcptraceObject(
-      BpfObject.open(tcptraceObjectBytes, { name: "tcptrace", ...options }),
-    );
-  }
-
-  /** Loads programs and maps into the kernel. */
-  load(): Promise<void> {
-    return this.object.load();
-  }
-
-  /** The programs, by name. */
-  get programs(): TcptracePrograms {
-    return {
-      inet_sock_set_state: this.object.program("inet_sock_set_state"),
-      inet_csk_accept_exit: this.object.program("inet_csk_accept_exit"),
-      sys_exit_accept4: this.object.program("sys_exit_accept4"),
-      sys_exit_accept: this.object.program("sys_exit_accept"),
-    };
-  }
-
-  /** The maps, by name. */
-  get maps(): TcptraceMaps {
-    return {
-      tcptrace_socks: this.object.map("tcptrace_socks"),
-      tcptrace_events: this.object.map("tcptrace_events"),
-      tcptrace_lost: this.object.map("tcptrace_lost"),
-    };
-  }
-
-  /**
-   * Reads a global variable's current value.
-   *
-   * @param name The variable.
-   * @returns Its value.
-   */
-  readGlobal<K extends keyof TcptraceGlobals>(name: K): TcptraceGlobals[K] {
-    return this.object.readGlobal(name) as TcptraceGlobals[K];
-  }
-
-  /** Detaches, unloads and releases everything. */
-  close(): void {
-    this.object.close();
-  }
-
-  /** Same as `close()`. */
-  [Symbol.dispose](): void {
-    this.close();
+    const object = BpfObject.open(tcptraceObjectBytes, { name: "tcptrace", ...options });
+    return new TcptraceObject(object, [
+      "inet_sock_set_state",
+      "inet_csk_accept_exit",
+      "sys_exit_accept4",
+      "sys_exit_accept",
+    ], ["tcptrace_socks", "tcptrace_events", "tcptrace_lost"]);
   }
 }
