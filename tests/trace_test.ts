@@ -350,6 +350,48 @@ testWith("deno task trace reports connect, accept and close exactly", NEEDS, asy
   });
 });
 
+/** fexit programs load here (the tracer's fexit flavour starts), else why not. */
+const fexit: Requirement = {
+  name: "fexit",
+  check: () => {
+    const { code, stderr } = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, "--accept-hook", "fexit", "--port", "1", "--duration", "0.1"],
+      stdout: "null",
+      stderr: "piped",
+    }).outputSync();
+    return code === 0
+      ? undefined
+      : `needs fexit programs (Linux 5.17+ with BTF trampolines): ${
+        new TextDecoder().decode(stderr).trim()
+      }`;
+  },
+};
+
+for (const hook of ["syscall", "fexit"] as const) {
+  testWith(
+    `deno task trace --accept-hook ${hook} attributes accepts to the accepting process`,
+    hook === "fexit" ? [...NEEDS, fexit] : NEEDS,
+    async () => {
+      using listener = listen(4);
+      const tracer = await Tracer.start([
+        "--json",
+        "--port",
+        String(listener.addr.port),
+        "--accept-hook",
+        hook,
+      ]);
+      try {
+        assert.match(tracer.stderr, hook === "fexit" ? /accepts: fexit/ : /accepts: accept sysc/);
+        const ex = await exchange(listener, 4, 64, 32, 0);
+        await tracer.waitFor(() => ofPort(tracer.events(), ex.serverPort).length >= 4);
+        checkExchange(tracer.events(), 4, ex, 64, 32, 0);
+      } finally {
+        assert.equal((await tracer.stop()).code, 0);
+      }
+    },
+  );
+}
+
 testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
   await t.step("--port keeps one port, either side", async () => {
     using wanted = listen(4);

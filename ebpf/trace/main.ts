@@ -59,6 +59,7 @@ export async function main(args: readonly string[]): Promise<number> {
       ...(options.family !== undefined && { family: options.family }),
       states: options.states,
       ...(options.ringBytes !== undefined && { ringBytes: options.ringBytes }),
+      ...(options.acceptHook !== undefined && { acceptHook: options.acceptHook }),
     });
   } catch (error) {
     if (error instanceof TriadError) {

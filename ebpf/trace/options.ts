@@ -31,6 +31,8 @@ export interface TraceOptions {
   intervalSeconds?: number;
   /** Ring buffer size in bytes (a power of two from 4096). */
   ringBytes?: number;
+  /** How accept() is observed: `auto` (fexit, else syscall tracepoints), `fexit`, `syscall`. */
+  acceptHook?: "auto" | "fexit" | "syscall";
   /** Print the usage and exit. */
   help: boolean;
 }
@@ -57,6 +59,8 @@ Options:
   --summary            one line per closed connection (like tcplife)
   --interval SECONDS   per-connection counts, refreshed every SECONDS (like top)
   --ring-size BYTES    kernel ring buffer size, a power of two from 4096 (default 8388608)
+  --accept-hook HOOK   how accept() is seen: auto (default: fexit where it loads, else syscall),
+                       fexit (fexit/inet_csk_accept), syscall (accept/accept4 tracepoints)
   --help               show this help
 
 Without --json the output is an aligned table on a terminal and plain columns otherwise.
@@ -132,6 +136,7 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
         summary: { type: "boolean", default: false },
         interval: { type: "string" },
         "ring-size": { type: "string" },
+        "accept-hook": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -176,6 +181,15 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
       throw new TraceUsageError(`--ring-size: expected a power of two, got ${size}`);
     }
     options.ringBytes = size;
+  }
+  const hook = values["accept-hook"];
+  if (hook !== undefined) {
+    if (hook !== "auto" && hook !== "fexit" && hook !== "syscall") {
+      throw new TraceUsageError(
+        `--accept-hook: expected auto, fexit or syscall, got ${JSON.stringify(hook)}`,
+      );
+    }
+    options.acceptHook = hook;
   }
   if (options.summary && options.intervalSeconds !== undefined) {
     throw new TraceUsageError(`--summary and --interval cannot be combined: pick one view`);

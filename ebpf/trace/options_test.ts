@@ -44,6 +44,7 @@ Deno.test("parseTraceOptions() parses every option", async (t) => {
     assert.equal(parseTraceOptions(["--interval", "1"]).intervalSeconds, 1);
     assert.equal(parseTraceOptions(["-h"]).help, true);
     assert.equal(parseTraceOptions(["--ring-size", "65536"]).ringBytes, 65536);
+    assert.equal(parseTraceOptions(["--accept-hook", "fexit"]).acceptHook, "fexit");
   });
 });
 
@@ -59,6 +60,7 @@ Deno.test("parseTraceOptions() rejects bad input naming the option", async (t) =
     [["--duration", "0"], /--duration/],
     [["--max-events", "1.5"], /--max-events/],
     [["--ring-size", "5000"], /--ring-size: expected a power of two, got 5000/],
+    [["--accept-hook", "kprobe"], /--accept-hook: expected auto, fexit or syscall, got "kprobe"/],
     [["--ring-size", "1024"], /--ring-size: expected an integer from 4096/],
     [["--summary", "--interval", "1"], /cannot be combined/],
     [["--states", "--summary"], /--states/],

@@ -92,7 +92,15 @@ export class TcpTracer implements AsyncDisposable {
       try {
         return await TcpTracer.#openVariant(options, "fexit", undefined);
       } catch (error) {
-        if (hook === "fexit") throw error;
+        if (hook === "fexit") {
+          if (!(error instanceof BpfError) || error.errno === 0) throw error;
+          throw new BpfError(
+            `The fexit flavour (fexit/inet_csk_accept) did not load: errno ${error.errno} ` +
+              `(${error.code}); this kernel refuses fentry/fexit programs (they need Linux 5.17+ ` +
+              `with BTF trampolines): use --accept-hook auto or syscall`,
+            { errno: error.errno, code: error.code, cause: error },
+          );
+        }
         // the generic fix an EPERM message suggests (capabilities) is wrong here: privileges
         // were checked and the tracepoints load; fentry itself is refused by this kernel
         fallbackReason = error instanceof BpfError && error.errno !== 0
