@@ -198,7 +198,7 @@ if (import.meta.main) {
     };
     const rows = [
       "churn rate, conn/s (median)",
-      "churner slowdown (of medians)",
+      "churner slowdown, paired (medians)",
       "events expected (4/conn)",
       "events delivered",
       "lost events reported",

@@ -6,11 +6,19 @@
  */
 
 import { TriadError } from "@triad/core";
-import type { TraceEvent } from "./event.ts";
-import { ColumnFormatter, ConnectionTop, type EventFormatter, JsonFormatter } from "./format.ts";
-import { parseTraceOptions, type TraceOptions, TraceUsageError, USAGE } from "./options.ts";
-import { checkTracePrerequisites } from "./preflight.ts";
-import { TcpTracer } from "./tracer.ts";
+import type { TraceEvent } from "./trace_event.ts";
+import { ColumnFormatter } from "./column_formatter.ts";
+import { ConnectionTop } from "./connection_top.ts";
+import type { EventFormatter } from "./event_formatter.ts";
+import { JsonFormatter } from "./json_formatter.ts";
+import {
+  parseTraceOptions,
+  type TraceOptions,
+  TraceUsageError,
+  USAGE,
+} from "./parse_trace_options.ts";
+import { checkTracePrerequisites } from "./check_trace_prerequisites.ts";
+import { TcpTracer } from "./tcp_tracer.ts";
 
 const encoder = new TextEncoder();
 

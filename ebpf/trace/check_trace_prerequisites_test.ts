@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkTracePrerequisites, TracePrerequisiteError } from "./preflight.ts";
+import { checkTracePrerequisites, TracePrerequisiteError } from "./check_trace_prerequisites.ts";
 
 async function withFiles(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "trace-preflight-" });

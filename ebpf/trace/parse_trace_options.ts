@@ -107,7 +107,7 @@ function seconds(name: string, text: string | undefined): number {
  *
  * @example
  * ```ts
- * import { parseTraceOptions } from "./options.ts";
+ * import { parseTraceOptions } from "./parse_trace_options.ts";
  * import assert from "node:assert/strict";
  *
  * const options = parseTraceOptions(["--json", "--port", "443", "--family", "6"]);

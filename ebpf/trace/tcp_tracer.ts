@@ -7,7 +7,9 @@
 
 import { BpfError, type Link, RingBufferReader } from "@triad/ebpf";
 import { TcptraceObject } from "../bpf/tcptrace.gen.ts";
-import { decodeEvent, KernelClock, lostEvent, type TraceEvent } from "./event.ts";
+import { decodeEvent } from "./decode_event.ts";
+import { KernelClock } from "./kernel_clock.ts";
+import { lostEvent, type TraceEvent } from "./trace_event.ts";
 
 /** Kernel-side filters and sizes. */
 export interface TracerOptions {
@@ -43,7 +45,7 @@ const LOST_CHECK_MS = 200;
  * The TCP connection tracer's kernel side, loaded and attached.
  *
  * ```ts ignore
- * import { TcpTracer } from "./tracer.ts";
+ * import { TcpTracer } from "./tcp_tracer.ts";
  * await using tracer = await TcpTracer.open({ port: 443 });
  * for await (const batch of tracer.batches()) for (const event of batch) console.log(event);
  * ```

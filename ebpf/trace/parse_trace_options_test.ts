@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseTraceOptions, TraceUsageError } from "./options.ts";
+import { parseTraceOptions, TraceUsageError } from "./parse_trace_options.ts";
 
 Deno.test("parseTraceOptions() parses every option", async (t) => {
   await t.step("defaults", () => {
