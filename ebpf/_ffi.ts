@@ -152,14 +152,14 @@ export class LibbpfMissingError extends TriadError {
   }
 }
 
-const LIBBPF_PATHS = [
-  Deno.env.get("TRIAD_LIBBPF") ?? "",
+// TRIAD_LIBBPF names the one library to load (a newer libbpf built elsewhere, say).
+const LIBBPF_PATHS = Deno.env.get("TRIAD_LIBBPF")?.split(":") ?? [
   "libbpf.so.1",
   "/usr/lib/x86_64-linux-gnu/libbpf.so.1",
   "/usr/lib/aarch64-linux-gnu/libbpf.so.1",
   "/usr/lib64/libbpf.so.1",
   "/usr/lib/libbpf.so.1",
-].filter((path) => path !== "");
+];
 
 let libbpfLib: Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS> | undefined;
 let libcLib: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;

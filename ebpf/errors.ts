@@ -8,6 +8,8 @@
 import { TriadError } from "@triad/core";
 import { takeLibbpfMessages } from "./_ffi.ts";
 
+export { LibbpfMissingError } from "./_ffi.ts";
+
 const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",

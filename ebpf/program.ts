@@ -143,6 +143,7 @@ export class Program implements Disposable {
     fd: number,
     owner: ProgramOwner,
     verifierLog = "",
+    type: ProgramType | `prog_type_${number}` = "unspec",
   ) {
     if (token !== programInternal) throw new TypeError("Use BpfObject.program() or Program.load()");
     this.#pointer = pointer;
@@ -158,7 +159,7 @@ export class Program implements Disposable {
     } else {
       this.name = owner.name;
       this.section = "";
-      this.type = "unspec";
+      this.type = type;
     }
   }
 
@@ -210,6 +211,7 @@ export class Program implements Disposable {
           fd,
           { name, closed: false, links: new Set() },
           text,
+          options.type,
         );
       }
       if (fd === -28 && logSize > 0 && logSize < MAX_LOG_SIZE) {
@@ -230,6 +232,39 @@ export class Program implements Disposable {
     throw new BpfError(`Load program ${name}: the verifier log does not fit 1 GiB`, {
       code: "verifier",
     });
+  }
+
+  /**
+   * Opens a program pinned in bpffs (for `testRun`, `attachCgroup`, `attachXdp`, `attachTc` and
+   * its `id`; closing it leaves the pin).
+   *
+   * @param path The pin path, such as `/sys/fs/bpf/my_prog`.
+   * @returns The program.
+   */
+  static fromPin(path: string): Program {
+    const fd = libbpf().bpf_obj_get(toCString(path));
+    if (fd < 0) throw BpfError.fromErrno(`Open pinned program ${path}`, fd);
+    const info = new Uint8Array(256);
+    const length = new Uint32Array([info.length]);
+    const rc = libbpf().bpf_obj_get_info_by_fd(fd, info, new Uint8Array(length.buffer));
+    if (rc < 0) {
+      libc().close(fd);
+      throw BpfError.fromErrno(`Get info of pinned program ${path}`, rc);
+    }
+    const view = new DataView(info.buffer);
+    // struct bpf_prog_info: type at 0, name[16] at 64.
+    const nameBytes = info.subarray(64, 80);
+    const end = nameBytes.indexOf(0);
+    const name = new TextDecoder().decode(nameBytes.subarray(0, end === -1 ? 16 : end));
+    const owner = { name: name || path, closed: false, links: new Set<Link>() };
+    return new Program(
+      programInternal,
+      null,
+      fd,
+      owner,
+      "",
+      programTypeName(view.getUint32(0, true)),
+    );
   }
 
   /** The program's file descriptor. */

@@ -20,6 +20,7 @@ import { bpfCapabilities, bpffs, btf, command, libbpf, testWith, tracefs } from 
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
+import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
 const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
@@ -27,6 +28,12 @@ const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32"
 /** Makes `count` real getppid system calls. */
 function getppid(count: number): void {
   for (let i = 0; i < count; i++) libc.symbols.getppid();
+}
+
+/** Closes a reader after `ms` unless disposed first, so a `for await` cannot wait forever. */
+function deadline(reader: { close(): void }, ms = 5000): Disposable {
+  const timer = setTimeout(() => reader.close(), ms);
+  return { [Symbol.dispose]: () => clearTimeout(timer) };
 }
 
 function track(tracker: LeakTracker, object: BpfObject): void {
@@ -49,6 +56,7 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
     await t.step("for await yields one record per system call, in order", async () => {
       getppid(25);
       const seen: number[] = [];
+      using _deadline = deadline(reader);
       for await (const record of reader.values({ preventClose: true })) {
         const event = new EventView(record);
         assert.equal(event.tgid, Deno.pid);
@@ -82,6 +90,7 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
 
     await t.step("break out of for await closes the reader", async () => {
       getppid(1);
+      using _deadline = deadline(reader);
       for await (const record of reader) {
         assert.equal(new EventView(record).seq, 26n);
         break;
@@ -177,6 +186,7 @@ testWith("PerfBufferReader delivers exactly the triggered perf events", needs, a
     await t.step("one sample per system call, decoded with the generated view", async () => {
       getppid(40);
       const seen: bigint[] = [];
+      using _deadline = deadline(reader);
       for await (const record of reader.values({ preventClose: true })) {
         const event = new EventView(record);
         assert.equal(event.kind, EventKind.EVENT_OTHER);
@@ -225,6 +235,25 @@ testWith("BpfObject.load() raises VerifierError with the whole log", needs, asyn
   }
   await tracker.assertReleased();
 });
+
+testWith(
+  "VerifierError keeps a long log whole, from its first line to the reason",
+  needs,
+  async () => {
+    const tracker = new LeakTracker();
+    {
+      using rejected = RejectedLongObject.open();
+      const error = await rejected.load().then(() => undefined, (e) => e);
+      assert.ok(error instanceof VerifierError, `expected a VerifierError, got ${error}`);
+      assert.ok(error.log.length > 32 * 1024, `log of ${error.log.length} bytes`);
+      assert.match(error.log.slice(0, 300), /^0: R1=ctx\(\)/m); // the log from its start
+      assert.match(error.log, /invalid mem access 'map_value_or_null'\n/);
+      assert.ok((error.failure.instruction ?? 0) > 300, `failed at ${error.failure.instruction}`);
+      assert.match(error.failure.source ?? "", /rejected_long\.bpf\.c:\d+/);
+    }
+    await tracker.assertReleased();
+  },
+);
 
 testWith("BpfObject globals are checked by name and type", needs, async () => {
   const tracker = new LeakTracker();

@@ -104,16 +104,9 @@ class Generator {
         : "",
       "",
       `/** The compiled object (${this.#options.object.length} bytes). */`,
-      `export const ${camel(name)}ObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([`,
+      `export const ${camel(name)}ObjectBytes: Uint8Array<ArrayBuffer> = decodeObjectBytes([`,
       ...chunks(base64(this.#options.object), 96).map((chunk) => `  "${chunk}",`),
       `].join(""));`,
-      "",
-      "function decodeBase64(text: string): Uint8Array<ArrayBuffer> {",
-      "  const binary = atob(text);",
-      "  const bytes = new Uint8Array(binary.length);",
-      "  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);",
-      "  return bytes;",
-      "}",
       "",
     ];
     void spec;
@@ -381,6 +374,7 @@ class Generator {
     this.#runtime.add("type OpenOptions");
     this.#runtime.add("type Program");
     this.#runtime.add("Skeleton");
+    this.#runtime.add("decodeObjectBytes");
     const globals: string[] = [];
     for (const type of btf.types()) {
       if (type.kind !== "datasec" || type.name === ".maps" || type.name === "license") continue;

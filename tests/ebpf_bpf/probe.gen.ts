@@ -12,6 +12,7 @@
 import {
   type BpfMap,
   BpfObject,
+  decodeObjectBytes,
   type OpenOptions,
   type Program,
   readCString,
@@ -19,7 +20,7 @@ import {
 } from "@triad/ebpf";
 
 /** The compiled object (9064 bytes). */
-export const probeObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
+export const probeObjectBytes: Uint8Array<ArrayBuffer> = decodeObjectBytes([
   "f0VMRgIBAQAAAAAAAAAAAAEA9wABAAAAAAAAAAAAAAAAAAAAAAAAACgfAAAAAAAAAAAAAEAAAAAAAEAAEQABAL8WAAAAAAAA",
   "hQAAAA4AAAC/BwAAAAAAAHt6wP8AAAAAdwcAACAAAAAYAQAAAAAAAAAAAAAAAAAAYRIAAAAAAAAVAgIAAAAAAGERAAAAAAAA",
   "XXFRAAAAAAB7arD/AAAAALcBAAAAAAAAYxr8/wAAAAC/ogAAAAAAAAcCAAD8////GAEAAAAAAAAAAAAAAAAAAIUAAAABAAAA",
@@ -147,13 +148,6 @@ export const probeObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
   "EAAAAAAAAACAAAAAA0z/bwAAAIAAAAAAAAAAAAAAAADYHQAAAAAAAAwAAAAAAAAAAAAAAAAAAAABAAAAAAAAAAAAAAAAAAAA",
   "6wAAAAIAAAAAAAAAAAAAAAAAAAAAAAAAQBYAAAAAAAAoAgAAAAAAAAEAAAAKAAAACAAAAAAAAAAYAAAAAAAAAA==",
 ].join(""));
-
-function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
 
 /** Values of `enum event_kind`. */
 export const EventKind = {
