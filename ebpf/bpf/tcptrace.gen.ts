@@ -12,6 +12,7 @@
 import {
   type BpfMap,
   BpfObject,
+  decodeObjectBytes,
   type OpenOptions,
   type Program,
   readCString,
@@ -19,7 +20,7 @@ import {
 } from "@triad/ebpf";
 
 /** The compiled object (109808 bytes). */
-export const tcptraceObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
+export const tcptraceObjectBytes: Uint8Array<ArrayBuffer> = decodeObjectBytes([
   "f0VMRgIBAQAAAAAAAAAAAAEA9wABAAAAAAAAAAAAAAAAAAAAAAAAALCnAQAAAAAAAAAAAEAAAAAAAEAAFQABAGkSHgAAAAAA",
   "VQInBAYAAABpGBwAAAAAALcHAAAGAAAAFQgBAAoAAAC3BwAABAAAAGkVGgAAAAAAaRkYAAAAAABVCAUACgAAALcCAAA4AAAA",
   "vxAAAAAAAAAPIAAAAAAAALcCAAAoAAAABQAGAAAAAABpEhwAAAAAAFUCGQQCAAAAtwIAACQAAAC/EAAAAAAAAA8gAAAAAAAA",
@@ -1547,13 +1548,6 @@ export const tcptraceObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
   "AQAAAAAAAAAAAAAAAAAAAEoBAAACAAAAAAAAAAAAAAAAAAAAAAAAAIBNAQAAAAAAWAsAAAAAAAABAAAAagAAAAgAAAAAAAAA",
   "GAAAAAAAAAA=",
 ].join(""));
-
-function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
 
 /** `struct sock_info` (48 bytes). */
 export interface SockInfo {
