@@ -7,7 +7,10 @@
 
 import { TriadError } from "@triad/core";
 
-/** A missing prerequisite; `code` is `libbpf`, `btf`, `privileges` or `tracefs`. */
+/**
+ * A missing prerequisite; `code` is `privileges`, `btf`, `tracefs` or `perf_event_paranoid`
+ * (a missing libbpf is reported by `@triad/ebpf` as `LibbpfMissingError`).
+ */
 export class TracePrerequisiteError extends TriadError {}
 
 /** Where to look for things; tests point these at temp dirs. */
@@ -20,6 +23,8 @@ export interface PreflightPaths {
   debugfsTracing?: string;
   /** Process status (capabilities). @default "/proc/self/status" */
   status?: string;
+  /** The perf_event_paranoid sysctl. @default "/proc/sys/kernel/perf_event_paranoid" */
+  perfEventParanoid?: string;
 }
 
 const CAP_SYS_ADMIN = 21n;
@@ -82,7 +87,29 @@ export async function checkTracePrerequisites(paths: PreflightPaths = {}): Promi
   }
   const tracefs = paths.tracefs ?? "/sys/kernel/tracing";
   const legacy = paths.debugfsTracing ?? "/sys/kernel/debug/tracing";
-  if (exists(`${tracefs}/events`) || exists(`${legacy}/events`)) return;
+  if (!exists(`${tracefs}/events`) && !exists(`${legacy}/events`)) {
+    await mountTracefs(tracefs, admin);
+  }
+  // Debian's and Ubuntu's kernels add perf_event_paranoid levels above 2 under which
+  // perf_event_open() (how tracepoints attach) needs CAP_SYS_ADMIN, CAP_PERFMON is not enough.
+  const paranoidPath = paths.perfEventParanoid ?? "/proc/sys/kernel/perf_event_paranoid";
+  let paranoid = Number.NaN;
+  try {
+    paranoid = Number(Deno.readTextFileSync(paranoidPath).trim());
+  } catch {
+    // not readable: let the attach say what is wrong
+  }
+  if (!admin && paranoid > 2) {
+    throw new TracePrerequisiteError(
+      `kernel.perf_event_paranoid is ${paranoid}: at levels above 2 (a Debian/Ubuntu kernel ` +
+        `patch) attaching to tracepoints needs CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON are not ` +
+        `enough: run as root, or set sysctl kernel.perf_event_paranoid=2 on this machine`,
+      { code: "perf_event_paranoid" },
+    );
+  }
+}
+
+async function mountTracefs(tracefs: string, admin: boolean): Promise<void> {
   if (admin) {
     const mounted = await new Deno.Command("mount", {
       args: ["-t", "tracefs", "tracefs", tracefs],

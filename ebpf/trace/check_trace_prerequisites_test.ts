@@ -28,7 +28,15 @@ Deno.test("checkTracePrerequisites() names the fix for what is missing", async (
     Deno.mkdirSync(`${dir}/btf`);
     Deno.writeTextFileSync(`${dir}/btf/vmlinux`, "");
     Deno.mkdirSync(`${dir}/tracing/events`, { recursive: true });
-    const present = { btf: `${dir}/btf/vmlinux`, tracefs: `${dir}/tracing` };
+    const paranoid = (level: number) => {
+      Deno.writeTextFileSync(`${dir}/paranoid-${level}`, `${level}\n`);
+      return `${dir}/paranoid-${level}`;
+    };
+    const present = {
+      btf: `${dir}/btf/vmlinux`,
+      tracefs: `${dir}/tracing`,
+      perfEventParanoid: paranoid(2),
+    };
 
     await t.step("no capabilities: privileges", async () => {
       await rejectsWith(
@@ -66,6 +74,24 @@ Deno.test("checkTracePrerequisites() names the fix for what is missing", async (
     });
     await t.step("CAP_BPF + CAP_PERFMON with BTF and tracefs: passes", async () => {
       await checkTracePrerequisites({ ...present, status: status(bpfPerfmon) });
+    });
+    await t.step("perf_event_paranoid 3 without CAP_SYS_ADMIN: names the sysctl", async () => {
+      await rejectsWith(
+        checkTracePrerequisites({
+          ...present,
+          perfEventParanoid: paranoid(3),
+          status: status(bpfPerfmon),
+        }),
+        "perf_event_paranoid",
+        /kernel.perf_event_paranoid is 3: .*set sysctl kernel.perf_event_paranoid=2/,
+      );
+    });
+    await t.step("perf_event_paranoid 3 with CAP_SYS_ADMIN: passes", async () => {
+      await checkTracePrerequisites({
+        ...present,
+        perfEventParanoid: paranoid(3),
+        status: status((1n << 21n).toString(16)),
+      });
     });
     await t.step("tracefs under debugfs is accepted", async () => {
       await checkTracePrerequisites({
