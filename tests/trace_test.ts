@@ -660,7 +660,8 @@ testWith(
   async (t) => {
     const decoder = new TextDecoder();
     // debugfs' tracing automount would stand in for tracefs: it goes too
-    const unmountTracefs = "umount /sys/kernel/tracing && (umount -l /sys/kernel/debug 2>/dev/null || true) " +
+    const unmountTracefs =
+      "umount /sys/kernel/tracing && (umount -l /sys/kernel/debug 2>/dev/null || true) " +
       "&& ! test -d /sys/kernel/tracing/events && ! test -d /sys/kernel/debug/tracing/events";
     await t.step("root: mounts tracefs and traces", async () => {
       const { code, stderr } = await inMountNamespace(unmountTracefs, "");
