@@ -177,9 +177,17 @@ export function libbpf(): Libbpf {
       }
     }
     if (libbpfLib === undefined) throw new LibbpfMissingError(LIBBPF_PATHS, lastError);
-    installPrintCallback(libbpfLib.symbols);
+    // libbpf's print callback is process-wide and must outlive every caller: only the main
+    // isolate (which lives as long as the process) installs one. In Workers libbpf keeps its own.
+    if (!inWorker()) installPrintCallback(libbpfLib.symbols);
   }
   return libbpfLib.symbols;
+}
+
+function inWorker(): boolean {
+  const scope =
+    (globalThis as { WorkerGlobalScope?: abstract new () => unknown }).WorkerGlobalScope;
+  return scope !== undefined && globalThis instanceof scope;
 }
 
 /** Returns libc's symbols, loading the library on first use. */

@@ -30,6 +30,7 @@ const ERRNO_NAMES: Record<number, string> = {
   28: "ENOSPC",
   34: "ERANGE",
   38: "ENOSYS",
+  77: "EBADFD",
   95: "EOPNOTSUPP",
   524: "ENOTSUPP",
 };

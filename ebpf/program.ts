@@ -47,6 +47,15 @@ export interface UprobeOptions {
   cookie?: bigint;
 }
 
+const XDP_FLAGS_SKB_MODE = 2;
+const XDP_FLAGS_DRV_MODE = 4;
+
+/** Options for {@linkcode Program.attachXdp}. */
+export interface XdpOptions {
+  /** `auto` (default), `native` (driver mode) or `generic` (skb mode). */
+  mode?: "auto" | "native" | "generic";
+}
+
 /** Options for {@linkcode Program.attachTc}. */
 export interface TcOptions {
   /** Ingress (default) or egress. */
@@ -270,7 +279,20 @@ export class Program implements Disposable {
   /** The program's file descriptor. */
   get fd(): number {
     this.#checkOpen();
-    return this.#pointer === null ? this.#fd : libbpf().bpf_program__fd(this.#pointer);
+    if (this.#pointer === null) return this.#fd;
+    const fd = libbpf().bpf_program__fd(this.#pointer);
+    if (fd < 0) {
+      throw new BpfError(`Program ${this.name} was not loaded (autoload is off for it)`, {
+        code: "not_loaded",
+      });
+    }
+    return fd;
+  }
+
+  /** Whether the program is in the kernel (`false` for object programs with autoload off). */
+  get loaded(): boolean {
+    if (this.#owner.closed) return false;
+    return this.#pointer === null ? this.#fd >= 0 : libbpf().bpf_program__fd(this.#pointer) >= 0;
   }
 
   /** The kernel's id of this program (as `bpftool prog list` shows). */
@@ -427,14 +449,29 @@ export class Program implements Disposable {
    * Attaches an XDP program to a network interface (a BPF link, Linux 5.9+).
    *
    * @param iface The interface name (`eth0`) or index.
+   * @param options `mode`: `auto` (the driver's native XDP where it has it, else generic),
+   *   `native` or `generic` (skb mode, works on every interface).
    * @returns The link.
    */
-  attachXdp(iface: string | number): Link {
+  attachXdp(iface: string | number, options: XdpOptions = {}): Link {
     const ifindex = interfaceIndex(iface);
-    return this.#libbpfAttach(
-      `XDP on ${iface}`,
-      (p) => libbpf().bpf_program__attach_xdp(p, ifindex),
-    );
+    const mode = options.mode ?? "auto";
+    if (mode === "auto") {
+      return this.#libbpfAttach(
+        `XDP on ${iface}`,
+        (p) => libbpf().bpf_program__attach_xdp(p, ifindex),
+      );
+    }
+    // struct bpf_link_create_opts: size_t sz; __u32 flags; ...
+    const opts = new Uint8Array(16);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 16n, true);
+    view.setUint32(8, mode === "generic" ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE, true);
+    const fd = libbpf().bpf_link_create(this.fd, ifindex, ATTACH_TYPES.xdp, opts);
+    if (fd < 0) {
+      throw BpfError.fromErrno(`Attach program ${this.name} to ${mode} XDP on ${iface}`, fd);
+    }
+    return this.#makeLink(`${mode} XDP on ${iface}`, { kind: "fd", fd });
   }
 
   /**

@@ -62,11 +62,7 @@ async function openAttach(): Promise<AttachObject> {
 
 function track(tracker: LeakTracker, skeleton: AttachObject): void {
   for (const program of skeleton.object.programs) {
-    try {
-      tracker.add("prog", program.id);
-    } catch {
-      // not loaded (autoload off)
-    }
+    if (program.loaded) tracker.add("prog", program.id);
   }
   for (const map of skeleton.object.maps) tracker.add("map", map.id);
 }
@@ -225,6 +221,15 @@ testWith(
         await veth.sendUdp(4, 9);
         await veth.sendUdp(2, 10); // another port: not counted
         await eventually("4 datagrams were counted", () => hits(skeleton, HIT.xdp) === 4n);
+      });
+
+      await t.step("generic (skb mode) XDP counts too", async () => {
+        skeleton.maps.hits.update(HIT.xdp, 0n);
+        using link = skeleton.programs.count_xdp.attachXdp(veth.hostInterface, { mode: "generic" });
+        tracker.add("link", link.id);
+        assert.match(link.description, /generic XDP/);
+        await veth.sendUdp(3, 9);
+        await eventually("3 datagrams were counted", () => hits(skeleton, HIT.xdp) === 3n);
       });
 
       await t.step("tc ingress counts every datagram and detaches on close", async () => {

@@ -20,6 +20,7 @@ import { bpfCapabilities, bpffs, btf, command, libbpf, testWith, tracefs } from 
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
+import { AttachObject } from "./ebpf_bpf/attach.gen.ts";
 import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
@@ -37,7 +38,7 @@ function deadline(reader: { close(): void }, ms = 5000): Disposable {
 }
 
 function track(tracker: LeakTracker, object: BpfObject): void {
-  for (const program of object.programs) tracker.add("prog", program.id);
+  for (const program of object.programs) if (program.loaded) tracker.add("prog", program.id);
   for (const map of object.maps) tracker.add("map", map.id);
 }
 
@@ -107,6 +108,26 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
       copying.consume((record) => records.push(record));
       assert.deepEqual(records.map((r) => Number(new EventView(r).seq)), [27, 28, 29]);
     });
+
+    await t.step(
+      "drain() hands out offsets into one view, allocating nothing per record",
+      async () => {
+        await using draining = new RingBufferReader(probe.maps.events);
+        getppid(4);
+        assert.equal(await draining.wait(2000), true);
+        const seqs: bigint[] = [];
+        const views = new Set<DataView>();
+        const count = draining.drain((view, offset, length) => {
+          assert.equal(length, 48);
+          views.add(view);
+          seqs.push(new EventView(view, offset).seq);
+        });
+        assert.equal(count, 4);
+        assert.equal(views.size, 1);
+        assert.deepEqual(seqs, [30n, 31n, 32n, 33n]);
+        assert.equal(draining.drain(() => assert.fail("nothing is left")), 0);
+      },
+    );
 
     await t.step("views handed out are detached after close", async () => {
       await using closing = new RingBufferReader(probe.maps.events);
@@ -255,6 +276,52 @@ testWith(
   },
 );
 
+testWith("VerifierError grows a small log buffer until the whole log fits", needs, async () => {
+  const tracker = new LeakTracker();
+  {
+    using whole = RejectedLongObject.open();
+    const full = await whole.load().then(() => undefined, (e) => e as VerifierError);
+    using small = RejectedLongObject.open({ logSize: 4096 });
+    const grown = await small.load().then(() => undefined, (e) => e as VerifierError);
+    assert.ok(grown instanceof VerifierError && full instanceof VerifierError);
+    assert.ok(grown.log.length > 4096 * 8, `log of ${grown.log.length} bytes`);
+    // Identical but for kernel addresses and the statistics at the end (they differ per load).
+    const body = (log: string) =>
+      log.replace(/0x[0-9a-f]{8,}/g, "0x?").split("\n")
+        .filter((line) => !/^(processed|verification time)/.test(line));
+    assert.deepEqual(body(grown.log), body(full.log));
+    assert.equal(grown.failure.instruction, full.failure.instruction);
+  }
+  await tracker.assertReleased();
+});
+
+testWith("BpfObject loads in a Worker, with its own VerifierError", needs, async () => {
+  const worker = new Worker(new URL("./ebpf_worker_fixture.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const reply = await new Promise<{ loaded: boolean; verifier: boolean; instruction: number }>(
+      (resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error("the worker did not answer in 10 s")),
+          10_000,
+        );
+        worker.onmessage = (event) => {
+          clearTimeout(timer);
+          resolve(event.data);
+        };
+        worker.onerror = (event) => {
+          clearTimeout(timer);
+          reject(new Error(event.message));
+        };
+      },
+    );
+    assert.deepEqual(reply, { loaded: true, verifier: true, instruction: 7 });
+  } finally {
+    worker.terminate();
+  }
+});
+
 testWith("BpfObject globals are checked by name and type", needs, async () => {
   const tracker = new LeakTracker();
   assert.throws(
@@ -278,6 +345,23 @@ testWith("BpfObject globals are checked by name and type", needs, async () => {
     assert.throws(() => probe.object.map("nope"), /has no map nope \(it has: settings, events/);
     probe.object.writeGlobal("emitted", 7n);
     assert.equal(probe.readGlobal("emitted"), 7n);
+  }
+  {
+    // attach.bpf.c reads packet headers through vmlinux.h types: CO-RE relocations need BTF.
+    using missing = AttachObject.open({
+      btfPath: "/nonexistent/vmlinux.btf",
+      autoload: { on_file_open_fentry: false },
+    });
+    await assert.rejects(missing.load(), /with BTF \/nonexistent\/vmlinux\.btf: ENOENT/);
+  }
+  {
+    using custom = AttachObject.open({
+      btfPath: "/sys/kernel/btf/vmlinux",
+      autoload: { on_file_open_fentry: false },
+    });
+    await custom.load();
+    track(tracker, custom.object);
+    assert.equal(custom.readGlobal("target_port"), 9);
   }
   await tracker.assertReleased();
 });

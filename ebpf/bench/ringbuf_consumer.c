@@ -1,6 +1,8 @@
 // The C peer of the ring buffer benchmark: libbpf's ring_buffer__poll on a pinned ring buffer map.
 // Compiled by ringbuf_bench.ts at bench time (never committed as a binary).
-// Usage: ringbuf_consumer <pinned map path> <seconds>; prints "<records> <seq checksum>".
+// Usage: ringbuf_consumer <pinned map path> <seconds> [records]: polls for <seconds> and prints
+// "<records> <checksum>"; with [records], drains an already filled ring with ring_buffer__consume
+// until that many records were read and prints "<records> <checksum> <seconds taken>".
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <stdio.h>
@@ -25,8 +27,8 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s <pinned ring buffer map> <seconds>\n", argv[0]);
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: %s <pinned ring buffer map> <seconds> [records]\n", argv[0]);
 		return 2;
 	}
 	int fd = bpf_obj_get(argv[1]);
@@ -42,6 +44,15 @@ int main(int argc, char **argv)
 	printf("ready\n");
 	fflush(stdout);
 	double deadline = now() + atof(argv[2]);
+	if (argc == 4) {
+		unsigned long long expect = strtoull(argv[3], NULL, 10);
+		double start = now();
+		while (records < expect && now() < deadline)
+			ring_buffer__consume(rb);
+		printf("%llu %llu %.9f\n", records, checksum, now() - start);
+		ring_buffer__free(rb);
+		return 0;
+	}
 	while (now() < deadline)
 		ring_buffer__poll(rb, 50);
 	ring_buffer__consume(rb);
