@@ -88,13 +88,15 @@ function size(path: string): number {
 }
 
 async function untilQuiet(path: string): Promise<void> {
-  // the tracer has drained when its output stops growing for 500 ms (bounded at 10 s)
+  // the tracer has drained when its output stops growing for a second (bounded at 20 s); a
+  // starved tracer can pause longer, so trace also drains its ring on SIGINT (delivery counts
+  // stay exact, only that last drain's CPU time would be missed)
   let last = -1;
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 20; i++) {
     const now = size(path);
     if (now === last) return;
     last = now;
-    await sleep(500);
+    await sleep(1000);
   }
 }
 

@@ -27,6 +27,7 @@ const KIND_NAMES: Record<number, TraceEventType> = {
  * @param record The record (at least {@linkcode EVENT_RECORD_SIZE} bytes, such as a ring buffer
  *   record); only read in place, not kept.
  * @param clock Converts the kernel timestamp.
+ * @param offset Where the record starts in `record` (a reader's whole mapping, say).
  * @returns The event.
  *
  * @example
@@ -53,8 +54,8 @@ const KIND_NAMES: Record<number, TraceEventType> = {
  *   "127.0.0.1:40000 -> 127.0.0.1:80");
  * ```
  */
-export function decodeEvent(record: DataView, clock: KernelClock): TraceEvent {
-  const view = new TcptraceEventView(record); // zero-copy: reads the record in place
+export function decodeEvent(record: DataView, clock: KernelClock, offset = 0): TraceEvent {
+  const view = new TcptraceEventView(record, offset); // zero-copy: reads the record in place
   const kind = view.type;
   const type = KIND_NAMES[kind];
   if (type === undefined) throw new RangeError(`Unknown event type ${kind} at record offset 72`);

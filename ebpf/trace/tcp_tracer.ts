@@ -159,7 +159,7 @@ export class TcpTracer implements AsyncDisposable {
    * @returns The count.
    */
   lost(): number {
-    if (this.#closed && this.#polling === undefined) return this.#lostSeen;
+    if (this.#destroyed) return this.#lostSeen; // the map is gone: the last count read
     const lost = this.#skeleton.maps.tcptrace_lost;
     let total = 0n;
     for (const slot of [0, 1]) {
@@ -170,8 +170,9 @@ export class TcpTracer implements AsyncDisposable {
 
   /**
    * Yields events as the kernel emits them, in batches, and a `lost` event whenever the lost
-   * counter grew, until `close()` or the signal aborts. Never blocks the event loop: waiting
-   * happens on a worker thread, records are decoded in place from the mmapped ring.
+   * counter grew, until `close()` or the signal aborts; after an abort, what the ring still
+   * holds is drained into one last batch. Never blocks the event loop: waiting happens on a
+   * worker thread, records are decoded in place from the mmapped ring.
    *
    * @param signal Stops the iteration.
    * @returns The events, in batches as they arrive.
@@ -182,19 +183,22 @@ export class TcpTracer implements AsyncDisposable {
     this.#polling = new Promise((resolve) => release = resolve);
     let lostCheckedAt = 0;
     try {
-      while (!this.#closed && !signal?.aborted) {
-        await this.#reader.wait(POLL_MS);
+      while (!this.#closed) {
+        // Stopping still drains what the kernel queued before: a stop loses nothing silently.
+        const stopping = signal?.aborted ?? false;
+        if (!stopping) await this.#reader.wait(POLL_MS);
         if (this.#closed) break;
         const batch: TraceEvent[] = [];
-        this.#reader.consume((record) => {
+        // drain() hands the ring's mapping and an offset: no view object per record
+        this.#reader.drain((ring, offset) => {
           try {
-            batch.push(decodeEvent(record, this.#clock));
+            batch.push(decodeEvent(ring, this.#clock, offset));
           } catch {
             // a record this version does not understand: skip it, never end the stream
           }
         });
         const now = Date.now();
-        if (now - lostCheckedAt >= LOST_CHECK_MS) {
+        if (stopping || now - lostCheckedAt >= LOST_CHECK_MS) {
           lostCheckedAt = now;
           const total = this.lost();
           if (total > this.#lostSeen) {
@@ -203,6 +207,7 @@ export class TcpTracer implements AsyncDisposable {
           }
         }
         if (batch.length > 0) yield batch;
+        if (stopping) break;
       }
     } finally {
       this.#polling = undefined;
