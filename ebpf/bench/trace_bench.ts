@@ -104,6 +104,8 @@ async function round(mode: Mode, dir: string, churn: string): Promise<Round> {
   const output = `${dir}/${mode}.out`;
   const errors = `${dir}/${mode}.err`;
   await Deno.writeTextFile(output, "");
+  // the readiness check reads the error file: one left from an earlier round would pass at once
+  await Deno.remove(errors).catch(() => {});
   let child: Deno.ChildProcess | undefined;
   if (mode !== "none") {
     // a shell redirects straight into the files: the tracer writes them itself, as with "> file"
@@ -200,7 +202,7 @@ if (import.meta.main) {
     };
     const rows = [
       "churn rate, conn/s (median)",
-      "churner slowdown, paired (medians)",
+      "slowdown paired (of medians)",
       "events expected (4/conn)",
       "events delivered",
       "lost events reported",
