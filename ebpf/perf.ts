@@ -21,6 +21,10 @@ const PERF_EVENT_IOC_DISABLE = 0x2401n;
 const PERF_RECORD_LOST = 2;
 const PERF_RECORD_SAMPLE = 9;
 const SYS_PERF_EVENT_OPEN: Record<string, number> = { x86_64: 298, aarch64: 241 };
+/** How long a `for await` over busy rings runs before it lets the event loop turn. */
+const SLICE_MS = 5;
+/** The longest one `consume()` call runs while records keep arriving. */
+const CONSUME_MS = 20;
 
 /** Options for {@linkcode PerfBufferReader}. */
 export interface PerfBufferOptions {
@@ -205,7 +209,10 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
    */
   consume(callback: (record: DataView) => void, limit = Infinity): number {
     let count = 0;
+    const start = performance.now();
     while (count < limit) {
+      // A producer as fast as this loop must not keep it (and the event loop) busy for ever.
+      if ((count & 255) === 255 && performance.now() - start > CONSUME_MS) break;
       const record = this.readNext();
       if (record === undefined) break;
       callback(record);
@@ -246,13 +253,20 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
    */
   values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
     const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    // Yield to the event loop every few milliseconds while records keep coming.
+    const slice = { start: performance.now(), count: 0 };
     const iterator: AsyncIterableIterator<DataView> = {
       next: async () => {
+        if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          slice.start = performance.now();
+        }
         for (;;) {
           const record = this.readNext();
           if (record !== undefined) return { done: false, value: record };
           if (this.#closed) return done;
           await this.wait(this.#interval);
+          slice.start = performance.now();
         }
       },
       return: () => {

@@ -150,14 +150,14 @@ export class Program implements Disposable {
     token: unknown,
     pointer: Deno.PointerObject | null,
     fd: number,
-    owner: ProgramOwner,
+    owner: unknown,
     verifierLog = "",
     type: ProgramType | `prog_type_${number}` = "unspec",
   ) {
     if (token !== programInternal) throw new TypeError("Use BpfObject.program() or Program.load()");
     this.#pointer = pointer;
     this.#fd = fd;
-    this.#owner = owner;
+    this.#owner = owner as ProgramOwner;
     this.#ownsFd = pointer === null;
     this.verifierLog = verifierLog;
     if (pointer !== null) {
@@ -166,7 +166,7 @@ export class Program implements Disposable {
       this.section = cString(lib.bpf_program__section_name(pointer));
       this.type = programTypeName(lib.bpf_program__type(pointer));
     } else {
-      this.name = owner.name;
+      this.name = (owner as ProgramOwner).name;
       this.section = "";
       this.type = type;
     }

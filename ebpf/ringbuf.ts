@@ -13,6 +13,8 @@ import type { BpfMap } from "./map.ts";
 const BUSY_BIT = 0x80000000;
 const DISCARD_BIT = 0x40000000;
 const HEADER = 8;
+/** How long a `for await` over a busy ring runs before it lets the event loop turn. */
+const SLICE_MS = 5;
 
 /** Options for {@linkcode RingBufferReader}. */
 export interface RingBufferOptions {
@@ -181,7 +183,9 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
   }
 
   /**
-   * Reads every ready record synchronously without allocating anything per record: the callback
+   * Reads the records that were ready when it was called (those submitted meanwhile wait for the
+   * next call, so a busy producer cannot keep it, and the event loop, busy), synchronously and
+   * without allocating anything per record: the callback
    * gets one `DataView` over the whole ring and the record's offset and length in it (decode in
    * place with generated views: `new EventView(view, offset)`). The fastest way to drain; the
    * bytes are valid during the call only, and `copy` does not apply.
@@ -202,15 +206,14 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     const mask = this.#mask;
     const page = this.#page;
     let consumed = this.#consumed;
-    let produced = Number(Atomics.load(this.#producerPos, 0));
+    const produced = Number(Atomics.load(this.#producerPos, 0));
     // The low half of the consumer position alone may be stored while the high half is unchanged.
     let highLimit = (Math.floor(consumed / 2 ** 32) + 1) * 2 ** 32;
     let count = 0;
     while (count < limit) {
-      if (consumed >= produced) {
-        produced = Number(Atomics.load(this.#producerPos, 0));
-        if (consumed >= produced) break;
-      }
+      // Only what was there when the call began: a producer as fast as this loop must not keep
+      // the call (and Deno's event loop) busy for ever.
+      if (consumed >= produced) break;
       const offset = consumed & mask;
       const header = Atomics.load(headers, offset / 4) >>> 0;
       if ((header & BUSY_BIT) !== 0) break;
@@ -236,7 +239,8 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
   }
 
   /**
-   * Reads every ready record synchronously without waiting (`drain` is faster: it allocates nothing per record).
+   * Reads the records that were ready when it was called, synchronously (`drain` is faster: it
+   * allocates nothing per record).
    *
    * @param callback Called with each record (a view valid during the call unless `copy`).
    * @param limit The most records to read in this call.
@@ -290,10 +294,22 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
         if (record !== undefined) return { done: false, value: record };
         if (this.#closed) return done;
         await this.wait(this.#interval);
+        slice.start = performance.now();
       }
+    };
+    // Ready records resolve as microtasks, which run before timers and I/O: a loop over a ring
+    // that never runs dry would starve the event loop. Every few milliseconds, yield to it.
+    const slice = { start: performance.now(), count: 0 };
+    const yielded = async (): Promise<IteratorResult<DataView>> => {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      slice.start = performance.now();
+      return next();
     };
     const iterator: AsyncIterableIterator<DataView> = {
       next: () => {
+        if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
+          return yielded();
+        }
         // Fast path: a ready record resolves without a wait on the worker thread.
         const record = this.readNext();
         if (record !== undefined) return Promise.resolve({ done: false, value: record });

@@ -77,7 +77,7 @@ export class LeakTracker {
    *
    * @param timeoutMs How long to wait for the kernel.
    */
-  async assertReleased(timeoutMs = 3000): Promise<void> {
+  async assertReleased(timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const left: string[] = [];

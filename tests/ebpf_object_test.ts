@@ -205,28 +205,33 @@ testWith("PerfBufferReader delivers exactly the triggered perf events", needs, a
     probe.maps.settings.update(0, { mode: 2, limit: 0 });
 
     await t.step("one sample per system call, decoded with the generated view", async () => {
-      getppid(40);
+      // 6 rounds of 50 records of 72 bytes go round the 8 KiB rings twice: some records wrap.
       const seen: bigint[] = [];
       using _deadline = deadline(reader);
-      for await (const record of reader.values({ preventClose: true })) {
-        const event = new EventView(record);
-        assert.equal(event.kind, EventKind.EVENT_OTHER);
-        assert.equal(event.tgid, Deno.pid);
-        assert.ok(reader.lastCpu >= 0 && reader.lastCpu < navigator.hardwareConcurrency);
-        seen.push(event.seq);
-        if (seen.length === 40) break;
+      for (let round = 0; round < 6; round++) {
+        getppid(50);
+        for await (const record of reader.values({ preventClose: true })) {
+          assert.equal(record.byteLength, 60);
+          assert.equal(record.getUint8(59), 0xee, "the record's last byte, also when it wrapped");
+          const event = new EventView(record);
+          assert.equal(event.kind, EventKind.EVENT_OTHER);
+          assert.equal(event.tgid, Deno.pid);
+          assert.ok(reader.lastCpu >= 0 && reader.lastCpu < navigator.hardwareConcurrency);
+          seen.push(event.seq);
+          if (seen.length === (round + 1) * 50) break;
+        }
       }
       // Records from different CPUs interleave; each CPU's are in order, all arrive once.
       assert.deepEqual(
         seen.toSorted((a, b) => Number(a - b)),
-        Array.from({ length: 40 }, (_, i) => BigInt(i)),
+        Array.from({ length: 300 }, (_, i) => BigInt(i)),
       );
       assert.equal(await reader.wait(200), false);
       assert.equal(reader.lost, 0);
     });
 
     await t.step("a full ring counts lost samples per CPU", () => {
-      // 2 pages per CPU hold ~130 samples of 60 bytes; write far more without reading.
+      // 2 pages per CPU hold ~113 samples of 72 bytes; write far more without reading.
       getppid(2000);
       let read = 0;
       reader.consume(() => read++);
@@ -362,6 +367,23 @@ testWith("BpfObject globals are checked by name and type", needs, async () => {
     await custom.load();
     track(tracker, custom.object);
     assert.equal(custom.readGlobal("target_port"), 9);
+  }
+  await tracker.assertReleased();
+});
+
+testWith("BpfObject.attachAll() attaches by section and close() detaches", needs, async () => {
+  const tracker = new LeakTracker();
+  {
+    using probe = ProbeObject.open({ globals: { target_tgid: Deno.pid } });
+    await probe.load();
+    track(tracker, probe.object);
+    const links = probe.object.attachAll();
+    assert.equal(links.length, 2);
+    for (const link of links) tracker.add("link", link.id);
+    getppid(3);
+    assert.equal(probe.readGlobal("emitted"), 3n);
+    probe.close(); // closes the links it made
+    assert.ok(links.every((link) => !link.open));
   }
   await tracker.assertReleased();
 });

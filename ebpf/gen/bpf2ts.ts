@@ -301,11 +301,12 @@ class Generator {
     const lines = [
       `/** \`${type.kind} ${type.name}\` (${type.size} bytes). */`,
       `export interface ${name} {`,
-      ...fields.map((f) =>
-        `  /** \`${this.#btf.typeName(f.type)}\` at byte ${
-          f.bitOffset / 8
-        }. */\n  ${f.name}: ${f.tsType};`
-      ),
+      ...fields.map((f) => {
+        const where = f.bitSize === 0
+          ? `at byte ${f.bitOffset / 8}`
+          : `${f.bitSize}-bit field at bit ${f.bitOffset}`;
+        return `  /** \`${this.#btf.typeName(f.type)}\` ${where}. */\n  ${f.name}: ${f.tsType};`;
+      }),
       "}",
       "",
       `/** Size of \`${type.kind} ${type.name}\` in bytes. */`,
