@@ -57,8 +57,10 @@ export class TcpTracer implements AsyncDisposable {
   readonly fallbackReason: string | undefined;
   #skeleton: TcptraceObject;
   #links: Link[];
+  #programFds: number[];
   #reader: RingBufferReader;
   #lostSeen = 0;
+  #undecodable = 0;
   #clock = new KernelClock();
   #closed = false;
   #polling: Promise<void> | undefined;
@@ -66,11 +68,13 @@ export class TcpTracer implements AsyncDisposable {
   private constructor(
     skeleton: TcptraceObject,
     links: Link[],
+    programFds: number[],
     acceptHook: AcceptHook,
     fallbackReason: string | undefined,
   ) {
     this.#skeleton = skeleton;
     this.#links = links;
+    this.#programFds = programFds;
     this.acceptHook = acceptHook;
     this.fallbackReason = fallbackReason;
     this.#reader = new RingBufferReader(skeleton.maps.tcptrace_events, {
@@ -144,7 +148,18 @@ export class TcpTracer implements AsyncDisposable {
       } else {
         links.push(programs.sys_exit_accept4.attach(), programs.sys_exit_accept.attach());
       }
-      return new TcpTracer(skeleton, links, acceptHook, fallbackReason);
+      const attached = [programs.inet_sock_set_state].concat(
+        fexit
+          ? [programs.inet_csk_accept_exit]
+          : [programs.sys_exit_accept4, programs.sys_exit_accept],
+      );
+      return new TcpTracer(
+        skeleton,
+        links,
+        attached.map((program) => program.fd),
+        acceptHook,
+        fallbackReason,
+      );
     } catch (error) {
       for (const link of links) link.close();
       skeleton.close();
@@ -152,9 +167,17 @@ export class TcpTracer implements AsyncDisposable {
     }
   }
 
+  /** Records that could not be decoded (a newer object's record types, say). */
+  get undecodable(): number {
+    return this.#undecodable;
+  }
+
   /**
-   * Total events the kernel could not queue so far: ring buffer reservations that failed plus
-   * sockets the tracking table had no room for (the per-CPU `tcptrace_lost` slots, summed).
+   * Total events the kernel could not queue so far: ring buffer reservations that failed,
+   * sockets the tracking table had no room for (the per-CPU `tcptrace_lost` slots, summed), and
+   * runs of the programs the kernel skipped because another tracing program was running on that
+   * CPU (`recursion_misses`, such as a softirq's state change interrupting one of ours; each may
+   * have been an event).
    *
    * @returns The count.
    */
@@ -165,7 +188,20 @@ export class TcpTracer implements AsyncDisposable {
     for (const slot of [0, 1]) {
       for (const value of lost.lookupPerCpu(slot) ?? []) total += value;
     }
-    return Number(total);
+    return Number(total) + this.#recursionMisses();
+  }
+
+  #recursionMisses(): number {
+    let misses = 0;
+    for (const fd of this.#programFds) {
+      try {
+        const fdinfo = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
+        misses += Number(/^recursion_misses:\s*(\d+)$/m.exec(fdinfo)?.[1] ?? 0);
+      } catch {
+        // kernels before 5.12 do not count them
+      }
+    }
+    return misses;
   }
 
   /**
@@ -193,8 +229,10 @@ export class TcpTracer implements AsyncDisposable {
         this.#reader.drain((ring, offset) => {
           try {
             batch.push(decodeEvent(ring, this.#clock, offset));
-          } catch {
-            // a record this version does not understand: skip it, never end the stream
+          } catch (error) {
+            // a record this version does not understand: counted and reported, never fatal
+            this.#undecodable++;
+            if (this.#undecodable === 1) console.error(`trace: undecodable record: ${error}`);
           }
         });
         const now = Date.now();
