@@ -165,7 +165,8 @@ export async function main(args: readonly string[]): Promise<number> {
   console.error(
     `trace: ${seen} events (${counts.connect} connect, ${counts.accept} accept, ${counts.close} ` +
       `close${options.states ? `, ${counts.state} state` : ""}), ${lost} lost, ${seconds} s, ` +
-      `accept hook ${tracer.acceptHook}`,
+      `accept hook ${tracer.acceptHook}` +
+      (tracer.undecodable > 0 ? `, ${tracer.undecodable} undecodable records` : ""),
   );
   return 0;
 }
