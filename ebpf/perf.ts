@@ -7,7 +7,7 @@
  * @module
  */
 import { errno, libc, pageSize, possibleCpus } from "./_ffi.ts";
-import { mmap, munmap, Poller } from "./_poller.ts";
+import { mmap, munmap, Poller, yieldToEventLoop } from "./_poller.ts";
 import { Uint32 } from "./codec.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
@@ -90,6 +90,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
   readonly #copy: boolean;
   readonly #interval: number;
   readonly #lost: number[];
+  readonly #slots: BpfMap<number, number>;
   #scratch = new Uint8Array(256);
   #pending: CpuRing | undefined;
   #cursor = 0;
@@ -122,6 +123,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
     this.#lost = new Array(possibleCpus()).fill(0);
     this.#poller = new Poller();
     const slots = map.withCodecs(Uint32, Uint32);
+    this.#slots = slots;
     try {
       for (const cpu of onlineCpus()) {
         if (cpu >= map.maxEntries) break;
@@ -258,7 +260,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
     const iterator: AsyncIterableIterator<DataView> = {
       next: async () => {
         if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
-          await new Promise((resolve) => setTimeout(resolve, 0));
+          await yieldToEventLoop();
           slice.start = performance.now();
         }
         for (;;) {
@@ -304,6 +306,13 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
   #release(): void {
     this.#closed = true;
     for (const ring of this.#rings.splice(0)) {
+      // The map holds its own reference to the event: take it out, so programs stop writing to
+      // a ring nobody reads (ignored when the object, and so the map, is already closed).
+      try {
+        this.#slots.delete(ring.cpu);
+      } catch {
+        // map closed
+      }
       libc().ioctl(ring.fd, PERF_EVENT_IOC_DISABLE, 0n);
       ring.buffer.transfer(0);
       munmap(ring.pointer, this.#page + this.#dataSize);

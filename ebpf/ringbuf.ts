@@ -6,7 +6,7 @@
  * @module
  */
 import { pageSize } from "./_ffi.ts";
-import { mmap, munmap, Poller } from "./_poller.ts";
+import { mmap, munmap, Poller, yieldToEventLoop } from "./_poller.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
 
@@ -161,10 +161,10 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
    * Finds the next submitted record, gives the previous one's space back to the kernel, and
    * returns the record's byte offset in the mapping (its length in `#length`), or -1.
    */
-  #advance(): number {
+  #advance(commit = true): number {
     if (this.#closed) return -1;
     for (;;) {
-      this.#commit();
+      if (commit) this.#commit();
       if (this.#consumed >= this.#produced) {
         this.#produced = Number(Atomics.load(this.#producerPos, 0));
         if (this.#consumed >= this.#produced) return -1;
@@ -301,7 +301,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     // that never runs dry would starve the event loop. Every few milliseconds, yield to it.
     const slice = { start: performance.now(), count: 0 };
     const yielded = async (): Promise<IteratorResult<DataView>> => {
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await yieldToEventLoop();
       slice.start = performance.now();
       return next();
     };
@@ -314,6 +314,55 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
         const record = this.readNext();
         if (record !== undefined) return Promise.resolve({ done: false, value: record });
         return next();
+      },
+      return: () => {
+        if (!options.preventClose) this.close();
+        return Promise.resolve(done);
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
+   * Iterates over records in batches: one promise per batch instead of one per record, for high
+   * rates. The views of a batch stay valid until the next batch is requested; `break` closes the
+   * reader unless `preventClose`.
+   *
+   * @param options `max` records per batch (default 1024), `preventClose`.
+   * @returns The async iterator of batches.
+   */
+  batches(
+    options: { max?: number; preventClose?: boolean } = {},
+  ): AsyncIterableIterator<DataView[]> {
+    const max = options.max ?? 1024;
+    const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    let sliceStart = performance.now();
+    const iterator: AsyncIterableIterator<DataView[]> = {
+      next: async () => {
+        if (performance.now() - sliceStart > SLICE_MS) {
+          // Let timers and I/O run between batches while records keep coming.
+          await yieldToEventLoop();
+          sliceStart = performance.now();
+        }
+        for (;;) {
+          this.#commit(); // the previous batch goes back to the kernel
+          const batch: DataView[] = [];
+          while (batch.length < max) {
+            const start = this.#advance(false);
+            if (start < 0) break;
+            const length = this.#length;
+            batch.push(
+              this.#copy
+                ? new DataView(this.#data.slice(start, start + length))
+                : new DataView(this.#data, start, length),
+            );
+          }
+          if (batch.length > 0) return { done: false, value: batch };
+          if (this.#closed) return done;
+          await this.wait(this.#interval);
+          sliceStart = performance.now();
+        }
       },
       return: () => {
         if (!options.preventClose) this.close();

@@ -146,19 +146,39 @@ testWith("Program.attachUprobe() counts calls of a libc function", needs, async 
     tracker.add("link", link.id);
     for (let i = 0; i < 7; i++) libc.symbols.getppid();
     assert.equal(hits(skeleton, HIT.uprobe), 7n);
+    link.close();
+    using ret = skeleton.programs.on_uprobe.attachUprobe(libcPath, {
+      function: "getppid",
+      pid: Deno.pid,
+      retprobe: true,
+    });
+    tracker.add("link", ret.id);
+    assert.match(ret.description, /uretprobe/);
+    for (let i = 0; i < 3; i++) libc.symbols.getppid();
+    assert.equal(hits(skeleton, HIT.uprobe), 10n, "a uretprobe fires once per return");
   }
   await tracker.assertReleased();
 });
 
-testWith("Program.attach() follows a tp_btf section", needs, async () => {
+testWith("Program.attach() and attachTrace() run a tp_btf program", needs, async () => {
   const tracker = new LeakTracker();
   {
     using skeleton = await openAttach();
     track(tracker, skeleton);
-    using link = skeleton.programs.on_sys_enter_btf.attach();
+    {
+      using link = skeleton.programs.on_sys_enter_btf.attach();
+      tracker.add("link", link.id);
+      for (let i = 0; i < 5; i++) libc.symbols.getppid();
+      assert.ok(hits(skeleton, HIT.tpBtf) >= 5n);
+    }
+    // The explicit form, and nothing counted in between.
+    const between = hits(skeleton, HIT.tpBtf);
+    for (let i = 0; i < 5; i++) libc.symbols.getppid();
+    assert.equal(hits(skeleton, HIT.tpBtf), between);
+    using link = skeleton.programs.on_sys_enter_btf.attachTrace();
     tracker.add("link", link.id);
     for (let i = 0; i < 5; i++) libc.symbols.getppid();
-    assert.ok(hits(skeleton, HIT.tpBtf) >= 5n);
+    assert.ok(hits(skeleton, HIT.tpBtf) - between >= 5n);
   }
   await tracker.assertReleased();
 });

@@ -129,6 +129,19 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
       },
     );
 
+    await t.step("batches() yields every record once, in order, in batches", async () => {
+      await using batched = new RingBufferReader(probe.maps.events);
+      getppid(100);
+      const seqs: bigint[] = [];
+      using _deadline = deadline(batched);
+      for await (const batch of batched.batches({ max: 32, preventClose: true })) {
+        assert.ok(batch.length <= 32);
+        for (const record of batch) seqs.push(new EventView(record).seq);
+        if (seqs.length >= 100) break;
+      }
+      assert.deepEqual(seqs, Array.from({ length: 100 }, (_, i) => 34n + BigInt(i)));
+    });
+
     await t.step("views handed out are detached after close", async () => {
       await using closing = new RingBufferReader(probe.maps.events);
       getppid(1);

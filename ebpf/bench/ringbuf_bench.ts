@@ -1,6 +1,7 @@
 /**
  * Ring buffer benchmark: records per second drained from the same BPF producer by
- * `RingBufferReader` (its `for await` iterator, `consume()` and the allocation-free `drain()`) and by
+ * `RingBufferReader` (`for await` over records and over `batches()`, `consume()`, and the
+ * allocation-free `drain()`) and by
  * a C consumer
  * using libbpf's `ring_buffer__poll`, in one run, in interleaved rounds, reporting medians. Then a
  * paced run at half the C consumer's median rate checks that `RingBufferReader` loses nothing.
@@ -127,6 +128,19 @@ try {
       await stop;
       return checksum >= 0 ? records : 0;
     },
+    "RingBufferReader batches()": async (trigger) => {
+      const reader = new RingBufferReader(ring, { pollIntervalMs: 50 });
+      let records = 0;
+      let checksum = 0;
+      const stop = trigger.then(() => new Promise((resolve) => setTimeout(resolve, 500)))
+        .then(() => reader.close());
+      for await (const batch of reader.batches()) {
+        records += batch.length;
+        for (const record of batch) checksum += record.getUint32(0, true);
+      }
+      await stop;
+      return checksum >= 0 ? records : 0;
+    },
     "RingBufferReader consume()": async (trigger) => {
       const reader = new RingBufferReader(ring);
       let records = 0;
@@ -225,6 +239,18 @@ try {
       for await (const record of reader) {
         checksum += record.getUint32(0, true);
         if (++records === fillRecords) break;
+      }
+      return checksum >= 0 ? (performance.now() - start) / 1000 : 0;
+    },
+    "RingBufferReader batches()": async () => {
+      const reader = new RingBufferReader(ring);
+      let records = 0;
+      let checksum = 0;
+      const start = performance.now();
+      for await (const batch of reader.batches()) {
+        for (const record of batch) checksum += record.getUint32(0, true);
+        records += batch.length;
+        if (records >= fillRecords) break;
       }
       return checksum >= 0 ? (performance.now() - start) / 1000 : 0;
     },
