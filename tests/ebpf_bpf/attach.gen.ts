@@ -9,10 +9,17 @@
  *
  * @module
  */
-import { type BpfMap, BpfObject, type OpenOptions, type Program, Skeleton } from "@triad/ebpf";
+import {
+  type BpfMap,
+  BpfObject,
+  decodeObjectBytes,
+  type OpenOptions,
+  type Program,
+  Skeleton,
+} from "@triad/ebpf";
 
 /** The compiled object (12456 bytes). */
-export const attachObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
+export const attachObjectBytes: Uint8Array<ArrayBuffer> = decodeObjectBytes([
   "f0VMRgIBAQAAAAAAAAAAAAEA9wABAAAAAAAAAAAAAAAAAAAAAAAAACgqAAAAAAAAAAAAAEAAAAAAAEAAGgABAIUAAAAOAAAA",
   "GAEAAAAAAAAAAAAAAAAAAGERAAAAAAAAdwAAACAAAABdEAoAAAAAALcBAAAAAAAAYxr8/wAAAAC/ogAAAAAAAAcCAAD8////",
   "GAEAAAAAAAAAAAAAAAAAAIUAAAABAAAAFQACAAAAAAC3AQAAAQAAANsQAAAAAAAAtwAAAAAAAACVAAAAAAAAAIUAAAAOAAAA",
@@ -187,13 +194,6 @@ export const attachObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
   "CAAAAAAAAAAQAAAAAAAAAMwAAAADTP9vAAAAgAAAAAAAAAAAAAAAAIgoAAAAAAAACwAAAAAAAAAAAAAAAAAAAAEAAAAAAAAA",
   "AAAAAAAAAABAAQAAAgAAAAAAAAAAAAAAAAAAAAAAAAAoHgAAAAAAAHACAAAAAAAAAQAAAA8AAAAIAAAAAAAAABgAAAAAAAAA",
 ].join(""));
-
-function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
 
 /** Global variables of `attach.bpf.c` (set `.rodata` ones before load). */
 export interface AttachGlobals {

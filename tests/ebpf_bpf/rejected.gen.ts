@@ -9,10 +9,17 @@
  *
  * @module
  */
-import { type BpfMap, BpfObject, type OpenOptions, type Program, Skeleton } from "@triad/ebpf";
+import {
+  type BpfMap,
+  BpfObject,
+  decodeObjectBytes,
+  type OpenOptions,
+  type Program,
+  Skeleton,
+} from "@triad/ebpf";
 
 /** The compiled object (2464 bytes). */
-export const rejectedObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
+export const rejectedObjectBytes: Uint8Array<ArrayBuffer> = decodeObjectBytes([
   "f0VMRgIBAQAAAAAAAAAAAAEA9wABAAAAAAAAAAAAAAAAAAAAAAAAAGAGAAAAAAAAAAAAAEAAAAAAAEAADQABALcBAAAAAAAA",
   "Yxr8/wAAAAC/ogAAAAAAAAcCAAD8////GAEAAAAAAAAAAAAAAAAAAIUAAAABAAAAeQEAAAAAAAC3AAAAAQAAABUBAQAqAAAA",
   "twAAAAAAAACVAAAAAAAAAEdQTAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAACf6wEAGAAAAAAAAACYAQAA",
@@ -49,13 +56,6 @@ export const rejectedObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([
   "AAAAAAAAAAABAAAAAAAAAAAAAAAAAAAAcgAAAAIAAAAAAAAAAAAAAAAAAAAAAAAAiAQAAAAAAACQAAAAAAAAAAEAAAADAAAA",
   "CAAAAAAAAAAYAAAAAAAAAA==",
 ].join(""));
-
-function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
 
 /** Global variables of `rejected.bpf.c` (set `.rodata` ones before load). */
 export type RejectedGlobals = Record<string, never>;
