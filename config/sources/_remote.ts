@@ -126,3 +126,25 @@ export function toBase64(text: string): string {
   for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
   return btoa(binary);
 }
+
+/**
+ * Reads a response body as text, giving up when `signal` aborts even if the `fetch` that made the
+ * response does not propagate aborts to its body (a wrapped or injected fetch).
+ */
+export async function readText(response: Response, signal: AbortSignal): Promise<string> {
+  if (response.body === null) return "";
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const cancel = () => void reader.cancel(signal.reason).catch(() => {});
+  signal.addEventListener("abort", cancel, { once: true });
+  let text = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (signal.aborted) throw signal.reason;
+      if (done) return text;
+      text += value;
+    }
+  } finally {
+    signal.removeEventListener("abort", cancel);
+  }
+}

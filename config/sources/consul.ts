@@ -12,6 +12,7 @@ import {
   documentLayer,
   fromBase64,
   prefixLayer,
+  readText,
   type RemoteEntry,
   sleep,
 } from "./_remote.ts";
@@ -179,11 +180,9 @@ class ConsulSource implements RemoteSource {
     if (this.#options.token !== undefined) headers["x-consul-token"] = this.#options.token;
     // Consul adds up to wait/16 of jitter: allow for it before giving up on the request.
     const timeout = index > 0 ? this.#waitMs + this.#waitMs / 16 + 5_000 : 10_000;
-    const response = await fetchFn(url, {
-      headers,
-      signal: AbortSignal.any([context.signal, AbortSignal.timeout(timeout)]),
-    });
-    const text = await response.text();
+    const signal = AbortSignal.any([context.signal, AbortSignal.timeout(timeout)]);
+    const response = await fetchFn(url, { headers, signal });
+    const text = await readText(response, signal);
     if (response.status !== 200 && response.status !== 404) {
       throw new Error(`GET ${url.pathname} answered ${response.status}: ${text.slice(0, 200)}`);
     }
