@@ -13,66 +13,112 @@ import { checkReply } from "./upstream/reply_check.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { UpstreamError } from "./upstream/upstream_error.ts";
 
+/** A UDP query waiting for its reply. */
+interface PendingQuery {
+  deadline: number;
+  done: boolean;
+  conn: Conn;
+  fail: () => void;
+}
+
+/** How often {@linkcode LoopTransport.sweep} looks for expired queries (ms). */
+const SWEEP_EVERY_MS = 10;
+
+/** The transport of a loop, with the timeout sweep the loop's `onTick` must call. */
+export interface LoopTransport extends UpstreamTransport {
+  /** Fails the UDP queries past their deadline (precision {@linkcode SWEEP_EVERY_MS}). */
+  sweep(now: number): void;
+  /** UDP queries waiting for a reply. */
+  readonly pending: number;
+}
+
 /**
- * Builds the transport for upstreams living on `loop`. The UDP socket is connected, so the
- * kernel itself drops datagrams from any other address or port (they cannot be counted here);
- * ID and question are checked as everywhere.
+ * Builds the transport for upstreams living on `loop`. Each UDP query dials its own connected
+ * socket (a fresh kernel-chosen random port, closed after the reply: never reused); the kernel
+ * itself drops datagrams from any other address or port (they cannot be counted here); ID and
+ * question are checked as everywhere. Replies are delivered by callback from the loop's receive
+ * path, so the client's answer is written in the same turn; timeouts are one sweep from `onTick`
+ * rather than a timer per query.
  *
  * @param loop The loop.
  * @returns The transport.
  */
-export function loopTransport(loop: Loop): UpstreamTransport {
+export function loopTransport(loop: Loop): LoopTransport {
+  let pending: PendingQuery[] = [];
+  let nextSweep = 0;
   return {
-    udpExchange(server, query, id, info, timeoutMs, onMismatch) {
-      const label = formatSocketAddress(server);
-      return new Promise((resolve, reject) => {
-        let done = false;
-        // Assigned once the query is written; a holder so the callbacks above can clear it.
-        const state: { timer?: ReturnType<typeof setTimeout> } = {};
-        const finish = () => {
-          done = true;
-          clearTimeout(state.timer);
-          if (!conn.closed) conn.close();
-        };
-        const conn = loop.dial({
-          network: "udp",
-          address: server,
-          handler: {
-            onOpen: () => Action.None,
-            onTraffic: (c) => {
-              const reply = c.next().slice();
-              if (done) return Action.None;
-              const result = checkReply(reply, id, info);
-              if (typeof result === "string") {
-                onMismatch(result);
-                return Action.None;
-              }
-              finish();
-              resolve(result);
-              return Action.None;
-            },
-            onClose: (_c, error) => {
-              if (!done) {
-                done = true;
-                clearTimeout(state.timer);
-                reject(
-                  new UpstreamError(`Upstream ${label} over UDP failed`, {
-                    code: "network",
-                    cause: error,
-                  }),
-                );
-              }
-              return Action.None;
-            },
-          },
-        });
-        conn.write(query);
-        state.timer = setTimeout(() => {
-          if (done) return;
+    get pending() {
+      let n = 0;
+      for (const query of pending) if (!query.done) n++;
+      return n;
+    },
+    sweep(now) {
+      if (now < nextSweep || pending.length === 0) return;
+      nextSweep = now + SWEEP_EVERY_MS;
+      const kept: PendingQuery[] = [];
+      const expired: PendingQuery[] = [];
+      for (const query of pending) {
+        if (query.done) continue;
+        if (now >= query.deadline) expired.push(query);
+        else kept.push(query);
+      }
+      pending = kept;
+      for (const query of expired) query.fail();
+    },
+    udpQuery(server, query, id, info, timeoutMs, onMismatch, done) {
+      const state: PendingQuery = {
+        deadline: performance.now() + timeoutMs,
+        done: false,
+        conn: undefined as unknown as Conn,
+        fail: () => {
+          if (state.done) return;
           finish();
-          reject(new UpstreamError(`Upstream ${label} over UDP timed out`, { code: "timeout" }));
-        }, timeoutMs);
+          done(
+            new UpstreamError(`Upstream ${formatSocketAddress(server)} over UDP timed out`, {
+              code: "timeout",
+            }),
+            undefined,
+          );
+        },
+      };
+      const finish = () => {
+        state.done = true;
+        if (!state.conn.closed) state.conn.close();
+      };
+      state.conn = loop.dial({
+        network: "udp",
+        address: server,
+        handler: {
+          onOpen: () => Action.None,
+          onTraffic: (c) => {
+            const view = c.next();
+            if (state.done) return Action.None;
+            const result = checkReply(view, id, info);
+            if (typeof result === "string") {
+              onMismatch(result);
+              return Action.None;
+            }
+            finish();
+            // The view is the loop's receive buffer: the reply is kept (cached), so copy it.
+            done(undefined, { bytes: view.slice(), info: result.info });
+            return Action.None;
+          },
+          onClose: (_c, error) => {
+            if (state.done) return Action.None;
+            state.done = true;
+            done(
+              new UpstreamError(`Upstream ${formatSocketAddress(server)} over UDP failed`, {
+                code: "network",
+                cause: error,
+              }),
+              undefined,
+            );
+            return Action.None;
+          },
+        },
       });
+      state.conn.write(query);
+      if (!state.done) pending.push(state);
     },
     tcpConnect(hostname, port) {
       const address: SocketAddress = { family: ipFamily(hostname) ?? 4, address: hostname, port };

@@ -9,6 +9,7 @@
 import { Action, LengthFieldCodec } from "@triad/netloop";
 import type { Conn, Loop } from "@triad/netloop";
 import { loopTransport } from "./_loop_transport.ts";
+import type { LoopTransport } from "./_loop_transport.ts";
 import { DnsMetrics } from "./metrics.ts";
 import { DnsProxy } from "./proxy.ts";
 import type { ClientInfo, ProxyAnswer, ProxySettings } from "./proxy.ts";
@@ -26,6 +27,7 @@ export type LoopMessage =
 
 let proxy: DnsProxy | undefined;
 let loopRef: Loop | undefined;
+let transport: LoopTransport | undefined;
 const codec = new LengthFieldCodec({ lengthFieldLength: 2 });
 
 /** Creates this loop's proxy. */
@@ -36,7 +38,7 @@ export function onBoot(loop: Loop): Action {
     ...settings,
     logger: loop.logger,
     metrics: new DnsMetrics(),
-    transport: loopTransport(loop),
+    transport: transport = loopTransport(loop),
   });
   return Action.None;
 }
@@ -46,32 +48,31 @@ function client(conn: Conn, transport: "udp" | "tcp"): ClientInfo {
   return { address: remote.address, port: remote.port, transport };
 }
 
-function send(conn: Conn, answer: ProxyAnswer | Promise<ProxyAnswer>, framed: boolean): void {
-  if (answer === null) return;
-  if (answer instanceof Uint8Array) {
-    write(conn, answer, framed);
-    return;
-  }
-  answer.then((bytes) => {
-    if (bytes !== null && !conn.closed) write(conn, bytes, framed);
-  }).catch((error) => loopRef?.logger.error("query failed", { error }));
+/** Writes a later answer to a UDP client (the Conn stays usable after onTraffic). */
+function respondUdp(answer: ProxyAnswer, conn: Conn): void {
+  if (answer !== null && !conn.closed) conn.write(answer);
 }
 
-function write(conn: Conn, answer: Uint8Array, framed: boolean): void {
-  if (!framed) {
-    conn.write(answer);
-    return;
-  }
+/** Writes a later answer to a TCP client, length-prefixed. */
+function respondTcp(answer: ProxyAnswer, conn: Conn): void {
+  if (answer !== null && !conn.closed) writeFramed(conn, answer);
+}
+
+function writeFramed(conn: Conn, answer: Uint8Array): void {
   conn.writev([new Uint8Array([answer.length >> 8, answer.length & 0xff]), answer]);
 }
 
-/** Answers a datagram, or every complete frame on a TCP connection (pipelined, out of order). */
+/**
+ * Answers a datagram, or every complete frame on a TCP connection (pipelined, out of order).
+ * Cache hits are written at once (write copies, so the proxy's reused answer buffer is fine);
+ * misses are written by the upstream's receive callback, in the turn its reply arrives.
+ */
 export function onTraffic(conn: Conn): Action {
   if (proxy === undefined) return Action.Close;
   if (conn.network === "udp") {
-    // The view is valid only during this call; the proxy may keep the query past it.
-    const packet = conn.next().slice();
-    send(conn, proxy.handle(packet, client(conn, "udp")), false);
+    // The view is valid only during this call; the proxy copies what it keeps.
+    const answer = proxy.answer(conn.next(), client(conn, "udp"), respondUdp, conn);
+    if (answer) conn.write(answer);
     return Action.None;
   }
   const from = client(conn, "tcp");
@@ -83,8 +84,15 @@ export function onTraffic(conn: Conn): Action {
       return Action.Close;
     }
     if (frame === undefined) return Action.None;
-    send(conn, proxy.handle(frame.slice(), from), true);
+    const answer = proxy.answer(frame, from, respondTcp, conn);
+    if (answer) writeFramed(conn, answer);
   }
+}
+
+/** Expires upstream queries past their timeout. */
+export function onTick(): Action {
+  transport?.sweep(performance.now());
+  return Action.None;
 }
 
 /** Applies new settings, or returns a metrics snapshot to the main thread. */
@@ -111,4 +119,5 @@ export function onMessage(data: unknown): Action {
 export function onShutdown(): void {
   proxy?.close();
   proxy = undefined;
+  transport = undefined;
 }

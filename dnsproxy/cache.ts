@@ -296,13 +296,21 @@ export class DnsCache {
    * @param lookup The entry found by {@linkcode lookup}.
    * @param query The client's query.
    * @param plain Answer without the OPT record (the client sent none); see {@linkcode variant}.
-   * @returns The answer bytes (a new buffer).
+   * @param into Where to write the answer when it fits (no allocation but a view); a new buffer
+   *   otherwise.
+   * @returns The answer bytes.
    */
-  answer(lookup: CacheLookup, query: Uint8Array, plain = false): Uint8Array {
+  answer(lookup: CacheLookup, query: Uint8Array, plain = false, into?: Uint8Array): Uint8Array {
     const { entry, stale } = lookup;
     entry.hits++;
     const { bytes, info } = this.variant(entry, plain);
-    const out = bytes.slice();
+    let out: Uint8Array;
+    if (into !== undefined && into.length >= bytes.length) {
+      out = into.subarray(0, bytes.length);
+      out.set(bytes);
+    } else {
+      out = bytes.slice();
+    }
     out[0] = query[0]!;
     out[1] = query[1]!;
     copyQuestionCase(out, info, query);

@@ -75,6 +75,11 @@ type Fetched =
 /** A query answered from nothing: the raw answer or `null` for "send nothing". */
 export type ProxyAnswer = Uint8Array | null;
 
+/** Receives an answer given later by {@linkcode DnsProxy.answer}, with the caller's context. */
+export type ProxyResponder<C> = (answer: ProxyAnswer, context: C) => void;
+
+type Waiter = (fetched: Fetched) => void;
+
 /**
  * The query path of the proxy. Feed it a packet and who sent it; it returns the answer bytes (at
  * once for cache hits, as a promise otherwise) or `null` when nothing must be sent.
@@ -99,7 +104,9 @@ export class DnsProxy {
   #group: UpstreamGroup;
   #acl: Acl;
   #limiter: RateLimiter | undefined;
-  #inFlight = new Map<string, Promise<Fetched>>();
+  #inFlight = new Map<string, Waiter[]>();
+  /** Where synchronous cache hits of {@linkcode answer} are written (valid until the next call). */
+  #scratch = new Uint8Array(65_536);
   #logger: Logger | undefined;
   #transport: UpstreamTransport | undefined;
   #draining = new Set<UpstreamGroup>();
@@ -196,6 +203,38 @@ export class DnsProxy {
    *   limited over UDP).
    */
   handle(packet: Uint8Array, client: ClientInfo): ProxyAnswer | Promise<ProxyAnswer> {
+    let later: ProxyAnswer | undefined;
+    let deliver: ((answer: ProxyAnswer) => void) | undefined;
+    const now = this.answer(packet, client, (answer) => {
+      if (deliver === undefined) later = answer;
+      else deliver(answer);
+    }, undefined);
+    if (now !== undefined) {
+      return now !== null && now.buffer === this.#scratch.buffer ? now.slice() : now;
+    }
+    if (later !== undefined) return Promise.resolve(later);
+    return new Promise((resolve) => deliver = resolve);
+  }
+
+  /**
+   * Answers one query without promises: cache hits, errors and refusals are returned at once (a
+   * hit is written into a buffer the proxy reuses: the bytes are valid until the next call, so
+   * send or copy them before); otherwise `undefined` is returned and `respond(answer, context)`
+   * runs once when the upstreams have answered. With a callback transport (an event loop's own
+   * sockets) that happens inside the loop's receive path, so the answer leaves in the same turn.
+   *
+   * @param packet The query bytes; only read during the call (a view on a receive buffer is fine).
+   * @param client Who sent it and how.
+   * @param respond Receives a later answer (`null`: send nothing).
+   * @param context Handed to `respond` (saves a closure per query).
+   * @returns The answer, `null` to send nothing, or `undefined` when `respond` will be called.
+   */
+  answer<C>(
+    packet: Uint8Array,
+    client: ClientInfo,
+    respond: ProxyResponder<C>,
+    context: C,
+  ): ProxyAnswer | undefined {
     const headerOk = packet.length >= 12 && (packet[2]! & 0x80) === 0;
     if (!this.#acl.allows(client.address)) {
       this.metrics.aclRefused();
@@ -247,41 +286,63 @@ export class DnsProxy {
     if (lookup !== undefined && !lookup.stale) {
       this.metrics.cacheHits();
       const plain = info.edns === undefined;
-      const out = this.cache.answer(lookup, packet, plain);
+      const out = this.cache.answer(lookup, packet, plain, this.#scratch);
       if (this.cache.claimPrefetch(lookup.entry)) this.#prefetch(key, packet, info);
       this.#log(client, packet, info, lookup.entry.info.rcode, "hit");
       return this.#fit(out, this.cache.variant(lookup.entry, plain).info, info, limit);
     }
     this.metrics.cacheMisses();
-    return this.#resolve(packet, info, key, lookup, limit, client);
+    // The packet may be a view on a receive buffer: keep a copy past this call.
+    this.#resolve(packet.slice(), info, key, lookup, limit, client, respond, context);
+    return undefined;
   }
 
-  async #resolve(
+  #resolve<C>(
     packet: Uint8Array,
     info: MessageInfo,
     key: string,
     stale: CacheLookup | undefined,
     limit: number,
     client: ClientInfo,
-  ): Promise<ProxyAnswer> {
-    let pending = this.#inFlight.get(key);
-    if (pending === undefined) {
-      pending = this.#fetch(key, packet.slice(), info);
+    respond: ProxyResponder<C>,
+    context: C,
+  ): void {
+    let settled = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const settle = (fetched: Fetched | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      let out: ProxyAnswer;
+      try {
+        out = this.#answerFetched(packet, info, key, stale, limit, client, fetched);
+      } catch (error) {
+        this.#logger?.error("answering failed", { error });
+        out = null;
+      }
+      respond(out, context);
+    };
+    const waiters = this.#inFlight.get(key);
+    if (waiters === undefined) {
+      this.#fetch(key, packet.slice(), info, settle);
     } else {
       this.metrics.deduplicated();
+      waiters.push(settle);
     }
-    let fetched: Fetched | undefined;
-    if (stale !== undefined) {
-      const wait = this.#settings.staleAnswerTimeout ?? 1800;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      fetched = await Promise.race([
-        pending,
-        new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), wait)),
-      ]);
-      clearTimeout(timer);
-    } else {
-      fetched = await pending;
+    if (stale !== undefined && !settled) {
+      timer = setTimeout(() => settle(undefined), this.#settings.staleAnswerTimeout ?? 1800);
     }
+  }
+
+  #answerFetched(
+    packet: Uint8Array,
+    info: MessageInfo,
+    key: string,
+    stale: CacheLookup | undefined,
+    limit: number,
+    client: ClientInfo,
+    fetched: Fetched | undefined,
+  ): Uint8Array {
     if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
       const out = fetched.bytes.slice();
       out[0] = packet[0]!;
@@ -302,23 +363,34 @@ export class DnsProxy {
     return this.#error(packet, rcode, info);
   }
 
-  #fetch(key: string, query: Uint8Array, info: MessageInfo): Promise<Fetched> {
-    const promise = this.#group.resolve(withEdns(query, info), info).then((result): Fetched => {
+  /** Starts one upstream query for `key`; every waiter (joined later too) gets its outcome. */
+  #fetch(key: string, query: Uint8Array, info: MessageInfo, first: Waiter | undefined): void {
+    const waiters: Waiter[] = first === undefined ? [] : [first];
+    this.#inFlight.set(key, waiters);
+    this.#group.start(withEdns(query, info), info, (result) => {
+      let fetched: Fetched;
       if (!result.ok) {
-        return { ok: false, rcode: result.reason === "busy" ? Rcode.REFUSED : Rcode.SERVFAIL };
+        fetched = { ok: false, rcode: result.reason === "busy" ? Rcode.REFUSED : Rcode.SERVFAIL };
+      } else {
+        const { bytes, info: replyInfo } = result.reply;
+        this.cache.store(key, bytes, replyInfo);
+        fetched = { ok: true, bytes, info: replyInfo, upstream: result.upstream };
       }
-      const { bytes, info: replyInfo } = result.reply;
-      this.cache.store(key, bytes, replyInfo);
-      return { ok: true, bytes, info: replyInfo, upstream: result.upstream };
-    }).finally(() => this.#inFlight.delete(key));
-    this.#inFlight.set(key, promise);
-    return promise;
+      if (this.#inFlight.get(key) === waiters) this.#inFlight.delete(key);
+      for (const waiter of waiters) {
+        try {
+          waiter(fetched);
+        } catch (error) {
+          this.#logger?.error("answering failed", { error });
+        }
+      }
+    });
   }
 
   #prefetch(key: string, packet: Uint8Array, info: MessageInfo): void {
     if (this.#inFlight.has(key)) return;
     this.metrics.prefetches();
-    this.#fetch(key, packet.slice(), info).catch(() => {});
+    this.#fetch(key, packet.slice(), info, undefined);
   }
 
   /** Fits an answer to the client: OPT removed if it sent none, truncated past its limit. */

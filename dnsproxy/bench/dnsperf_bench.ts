@@ -11,7 +11,7 @@
  * (A B C, B C A, ...) and medians printed; server CPU is utime+stime from /proc/<pid>/stat.
  *
  * ```sh
- * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000]
+ * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000] [--peers triad,dnsdist,...]
  * ```
  *
  * @module
@@ -25,6 +25,7 @@ const { values: flags } = parseArgs({
     rounds: { type: "string", default: "3" },
     seconds: { type: "string", default: "4" },
     rate: { type: "string", default: "40000" },
+    peers: { type: "string", default: "triad,triad-builtin,dnsdist,dnsmasq" },
   },
 });
 const ROUNDS = Number(flags.rounds);
@@ -142,13 +143,13 @@ function median(values: number[]): number {
 
 const dir = await Deno.makeTempDir({ prefix: "triad-dnsbench-" });
 const unbound = await startUnbound({ cpus: LOAD_CPU });
-const peers: Peer[] = [
-  { name: "triad", port: freePort() },
-  { name: "triad-builtin", port: freePort() },
-  { name: "dnsdist", port: freePort() },
-  { name: "dnsmasq", port: freePort() },
-];
-const port = (name: string) => peers.find((p) => p.name === name)!.port;
+const peers: Peer[] = flags.peers.split(",").map((name) => ({ name, port: freePort() }));
+for (const peer of peers) {
+  if (!["triad", "triad-builtin", "dnsdist", "dnsmasq"].includes(peer.name)) {
+    throw new Error(`Unknown peer "${peer.name}" in --peers`);
+  }
+}
+const port = (name: string) => peers.find((p) => p.name === name)?.port ?? 0;
 try {
   const main = new URL("../main.ts", import.meta.url).pathname;
   await Deno.writeTextFile(
@@ -259,23 +260,25 @@ try {
   row(`at ${RATE} q/s: achieved queries/s`, (r) => r.latency.map((x) => x.qps), 0);
   row(`at ${RATE} q/s: avg latency ms`, (r) => r.latency.map((x) => x.latencyMs), 3);
   row(`at ${RATE} q/s: lost queries`, (r) => r.latency.map((x) => x.lost), 0);
-  const triad = results.get("triad")!;
-  const dnsdist = results.get("dnsdist")!;
+  const triad = results.get("triad");
+  const dnsdist = results.get("dnsdist");
   const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2);
-  console.log(
-    `\ntriad / dnsdist: cache-hit q/s ${
-      ratio(triad.hit.map((x) => x.qps), dnsdist.hit.map((x) => x.qps))
-    }x ` +
-      `(target >= 1), CPU/query ${
-        ratio(triad.hit.map((x) => x.cpuUsPerQuery), dnsdist.hit.map((x) => x.cpuUsPerQuery))
+  if (triad !== undefined && dnsdist !== undefined) {
+    console.log(
+      `\ntriad / dnsdist: cache-hit q/s ${
+        ratio(triad.hit.map((x) => x.qps), dnsdist.hit.map((x) => x.qps))
       }x ` +
-      `(target <= 1), cache-miss q/s ${
-        ratio(triad.miss.map((x) => x.qps), dnsdist.miss.map((x) => x.qps))
-      }x ` +
-      `(target >= 0.8), latency at ${RATE} q/s ${
-        ratio(triad.latency.map((x) => x.latencyMs), dnsdist.latency.map((x) => x.latencyMs))
-      }x (target <= 1)`,
-  );
+        `(target >= 1), CPU/query ${
+          ratio(triad.hit.map((x) => x.cpuUsPerQuery), dnsdist.hit.map((x) => x.cpuUsPerQuery))
+        }x ` +
+        `(target <= 1), cache-miss q/s ${
+          ratio(triad.miss.map((x) => x.qps), dnsdist.miss.map((x) => x.qps))
+        }x ` +
+        `(target >= 0.8), latency at ${RATE} q/s ${
+          ratio(triad.latency.map((x) => x.latencyMs), dnsdist.latency.map((x) => x.latencyMs))
+        }x (target <= 1)`,
+    );
+  }
 } finally {
   for (const peer of peers) {
     try {

@@ -20,6 +20,26 @@ export type UdpExchange = (
   onMismatch: (reason: MismatchReason) => void,
 ) => Promise<AcceptedReply>;
 
+/** Receives the outcome of a {@linkcode UdpQuery}: an error, or the accepted reply. */
+export type UdpQueryDone = (
+  error: UpstreamError | undefined,
+  reply: AcceptedReply | undefined,
+) => void;
+
+/**
+ * One UDP query and its reply, callback style: `done` is called exactly once, possibly from
+ * inside the transport's receive path (an event loop answers the client in the same turn).
+ */
+export type UdpQuery = (
+  server: SocketAddress,
+  query: Uint8Array,
+  id: number,
+  info: MessageInfo,
+  timeoutMs: number,
+  onMismatch: (reason: MismatchReason) => void,
+  done: UdpQueryDone,
+) => void;
+
 /**
  * Sends `query` (already carrying `id`) to `server` from a new socket bound to a random port and
  * waits for a reply from exactly that address and port that passes {@linkcode checkReply}. Other

@@ -10,7 +10,8 @@ import type { MessageInfo } from "../wire/message.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { randomId, TcpPool } from "./tcp_pool.ts";
 import { udpExchange } from "./udp_exchange.ts";
-import type { UdpExchange } from "./udp_exchange.ts";
+import { UpstreamError } from "./upstream_error.ts";
+import type { UdpExchange, UdpQuery } from "./udp_exchange.ts";
 
 /** How an upstream is reached. */
 export type UpstreamProtocol = "udp" | "tcp" | "tls";
@@ -42,6 +43,8 @@ export interface UpstreamOptions {
 export interface UpstreamTransport {
   /** One UDP query and its reply. @default {udpExchange} */
   udpExchange?: UdpExchange;
+  /** The same, callback style (preferred over `udpExchange` when both are given). */
+  udpQuery?: UdpQuery;
   /** Opens a plain TCP connection (TLS is always `Deno.connect` + `Deno.startTls`). */
   tcpConnect?: (hostname: string, port: number) => Promise<Deno.Conn>;
 }
@@ -112,7 +115,7 @@ export class Upstream {
   readonly #maxFails: number;
   readonly #pool: TcpPool;
   readonly #onMismatch: (reason: MismatchReason) => void;
-  readonly #udpExchange: UdpExchange;
+  readonly #udpQuery: UdpQuery;
 
   /**
    * Creates an upstream (no connection is made until the first query).
@@ -126,7 +129,13 @@ export class Upstream {
     this.address = address;
     this.#maxFails = options.maxFails ?? 2;
     this.#onMismatch = options.onMismatch ?? (() => {});
-    this.#udpExchange = options.transport?.udpExchange ?? udpExchange;
+    const exchange = options.transport?.udpExchange ?? udpExchange;
+    this.#udpQuery = options.transport?.udpQuery ??
+      ((server, query, id, info, timeoutMs, onMismatch, done) =>
+        exchange(server, query, id, info, timeoutMs, onMismatch).then(
+          (reply) => done(undefined, reply),
+          (error) => done(asUpstreamError(error, this.name), undefined),
+        ));
     const tcpConnect = options.transport?.tcpConnect;
     const { address: hostname, port } = address;
     const connect = protocol === "tls"
@@ -167,38 +176,71 @@ export class Upstream {
    * @returns The accepted reply with its round-trip time.
    * @throws {UpstreamError} When it fails; health is updated either way.
    */
-  async exchange(query: Uint8Array, info: MessageInfo, timeoutMs: number): Promise<UpstreamReply> {
+  exchange(query: Uint8Array, info: MessageInfo, timeoutMs: number): Promise<UpstreamReply> {
+    return new Promise((resolve, reject) => {
+      this.start(query, info, timeoutMs, (error, reply) => {
+        if (reply !== undefined) resolve(reply);
+        else reject(error);
+      });
+    });
+  }
+
+  /**
+   * {@linkcode exchange}, callback style: `done` runs exactly once, with the reply or the error,
+   * and for a UDP upstream on a callback transport from inside its receive path (no promise turn).
+   *
+   * @param query The client's query (not modified).
+   * @param info The parsed query.
+   * @param timeoutMs Time for the whole exchange, TCP retry included.
+   * @param done Receives the error, or the reply (then the error is `undefined`).
+   */
+  start(
+    query: Uint8Array,
+    info: MessageInfo,
+    timeoutMs: number,
+    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
+  ): void {
     const started = performance.now();
     this.inFlight++;
-    try {
-      let reply: AcceptedReply;
-      let transport: UpstreamProtocol = this.protocol;
-      if (this.protocol === "udp") {
-        const id = randomId();
-        const copy = query.slice();
-        copy[0] = id >> 8;
-        copy[1] = id & 0xff;
-        reply = await this.#udpExchange(this.address, copy, id, info, timeoutMs, this.#onMismatch);
-        if ((reply.info.flags & Flag.TC) !== 0) {
-          transport = "tcp";
-          const left = Math.max(1, timeoutMs - (performance.now() - started));
-          reply = await this.#pool.exchange(query, info, left);
-        }
-      } else {
-        reply = await this.#pool.exchange(query, info, timeoutMs);
+    const finish = (
+      error: UpstreamError | undefined,
+      reply: AcceptedReply | undefined,
+      transport: UpstreamProtocol,
+    ) => {
+      this.inFlight--;
+      if (reply === undefined) {
+        this.fails++;
+        // A failure counts as a slow round trip so `fastest` moves away from it.
+        this.rtt = Math.max(this.rtt * 2, timeoutMs);
+        done(error ?? asUpstreamError(undefined, this.name), undefined);
+        return;
       }
       const rtt = performance.now() - started;
       this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
       this.fails = 0;
-      return { ...reply, rtt, transport };
-    } catch (error) {
-      this.fails++;
-      // A failure counts as a slow round trip so `fastest` moves away from it.
-      this.rtt = Math.max(this.rtt * 2, timeoutMs);
-      throw error;
-    } finally {
-      this.inFlight--;
+      done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
+    };
+    const viaPool = (left: number, transport: UpstreamProtocol) => {
+      this.#pool.exchange(query, info, left).then(
+        (reply) => finish(undefined, reply, transport),
+        (error) => finish(asUpstreamError(error, this.name), undefined, transport),
+      );
+    };
+    if (this.protocol !== "udp") {
+      viaPool(timeoutMs, this.protocol);
+      return;
     }
+    const id = randomId();
+    const copy = query.slice();
+    copy[0] = id >> 8;
+    copy[1] = id & 0xff;
+    this.#udpQuery(this.address, copy, id, info, timeoutMs, this.#onMismatch, (error, reply) => {
+      if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
+        viaPool(Math.max(1, timeoutMs - (performance.now() - started)), "tcp");
+      } else {
+        finish(error, reply, "udp");
+      }
+    });
   }
 
   /** Open TCP/TLS connections. */
@@ -210,4 +252,10 @@ export class Upstream {
   close(): void {
     this.#pool.close();
   }
+}
+
+function asUpstreamError(error: unknown, name: string): UpstreamError {
+  return error instanceof UpstreamError
+    ? error
+    : new UpstreamError(`Upstream ${name} failed`, { code: "network", cause: error });
 }

@@ -46,6 +46,9 @@ export type GroupResult =
   | { readonly ok: true; readonly reply: UpstreamReply; readonly upstream: string }
   | { readonly ok: false; readonly reason: "busy" | "failed" };
 
+const BUSY: GroupResult = { ok: false, reason: "busy" };
+const FAILED: GroupResult = { ok: false, reason: "failed" };
+
 /**
  * A set of upstreams behind one policy. Each query tries up to `attempts` upstreams in policy
  * order, each for at most `timeout` ms, and reports `failed` when none answered (the caller answers
@@ -108,9 +111,24 @@ export class UpstreamGroup {
    * @param info The parsed query.
    * @returns The reply and who gave it, or why there is none.
    */
-  async resolve(query: Uint8Array, info: MessageInfo): Promise<GroupResult> {
+  resolve(query: Uint8Array, info: MessageInfo): Promise<GroupResult> {
+    return new Promise((resolve) => this.start(query, info, resolve));
+  }
+
+  /**
+   * {@linkcode resolve}, callback style: `done` runs exactly once, synchronously when the group
+   * is busy, and otherwise from the transport's receive path when it is a callback one.
+   *
+   * @param query The client's query (not modified).
+   * @param info The parsed query.
+   * @param done Receives the reply and who gave it, or why there is none.
+   */
+  start(query: Uint8Array, info: MessageInfo, done: (result: GroupResult) => void): void {
     const max = this.#options.maxConcurrent ?? 0;
-    if (max > 0 && this.#inFlight >= max) return { ok: false, reason: "busy" };
+    if (max > 0 && this.#inFlight >= max) {
+      done(BUSY);
+      return;
+    }
     const order = orderUpstreams(
       this.upstreams,
       this.#options.policy ?? "random",
@@ -119,25 +137,29 @@ export class UpstreamGroup {
     const attempts = Math.min(order.length, this.#options.attempts ?? 3);
     const timeout = this.#options.timeout ?? 2000;
     this.#inFlight++;
-    try {
-      for (let i = 0; i < attempts && !this.#closed; i++) {
-        const upstream = order[i]!;
-        const wasHealthy = upstream.healthy;
-        try {
-          const reply = await upstream.exchange(query, info, timeout);
-          this.#options.onReply?.(upstream.name, reply.rtt, true);
-          return { ok: true, reply, upstream: upstream.name };
-        } catch (error) {
-          this.#options.onReply?.(upstream.name, timeout, false);
-          if (wasHealthy && !upstream.healthy) {
-            this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
-          }
-        }
+    const attempt = (i: number): void => {
+      if (i >= attempts || this.#closed) {
+        this.#inFlight--;
+        done(FAILED);
+        return;
       }
-      return { ok: false, reason: "failed" };
-    } finally {
-      this.#inFlight--;
-    }
+      const upstream = order[i]!;
+      const wasHealthy = upstream.healthy;
+      upstream.start(query, info, timeout, (error, reply) => {
+        if (reply !== undefined) {
+          this.#options.onReply?.(upstream.name, reply.rtt, true);
+          this.#inFlight--;
+          done({ ok: true, reply, upstream: upstream.name });
+          return;
+        }
+        this.#options.onReply?.(upstream.name, timeout, false);
+        if (wasHealthy && !upstream.healthy) {
+          this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
+        }
+        attempt(i + 1);
+      });
+    };
+    attempt(0);
   }
 
   #probeDown(): void {
