@@ -8,18 +8,70 @@
 import { formatSocketAddress, ipFamily } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import { Action } from "@triad/netloop";
-import type { Conn, Loop } from "@triad/netloop";
+import type { Conn, ConnHandler, Loop } from "@triad/netloop";
+import type { MessageInfo } from "./wire/message.ts";
+import type { MismatchReason } from "./upstream/reply_check.ts";
+import type { UdpQueryDone } from "./upstream/udp_exchange.ts";
 import { checkReply } from "./upstream/reply_check.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { UpstreamError } from "./upstream/upstream_error.ts";
 
-/** A UDP query waiting for its reply. */
-interface PendingQuery {
-  deadline: number;
-  done: boolean;
-  conn: Conn;
-  fail: () => void;
+/** A UDP query waiting for its reply: the context of its dialed socket. */
+class PendingQuery {
+  done = false;
+  conn: Conn | undefined;
+
+  constructor(
+    readonly deadline: number,
+    readonly server: SocketAddress,
+    readonly id: number,
+    readonly info: MessageInfo,
+    readonly onMismatch: (reason: MismatchReason) => void,
+    readonly callback: UdpQueryDone,
+  ) {}
+
+  #finish(): void {
+    this.done = true;
+    if (this.conn !== undefined && !this.conn.closed) this.conn.close();
+  }
+
+  traffic(conn: Conn): Action {
+    const view = conn.next();
+    if (this.done) return Action.None;
+    const result = checkReply(view, this.id, this.info);
+    if (typeof result === "string") {
+      this.onMismatch(result);
+      return Action.None;
+    }
+    this.#finish();
+    // The view is the loop's receive buffer: the reply is kept (cached), so copy it.
+    this.callback(undefined, { bytes: view.slice(), info: result.info });
+    return Action.None;
+  }
+
+  fail(code: "timeout" | "network", cause?: Error): void {
+    if (this.done) return;
+    this.#finish();
+    const what = code === "timeout" ? "timed out" : "failed";
+    this.callback(
+      new UpstreamError(`Upstream ${formatSocketAddress(this.server)} over UDP ${what}`, {
+        code,
+        cause,
+      }),
+      undefined,
+    );
+  }
 }
+
+/** One handler for every upstream UDP socket (the query is the connection's context). */
+const UPSTREAM_HANDLER: ConnHandler = {
+  onOpen: () => Action.None,
+  onTraffic: (conn) => (conn.context as PendingQuery).traffic(conn),
+  onClose: (conn, error) => {
+    (conn.context as PendingQuery).fail("network", error);
+    return Action.None;
+  },
+};
 
 /** How often {@linkcode LoopTransport.sweep} looks for expired queries (ms). */
 const SWEEP_EVERY_MS = 10;
@@ -63,59 +115,22 @@ export function loopTransport(loop: Loop): LoopTransport {
         else kept.push(query);
       }
       pending = kept;
-      for (const query of expired) query.fail();
+      for (const query of expired) query.fail("timeout");
     },
     udpQuery(server, query, id, info, timeoutMs, onMismatch, done) {
-      const state: PendingQuery = {
-        deadline: performance.now() + timeoutMs,
-        done: false,
-        conn: undefined as unknown as Conn,
-        fail: () => {
-          if (state.done) return;
-          finish();
-          done(
-            new UpstreamError(`Upstream ${formatSocketAddress(server)} over UDP timed out`, {
-              code: "timeout",
-            }),
-            undefined,
-          );
-        },
-      };
-      const finish = () => {
-        state.done = true;
-        if (!state.conn.closed) state.conn.close();
-      };
+      const state = new PendingQuery(
+        performance.now() + timeoutMs,
+        server,
+        id,
+        info,
+        onMismatch,
+        done,
+      );
       state.conn = loop.dial({
         network: "udp",
         address: server,
-        handler: {
-          onOpen: () => Action.None,
-          onTraffic: (c) => {
-            const view = c.next();
-            if (state.done) return Action.None;
-            const result = checkReply(view, id, info);
-            if (typeof result === "string") {
-              onMismatch(result);
-              return Action.None;
-            }
-            finish();
-            // The view is the loop's receive buffer: the reply is kept (cached), so copy it.
-            done(undefined, { bytes: view.slice(), info: result.info });
-            return Action.None;
-          },
-          onClose: (_c, error) => {
-            if (state.done) return Action.None;
-            state.done = true;
-            done(
-              new UpstreamError(`Upstream ${formatSocketAddress(server)} over UDP failed`, {
-                code: "network",
-                cause: error,
-              }),
-              undefined,
-            );
-            return Action.None;
-          },
-        },
+        handler: UPSTREAM_HANDLER,
+        context: state,
       });
       state.conn.write(query);
       if (!state.done) pending.push(state);

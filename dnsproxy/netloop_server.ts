@@ -78,8 +78,10 @@ export async function serveDnsOnNetloop(
     hostname: at.address,
     loops: options.loops ?? 1,
     backend: options.backend ?? "auto",
-    // A turn at least every millisecond: promise continuations (upstream answers) run at turns.
-    tick: 1,
+    // onTick sweeps expired upstream queries (10 ms precision). UDP upstream replies answer
+    // their clients from the receive path itself; only TCP/TLS upstreams go through promises,
+    // which run when the loop yields (whenever a turn finds nothing to do, at least every 2 ms).
+    tick: 10,
     data,
     onMessage,
     ...(options.logger === undefined ? {} : { logger: options.logger }),

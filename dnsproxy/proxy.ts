@@ -307,6 +307,26 @@ export class DnsProxy {
     respond: ProxyResponder<C>,
     context: C,
   ): void {
+    const answerFetched = (fetched: Fetched | undefined): Uint8Array => {
+      if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
+        const out = fetched.bytes.slice();
+        out[0] = packet[0]!;
+        out[1] = packet[1]!;
+        copyQuestionCase(out, fetched.info, packet);
+        this.#log(client, packet, info, fetched.info.rcode, "miss", fetched.upstream);
+        return this.#fit(out, fetched.info, info, limit);
+      }
+      if (stale !== undefined && this.cache.lookup(key) !== undefined) {
+        this.metrics.cacheStale();
+        this.#log(client, packet, info, stale.entry.info.rcode, "stale");
+        const plain = info.edns === undefined;
+        const out = this.cache.answer(stale, packet, plain);
+        return this.#fit(out, this.cache.variant(stale.entry, plain).info, info, limit);
+      }
+      const rcode = fetched === undefined || fetched.ok ? Rcode.SERVFAIL : fetched.rcode;
+      this.#log(client, packet, info, rcode, "miss");
+      return this.#error(packet, rcode, info);
+    };
     let settled = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const settle = (fetched: Fetched | undefined) => {
@@ -315,7 +335,7 @@ export class DnsProxy {
       clearTimeout(timer);
       let out: ProxyAnswer;
       try {
-        out = this.#answerFetched(packet, info, key, stale, limit, client, fetched);
+        out = answerFetched(fetched);
       } catch (error) {
         this.#logger?.error("answering failed", { error });
         out = null;
@@ -332,35 +352,6 @@ export class DnsProxy {
     if (stale !== undefined && !settled) {
       timer = setTimeout(() => settle(undefined), this.#settings.staleAnswerTimeout ?? 1800);
     }
-  }
-
-  #answerFetched(
-    packet: Uint8Array,
-    info: MessageInfo,
-    key: string,
-    stale: CacheLookup | undefined,
-    limit: number,
-    client: ClientInfo,
-    fetched: Fetched | undefined,
-  ): Uint8Array {
-    if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
-      const out = fetched.bytes.slice();
-      out[0] = packet[0]!;
-      out[1] = packet[1]!;
-      copyQuestionCase(out, fetched.info, packet);
-      this.#log(client, packet, info, fetched.info.rcode, "miss", fetched.upstream);
-      return this.#fit(out, fetched.info, info, limit);
-    }
-    if (stale !== undefined && this.cache.lookup(key) !== undefined) {
-      this.metrics.cacheStale();
-      this.#log(client, packet, info, stale.entry.info.rcode, "stale");
-      const plain = info.edns === undefined;
-      const out = this.cache.answer(stale, packet, plain);
-      return this.#fit(out, this.cache.variant(stale.entry, plain).info, info, limit);
-    }
-    const rcode = fetched === undefined || fetched.ok ? Rcode.SERVFAIL : fetched.rcode;
-    this.#log(client, packet, info, rcode, "miss");
-    return this.#error(packet, rcode, info);
   }
 
   /** Starts one upstream query for `key`; every waiter (joined later too) gets its outcome. */

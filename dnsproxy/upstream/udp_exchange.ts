@@ -30,15 +30,7 @@ export type UdpQueryDone = (
  * One UDP query and its reply, callback style: `done` is called exactly once, possibly from
  * inside the transport's receive path (an event loop answers the client in the same turn).
  */
-export type UdpQuery = (
-  server: SocketAddress,
-  query: Uint8Array,
-  id: number,
-  info: MessageInfo,
-  timeoutMs: number,
-  onMismatch: (reason: MismatchReason) => void,
-  done: UdpQueryDone,
-) => void;
+export type UdpQuery = (...args: [...Parameters<UdpExchange>, done: UdpQueryDone]) => void;
 
 /**
  * Sends `query` (already carrying `id`) to `server` from a new socket bound to a random port and
