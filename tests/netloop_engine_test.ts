@@ -85,6 +85,42 @@ for (const backend of BACKENDS) {
       assert.equal(fixture.engine.backend, backend);
     });
 
+    await t.step("serve() listens on IPv6", async () => {
+      await using fixture = await startFixture(backend, { mode: "echo" }, { hostname: "::1" });
+      assert.deepEqual(
+        { family: fixture.engine.address.family, address: fixture.engine.address.address },
+        { family: 6, address: "::1" },
+      );
+      const conn = await Deno.connect({ hostname: "::1", port: fixture.port });
+      await conn.write(encoder.encode("v6"));
+      assert.equal(new TextDecoder().decode(await readExactly(conn, 2)), "v6");
+      conn.close();
+    });
+
+    await t.step("Conn knows both ends, over TCP and UDP", async () => {
+      await using tcp = await startFixture(backend, { mode: "whoami" });
+      const conn = await connect(tcp.port);
+      await conn.write(encoder.encode("?"));
+      const buffer = new Uint8Array(128);
+      const n = await conn.read(buffer);
+      const reply = new TextDecoder().decode(buffer.subarray(0, n ?? 0)).split(" ");
+      const local = conn.localAddr as Deno.NetAddr;
+      assert.deepEqual(reply, ["127.0.0.1", String(local.port), "127.0.0.1", String(tcp.port)]);
+      conn.close();
+      await using udp = await startFixture(backend, { mode: "whoami" }, { network: "udp" });
+      const socket = dgram.createSocket("udp4");
+      await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
+      const answer = new Promise<string>((resolve) =>
+        socket.once("message", (m: Uint8Array) => resolve(new TextDecoder().decode(m)))
+      );
+      socket.send(encoder.encode("?"), udp.port, "127.0.0.1");
+      assert.deepEqual(
+        (await answer).split(" "),
+        ["127.0.0.1", String(socket.address().port), "127.0.0.1", String(udp.port)],
+      );
+      await new Promise<void>((resolve) => socket.close(() => resolve()));
+    });
+
     await t.step("serve() answers each UDP datagram to its sender", async () => {
       await using fixture = await startFixture(backend, { mode: "echo" }, { network: "udp" });
       const replies = await udpExchange(fixture.port, 50);

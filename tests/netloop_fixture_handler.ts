@@ -7,7 +7,7 @@
 import { Action, type Conn, type EventHandler, LengthFieldCodec, type Loop } from "@triad/netloop";
 
 interface Data {
-  mode: "echo" | "frames" | "proxy" | "quit" | "dial-per-byte";
+  mode: "echo" | "frames" | "proxy" | "quit" | "dial-per-byte" | "whoami";
   upstream?: { network: "tcp" | "udp"; address: string };
 }
 
@@ -33,6 +33,13 @@ const handler: EventHandler = {
     maxOpen = Math.max(maxOpen, loop.connections);
   },
   onTraffic(conn) {
+    if (data.mode === "whoami") {
+      conn.discard();
+      const { address, port } = conn.remoteAddress;
+      const local = conn.localAddress;
+      conn.write(new TextEncoder().encode(`${address} ${port} ${local.address} ${local.port}`));
+      return;
+    }
     if (conn.network === "udp" && data.mode !== "proxy") {
       conn.write(conn.next());
       return;

@@ -76,8 +76,19 @@ async function sh(command: string[]): Promise<void> {
 const dir = await Deno.makeTempDir({ prefix: "netloop-bench-" });
 const loadgen = `${dir}/loadgen`;
 const cEcho = `${dir}/epoll_echo`;
-await sh(["cc", "-O2", "-o", loadgen, `${here}loadgen.c`]);
-await sh(["cc", "-O2", "-o", cEcho, `${here}epoll_echo.c`]);
+// Any C compiler: cc where one is installed, else clang (which CI installs for eBPF) or gcc.
+const compiler = ["cc", "clang", "gcc"].find((name) =>
+  (Deno.env.get("PATH") ?? "").split(":").some((dir) => {
+    try {
+      return Deno.statSync(`${dir}/${name}`).isFile;
+    } catch {
+      return false;
+    }
+  })
+);
+if (compiler === undefined) throw new Error("no C compiler found (apt-get install clang or gcc)");
+await sh([compiler, "-O2", "-o", loadgen, `${here}loadgen.c`]);
+await sh([compiler, "-O2", "-o", cEcho, `${here}epoll_echo.c`]);
 
 const allServers: Server[] = [
   netloop("uring", "tcp"),

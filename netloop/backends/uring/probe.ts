@@ -89,7 +89,7 @@ export function probeUring(disabled: readonly string[] = []): UringProbe {
     if (missing.length > 0) {
       return {
         ok: false,
-        summary: `io_uring lacks opcodes ${missing.join(", ")} (needs Linux 5.19)`,
+        summary: `io_uring lacks opcodes ${missing.join(", ")} (needs Linux 5.7)`,
         features: NONE,
       };
     }
