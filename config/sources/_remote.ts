@@ -111,6 +111,28 @@ export function prefixLayer(
   return { kind: "remote", name, tree, origins, coerce: true };
 }
 
+/**
+ * Builds the layer of a remote source from its entries: one key holding a whole document, or the
+ * keys under a prefix mapped to a tree.
+ */
+export function remoteLayer(
+  source: string,
+  name: string,
+  options: { readonly key?: string; readonly prefix?: string; readonly format?: ConfigFormat },
+  entries: ReadonlyMap<string, RemoteEntry>,
+): RemoteLayer {
+  return options.key !== undefined
+    ? documentLayer(source, name, entries.get(options.key), options.format ?? "yaml")
+    : prefixLayer(source, name, options.prefix!, entries.values());
+}
+
+/** Wraps a failure of the remote source `name` in a `ConfigError` (code `remote`) naming it. */
+export function remoteError(name: string, error: unknown): ConfigError {
+  if (error instanceof ConfigError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new ConfigError(`${name}: ${message}`, { code: "remote", cause: error });
+}
+
 /** Decodes base64 (etcd keys and values, Consul values) as UTF-8. */
 export function fromBase64(text: string | undefined | null): string {
   if (text === undefined || text === null || text === "") return "";

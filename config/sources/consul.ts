@@ -9,11 +9,11 @@ import { parseDuration } from "@triad/core";
 import type { ConfigFormat } from "./file.ts";
 import {
   backoffDelay,
-  documentLayer,
   fromBase64,
-  prefixLayer,
   readText,
   type RemoteEntry,
+  remoteError,
+  remoteLayer,
   sleep,
 } from "./_remote.ts";
 
@@ -144,20 +144,11 @@ class ConsulSource implements RemoteSource {
   }
 
   #layer(): RemoteLayer {
-    return this.#options.key !== undefined
-      ? documentLayer(
-        "consul",
-        this.name,
-        this.#entries.get(this.#options.key),
-        this.#options.format ?? "yaml",
-      )
-      : prefixLayer("consul", this.name, this.#options.prefix!, this.#entries.values());
+    return remoteLayer("consul", this.name, this.#options, this.#entries);
   }
 
   #error(error: unknown): ConfigError {
-    if (error instanceof ConfigError) return error;
-    const message = error instanceof Error ? error.message : String(error);
-    return new ConfigError(`${this.name}: ${message}`, { code: "remote", cause: error });
+    return remoteError(this.name, error);
   }
 
   async #query(context: RemoteContext, index: number) {

@@ -8,11 +8,11 @@ import type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from ".
 import type { ConfigFormat } from "./file.ts";
 import {
   backoffDelay,
-  documentLayer,
   fromBase64,
-  prefixLayer,
   readText,
   type RemoteEntry,
+  remoteError,
+  remoteLayer,
   sleep,
   toBase64,
 } from "./_remote.ts";
@@ -196,20 +196,11 @@ class EtcdSource implements RemoteSource {
   }
 
   #layer(): RemoteLayer {
-    return this.#options.key !== undefined
-      ? documentLayer(
-        "etcd",
-        this.name,
-        this.#kvs.get(this.#options.key),
-        this.#options.format ?? "yaml",
-      )
-      : prefixLayer("etcd", this.name, this.#options.prefix!, this.#kvs.values());
+    return remoteLayer("etcd", this.name, this.#options, this.#kvs);
   }
 
   #error(error: unknown): ConfigError {
-    if (error instanceof ConfigError) return error;
-    const message = error instanceof Error ? error.message : String(error);
-    return new ConfigError(`${this.name}: ${message}`, { code: "remote", cause: error });
+    return remoteError(this.name, error);
   }
 
   #url(path: string): string {

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { freePort } from "./free_port.ts";
 
 /** Options of {@linkcode startEtcd}. */
 export interface EtcdOptions {
@@ -52,13 +53,6 @@ globalThis.addEventListener("unload", () => {
   }
 });
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 const b64 = (text: string) => btoa(String.fromCharCode(...new TextEncoder().encode(text)));
 
 /** Returns the key just after every key that starts with `prefix` (etcd's range_end). */
@@ -85,8 +79,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     prefix: "triad-etcd-",
     ...(options.tempRoot === undefined ? {} : { dir: options.tempRoot }),
   });
-  const clientPort = freePort();
-  const peerPort = freePort();
+  const clientPort = await freePort();
+  const peerPort = await freePort();
   const endpoint = `http://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   let child: Deno.ChildProcess | undefined;

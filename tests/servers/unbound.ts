@@ -8,6 +8,7 @@
  * @module
  */
 import dgram from "node:dgram";
+import { freePort } from "./free_port.ts";
 
 /** Options of {@linkcode startUnbound}. */
 export interface UnboundOptions {
@@ -57,14 +58,6 @@ function bigTxt(): string[] {
     lines.push(`big.test. 300 IN TXT "${String(i).padStart(2, "0")}${"x".repeat(198)}"`);
   }
   return lines;
-}
-
-function freePort(): number {
-  // Deno.listen closes synchronously, so the port is free again when this returns.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /** Sends `a.test. A` and waits for any answer, to know the server is up. */
@@ -178,11 +171,22 @@ async function testCertificates(dir: string): Promise<{ ca: string; cert: string
  * @returns The running server.
  */
 export async function startUnbound(options: UnboundOptions = {}): Promise<UnboundServer> {
+  // Another process may take the picked port before unbound binds it: try again, a bounded number.
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startUnboundOnce(options);
+    } catch (error) {
+      if (attempt >= 3 || !/address already in use/.test(String(error))) throw error;
+    }
+  }
+}
+
+async function startUnboundOnce(options: UnboundOptions): Promise<UnboundServer> {
   const dir = await Deno.makeTempDir({ prefix: "triad-unbound-" });
   let child: Deno.ChildProcess | undefined;
   try {
-    const port = freePort();
-    const tlsPort = options.tls ? freePort() : undefined;
+    const port = await freePort();
+    const tlsPort = options.tls ? await freePort() : undefined;
     const tls = tlsPort === undefined ? undefined : await testCertificates(dir);
     const records = [...TEST_RECORDS, ...bigTxt(), ...(options.records ?? [])];
     const lines = [

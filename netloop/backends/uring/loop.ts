@@ -109,7 +109,9 @@ export class UringLoop extends LoopCore {
     this.sliceSize = Math.min(this.config.readBufferSize, 16384);
     this.skipSendCompletions = false;
     this.features = { ...probeUring(this.config.disable).features };
-    this.ring = Ring.create({ entries: 1024, cqEntries: 16384, flagSets: FLAG_SETS });
+    // "defer" off: no SINGLE_ISSUER/DEFER_TASKRUN (completions run as they arrive).
+    const flagSets = this.config.disable.includes("defer") ? FLAG_SETS.slice(2) : FLAG_SETS;
+    this.ring = Ring.create({ entries: 1024, cqEntries: 16384, flagSets });
     this.skipSendCompletions = (this.ring.features & Feature.CQE_SKIP) !== 0;
     try {
       if (this.features.registeredRing && !this.ring.registerRingFd()) {
