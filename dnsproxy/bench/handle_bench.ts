@@ -35,6 +35,11 @@ Deno.bench("DnsProxy.handle: cache hit, client with EDNS", () => {
   proxy.handle(queryWithEdns, client);
 });
 
+const respond = () => {};
+Deno.bench("DnsProxy.answer: cache hit into the reused buffer, client without EDNS", () => {
+  proxy.answer(query, client, respond, undefined);
+});
+
 Deno.bench("parseMessage: a query", () => {
   parseMessage(queryWithEdns);
 });
