@@ -6,8 +6,11 @@
 
 /** Test counts of a JUnit report. */
 export interface JunitSummary {
+  /** Cases without failure or skip. */
   passed: number;
+  /** Cases with `<failure>` or `<error>`. */
   failed: number;
+  /** Cases with `<skipped>` (ignored tests). */
   skipped: number;
   /** Names of failed test cases. */
   failures: string[];

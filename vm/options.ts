@@ -16,13 +16,13 @@ export type Acceleration = "auto" | "kvm" | "tcg";
 
 /** Parsed options of the harness. */
 export interface HarnessOptions {
-  /** @default {"libvirt"} */
+  /** Which provider runs the VM. @default {"libvirt"} */
   provider: ProviderName;
-  /** @default {"triad/debian12"} */
+  /** The Vagrant box. @default {"triad/debian12"} */
   box: string;
   /** Keep the VM (and its namespace and libvirtd) running after the suite. */
   keep: boolean;
-  /** @default {"auto"} */
+  /** KVM or software emulation. @default {"auto"} */
   accel: Acceleration;
   /** Time allowed from start to a working SSH login. @default {600000} */
   bootTimeoutMs: number;

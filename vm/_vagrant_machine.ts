@@ -5,7 +5,7 @@
  */
 import { runCommand, type RunResult } from "./_command.ts";
 import { VmError } from "./errors.ts";
-import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./machine.ts";
+import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./_machine.ts";
 import { VM_DIR } from "./_paths.ts";
 
 /** Options of {@linkcode VagrantMachine}. */
@@ -38,7 +38,7 @@ export interface VagrantMachineOptions {
  *
  * @example
  * ```ts ignore
- * import { VagrantMachine } from "@triad/vm";
+ * import { VagrantMachine } from "./_vagrant_machine.ts";
  * await using vm = new VagrantMachine({ provider: "libvirt", box: "triad/debian12", workDir,
  *   driver: "qemu", prefix: "triad-vm-1-", memoryMiB: 2048, cpus: 2, bootTimeoutMs: 600_000 });
  * await vm.up();

@@ -14,7 +14,7 @@ import { VmError } from "./errors.ts";
  *
  * @example
  * ```ts ignore
- * import { NetworkNamespace } from "@triad/vm";
+ * import { NetworkNamespace } from "./_network_namespace.ts";
  * await using ns = await NetworkNamespace.create("triad-vm-test");
  * ```
  */

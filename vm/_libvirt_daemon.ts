@@ -25,7 +25,8 @@ async function answering(): Promise<boolean> {
  *
  * @example
  * ```ts ignore
- * import { LibvirtDaemon, NetworkNamespace } from "@triad/vm";
+ * import { LibvirtDaemon } from "./_libvirt_daemon.ts";
+ * import { NetworkNamespace } from "./_network_namespace.ts";
  * await using ns = await NetworkNamespace.create("triad-vm-x");
  * await using daemon = await LibvirtDaemon.start(ns.name);
  * ```

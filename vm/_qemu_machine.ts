@@ -6,7 +6,7 @@
  */
 import { runCommand, type RunResult } from "./_command.ts";
 import { VmError } from "./errors.ts";
-import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./machine.ts";
+import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./_machine.ts";
 import { syncArgs } from "./_sync.ts";
 
 /** Options of {@linkcode QemuMachine}. */
@@ -43,7 +43,7 @@ async function freeLoopbackPort(): Promise<number> {
  *
  * @example
  * ```ts ignore
- * import { QemuMachine } from "@triad/vm";
+ * import { QemuMachine } from "./_qemu_machine.ts";
  * await using vm = new QemuMachine({ boxImage, workDir, privateKey, accel: "tcg", memoryMiB: 2048,
  *   cpus: 2, bootTimeoutMs: 600_000, repoRoot: "." });
  * await vm.up();
