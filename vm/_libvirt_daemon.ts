@@ -40,6 +40,11 @@ export class LibvirtDaemon implements AsyncDisposable {
     this.#children = children;
   }
 
+  /** Process ids of libvirtd and virtlogd. */
+  get pids(): number[] {
+    return this.#children.map((child) => child.pid);
+  }
+
   /**
    * Starts virtlogd and libvirtd inside a namespace and waits until libvirtd answers.
    *

@@ -29,6 +29,8 @@ export interface VagrantMachineOptions {
   memoryMiB: number;
   cpus: number;
   bootTimeoutMs: number;
+  /** Stream vagrant's output to ours. @default {true} */
+  echo?: boolean;
   log?: (line: string) => void;
 }
 
@@ -101,7 +103,7 @@ export class VagrantMachine implements Machine {
     try {
       await this.#vagrant(["up", `--provider=${this.provider}`, "--no-tty"], {
         timeoutMs,
-        echo: true,
+        echo: this.#options.echo ?? true,
         ...(signal ? { signal } : {}),
       });
     } catch (error) {

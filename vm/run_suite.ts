@@ -127,6 +127,12 @@ async function prepareDenoCache(cacheDir: string, log: (line: string) => void): 
   };
   await walk(`${REPO_ROOT}/tests`);
   log(`caching the suite's dependencies for the guest in ${denoDir}`);
+  // everything in the import map (programs the tests start import from it too), then the tests
+  await runCommand(Deno.execPath(), ["install", "--quiet"], {
+    cwd: REPO_ROOT,
+    env: { DENO_DIR: denoDir },
+    timeoutMs: 10 * 60_000,
+  });
   await runCommand(Deno.execPath(), ["cache", "--quiet", ...files], {
     cwd: REPO_ROOT,
     env: { DENO_DIR: denoDir },
@@ -198,6 +204,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
 
   const cleanup = new CleanupStack();
   let machine: Machine | undefined;
+  const keepNotes: string[] = [];
   try {
     const workDir = await Deno.makeTempDir({ prefix: `triad-vm-${id}-` });
     // the qemu user (libvirt-qemu) must reach the pool and write nothing else
@@ -213,6 +220,9 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
       log(`libvirtd and virtlogd in network namespace ${ns.name}`);
       const daemon = await LibvirtDaemon.start(ns.name);
       cleanup.defer("libvirtd", () => daemon.stop());
+      keepNotes.push(
+        `  then:      kill ${daemon.pids.join(" ")}; ip netns delete ${ns.name}; rm -r ${workDir}`,
+      );
       const pool = `triad-vm-${id}`;
       await Deno.mkdir(`${workDir}/pool`, { mode: 0o755 });
       await daemon.createPool(pool, `${workDir}/pool`);
@@ -233,6 +243,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
         memoryMiB,
         cpus,
         bootTimeoutMs,
+        echo: options.echo ?? true,
         log,
       });
     } else if (provider === "virtualbox") {
@@ -246,6 +257,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
         memoryMiB,
         cpus,
         bootTimeoutMs,
+        echo: options.echo ?? true,
         log,
       });
     } else {
@@ -344,7 +356,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
     throw error;
   } finally {
     if (options.keep && machine) {
-      log(machine.describeKeep());
+      log([machine.describeKeep(), ...keepNotes].join("\n"));
     } else {
       log(`removing: ${cleanup.pending.join(", ")}`);
       await cleanup.run();
