@@ -78,6 +78,11 @@ testWith(
       assert.equal(result.exitCode, 1, "the deliberate failure makes deno test exit 1");
       assert.deepEqual(result.summary.failures, ["deliberate failure travels back to the host"]);
       assert.equal(result.summary.passed, 4);
+      assert.equal(result.summary.skipped, 1);
+      assert.deepEqual(result.skips, [
+        "SKIP a feature from a future kernel is skipped with the reason: needs a feature from " +
+        "the future (Linux 99.0+), kernel is 6.1",
+      ]);
       assert.match(result.junit, /guest runs Debian 12(&apos;|')s 6\.1 kernel with BTF/);
       assert.match(result.dmesg, /Linux version 6\.1\./);
       assert.match(result.serialLog, /Linux version 6\.1\./);

@@ -36,6 +36,10 @@ const log = (line: string) => console.error(`test:vm: ${line}`);
 try {
   const result = await runSuite({ ...options, log, signal: controller.signal });
   const { passed, failed, skipped, failures } = result.summary;
+  if (result.skips.length > 0) {
+    console.error(`test:vm: skipped on kernel ${result.kernel}:`);
+    for (const line of result.skips) console.error(`test:vm:   ${line}`);
+  }
   for (const name of failures) console.error(`test:vm: FAILED ${name}`);
   console.error(
     `test:vm: ${result.provider} (${result.accel}), kernel ${result.kernel}: boot ${result.seconds.boot} s, ` +

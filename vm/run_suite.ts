@@ -41,6 +41,8 @@ export interface SuiteResult {
   junit: string;
   /** Its counts. */
   summary: JunitSummary;
+  /** The `SKIP <test>: <reason>` lines the guest printed (features this kernel lacks). */
+  skips: string[];
   /** The guest's kernel log after the suite. */
   dmesg: string;
   /** The guest's serial console. */
@@ -322,11 +324,19 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
     const dmesg = (await vm.exec("sudo dmesg", { timeoutMs: 120_000, allowFailure: true })).stdout;
     const serialLog = await vm.serialLog();
     const summary = summarizeJunit(junit);
+    const skips = [
+      ...new Set(
+        `${run.stdout}\n${run.stderr}`.split("\n")
+          .map((line) => line.trim())
+          .filter((line) => line.startsWith("SKIP ")),
+      ),
+    ];
     const result: SuiteResult = {
       exitCode: run.code,
       kernel,
       junit,
       summary,
+      skips,
       dmesg,
       serialLog,
       outDir,

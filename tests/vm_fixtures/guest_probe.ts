@@ -11,10 +11,12 @@ import {
   bpffs,
   btf,
   command,
+  kernelAtLeast,
   kernelVersion,
   libbpf,
   missing,
   root,
+  testWith,
   tracefs,
 } from "../requirements.ts";
 
@@ -44,6 +46,14 @@ Deno.test("guest has the provisioned tools", () => {
   ];
   for (const tool of tools) assert.equal(tool.check(), undefined, tool.name);
 });
+
+testWith(
+  "a feature from a future kernel is skipped with the reason",
+  [kernelAtLeast(99, 0, "a feature from the future")],
+  () => {
+    throw new Error("runs only on Linux 99.0+");
+  },
+);
 
 Deno.test("deliberate failure travels back to the host", () => {
   assert.fail("deliberate failure: the end-to-end test expects exactly this one");

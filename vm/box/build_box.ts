@@ -188,6 +188,18 @@ export async function buildBox(options: BuildBoxOptions = {}): Promise<BuiltBox>
   const mirror = options.mirror ?? Deno.env.get("TRIAD_VM_MIRROR") ?? await hostDebianMirror();
   await Deno.mkdir(cacheDir, { recursive: true });
 
+  // one build at a time per cache (a second waits, then finds the box cached)
+  using lock = await Deno.open(`${cacheDir}/.lock`, { create: true, write: true });
+  await lock.lock(true);
+  if (!options.force && await exists(boxPath)) {
+    return await buildBox({ ...options, force: false });
+  }
+  // a build killed outright leaves its directory (and maybe its chroot mounts): remove safely
+  for await (const entry of Deno.readDir(cacheDir)) {
+    if (entry.isDirectory && entry.name.startsWith("build-")) {
+      await removeBuildDir(`${cacheDir}/${entry.name}`);
+    }
+  }
   const started = Date.now();
   const base = await debootstrapStage(cacheDir, baseKey, mirror, log, options.signal);
   const work = await Deno.makeTempDir({ dir: cacheDir, prefix: "build-" });
@@ -200,7 +212,7 @@ export async function buildBox(options: BuildBoxOptions = {}): Promise<BuiltBox>
     log(`kernel ${kernel.version}; assembling the disk`);
     const raw = `${work}/disk.raw`;
     await assembleDisk(rootfs, raw, diskSizeGiB, work);
-    await Deno.remove(rootfs, { recursive: true });
+    await removeBuildDir(rootfs);
     const boxDir = `${work}/box`;
     await Deno.mkdir(boxDir);
     await runCommand("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, `${boxDir}/box.img`]);
@@ -223,8 +235,7 @@ export async function buildBox(options: BuildBoxOptions = {}): Promise<BuiltBox>
     await Deno.rename(partial, boxPath);
     log(`built ${boxPath} in ${Math.round((Date.now() - started) / 1000)} s`);
   } finally {
-    await unmountUnder(work);
-    await Deno.remove(work, { recursive: true }).catch(() => {});
+    await removeBuildDir(work);
   }
   // older boxes of this name are superseded
   for await (const entry of Deno.readDir(cacheDir)) {
@@ -257,29 +268,47 @@ async function debootstrapStage(
 ): Promise<string> {
   const dir = `${cacheDir}/debootstrap-${key}`;
   if (await exists(`${dir}/.complete`)) return dir;
-  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await removeBuildDir(dir);
   log(`debootstrap ${SUITE} from the host's mirror into ${dir}`);
   await runCommand(
     "debootstrap",
     ["--variant=minbase", `--include=${BASE_PACKAGES.join(",")}`, SUITE, dir, mirror],
     { timeoutMs: 30 * 60_000, ...(signal ? { signal } : {}) },
   ).catch(async (error) => {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await removeBuildDir(dir);
     throw error;
   });
   await Deno.writeTextFile(`${dir}/.complete`, "");
   return dir;
 }
 
-/** Unmounts every mount point under a directory, deepest first. */
-async function unmountUnder(dir: string): Promise<void> {
-  const mounts = (await Deno.readTextFile("/proc/self/mounts")).split("\n")
-    .map((line) => line.split(" ")[1] ?? "")
+async function mountsUnder(dir: string): Promise<string[]> {
+  return (await Deno.readTextFile("/proc/self/mounts")).split("\n")
+    .map((line) => (line.split(" ")[1] ?? "").replace(/\\040/g, " "))
     .filter((point) => point === dir || point.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
-  for (const point of mounts) {
+}
+
+/** Unmounts every mount point under a directory, deepest first; throws if any is left. */
+async function unmountUnder(dir: string): Promise<void> {
+  for (const point of await mountsUnder(dir)) {
     await runCommand("umount", ["-l", point], { allowFailure: true });
   }
+  const left = await mountsUnder(dir);
+  if (left.length > 0) {
+    throw new VmError(`Cannot unmount ${left.join(", ")}`, { code: "cleanup_failed" });
+  }
+}
+
+/**
+ * Removes a build directory, but only once nothing is mounted inside: a bind mount of the host's
+ * /dev or /sys left in a chroot must never be deleted through.
+ */
+async function removeBuildDir(dir: string): Promise<void> {
+  await unmountUnder(dir);
+  await Deno.remove(dir, { recursive: true }).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  });
 }
 
 async function provisionRoot(
