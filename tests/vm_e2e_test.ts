@@ -33,21 +33,49 @@ async function output(program: string, args: string[]): Promise<string> {
   return new TextDecoder().decode(stdout);
 }
 
-/** What a run could leave behind: namespaces, daemons, VMs, bridges, temporary directories. */
-async function leftovers(): Promise<string[]> {
+/** The ids of the runs named in the harness's log lines (`triad-vm-<id>-...`). */
+function runIds(log: string): string[] {
+  const ids = [...log.matchAll(/triad-vm-([0-9a-z]+)-/g)].map((m) => m[1]!);
+  return [...new Set(ids)].filter((id) => !["e2e", "validate", "test"].includes(id));
+}
+
+async function daemons(): Promise<Set<number>> {
+  const pids = new Set<number>();
+  for (const line of (await output("ps", ["-eo", "pid,comm"])).split("\n")) {
+    const [pid, comm] = line.trim().split(/\s+/);
+    if (comm === "libvirtd" || comm === "virtlogd") pids.add(Number(pid));
+  }
+  return pids;
+}
+
+/**
+ * What the runs could leave behind: their namespaces, processes, bridges, temporary directories,
+ * and any libvirtd/virtlogd that was not running before. Other harness runs on the machine (other
+ * ids) are not ours to judge.
+ */
+async function leftovers(ids: string[], daemonsBefore: Set<number>): Promise<string[]> {
+  assert.ok(ids.length > 0, "the harness's log names its run");
   const found: string[] = [];
-  for (const line of (await output("ip", ["netns", "list"])).split("\n")) {
-    if (line.startsWith("triad-vm-")) found.push(`namespace ${line.split(" ")[0]}`);
+  const netns = await output("ip", ["netns", "list"]);
+  const processes = await output("ps", ["-eo", "pid,args"]);
+  const links = await output("ip", ["-o", "link"]);
+  const dirs = [...Deno.readDirSync("/tmp")].map((entry) => entry.name);
+  for (const id of ids) {
+    const name = `triad-vm-${id}`;
+    for (const line of netns.split("\n")) {
+      if (line.split(" ")[0] === name) found.push(`namespace ${name}`);
+    }
+    for (const line of processes.split("\n")) {
+      if (line.includes(`${name}-`) && !/\bps\b/.test(line)) found.push(`process ${line.trim()}`);
+    }
+    const bridge = `tvm${id}`.slice(0, 15);
+    for (const line of links.split("\n")) {
+      if (line.split(":")[1]?.trim().split("@")[0] === bridge) found.push(`bridge ${bridge}`);
+    }
+    for (const dir of dirs) if (dir.startsWith(`${name}-`)) found.push(`directory /tmp/${dir}`);
   }
-  for (const line of (await output("ps", ["-eo", "pid,args"])).split("\n")) {
-    if (/\b(libvirtd|virtlogd)\b/.test(line)) found.push(`process ${line.trim()}`);
-    if (/qemu-system/.test(line) && /triad-vm/.test(line)) found.push(`process ${line.trim()}`);
-  }
-  for (const line of (await output("ip", ["-o", "link"])).split("\n")) {
-    if (/: tvm/.test(line)) found.push(`bridge ${line.split(":")[1]?.trim()}`);
-  }
-  for (const entry of Deno.readDirSync("/tmp")) {
-    if (/^triad-vm-.*-[0-9a-f]+$/.test(entry.name)) found.push(`directory /tmp/${entry.name}`);
+  for (const pid of await daemons()) {
+    if (!daemonsBefore.has(pid)) found.push(`libvirtd/virtlogd process ${pid}`);
   }
   return found;
 }
@@ -65,14 +93,18 @@ testWith(
   "runSuite() on libvirt brings back exit code, JUnit report and dmesg, and removes everything",
   [asked, root, qemu, ...libvirt],
   async () => {
-    assert.deepEqual(await leftovers(), [], "leftovers from before this test");
+    const before = await daemons();
+    let log = "";
     await withOutDir(async (outDir) => {
       const result = await runSuite({
         provider: "libvirt",
         testArgs: ["tests/vm_fixtures/guest_probe.ts"],
         outDir,
         echo: false,
-        log: (line) => console.error(`  ${line}`),
+        log: (line) => {
+          log += `${line}\n`;
+          console.error(`  ${line}`);
+        },
       });
       assert.match(result.kernel, /^6\.1\.\d+-\d+-amd64$/);
       assert.equal(result.exitCode, 1, "the deliberate failure makes deno test exit 1");
@@ -91,7 +123,7 @@ testWith(
       const brief = JSON.parse(await Deno.readTextFile(`${outDir}/result.json`));
       assert.equal(brief.exitCode, 1);
     });
-    assert.deepEqual(await leftovers(), []);
+    assert.deepEqual(await leftovers(runIds(log), before), []);
   },
 );
 
@@ -99,10 +131,18 @@ testWith(
   "runSuite() on qemu ends a boot that does not finish in a timeout error with the serial log",
   [asked, root, qemu],
   async () => {
+    const before = await daemons();
+    let log = "";
     await withOutDir(async (outDir) => {
       const started = Date.now();
       await assert.rejects(
-        runSuite({ provider: "qemu", bootTimeoutMs: 5000, outDir, echo: false }),
+        runSuite({
+          provider: "qemu",
+          bootTimeoutMs: 5000,
+          outDir,
+          echo: false,
+          log: (line) => log += `${line}\n`,
+        }),
         (error: unknown) => {
           assert.ok(error instanceof VmError, String(error));
           assert.equal(error.code, "timeout");
@@ -114,7 +154,7 @@ testWith(
       assert.ok(Date.now() - started < 120_000, "the timeout is kept");
       assert.match(await Deno.readTextFile(`${outDir}/serial.log`), /\S/);
     });
-    assert.deepEqual(await leftovers(), []);
+    assert.deepEqual(await leftovers(runIds(log), before), []);
   },
 );
 
@@ -122,6 +162,8 @@ testWith(
   "runSuite() on qemu turns a guest kernel panic into a guest_crashed error with the panic",
   [asked, root, qemu],
   async () => {
+    const before = await daemons();
+    let log = "";
     await withOutDir(async (outDir) => {
       await assert.rejects(
         runSuite({
@@ -129,6 +171,7 @@ testWith(
           testArgs: ["tests/vm_fixtures/guest_panic.ts"],
           outDir,
           echo: false,
+          log: (line) => log += `${line}\n`,
         }),
         (error: unknown) => {
           assert.ok(error instanceof VmError, String(error));
@@ -138,7 +181,7 @@ testWith(
         },
       );
     });
-    assert.deepEqual(await leftovers(), []);
+    assert.deepEqual(await leftovers(runIds(log), before), []);
   },
 );
 
@@ -146,6 +189,7 @@ testWith(
   "deno task test:vm removes everything when interrupted with SIGINT during boot",
   [asked, root, qemu, ...libvirt],
   async () => {
+    const before = await daemons();
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "vm/main.ts", "--provider", "libvirt"],
       cwd: REPO,
@@ -171,6 +215,6 @@ testWith(
     assert.ok(sent, `never reached the boot:\n${stderr}`);
     assert.equal(code, 130, stderr);
     assert.match(stderr, /interrupted, removing the VM/);
-    assert.deepEqual(await leftovers(), []);
+    assert.deepEqual(await leftovers(runIds(stderr), before), []);
   },
 );
