@@ -162,7 +162,9 @@ export class QemuMachine implements Machine {
           { code: "timeout", serialLog: serialTail(serial) },
         );
       }
-      const probe = await this.exec("true", { allowFailure: true, timeoutMs: 20_000 }).catch(
+      // slirp accepts the connection before the guest listens: bound the wait for the banner
+      const left = Math.max(1000, Math.min(20_000, deadline - Date.now()));
+      const probe = await this.exec("true", { allowFailure: true, timeoutMs: left }).catch(
         () => undefined,
       );
       if (probe?.code === 0) break;

@@ -80,6 +80,8 @@ export class VagrantMachine implements Machine {
       TRIAD_VM_PREFIX: o.prefix,
       TRIAD_VM_BOOT_TIMEOUT: String(Math.ceil(o.bootTimeoutMs / 1000)),
     };
+    // the guest sits on an isolated network inside a namespace: nothing else can reach it
+    if (o.netns) env.TRIAD_VM_INSERT_KEY = "0";
     if (o.pool) env.TRIAD_VM_POOL = o.pool;
     if (o.network) env.TRIAD_VM_NETWORK = o.network;
     if (o.denoDir) env.TRIAD_VM_DENO_DIR = o.denoDir;

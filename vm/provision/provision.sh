@@ -17,10 +17,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 mapfile -t packages < <(grep -v '^\s*#' "$here/packages.txt" | tr -s ' \t' '\n' | grep -v '^$')
 
 export DEBIAN_FRONTEND=noninteractive
+# one dpkg-query for all packages: this runs under software emulation on every `vagrant up`
+mapfile -t installed < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${packages[@]}" 2>/dev/null |
+  awk '$1 == "ii" { print $2 }')
 missing=()
 for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
-    missing+=("$package")
+  [[ " ${installed[*]} " == *" $package "* ]] || missing+=("$package")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "provision: installing ${missing[*]}"
