@@ -1,10 +1,30 @@
 /**
- * `@triad/ebpf`: eBPF loader over Deno FFI to the system libbpf.
+ * `@triad/ebpf`: an eBPF loader over Deno FFI to the system libbpf (`libbpf.so.1`) — objects,
+ * programs, maps, links, ring and perf buffers, BTF, feature probes, an instruction builder, and
+ * bpf2ts code generation (`deno task gen`).
  *
- * Not built yet: this package is a placeholder in the workspace.
+ * @example Assemble a socket filter (loading it needs root)
+ * ```ts
+ * import { asm, assemble, R0 } from "@triad/ebpf";
+ * import assert from "node:assert/strict";
+ *
+ * const code = assemble([asm.mov64(R0, 0), asm.exit()]);
+ * assert.equal(code.length, 16);
+ * ```
  *
  * @module
  */
-
-/** The package name. */
-export const PACKAGE = "@triad/ebpf";
+export { TriadError } from "@triad/core";
+export * from "./errors.ts";
+export * from "./btf.ts";
+export * from "./codec.ts";
+export * from "./types.ts";
+export * from "./asm.ts";
+export * from "./link.ts";
+export * from "./map.ts";
+export * from "./program.ts";
+export * from "./object.ts";
+export * from "./skeleton.ts";
+export * from "./ringbuf.ts";
+export * from "./perf.ts";
+export * from "./features.ts";

@@ -1,0 +1,1263 @@
+/**
+ * `createConfig()` and the {@linkcode Config} it returns.
+ *
+ * @module
+ */
+import { parseDuration } from "@triad/core";
+import { stringify as stringifyYaml } from "yaml";
+import { diffConfig } from "./diff.ts";
+import type { ConfigChange } from "./diff.ts";
+import { ConfigError } from "./errors.ts";
+import type { ConfigIssue } from "./errors.ts";
+import { denoFileSystem } from "./file_system.ts";
+import type { ConfigFileSystem } from "./file_system.ts";
+import { formatHelp } from "./_help.ts";
+import type { Layer } from "./layer.ts";
+import { mergeLayers } from "./merge.ts";
+import type { ArrayStrategy, MergedLayers, OverriddenValue } from "./merge.ts";
+import { envVarName, flagName } from "./names.ts";
+import { formatOrigin } from "./origin.ts";
+import type { LayerName, Origin } from "./origin.ts";
+import type { RemoteContext, RemoteLayer, RemoteSource } from "./remote.ts";
+import { REDACTED_TEXT, Secret } from "./secret.ts";
+import type { SchemaInput, SchemaOutput, StandardSchema } from "./standard_schema.ts";
+import { buildEnvLayer } from "./sources/env.ts";
+import { CONFIG_EXTENSIONS, formatOfFile, parseConfigText } from "./sources/file.ts";
+import { buildFlagsLayer } from "./sources/flags.ts";
+import { watchDirectories } from "./watch.ts";
+import type { DirectoryWatcher } from "./watch.ts";
+import { deepFreeze, getAt, isPlainObject, setAt, splitPath } from "./_path.ts";
+import type { ConfigPath, ConfigPathValue, Segment } from "./_path.ts";
+import { coerce } from "./_coerce.ts";
+import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
+import type { JsonSchema } from "./_schema_info.ts";
+import { resolveSecretReferences } from "./_secrets.ts";
+
+export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
+
+/** The default layer order, lowest priority first. */
+export const DEFAULT_LAYER_ORDER: readonly LayerName[] = [
+  "defaults",
+  "files",
+  "profile",
+  "configDir",
+  "remote",
+  "env",
+  "flags",
+  "set",
+];
+
+/** A deep partial of a configuration type, for `defaults` and `set()`. */
+export type DeepPartial<T> = T extends readonly (infer E)[] ? readonly E[]
+  : T extends Record<string, unknown> ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : T;
+
+/** Search for `<name>.{yaml,yml,json,toml}` in directories: the first directory with a hit wins. */
+export interface FileSearch {
+  /** The file name without extension, such as `"app"`. */
+  readonly name: string;
+  /** Directories to search, in order, such as `[".", "/etc/app"]`. */
+  readonly paths: readonly string[];
+  /** Fail when no file is found. @default {false} */
+  readonly required?: boolean;
+}
+
+/** Environment options. */
+export interface EnvOptions {
+  /** Variable prefix: `APP` gives `APP_DNS__CACHE__SIZE`. `""` for none. */
+  readonly prefix: string;
+  /** The variables (default: `Deno.env.toObject()` at each load). */
+  readonly vars?: Readonly<Record<string, string | undefined>>;
+  /** Reject variables under the prefix that match no key. @default {true} */
+  readonly strict?: boolean;
+}
+
+/** Command-line options. */
+export interface ArgsOptions {
+  /** The arguments, such as `Deno.args`. */
+  readonly argv: readonly string[];
+  /** Extra flag names for paths: `{ listen: "server.listen" }` makes `--listen` set `server.listen`. */
+  readonly aliases?: Readonly<Record<string, string>>;
+  /** Flag naming the profile, `false` for none. @default {"profile"} */
+  readonly profileFlag?: string | false;
+  /** Flag naming configuration files (replacing `files`), `false` for none. @default {"config"} */
+  readonly configFlag?: string | false;
+}
+
+/** Options of {@linkcode createConfig}. */
+export interface CreateConfigOptions<S extends StandardSchema> {
+  /** The schema: any Standard Schema validator (zod 4 in triad). */
+  readonly schema: S;
+  /**
+   * The JSON Schema of the input, for validators that do not offer Standard JSON Schema. Env and
+   * flag names, coercion, unknown-key checks and help text come from it.
+   */
+  readonly jsonSchema?: Record<string, unknown>;
+  /** The lowest layer: values used when nothing else sets them. */
+  readonly defaults?: DeepPartial<SchemaInput<S>>;
+  /** Configuration files: explicit paths (each must exist), or a search. */
+  readonly files?: readonly string[] | FileSearch;
+  /**
+   * The profile (`prod` loads `app.prod.yaml` next to `app.yaml`). By default read from the
+   * `--profile` flag, then `<PREFIX>_PROFILE`; `false` disables profiles.
+   */
+  readonly profile?: string | false;
+  /** A directory whose `*.yaml|yml|json|toml` files are merged in name order (conf.d style). */
+  readonly configDir?: string;
+  /** Environment variables; `false` to ignore the environment. @default {{ prefix: "APP" }} */
+  readonly env?: EnvOptions | false;
+  /** Command-line arguments, or options with aliases. */
+  readonly args?: readonly string[] | ArgsOptions;
+  /** Remote sources (`etcdSource()`, `consulSource()`), merged in the given order. */
+  readonly remote?: readonly RemoteSource[];
+  /** Array merge strategies by path (`*` for array indices). */
+  readonly arrays?: Readonly<Record<string, ArrayStrategy>>;
+  /** The layer order, lowest priority first. @default {DEFAULT_LAYER_ORDER} */
+  readonly order?: readonly LayerName[];
+  /** Reject keys the schema does not declare. @default {true} */
+  readonly strict?: boolean;
+  /** How long file events must be quiet before a reload, ms or a duration. @default {50} */
+  readonly debounce?: number | string;
+  /** The file system (injectable for tests). */
+  readonly fs?: ConfigFileSystem;
+  /** The `fetch` remote sources use (injectable for tests). */
+  readonly fetch?: typeof fetch;
+  /** The program name in `--help` text. */
+  readonly program?: string;
+}
+
+/** Where one value came from and what it overrode. */
+export interface Explanation {
+  /** The path. */
+  readonly path: string;
+  /** The value (secrets redacted). */
+  readonly value: unknown;
+  /** The layer that set it: a file position, env variable, flag, remote key, defaults. */
+  readonly origin: Origin | undefined;
+  /** The values it overrode, lowest layer first (secrets redacted). */
+  readonly overridden: readonly OverriddenValue[];
+  /** Whether the value is secret. */
+  readonly secret: boolean;
+  /** `path = value from origin (overrode …)`. */
+  toString(): string;
+}
+
+/** The event `on("change")` listeners receive. */
+export interface ConfigChangeEvent<T> {
+  /** What changed, one entry per changed value. */
+  readonly changes: readonly ConfigChange[];
+  /** The snapshot before. */
+  readonly previous: T;
+  /** The snapshot after. */
+  readonly current: T;
+  /** What caused it: `file app.yaml`, `etcd …`, `reload()`, `set()`. */
+  readonly cause: string;
+  /** Whether `path`, something under it or something above it changed. */
+  changed(path: ConfigPath<T>): boolean;
+}
+
+/** Listener types by event name. */
+export interface ConfigEvents<T> {
+  /** A new configuration is in place. */
+  change: (event: ConfigChangeEvent<T>) => void;
+  /** A reload failed; the last good configuration stays in place. */
+  error: (error: ConfigError) => void;
+}
+
+/** Options of {@linkcode ConfigView.dump}. */
+export interface DumpOptions {
+  /** Replace secrets with `[redacted]`. @default {true} */
+  readonly redact?: boolean;
+  /** YAML or JSON. @default {"yaml"} */
+  readonly format?: "yaml" | "json";
+}
+
+/** A live, read-only view of a configuration or of part of it. */
+export interface ConfigView<T> {
+  /** The current snapshot, deeply frozen. A reload replaces it; it never changes in place. */
+  readonly value: T;
+  /**
+   * Reads the value at a dotted path.
+   *
+   * @param path Such as `"dns.cache.size"`; array items by index (`"upstreams.0.name"`).
+   */
+  get<P extends ConfigPath<T>>(path: P): ConfigPathValue<T, P>;
+  /** Says which layer set the value at `path` and what it overrode. */
+  explain(path: ConfigPath<T> | ""): Explanation;
+  /** The configuration as YAML or JSON text, secrets redacted by default. */
+  dump(options?: DumpOptions): string;
+  /** A live view of the subtree at `path`: reads always see the latest configuration. */
+  sub<P extends ConfigPath<T>>(path: P): ConfigView<NonNullable<ConfigPathValue<T, P>>>;
+  /**
+   * Adds a listener; returns a function that removes it.
+   *
+   * @param event `change` or `error`.
+   * @param listener The listener.
+   */
+  on<E extends keyof ConfigEvents<T>>(event: E, listener: ConfigEvents<T>[E]): () => void;
+}
+
+interface State {
+  readonly value: unknown;
+  readonly merged: MergedLayers;
+  readonly secretPaths: ReadonlySet<string>;
+}
+
+interface FileCandidate {
+  readonly path: string;
+  readonly kind: "files" | "profile" | "configDir";
+  readonly required: boolean;
+}
+
+const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
+
+/**
+ * Loads layered configuration and validates it against a schema. Layers, lowest to highest by
+ * default: `defaults` < `files` < `profile` < `configDir` < `remote` < `env` < `flags` < `set()`.
+ * Environment variable and flag names are derived from the schema (`APP_DNS__CACHE__SIZE`,
+ * `--dns.cache.size`), so every key binds without declaring it.
+ *
+ * @param options The schema and the sources.
+ * @returns The loaded configuration; call `watch()` to follow changes, dispose it to stop.
+ * @throws {ConfigError} When a file does not parse (`file:line:col`), a value is invalid (path,
+ * expected type, value and origin), a key is unknown ("did you mean"), or a required source is
+ * missing or unreachable.
+ *
+ * @example
+ * ```ts
+ * import { createConfig } from "@triad/config";
+ * import { z } from "zod";
+ * import assert from "node:assert/strict";
+ *
+ * const schema = z.object({
+ *   dns: z.object({
+ *     listen: z.string().default("127.0.0.1:5353"),
+ *     cache: z.object({ size: z.number().int().positive().default(10_000) }).default({ size: 10_000 }),
+ *   }),
+ * });
+ * await using config = await createConfig({
+ *   schema,
+ *   defaults: { dns: { listen: "127.0.0.1:53" } },
+ *   env: { prefix: "APP", vars: { APP_DNS__CACHE__SIZE: "500" } },
+ *   args: ["--dns.listen", "[::1]:5300"],
+ * });
+ * assert.equal(config.get("dns.cache.size"), 500);
+ * assert.equal(config.get("dns.listen"), "[::1]:5300");
+ * assert.equal(String(config.explain("dns.cache.size")), "dns.cache.size = 500 from env APP_DNS__CACHE__SIZE");
+ * ```
+ */
+export async function createConfig<S extends StandardSchema>(
+  options: CreateConfigOptions<S>,
+): Promise<Config<SchemaOutput<S>>> {
+  const config = new Config<SchemaOutput<S>>(options as CreateConfigOptions<StandardSchema>);
+  await config._start();
+  return config;
+}
+
+/**
+ * Layered, validated configuration: read it with `get()`/`value`, follow it with `on("change")`
+ * after `watch()`, release it with `await using` or `[Symbol.asyncDispose]()`.
+ * Made by {@linkcode createConfig}.
+ */
+export class Config<T> implements ConfigView<T>, AsyncDisposable {
+  readonly #options: CreateConfigOptions<StandardSchema>;
+  readonly #info: SchemaInfo;
+  readonly #fs: ConfigFileSystem;
+  readonly #order: readonly LayerName[];
+  readonly #prefix: string;
+  readonly #abort = new AbortController();
+  readonly #changeListeners = new Set<(event: ConfigChangeEvent<T>) => void>();
+  readonly #errorListeners = new Set<(error: ConfigError) => void>();
+  #layers = new Map<LayerName, Layer[]>();
+  #remoteLayers: (RemoteLayer | undefined)[] = [];
+  #remoteRunning = new Set<number>();
+  #remoteTasks: Promise<void>[] = [];
+  #state: State | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #watchers: DirectoryWatcher[] = [];
+  #watching = false;
+  #disposed = false;
+  #help = false;
+  #profile: string | undefined;
+  #configFiles: string[] = [];
+  #positionals: string[] = [];
+  #watchDirs = new Set<string>();
+  #watchNames = new Set<string>();
+  #setLayer: Record<string, unknown> = {};
+  #writeOnly: string[] | undefined;
+
+  /** @internal Use {@linkcode createConfig}. */
+  constructor(options: CreateConfigOptions<StandardSchema>) {
+    this.#options = options;
+    const jsonSchema = options.jsonSchema ?? standardJsonSchema(options.schema);
+    this.#info = new SchemaInfo(jsonSchema as JsonSchema | undefined);
+    this.#fs = options.fs ?? denoFileSystem;
+    this.#order = options.order ?? DEFAULT_LAYER_ORDER;
+    for (const kind of this.#order) {
+      if (!LAYER_KINDS.has(kind)) {
+        throw new ConfigError(`Unknown layer "${kind}" in order`, { code: "bad_option" });
+      }
+    }
+    this.#prefix = options.env === false ? "" : options.env?.prefix ?? "APP";
+    this.#checkNameCollisions();
+  }
+
+  /** @internal Loads every layer; called once by {@linkcode createConfig}. */
+  async _start(): Promise<void> {
+    const issues: ConfigIssue[] = [];
+    const flags = this.#readFlags(issues);
+    const env = await this.#readEnv(issues);
+    const files = await this.#readFiles(issues);
+    const defaults = await this.#secrets(
+      {
+        kind: "defaults",
+        name: "defaults",
+        tree: structuredCloneTree(this.#options.defaults ?? {}),
+        origins: new Map([["", { layer: "defaults" }]]),
+      },
+      issues,
+    );
+    this.#layers.set("defaults", [defaults]);
+    this.#setFileLayers(files);
+    this.#layers.set("env", [env]);
+    this.#layers.set("flags", [flags]);
+    const remote = this.#options.remote ?? [];
+    this.#remoteLayers = remote.map(() => undefined);
+    const unreachable: number[] = [];
+    await Promise.all(remote.map(async (source, index) => {
+      try {
+        this.#remoteLayers[index] = await source.load(this.#remoteContext());
+      } catch (error) {
+        const configError = asConfigError(error, `Remote source ${source.name}`);
+        if (source.required || configError.code === "parse") {
+          issues.push({
+            path: "",
+            message: `${configError.message}${source.required ? " (required source)" : ""}`,
+          });
+        } else {
+          unreachable.push(index);
+        }
+      }
+    }));
+    if (issues.length > 0) throw issuesError(issues, "Cannot load configuration");
+    this.#state = await this.#compute();
+    // Sources unreachable at start keep retrying in the background, with backoff.
+    for (const index of unreachable) this.#runRemote(index);
+  }
+
+  /** The current snapshot, deeply frozen. A reload swaps it; it never changes in place. */
+  get value(): T {
+    return this.#current().value as T;
+  }
+
+  /** Whether `--help` or `-h` was on the command line (print {@linkcode Config.help} then). */
+  get helpRequested(): boolean {
+    return this.#help;
+  }
+
+  /** The active profile, if any. */
+  get profile(): string | undefined {
+    return this.#profile;
+  }
+
+  /** Command-line arguments that are not flags. */
+  get positionals(): readonly string[] {
+    return this.#positionals;
+  }
+
+  /**
+   * Reads the value at a dotted path, typed from the schema.
+   *
+   * @param path Such as `"dns.cache.size"`; array items by index (`"upstreams.0.name"`).
+   * @returns The value, `undefined` where the path does not exist.
+   */
+  get<P extends ConfigPath<T>>(path: P): ConfigPathValue<T, P> {
+    return getAt(this.#current().value, splitPath(path)) as ConfigPathValue<T, P>;
+  }
+
+  /**
+   * Says which layer set the value at `path` (`file:line:col`, env variable, flag, remote key,
+   * defaults, schema default) and what it overrode.
+   *
+   * @param path The dotted path.
+   * @returns The explanation; `String(explanation)` is one readable line.
+   */
+  explain(path: ConfigPath<T> | ""): Explanation {
+    return this.#explain(path);
+  }
+
+  /**
+   * The configuration as YAML (default) or JSON text.
+   *
+   * @param options `redact` (default `true`) replaces secrets with `[redacted]`.
+   * @returns The text.
+   */
+  dump(options: DumpOptions = {}): string {
+    return this.#dump("", options);
+  }
+
+  /**
+   * A live view of the subtree at `path`: `get`, `value`, `explain`, `dump` and `on("change")`
+   * always see the latest configuration, from every layer (env and flags included).
+   *
+   * @param path The subtree.
+   * @returns The view.
+   */
+  sub<P extends ConfigPath<T>>(path: P): ConfigView<NonNullable<ConfigPathValue<T, P>>> {
+    return this.#view(path) as ConfigView<NonNullable<ConfigPathValue<T, P>>>;
+  }
+
+  /**
+   * Adds a listener: `change` gets the diff after every successful reload that changed
+   * something; `error` gets every failed reload (the last good configuration stays). With no
+   * `error` listener, failures are printed to stderr.
+   *
+   * @param event `change` or `error`.
+   * @param listener The listener.
+   * @returns A function that removes the listener.
+   */
+  on<E extends keyof ConfigEvents<T>>(event: E, listener: ConfigEvents<T>[E]): () => void {
+    const set = (event === "change" ? this.#changeListeners : this.#errorListeners) as Set<
+      ConfigEvents<T>[E]
+    >;
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  /** The `--help` text generated from the schema: flags, types, defaults, descriptions, env names. */
+  help(): string {
+    const args = this.#options.args;
+    return formatHelp(this.#info, {
+      prefix: this.#prefix,
+      program: this.#options.program ?? "app",
+      aliases: args !== undefined && !isArgv(args) ? args.aliases ?? {} : {},
+      defaults: this.#layers.get("defaults")?.[0]?.tree ?? {},
+    });
+  }
+
+  /**
+   * Starts following changes: configuration files (and their directories, so editors'
+   * rename-on-save and Kubernetes ConfigMap symlink swaps are seen), and remote sources.
+   * Idempotent.
+   */
+  watch(): Promise<void> {
+    this.#assertOpen();
+    if (this.#watching) return Promise.resolve();
+    this.#watching = true;
+    const debounce = this.#options.debounce === undefined
+      ? 50
+      : typeof this.#options.debounce === "number"
+      ? this.#options.debounce
+      : parseDuration(this.#options.debounce);
+    const names = this.#watchNames;
+    for (const dir of this.#watchDirs) {
+      const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
+        const relevant = paths.some((path) => {
+          const base = path.slice(path.lastIndexOf("/") + 1);
+          return names.has(base) || base.startsWith("..") || names.has(`${dir}/*`);
+        });
+        if (relevant) void this.#reloadFiles(`file ${paths[0] ?? dir}`);
+      });
+      if (watcher !== undefined) this.#watchers.push(watcher);
+    }
+    (this.#options.remote ?? []).forEach((_, index) => this.#runRemote(index));
+    return Promise.resolve();
+  }
+
+  /**
+   * Re-reads every layer (files, environment, remote), validates, and swaps the result in.
+   *
+   * @returns The changes (empty when nothing changed).
+   * @throws {ConfigError} When the new configuration is invalid; the last good one stays.
+   */
+  reload(): Promise<readonly ConfigChange[]> {
+    this.#assertOpen();
+    return this.#enqueue(async () => {
+      const issues: ConfigIssue[] = [];
+      const files = await this.#readFiles(issues);
+      const env = await this.#readEnv(issues);
+      const remote = this.#options.remote ?? [];
+      const remoteLayers = [...this.#remoteLayers];
+      await Promise.all(remote.map(async (source, index) => {
+        if (this.#remoteRunning.has(index)) return; // its watcher keeps it current
+        try {
+          remoteLayers[index] = await source.load(this.#remoteContext());
+        } catch (error) {
+          if (source.required) issues.push({ path: "", message: asConfigError(error).message });
+        }
+      }));
+      if (issues.length > 0) throw issuesError(issues, "Cannot reload configuration");
+      return await this.#apply("reload()", () => {
+        this.#setFileLayers(files);
+        this.#layers.set("env", [env]);
+        this.#remoteLayers = remoteLayers;
+      });
+    });
+  }
+
+  /**
+   * Sets a value in the highest layer (`set()`), validates, and swaps the result in.
+   *
+   * @param path The dotted path.
+   * @param value The new value (strings are coerced to the schema's type).
+   * @returns The changes.
+   * @throws {ConfigError} When the result is invalid; nothing changes then.
+   */
+  set<P extends ConfigPath<T>>(path: P, value: unknown): Promise<readonly ConfigChange[]> {
+    this.#assertOpen();
+    return this.#enqueue(() => {
+      const segments = splitPath(path);
+      const tree = structuredCloneTree(this.#setLayer);
+      const coerced = typeof value === "string"
+        ? coerce(value, this.#info.nodeAt(segments), this.#info)
+        : value;
+      setAt(tree, segments, coerced);
+      const previous = this.#setLayer;
+      return this.#apply("set()", () => {
+        this.#setLayer = tree;
+        this.#layers.set("set", [{ kind: "set", name: "set()", tree, origins: setOrigins(tree) }]);
+      }, () => {
+        this.#setLayer = previous;
+        this.#layers.set("set", [{
+          kind: "set",
+          name: "set()",
+          tree: previous,
+          origins: setOrigins(previous),
+        }]);
+      });
+    });
+  }
+
+  /** Stops watching files and remote sources and waits for them; reads keep working. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#abort.abort();
+    for (const watcher of this.#watchers) watcher.close();
+    this.#watchers = [];
+    await Promise.allSettled(this.#remoteTasks);
+    await this.#queue.catch(() => {});
+  }
+
+  // ---- pipeline ----
+
+  #current(): State {
+    if (this.#state === undefined) {
+      throw new ConfigError("Configuration is not loaded", { code: "disposed" });
+    }
+    return this.#state;
+  }
+
+  #assertOpen() {
+    if (this.#disposed) {
+      throw new ConfigError("Configuration is disposed", { code: "disposed" });
+    }
+  }
+
+  #enqueue<R>(task: () => Promise<R> | R): Promise<R> {
+    const run = this.#queue.then(task, task);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Applies a layer update off to the side, validates, swaps, emits; reverts when invalid. */
+  async #apply(
+    cause: string,
+    update: () => void,
+    revert?: () => void,
+  ): Promise<readonly ConfigChange[]> {
+    const saved = { layers: new Map(this.#layers), remote: [...this.#remoteLayers] };
+    update();
+    let next: State;
+    try {
+      next = await this.#compute();
+    } catch (error) {
+      this.#layers = saved.layers;
+      this.#remoteLayers = saved.remote;
+      revert?.();
+      throw error;
+    }
+    const previous = this.#current();
+    const changes = diffConfig(previous.value, next.value);
+    this.#state = next;
+    if (changes.length > 0) this.#emitChange(previous.value as T, next.value as T, changes, cause);
+    return changes;
+  }
+
+  async #compute(): Promise<State> {
+    const ordered: Layer[] = [];
+    for (const kind of this.#order) {
+      if (kind === "remote") {
+        for (const layer of this.#remoteLayers) {
+          if (layer !== undefined) ordered.push(layer.coerce ? this.#coerceLayer(layer) : layer);
+        }
+      } else {
+        ordered.push(...(this.#layers.get(kind) ?? []));
+      }
+    }
+    const merged = mergeLayers(ordered, this.#options.arrays);
+    const issues: ConfigIssue[] = [];
+    if (this.#options.strict !== false && this.#info.root !== undefined) {
+      this.#checkUnknownKeys(merged, issues);
+    }
+    if (issues.length > 0) throw issuesError(issues, "Invalid configuration");
+    const secretPaths = new Set<string>();
+    const input = unwrapSecrets(merged.tree, "", secretPaths);
+    let result = this.#options.schema["~standard"].validate(input);
+    if (result instanceof Promise) result = await result;
+    if (result.issues !== undefined) {
+      for (const issue of result.issues) issues.push(this.#describeIssue(issue, merged));
+      throw issuesError(issues, "Invalid configuration");
+    }
+    for (const path of this.#writeOnlyPaths()) secretPaths.add(path);
+    return { value: deepFreeze(result.value), merged, secretPaths };
+  }
+
+  #writeOnlyPaths(): string[] {
+    this.#writeOnly ??= this.#info.leaves()
+      .filter((leaf) => leaf.node["writeOnly"] === true)
+      .map((leaf) => leaf.segments.join("."));
+    return this.#writeOnly;
+  }
+
+  #describeIssue(
+    issue: {
+      message: string;
+      path?: ReadonlyArray<PropertyKey | { key: PropertyKey }> | undefined;
+    },
+    merged: MergedLayers,
+  ): ConfigIssue {
+    const segments: Segment[] = (issue.path ?? []).map((p) => {
+      const key = typeof p === "object" && p !== null ? (p as { key: PropertyKey }).key : p;
+      return typeof key === "number" ? key : String(key);
+    });
+    const path = segments.join(".");
+    const value = getAt(merged.tree, segments);
+    const origin = originAt(merged.origins, path);
+    const node = this.#info.nodeAt(segments);
+    const expected = node === undefined ? undefined : describeType(node, this.#info);
+    const secret = value instanceof Secret;
+    let message: string;
+    if (value === undefined) {
+      const leafish = segments.every((s) => typeof s === "string");
+      const hints = leafish && segments.length > 0
+        ? `; set it in a file, ${
+          this.#options.env === false ? "" : `${envVarName(this.#prefix, segments as string[])} or `
+        }${flagName(segments as string[])}`
+        : "";
+      message = `${path === "" ? "configuration" : path}: missing${
+        expected ? `, expected ${expected}` : ""
+      } (${lowerFirst(issue.message)})${hints}`;
+    } else {
+      message = `${path === "" ? "configuration" : path}: ${
+        expected ? `expected ${expected}, ` : ""
+      }got ${secret ? REDACTED_TEXT : show(value)} (${lowerFirst(issue.message)})`;
+    }
+    return origin === undefined ? { path, message } : { path, message, origin };
+  }
+
+  #checkUnknownKeys(merged: MergedLayers, issues: ConfigIssue[]) {
+    const info = this.#info;
+    const walk = (value: unknown, node: JsonSchema | undefined, path: string, depth: number) => {
+      if (node === undefined || depth > 32) return;
+      if (Array.isArray(value)) {
+        if (info.typeOf(node) !== "array") return;
+        value.forEach((item, i) =>
+          walk(item, info.child(node, i), join(path, String(i)), depth + 1)
+        );
+        return;
+      }
+      if (!isPlainObject(value)) return;
+      for (const [key, child] of Object.entries(value)) {
+        const childPath = join(path, key);
+        if (!info.allowsKey(node, key)) {
+          const hint = closest(key, info.keysOf(node));
+          const origin = originAt(merged.origins, childPath);
+          const issue: ConfigIssue = {
+            path: childPath,
+            message: `${childPath}: unknown key${
+              hint ? `, did you mean ${join(path, hint)}?` : ""
+            }`,
+          };
+          issues.push(origin === undefined ? issue : { ...issue, origin });
+          continue;
+        }
+        walk(child, info.child(node, key), childPath, depth + 1);
+      }
+    };
+    walk(merged.tree, this.#info.resolve(this.#info.root), "", 0);
+  }
+
+  #coerceLayer(layer: RemoteLayer): Layer {
+    const info = this.#info;
+    const walk = (value: unknown, segments: string[]): unknown => {
+      if (typeof value === "string") return coerce(value, info.nodeAt(segments), info);
+      if (isPlainObject(value)) {
+        const out: Record<string, unknown> = {};
+        for (const [key, child] of Object.entries(value)) {
+          out[key] = walk(child, [...segments, key]);
+        }
+        return out;
+      }
+      return value;
+    };
+    return { ...layer, tree: walk(layer.tree, []) as Record<string, unknown> };
+  }
+
+  // ---- sources ----
+
+  #argsOptions(): ArgsOptions {
+    const args = this.#options.args;
+    if (args === undefined) return { argv: [] };
+    return isArgv(args) ? { argv: args } : args;
+  }
+
+  #readFlags(issues: ConfigIssue[]): Layer {
+    const args = this.#argsOptions();
+    const result = buildFlagsLayer(this.#info, args.argv, {
+      profile: args.profileFlag === false || this.#options.profile === false
+        ? undefined
+        : args.profileFlag ?? "profile",
+      config: args.configFlag === false ? undefined : args.configFlag ?? "config",
+      aliases: args.aliases ?? {},
+    });
+    issues.push(...result.issues);
+    this.#help = result.help;
+    this.#configFiles = result.configFiles;
+    this.#positionals = result.positionals;
+    const envVars = this.#envVars();
+    this.#profile = typeof this.#options.profile === "string"
+      ? this.#options.profile
+      : this.#options.profile === false
+      ? undefined
+      : result.profile ?? (this.#prefix === "" ? undefined : envVars[`${this.#prefix}_PROFILE`]);
+    return result.layer;
+  }
+
+  #envVars(): Readonly<Record<string, string | undefined>> {
+    const env = this.#options.env;
+    if (env === false) return {};
+    if (env?.vars !== undefined) return env.vars;
+    try {
+      return Deno.env.toObject();
+    } catch {
+      return {};
+    }
+  }
+
+  async #readEnv(issues: ConfigIssue[]): Promise<Layer> {
+    if (this.#options.env === false) {
+      return { kind: "env", name: "env", tree: {}, origins: new Map() };
+    }
+    const vars = this.#envVars();
+    const reserved = new Set<string>([`${this.#prefix}_PROFILE`]);
+    const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#fs, reserved);
+    if (this.#options.env?.strict !== false) issues.push(...result.issues);
+    else issues.push(...result.issues.filter((issue) => issue.path !== ""));
+    return result.layer;
+  }
+
+  async #secrets(layer: Layer, issues: ConfigIssue[]): Promise<Layer> {
+    const vars = this.#envVars();
+    const result = await resolveSecretReferences(layer, (name) => vars[name], this.#fs);
+    issues.push(...result.issues);
+    return result.layer;
+  }
+
+  /** Which files to read: `--config` files, explicit files, or the first search hit; then profile. */
+  async #fileCandidates(): Promise<FileCandidate[]> {
+    const out: FileCandidate[] = [];
+    const files = this.#options.files;
+    const profile = this.#profile;
+    const dirOf = (path: string) => {
+      const slash = path.lastIndexOf("/");
+      return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+    };
+    const remember = (path: string) => {
+      this.#watchDirs.add(dirOf(path));
+      this.#watchNames.add(path.slice(path.lastIndexOf("/") + 1));
+    };
+    const profileOf = (path: string) => {
+      const format = formatOfFile(path);
+      const ext = CONFIG_EXTENSIONS.find(([e]) => path.toLowerCase().endsWith(e))?.[0] ?? "";
+      return format === undefined
+        ? undefined
+        : `${path.slice(0, path.length - ext.length)}.${profile}${ext}`;
+    };
+    const explicit = this.#configFiles.length > 0
+      ? this.#configFiles
+      : Array.isArray(files)
+      ? files as readonly string[]
+      : undefined;
+    if (explicit !== undefined) {
+      for (const path of explicit) {
+        out.push({ path, kind: "files", required: true });
+        remember(path);
+        if (profile !== undefined) {
+          const profilePath = profileOf(path);
+          if (profilePath !== undefined) {
+            out.push({ path: profilePath, kind: "profile", required: false });
+            remember(profilePath);
+          }
+        }
+      }
+    } else if (files !== undefined) {
+      const search = files as FileSearch;
+      let found = false;
+      for (const dir of search.paths) {
+        for (const [ext] of CONFIG_EXTENSIONS) {
+          remember(`${dir}/${search.name}${ext}`);
+          if (profile !== undefined) remember(`${dir}/${search.name}.${profile}${ext}`);
+        }
+        if (found) continue;
+        for (const [ext] of CONFIG_EXTENSIONS) {
+          const path = `${dir}/${search.name}${ext}`;
+          if (await this.#exists(path)) {
+            out.push({ path, kind: "files", required: false });
+            found = true;
+            break;
+          }
+        }
+        if (found && profile !== undefined) {
+          for (const [ext] of CONFIG_EXTENSIONS) {
+            const path = `${dir}/${search.name}.${profile}${ext}`;
+            if (await this.#exists(path)) {
+              out.push({ path, kind: "profile", required: false });
+              break;
+            }
+          }
+        }
+      }
+      if (!found && search.required === true) {
+        throw new ConfigError(
+          `No configuration file ${search.name}.{yaml,yml,json,toml} in ${search.paths.join(", ")}`,
+          { code: "not_found" },
+        );
+      }
+    }
+    const configDir = this.#options.configDir;
+    if (configDir !== undefined) {
+      this.#watchDirs.add(configDir);
+      this.#watchNames.add(`${configDir}/*`);
+      const names: string[] = [];
+      try {
+        for await (const entry of this.#fs.readDir(configDir)) {
+          if (entry.isFile && !entry.name.startsWith(".") && formatOfFile(entry.name)) {
+            names.push(entry.name);
+          }
+        }
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      }
+      names.sort();
+      for (const name of names) {
+        out.push({ path: `${configDir}/${name}`, kind: "configDir", required: false });
+        this.#watchNames.add(name);
+      }
+    }
+    return out;
+  }
+
+  async #exists(path: string): Promise<boolean> {
+    try {
+      await this.#fs.readTextFile(path);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async #readFiles(issues: ConfigIssue[]): Promise<Layer[]> {
+    let candidates: FileCandidate[];
+    try {
+      candidates = await this.#fileCandidates();
+    } catch (error) {
+      issues.push({ path: "", message: asConfigError(error).message });
+      return [];
+    }
+    const layers = await Promise.all(candidates.map(async (candidate) => {
+      const format = formatOfFile(candidate.path);
+      if (format === undefined) {
+        issues.push({
+          path: "",
+          message: `${candidate.path}: unknown format, expected .yaml, .yml, .json or .toml`,
+        });
+        return undefined;
+      }
+      let text: string;
+      try {
+        text = await this.#fs.readTextFile(candidate.path);
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound && !candidate.required) return undefined;
+        issues.push({
+          path: "",
+          message: error instanceof Deno.errors.NotFound
+            ? `Configuration file ${candidate.path} not found`
+            : `Cannot read ${candidate.path}: ${(error as Error).message}`,
+        });
+        return undefined;
+      }
+      try {
+        return await this.#secrets(
+          parseConfigText(text, format, candidate.path, candidate.kind),
+          issues,
+        );
+      } catch (error) {
+        issues.push(...(error instanceof ConfigError ? error.issues : []));
+        if (!(error instanceof ConfigError)) throw error;
+        return undefined;
+      }
+    }));
+    return layers.filter((layer): layer is Layer => layer !== undefined);
+  }
+
+  #setFileLayers(files: Layer[]) {
+    for (const kind of ["files", "profile", "configDir"] as const) {
+      this.#layers.set(kind, files.filter((layer) => layer.kind === kind));
+    }
+  }
+
+  #reloadFiles(cause: string): Promise<void> {
+    return this.#enqueue(async () => {
+      if (this.#disposed) return;
+      const issues: ConfigIssue[] = [];
+      const files = await this.#readFiles(issues);
+      if (issues.length > 0) {
+        this.#emitError(issuesError(issues, "Cannot reload configuration"));
+        return;
+      }
+      try {
+        await this.#apply(cause, () => this.#setFileLayers(files));
+      } catch (error) {
+        this.#emitError(asConfigError(error));
+      }
+    });
+  }
+
+  #remoteContext(): RemoteContext {
+    return { fetch: this.#options.fetch ?? fetch, signal: this.#abort.signal };
+  }
+
+  #runRemote(index: number) {
+    if (this.#remoteRunning.has(index) || this.#disposed) return;
+    const source = this.#options.remote?.[index];
+    if (source === undefined) return;
+    this.#remoteRunning.add(index);
+    const task = source.watch(
+      this.#remoteContext(),
+      (layer) => {
+        void this.#enqueue(async () => {
+          if (this.#disposed) return;
+          const issues: ConfigIssue[] = [];
+          const resolved = await this.#secrets(layer, issues);
+          if (issues.length > 0) {
+            this.#emitError(issuesError(issues, `Cannot apply ${source.name}`));
+            return;
+          }
+          try {
+            await this.#apply(source.name, () => {
+              this.#remoteLayers[index] = { ...resolved, coerce: layer.coerce };
+            });
+          } catch (error) {
+            this.#emitError(asConfigError(error));
+          }
+        });
+      },
+      (error) => this.#emitError(error),
+    ).catch((error) => {
+      if (!this.#disposed) this.#emitError(asConfigError(error, `Remote source ${source.name}`));
+    });
+    this.#remoteTasks.push(task);
+  }
+
+  // ---- events ----
+
+  #emitChange(previous: T, current: T, changes: readonly ConfigChange[], cause: string) {
+    const event: ConfigChangeEvent<T> = {
+      changes,
+      previous,
+      current,
+      cause,
+      changed: (path) => changes.some((c) => overlaps(c.path, path)),
+    };
+    for (const listener of this.#changeListeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.#emitError(
+          new ConfigError(`A change listener threw: ${(error as Error).message}`, {
+            code: "invalid",
+            cause: error,
+          }),
+        );
+      }
+    }
+  }
+
+  #emitError(error: ConfigError) {
+    if (this.#disposed) return;
+    if (this.#errorListeners.size === 0) {
+      console.error(`config: ${error.message}`);
+      return;
+    }
+    for (const listener of this.#errorListeners) {
+      try {
+        listener(error);
+      } catch {
+        // An error listener that throws must not stop the others.
+      }
+    }
+  }
+
+  // ---- reading helpers shared with views ----
+
+  #explain(path: string): Explanation {
+    const state = this.#current();
+    const value = getAt(state.value, splitPath(path));
+    const secret = isSecretPath(state.secretPaths, path) || value instanceof Secret;
+    let origin = originAt(state.merged.origins, path);
+    if (getAt(state.merged.tree, splitPath(path)) === undefined && value !== undefined) {
+      origin = { layer: "schema" };
+    }
+    const redact = (v: unknown) => secret ? REDACTED_TEXT : redactTree(v, state, path);
+    const overridden = (state.merged.overridden.get(path) ?? []).map((o) => ({
+      value: redact(o.value),
+      origin: o.origin,
+    }));
+    const shown = redact(value);
+    return {
+      path,
+      value: shown,
+      origin,
+      overridden,
+      secret,
+      toString() {
+        const from = origin === undefined ? "" : ` from ${formatOrigin(origin)}`;
+        const over = overridden.length === 0
+          ? ""
+          : ` (overrode ${
+            overridden.slice().reverse().map((o) =>
+              `${show(o.value)}${o.origin === undefined ? "" : ` from ${formatOrigin(o.origin)}`}`
+            ).join(", ")
+          })`;
+        return `${path === "" ? "(root)" : path} = ${
+          secret ? REDACTED_TEXT : show(shown)
+        }${from}${over}`;
+      },
+    };
+  }
+
+  #dump(path: string, options: DumpOptions): string {
+    const state = this.#current();
+    const value = getAt(state.value, splitPath(path));
+    const plain = options.redact === false ? revealTree(value) : redactTree(value, state, path);
+    return options.format === "json"
+      ? `${JSON.stringify(plain, null, 2)}\n`
+      : stringifyYaml(plain ?? null);
+  }
+
+  #view(prefix: string): ConfigView<unknown> {
+    const full = (
+      path: string,
+    ) => (prefix === "" ? path : path === "" ? prefix : `${prefix}.${path}`);
+    const view: ConfigView<unknown> = {
+      get: ((path: string) => getAt(this.#current().value, splitPath(full(path)))) as never,
+      explain: ((path: string) => this.#explain(full(path))) as never,
+      dump: (options: DumpOptions = {}) => this.#dump(prefix, options),
+      sub: ((path: string) => this.#view(full(path))) as never,
+      on: ((event: "change" | "error", listener: (arg: unknown) => void) => {
+        if (event === "error") return this.on("error", listener as never);
+        return this.on("change", (event) => {
+          const segments = splitPath(prefix);
+          const previous = getAt(event.previous, segments);
+          const current = getAt(event.current, segments);
+          const changes = diffConfig(previous, current);
+          if (changes.length === 0) return;
+          listener({
+            changes,
+            previous,
+            current,
+            cause: event.cause,
+            changed: (path: string) => changes.some((c) => overlaps(c.path, path)),
+          });
+        });
+      }) as never,
+      get value() {
+        return undefined;
+      },
+    };
+    Object.defineProperty(view, "value", {
+      get: () => getAt(this.#current().value, splitPath(prefix)),
+      enumerable: true,
+    });
+    return view;
+  }
+
+  #checkNameCollisions() {
+    if (this.#options.env === false) return;
+    const seen = new Map<string, string>();
+    for (const leaf of this.#info.leaves()) {
+      const name = envVarName(this.#prefix, leaf.segments);
+      const path = leaf.segments.join(".");
+      const other = seen.get(name);
+      if (other !== undefined) {
+        throw new ConfigError(
+          `Keys ${other} and ${path} both map to environment variable ${name}; rename one`,
+          { code: "bad_option" },
+        );
+      }
+      seen.set(name, path);
+    }
+  }
+}
+
+// ---- small helpers ----
+
+function isArgv(args: readonly string[] | ArgsOptions): args is readonly string[] {
+  return Array.isArray(args);
+}
+
+function join(path: string, key: string): string {
+  return path === "" ? key : `${path}.${key}`;
+}
+
+function lowerFirst(text: string): string {
+  return text.charAt(0).toLowerCase() + text.slice(1);
+}
+
+/** Whether a change at `changed` touches `path` (same, below or above). */
+function overlaps(changed: string, path: string): boolean {
+  return changed === path || path === "" || changed === "" ||
+    changed.startsWith(`${path}.`) || path.startsWith(`${changed}.`);
+}
+
+function originAt(origins: ReadonlyMap<string, Origin>, path: string): Origin | undefined {
+  for (let p = path;;) {
+    const origin = origins.get(p);
+    if (origin !== undefined) return origin;
+    if (p === "") return undefined;
+    const dot = p.lastIndexOf(".");
+    p = dot === -1 ? "" : p.slice(0, dot);
+  }
+}
+
+function isSecretPath(secretPaths: ReadonlySet<string>, path: string): boolean {
+  if (secretPaths.size === 0) return false;
+  for (let p = path;;) {
+    if (secretPaths.has(p)) return true;
+    if (p === "") return false;
+    const dot = p.lastIndexOf(".");
+    p = dot === -1 ? "" : p.slice(0, dot);
+  }
+}
+
+function show(value: unknown): string {
+  if (value === undefined) return "nothing";
+  if (value instanceof Secret) return REDACTED_TEXT;
+  if (typeof value === "string") return JSON.stringify(value);
+  try {
+    const text = JSON.stringify(value);
+    if (text === undefined) return String(value);
+    return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+  } catch {
+    return String(value);
+  }
+}
+
+/** Replaces secrets with their strings (for validation), sharing every subtree without one. */
+function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): unknown {
+  if (value instanceof Secret) {
+    secretPaths.add(path);
+    return value.reveal();
+  }
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    value.forEach((item, i) => {
+      const next = unwrapSecrets(item, join(path, String(i)), secretPaths);
+      if (next !== item) (out ??= [...value])[i] = next;
+    });
+    return out ?? value;
+  }
+  if (isPlainObject(value)) {
+    let out: Record<string, unknown> | undefined;
+    for (const key in value) {
+      const child = value[key];
+      if (child === null || typeof child !== "object") continue;
+      const next = unwrapSecrets(child, join(path, key), secretPaths);
+      if (next !== child) (out ??= { ...value })[key] = next;
+    }
+    return out ?? value;
+  }
+  return value;
+}
+
+function redactTree(value: unknown, state: State, path: string): unknown {
+  if (value instanceof Secret || isSecretPath(state.secretPaths, path)) {
+    return value === undefined ? undefined : REDACTED_TEXT;
+  }
+  if (Array.isArray(value)) return value.map((v, i) => redactTree(v, state, join(path, String(i))));
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [key, child] of Object.entries(value)) {
+      out[key] = redactTree(child, state, join(path, key));
+    }
+    return out;
+  }
+  return value;
+}
+
+function revealTree(value: unknown): unknown {
+  if (value instanceof Secret) return value.reveal();
+  if (Array.isArray(value)) return value.map(revealTree);
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [key, child] of Object.entries(value)) out[key] = revealTree(child);
+    return out;
+  }
+  return value;
+}
+
+function structuredCloneTree(value: unknown): Record<string, unknown> {
+  const clone = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(clone);
+    if (isPlainObject(v)) {
+      const out: Record<string, unknown> = {};
+      for (const [key, child] of Object.entries(v)) out[key] = clone(child);
+      return out;
+    }
+    return v;
+  };
+  const out = clone(value);
+  return isPlainObject(out) ? out : {};
+}
+
+function setOrigins(_tree: Record<string, unknown>): Map<string, Origin> {
+  return new Map([["", { layer: "set" }]]);
+}
+
+function asConfigError(error: unknown, context?: string): ConfigError {
+  if (error instanceof ConfigError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new ConfigError(context === undefined ? message : `${context}: ${message}`, {
+    code: "remote",
+    cause: error,
+  });
+}
+
+function issuesError(issues: readonly ConfigIssue[], headline: string): ConfigError {
+  const lines = issues.map((issue) => {
+    const where = issue.origin === undefined ? "" : `${formatOrigin(issue.origin)}: `;
+    return `${where}${issue.message}`;
+  });
+  const code = issues.some((i) => /unknown (key|flag|environment)/.test(i.message))
+    ? "unknown_key"
+    : issues.some((i) => i.origin !== undefined && "line" in i.origin && i.path === "")
+    ? "parse"
+    : issues.some((i) => i.message.startsWith("secret reference"))
+    ? "secret"
+    : issues.some((i) => / not found$|^No configuration file/.test(i.message))
+    ? "not_found"
+    : "invalid";
+  const message = lines.length === 1 ? lines[0]! : `${headline}:\n  ${lines.join("\n  ")}`;
+  return new ConfigError(message, { code, issues });
+}

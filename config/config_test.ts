@@ -1,0 +1,568 @@
+import assert from "node:assert/strict";
+import { z } from "zod";
+import { ConfigError, createConfig, Secret } from "./mod.ts";
+
+const schema = z.object({
+  dns: z.object({
+    listen: z.string().default("127.0.0.1:5353").describe("Address to serve on"),
+    cache: z.object({
+      size: z.number().int().positive().default(1000),
+      maxTtl: z.string().default("1h"),
+    }).prefault({}),
+    enabled: z.boolean().default(true),
+  }).prefault({}),
+  upstreams: z.array(
+    z.object({ name: z.string(), address: z.string(), weight: z.number().optional() }),
+  )
+    .default([]),
+  tags: z.array(z.string()).default([]),
+  db: z.object({
+    password: z.string().meta({ writeOnly: true }).transform((s) => new Secret(s)).optional(),
+    user: z.string().optional(),
+  }).prefault({}),
+});
+
+async function tempDir(files: Record<string, string>): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "triad-config-" });
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+  }
+  return dir;
+}
+
+function nextEvent<T>(subscribe: (fn: (value: T) => void) => () => void, ms = 3000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no event within ${ms} ms`));
+    }, ms);
+    const off = subscribe((value) => {
+      clearTimeout(timer);
+      off();
+      resolve(value);
+    });
+  });
+}
+
+const noEnv = { prefix: "APP", vars: {} };
+
+Deno.test("createConfig() merges layers in order", async (t) => {
+  const dir = await tempDir({
+    "app.yaml": "dns:\n  listen: 0.0.0.0:53\n  cache:\n    size: 10\n",
+    "app.prod.yaml": "dns:\n  cache:\n    size: 20\n",
+    "app.json": '{"dns": {"listen": "ignored"}}',
+  });
+  try {
+    await t.step("defaults < file < profile < env < flags < set()", async () => {
+      await using config = await createConfig({
+        schema,
+        defaults: { dns: { listen: "1.1.1.1:1", cache: { maxTtl: "5m" } } },
+        files: { name: "app", paths: [dir] },
+        env: { prefix: "APP", vars: { APP_PROFILE: "prod", APP_DNS__CACHE__MAX_TTL: "10m" } },
+        args: ["--dns.enabled=false"],
+      });
+      assert.equal(config.profile, "prod");
+      assert.equal(config.get("dns.listen"), "0.0.0.0:53");
+      assert.equal(config.get("dns.cache.size"), 20);
+      assert.equal(config.get("dns.cache.maxTtl"), "10m");
+      assert.equal(config.get("dns.enabled"), false);
+      assert.equal(
+        String(config.explain("dns.cache.size")),
+        `dns.cache.size = 20 from ${dir}/app.prod.yaml:3:5 (overrode 10 from ${dir}/app.yaml:4:5)`,
+      );
+      assert.equal(
+        String(config.explain("dns.cache.maxTtl")),
+        'dns.cache.maxTtl = "10m" from env APP_DNS__CACHE__MAX_TTL (overrode "5m" from defaults)',
+      );
+      assert.equal(
+        String(config.explain("dns.enabled")),
+        "dns.enabled = false from flag --dns.enabled",
+      );
+      assert.deepEqual(config.explain("tags").origin, { layer: "schema" });
+      await config.set("dns.cache.size", "7");
+      assert.equal(config.get("dns.cache.size"), 7);
+      assert.deepEqual(config.explain("dns.cache.size").origin, { layer: "set" });
+    });
+
+    await t.step("value is a frozen snapshot that a reload replaces", async () => {
+      await using config = await createConfig({ schema, files: [`${dir}/app.yaml`], env: noEnv });
+      const before = config.value;
+      assert.ok(Object.isFrozen(before.dns.cache));
+      assert.throws(() => {
+        (before.dns.cache as { size: number }).size = 1;
+      });
+      await config.set("dns.cache.size", 99);
+      assert.equal(before.dns.cache.size, 10);
+      assert.equal(config.value.dns.cache.size, 99);
+    });
+
+    await t.step("keys are case-sensitive", async () => {
+      await assert.rejects(
+        createConfig({
+          schema,
+          defaults: { dns: { Listen: "x" } } as never,
+          env: noEnv,
+        }),
+        /dns\.Listen: unknown key, did you mean dns\.listen\?/,
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createConfig() binds every key to env and flags", async (t) => {
+  await t.step("env names come from the schema and values are coerced", async () => {
+    await using config = await createConfig({
+      schema,
+      env: {
+        prefix: "APP",
+        vars: {
+          APP_DNS__CACHE__SIZE: "42",
+          APP_DNS__ENABLED: "no",
+          APP_TAGS: "a,b",
+          APP_UPSTREAMS: '[{"name":"one","address":"1.1.1.1:53"}]',
+          OTHER: "ignored",
+        },
+      },
+    });
+    assert.equal(config.get("dns.cache.size"), 42);
+    assert.equal(config.get("dns.enabled"), false);
+    assert.deepEqual(config.get("tags"), ["a", "b"]);
+    assert.equal(config.get("upstreams.0.name"), "one");
+  });
+
+  await t.step("a sub-view sees env values too", async () => {
+    await using config = await createConfig({
+      schema,
+      env: { prefix: "APP", vars: { APP_DNS__CACHE__SIZE: "9" } },
+    });
+    const cache = config.sub("dns.cache");
+    assert.equal(cache.get("size"), 9);
+    assert.equal(cache.value.size, 9);
+    await config.set("dns.cache.size", 10);
+    assert.equal(cache.get("size"), 10);
+  });
+
+  await t.step("unknown env variables under the prefix are rejected with a hint", async () => {
+    await assert.rejects(
+      createConfig({ schema, env: { prefix: "APP", vars: { APP_DNS__CACH__SIZE: "1" } } }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.equal(error.code, "unknown_key");
+        assert.match(
+          error.message,
+          /unknown environment variable APP_DNS__CACH__SIZE, did you mean APP_DNS__CACHE__SIZE\?/,
+        );
+        return true;
+      },
+    );
+  });
+
+  await t.step("flags: =, separate value, --no-, repeated arrays, aliases", async () => {
+    await using config = await createConfig({
+      schema,
+      env: noEnv,
+      args: {
+        argv: [
+          "--dns.cache.size",
+          "5",
+          "--no-dns.enabled",
+          "--tags=a",
+          "--tags",
+          "b,c",
+          "--listen",
+          "[::1]:53",
+          "rest",
+        ],
+        aliases: { listen: "dns.listen" },
+      },
+    });
+    assert.equal(config.get("dns.cache.size"), 5);
+    assert.equal(config.get("dns.enabled"), false);
+    assert.deepEqual(config.get("tags"), ["a", "b", "c"]);
+    assert.equal(config.get("dns.listen"), "[::1]:53");
+    assert.deepEqual(config.positionals, ["rest"]);
+    assert.equal(config.explain("dns.cache.size").origin?.layer, "flags");
+  });
+
+  await t.step("camelCase keys get kebab flags and SNAKE env names", async () => {
+    await using config = await createConfig({
+      schema,
+      env: { prefix: "APP", vars: { APP_DNS__CACHE__MAX_TTL: "2h" } },
+      args: ["--dns.cache.max-ttl", "3h"],
+    });
+    assert.equal(config.get("dns.cache.maxTtl"), "3h");
+    assert.match(
+      String(config.explain("dns.cache.maxTtl")),
+      /overrode "2h" from env APP_DNS__CACHE__MAX_TTL/,
+    );
+  });
+
+  await t.step("unknown flags are rejected with a hint", async () => {
+    await assert.rejects(
+      createConfig({ schema, env: noEnv, args: ["--dns.cache.sise", "1"] }),
+      /unknown flag --dns\.cache\.sise, did you mean --dns\.cache\.size\?/,
+    );
+  });
+
+  await t.step(
+    "--help is reported and help() lists flags with env names and defaults",
+    async () => {
+      await using config = await createConfig({
+        schema,
+        env: noEnv,
+        args: ["--help"],
+        program: "dns",
+      });
+      assert.ok(config.helpRequested);
+      const help = config.help();
+      assert.match(help, /^Usage: dns \[flags\]/);
+      assert.match(
+        help,
+        /--dns\.listen <string>\s+Address to serve on \(default "127\.0\.0\.1:5353"; env APP_DNS__LISTEN\)/,
+      );
+      assert.match(help, /--dns\.enabled\s+\(default true; env APP_DNS__ENABLED\)/);
+    },
+  );
+});
+
+Deno.test("createConfig() reports bad input with its origin", async (t) => {
+  const dir = await tempDir({
+    "bad.yaml": "dns:\n  cache:\n    size: [1, 2\n",
+    "bad.json": '{\n  "dns": {\n    "listen": "x",\n  }\n}',
+    "bad.toml": '[dns]\nlisten = "x"\ncache = { size = }\n',
+    "type.yaml": "dns:\n  cache:\n    size: big\n",
+    "type.toml": "[dns.cache]\nsize = -3\n",
+    "typo.yaml": "dns:\n  cahce:\n    size: 1\n",
+    "dup.yaml": "dns:\n  listen: a\n  listen: b\n",
+  });
+  try {
+    await t.step("malformed YAML names file:line:col", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/bad.yaml`], env: noEnv }),
+        (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          assert.equal(error.code, "parse");
+          assert.match(error.message, new RegExp(`${dir}/bad\\.yaml:4:1: `));
+          return true;
+        },
+      );
+    });
+    await t.step("duplicate YAML keys are an error", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/dup.yaml`], env: noEnv }),
+        new RegExp(`${dir}/dup\\.yaml:3:3: map keys must be unique`),
+      );
+    });
+    await t.step("malformed JSON names file:line:col", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/bad.json`], env: noEnv }),
+        new RegExp(`${dir}/bad\\.json:4:3: expected a string key, got "}"`),
+      );
+    });
+    await t.step("malformed TOML names file:line:col", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/bad.toml`], env: noEnv }),
+        new RegExp(`${dir}/bad\\.toml:3:\\d+: `),
+      );
+    });
+    await t.step("type errors name path, expected type, value and file position", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/type.yaml`], env: noEnv }),
+        new RegExp(
+          `${dir}/type\\.yaml:3:5: dns\\.cache\\.size: expected integer > 0, got "big" \\(invalid input: expected number, received string\\)$`,
+        ),
+      );
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/type.toml`], env: noEnv }),
+        new RegExp(`${dir}/type\\.toml:2:1: dns\\.cache\\.size: expected integer > 0, got -3`),
+      );
+    });
+    await t.step("type errors from env and flags name the variable and the flag", async () => {
+      await assert.rejects(
+        createConfig({ schema, env: { prefix: "APP", vars: { APP_DNS__CACHE__SIZE: "lots" } } }),
+        /env APP_DNS__CACHE__SIZE: dns\.cache\.size: expected integer > 0, got "lots"/,
+      );
+      await assert.rejects(
+        createConfig({ schema, env: noEnv, args: ["--dns.cache.size=0"] }),
+        /flag --dns\.cache\.size: dns\.cache\.size: expected integer > 0, got 0/,
+      );
+    });
+    await t.step("unknown keys are rejected with a did-you-mean and position", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/typo.yaml`], env: noEnv }),
+        new RegExp(
+          `${dir}/typo\\.yaml:2:3: dns\\.cahce: unknown key, did you mean dns\\.cache\\?`,
+        ),
+      );
+    });
+    await t.step("a missing explicit file is an error, a missing search is not", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/nope.yaml`], env: noEnv }),
+        (error: unknown) => error instanceof ConfigError && error.code === "not_found",
+      );
+      await using config = await createConfig({
+        schema,
+        files: { name: "nope", paths: [dir] },
+        env: noEnv,
+      });
+      assert.equal(config.get("dns.cache.size"), 1000);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createConfig() reads JSON and TOML with positions", async () => {
+  const dir = await tempDir({
+    "a.json": '{\n  "dns": {\n    "cache": { "size": 5 }\n  }\n}\n',
+    "b.toml":
+      '[dns]\nlisten = "10.0.0.1:53"\n\n[[upstreams]]\nname = "one"\naddress = "1.1.1.1:53"\n',
+  });
+  try {
+    await using config = await createConfig({
+      schema,
+      files: [`${dir}/a.json`, `${dir}/b.toml`],
+      env: noEnv,
+    });
+    assert.equal(config.get("dns.cache.size"), 5);
+    assert.equal(config.get("upstreams.0.address"), "1.1.1.1:53");
+    assert.equal(
+      String(config.explain("dns.cache.size")),
+      `dns.cache.size = 5 from ${dir}/a.json:3:16`,
+    );
+    assert.equal(
+      String(config.explain("dns.listen")),
+      `dns.listen = "10.0.0.1:53" from ${dir}/b.toml:2:1`,
+    );
+    assert.equal(
+      String(config.explain("upstreams.0.address")),
+      `upstreams.0.address = "1.1.1.1:53" from ${dir}/b.toml:6:1`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createConfig() merges arrays per path", async (t) => {
+  const low = {
+    tags: ["a", "b"],
+    upstreams: [{ name: "one", address: "1.1.1.1:53" }, { name: "two", address: "2.2.2.2:53" }],
+  };
+  const high = {
+    APP_TAGS: "c",
+    APP_UPSTREAMS:
+      '[{"name":"two","address":"9.9.9.9:53","weight":2},{"name":"three","address":"3.3.3.3:53"}]',
+  };
+  await t.step("replace by default", async () => {
+    await using config = await createConfig({
+      schema,
+      defaults: low,
+      env: { prefix: "APP", vars: high },
+    });
+    assert.deepEqual(config.get("tags"), ["c"]);
+    assert.equal(config.get("upstreams").length, 2);
+  });
+  await t.step("append and mergeByKey", async () => {
+    await using config = await createConfig({
+      schema,
+      defaults: low,
+      env: { prefix: "APP", vars: high },
+      arrays: { tags: "append", upstreams: { mergeByKey: "name" } },
+    });
+    assert.deepEqual(config.get("tags"), ["a", "b", "c"]);
+    assert.deepEqual(config.get("upstreams"), [
+      { name: "one", address: "1.1.1.1:53" },
+      { name: "two", address: "9.9.9.9:53", weight: 2 },
+      { name: "three", address: "3.3.3.3:53" },
+    ]);
+    assert.deepEqual(config.explain("upstreams.1.address").origin, {
+      layer: "env",
+      name: "APP_UPSTREAMS",
+    });
+    assert.deepEqual(config.explain("upstreams.0.address").origin, { layer: "defaults" });
+  });
+});
+
+Deno.test("createConfig() resolves secrets and redacts them", async (t) => {
+  const dir = await tempDir({
+    "app.yaml": "db:\n  password: ${env:DB_PASSWORD}\n  user: ${file:" + "SECRETDIR/user}\n",
+    "user": "admin\n",
+    "pw": "s3cret-from-file\n",
+  });
+  await Deno.writeTextFile(
+    `${dir}/app.yaml`,
+    (await Deno.readTextFile(`${dir}/app.yaml`)).replace("SECRETDIR", dir),
+  );
+  try {
+    await t.step("${env:} in a file becomes a Secret, ${file:} a redacted string", async () => {
+      await using config = await createConfig({
+        schema,
+        files: [`${dir}/app.yaml`],
+        env: { prefix: "APP", vars: { DB_PASSWORD: "hunter2" } },
+      });
+      const password = config.get("db.password");
+      assert.ok(password instanceof Secret);
+      assert.equal(password.reveal(), "hunter2");
+      assert.equal(config.get("db.user"), "admin");
+      const dump = config.dump();
+      assert.ok(!dump.includes("hunter2"), dump);
+      assert.ok(!dump.includes("admin"), dump);
+      assert.match(dump, /password: "?\[redacted\]"?/);
+      assert.ok(!JSON.stringify(config.value).includes("hunter2"));
+      assert.ok(!Deno.inspect(config.value).includes("hunter2"));
+      assert.ok(!String(config.explain("db.password")).includes("hunter2"));
+      assert.ok(!String(config.explain("db.user")).includes("admin"));
+      assert.match(config.dump({ redact: false }), /hunter2/);
+    });
+    await t.step("NAME_FILE reads the secret from a file", async () => {
+      await using config = await createConfig({
+        schema,
+        env: { prefix: "APP", vars: { APP_DB__PASSWORD_FILE: `${dir}/pw` } },
+      });
+      assert.equal(config.get("db.password")?.reveal(), "s3cret-from-file");
+      assert.equal(
+        String(config.explain("db.password")),
+        `db.password = [redacted] from env APP_DB__PASSWORD_FILE (file ${dir}/pw)`,
+      );
+    });
+    await t.step("a missing referenced variable names the file position", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/app.yaml`], env: noEnv }),
+        new RegExp(
+          `${dir}/app\\.yaml:2:3: secret reference \\$\\{env:DB_PASSWORD\\}: environment variable DB_PASSWORD is not set`,
+        ),
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Config.watch() reloads files", async (t) => {
+  await t.step("one change event per save, with a diff; invalid keeps last good", async () => {
+    const dir = await tempDir({ "app.yaml": "dns:\n  cache:\n    size: 10\n" });
+    try {
+      await using config = await createConfig({
+        schema,
+        files: { name: "app", paths: [dir] },
+        env: noEnv,
+        debounce: 30,
+      });
+      await config.watch();
+      const events: string[][] = [];
+      config.on("change", (event) => events.push(event.changes.map((c) => c.path)));
+
+      // A plain write.
+      let next = nextEvent<unknown>((fn) => config.on("change", fn));
+      await Deno.writeTextFile(`${dir}/app.yaml`, "dns:\n  cache:\n    size: 20\n");
+      await next;
+      assert.equal(config.get("dns.cache.size"), 20);
+
+      // An editor's rename-on-save: write a temp file, rename over.
+      next = nextEvent<unknown>((fn) => config.on("change", fn));
+      await Deno.writeTextFile(`${dir}/.app.yaml.tmp`, "dns:\n  cache:\n    size: 30\n");
+      await Deno.rename(`${dir}/.app.yaml.tmp`, `${dir}/app.yaml`);
+      await next;
+      assert.equal(config.get("dns.cache.size"), 30);
+
+      // An invalid file keeps the last good configuration and emits an error.
+      const error = nextEvent<ConfigError>((fn) => config.on("error", fn));
+      await Deno.writeTextFile(`${dir}/app.yaml`, "dns:\n  cache:\n    size: -1\n");
+      const reported = await error;
+      assert.match(
+        reported.message,
+        new RegExp(`${dir}/app\\.yaml:3:5: dns\\.cache\\.size: expected integer > 0, got -1`),
+      );
+      assert.equal(config.get("dns.cache.size"), 30);
+
+      // A save that changes nothing emits nothing.
+      await Deno.writeTextFile(`${dir}/app.yaml`, "dns:\n  cache:\n    size: 30\n");
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(events, [["dns.cache.size"], ["dns.cache.size"]]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  await t.step("Kubernetes ConfigMap ..data symlink swaps are followed", async () => {
+    const dir = await Deno.makeTempDir({ prefix: "triad-configmap-" });
+    try {
+      await Deno.mkdir(`${dir}/..v1`);
+      await Deno.writeTextFile(`${dir}/..v1/app.yaml`, "dns:\n  listen: a:1\n");
+      await Deno.symlink("..v1", `${dir}/..data`);
+      await Deno.symlink("..data/app.yaml", `${dir}/app.yaml`);
+      await using config = await createConfig({
+        schema,
+        files: [`${dir}/app.yaml`],
+        env: noEnv,
+        debounce: 30,
+      });
+      await config.watch();
+      assert.equal(config.get("dns.listen"), "a:1");
+      const changes: string[] = [];
+      config.on("change", (event) => changes.push(event.cause));
+      const next = nextEvent<unknown>((fn) => config.on("change", fn));
+      await Deno.mkdir(`${dir}/..v2`);
+      await Deno.writeTextFile(`${dir}/..v2/app.yaml`, "dns:\n  listen: b:2\n");
+      await Deno.symlink("..v2", `${dir}/..data_tmp`);
+      await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
+      await Deno.remove(`${dir}/..v1`, { recursive: true });
+      await next;
+      assert.equal(config.get("dns.listen"), "b:2");
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(changes.length, 1);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  await t.step("configDir files merge in name order and new files are picked up", async () => {
+    const dir = await tempDir({});
+    await Deno.mkdir(`${dir}/conf.d`);
+    await Deno.writeTextFile(`${dir}/conf.d/10-a.yaml`, "tags: [a]\ndns:\n  cache:\n    size: 1\n");
+    try {
+      await using config = await createConfig({
+        schema,
+        configDir: `${dir}/conf.d`,
+        env: noEnv,
+        debounce: 30,
+      });
+      await config.watch();
+      assert.equal(config.get("dns.cache.size"), 1);
+      const next = nextEvent<{ changes: readonly { path: string }[] }>((fn) =>
+        config.on("change", fn)
+      );
+      await Deno.writeTextFile(`${dir}/conf.d/20-b.toml`, "[dns.cache]\nsize = 2\n");
+      const event = await next;
+      assert.deepEqual(event.changes.map((c) => c.path), ["dns.cache.size"]);
+      assert.equal(
+        String(config.explain("dns.cache.size")),
+        `dns.cache.size = 2 from ${dir}/conf.d/20-b.toml:2:1 (overrode 1 from ${dir}/conf.d/10-a.yaml:4:5)`,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
+
+Deno.test("Config sub-views and change events are scoped", async () => {
+  await using config = await createConfig({ schema, env: noEnv });
+  const cacheEvents: string[][] = [];
+  const cache = config.sub("dns.cache");
+  cache.on("change", (event) => cacheEvents.push(event.changes.map((c) => c.path)));
+  let changedListen = false;
+  config.on("change", (event) => {
+    changedListen = event.changed("dns.listen");
+  });
+  await config.set("dns.listen", "x:1");
+  assert.ok(changedListen);
+  await config.set("dns.cache.size", 5);
+  assert.ok(!changedListen);
+  assert.deepEqual(cacheEvents, [["size"]]);
+  assert.deepEqual(await config.set("dns.cache.size", 5), []);
+  await assert.rejects(config.set("dns.cache.size", -5), /dns\.cache\.size: expected integer > 0/);
+  assert.equal(config.get("dns.cache.size"), 5);
+  assert.equal(cache.explain("size").origin?.layer, "set");
+});

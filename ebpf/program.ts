@@ -1,0 +1,612 @@
+/**
+ * {@linkcode Program}: a loaded BPF program — attach it (each attach returns a
+ * {@linkcode Link}), pin it, run it through `BPF_PROG_TEST_RUN`, or load one built with the
+ * instruction builder.
+ *
+ * @module
+ */
+import { addressOf, cString, errno, libbpf, libc, toCString } from "./_ffi.ts";
+import { assemble, type Instruction } from "./asm.ts";
+import { BpfError, UnsupportedFeatureError, VerifierError } from "./errors.ts";
+import { createLink, type Link, type LinkBackend } from "./link.ts";
+import {
+  ATTACH_TYPES,
+  type AttachType,
+  PROGRAM_TYPES,
+  type ProgramType,
+  programTypeName,
+} from "./types.ts";
+
+/** @internal What ties a program to its object. */
+export interface ProgramOwner {
+  /** The object name, for messages. */
+  name: string;
+  /** Whether the object was closed. */
+  closed: boolean;
+  /** Links created from the object's programs, destroyed when the object closes. */
+  links: Set<Link>;
+}
+
+/** Options for {@linkcode Program.attachKprobe}. */
+export interface KprobeOptions {
+  /** Attach to the function's return (kretprobe). */
+  retprobe?: boolean;
+}
+
+/** Options for {@linkcode Program.attachUprobe}. */
+export interface UprobeOptions {
+  /** The symbol to probe, such as `malloc` (resolved by libbpf in the ELF symbol table). */
+  function?: string;
+  /** Byte offset (from the function, or in the file when no function is given). */
+  offset?: number;
+  /** Only this process (default: every process mapping the binary). */
+  pid?: number;
+  /** Attach to the function's return (uretprobe). */
+  retprobe?: boolean;
+  /** A value the program reads with `bpf_get_attach_cookie`. */
+  cookie?: bigint;
+}
+
+/** Options for {@linkcode Program.attachTc}. */
+export interface TcOptions {
+  /** Ingress (default) or egress. */
+  direction?: "ingress" | "egress";
+  /**
+   * `auto` (default): a tcx link where the kernel has them (6.6+), else netlink; `tcx` or
+   * `netlink` to insist on one.
+   */
+  mode?: "auto" | "tcx" | "netlink";
+}
+
+/** The input of {@linkcode Program.testRun}. */
+export interface TestRunInput {
+  /** The packet (or other data) the program sees. */
+  data?: Uint8Array;
+  /** The context (`struct __sk_buff`, `xdp_md`, raw tracepoint args...). */
+  context?: Uint8Array;
+  /** Room for the output data; defaults to the input size plus 256 bytes. */
+  dataOutSize?: number;
+  /** Run this many times (for timing). */
+  repeat?: number;
+  /** `BPF_F_TEST_RUN_ON_CPU` and friends. */
+  flags?: number;
+  /** The CPU to run on, with `flags` 1. */
+  cpu?: number;
+}
+
+/** The result of {@linkcode Program.testRun}. */
+export interface TestRunResult {
+  /** The program's return value. */
+  retval: number;
+  /** The output data (the packet after the program changed it). */
+  data: Uint8Array;
+  /** The output context, when a context was given. */
+  context?: Uint8Array;
+  /** Average run time per repetition, in nanoseconds. */
+  durationNs: number;
+}
+
+/** Options for {@linkcode Program.load}. */
+export interface ProgramLoadOptions {
+  /** The program type, such as `socket_filter`, `xdp`, `sched_cls`. */
+  type: ProgramType;
+  /** The instructions (from `asm`), or already encoded bytes. */
+  instructions: readonly Instruction[] | Uint8Array<ArrayBuffer>;
+  /** The license; GPL-only helpers need a GPL-compatible one. */
+  license: string;
+  /** The program name (at most 15 bytes). */
+  name?: string;
+  /** The expected attach type (cgroup programs need it). */
+  expectedAttachType?: AttachType;
+  /** The target's BTF id (fentry/fexit). */
+  attachBtfId?: number;
+  /** Verifier log level on success (1 or 2) to read `verifierLog`; failures always keep the log. */
+  logLevel?: 0 | 1 | 2;
+}
+
+/** @internal */
+export const programInternal = Symbol("programInternal");
+
+const MAX_LOG_SIZE = 1 << 30;
+
+/**
+ * A loaded BPF program, from an object (`obj.program(name)`) or built with the instruction
+ * builder ({@linkcode Program.load}).
+ *
+ * @example Attach by section name
+ * ```ts ignore
+ * import { BpfObject } from "@triad/ebpf";
+ *
+ * using obj = BpfObject.open("prog.bpf.o");
+ * await obj.load();
+ * using link = obj.program("handle_exec").attach(); // SEC("tp/sched/sched_process_exec")
+ * ```
+ */
+export class Program implements Disposable {
+  /** The program name. */
+  readonly name: string;
+  /** The ELF section (`tp/sched/sched_process_exec`), `""` for built programs. */
+  readonly section: string;
+  /** The program type. */
+  readonly type: ProgramType | `prog_type_${number}`;
+  /** The verifier log of a successful load with `logLevel` > 0. */
+  readonly verifierLog: string;
+  readonly #pointer: Deno.PointerObject | null;
+  #fd: number;
+  readonly #owner: ProgramOwner;
+  readonly #ownsFd: boolean;
+
+  /** @internal Use `BpfObject.program()` or {@linkcode Program.load}. */
+  constructor(
+    token: unknown,
+    pointer: Deno.PointerObject | null,
+    fd: number,
+    owner: ProgramOwner,
+    verifierLog = "",
+  ) {
+    if (token !== programInternal) throw new TypeError("Use BpfObject.program() or Program.load()");
+    this.#pointer = pointer;
+    this.#fd = fd;
+    this.#owner = owner;
+    this.#ownsFd = pointer === null;
+    this.verifierLog = verifierLog;
+    if (pointer !== null) {
+      const lib = libbpf();
+      this.name = cString(lib.bpf_program__name(pointer));
+      this.section = cString(lib.bpf_program__section_name(pointer));
+      this.type = programTypeName(lib.bpf_program__type(pointer));
+    } else {
+      this.name = owner.name;
+      this.section = "";
+      this.type = "unspec";
+    }
+  }
+
+  /**
+   * Loads a program built with the instruction builder (or encoded bytes).
+   *
+   * @param options Type, instructions, license and optional name, attach type, log level.
+   * @returns The program; close it (or `using`) to unload it.
+   * @throws {VerifierError} With the whole verifier log when the verifier rejects it.
+   */
+  static load(options: ProgramLoadOptions): Program {
+    const type = PROGRAM_TYPES.indexOf(options.type);
+    if (type <= 0) {
+      throw new BpfError(`Unknown program type ${options.type}`, { code: "bad_program_type" });
+    }
+    const code = options.instructions instanceof Uint8Array
+      ? options.instructions
+      : assemble(options.instructions);
+    const name = options.name ?? "";
+    const license = toCString(options.license);
+    const nameBytes = name === "" ? null : toCString(name.slice(0, 15));
+    let logSize = options.logLevel ? 1 << 16 : 0;
+    let logLevel: number = options.logLevel ?? 0;
+    for (let attempt = 0; attempt < 16; attempt++) {
+      const log = logSize > 0 ? new Uint8Array(logSize) : null;
+      const opts = new Uint8Array(104);
+      const view = new DataView(opts.buffer);
+      view.setBigUint64(0, 104n, true);
+      if (options.expectedAttachType !== undefined) {
+        view.setUint32(12, ATTACH_TYPES[options.expectedAttachType], true);
+      }
+      view.setUint32(32, options.attachBtfId ?? 0, true);
+      view.setUint32(88, logLevel, true);
+      view.setUint32(92, logSize, true);
+      view.setBigUint64(96, addressOf(log), true);
+      const fd = libbpf().bpf_prog_load(
+        type,
+        nameBytes,
+        license,
+        code,
+        BigInt(code.length / 8),
+        opts,
+      );
+      const text = log === null ? "" : cString(Deno.UnsafePointer.of(log));
+      if (fd >= 0) {
+        return new Program(
+          programInternal,
+          null,
+          fd,
+          { name, closed: false, links: new Set() },
+          text,
+        );
+      }
+      if (fd === -28 && logSize > 0 && logSize < MAX_LOG_SIZE) {
+        logSize *= 4; // The log did not fit: grow it and load again.
+        continue;
+      }
+      if (fd === -1 || fd === -13 || fd === -22) {
+        if (logLevel === 0) {
+          // Load again with the verifier log on, to say why.
+          logLevel = 1;
+          logSize = 1 << 16;
+          continue;
+        }
+        if (text !== "") throw new VerifierError(name || options.type, text, fd);
+      }
+      throw BpfError.fromErrno(`Load ${options.type} program ${name || "(unnamed)"}`, fd);
+    }
+    throw new BpfError(`Load program ${name}: the verifier log does not fit 1 GiB`, {
+      code: "verifier",
+    });
+  }
+
+  /** The program's file descriptor. */
+  get fd(): number {
+    this.#checkOpen();
+    return this.#pointer === null ? this.#fd : libbpf().bpf_program__fd(this.#pointer);
+  }
+
+  /** The kernel's id of this program (as `bpftool prog list` shows). */
+  get id(): number {
+    const info = new Uint8Array(256);
+    const length = new Uint32Array([info.length]);
+    const rc = libbpf().bpf_obj_get_info_by_fd(this.fd, info, new Uint8Array(length.buffer));
+    if (rc < 0) throw BpfError.fromErrno(`Get info of program ${this.name}`, rc);
+    return new DataView(info.buffer).getUint32(4, true);
+  }
+
+  /**
+   * Attaches the program as its section name says (`tp/...`, `raw_tp/...`, `fentry/...`,
+   * `kprobe/...`, `uprobe/...`, `cgroup_skb/...` needs `attachCgroup`).
+   *
+   * @returns The link.
+   */
+  attach(): Link {
+    return this.#libbpfAttach(`section ${this.section}`, (p) => libbpf().bpf_program__attach(p));
+  }
+
+  /**
+   * Attaches to a tracepoint.
+   *
+   * @param category The category, such as `sched` or `syscalls`.
+   * @param name The tracepoint, such as `sched_process_exec`.
+   * @returns The link.
+   */
+  attachTracepoint(category: string, name: string): Link {
+    return this.#libbpfAttach(
+      `tracepoint ${category}/${name}`,
+      (p) => libbpf().bpf_program__attach_tracepoint(p, toCString(category), toCString(name)),
+    );
+  }
+
+  /**
+   * Attaches to a raw tracepoint.
+   *
+   * @param name The tracepoint, such as `sched_switch`.
+   * @returns The link.
+   */
+  attachRawTracepoint(name: string): Link {
+    return this.#libbpfAttach(
+      `raw tracepoint ${name}`,
+      (p) => libbpf().bpf_program__attach_raw_tracepoint(p, toCString(name)),
+    );
+  }
+
+  /**
+   * Attaches a tracing program (fentry/fexit/fmod_ret, `tp_btf`) to the target named in its
+   * section; lsm programs attach to their LSM hook.
+   *
+   * @returns The link.
+   */
+  attachTrace(): Link {
+    if (this.type === "lsm") {
+      return this.#libbpfAttach(
+        `LSM hook ${this.section}`,
+        (p) => libbpf().bpf_program__attach_lsm(p),
+      );
+    }
+    return this.#libbpfAttach(
+      `trace target ${this.section}`,
+      (p) => libbpf().bpf_program__attach_trace(p),
+    );
+  }
+
+  /**
+   * Attaches to a kernel function through a kprobe (or kretprobe).
+   *
+   * @param fn The kernel function, such as `tcp_connect`.
+   * @param options `retprobe` for the return.
+   * @returns The link.
+   * @throws {UnsupportedFeatureError} When the kernel has no kprobes (CONFIG_KPROBE_EVENTS).
+   */
+  attachKprobe(fn: string, options: KprobeOptions = {}): Link {
+    try {
+      return this.#libbpfAttach(
+        `${options.retprobe ? "kretprobe" : "kprobe"} ${fn}`,
+        (p) => libbpf().bpf_program__attach_kprobe(p, options.retprobe ?? false, toCString(fn)),
+      );
+    } catch (error) {
+      if (error instanceof BpfError && !kprobesAvailable()) {
+        throw new UnsupportedFeatureError(
+          "kprobes (CONFIG_KPROBES, CONFIG_KPROBE_EVENTS)",
+          "4.1",
+          "this kernel was built without them; use a tracepoint, raw_tp or fentry instead",
+        );
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Attaches to a user-space function through a uprobe (or uretprobe).
+   *
+   * @param binary The executable or library path, such as `/usr/lib/x86_64-linux-gnu/libc.so.6`.
+   * @param options The function name or offset, the pid, `retprobe`, a cookie.
+   * @returns The link.
+   */
+  attachUprobe(binary: string, options: UprobeOptions = {}): Link {
+    const opts = new Uint8Array(40);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 40n, true);
+    view.setBigUint64(16, options.cookie ?? 0n, true);
+    view.setUint8(24, options.retprobe ? 1 : 0);
+    const fnName = options.function === undefined ? null : toCString(options.function);
+    view.setBigUint64(32, addressOf(fnName), true);
+    const where = `${options.retprobe ? "uretprobe" : "uprobe"} ${binary}:` +
+      `${options.function ?? ""}${options.offset ? `+0x${options.offset.toString(16)}` : ""}`;
+    return this.#libbpfAttach(where, (p) =>
+      libbpf().bpf_program__attach_uprobe_opts(
+        p,
+        options.pid ?? -1,
+        toCString(binary),
+        BigInt(options.offset ?? 0),
+        opts,
+      ), [fnName]);
+  }
+
+  /**
+   * Attaches a cgroup program (cgroup_skb, cgroup_sock, cgroup_sock_addr, sock_ops...) to a
+   * cgroup, with the attach type from its section (`cgroup_skb/ingress`).
+   *
+   * @param cgroup The cgroup directory, such as `/sys/fs/cgroup/my.slice`.
+   * @returns The link.
+   */
+  attachCgroup(cgroup: string): Link {
+    const fd = libc().open(toCString(cgroup), 0o200000, /* O_DIRECTORY */ 0);
+    if (fd < 0) throw BpfError.fromErrno(`Open cgroup ${cgroup}`, -errno());
+    try {
+      return this.#libbpfAttach(
+        `cgroup ${cgroup}`,
+        (p) => libbpf().bpf_program__attach_cgroup(p, fd),
+      );
+    } catch (error) {
+      if (error instanceof BpfError && error.errno === 9) {
+        const mounts = cgroup2Mounts();
+        throw new BpfError(
+          `Attach program ${this.name} to cgroup ${cgroup}: not a cgroup v2 directory (cgroup2 ` +
+            `is mounted at ${
+              mounts.join(", ") || "no place: mount -t cgroup2 none /sys/fs/cgroup"
+            })`,
+          { errno: 9, cause: error },
+        );
+      }
+      throw error;
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  /**
+   * Attaches an XDP program to a network interface (a BPF link, Linux 5.9+).
+   *
+   * @param iface The interface name (`eth0`) or index.
+   * @returns The link.
+   */
+  attachXdp(iface: string | number): Link {
+    const ifindex = interfaceIndex(iface);
+    return this.#libbpfAttach(
+      `XDP on ${iface}`,
+      (p) => libbpf().bpf_program__attach_xdp(p, ifindex),
+    );
+  }
+
+  /**
+   * Attaches a `sched_cls` program to a network interface's ingress or egress: through tcx links
+   * where the kernel has them (Linux 6.6+), otherwise through a netlink clsact qdisc filter that
+   * the link removes again on close.
+   *
+   * @param iface The interface name or index.
+   * @param options The direction.
+   * @returns The link.
+   */
+  attachTc(iface: string | number, options: TcOptions = {}): Link {
+    const direction = options.direction ?? "ingress";
+    const ifindex = interfaceIndex(iface);
+    const where = `tc ${direction} on ${iface}`;
+    const attachType = direction === "ingress" ? ATTACH_TYPES.tcx_ingress : ATTACH_TYPES.tcx_egress;
+    const mode = options.mode ?? "auto";
+    if (mode !== "netlink") {
+      const linkFd = libbpf().bpf_link_create(this.fd, ifindex, attachType, null);
+      if (linkFd >= 0) {
+        return this.#makeLink(`tcx ${direction} on ${iface}`, { kind: "fd", fd: linkFd });
+      }
+      if (mode === "tcx") {
+        throw BpfError.fromErrno(
+          `Attach program ${this.name} to tcx ${direction} on ${iface}`,
+          linkFd,
+        );
+      }
+    }
+    // No tcx (before 6.6): a clsact qdisc and a direct-action filter over netlink.
+    const hook = new Uint8Array(24);
+    const hookView = new DataView(hook.buffer);
+    hookView.setBigUint64(0, 24n, true);
+    hookView.setInt32(8, ifindex, true);
+    hookView.setUint32(12, direction === "ingress" ? 1 : 2, true);
+    const created = libbpf().bpf_tc_hook_create(hook);
+    if (created < 0 && created !== -17) {
+      throw BpfError.fromErrno(`Create clsact qdisc for ${where}`, created);
+    }
+    const opts = new Uint8Array(32);
+    const optsView = new DataView(opts.buffer);
+    optsView.setBigUint64(0, 32n, true);
+    optsView.setInt32(8, this.fd, true);
+    const rc = libbpf().bpf_tc_attach(hook, opts);
+    if (rc < 0) {
+      if (created === 0) libbpf().bpf_tc_hook_destroy(hook);
+      throw BpfError.fromErrno(`Attach program ${this.name} to ${where}`, rc);
+    }
+    const handle = optsView.getUint32(20, true);
+    const priority = optsView.getUint32(24, true);
+    return this.#makeLink(`${where} (netlink)`, {
+      kind: "custom",
+      detach: () => {
+        const detach = new Uint8Array(32);
+        const detachView = new DataView(detach.buffer);
+        detachView.setBigUint64(0, 32n, true);
+        detachView.setUint32(20, handle, true);
+        detachView.setUint32(24, priority, true);
+        libbpf().bpf_tc_detach(hook, detach);
+        if (created === 0) libbpf().bpf_tc_hook_destroy(hook);
+      },
+    });
+  }
+
+  /**
+   * Pins the program to bpffs.
+   *
+   * @param path The pin path, such as `/sys/fs/bpf/my_prog`.
+   */
+  pin(path: string): void {
+    const rc = libbpf().bpf_obj_pin(this.fd, toCString(path));
+    if (rc < 0) throw BpfError.fromErrno(`Pin program ${this.name} at ${path}`, rc);
+  }
+
+  /**
+   * Runs the program once (or `repeat` times) on given data through `BPF_PROG_TEST_RUN`
+   * (socket filter, xdp, sched_cls, cgroup_skb, raw tracepoint, syscall programs).
+   *
+   * @param input The data and/or context, or just the data.
+   * @returns The return value, output data and average duration.
+   */
+  testRun(input: TestRunInput | Uint8Array): TestRunResult {
+    const options: TestRunInput = input instanceof Uint8Array ? { data: input } : input;
+    const dataIn = options.data === undefined ? null : new Uint8Array(options.data);
+    const dataOut = dataIn === null
+      ? null
+      : new Uint8Array(options.dataOutSize ?? dataIn.length + 256);
+    const ctxIn = options.context === undefined ? null : new Uint8Array(options.context);
+    const ctxOut = ctxIn === null ? null : new Uint8Array(ctxIn.length);
+    const opts = new Uint8Array(80);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 80n, true);
+    view.setBigUint64(8, addressOf(dataIn), true);
+    view.setBigUint64(16, addressOf(dataOut), true);
+    view.setUint32(24, dataIn?.length ?? 0, true);
+    view.setUint32(28, dataOut?.length ?? 0, true);
+    view.setBigUint64(32, addressOf(ctxIn), true);
+    view.setBigUint64(40, addressOf(ctxOut), true);
+    view.setUint32(48, ctxIn?.length ?? 0, true);
+    view.setUint32(52, ctxOut?.length ?? 0, true);
+    view.setInt32(60, options.repeat ?? 1, true);
+    view.setUint32(68, options.flags ?? 0, true);
+    view.setUint32(72, options.cpu ?? 0, true);
+    const rc = libbpf().bpf_prog_test_run_opts(this.fd, opts);
+    if (rc < 0) throw BpfError.fromErrno(`Test run of program ${this.name} (${this.type})`, rc);
+    const result: TestRunResult = {
+      retval: view.getUint32(56, true),
+      data: dataOut === null ? new Uint8Array(0) : dataOut.slice(0, view.getUint32(28, true)),
+      durationNs: view.getUint32(64, true),
+    };
+    if (ctxOut !== null) result.context = ctxOut.slice(0, view.getUint32(52, true));
+    return result;
+  }
+
+  /** Unloads a built program (programs of an object unload with their object). */
+  close(): void {
+    if (this.#ownsFd && this.#fd >= 0) {
+      for (const link of [...this.#owner.links]) link.close();
+      libc().close(this.#fd);
+      this.#fd = -1;
+      this.#owner.closed = true;
+    }
+  }
+
+  /** Same as {@linkcode Program.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkOpen(): void {
+    if (this.#owner.closed || (this.#ownsFd && this.#fd < 0)) {
+      throw new BpfError(`Program ${this.name} is closed (object ${this.#owner.name})`, {
+        code: "closed",
+      });
+    }
+  }
+
+  #makeLink(where: string, backend: LinkBackend): Link {
+    const owner = this.#owner;
+    const link: Link = createLink(
+      `${this.name} → ${where}`,
+      backend,
+      () => owner.links.delete(link),
+    );
+    owner.links.add(link);
+    return link;
+  }
+
+  #libbpfAttach(
+    where: string,
+    attach: (pointer: Deno.PointerObject) => Deno.PointerValue,
+    keepAlive: unknown[] = [],
+  ): Link {
+    this.#checkOpen();
+    if (this.#pointer === null) {
+      throw new BpfError(
+        `Program ${this.name} was built with Program.load: attach ${where} needs a program from ` +
+          `a BpfObject (or use attachCgroup/attachXdp/attachTc/testRun)`,
+        { code: "unsupported" },
+      );
+    }
+    const pointer = attach(this.#pointer);
+    keepAlive.length = 0;
+    if (pointer === null) {
+      throw BpfError.fromErrno(`Attach program ${this.name} to ${where}`, errno());
+    }
+    return this.#makeLink(where, { kind: "libbpf", pointer });
+  }
+}
+
+/** Returns the index of a network interface. */
+function interfaceIndex(iface: string | number): number {
+  if (typeof iface === "number") return iface;
+  const index = libc().if_nametoindex(toCString(iface));
+  if (index === 0) {
+    throw new BpfError(`Network interface ${iface} does not exist`, { errno: errno() || 19 });
+  }
+  return index;
+}
+
+/** Returns whether the kernel has kprobe events. */
+export function kprobesAvailable(): boolean {
+  for (
+    const path of [
+      "/sys/kernel/tracing/kprobe_events",
+      "/sys/kernel/debug/tracing/kprobe_events",
+      "/sys/bus/event_source/devices/kprobe",
+    ]
+  ) {
+    try {
+      Deno.statSync(path);
+      return true;
+    } catch {
+      // try the next
+    }
+  }
+  return false;
+}
+
+/** Returns where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid systems). */
+export function cgroup2Mounts(): string[] {
+  try {
+    return Deno.readTextFileSync("/proc/self/mounts").split("\n")
+      .map((line) => line.split(" "))
+      .filter((fields) => fields[2] === "cgroup2")
+      .map((fields) => fields[1]!);
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * {@linkcode RingBufferReader}: reads a `BPF_MAP_TYPE_RINGBUF` map. The ring is mmapped and
+ * records are read in TypeScript; waiting for data is an `epoll_wait` on a worker thread, so
+ * Deno's event loop never blocks.
+ *
+ * @module
+ */
+import { pageSize } from "./_ffi.ts";
+import { mmap, munmap, Poller } from "./_poller.ts";
+import { BpfError } from "./errors.ts";
+import type { BpfMap } from "./map.ts";
+
+const BUSY_BIT = 0x80000000;
+const DISCARD_BIT = 0x40000000;
+const HEADER = 8;
+
+/** Options for {@linkcode RingBufferReader}. */
+export interface RingBufferOptions {
+  /**
+   * Yield a copy of each record (valid forever) instead of a zero-copy view into the ring
+   * (valid until the next record is read).
+   */
+  copy?: boolean;
+  /**
+   * Reads the program's own count of records it could not reserve (the ring buffer has no
+   * kernel-side loss counter). Convention: a `__u64 dropped` global incremented when
+   * `bpf_ringbuf_reserve` returns NULL, read with `() => obj.readGlobal("dropped")`.
+   */
+  lost?: () => number | bigint;
+  /** How long one wait for data lasts before checking again, in ms. */
+  pollIntervalMs?: number;
+}
+
+/**
+ * Reads records from a BPF ring buffer map as an async iterable of `DataView`s.
+ *
+ * Each record is a zero-copy view into the shared ring, valid until the next record is read (the
+ * space is then given back to the kernel); pass `copy: true` to keep records. Loss: the kernel
+ * keeps no count for ring buffers, so the convention is a `dropped` counter in the program,
+ * incremented when `bpf_ringbuf_reserve` fails, surfaced through the `lost` option.
+ *
+ * @example
+ * ```ts ignore
+ * import { BpfObject, RingBufferReader } from "@triad/ebpf";
+ *
+ * using obj = BpfObject.open("prog.bpf.o");
+ * await obj.load();
+ * using link = obj.program("handle_exec").attach();
+ * await using reader = new RingBufferReader(obj.map("events"), {
+ *   lost: () => obj.readGlobal("dropped") as bigint,
+ * });
+ * for await (const record of reader) {
+ *   console.log(record.getUint32(0, true)); // valid until the next record
+ * }
+ * ```
+ */
+export class RingBufferReader implements AsyncIterable<DataView>, Disposable, AsyncDisposable {
+  /** The ring's data size in bytes. */
+  readonly size: number;
+  readonly #page: number;
+  readonly #consumer: Deno.PointerObject;
+  readonly #producer: Deno.PointerObject;
+  readonly #producerLength: number;
+  #data: ArrayBuffer;
+  #consumerBuffer: ArrayBuffer;
+  #consumerLow: Uint32Array;
+  #consumerPos: BigUint64Array;
+  #producerPos: BigUint64Array;
+  #headers: Int32Array;
+  readonly #mask: number;
+  readonly #poller: Poller;
+  readonly #copy: boolean;
+  readonly #lost: (() => number | bigint) | undefined;
+  readonly #interval: number;
+  #consumed: number;
+  #committed: number;
+  #produced = 0;
+  #closed = false;
+  #records = 0;
+
+  /**
+   * Maps a ring buffer map for reading.
+   *
+   * @param map The `ringbuf` map (from a loaded object).
+   * @param options Copying, the lost counter, the poll interval.
+   */
+  constructor(map: BpfMap<unknown, unknown>, options: RingBufferOptions = {}) {
+    if (map.type !== "ringbuf") {
+      throw new BpfError(`Map ${map.name} is ${map.type}, not ringbuf`, { code: "bad_map_type" });
+    }
+    const fd = map.fd;
+    this.size = map.maxEntries;
+    this.#mask = this.size - 1;
+    this.#page = pageSize();
+    this.#copy = options.copy ?? false;
+    this.#lost = options.lost;
+    this.#interval = options.pollIntervalMs ?? 1000;
+    this.#consumer = mmap(this.#page, true, fd, 0);
+    this.#producerLength = this.#page + 2 * this.size;
+    try {
+      this.#producer = mmap(this.#producerLength, false, fd, this.#page);
+    } catch (error) {
+      munmap(this.#consumer, this.#page);
+      throw error;
+    }
+    this.#consumerBuffer = Deno.UnsafePointerView.getArrayBuffer(this.#consumer, this.#page);
+    this.#consumerLow = new Uint32Array(this.#consumerBuffer, 0, 2);
+    this.#consumerPos = new BigUint64Array(this.#consumerBuffer, 0, 1);
+    this.#data = Deno.UnsafePointerView.getArrayBuffer(this.#producer, this.#producerLength);
+    this.#producerPos = new BigUint64Array(this.#data, 0, 1);
+    // The data area follows the producer page and is mapped twice, so no record wraps.
+    this.#headers = new Int32Array(this.#data, this.#page, (2 * this.size) / 4);
+    this.#consumed = Number(Atomics.load(this.#consumerPos, 0));
+    this.#committed = this.#consumed;
+    try {
+      this.#poller = new Poller();
+      this.#poller.add(fd, 0);
+    } catch (error) {
+      munmap(this.#consumer, this.#page);
+      munmap(this.#producer, this.#producerLength);
+      throw error;
+    }
+  }
+
+  /** Records read so far. */
+  get records(): number {
+    return this.#records;
+  }
+
+  /** Records the program could not reserve, by the `lost` counter convention (0 without it). */
+  get lost(): number {
+    const value = this.#lost?.() ?? 0;
+    return Number(value);
+  }
+
+  /** Bytes written by the kernel and not yet read. */
+  get pending(): number {
+    return Number(Atomics.load(this.#producerPos, 0)) - this.#consumed;
+  }
+
+  /**
+   * Reads the next record if one is ready, without waiting. Gives the previous record's space
+   * back to the kernel.
+   *
+   * @returns The record (a view into the ring unless `copy`), or `undefined` when none is ready.
+   */
+  readNext(): DataView | undefined {
+    if (this.#closed) return undefined;
+    for (;;) {
+      this.#commit();
+      if (this.#consumed >= this.#produced) {
+        this.#produced = Number(Atomics.load(this.#producerPos, 0));
+        if (this.#consumed >= this.#produced) return undefined;
+      }
+      const offset = this.#consumed & this.#mask;
+      const header = Atomics.load(this.#headers, offset / 4) >>> 0;
+      if ((header & BUSY_BIT) !== 0) return undefined; // reserved, not yet submitted
+      const length = header & ~(BUSY_BIT | DISCARD_BIT);
+      const next = this.#consumed + ((length + HEADER + 7) & ~7);
+      this.#consumed = next;
+      if ((header & DISCARD_BIT) !== 0) continue;
+      this.#records++;
+      const start = this.#page + offset + HEADER;
+      if (this.#copy) return new DataView(this.#data.slice(start, start + length));
+      return new DataView(this.#data, start, length);
+    }
+  }
+
+  /**
+   * Reads every ready record synchronously (the fastest way to drain), without waiting.
+   *
+   * @param callback Called with each record (a view valid during the call unless `copy`).
+   * @param limit The most records to read in this call.
+   * @returns The number of records read.
+   */
+  consume(callback: (record: DataView) => void, limit = Infinity): number {
+    let count = 0;
+    while (count < limit) {
+      const record = this.readNext();
+      if (record === undefined) break;
+      callback(record);
+      count++;
+    }
+    this.#commit();
+    return count;
+  }
+
+  /**
+   * Waits until records are ready (on a worker thread), or the timeout passes.
+   *
+   * @param timeoutMs The longest wait, in ms.
+   * @returns Whether records are ready.
+   */
+  async wait(timeoutMs: number): Promise<boolean> {
+    this.#commit();
+    if (this.#closed) return false;
+    if (this.#available()) return true;
+    await this.#poller.wait(timeoutMs);
+    return !this.#closed && this.#available();
+  }
+
+  /**
+   * Iterates over records until `close()`. Leaving a `for await` loop early (`break`) closes the
+   * reader, as with streams; use `values({ preventClose: true })` to keep it open.
+   *
+   * @returns The async iterator.
+   */
+  [Symbol.asyncIterator](): AsyncIterator<DataView> {
+    return this.values();
+  }
+
+  /**
+   * Iterates over records until `close()`; each is valid until the next one unless `copy`.
+   *
+   * @param options `preventClose: true` keeps the reader open when the loop ends early.
+   * @returns The async iterator.
+   */
+  values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
+    const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    const next = async (): Promise<IteratorResult<DataView>> => {
+      for (;;) {
+        const record = this.readNext();
+        if (record !== undefined) return { done: false, value: record };
+        if (this.#closed) return done;
+        await this.wait(this.#interval);
+      }
+    };
+    const iterator: AsyncIterableIterator<DataView> = {
+      next: () => {
+        // Fast path: a ready record resolves without a wait on the worker thread.
+        const record = this.readNext();
+        if (record !== undefined) return Promise.resolve({ done: false, value: record });
+        return next();
+      },
+      return: () => {
+        if (!options.preventClose) this.close();
+        return Promise.resolve(done);
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Stops the reader: ends iteration, wakes a pending wait, unmaps the ring (views handed out
+   * become detached, never dangling). Safe to call twice.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#commit();
+    this.#closed = true;
+    const waiting = this.#poller.waiting;
+    this.#poller.close();
+    const release = () => {
+      // Detach every view into the ring before unmapping it, so none can touch freed memory.
+      this.#data.transfer(0);
+      this.#consumerBuffer.transfer(0);
+      munmap(this.#producer, this.#producerLength);
+      munmap(this.#consumer, this.#page);
+    };
+    if (waiting === undefined) release();
+    else waiting.finally(release);
+  }
+
+  /** Same as {@linkcode RingBufferReader.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Closes and waits until a pending wait on the worker thread has ended. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    const waiting = this.#poller.waiting;
+    this.close();
+    await waiting?.catch(() => {});
+  }
+
+  #available(): boolean {
+    return Number(Atomics.load(this.#producerPos, 0)) > this.#consumed;
+  }
+
+  #commit(): void {
+    const position = this.#consumed;
+    if (position === this.#committed || this.#closed) return;
+    if (Math.floor(position / 2 ** 32) === Math.floor(this.#committed / 2 ** 32)) {
+      // Same high half: one 32-bit store of the low half is the 64-bit store.
+      Atomics.store(this.#consumerLow, 0, position >>> 0);
+    } else {
+      Atomics.store(this.#consumerPos, 0, BigInt(position));
+    }
+    this.#committed = position;
+  }
+}
