@@ -32,7 +32,9 @@ const onSignal = () => {
 Deno.addSignalListener("SIGINT", onSignal);
 Deno.addSignalListener("SIGTERM", onSignal);
 
-const log = (line: string) => console.error(`test:vm: ${line}`);
+const started = Date.now();
+const log = (line: string) =>
+  console.error(`test:vm: [${Math.round((Date.now() - started) / 1000)} s] ${line}`);
 try {
   const result = await runSuite({ ...options, log, signal: controller.signal });
   const { passed, failed, skipped, failures } = result.summary;

@@ -65,6 +65,7 @@ const BASE_PACKAGES = [
 ];
 const ROOT_LABEL = "triad-root";
 const PARTITION_OFFSET = 1024 * 1024;
+const KEEP_BOXES = 3;
 
 async function hashFiles(parts: string[]): Promise<string> {
   const hash = createHash("sha256");
@@ -237,12 +238,16 @@ export async function buildBox(options: BuildBoxOptions = {}): Promise<BuiltBox>
   } finally {
     await removeBuildDir(work);
   }
-  // older boxes of this name are superseded
+  // keep the newest few boxes of this name: other checkouts sharing the cache may still use theirs
+  const boxes: { path: string; mtime: number }[] = [];
   for await (const entry of Deno.readDir(cacheDir)) {
     if (entry.name.startsWith(`${safeName}-`) && entry.name.endsWith(".box")) {
-      if (`${cacheDir}/${entry.name}` !== boxPath) await Deno.remove(`${cacheDir}/${entry.name}`);
+      const path = `${cacheDir}/${entry.name}`;
+      boxes.push({ path, mtime: (await Deno.stat(path)).mtime?.getTime() ?? 0 });
     }
   }
+  boxes.sort((a, b) => b.mtime - a.mtime);
+  for (const { path } of boxes.slice(KEEP_BOXES)) if (path !== boxPath) await Deno.remove(path);
   if (add) await addBox(name, boxPath, addedMarker, key, log);
   return { name, path: boxPath, key, cached: false, added: add };
 }
