@@ -121,3 +121,30 @@ export function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+const PROTOTYPE_KEYS = new Set<string>(Object.getOwnPropertyNames(Object.prototype));
+const safeCache = new Map<string, readonly Segment[] | null>();
+
+/**
+ * Reads `path` from a tree of plain objects and arrays: the fast path of `get()`. Paths whose
+ * segments could resolve through `Object.prototype` (`"constructor"`, `"__proto__"`) take the
+ * careful `getAt` instead.
+ */
+export function readPath(tree: unknown, path: string): unknown {
+  let segments = safeCache.get(path);
+  if (segments === undefined) {
+    const split = splitPath(path);
+    segments = split.some((s) => typeof s === "string" && PROTOTYPE_KEYS.has(s)) ? null : split;
+    if (safeCache.size > 10_000) safeCache.clear();
+    safeCache.set(path, segments);
+  }
+  if (segments === null) return getAt(tree, splitPath(path));
+  let node = tree as Record<string | number, unknown> | undefined;
+  for (let i = 0; i < segments.length; i++) {
+    if (node === null || typeof node !== "object") return undefined;
+    const segment = segments[i]!;
+    if (typeof segment !== "number" && Array.isArray(node)) return undefined;
+    node = node[segment] as Record<string | number, unknown> | undefined;
+  }
+  return node;
+}

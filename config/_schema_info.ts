@@ -189,7 +189,12 @@ export class SchemaInfo {
 
   /** Every leaf of the fixed-key object tree, in schema order. */
   leaves(): readonly SchemaLeaf[] {
-    if (this.#leaves !== undefined) return this.#leaves;
+    this.#leaves ??= this.leavesOf(this.root);
+    return this.#leaves;
+  }
+
+  /** Every leaf of the fixed-key object tree under `node`, with paths relative to it. */
+  leavesOf(node: JsonSchema | undefined): SchemaLeaf[] {
     const out: SchemaLeaf[] = [];
     const walk = (node: JsonSchema | undefined, segments: string[], depth: number) => {
       const resolved = this.resolve(node);
@@ -203,8 +208,7 @@ export class SchemaInfo {
       }
       if (segments.length > 0) out.push({ segments, node: resolved });
     };
-    walk(this.root, [], 0);
-    this.#leaves = out;
+    walk(node, [], 0);
     return out;
   }
 }

@@ -6,7 +6,7 @@
 import type { ConfigIssue } from "./errors.ts";
 import type { ConfigFileSystem } from "./file_system.ts";
 import type { Layer } from "./layer.ts";
-import type { Origin } from "./origin.ts";
+import { originAt } from "./_origin_at.ts";
 import { isPlainObject } from "./_path.ts";
 import { Secret } from "./secret.ts";
 
@@ -24,14 +24,6 @@ export async function resolveSecretReferences(
 ): Promise<{ layer: Layer; issues: ConfigIssue[] }> {
   const issues: ConfigIssue[] = [];
   let found = false;
-  const originAt = (path: string): Origin | undefined => {
-    for (let p = path;;) {
-      const origin = layer.origins.get(p);
-      if (origin !== undefined || p === "") return origin;
-      const dot = p.lastIndexOf(".");
-      p = dot === -1 ? "" : p.slice(0, dot);
-    }
-  };
   const resolveString = async (text: string, path: string): Promise<unknown> => {
     if (!text.includes("${")) return text;
     let secret = false;
@@ -46,7 +38,7 @@ export async function resolveSecretReferences(
       }
       secret = true;
       const [, kind, target] = match as unknown as [string, "env" | "file", string];
-      const origin = originAt(path);
+      const origin = originAt(layer.origins, path);
       if (kind === "env") {
         const value = env(target);
         if (value === undefined) {

@@ -4,7 +4,14 @@
  * @module
  */
 import { parseDuration } from "@triad/core";
-import { stringify as stringifyYaml } from "yaml";
+import {
+  Document as YamlDocument,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  stringify as stringifyYaml,
+} from "yaml";
 import { diffConfig } from "./diff.ts";
 import type { ConfigChange } from "./diff.ts";
 import { ConfigError } from "./errors.ts";
@@ -26,12 +33,13 @@ import { CONFIG_EXTENSIONS, formatOfFile, parseConfigText } from "./sources/file
 import { buildFlagsLayer } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
-import { deepFreeze, getAt, isPlainObject, setAt, splitPath } from "./_path.ts";
+import { deepFreeze, getAt, isPlainObject, readPath, setAt, splitPath } from "./_path.ts";
 import type { ConfigPath, ConfigPathValue, Segment } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
 import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
+import { originAt } from "./_origin_at.ts";
 
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
 
@@ -144,8 +152,8 @@ export interface Explanation {
 
 /** The event `on("change")` listeners receive. */
 export interface ConfigChangeEvent<T> {
-  /** What changed, one entry per changed value. */
-  readonly changes: readonly ConfigChange[];
+  /** What changed, one entry per changed value, paths typed from the schema. */
+  readonly changes: readonly ConfigChange<T>[];
   /** The snapshot before. */
   readonly previous: T;
   /** The snapshot after. */
@@ -170,6 +178,8 @@ export interface DumpOptions {
   readonly redact?: boolean;
   /** YAML or JSON. @default {"yaml"} */
   readonly format?: "yaml" | "json";
+  /** In YAML, end every value's line with a comment naming where it came from. @default {false} */
+  readonly origins?: boolean;
 }
 
 /** A live, read-only view of a configuration or of part of it. */
@@ -207,9 +217,13 @@ interface FileCandidate {
   readonly path: string;
   readonly kind: "files" | "profile" | "configDir";
   readonly required: boolean;
+  /** The contents, when the search already read them (read once, never twice). */
+  readonly text?: string;
 }
 
 const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
+
+let startConfig: (config: Config<unknown>) => Promise<void>;
 
 /**
  * Loads layered configuration and validates it against a schema. Layers, lowest to highest by
@@ -250,7 +264,7 @@ export async function createConfig<S extends StandardSchema>(
   options: CreateConfigOptions<S>,
 ): Promise<Config<SchemaOutput<S>>> {
   const config = new Config<SchemaOutput<S>>(options as CreateConfigOptions<StandardSchema>);
-  await config._start();
+  await startConfig(config as Config<unknown>);
   return config;
 }
 
@@ -302,10 +316,15 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#checkNameCollisions();
   }
 
-  /** @internal Loads every layer; called once by {@linkcode createConfig}. */
-  async _start(): Promise<void> {
+  static {
+    // createConfig() may start a Config; nothing else can.
+    startConfig = (config) => config.#start();
+  }
+
+  /** Loads every layer; called once by {@linkcode createConfig}. */
+  async #start(): Promise<void> {
     const issues: ConfigIssue[] = [];
-    const flags = this.#readFlags(issues);
+    const flags = await this.#secrets(this.#readFlags(issues), issues);
     const env = await this.#readEnv(issues);
     const files = await this.#readFiles(issues);
     const defaults = await this.#secrets(
@@ -372,7 +391,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The value, `undefined` where the path does not exist.
    */
   get<P extends ConfigPath<T>>(path: P): ConfigPathValue<T, P> {
-    return getAt(this.#current().value, splitPath(path)) as ConfigPathValue<T, P>;
+    return readPath(this.#current().value, path) as ConfigPathValue<T, P>;
   }
 
   /**
@@ -452,11 +471,11 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const names = this.#watchNames;
     for (const dir of this.#watchDirs) {
       const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
-        const relevant = paths.some((path) => {
+        const relevant = paths.find((path) => {
           const base = path.slice(path.lastIndexOf("/") + 1);
           return names.has(base) || base.startsWith("..") || names.has(`${dir}/*`);
         });
-        if (relevant) void this.#reloadFiles(`file ${paths[0] ?? dir}`);
+        if (relevant !== undefined) void this.#reloadFiles(`file ${relevant}`);
       });
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
@@ -470,7 +489,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The changes (empty when nothing changed).
    * @throws {ConfigError} When the new configuration is invalid; the last good one stays.
    */
-  reload(): Promise<readonly ConfigChange[]> {
+  reload(): Promise<readonly ConfigChange<T>[]> {
     this.#assertOpen();
     return this.#enqueue(async () => {
       const issues: ConfigIssue[] = [];
@@ -503,7 +522,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The changes.
    * @throws {ConfigError} When the result is invalid; nothing changes then.
    */
-  set<P extends ConfigPath<T>>(path: P, value: unknown): Promise<readonly ConfigChange[]> {
+  set<P extends ConfigPath<T>>(path: P, value: unknown): Promise<readonly ConfigChange<T>[]> {
     this.#assertOpen();
     return this.#enqueue(() => {
       const segments = splitPath(path);
@@ -565,7 +584,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     cause: string,
     update: () => void,
     revert?: () => void,
-  ): Promise<readonly ConfigChange[]> {
+  ): Promise<readonly ConfigChange<T>[]> {
     const saved = { layers: new Map(this.#layers), remote: [...this.#remoteLayers] };
     update();
     let next: State;
@@ -578,7 +597,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       throw error;
     }
     const previous = this.#current();
-    const changes = diffConfig(previous.value, next.value);
+    const changes = diffConfig(previous.value, next.value) as ConfigChange<T>[];
     this.#state = next;
     if (changes.length > 0) this.#emitChange(previous.value as T, next.value as T, changes, cause);
     return changes;
@@ -754,7 +773,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#fs, reserved);
     if (this.#options.env?.strict !== false) issues.push(...result.issues);
     else issues.push(...result.issues.filter((issue) => issue.path !== ""));
-    return result.layer;
+    return await this.#secrets(result.layer, issues);
   }
 
   async #secrets(layer: Layer, issues: ConfigIssue[]): Promise<Layer> {
@@ -812,8 +831,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         if (found) continue;
         for (const [ext] of CONFIG_EXTENSIONS) {
           const path = `${dir}/${search.name}${ext}`;
-          if (await this.#exists(path)) {
-            out.push({ path, kind: "files", required: false });
+          const text = await this.#tryRead(path);
+          if (text !== undefined) {
+            out.push({ path, kind: "files", required: false, text });
             found = true;
             break;
           }
@@ -821,8 +841,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         if (found && profile !== undefined) {
           for (const [ext] of CONFIG_EXTENSIONS) {
             const path = `${dir}/${search.name}.${profile}${ext}`;
-            if (await this.#exists(path)) {
-              out.push({ path, kind: "profile", required: false });
+            const text = await this.#tryRead(path);
+            if (text !== undefined) {
+              out.push({ path, kind: "profile", required: false, text });
               break;
             }
           }
@@ -858,12 +879,12 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return out;
   }
 
-  async #exists(path: string): Promise<boolean> {
+  async #tryRead(path: string): Promise<string | undefined> {
     try {
-      await this.#fs.readTextFile(path);
-      return true;
-    } catch {
-      return false;
+      return await this.#fs.readTextFile(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw error;
     }
   }
 
@@ -886,7 +907,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
       let text: string;
       try {
-        text = await this.#fs.readTextFile(candidate.path);
+        text = candidate.text ?? await this.#fs.readTextFile(candidate.path);
       } catch (error) {
         if (error instanceof Deno.errors.NotFound && !candidate.required) return undefined;
         issues.push({
@@ -972,13 +993,13 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   // ---- events ----
 
-  #emitChange(previous: T, current: T, changes: readonly ConfigChange[], cause: string) {
+  #emitChange(previous: T, current: T, changes: readonly ConfigChange<T>[], cause: string) {
     const event: ConfigChangeEvent<T> = {
       changes,
       previous,
       current,
       cause,
-      changed: (path) => changes.some((c) => overlaps(c.path, path)),
+      changed: (path) => changes.some((c) => overlaps(c.path as string, path)),
     };
     for (const listener of this.#changeListeners) {
       try {
@@ -1051,9 +1072,34 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const state = this.#current();
     const value = getAt(state.value, splitPath(path));
     const plain = options.redact === false ? revealTree(value) : redactTree(value, state, path);
-    return options.format === "json"
-      ? `${JSON.stringify(plain, null, 2)}\n`
-      : stringifyYaml(plain ?? null);
+    if (options.format === "json") return `${JSON.stringify(plain, null, 2)}\n`;
+    if (options.origins !== true) return stringifyYaml(plain ?? null);
+    const doc = new YamlDocument(plain ?? null);
+    const annotate = (node: unknown, nodePath: string) => {
+      const items = isMap(node) || isSeq(node) ? node.items : [];
+      items.forEach((item, index) => {
+        const pair = isPair(item) ? item : undefined;
+        const key = pair === undefined
+          ? String(index)
+          : String((pair.key as { value?: unknown }).value);
+        const childPath = nodePath === "" ? key : `${nodePath}.${key}`;
+        const child = pair === undefined ? item : pair.value;
+        if (isScalar(child) || ((isMap(child) || isSeq(child)) && child.items.length === 0)) {
+          const origin = originAt(state.merged.origins, childPath);
+          const inMerged = getAt(state.merged.tree, splitPath(childPath)) !== undefined;
+          const from = !inMerged
+            ? "schema default"
+            : origin === undefined
+            ? undefined
+            : formatOrigin(origin);
+          if (from !== undefined) (child as { comment?: string }).comment = ` ${from}`;
+        } else {
+          annotate(child, childPath);
+        }
+      });
+    };
+    annotate(doc.contents, path);
+    return doc.toString();
   }
 
   #view(prefix: string): ConfigView<unknown> {
@@ -1129,16 +1175,6 @@ function lowerFirst(text: string): string {
 function overlaps(changed: string, path: string): boolean {
   return changed === path || path === "" || changed === "" ||
     changed.startsWith(`${path}.`) || path.startsWith(`${changed}.`);
-}
-
-function originAt(origins: ReadonlyMap<string, Origin>, path: string): Origin | undefined {
-  for (let p = path;;) {
-    const origin = origins.get(p);
-    if (origin !== undefined) return origin;
-    if (p === "") return undefined;
-    const dot = p.lastIndexOf(".");
-    p = dot === -1 ? "" : p.slice(0, dot);
-  }
 }
 
 function isSecretPath(secretPaths: ReadonlySet<string>, path: string): boolean {

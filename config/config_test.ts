@@ -566,3 +566,173 @@ Deno.test("Config sub-views and change events are scoped", async () => {
   assert.equal(config.get("dns.cache.size"), 5);
   assert.equal(cache.explain("size").origin?.layer, "set");
 });
+
+Deno.test("Config.get() never reads through Object.prototype", async () => {
+  await using config = await createConfig({ schema, env: noEnv });
+  assert.equal(config.get("dns.constructor" as "dns"), undefined);
+  assert.equal(config.get("__proto__" as "dns"), undefined);
+  assert.equal(config.get("dns.cache.size.toString" as "dns"), undefined);
+  assert.equal(config.get("tags.length" as "tags"), undefined);
+});
+
+Deno.test("createConfig() reads files through an injected file system", async () => {
+  const files = new Map([["/etc/app/app.toml", "[dns.cache]\nsize = 3\n"]]);
+  const fs = {
+    readTextFile(path: string) {
+      const text = files.get(path);
+      return text === undefined
+        ? Promise.reject(new Deno.errors.NotFound(path))
+        : Promise.resolve(text);
+    },
+    async *readDir() {},
+    watch(): never {
+      throw new Deno.errors.NotFound("no watching in memory");
+    },
+  };
+  await using config = await createConfig({
+    schema,
+    env: noEnv,
+    fs,
+    files: { name: "app", paths: ["/nowhere", "/etc/app"] },
+  });
+  assert.equal(config.get("dns.cache.size"), 3);
+  assert.equal(
+    String(config.explain("dns.cache.size")),
+    "dns.cache.size = 3 from /etc/app/app.toml:2:1",
+  );
+  await config.watch(); // a file system that cannot watch is skipped, not fatal
+});
+
+Deno.test("createConfig() resolves secret references in env and flags too", async () => {
+  const vars = { APP_DB__PASSWORD: "${env:VAULT_PW}", VAULT_PW: "pw1", VAULT_USER: "bob" };
+  await using config = await createConfig({
+    schema,
+    env: { prefix: "APP", vars },
+    args: ["--db.user", "${env:VAULT_USER}"],
+  });
+  assert.equal(config.get("db.password")?.reveal(), "pw1");
+  assert.equal(config.get("db.user"), "bob");
+  assert.ok(!config.dump().includes("bob"));
+  await assert.rejects(
+    createConfig({ schema, env: { prefix: "APP", vars: {} }, args: ["--db.user", "${env:NOPE}"] }),
+    /flag --db\.user: secret reference \$\{env:NOPE\}: environment variable NOPE is not set/,
+  );
+});
+
+Deno.test("Config.dump() writes YAML or JSON, with origins on request", async () => {
+  const dir = await tempDir({ "app.yaml": "dns:\n  listen: 10.0.0.1:53\n" });
+  try {
+    await using config = await createConfig({
+      schema,
+      files: [`${dir}/app.yaml`],
+      env: { prefix: "APP", vars: { APP_DNS__CACHE__SIZE: "5" } },
+    });
+    const annotated = config.dump({ origins: true });
+    assert.match(annotated, new RegExp(`listen: 10\\.0\\.0\\.1:53 # ${dir}/app\\.yaml:2:3\\n`));
+    assert.match(annotated, / {4}size: 5 # env APP_DNS__CACHE__SIZE\n/);
+    assert.match(annotated, / {4}maxTtl: 1h # schema default\n/);
+    assert.deepEqual(JSON.parse(config.dump({ format: "json" })).dns.cache, {
+      size: 5,
+      maxTtl: "1h",
+    });
+    assert.equal(config.sub("dns.cache").dump(), "size: 5\nmaxTtl: 1h\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Config.reload() re-reads every layer and swaps atomically", async () => {
+  const vars: Record<string, string> = { APP_DNS__CACHE__SIZE: "5" };
+  await using config = await createConfig({ schema, env: { prefix: "APP", vars } });
+  const snapshot = config.value;
+  vars["APP_DNS__CACHE__SIZE"] = "6";
+  const changes = await config.reload();
+  assert.deepEqual(changes, [{ path: "dns.cache.size", before: 5, after: 6 }]);
+  assert.equal(snapshot.dns.cache.size, 5, "an old snapshot never changes");
+  vars["APP_DNS__CACHE__SIZE"] = "-1";
+  await assert.rejects(
+    config.reload(),
+    /env APP_DNS__CACHE__SIZE: dns\.cache\.size: expected integer > 0, got -1/,
+  );
+  assert.equal(config.get("dns.cache.size"), 6, "the last good configuration stays");
+  assert.deepEqual(await config.reload().catch(() => "still invalid"), "still invalid");
+});
+
+Deno.test("createConfig() follows a custom layer order", async () => {
+  const dir = await tempDir({ "app.yaml": "dns:\n  cache:\n    size: 7\n" });
+  try {
+    await using config = await createConfig({
+      schema,
+      files: [`${dir}/app.yaml`],
+      env: { prefix: "APP", vars: { APP_DNS__CACHE__SIZE: "5" } },
+      order: ["defaults", "env", "files", "flags", "set"],
+    });
+    assert.equal(config.get("dns.cache.size"), 7);
+    assert.match(
+      String(config.explain("dns.cache.size")),
+      /overrode 5 from env APP_DNS__CACHE__SIZE/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createConfig() binds array items from env as <NAME>__<index>__<FIELD>", async () => {
+  await using config = await createConfig({
+    schema,
+    defaults: { upstreams: [{ name: "one", address: "1.1.1.1:53" }] },
+    env: {
+      prefix: "APP",
+      vars: {
+        APP_UPSTREAMS__0__ADDRESS: "9.9.9.9:53",
+        APP_UPSTREAMS__1__NAME: "two",
+        APP_UPSTREAMS__1__ADDRESS: "8.8.8.8:53",
+        APP_UPSTREAMS__1__WEIGHT: "3",
+      },
+    },
+  });
+  assert.deepEqual(config.get("upstreams"), [
+    { name: "one", address: "9.9.9.9:53" },
+    { name: "two", address: "8.8.8.8:53", weight: 3 },
+  ]);
+  assert.equal(
+    String(config.explain("upstreams.1.weight")),
+    "upstreams.1.weight = 3 from env APP_UPSTREAMS__1__WEIGHT",
+  );
+  await assert.rejects(
+    createConfig({ schema, env: { prefix: "APP", vars: { APP_UPSTREAMS__0__ADRESS: "x" } } }),
+    /unknown environment variable APP_UPSTREAMS__0__ADRESS/,
+  );
+});
+
+Deno.test("--config and --profile pick the files", async () => {
+  const dir = await tempDir({
+    "base.yaml": "dns:\n  cache:\n    size: 1\n",
+    "other.toml": "[dns.cache]\nsize = 2\n",
+    "other.staging.toml": "[dns.cache]\nsize = 3\n",
+  });
+  try {
+    await using plain = await createConfig({
+      schema,
+      env: noEnv,
+      files: [`${dir}/base.yaml`],
+      args: ["--config", `${dir}/other.toml`],
+    });
+    assert.equal(plain.get("dns.cache.size"), 2, "--config replaces the files option");
+    await using staged = await createConfig({
+      schema,
+      env: noEnv,
+      files: [`${dir}/base.yaml`],
+      args: ["--config", `${dir}/other.toml`, "--profile", "staging"],
+    });
+    assert.equal(staged.profile, "staging");
+    assert.equal(staged.get("dns.cache.size"), 3);
+    assert.equal(staged.explain("dns.cache.size").origin?.layer, "profile");
+    await assert.rejects(
+      createConfig({ schema, env: noEnv, args: ["--config", `${dir}/missing.yaml`] }),
+      new RegExp(`Configuration file ${dir}/missing\\.yaml not found`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

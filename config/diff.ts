@@ -3,13 +3,18 @@
  *
  * @module
  */
-import { isPlainObject } from "./_path.ts";
+import { type ConfigPath, isPlainObject } from "./_path.ts";
 import { Secret } from "./secret.ts";
 
-/** One changed value. */
-export interface ConfigChange {
+/**
+ * One changed value.
+ *
+ * @typeParam T The configuration type: `path` is typed from it (`ConfigPath<T>`), a plain string
+ * when unknown.
+ */
+export interface ConfigChange<T = unknown> {
   /** The dotted path that changed (arrays change as a whole). */
-  readonly path: string;
+  readonly path: unknown extends T ? string : ConfigPath<T>;
   /** The value before, `undefined` when it was added. */
   readonly before: unknown;
   /** The value after, `undefined` when it was removed. */

@@ -7,6 +7,7 @@
 import type { Layer } from "./layer.ts";
 import type { Origin } from "./origin.ts";
 import { isPlainObject } from "./_path.ts";
+import { ArrayPatch } from "./_array_patch.ts";
 
 /**
  * How an array in a higher layer combines with the same array below it:
@@ -112,6 +113,20 @@ export function mergeLayers(
         const existing = Object.hasOwn(target, key) ? target[key] : undefined;
         if (isPlainObject(value) && isPlainObject(existing)) {
           mergeObject(existing, value, srcPath, dstPath, origin);
+          continue;
+        }
+        if (value instanceof ArrayPatch) {
+          const array = Array.isArray(existing) ? existing : [];
+          for (const [index, item] of value.items) {
+            const itemSrc = join(srcPath, String(index));
+            const itemDst = join(dstPath, String(index));
+            if (isPlainObject(item) && isPlainObject(array[index])) {
+              mergeObject(array[index] as Record<string, unknown>, item, itemSrc, itemDst, origin);
+            } else {
+              array[index] = copy(item, itemSrc, itemDst, origin);
+            }
+          }
+          target[key] = Array.from(array);
           continue;
         }
         if (Array.isArray(value) && Array.isArray(existing)) {

@@ -152,14 +152,14 @@ export class LibbpfMissingError extends TriadError {
   }
 }
 
-const LIBBPF_PATHS = [
-  Deno.env.get("TRIAD_LIBBPF") ?? "",
+// TRIAD_LIBBPF names the one library to load (a newer libbpf built elsewhere, say).
+const LIBBPF_PATHS = Deno.env.get("TRIAD_LIBBPF")?.split(":") ?? [
   "libbpf.so.1",
   "/usr/lib/x86_64-linux-gnu/libbpf.so.1",
   "/usr/lib/aarch64-linux-gnu/libbpf.so.1",
   "/usr/lib64/libbpf.so.1",
   "/usr/lib/libbpf.so.1",
-].filter((path) => path !== "");
+];
 
 let libbpfLib: Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS> | undefined;
 let libcLib: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
@@ -177,9 +177,17 @@ export function libbpf(): Libbpf {
       }
     }
     if (libbpfLib === undefined) throw new LibbpfMissingError(LIBBPF_PATHS, lastError);
-    installPrintCallback(libbpfLib.symbols);
+    // libbpf's print callback is process-wide and must outlive every caller: only the main
+    // isolate (which lives as long as the process) installs one. In Workers libbpf keeps its own.
+    if (!inWorker()) installPrintCallback(libbpfLib.symbols);
   }
   return libbpfLib.symbols;
+}
+
+function inWorker(): boolean {
+  const scope =
+    (globalThis as { WorkerGlobalScope?: abstract new () => unknown }).WorkerGlobalScope;
+  return scope !== undefined && globalThis instanceof scope;
 }
 
 /** Returns libc's symbols, loading the library on first use. */

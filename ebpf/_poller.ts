@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { setImmediate } from "node:timers";
 import { errno, libc } from "./_ffi.ts";
 import { BpfError } from "./errors.ts";
 
@@ -154,4 +155,12 @@ export function mmap(
 /** Unmaps memory from {@linkcode mmap}. */
 export function munmap(pointer: Deno.PointerObject, length: number): void {
   libc().munmap(pointer, BigInt(length));
+}
+
+/**
+ * Lets timers and I/O run, then continues: `setImmediate`, because nested `setTimeout(0)` calls
+ * are clamped to 4 ms each.
+ */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

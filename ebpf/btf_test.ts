@@ -56,6 +56,29 @@ Deno.test("BTF.parse() decodes every kind it is given", async (t) => {
   });
 });
 
+Deno.test("BTF.parse() reads split BTF on top of its base (as kernel modules have)", () => {
+  const baseBuilder = new BtfBuilder();
+  baseBuilder.int("int", 4, true); // 1
+  baseBuilder.struct("sock", 8, [{ name: "refs", type: 1, bitOffset: 0 }]); // 2
+  const baseBytes = baseBuilder.build();
+  const base = BTF.parse(baseBytes, { source: "vmlinux" });
+  const baseStrings = new DataView(baseBytes.buffer).getUint32(20, true);
+  const split = new BtfBuilder({ baseTypes: base.count - 1, baseStrings });
+  const ptr = split.ptr(2); // 3: struct sock *
+  split.struct("conn", 16, [
+    { name: "sk", type: ptr, bitOffset: 0 },
+    { name: "state", type: 1, bitOffset: 64 },
+  ]); // 4
+  const module = BTF.parse(split.build(), { base, source: "nf_conntrack" });
+  assert.equal(module.count, 5);
+  const conn = module.typeByName("conn", "struct");
+  assert.equal(conn.id, 4);
+  assert.equal(module.typeName(conn.members[0]!.type), "struct sock *");
+  assert.equal(module.resolve(conn.members[1]!.type).name, "int");
+  assert.equal(module.typeByName("sock", "struct").id, 2); // found through the base
+  assert.deepEqual([...module.types()].map((t) => t.id), [3, 4]); // only its own types
+});
+
 Deno.test("BTF.parse() rejects malformed input with the reason", () => {
   assert.throws(() => BTF.parse(new Uint8Array(8)), /too short for a BTF header/);
   const bad = sample();

@@ -8,6 +8,8 @@
 import { TriadError } from "@triad/core";
 import { takeLibbpfMessages } from "./_ffi.ts";
 
+export { LibbpfMissingError } from "./_ffi.ts";
+
 const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",
@@ -28,6 +30,7 @@ const ERRNO_NAMES: Record<number, string> = {
   28: "ENOSPC",
   34: "ERANGE",
   38: "ENOSYS",
+  77: "EBADFD",
   95: "EOPNOTSUPP",
   524: "ENOTSUPP",
 };

@@ -17,7 +17,7 @@
 import { libbpf, libbpfVersion } from "./_ffi.ts";
 import { asm } from "./asm.ts";
 import { BTF } from "./btf.ts";
-import { BpfError, errnoName, UnsupportedFeatureError } from "./errors.ts";
+import { BpfError, errnoName, UnsupportedFeatureError, VerifierError } from "./errors.ts";
 import { kprobesAvailable, Program } from "./program.ts";
 import { MAP_TYPES, type MapType, PROGRAM_TYPES, type ProgramType } from "./types.ts";
 import { type HelperName, HELPERS } from "./asm.ts";
@@ -250,10 +250,7 @@ export const features: Features = {
    */
   helper(programType: ProgramType, helper: number | HelperName): boolean {
     const id = typeof helper === "number" ? helper : HELPERS[helper];
-    return cached(`helper:${programType}:${id}`, () => {
-      const rc = libbpf().libbpf_probe_bpf_helper(programTypeNumber(programType), id, null);
-      return rc === 1;
-    });
+    return cached(`helper:${programType}:${id}`, () => probeHelper(programType, id));
   },
 
   /**
@@ -361,6 +358,36 @@ export const features: Features = {
     return out;
   },
 };
+
+/**
+ * Loads a program that calls the helper and reads the verifier's verdict. libbpf 1.1's own probe
+ * predates the "cannot use helper" wording of newer kernels and reports every helper as
+ * supported there, so it is only the fallback for types that need attach details to load.
+ */
+function probeHelper(programType: ProgramType, id: number): boolean {
+  try {
+    using _program = Program.load({
+      type: programType,
+      license: "GPL",
+      instructions: [
+        asm.mov64(1, 0),
+        asm.mov64(2, 0),
+        asm.mov64(3, 0),
+        asm.mov64(4, 0),
+        asm.mov64(5, 0),
+        asm.call(id),
+        asm.mov64(0, 0),
+        asm.exit(),
+      ],
+    });
+    return true;
+  } catch (error) {
+    if (error instanceof VerifierError) {
+      return !/invalid func|unknown func|cannot use helper/.test(error.log);
+    }
+    return libbpf().libbpf_probe_bpf_helper(programTypeNumber(programType), id, null) === 1;
+  }
+}
 
 function probeFailure(rc: number): string {
   const [major, minor] = libbpfVersion();

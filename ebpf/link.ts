@@ -38,12 +38,12 @@ export class Link implements Disposable {
   constructor(
     token: unknown,
     description: string,
-    backend: LinkBackend,
+    backend: unknown,
     onClose?: () => void,
   ) {
     if (token !== internal) throw new TypeError("Link is created by Program.attach*()");
     this.description = description;
-    this.#backend = backend;
+    this.#backend = backend as LinkBackend;
     this.#onClose = onClose;
   }
 

@@ -14,6 +14,9 @@ export type UpdateFlag = "any" | "noexist" | "exist" | "lock";
 
 const UPDATE_FLAGS: Record<UpdateFlag, bigint> = { any: 0n, noexist: 1n, exist: 2n, lock: 4n };
 
+/** What a kernel without batch operations for a map (type) answers: EINVAL, ENOTSUPP, EOPNOTSUPP. */
+const BATCH_UNSUPPORTED = new Set([-22, -524, -95]);
+
 /** The file descriptor behind a map and who closes it. */
 interface MapHandle {
   fd: number;
@@ -396,6 +399,11 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
         new Uint8Array(count.buffer),
         opts,
       );
+      if (first && BATCH_UNSUPPORTED.has(rc)) {
+        // No batch operations for this map type or kernel (before 5.6): one key at a time.
+        yield* this.#entriesOneByOne(options.deleting ?? false);
+        return;
+      }
       const failed = rc < 0 && rc !== -2;
       if (failed) throw BpfError.fromErrno(`Batch lookup in map ${this.name}`, rc);
       for (let i = 0; i < count[0]!; i++) {
@@ -411,6 +419,15 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
       if (rc === -2) return;
       tokenIn.set(tokenOut);
       first = false;
+    }
+  }
+
+  *#entriesOneByOne(deleting: boolean): IterableIterator<[K, V | V[]]> {
+    for (const key of [...this.keys()]) {
+      const value = this.perCpu ? this.lookupPerCpu(key) : this.lookup(key);
+      if (value === undefined) continue;
+      if (deleting) this.delete(key);
+      yield [key, value];
     }
   }
 
@@ -442,6 +459,10 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
       new Uint8Array(count.buffer),
       opts,
     );
+    if (BATCH_UNSUPPORTED.has(rc)) {
+      for (const [key, value] of entries) this.update(key, value, flag);
+      return;
+    }
     if (rc < 0) {
       throw BpfError.fromErrno(
         `Batch update of map ${this.name} (${count[0]} of ${entries.length} written)`,
@@ -463,6 +484,12 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
     const opts = new Uint8Array(24);
     new DataView(opts.buffer).setBigUint64(0, 24n, true);
     const rc = libbpf().bpf_map_delete_batch(this.fd, buffer, new Uint8Array(count.buffer), opts);
+    if (BATCH_UNSUPPORTED.has(rc)) {
+      for (const key of keys) {
+        if (!this.delete(key)) throw BpfError.fromErrno(`Delete from map ${this.name}`, -2);
+      }
+      return;
+    }
     if (rc < 0) {
       throw BpfError.fromErrno(
         `Batch delete from map ${this.name} (${count[0]} of ${keys.length} deleted)`,

@@ -20,9 +20,25 @@ export * from "./btf.ts";
 export * from "./codec.ts";
 export * from "./types.ts";
 export * from "./asm.ts";
-export * from "./link.ts";
-export * from "./map.ts";
-export * from "./program.ts";
+export { Link } from "./link.ts";
+export {
+  BpfMap,
+  type CreateMapOptions,
+  type MapCodecs,
+  type MapInfo,
+  type UpdateFlag,
+} from "./map.ts";
+export {
+  cgroup2Mounts,
+  type KprobeOptions,
+  Program,
+  type ProgramLoadOptions,
+  type TcOptions,
+  type TestRunInput,
+  type TestRunResult,
+  type UprobeOptions,
+  type XdpOptions,
+} from "./program.ts";
 export * from "./object.ts";
 export * from "./skeleton.ts";
 export * from "./ringbuf.ts";

@@ -23,6 +23,9 @@ import { BpfMap, closeObjectMapHandle, mapInternal, objectMapHandle } from "./ma
 import { Program, programInternal, type ProgramOwner } from "./program.ts";
 import { mapTypeName } from "./types.ts";
 
+const INITIAL_LOG_SIZE = 256 * 1024;
+const MAX_LOG_SIZE = 1 << 30;
+
 /** Options for {@linkcode BpfObject.open}. */
 export interface OpenOptions {
   /** The object name (default: from the file name, or `bpf_object` for bytes). */
@@ -40,6 +43,12 @@ export interface OpenOptions {
   autoload?: Record<string, boolean>;
   /** The bpffs directory for maps declared with `LIBBPF_PIN_BY_NAME`. */
   pinRoot?: string;
+  /**
+   * First size of each program's verifier log buffer, in bytes; a log that does not fit is
+   * retried with a buffer 8 times larger, until it fits.
+   * @default {262144}
+   */
+  logSize?: number;
 }
 
 interface GlobalSlot {
@@ -68,31 +77,37 @@ export class BpfObject implements Disposable {
   /** The object name. */
   readonly name: string;
   /** The object's own BTF (types of its maps, globals and emitted structs). */
-  readonly btf: BTF | undefined;
+  readonly btf: BTF | undefined = undefined;
   #pointer: Deno.PointerObject | null;
   #loaded = false;
-  // libbpf reads these while the object is open.
-  readonly #keepAlive: unknown[];
+  readonly #source: string | Uint8Array<ArrayBuffer>;
+  readonly #options: OpenOptions;
+  readonly #globalValues = new Map<string, unknown>();
+  #keepAlive: unknown[] = [];
   readonly #owner: ProgramOwner;
   readonly #programs = new Map<string, Program>();
   readonly #maps = new Map<string, BpfMap<unknown, unknown>>();
   readonly #mapHandles: unknown[] = [];
   readonly #globals = new Map<string, GlobalSlot>();
 
-  private constructor(pointer: Deno.PointerObject, name: string, keepAlive: unknown[]) {
-    this.#pointer = pointer;
+  private constructor(
+    source: string | Uint8Array<ArrayBuffer>,
+    options: OpenOptions,
+    name: string,
+  ) {
     this.name = name;
-    this.#keepAlive = keepAlive;
+    this.#source = source;
+    this.#options = options;
     this.#owner = { name, closed: false, links: new Set<Link>() };
+    this.#pointer = this.#openRaw();
     const lib = libbpf();
-    const btfPointer = lib.bpf_object__btf(pointer);
+    const btfPointer = lib.bpf_object__btf(this.#pointer);
     if (btfPointer !== null) {
       const size = new Uint32Array(1);
       const raw = lib.btf__raw_data(btfPointer, new Uint8Array(size.buffer));
       if (raw !== null) {
         const bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(raw, size[0]!)).slice();
         this.btf = BTF.parse(bytes, { source: `BPF object ${name}` });
-        this.#indexGlobals();
       }
     }
   }
@@ -105,13 +120,26 @@ export class BpfObject implements Disposable {
    * @returns The object; close it (or `using`) to release everything.
    */
   static open(pathOrBytes: string | URL | Uint8Array, options: OpenOptions = {}): BpfObject {
-    const lib = libbpf();
-    takeLibbpfMessages();
     const isBytes = pathOrBytes instanceof Uint8Array;
     const path = isBytes ? "" : pathOrBytes instanceof URL ? pathOrBytes.pathname : pathOrBytes;
     const name = options.name ??
       (isBytes ? "bpf_object" : (path.split("/").pop() ?? path).replace(/(\.bpf)?\.o$/, ""));
-    const nameBytes = toCString(name);
+    const object = new BpfObject(isBytes ? new Uint8Array(pathOrBytes) : path, options, name);
+    try {
+      object.#applyOptions();
+    } catch (error) {
+      object.close();
+      throw error;
+    }
+    return object;
+  }
+
+  /** Opens the object with libbpf (again, when a load is retried with a larger log). */
+  #openRaw(): Deno.PointerObject {
+    const lib = libbpf();
+    takeLibbpfMessages();
+    const options = this.#options;
+    const nameBytes = toCString(this.name);
     const btfPath = options.btfPath === undefined ? null : toCString(options.btfPath);
     const pinRoot = options.pinRoot === undefined ? null : toCString(options.pinRoot);
     const opts = new Uint8Array(80);
@@ -120,35 +148,44 @@ export class BpfObject implements Disposable {
     view.setBigUint64(8, addressOf(nameBytes), true);
     view.setBigUint64(24, addressOf(pinRoot), true);
     view.setBigUint64(48, addressOf(btfPath), true);
-    let bytes: Uint8Array<ArrayBuffer> | null = null;
-    let pointer: Deno.PointerValue;
-    if (isBytes) {
-      bytes = new Uint8Array(pathOrBytes);
-      pointer = lib.bpf_object__open_mem(bytes, BigInt(bytes.length), opts);
-    } else {
-      pointer = lib.bpf_object__open_file(toCString(path), opts);
-    }
+    const source = this.#source;
+    const pointer = typeof source === "string"
+      ? lib.bpf_object__open_file(toCString(source), opts)
+      : lib.bpf_object__open_mem(source, BigInt(source.length), opts);
     if (pointer === null) {
-      throw BpfError.fromErrno(`Open BPF object ${isBytes ? name : path}`, errno());
+      const where = typeof source === "string" ? source : this.name;
+      throw BpfError.fromErrno(
+        `Open BPF object ${where}` + (options.btfPath ? ` with BTF ${options.btfPath}` : ""),
+        errno(),
+      );
     }
-    const object = new BpfObject(pointer, name, [bytes, nameBytes, btfPath, pinRoot, opts]);
-    try {
-      for (const [mapName, entries] of Object.entries(options.maxEntries ?? {})) {
-        const map = object.#mapPointer(mapName);
-        const rc = lib.bpf_map__set_max_entries(map, entries);
-        if (rc < 0) throw BpfError.fromErrno(`Resize map ${mapName} to ${entries}`, rc);
-      }
-      for (const [programName, load] of Object.entries(options.autoload ?? {})) {
-        lib.bpf_program__set_autoload(object.#programPointer(programName), load);
-      }
-      for (const [variable, value] of Object.entries(options.globals ?? {})) {
-        object.setGlobal(variable, value);
-      }
-    } catch (error) {
-      object.close();
-      throw error;
+    // libbpf reads these while the object is open.
+    this.#keepAlive = [nameBytes, btfPath, pinRoot, opts];
+    return pointer;
+  }
+
+  /** Applies sizes, autoload flags and global values (after each open). */
+  #applyOptions(): void {
+    const lib = libbpf();
+    this.#globals.clear();
+    if (this.btf !== undefined) this.#indexGlobals();
+    for (const [mapName, entries] of Object.entries(this.#options.maxEntries ?? {})) {
+      const rc = lib.bpf_map__set_max_entries(this.#mapPointer(mapName), entries);
+      if (rc < 0) throw BpfError.fromErrno(`Resize map ${mapName} to ${entries}`, rc);
     }
-    return object;
+    for (const [programName, load] of Object.entries(this.#options.autoload ?? {})) {
+      lib.bpf_program__set_autoload(this.#programPointer(programName), load);
+    }
+    const values = new Map([...Object.entries(this.#options.globals ?? {}), ...this.#globalValues]);
+    for (const [variable, value] of values) this.setGlobal(variable, value);
+  }
+
+  /** Closes the libbpf object after a failed load and opens it again, as it was configured. */
+  #reopen(): void {
+    libbpf().bpf_object__close(this.#pointer!);
+    this.#pointer = null;
+    this.#pointer = this.#openRaw();
+    this.#applyOptions();
   }
 
   /** Names of the global variables that can be set before load. */
@@ -172,6 +209,7 @@ export class BpfObject implements Disposable {
       );
     }
     const slot = this.#globalSlot(name);
+    this.#globalValues.set(name, value);
     this.#initialValue(slot, name, (region) => {
       try {
         structCodec(this.btf!, slot.type).encode(value, region, slot.offset);
@@ -269,22 +307,45 @@ export class BpfObject implements Disposable {
     if (this.#loaded) {
       throw new BpfError(`Object ${this.name} is already loaded`, { code: "loaded" });
     }
-    takeLibbpfMessages();
-    // libbpf loads with the verifier log off, and on failure loads again with it on, growing its
-    // buffer on ENOSPC until the whole log fits; it hands the log to our print callback.
-    const rc = libbpf().bpf_object__load(this.#pointer!);
-    this.#loaded = true;
-    if (rc < 0) {
+    const lib = libbpf();
+    // Each program gets its own log buffer: libbpf loads with the verifier log off and, when a
+    // program is rejected, loads it again with the log on into that buffer. A log that does not
+    // fit fails with ENOSPC: the object is then opened again and loaded with a larger buffer,
+    // until the whole log fits.
+    for (let logSize = this.#options.logSize ?? INITIAL_LOG_SIZE;; logSize *= 8) {
+      takeLibbpfMessages();
+      const logs = new Map<string, Uint8Array<ArrayBuffer>>();
+      for (const p of eachProgram(this.#pointer!)) {
+        if (!lib.bpf_program__autoload(p)) continue;
+        const buffer = new Uint8Array(logSize);
+        lib.bpf_program__set_log_buf(p, buffer, BigInt(logSize));
+        logs.set(cString(lib.bpf_program__name(p)), buffer);
+      }
+      const rc = lib.bpf_object__load(this.#pointer!);
+      for (const p of eachProgram(this.#pointer!)) lib.bpf_program__set_log_buf(p, null, 0n);
+      if (rc >= 0) break;
       const messages = takeLibbpfMessages();
+      const failed = [...logs].find(([, buffer]) => buffer[0] !== 0);
+      if (failed !== undefined) {
+        if (rc === -28 && logSize < MAX_LOG_SIZE) {
+          this.#reopen();
+          continue;
+        }
+        this.#loaded = true;
+        throw new VerifierError(failed[0], cString(Deno.UnsafePointer.of(failed[1])), rc);
+      }
+      this.#loaded = true;
       for (const message of messages) {
+        // Where libbpf printed the log itself (its own buffer), it arrives in one message.
         const match =
           /^libbpf: prog '([^']+)': -- BEGIN PROG LOAD LOG --\n([\s\S]*?)-- END PROG LOAD LOG --/
             .exec(message);
         if (match !== null) throw new VerifierError(match[1]!, match[2]!, rc);
       }
-      throw BpfError.fromErrno(`Load BPF object ${this.name}`, rc, messages);
+      const btf = this.#options.btfPath === undefined ? "" : ` with BTF ${this.#options.btfPath}`;
+      throw BpfError.fromErrno(`Load BPF object ${this.name}${btf}`, rc, messages);
     }
-    const lib = libbpf();
+    this.#loaded = true;
     for (const p of eachProgram(this.#pointer!)) {
       const program = new Program(programInternal, p, -1, this.#owner);
       this.#programs.set(program.name, program);

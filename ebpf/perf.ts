@@ -7,7 +7,7 @@
  * @module
  */
 import { errno, libc, pageSize, possibleCpus } from "./_ffi.ts";
-import { mmap, munmap, Poller } from "./_poller.ts";
+import { mmap, munmap, Poller, yieldToEventLoop } from "./_poller.ts";
 import { Uint32 } from "./codec.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
@@ -21,6 +21,10 @@ const PERF_EVENT_IOC_DISABLE = 0x2401n;
 const PERF_RECORD_LOST = 2;
 const PERF_RECORD_SAMPLE = 9;
 const SYS_PERF_EVENT_OPEN: Record<string, number> = { x86_64: 298, aarch64: 241 };
+/** How long a `for await` over busy rings runs before it lets the event loop turn. */
+const SLICE_MS = 5;
+/** The longest one `consume()` call runs while records keep arriving. */
+const CONSUME_MS = 20;
 
 /** Options for {@linkcode PerfBufferReader}. */
 export interface PerfBufferOptions {
@@ -86,6 +90,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
   readonly #copy: boolean;
   readonly #interval: number;
   readonly #lost: number[];
+  readonly #slots: BpfMap<number, number>;
   #scratch = new Uint8Array(256);
   #pending: CpuRing | undefined;
   #cursor = 0;
@@ -118,6 +123,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
     this.#lost = new Array(possibleCpus()).fill(0);
     this.#poller = new Poller();
     const slots = map.withCodecs(Uint32, Uint32);
+    this.#slots = slots;
     try {
       for (const cpu of onlineCpus()) {
         if (cpu >= map.maxEntries) break;
@@ -205,7 +211,10 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
    */
   consume(callback: (record: DataView) => void, limit = Infinity): number {
     let count = 0;
+    const start = performance.now();
     while (count < limit) {
+      // A producer as fast as this loop must not keep it (and the event loop) busy for ever.
+      if ((count & 255) === 255 && performance.now() - start > CONSUME_MS) break;
       const record = this.readNext();
       if (record === undefined) break;
       callback(record);
@@ -246,13 +255,20 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
    */
   values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
     const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    // Yield to the event loop every few milliseconds while records keep coming.
+    const slice = { start: performance.now(), count: 0 };
     const iterator: AsyncIterableIterator<DataView> = {
       next: async () => {
+        if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
+          await yieldToEventLoop();
+          slice.start = performance.now();
+        }
         for (;;) {
           const record = this.readNext();
           if (record !== undefined) return { done: false, value: record };
           if (this.#closed) return done;
           await this.wait(this.#interval);
+          slice.start = performance.now();
         }
       },
       return: () => {
@@ -290,6 +306,13 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
   #release(): void {
     this.#closed = true;
     for (const ring of this.#rings.splice(0)) {
+      // The map holds its own reference to the event: take it out, so programs stop writing to
+      // a ring nobody reads (ignored when the object, and so the map, is already closed).
+      try {
+        this.#slots.delete(ring.cpu);
+      } catch {
+        // map closed
+      }
       libc().ioctl(ring.fd, PERF_EVENT_IOC_DISABLE, 0n);
       ring.buffer.transfer(0);
       munmap(ring.pointer, this.#page + this.#dataSize);

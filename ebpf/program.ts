@@ -47,6 +47,15 @@ export interface UprobeOptions {
   cookie?: bigint;
 }
 
+const XDP_FLAGS_SKB_MODE = 2;
+const XDP_FLAGS_DRV_MODE = 4;
+
+/** Options for {@linkcode Program.attachXdp}. */
+export interface XdpOptions {
+  /** `auto` (default), `native` (driver mode) or `generic` (skb mode). */
+  mode?: "auto" | "native" | "generic";
+}
+
 /** Options for {@linkcode Program.attachTc}. */
 export interface TcOptions {
   /** Ingress (default) or egress. */
@@ -141,13 +150,14 @@ export class Program implements Disposable {
     token: unknown,
     pointer: Deno.PointerObject | null,
     fd: number,
-    owner: ProgramOwner,
+    owner: unknown,
     verifierLog = "",
+    type: ProgramType | `prog_type_${number}` = "unspec",
   ) {
     if (token !== programInternal) throw new TypeError("Use BpfObject.program() or Program.load()");
     this.#pointer = pointer;
     this.#fd = fd;
-    this.#owner = owner;
+    this.#owner = owner as ProgramOwner;
     this.#ownsFd = pointer === null;
     this.verifierLog = verifierLog;
     if (pointer !== null) {
@@ -156,9 +166,9 @@ export class Program implements Disposable {
       this.section = cString(lib.bpf_program__section_name(pointer));
       this.type = programTypeName(lib.bpf_program__type(pointer));
     } else {
-      this.name = owner.name;
+      this.name = (owner as ProgramOwner).name;
       this.section = "";
-      this.type = "unspec";
+      this.type = type;
     }
   }
 
@@ -210,6 +220,7 @@ export class Program implements Disposable {
           fd,
           { name, closed: false, links: new Set() },
           text,
+          options.type,
         );
       }
       if (fd === -28 && logSize > 0 && logSize < MAX_LOG_SIZE) {
@@ -232,10 +243,56 @@ export class Program implements Disposable {
     });
   }
 
+  /**
+   * Opens a program pinned in bpffs (for `testRun`, `attachCgroup`, `attachXdp`, `attachTc` and
+   * its `id`; closing it leaves the pin).
+   *
+   * @param path The pin path, such as `/sys/fs/bpf/my_prog`.
+   * @returns The program.
+   */
+  static fromPin(path: string): Program {
+    const fd = libbpf().bpf_obj_get(toCString(path));
+    if (fd < 0) throw BpfError.fromErrno(`Open pinned program ${path}`, fd);
+    const info = new Uint8Array(256);
+    const length = new Uint32Array([info.length]);
+    const rc = libbpf().bpf_obj_get_info_by_fd(fd, info, new Uint8Array(length.buffer));
+    if (rc < 0) {
+      libc().close(fd);
+      throw BpfError.fromErrno(`Get info of pinned program ${path}`, rc);
+    }
+    const view = new DataView(info.buffer);
+    // struct bpf_prog_info: type at 0, name[16] at 64.
+    const nameBytes = info.subarray(64, 80);
+    const end = nameBytes.indexOf(0);
+    const name = new TextDecoder().decode(nameBytes.subarray(0, end === -1 ? 16 : end));
+    const owner = { name: name || path, closed: false, links: new Set<Link>() };
+    return new Program(
+      programInternal,
+      null,
+      fd,
+      owner,
+      "",
+      programTypeName(view.getUint32(0, true)),
+    );
+  }
+
   /** The program's file descriptor. */
   get fd(): number {
     this.#checkOpen();
-    return this.#pointer === null ? this.#fd : libbpf().bpf_program__fd(this.#pointer);
+    if (this.#pointer === null) return this.#fd;
+    const fd = libbpf().bpf_program__fd(this.#pointer);
+    if (fd < 0) {
+      throw new BpfError(`Program ${this.name} was not loaded (autoload is off for it)`, {
+        code: "not_loaded",
+      });
+    }
+    return fd;
+  }
+
+  /** Whether the program is in the kernel (`false` for object programs with autoload off). */
+  get loaded(): boolean {
+    if (this.#owner.closed) return false;
+    return this.#pointer === null ? this.#fd >= 0 : libbpf().bpf_program__fd(this.#pointer) >= 0;
   }
 
   /** The kernel's id of this program (as `bpftool prog list` shows). */
@@ -392,14 +449,29 @@ export class Program implements Disposable {
    * Attaches an XDP program to a network interface (a BPF link, Linux 5.9+).
    *
    * @param iface The interface name (`eth0`) or index.
+   * @param options `mode`: `auto` (the driver's native XDP where it has it, else generic),
+   *   `native` or `generic` (skb mode, works on every interface).
    * @returns The link.
    */
-  attachXdp(iface: string | number): Link {
+  attachXdp(iface: string | number, options: XdpOptions = {}): Link {
     const ifindex = interfaceIndex(iface);
-    return this.#libbpfAttach(
-      `XDP on ${iface}`,
-      (p) => libbpf().bpf_program__attach_xdp(p, ifindex),
-    );
+    const mode = options.mode ?? "auto";
+    if (mode === "auto") {
+      return this.#libbpfAttach(
+        `XDP on ${iface}`,
+        (p) => libbpf().bpf_program__attach_xdp(p, ifindex),
+      );
+    }
+    // struct bpf_link_create_opts: size_t sz; __u32 flags; ...
+    const opts = new Uint8Array(16);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 16n, true);
+    view.setUint32(8, mode === "generic" ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE, true);
+    const fd = libbpf().bpf_link_create(this.fd, ifindex, ATTACH_TYPES.xdp, opts);
+    if (fd < 0) {
+      throw BpfError.fromErrno(`Attach program ${this.name} to ${mode} XDP on ${iface}`, fd);
+    }
+    return this.#makeLink(`${mode} XDP on ${iface}`, { kind: "fd", fd });
   }
 
   /**

@@ -6,13 +6,15 @@
  * @module
  */
 import { pageSize } from "./_ffi.ts";
-import { mmap, munmap, Poller } from "./_poller.ts";
+import { mmap, munmap, Poller, yieldToEventLoop } from "./_poller.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
 
 const BUSY_BIT = 0x80000000;
 const DISCARD_BIT = 0x40000000;
 const HEADER = 8;
+/** How long a `for await` over a busy ring runs before it lets the event loop turn. */
+const SLICE_MS = 5;
 
 /** Options for {@linkcode RingBufferReader}. */
 export interface RingBufferOptions {
@@ -62,6 +64,8 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
   readonly #producer: Deno.PointerObject;
   readonly #producerLength: number;
   #data: ArrayBuffer;
+  #view: DataView;
+  #length = 0;
   #consumerBuffer: ArrayBuffer;
   #consumerLow: Uint32Array;
   #consumerPos: BigUint64Array;
@@ -108,6 +112,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     this.#consumerPos = new BigUint64Array(this.#consumerBuffer, 0, 1);
     this.#data = Deno.UnsafePointerView.getArrayBuffer(this.#producer, this.#producerLength);
     this.#producerPos = new BigUint64Array(this.#data, 0, 1);
+    this.#view = new DataView(this.#data);
     // The data area follows the producer page and is mapped twice, so no record wraps.
     this.#headers = new Int32Array(this.#data, this.#page, (2 * this.size) / 4);
     this.#consumed = Number(Atomics.load(this.#consumerPos, 0));
@@ -145,44 +150,110 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
    * @returns The record (a view into the ring unless `copy`), or `undefined` when none is ready.
    */
   readNext(): DataView | undefined {
-    if (this.#closed) return undefined;
+    const start = this.#advance();
+    if (start < 0) return undefined;
+    const length = this.#length;
+    if (this.#copy) return new DataView(this.#data.slice(start, start + length));
+    return new DataView(this.#data, start, length);
+  }
+
+  /**
+   * Finds the next submitted record, gives the previous one's space back to the kernel, and
+   * returns the record's byte offset in the mapping (its length in `#length`), or -1.
+   */
+  #advance(commit = true): number {
+    if (this.#closed) return -1;
     for (;;) {
-      this.#commit();
+      if (commit) this.#commit();
       if (this.#consumed >= this.#produced) {
         this.#produced = Number(Atomics.load(this.#producerPos, 0));
-        if (this.#consumed >= this.#produced) return undefined;
+        if (this.#consumed >= this.#produced) return -1;
       }
       const offset = this.#consumed & this.#mask;
+      // An acquiring load: the record's bytes are read only after its header says it is complete.
       const header = Atomics.load(this.#headers, offset / 4) >>> 0;
-      if ((header & BUSY_BIT) !== 0) return undefined; // reserved, not yet submitted
+      if ((header & BUSY_BIT) !== 0) return -1; // reserved, not yet submitted
       const length = header & ~(BUSY_BIT | DISCARD_BIT);
-      const next = this.#consumed + ((length + HEADER + 7) & ~7);
-      this.#consumed = next;
+      this.#consumed += (length + HEADER + 7) & ~7;
       if ((header & DISCARD_BIT) !== 0) continue;
       this.#records++;
-      const start = this.#page + offset + HEADER;
-      if (this.#copy) return new DataView(this.#data.slice(start, start + length));
-      return new DataView(this.#data, start, length);
+      this.#length = length;
+      return this.#page + offset + HEADER;
     }
   }
 
   /**
-   * Reads every ready record synchronously (the fastest way to drain), without waiting.
+   * Reads the records that were ready when it was called (those submitted meanwhile wait for the
+   * next call, so a busy producer cannot keep it, and the event loop, busy), synchronously and
+   * without allocating anything per record: the callback
+   * gets one `DataView` over the whole ring and the record's offset and length in it (decode in
+   * place with generated views: `new EventView(view, offset)`). The fastest way to drain; the
+   * bytes are valid during the call only, and `copy` does not apply.
+   *
+   * @param callback Called with the ring's view, the record's byte offset and its length.
+   * @param limit The most records to read in this call.
+   * @returns The number of records read.
+   */
+  drain(
+    callback: (view: DataView, offset: number, length: number) => void,
+    limit = Infinity,
+  ): number {
+    if (this.#closed) return 0;
+    // The same steps as #advance, with the state in locals: this loop is the hot path.
+    const view = this.#view;
+    const headers = this.#headers;
+    const low = this.#consumerLow;
+    const mask = this.#mask;
+    const page = this.#page;
+    let consumed = this.#consumed;
+    const produced = Number(Atomics.load(this.#producerPos, 0));
+    // The low half of the consumer position alone may be stored while the high half is unchanged.
+    let highLimit = (Math.floor(consumed / 2 ** 32) + 1) * 2 ** 32;
+    let count = 0;
+    while (count < limit) {
+      // Only what was there when the call began: a producer as fast as this loop must not keep
+      // the call (and Deno's event loop) busy for ever.
+      if (consumed >= produced) break;
+      const offset = consumed & mask;
+      const header = Atomics.load(headers, offset / 4) >>> 0;
+      if ((header & BUSY_BIT) !== 0) break;
+      const length = header & ~(BUSY_BIT | DISCARD_BIT);
+      if ((header & DISCARD_BIT) === 0) {
+        callback(view, page + offset + HEADER, length);
+        count++;
+      }
+      consumed += (length + HEADER + 7) & ~7;
+      // Space goes back to the kernel every 64 records (and at the end), not after each one.
+      if ((count & 63) !== 0) continue;
+      if (consumed < highLimit) Atomics.store(low, 0, consumed >>> 0);
+      else {
+        Atomics.store(this.#consumerPos, 0, BigInt(consumed));
+        highLimit = (Math.floor(consumed / 2 ** 32) + 1) * 2 ** 32;
+      }
+    }
+    this.#consumed = consumed;
+    this.#produced = produced;
+    this.#records += count;
+    this.#commit();
+    return count;
+  }
+
+  /**
+   * Reads the records that were ready when it was called, synchronously (`drain` is faster: it
+   * allocates nothing per record).
    *
    * @param callback Called with each record (a view valid during the call unless `copy`).
    * @param limit The most records to read in this call.
    * @returns The number of records read.
    */
   consume(callback: (record: DataView) => void, limit = Infinity): number {
-    let count = 0;
-    while (count < limit) {
-      const record = this.readNext();
-      if (record === undefined) break;
-      callback(record);
-      count++;
-    }
-    this.#commit();
-    return count;
+    const data = this.#data;
+    return this.drain(
+      this.#copy
+        ? (_, offset, length) => callback(new DataView(data.slice(offset, offset + length)))
+        : (_, offset, length) => callback(new DataView(data, offset, length)),
+      limit,
+    );
   }
 
   /**
@@ -223,14 +294,75 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
         if (record !== undefined) return { done: false, value: record };
         if (this.#closed) return done;
         await this.wait(this.#interval);
+        slice.start = performance.now();
       }
+    };
+    // Ready records resolve as microtasks, which run before timers and I/O: a loop over a ring
+    // that never runs dry would starve the event loop. Every few milliseconds, yield to it.
+    const slice = { start: performance.now(), count: 0 };
+    const yielded = async (): Promise<IteratorResult<DataView>> => {
+      await yieldToEventLoop();
+      slice.start = performance.now();
+      return next();
     };
     const iterator: AsyncIterableIterator<DataView> = {
       next: () => {
+        if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
+          return yielded();
+        }
         // Fast path: a ready record resolves without a wait on the worker thread.
         const record = this.readNext();
         if (record !== undefined) return Promise.resolve({ done: false, value: record });
         return next();
+      },
+      return: () => {
+        if (!options.preventClose) this.close();
+        return Promise.resolve(done);
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
+   * Iterates over records in batches: one promise per batch instead of one per record, for high
+   * rates. The views of a batch stay valid until the next batch is requested; `break` closes the
+   * reader unless `preventClose`.
+   *
+   * @param options `max` records per batch (default 1024), `preventClose`.
+   * @returns The async iterator of batches.
+   */
+  batches(
+    options: { max?: number; preventClose?: boolean } = {},
+  ): AsyncIterableIterator<DataView[]> {
+    const max = options.max ?? 1024;
+    const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    let sliceStart = performance.now();
+    const iterator: AsyncIterableIterator<DataView[]> = {
+      next: async () => {
+        if (performance.now() - sliceStart > SLICE_MS) {
+          // Let timers and I/O run between batches while records keep coming.
+          await yieldToEventLoop();
+          sliceStart = performance.now();
+        }
+        for (;;) {
+          this.#commit(); // the previous batch goes back to the kernel
+          const batch: DataView[] = [];
+          while (batch.length < max) {
+            const start = this.#advance(false);
+            if (start < 0) break;
+            const length = this.#length;
+            batch.push(
+              this.#copy
+                ? new DataView(this.#data.slice(start, start + length))
+                : new DataView(this.#data, start, length),
+            );
+          }
+          if (batch.length > 0) return { done: false, value: batch };
+          if (this.#closed) return done;
+          await this.wait(this.#interval);
+          sliceStart = performance.now();
+        }
       },
       return: () => {
         if (!options.preventClose) this.close();

@@ -77,3 +77,16 @@ export class Skeleton<
     this.close();
   }
 }
+
+/**
+ * Decodes the base64 object bytes that bpf2ts embeds in generated modules.
+ *
+ * @param base64 The object, base64-encoded.
+ * @returns The bytes.
+ */
+export function decodeObjectBytes(base64: string): Uint8Array<ArrayBuffer> {
+  const binary = atob(base64);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}

@@ -19,6 +19,7 @@ const schema = z.object({
 function partitionableFetch() {
   const counts = new Map<string, number>();
   const open = new Set<AbortController>();
+  const frozen = new Set<AbortController>();
   let down = false;
   const wrapped: typeof fetch = (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
@@ -35,7 +36,11 @@ function partitionableFetch() {
         return response;
       }
       const body = response.body.pipeThrough(
-        new TransformStream({ flush: () => void open.delete(controller) }),
+        new TransformStream({
+          // A frozen connection stays open and silent, like a half-open TCP connection.
+          transform: (chunk, stream) => void (frozen.has(controller) || stream.enqueue(chunk)),
+          flush: () => void open.delete(controller),
+        }),
       );
       return new Response(body, { status: response.status, headers: response.headers });
     }, (error) => {
@@ -55,6 +60,10 @@ function partitionableFetch() {
     },
     heal() {
       down = false;
+    },
+    /** Open responses stop delivering data but stay open; new requests work. */
+    freeze() {
+      for (const controller of open) frozen.add(controller);
     },
   };
 }
@@ -149,6 +158,17 @@ testWith("etcdSource() reads and watches a key prefix", etcdRequirement, async (
     const next = waitFor((fn) => config.on("change", fn), "the change");
     await etcd.put("/app/dns/port", "5301");
     await next;
+    assert.equal(config.get("dns.port"), 5301);
+  });
+
+  await t.step("an unknown key under the prefix is rejected with a did-you-mean", async () => {
+    const error = waitFor<ConfigError>((fn) => config.on("error", fn), "the error");
+    await etcd.put("/app/dns/prot", "53");
+    const reported = await error;
+    assert.match(
+      reported.message,
+      /^etcd key \/app\/dns\/prot \(revision \d+\): dns\.prot: unknown key, did you mean dns\.port\?$/,
+    );
     assert.equal(config.get("dns.port"), 5301);
   });
 });
@@ -294,10 +314,21 @@ testWith("etcdSource() authenticates with a token", etcdRequirement, async () =>
   });
   assert.equal(config.get("dns.port"), 5400);
   await config.watch();
-  const next = waitFor((fn) => config.on("change", fn), "the change");
+  const errors: string[] = [];
+  config.on("error", (error) => errors.push(error.message));
+  let next = waitFor((fn) => config.on("change", fn), "the change");
   await etcd.put("/app/dns/port", "5500");
   await next;
   assert.equal(config.get("dns.port"), 5500);
+  // Simple tokens live in etcd's memory: after a restart the old token is invalid and the
+  // source must authenticate again to resume.
+  await etcd.stop();
+  await etcd.start();
+  next = waitFor((fn) => config.on("change", fn), "the change after re-authenticating", 10_000);
+  await etcd.put("/app/dns/port", "5600");
+  await next;
+  assert.equal(config.get("dns.port"), 5600);
+  assert.ok(errors.length < 20, `recovered after ${errors.length} errors`);
 });
 
 testWith("etcdSource() unreachable at start", etcdRequirement, async (t) => {
@@ -315,6 +346,26 @@ testWith("etcdSource() unreachable at start", etcdRequirement, async (t) => {
         remote: [etcdSource({ endpoints: [etcd.endpoint], prefix: "/app/", required: true })],
       }),
       /network is down.*required source/,
+    );
+  });
+
+  await t.step("endpoints are tried in turn", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const dead = `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
+    listener.close();
+    await using config = await createConfig({
+      schema,
+      env: noEnv,
+      remote: [etcdSource({ endpoints: [dead, etcd.endpoint], prefix: "/app/", required: true })],
+    });
+    assert.equal(config.get("dns.port"), 5300);
+    await assert.rejects(
+      createConfig({
+        schema,
+        env: noEnv,
+        remote: [etcdSource({ endpoints: [dead, dead], prefix: "/app/", required: true })],
+      }),
+      /unreachable \(http:\/\/127\.0\.0\.1:\d+: .*; http:\/\/127\.0\.0\.1:\d+: .*\) \(required source\)/,
     );
   });
 
@@ -348,9 +399,16 @@ testWith(
     let errors = 0;
     const requestsAfterDispose: string[] = [];
     let disposed = false;
-    const countingFetch: typeof fetch = (input, init) => {
+    // A wrapping fetch whose bodies do not error when the request is aborted (the body is piped
+    // through a TransformStream): disposal must not wait for them.
+    const countingFetch: typeof fetch = async (input, init) => {
       if (disposed) requestsAfterDispose.push(String(input));
-      return fetch(input, init);
+      const response = await fetch(input, init);
+      if (response.body === null) return response;
+      return new Response(response.body.pipeThrough(new TransformStream()), {
+        status: response.status,
+        headers: response.headers,
+      });
     };
     try {
       await using etcd = await startEtcd();
@@ -385,3 +443,33 @@ testWith(
     assert.throws(() => Deno.statSync(`/proc/${pid}`), Deno.errors.NotFound, "etcd exited");
   },
 );
+
+testWith("etcdSource() reconnects a silent watch after idleTimeout", etcdRequirement, async () => {
+  await using etcd = await startEtcd({ progressNotifyInterval: "200ms" });
+  await etcd.put("/app/dns/port", "5300");
+  const net = partitionableFetch();
+  await using config = await createConfig({
+    schema,
+    env: noEnv,
+    fetch: net.fetch,
+    remote: [etcdSource({
+      endpoints: [etcd.endpoint],
+      prefix: "/app/",
+      idleTimeout: 800,
+      backoff: fast,
+    })],
+  });
+  const errors: string[] = [];
+  config.on("error", (error) => errors.push(error.message));
+  await config.watch();
+  await until(() => net.count("/v3/watch") === 1, "the watch");
+  await new Promise((r) => setTimeout(r, 500)); // progress notifications keep it alive
+  assert.equal(net.count("/v3/watch"), 1, "progress notifications count as traffic");
+  net.freeze();
+  const next = waitFor((fn) => config.on("change", fn), "the change over a new connection");
+  await etcd.put("/app/dns/port", "5301");
+  await next;
+  assert.equal(config.get("dns.port"), 5301);
+  assert.equal(net.count("/v3/watch"), 2);
+  assert.match(errors.join("\n"), /watch silent for 800 ms/);
+});

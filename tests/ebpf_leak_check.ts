@@ -10,20 +10,26 @@ import assert from "node:assert/strict";
 /** Kernel object kinds bpftool lists. */
 export type BpfKind = "prog" | "map" | "link";
 
-/** Returns the ids bpftool lists for a kind. */
+/**
+ * Returns the ids bpftool lists for a kind. bpftool fails when an object vanishes while it walks
+ * the list (other tests on the machine come and go), so a failed listing is retried.
+ */
 export function bpftoolIds(kind: BpfKind): Set<number> {
-  const output = new Deno.Command("bpftool", {
-    args: [kind, "list", "-j"],
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .outputSync();
-  if (!output.success) {
-    throw new Error(`bpftool ${kind} list failed: ${new TextDecoder().decode(output.stderr)}`);
+  let failure = "";
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const output = new Deno.Command("bpftool", {
+      args: [kind, "list", "-j"],
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    const text = new TextDecoder().decode(output.stdout).trim();
+    if (output.success) {
+      const list = JSON.parse(text === "" ? "[]" : text) as { id: number }[];
+      return new Set(list.map((entry) => entry.id));
+    }
+    failure = `${new TextDecoder().decode(output.stderr)}${text}`.trim();
   }
-  const text = new TextDecoder().decode(output.stdout).trim();
-  const list = JSON.parse(text === "" ? "[]" : text) as { id: number }[];
-  return new Set(list.map((entry) => entry.id));
+  throw new Error(`bpftool ${kind} list failed 10 times: ${failure || "no message"}`);
 }
 
 /** Lists this process's open file descriptors with what they point at. */
@@ -77,7 +83,7 @@ export class LeakTracker {
    *
    * @param timeoutMs How long to wait for the kernel.
    */
-  async assertReleased(timeoutMs = 3000): Promise<void> {
+  async assertReleased(timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const left: string[] = [];

@@ -96,6 +96,34 @@ testWith("BpfMap batch operations move many entries per system call", needs, asy
   await tracker.assertReleased();
 });
 
+testWith(
+  "BpfMap batch calls fall back to one key at a time where a map has no batch ops",
+  needs,
+  async () => {
+    const tracker = new LeakTracker();
+    {
+      // LPM tries have no batch operations; keys are { prefixlen: u32, address: 4 bytes }.
+      using trie = BpfMap.create({
+        type: "lpm_trie",
+        key: Bytes(8),
+        value: Uint32,
+        maxEntries: 8,
+        flags: 1,
+      });
+      tracker.add("map", trie.id);
+      const key = (bits: number, ...address: number[]) =>
+        new Uint8Array([bits, 0, 0, 0, ...address]);
+      trie.updateBatch([[key(8, 10, 0, 0, 0), 1], [key(16, 10, 1, 0, 0), 2]]);
+      assert.equal(trie.lookup(key(32, 10, 1, 2, 3)), 2); // longest prefix wins
+      assert.equal(trie.lookup(key(32, 10, 9, 9, 9)), 1);
+      assert.equal([...trie.entriesBatch()].length, 2);
+      trie.deleteBatch([key(16, 10, 1, 0, 0)]);
+      assert.equal(trie.lookup(key(32, 10, 1, 2, 3)), 1);
+    }
+    await tracker.assertReleased();
+  },
+);
+
 testWith("BpfMap per-CPU values: one per possible CPU", needs, async () => {
   const tracker = new LeakTracker();
   {
@@ -209,6 +237,44 @@ testWith(
         assert.equal(error.failure.instruction, 0);
         assert.match(error.failure.reason, /R2 !read_ok/);
         assert.match(error.log, /processed 1 insns/);
+      });
+
+      await t.step("a verifier log larger than the first buffer is grown until it fits", () => {
+        // 3000 instructions at log level 2 print far more than the first 64 KiB buffer.
+        const body = Array.from({ length: 3000 }, (_, i) => asm.alu64("add", R0, i % 7));
+        using big = Program.load({
+          type: "socket_filter",
+          license: "GPL",
+          logLevel: 2,
+          instructions: [asm.mov64(R0, 0), ...body, asm.exit()],
+        });
+        tracker.add("prog", big.id);
+        assert.equal(big.type, "socket_filter");
+        assert.ok(big.verifierLog.length > 1 << 16, `log of ${big.verifierLog.length} bytes`);
+        assert.match(big.verifierLog, /^func#0 @0|^0: /);
+        assert.match(big.verifierLog, /3001: \(95\) exit/);
+        assert.match(big.verifierLog.trimEnd(), /processed 3002 insns.*\n?.*$/);
+      });
+
+      await t.step("Program.fromPin() reopens a pinned program", () => {
+        const path = `/sys/fs/bpf/triad_test_prog_${Deno.pid}`;
+        try {
+          using program = Program.load({
+            type: "socket_filter",
+            name: "pinned_ret7",
+            license: "GPL",
+            instructions: [asm.mov64(R0, 7), asm.exit()],
+          });
+          tracker.add("prog", program.id);
+          program.pin(path);
+          using again = Program.fromPin(path);
+          assert.equal(again.id, program.id);
+          assert.equal(again.name, "pinned_ret7");
+          assert.equal(again.type, "socket_filter");
+          assert.equal(again.testRun(new Uint8Array(20)).retval, 7);
+        } finally {
+          Deno.removeSync(path);
+        }
       });
 
       await t.step("an unknown type is refused", () => {

@@ -20,6 +20,8 @@ import { bpfCapabilities, bpffs, btf, command, libbpf, testWith, tracefs } from 
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
+import { AttachObject } from "./ebpf_bpf/attach.gen.ts";
+import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
 const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
@@ -29,8 +31,14 @@ function getppid(count: number): void {
   for (let i = 0; i < count; i++) libc.symbols.getppid();
 }
 
+/** Closes a reader after `ms` unless disposed first, so a `for await` cannot wait forever. */
+function deadline(reader: { close(): void }, ms = 5000): Disposable {
+  const timer = setTimeout(() => reader.close(), ms);
+  return { [Symbol.dispose]: () => clearTimeout(timer) };
+}
+
 function track(tracker: LeakTracker, object: BpfObject): void {
-  for (const program of object.programs) tracker.add("prog", program.id);
+  for (const program of object.programs) if (program.loaded) tracker.add("prog", program.id);
   for (const map of object.maps) tracker.add("map", map.id);
 }
 
@@ -49,6 +57,7 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
     await t.step("for await yields one record per system call, in order", async () => {
       getppid(25);
       const seen: number[] = [];
+      using _deadline = deadline(reader);
       for await (const record of reader.values({ preventClose: true })) {
         const event = new EventView(record);
         assert.equal(event.tgid, Deno.pid);
@@ -82,6 +91,7 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
 
     await t.step("break out of for await closes the reader", async () => {
       getppid(1);
+      using _deadline = deadline(reader);
       for await (const record of reader) {
         assert.equal(new EventView(record).seq, 26n);
         break;
@@ -97,6 +107,39 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
       const records: DataView[] = [];
       copying.consume((record) => records.push(record));
       assert.deepEqual(records.map((r) => Number(new EventView(r).seq)), [27, 28, 29]);
+    });
+
+    await t.step(
+      "drain() hands out offsets into one view, allocating nothing per record",
+      async () => {
+        await using draining = new RingBufferReader(probe.maps.events);
+        getppid(4);
+        assert.equal(await draining.wait(2000), true);
+        const seqs: bigint[] = [];
+        const views = new Set<DataView>();
+        const count = draining.drain((view, offset, length) => {
+          assert.equal(length, 48);
+          views.add(view);
+          seqs.push(new EventView(view, offset).seq);
+        });
+        assert.equal(count, 4);
+        assert.equal(views.size, 1);
+        assert.deepEqual(seqs, [30n, 31n, 32n, 33n]);
+        assert.equal(draining.drain(() => assert.fail("nothing is left")), 0);
+      },
+    );
+
+    await t.step("batches() yields every record once, in order, in batches", async () => {
+      await using batched = new RingBufferReader(probe.maps.events);
+      getppid(100);
+      const seqs: bigint[] = [];
+      using _deadline = deadline(batched);
+      for await (const batch of batched.batches({ max: 32, preventClose: true })) {
+        assert.ok(batch.length <= 32);
+        for (const record of batch) seqs.push(new EventView(record).seq);
+        if (seqs.length >= 100) break;
+      }
+      assert.deepEqual(seqs, Array.from({ length: 100 }, (_, i) => 34n + BigInt(i)));
     });
 
     await t.step("views handed out are detached after close", async () => {
@@ -175,27 +218,33 @@ testWith("PerfBufferReader delivers exactly the triggered perf events", needs, a
     probe.maps.settings.update(0, { mode: 2, limit: 0 });
 
     await t.step("one sample per system call, decoded with the generated view", async () => {
-      getppid(40);
+      // 6 rounds of 50 records of 72 bytes go round the 8 KiB rings twice: some records wrap.
       const seen: bigint[] = [];
-      for await (const record of reader.values({ preventClose: true })) {
-        const event = new EventView(record);
-        assert.equal(event.kind, EventKind.EVENT_OTHER);
-        assert.equal(event.tgid, Deno.pid);
-        assert.ok(reader.lastCpu >= 0 && reader.lastCpu < navigator.hardwareConcurrency);
-        seen.push(event.seq);
-        if (seen.length === 40) break;
+      using _deadline = deadline(reader);
+      for (let round = 0; round < 6; round++) {
+        getppid(50);
+        for await (const record of reader.values({ preventClose: true })) {
+          assert.equal(record.byteLength, 60);
+          assert.equal(record.getUint8(59), 0xee, "the record's last byte, also when it wrapped");
+          const event = new EventView(record);
+          assert.equal(event.kind, EventKind.EVENT_OTHER);
+          assert.equal(event.tgid, Deno.pid);
+          assert.ok(reader.lastCpu >= 0 && reader.lastCpu < navigator.hardwareConcurrency);
+          seen.push(event.seq);
+          if (seen.length === (round + 1) * 50) break;
+        }
       }
       // Records from different CPUs interleave; each CPU's are in order, all arrive once.
       assert.deepEqual(
         seen.toSorted((a, b) => Number(a - b)),
-        Array.from({ length: 40 }, (_, i) => BigInt(i)),
+        Array.from({ length: 300 }, (_, i) => BigInt(i)),
       );
       assert.equal(await reader.wait(200), false);
       assert.equal(reader.lost, 0);
     });
 
     await t.step("a full ring counts lost samples per CPU", () => {
-      // 2 pages per CPU hold ~130 samples of 60 bytes; write far more without reading.
+      // 2 pages per CPU hold ~113 samples of 72 bytes; write far more without reading.
       getppid(2000);
       let read = 0;
       reader.consume(() => read++);
@@ -226,6 +275,71 @@ testWith("BpfObject.load() raises VerifierError with the whole log", needs, asyn
   await tracker.assertReleased();
 });
 
+testWith(
+  "VerifierError keeps a long log whole, from its first line to the reason",
+  needs,
+  async () => {
+    const tracker = new LeakTracker();
+    {
+      using rejected = RejectedLongObject.open();
+      const error = await rejected.load().then(() => undefined, (e) => e);
+      assert.ok(error instanceof VerifierError, `expected a VerifierError, got ${error}`);
+      assert.ok(error.log.length > 32 * 1024, `log of ${error.log.length} bytes`);
+      assert.match(error.log.slice(0, 300), /^0: R1=ctx\(\)/m); // the log from its start
+      assert.match(error.log, /invalid mem access 'map_value_or_null'\n/);
+      assert.ok((error.failure.instruction ?? 0) > 300, `failed at ${error.failure.instruction}`);
+      assert.match(error.failure.source ?? "", /rejected_long\.bpf\.c:\d+/);
+    }
+    await tracker.assertReleased();
+  },
+);
+
+testWith("VerifierError grows a small log buffer until the whole log fits", needs, async () => {
+  const tracker = new LeakTracker();
+  {
+    using whole = RejectedLongObject.open();
+    const full = await whole.load().then(() => undefined, (e) => e as VerifierError);
+    using small = RejectedLongObject.open({ logSize: 4096 });
+    const grown = await small.load().then(() => undefined, (e) => e as VerifierError);
+    assert.ok(grown instanceof VerifierError && full instanceof VerifierError);
+    assert.ok(grown.log.length > 4096 * 8, `log of ${grown.log.length} bytes`);
+    // Identical but for kernel addresses and the statistics at the end (they differ per load).
+    const body = (log: string) =>
+      log.replace(/0x[0-9a-f]{8,}/g, "0x?").split("\n")
+        .filter((line) => !/^(processed|verification time)/.test(line));
+    assert.deepEqual(body(grown.log), body(full.log));
+    assert.equal(grown.failure.instruction, full.failure.instruction);
+  }
+  await tracker.assertReleased();
+});
+
+testWith("BpfObject loads in a Worker, with its own VerifierError", needs, async () => {
+  const worker = new Worker(new URL("./ebpf_worker_fixture.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const reply = await new Promise<{ loaded: boolean; verifier: boolean; instruction: number }>(
+      (resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error("the worker did not answer in 10 s")),
+          10_000,
+        );
+        worker.onmessage = (event) => {
+          clearTimeout(timer);
+          resolve(event.data);
+        };
+        worker.onerror = (event) => {
+          clearTimeout(timer);
+          reject(new Error(event.message));
+        };
+      },
+    );
+    assert.deepEqual(reply, { loaded: true, verifier: true, instruction: 7 });
+  } finally {
+    worker.terminate();
+  }
+});
+
 testWith("BpfObject globals are checked by name and type", needs, async () => {
   const tracker = new LeakTracker();
   assert.throws(
@@ -249,6 +363,40 @@ testWith("BpfObject globals are checked by name and type", needs, async () => {
     assert.throws(() => probe.object.map("nope"), /has no map nope \(it has: settings, events/);
     probe.object.writeGlobal("emitted", 7n);
     assert.equal(probe.readGlobal("emitted"), 7n);
+  }
+  {
+    // attach.bpf.c reads packet headers through vmlinux.h types: CO-RE relocations need BTF.
+    using missing = AttachObject.open({
+      btfPath: "/nonexistent/vmlinux.btf",
+      autoload: { on_file_open_fentry: false },
+    });
+    await assert.rejects(missing.load(), /with BTF \/nonexistent\/vmlinux\.btf: ENOENT/);
+  }
+  {
+    using custom = AttachObject.open({
+      btfPath: "/sys/kernel/btf/vmlinux",
+      autoload: { on_file_open_fentry: false },
+    });
+    await custom.load();
+    track(tracker, custom.object);
+    assert.equal(custom.readGlobal("target_port"), 9);
+  }
+  await tracker.assertReleased();
+});
+
+testWith("BpfObject.attachAll() attaches by section and close() detaches", needs, async () => {
+  const tracker = new LeakTracker();
+  {
+    using probe = ProbeObject.open({ globals: { target_tgid: Deno.pid } });
+    await probe.load();
+    track(tracker, probe.object);
+    const links = probe.object.attachAll();
+    assert.equal(links.length, 2);
+    for (const link of links) tracker.add("link", link.id);
+    getppid(3);
+    assert.equal(probe.readGlobal("emitted"), 3n);
+    probe.close(); // closes the links it made
+    assert.ok(links.every((link) => !link.open));
   }
   await tracker.assertReleased();
 });

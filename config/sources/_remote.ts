@@ -111,6 +111,28 @@ export function prefixLayer(
   return { kind: "remote", name, tree, origins, coerce: true };
 }
 
+/**
+ * Builds the layer of a remote source from its entries: one key holding a whole document, or the
+ * keys under a prefix mapped to a tree.
+ */
+export function remoteLayer(
+  source: string,
+  name: string,
+  options: { readonly key?: string; readonly prefix?: string; readonly format?: ConfigFormat },
+  entries: ReadonlyMap<string, RemoteEntry>,
+): RemoteLayer {
+  return options.key !== undefined
+    ? documentLayer(source, name, entries.get(options.key), options.format ?? "yaml")
+    : prefixLayer(source, name, options.prefix!, entries.values());
+}
+
+/** Wraps a failure of the remote source `name` in a `ConfigError` (code `remote`) naming it. */
+export function remoteError(name: string, error: unknown): ConfigError {
+  if (error instanceof ConfigError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new ConfigError(`${name}: ${message}`, { code: "remote", cause: error });
+}
+
 /** Decodes base64 (etcd keys and values, Consul values) as UTF-8. */
 export function fromBase64(text: string | undefined | null): string {
   if (text === undefined || text === null || text === "") return "";
@@ -125,4 +147,26 @@ export function toBase64(text: string): string {
   let binary = "";
   for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
   return btoa(binary);
+}
+
+/**
+ * Reads a response body as text, giving up when `signal` aborts even if the `fetch` that made the
+ * response does not propagate aborts to its body (a wrapped or injected fetch).
+ */
+export async function readText(response: Response, signal: AbortSignal): Promise<string> {
+  if (response.body === null) return "";
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const cancel = () => void reader.cancel(signal.reason).catch(() => {});
+  signal.addEventListener("abort", cancel, { once: true });
+  let text = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (signal.aborted) throw signal.reason;
+      if (done) return text;
+      text += value;
+    }
+  } finally {
+    signal.removeEventListener("abort", cancel);
+  }
 }

@@ -9,10 +9,11 @@ import { parseDuration } from "@triad/core";
 import type { ConfigFormat } from "./file.ts";
 import {
   backoffDelay,
-  documentLayer,
   fromBase64,
-  prefixLayer,
+  readText,
   type RemoteEntry,
+  remoteError,
+  remoteLayer,
   sleep,
 } from "./_remote.ts";
 
@@ -143,20 +144,11 @@ class ConsulSource implements RemoteSource {
   }
 
   #layer(): RemoteLayer {
-    return this.#options.key !== undefined
-      ? documentLayer(
-        "consul",
-        this.name,
-        this.#entries.get(this.#options.key),
-        this.#options.format ?? "yaml",
-      )
-      : prefixLayer("consul", this.name, this.#options.prefix!, this.#entries.values());
+    return remoteLayer("consul", this.name, this.#options, this.#entries);
   }
 
   #error(error: unknown): ConfigError {
-    if (error instanceof ConfigError) return error;
-    const message = error instanceof Error ? error.message : String(error);
-    return new ConfigError(`${this.name}: ${message}`, { code: "remote", cause: error });
+    return remoteError(this.name, error);
   }
 
   async #query(context: RemoteContext, index: number) {
@@ -179,11 +171,9 @@ class ConsulSource implements RemoteSource {
     if (this.#options.token !== undefined) headers["x-consul-token"] = this.#options.token;
     // Consul adds up to wait/16 of jitter: allow for it before giving up on the request.
     const timeout = index > 0 ? this.#waitMs + this.#waitMs / 16 + 5_000 : 10_000;
-    const response = await fetchFn(url, {
-      headers,
-      signal: AbortSignal.any([context.signal, AbortSignal.timeout(timeout)]),
-    });
-    const text = await response.text();
+    const signal = AbortSignal.any([context.signal, AbortSignal.timeout(timeout)]);
+    const response = await fetchFn(url, { headers, signal });
+    const text = await readText(response, signal);
     if (response.status !== 200 && response.status !== 404) {
       throw new Error(`GET ${url.pathname} answered ${response.status}: ${text.slice(0, 200)}`);
     }

@@ -9,7 +9,8 @@ import type { Layer } from "../layer.ts";
 import { envVarName } from "../names.ts";
 import type { Origin } from "../origin.ts";
 import { Secret } from "../secret.ts";
-import { setAt } from "../_path.ts";
+import { getAt, isPlainObject, setAt } from "../_path.ts";
+import { ArrayPatch } from "../_array_patch.ts";
 import { coerce } from "../_coerce.ts";
 import { closest, type SchemaInfo } from "../_schema_info.ts";
 
@@ -59,6 +60,43 @@ export async function buildEnvLayer(
         });
       }
     }
+  }
+  // Arrays of objects also bind per item: <NAME>__<index>__<FIELD> (APP_UPSTREAMS__0__ADDRESS).
+  for (const leaf of info.leaves()) {
+    if (info.typeOf(leaf.node) !== "array") continue;
+    const itemLeaves = info.leavesOf(info.child(leaf.node, 0));
+    if (itemLeaves.length === 0) continue;
+    const name = envVarName(prefix, leaf.segments);
+    const byName = new Map(itemLeaves.map((item) => [envVarName("", item.segments), item]));
+    const pattern = new RegExp(`^${name.replace(/[^A-Za-z0-9_]/g, "\\$&")}__(\\d{1,4})__(.+)$`);
+    const matches = Object.entries(vars)
+      .map(([key, value]) => ({ key, value, match: pattern.exec(key) }))
+      .filter((m) => m.match !== null && m.value !== undefined)
+      .sort((a, b) => Number(a.match![1]) - Number(b.match![1]));
+    let patch: ArrayPatch | undefined;
+    const whole = getAt(tree, leaf.segments);
+    for (const { key, value, match } of matches) {
+      const item = byName.get(match![2]!);
+      if (item === undefined) continue;
+      known.add(key);
+      const index = Number(match![1]);
+      const coerced = coerce(value!, item.node, info);
+      if (Array.isArray(whole)) {
+        // The whole array is set too: patch it in this layer.
+        if (!isPlainObject(whole[index])) whole[index] = {};
+        setAt(whole[index] as Record<string, unknown>, item.segments, coerced);
+      } else {
+        patch ??= new ArrayPatch();
+        const target = (patch.items.get(index) ?? {}) as Record<string, unknown>;
+        setAt(target, item.segments, coerced);
+        patch.items.set(index, target);
+      }
+      origins.set([...leaf.segments, index, ...item.segments].join("."), {
+        layer: "env",
+        name: key,
+      });
+    }
+    if (patch !== undefined) setAt(tree, leaf.segments, patch);
   }
   if (prefix !== "" && info.root !== undefined) {
     for (const name of Object.keys(vars)) {

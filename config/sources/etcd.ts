@@ -8,10 +8,11 @@ import type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from ".
 import type { ConfigFormat } from "./file.ts";
 import {
   backoffDelay,
-  documentLayer,
   fromBase64,
-  prefixLayer,
+  readText,
   type RemoteEntry,
+  remoteError,
+  remoteLayer,
   sleep,
   toBase64,
 } from "./_remote.ts";
@@ -137,8 +138,18 @@ class EtcdSource implements RemoteSource {
   }
 
   async load(context: RemoteContext): Promise<RemoteLayer> {
-    await this.#readRange(context);
-    return this.#layer();
+    const failures: string[] = [];
+    for (let tried = 0; tried < this.#options.endpoints.length; tried++) {
+      try {
+        await this.#readRange(context);
+        return this.#layer();
+      } catch (error) {
+        if (error instanceof ConfigError) throw error;
+        failures.push(`${this.#options.endpoints[this.#endpoint]}: ${(error as Error).message}`);
+        this.#endpoint = (this.#endpoint + 1) % this.#options.endpoints.length;
+      }
+    }
+    throw new ConfigError(`${this.name}: unreachable (${failures.join("; ")})`, { code: "remote" });
   }
 
   async watch(
@@ -185,20 +196,11 @@ class EtcdSource implements RemoteSource {
   }
 
   #layer(): RemoteLayer {
-    return this.#options.key !== undefined
-      ? documentLayer(
-        "etcd",
-        this.name,
-        this.#kvs.get(this.#options.key),
-        this.#options.format ?? "yaml",
-      )
-      : prefixLayer("etcd", this.name, this.#options.prefix!, this.#kvs.values());
+    return remoteLayer("etcd", this.name, this.#options, this.#kvs);
   }
 
   #error(error: unknown): ConfigError {
-    if (error instanceof ConfigError) return error;
-    const message = error instanceof Error ? error.message : String(error);
-    return new ConfigError(`${this.name}: ${message}`, { code: "remote", cause: error });
+    return remoteError(this.name, error);
   }
 
   #url(path: string): string {
@@ -225,10 +227,10 @@ class EtcdSource implements RemoteSource {
       signal,
     });
     if (!response.ok) {
-      const text = await response.text().catch(() => "");
+      const text = await readText(response, signal).catch(() => "");
       if (
         retryAuth && this.#options.username !== undefined &&
-        (response.status === 401 || /auth token|token/i.test(text))
+        (response.status === 401 || /auth token|unauthenticated/i.test(text))
       ) {
         this.#token = undefined;
         return this.#post(context, path, body, signal, false);
@@ -249,7 +251,10 @@ class EtcdSource implements RemoteSource {
       }),
       signal,
     });
-    const json = await response.json().catch(() => ({})) as { token?: string; message?: string };
+    const json = await readText(response, signal).then(JSON.parse).catch(() => ({})) as {
+      token?: string;
+      message?: string;
+    };
     if (!response.ok || typeof json.token !== "string") {
       throw new Error(
         `authentication as ${this.#options.username} failed: ${json.message ?? response.status}`,
@@ -266,7 +271,7 @@ class EtcdSource implements RemoteSource {
     const body: Record<string, string> = { key: this.#keyB64 };
     if (this.#rangeEndB64 !== undefined) body["range_end"] = this.#rangeEndB64;
     const response = await this.#post(context, "/v3/kv/range", body, signal);
-    const json = await response.json() as {
+    const json = JSON.parse(await readText(response, signal)) as {
       header?: { revision?: string };
       kvs?: EtcdKv[];
     };
@@ -303,10 +308,14 @@ class EtcdSource implements RemoteSource {
     };
     armIdle();
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    // Cancel the read on abort ourselves: a wrapped fetch may not error its body when aborted.
+    const cancel = () => void reader.cancel(signal.reason).catch(() => {});
+    signal.addEventListener("abort", cancel, { once: true });
     let buffer = "";
     try {
       for (;;) {
         const { value, done } = await reader.read();
+        if (signal.aborted) throw signal.reason;
         if (done) return;
         armIdle();
         buffer += value;
@@ -321,10 +330,16 @@ class EtcdSource implements RemoteSource {
       if (local.signal.aborted && !context.signal.aborted) throw local.signal.reason;
       throw error;
     } finally {
+      signal.removeEventListener("abort", cancel);
       if (idleTimer !== undefined) clearTimeout(idleTimer);
       local.abort();
       reader.cancel().catch(() => {});
     }
+  }
+
+  /** An expired or unknown token (etcd restarted, TTL passed): authenticate again next time. */
+  #forgetTokenOn(text: string) {
+    if (/auth token|unauthenticated|user name is empty/i.test(text)) this.#token = undefined;
   }
 
   #message(line: string, onData: () => void, onChange: () => void) {
@@ -335,7 +350,9 @@ class EtcdSource implements RemoteSource {
       throw new Error(`watch sent a line that is not JSON: ${line.slice(0, 100)}`);
     }
     if (message.error !== undefined) {
-      throw new Error(`watch failed: ${message.error.message ?? JSON.stringify(message.error)}`);
+      const text = message.error.message ?? JSON.stringify(message.error);
+      this.#forgetTokenOn(text);
+      throw new Error(`watch failed: ${text}`);
     }
     const result = message.result;
     if (result === undefined) return;
@@ -343,7 +360,9 @@ class EtcdSource implements RemoteSource {
       throw new CompactedError(`revision ${this.#revision + 1} was compacted`);
     }
     if (result.canceled) {
-      throw new Error(`watch canceled by etcd: ${result.cancel_reason ?? "no reason given"}`);
+      const reason = result.cancel_reason ?? "no reason given";
+      this.#forgetTokenOn(reason);
+      throw new Error(`watch canceled by etcd: ${reason}`);
     }
     onData();
     const headerRevision = Number(result.header?.revision ?? 0);

@@ -38,7 +38,9 @@ export function buildFlagsLayer(
   names: FlagNames,
 ): FlagsResult {
   const byFlag = new Map<string, { segments: string[]; node: JsonSchema }>();
-  for (const leaf of info.leaves()) {
+  // Deriving every flag name costs time on big schemas: only when there are flags to match.
+  const hasFlags = argv.some((arg) => arg.startsWith("--") && arg !== "--");
+  for (const leaf of hasFlags ? info.leaves() : []) {
     const entry = { segments: [...leaf.segments], node: leaf.node };
     byFlag.set(flagName(leaf.segments), entry);
     byFlag.set(`--${leaf.segments.join(".")}`, entry);

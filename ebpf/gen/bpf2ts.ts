@@ -104,16 +104,9 @@ class Generator {
         : "",
       "",
       `/** The compiled object (${this.#options.object.length} bytes). */`,
-      `export const ${camel(name)}ObjectBytes: Uint8Array<ArrayBuffer> = decodeBase64([`,
+      `export const ${camel(name)}ObjectBytes: Uint8Array<ArrayBuffer> = decodeObjectBytes([`,
       ...chunks(base64(this.#options.object), 96).map((chunk) => `  "${chunk}",`),
       `].join(""));`,
-      "",
-      "function decodeBase64(text: string): Uint8Array<ArrayBuffer> {",
-      "  const binary = atob(text);",
-      "  const bytes = new Uint8Array(binary.length);",
-      "  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);",
-      "  return bytes;",
-      "}",
       "",
     ];
     void spec;
@@ -308,11 +301,12 @@ class Generator {
     const lines = [
       `/** \`${type.kind} ${type.name}\` (${type.size} bytes). */`,
       `export interface ${name} {`,
-      ...fields.map((f) =>
-        `  /** \`${this.#btf.typeName(f.type)}\` at byte ${
-          f.bitOffset / 8
-        }. */\n  ${f.name}: ${f.tsType};`
-      ),
+      ...fields.map((f) => {
+        const where = f.bitSize === 0
+          ? `at byte ${f.bitOffset / 8}`
+          : `${f.bitSize}-bit field at bit ${f.bitOffset}`;
+        return `  /** \`${this.#btf.typeName(f.type)}\` ${where}. */\n  ${f.name}: ${f.tsType};`;
+      }),
       "}",
       "",
       `/** Size of \`${type.kind} ${type.name}\` in bytes. */`,
@@ -381,6 +375,7 @@ class Generator {
     this.#runtime.add("type OpenOptions");
     this.#runtime.add("type Program");
     this.#runtime.add("Skeleton");
+    this.#runtime.add("decodeObjectBytes");
     const globals: string[] = [];
     for (const type of btf.types()) {
       if (type.kind !== "datasec" || type.name === ".maps" || type.name === "license") continue;

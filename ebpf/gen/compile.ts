@@ -1,8 +1,9 @@
 /**
  * The compile step of bpf2ts: `vmlinux.h` from the running kernel's BTF (bpftool), then
  * `clang -target bpf -O2 -g` (CO-RE) and `llvm-strip -g` (DWARF out, `.BTF`/`.BTF.ext` kept).
- * Output is deterministic: the source is compiled from its own directory by file name, and
- * the temporary include directory is mapped away from debug paths.
+ * Output is deterministic: the source is compiled from its own directory by file name, and both
+ * that directory and the temporary include directory are mapped away from the paths in BTF, so
+ * every checkout produces the same bytes.
  *
  * @module
  */
@@ -122,6 +123,9 @@ export async function compileBpf(
       "-g",
       "-Wall",
       `-fdebug-prefix-map=${toolchain.includeDir}=.`,
+      // BTF line info names the source by its absolute path: map the source's directory away too,
+      // or the object would differ between checkouts.
+      `-fdebug-prefix-map=${Deno.realPathSync(dir)}=.`,
       "-I",
       toolchain.includeDir,
       "-I",

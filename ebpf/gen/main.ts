@@ -155,6 +155,6 @@ if (failures > 0) Deno.exit(1);
 
 function stripObject(text: string): string {
   return text.replace(/^\/\/ (Kernel BTF|Compiler).*$/gm, "")
-    .replace(/ObjectBytes[^\n]*= decodeBase64\(\[[\s\S]*?\]\.join\(""\)\);/, "")
+    .replace(/ObjectBytes[^\n]*= decodeObjectBytes\(\[[\s\S]*?\]\.join\(""\)\);/, "")
     .replace(/\/\*\* The compiled object \(\d+ bytes\)\. \*\//, "");
 }

@@ -6,14 +6,25 @@
 
 /** Accumulates types and strings, then encodes raw BTF. */
 export class BtfBuilder {
-  #strings: number[] = [0];
+  #strings: number[];
   #types: number[] = [];
-  #count = 0;
+  #count: number;
+  readonly #stringBase: number;
+
+  /**
+   * Starts BTF, or split BTF on top of a base with `baseTypes` types (void excluded) and
+   * `baseStrings` bytes of strings.
+   */
+  constructor(split?: { baseTypes: number; baseStrings: number }) {
+    this.#count = split?.baseTypes ?? 0;
+    this.#stringBase = split?.baseStrings ?? 0;
+    this.#strings = split === undefined ? [0] : [];
+  }
 
   /** Adds a string, returning its offset. */
   str(text: string): number {
     if (text === "") return 0;
-    const offset = this.#strings.length;
+    const offset = this.#stringBase + this.#strings.length;
     this.#strings.push(...new TextEncoder().encode(text), 0);
     return offset;
   }

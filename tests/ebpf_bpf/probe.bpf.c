@@ -93,12 +93,18 @@ int handle_getppid(void *ctx)
 	bpf_ringbuf_submit(e, 0);
 
 	if (cfg && cfg->mode == 2) {
-		struct event copy = {};
-		copy.pid = (__u32)id;
-		copy.tgid = tgid;
-		copy.seq = seq;
-		copy.kind = EVENT_OTHER;
-		bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, &copy, sizeof(copy));
+		// 60 bytes of data make 72-byte perf records, which do not divide the ring: some
+		// records wrap around its end, and the reader must stitch them together.
+		struct {
+			struct event e;
+			__u8 tail[12];
+		} copy = {};
+		copy.e.pid = (__u32)id;
+		copy.e.tgid = tgid;
+		copy.e.seq = seq;
+		copy.e.kind = EVENT_OTHER;
+		copy.tail[11] = 0xee;
+		bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, &copy, 60);
 	}
 	return 0;
 }

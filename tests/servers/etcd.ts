@@ -91,6 +91,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   const peer = `http://127.0.0.1:${peerPort}`;
   let child: Deno.ChildProcess | undefined;
   let token: string | undefined;
+  let rootPassword: string | undefined;
   // Our own HTTP client, so no pooled connection outlives the server.
   const client = Deno.createHttpClient({});
 
@@ -151,7 +152,18 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
       try {
         const response = await fetch(`${endpoint}/health`, { client });
         const body = await response.text();
-        if (response.ok && body.includes("true")) return;
+        if (response.ok && body.includes("true")) {
+          if (rootPassword !== undefined) {
+            // Simple tokens do not survive a restart.
+            token = undefined;
+            const json = await request("/v3/auth/authenticate", {
+              name: "root",
+              password: rootPassword,
+            });
+            token = json["token"] as string;
+          }
+          return;
+        }
       } catch {
         // Not listening yet.
       }
@@ -217,6 +229,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
       await request("/v3/auth/enable", {});
       const json = await request("/v3/auth/authenticate", { name: "root", password });
       token = json["token"] as string;
+      rootPassword = password;
     },
     async [Symbol.asyncDispose]() {
       await stop();

@@ -1,0 +1,288 @@
+/**
+ * `deno task bench:dns`: dnsperf against this proxy (on netloop's auto-chosen backend, one loop, and on its builtin
+ * listeners), dnsdist and dnsmasq, all forwarding to the
+ * same unbound (local zones only: nothing leaves the machine), printed side by side.
+ *
+ * - cache hit: 100 names, answered from each proxy's cache after a warm-up;
+ * - cache miss: unique names (`<run>-<n>.bench`, served by unbound's local `bench.` zone);
+ * - latency: the hit file at a fixed 40,000 queries/s.
+ *
+ * Servers are pinned to CPU 0, dnsperf and unbound to CPU 1 (taskset). Rounds are interleaved
+ * (A B C, B C A, ...) and medians printed; server CPU is utime+stime from /proc/<pid>/stat.
+ *
+ * ```sh
+ * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000]
+ * ```
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { startUnbound } from "../../tests/servers/unbound.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    rounds: { type: "string", default: "3" },
+    seconds: { type: "string", default: "4" },
+    rate: { type: "string", default: "40000" },
+  },
+});
+const ROUNDS = Number(flags.rounds);
+const SECONDS = Number(flags.seconds);
+const RATE = Number(flags.rate);
+const SERVER_CPU = "0";
+const LOAD_CPU = "1";
+const TICKS_PER_SECOND = 100;
+const LOCAL_PORT_BASE = 20_000;
+let dnsperfRuns = 0;
+
+interface Peer {
+  name: string;
+  port: number;
+  process?: Deno.ChildProcess;
+}
+
+interface Run {
+  qps: number;
+  completed: number;
+  lost: number;
+  latencyMs: number;
+  cpuUsPerQuery: number;
+  /** Share of answers that were NOERROR, in percent. */
+  noerror: number;
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+function cpuTicks(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]); // utime, stime
+}
+
+async function dnsperf(
+  port: number,
+  file: string,
+  extra: string[],
+): Promise<Omit<Run, "cpuUsPerQuery">> {
+  const { stdout, stderr, code, signal } = await new Deno.Command("taskset", {
+    args: [
+      "-c",
+      LOAD_CPU,
+      "dnsperf",
+      "-s",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-d",
+      file,
+      "-c",
+      "10",
+      // Fixed local ports below the ephemeral range: on a busy machine (other suites holding
+      // ephemeral ports) dnsperf's own bind to port 0 failed with EADDRINUSE.
+      "-x",
+      String(LOCAL_PORT_BASE + (dnsperfRuns++ % 50) * 16),
+      ...extra,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(stdout);
+  if (!/Queries per second/.test(text)) {
+    console.error(
+      `dnsperf on port ${port} exited ${code} ${signal ?? ""}: ${
+        new TextDecoder().decode(stderr).slice(-500)
+      }`,
+    );
+  }
+  const number = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? NaN);
+  return {
+    qps: number(/Queries per second:\s+([\d.]+)/),
+    completed: number(/Queries completed:\s+(\d+)/),
+    lost: number(/Queries lost:\s+(\d+)/),
+    latencyMs: number(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
+    noerror: number(/Response codes:.*?NOERROR \d+ \(([\d.]+)%\)/),
+  };
+}
+
+async function measure(peer: Peer, file: string, extra: string[]): Promise<Run> {
+  const pid = peer.process!.pid;
+  const before = cpuTicks(pid);
+  const result = await dnsperf(peer.port, file, extra);
+  const ticks = cpuTicks(pid) - before;
+  return {
+    ...result,
+    cpuUsPerQuery: (ticks / TICKS_PER_SECOND) * 1e6 / Math.max(1, result.completed),
+  };
+}
+
+async function waitReady(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const { stdout } = await new Deno.Command("dig", {
+      args: ["@127.0.0.1", "-p", String(port), "h0.bench", "+short", "+time=1", "+tries=1"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (new TextDecoder().decode(stdout).includes("10.9.9.9")) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`Server on port ${port} did not answer`);
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+const dir = await Deno.makeTempDir({ prefix: "triad-dnsbench-" });
+const unbound = await startUnbound({ cpus: LOAD_CPU });
+const peers: Peer[] = [
+  { name: "triad", port: freePort() },
+  { name: "triad-builtin", port: freePort() },
+  { name: "dnsdist", port: freePort() },
+  { name: "dnsmasq", port: freePort() },
+];
+const port = (name: string) => peers.find((p) => p.name === name)!.port;
+try {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  await Deno.writeTextFile(
+    `${dir}/dnsdist.conf`,
+    [
+      `setLocal("127.0.0.1:${port("dnsdist")}")`,
+      'setACL({"127.0.0.0/8"})',
+      'setSecurityPollSuffix("")', // no status lookup through the system resolver
+      `newServer({address="${unbound.address}", checkName="h0.bench."})`,
+      "pc = newPacketCache(100000)",
+      'getPool(""):setCache(pc)',
+    ].join("\n") + "\n",
+  );
+  const triadCommand = (name: string, extra: string[]) => [
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--unstable-net",
+    main,
+    "--listen",
+    `127.0.0.1:${port(name)}`,
+    "--upstream",
+    unbound.address,
+    "--log.level",
+    "error",
+    "--cache.prefetch-hits",
+    "0",
+    ...extra,
+  ];
+  const commands: Record<string, string[]> = {
+    triad: triadCommand("triad", ["--backend", "auto", "--loops", "1"]),
+    "triad-builtin": triadCommand("triad-builtin", ["--backend", "builtin"]),
+    dnsdist: ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`],
+    dnsmasq: [
+      "dnsmasq",
+      "-k",
+      "--conf-file=/dev/null",
+      "--no-resolv",
+      "--no-hosts",
+      `--server=127.0.0.1#${unbound.port}`,
+      "--listen-address=127.0.0.1",
+      "--bind-interfaces",
+      `--port=${port("dnsmasq")}`,
+      "--cache-size=10000",
+      "--dns-forward-max=5000",
+      "--pid-file=",
+      "--user=root",
+    ],
+  };
+  for (const peer of peers) {
+    peer.process = new Deno.Command("taskset", {
+      args: ["-c", SERVER_CPU, ...commands[peer.name]!],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  }
+  for (const peer of peers) await waitReady(peer.port);
+
+  const hitFile = `${dir}/hit.txt`;
+  await Deno.writeTextFile(
+    hitFile,
+    Array.from({ length: 100 }, (_, i) => `h${i}.bench A\n`).join(""),
+  );
+  for (const peer of peers) await dnsperf(peer.port, hitFile, ["-n", "3"]); // warm the caches
+
+  const results = new Map<string, { hit: Run[]; miss: Run[]; latency: Run[] }>();
+  for (const peer of peers) results.set(peer.name, { hit: [], miss: [], latency: [] });
+  let runId = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = peers.map((_, i) => peers[(i + round) % peers.length]!);
+    for (const peer of order) {
+      const into = results.get(peer.name)!;
+      into.hit.push(await measure(peer, hitFile, ["-l", String(SECONDS), "-q", "500"]));
+      const missFile = `${dir}/miss-${++runId}.txt`;
+      const lines = Array.from({ length: 60_000 * SECONDS }, (_, i) => `r${runId}-${i}.bench A\n`);
+      await Deno.writeTextFile(missFile, lines.join(""));
+      into.miss.push(
+        await measure(peer, missFile, ["-l", String(SECONDS), "-n", "1", "-q", "500"]),
+      );
+      await Deno.remove(missFile);
+      into.latency.push(
+        await measure(peer, hitFile, ["-l", String(SECONDS), "-Q", String(RATE), "-q", "2000"]),
+      );
+      console.error(`round ${round + 1}/${ROUNDS} ${peer.name} done`);
+    }
+  }
+
+  const pad = (text: string, width: number) => text.padStart(width);
+  const line = (cells: string[]) =>
+    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, 15)).join(""));
+  console.log(
+    `\ndnsperf, ${ROUNDS} interleaved rounds of ${SECONDS}s, medians; servers on CPU ${SERVER_CPU}, ` +
+      `dnsperf and unbound on CPU ${LOAD_CPU}`,
+  );
+  line(["", ...peers.map((p) => p.name)]);
+  const row = (
+    label: string,
+    pick: (r: { hit: Run[]; miss: Run[]; latency: Run[] }) => number[],
+    digits: number,
+  ) => line([label, ...peers.map((p) => median(pick(results.get(p.name)!)).toFixed(digits))]);
+  row("cache hit: queries/s", (r) => r.hit.map((x) => x.qps), 0);
+  row("cache hit: server CPU us/query", (r) => r.hit.map((x) => x.cpuUsPerQuery), 1);
+  row("cache hit: avg latency ms", (r) => r.hit.map((x) => x.latencyMs), 3);
+  row("cache miss: queries/s", (r) => r.miss.map((x) => x.qps), 0);
+  row("cache miss: server CPU us/query", (r) => r.miss.map((x) => x.cpuUsPerQuery), 1);
+  row("cache miss: lost queries", (r) => r.miss.map((x) => x.lost), 0);
+  row("cache miss: NOERROR answers %", (r) => r.miss.map((x) => x.noerror), 1);
+  row(`at ${RATE} q/s: achieved queries/s`, (r) => r.latency.map((x) => x.qps), 0);
+  row(`at ${RATE} q/s: avg latency ms`, (r) => r.latency.map((x) => x.latencyMs), 3);
+  row(`at ${RATE} q/s: lost queries`, (r) => r.latency.map((x) => x.lost), 0);
+  const triad = results.get("triad")!;
+  const dnsdist = results.get("dnsdist")!;
+  const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2);
+  console.log(
+    `\ntriad / dnsdist: cache-hit q/s ${
+      ratio(triad.hit.map((x) => x.qps), dnsdist.hit.map((x) => x.qps))
+    }x ` +
+      `(target >= 1), CPU/query ${
+        ratio(triad.hit.map((x) => x.cpuUsPerQuery), dnsdist.hit.map((x) => x.cpuUsPerQuery))
+      }x ` +
+      `(target <= 1), cache-miss q/s ${
+        ratio(triad.miss.map((x) => x.qps), dnsdist.miss.map((x) => x.qps))
+      }x ` +
+      `(target >= 0.8), latency at ${RATE} q/s ${
+        ratio(triad.latency.map((x) => x.latencyMs), dnsdist.latency.map((x) => x.latencyMs))
+      }x (target <= 1)`,
+  );
+} finally {
+  for (const peer of peers) {
+    try {
+      peer.process?.kill("SIGTERM");
+      await peer.process?.status;
+    } catch { /* already gone */ }
+  }
+  await unbound.stop();
+  await Deno.remove(dir, { recursive: true });
+}

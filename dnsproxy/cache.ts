@@ -1,0 +1,385 @@
+/**
+ * The packet cache: answers kept as raw bytes and served by rewriting only the ID, the question's
+ * letter case and the TTLs.
+ *
+ * @module
+ */
+import { EDNS_UDP_SIZE, Flag, Rcode } from "./wire/constants.ts";
+import { removeOpt } from "./wire/builders.ts";
+import { parseMessage } from "./wire/message.ts";
+import type { MessageInfo } from "./wire/message.ts";
+
+/** Limits and behaviour of a {@linkcode DnsCache}. */
+export interface CacheOptions {
+  /** Most entries kept. @default {100000} */
+  maxEntries?: number;
+  /** Most bytes kept (answers and keys). @default {64 MiB} */
+  maxBytes?: number;
+  /** TTLs below this many seconds are raised to it. @default {0} */
+  minTtl?: number;
+  /** TTLs above this many seconds are lowered to it. @default {86400} */
+  maxTtl?: number;
+  /** Negative answers (RFC 2308) are kept at most this many seconds. @default {3600} */
+  maxNegativeTtl?: number;
+  /** Seconds past expiry an answer may still be served when upstreams fail (RFC 8767); 0 is off. @default {86400} */
+  staleTtl?: number;
+  /** TTL given to stale answers (RFC 8767 §4 suggests 30). @default {30} */
+  staleAnswerTtl?: number;
+  /** An entry hit at least `prefetchHits` times is refreshed once this fraction of its TTL is left. @default {0.1} */
+  prefetchFraction?: number;
+  /** Hits before an entry counts as popular for prefetch; 0 turns prefetch off. @default {2} */
+  prefetchHits?: number;
+  /** Milliseconds clock, for tests. @default {performance.now} */
+  now?: () => number;
+}
+
+/** A cached answer. */
+export interface CacheEntry {
+  /** The cache key. */
+  readonly key: string;
+  /** The answer as received (OPT advertising 1232). */
+  readonly bytes: Uint8Array;
+  /** The parsed answer. */
+  readonly info: MessageInfo;
+  /** TTLs per record (clamped), matching `info.ttlOffsets`. */
+  readonly ttls: Uint32Array;
+  /** When it was stored (ms, cache clock). */
+  readonly storedAt: number;
+  /** When it expires (ms). */
+  readonly expiresAt: number;
+  /** Its lifetime in seconds. */
+  readonly lifetime: number;
+  /** Whether it is a negative answer (NXDOMAIN or NODATA). */
+  readonly negative: boolean;
+  /** Times it was served. */
+  hits: number;
+  /** Whether a prefetch is under way for it. */
+  prefetching: boolean;
+  /** Bytes it is charged for. */
+  readonly size: number;
+  /** The answer without its OPT record (for clients that sent none), made on first use. */
+  plain?: { readonly bytes: Uint8Array; readonly info: MessageInfo };
+}
+
+/** Result of {@linkcode DnsCache.lookup}. */
+export interface CacheLookup {
+  /** The entry. */
+  readonly entry: CacheEntry;
+  /** `true` when past its TTL but inside the serve-stale window. */
+  readonly stale: boolean;
+  /** The cache clock at lookup. */
+  readonly now: number;
+}
+
+const ENTRY_OVERHEAD = 160;
+
+/**
+ * Builds the cache key of a query: lower-cased name, type, class, and the DO and CD bits.
+ *
+ * @param info The parsed query; must have a question.
+ * @returns The key.
+ *
+ * @example
+ * ```ts
+ * import { buildQuery, cacheKey, parseMessage } from "@triad/dnsproxy";
+ * import assert from "node:assert/strict";
+ *
+ * const a = cacheKey(parseMessage(buildQuery({ id: 1, name: "WWW.example.org", type: 1 })));
+ * const b = cacheKey(parseMessage(buildQuery({ id: 2, name: "www.EXAMPLE.org", type: 1 })));
+ * const c = cacheKey(parseMessage(buildQuery({ id: 2, name: "www.example.org", type: 1, dnssecOk: true })));
+ * assert.equal(a, b);
+ * assert.notEqual(a, c);
+ * ```
+ */
+export function cacheKey(info: MessageInfo): string {
+  const question = info.question!;
+  const bits = (info.edns?.dnssecOk ? 1 : 0) | ((info.flags & Flag.CD) !== 0 ? 2 : 0);
+  return question.key + String.fromCharCode(question.type, question.class, bits);
+}
+
+/**
+ * A DNS answer cache bounded by entries and bytes with LRU eviction; positive answers live for
+ * their smallest answer TTL, negative ones per RFC 2308 (SOA TTL capped by SOA MINIMUM); expired
+ * entries may be served stale (RFC 8767); popular entries are flagged for prefetch near expiry.
+ *
+ * @example
+ * ```ts
+ * import { buildQuery, cacheKey, DnsCache, parseMessage } from "@triad/dnsproxy";
+ * import assert from "node:assert/strict";
+ *
+ * let clock = 0;
+ * const cache = new DnsCache({ now: () => clock });
+ * // An answer: the query with QR set and one A record with TTL 60.
+ * const answer = new Uint8Array([
+ *   0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, 97, 0, 0, 1, 0, 1,
+ *   0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1,
+ * ]);
+ * const info = parseMessage(answer);
+ * assert.ok(cache.store(cacheKey(info), answer, info));
+ * clock = 10_500;
+ * const query = buildQuery({ id: 0x4242, name: "a.", type: 1, edns: false });
+ * const hit = cache.lookup(cacheKey(parseMessage(query)))!;
+ * const served = cache.answer(hit, query);
+ * assert.equal(served[0], 0x42); // the client's ID
+ * assert.equal(served[28], 50); // TTL 60 less 10 s
+ * ```
+ */
+export class DnsCache {
+  #entries = new Map<string, CacheEntry>();
+  #bytes = 0;
+  #maxEntries: number;
+  #maxBytes: number;
+  #minTtl: number;
+  #maxTtl: number;
+  #maxNegativeTtl: number;
+  #staleMs: number;
+  #staleAnswerTtl: number;
+  #prefetchFraction: number;
+  #prefetchHits: number;
+  readonly #now: () => number;
+  /** Entries evicted to stay within the limits. */
+  evictions = 0;
+
+  /**
+   * Creates an empty cache.
+   *
+   * @param options Limits and behaviour.
+   */
+  constructor(options: CacheOptions = {}) {
+    this.#now = options.now ?? (() => performance.now());
+    this.#maxEntries = 0;
+    this.#maxBytes = 0;
+    this.#minTtl = 0;
+    this.#maxTtl = 0;
+    this.#maxNegativeTtl = 0;
+    this.#staleMs = 0;
+    this.#staleAnswerTtl = 0;
+    this.#prefetchFraction = 0;
+    this.#prefetchHits = 0;
+    this.configure(options);
+  }
+
+  /**
+   * Changes limits and behaviour in place (hot reload); entries over the new limits are evicted.
+   *
+   * @param options The new settings; missing ones return to their defaults.
+   */
+  configure(options: CacheOptions): void {
+    this.#maxEntries = options.maxEntries ?? 100_000;
+    this.#maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+    this.#minTtl = options.minTtl ?? 0;
+    this.#maxTtl = options.maxTtl ?? 86_400;
+    this.#maxNegativeTtl = options.maxNegativeTtl ?? 3_600;
+    this.#staleMs = (options.staleTtl ?? 86_400) * 1000;
+    this.#staleAnswerTtl = options.staleAnswerTtl ?? 30;
+    this.#prefetchFraction = options.prefetchFraction ?? 0.1;
+    this.#prefetchHits = options.prefetchHits ?? 2;
+    this.#evict();
+  }
+
+  /** Number of entries. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Bytes held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /**
+   * Finds the entry for a key, fresh or inside the serve-stale window, and marks it recently used.
+   *
+   * @param key From {@linkcode cacheKey}.
+   * @returns The entry and whether it is stale, or `undefined`.
+   */
+  lookup(key: string): CacheLookup | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    const now = this.#now();
+    if (now >= entry.expiresAt + this.#staleMs) {
+      this.#remove(entry);
+      return undefined;
+    }
+    // Move to the most recently used end.
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    return { entry, stale: now >= entry.expiresAt, now };
+  }
+
+  /**
+   * Tells whether a fresh entry should be refreshed ahead of expiry, and claims the refresh.
+   *
+   * @param entry The entry just served.
+   * @returns `true` once per entry when it is popular and near expiry.
+   */
+  claimPrefetch(entry: CacheEntry): boolean {
+    if (this.#prefetchHits === 0 || entry.prefetching || entry.hits < this.#prefetchHits) {
+      return false;
+    }
+    const left = entry.expiresAt - this.#now();
+    if (left <= 0 || left > entry.lifetime * 1000 * this.#prefetchFraction) return false;
+    entry.prefetching = true;
+    return true;
+  }
+
+  /**
+   * Stores an answer if it may be cached: NOERROR with answers, or NXDOMAIN/NODATA with an SOA
+   * (RFC 2308); never truncated answers, other response codes or a zero lifetime.
+   *
+   * @param key From {@linkcode cacheKey} of the query.
+   * @param response The answer from upstream; kept (not copied), its OPT size set to 1232.
+   * @param info The parsed answer.
+   * @returns Whether it was stored.
+   */
+  store(key: string, response: Uint8Array, info: MessageInfo): boolean {
+    if ((info.flags & Flag.TC) !== 0 || info.question === undefined) return false;
+    const answers = info.counts[1];
+    let lifetime: number;
+    let negative = false;
+    if (info.rcode === Rcode.NOERROR && answers > 0) {
+      lifetime = Math.min(Math.max(info.minAnswerTtl, this.#minTtl), this.#maxTtl);
+    } else if (info.rcode === Rcode.NXDOMAIN || (info.rcode === Rcode.NOERROR && answers === 0)) {
+      if (info.negativeTtl < 0) return false;
+      negative = true;
+      lifetime = Math.min(
+        Math.max(info.negativeTtl, this.#minTtl),
+        this.#maxTtl,
+        this.#maxNegativeTtl,
+      );
+    } else {
+      return false;
+    }
+    if (lifetime <= 0) return false;
+    const size = response.length + key.length * 2 + info.ttlOffsets.length * 8 + ENTRY_OVERHEAD;
+    if (size > this.#maxBytes) return false;
+    if (info.edns !== undefined) {
+      const at = info.edns.offset + 3;
+      response[at] = EDNS_UDP_SIZE >> 8;
+      response[at + 1] = EDNS_UDP_SIZE & 0xff;
+    }
+    const ttls = new Uint32Array(info.ttlOffsets.length);
+    for (let i = 0; i < ttls.length; i++) {
+      const at = info.ttlOffsets[i]!;
+      let ttl = ((response[at]! << 24) | (response[at + 1]! << 16) | (response[at + 2]! << 8) |
+        response[at + 3]!) >>> 0;
+      if (ttl > 0x7fffffff) ttl = 0;
+      ttls[i] = Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl);
+    }
+    const now = this.#now();
+    const old = this.#entries.get(key);
+    if (old !== undefined) this.#remove(old);
+    const entry: CacheEntry = {
+      key,
+      bytes: response,
+      info,
+      ttls,
+      storedAt: now,
+      expiresAt: now + lifetime * 1000,
+      lifetime,
+      negative,
+      hits: 0,
+      prefetching: false,
+      size,
+    };
+    this.#entries.set(key, entry);
+    this.#bytes += size;
+    this.#evict();
+    return true;
+  }
+
+  /**
+   * Writes the answer to a query from an entry: a copy with the query's ID, the query's letter case
+   * in the question, and every TTL decremented by the time spent in the cache (or set to the
+   * stale-answer TTL when stale). Counts the hit.
+   *
+   * @param lookup The entry found by {@linkcode lookup}.
+   * @param query The client's query.
+   * @param plain Answer without the OPT record (the client sent none); see {@linkcode variant}.
+   * @returns The answer bytes (a new buffer).
+   */
+  answer(lookup: CacheLookup, query: Uint8Array, plain = false): Uint8Array {
+    const { entry, stale } = lookup;
+    entry.hits++;
+    const { bytes, info } = this.variant(entry, plain);
+    const out = bytes.slice();
+    out[0] = query[0]!;
+    out[1] = query[1]!;
+    copyQuestionCase(out, info, query);
+    const offsets = info.ttlOffsets;
+    const ttls = entry.ttls;
+    if (stale) {
+      for (let i = 0; i < offsets.length; i++) writeTtl(out, offsets[i]!, this.#staleAnswerTtl);
+    } else {
+      const elapsed = Math.floor((lookup.now - entry.storedAt) / 1000);
+      for (let i = 0; i < offsets.length; i++) {
+        const ttl = ttls[i]! - elapsed;
+        writeTtl(out, offsets[i]!, ttl > 0 ? ttl : 0);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Returns the bytes and parsed form an answer is written from: the entry itself, or (`plain`)
+   * its copy without the OPT record, made once and kept with the entry.
+   *
+   * @param entry The entry.
+   * @param plain Whether the OPT-less copy is wanted.
+   * @returns Bytes and parsed form.
+   */
+  variant(entry: CacheEntry, plain: boolean): { bytes: Uint8Array; info: MessageInfo } {
+    if (!plain || entry.info.edns === undefined) return entry;
+    if (entry.plain === undefined) {
+      const bytes = removeOpt(entry.bytes, entry.info);
+      entry.plain = { bytes, info: parseMessage(bytes) };
+    }
+    return entry.plain;
+  }
+
+  /** Removes every entry. */
+  clear(): void {
+    this.#entries.clear();
+    this.#bytes = 0;
+  }
+
+  #remove(entry: CacheEntry): void {
+    if (this.#entries.get(entry.key) === entry) {
+      this.#entries.delete(entry.key);
+      this.#bytes -= entry.size;
+    }
+  }
+
+  #evict(): void {
+    while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+      const oldest = this.#entries.values().next().value;
+      if (oldest === undefined) break;
+      this.#remove(oldest);
+      this.evictions++;
+    }
+  }
+}
+
+function writeTtl(out: Uint8Array, at: number, ttl: number): void {
+  out[at] = ttl >>> 24;
+  out[at + 1] = (ttl >>> 16) & 0xff;
+  out[at + 2] = (ttl >>> 8) & 0xff;
+  out[at + 3] = ttl & 0xff;
+}
+
+/**
+ * Copies the query's question name over the answer's when both hold it uncompressed at the same
+ * length, so a client sees its own letter case (and 0x20 randomisation keeps working).
+ */
+export function copyQuestionCase(out: Uint8Array, info: MessageInfo, query: Uint8Array): void {
+  const end = info.question?.end;
+  if (end === undefined || end > query.length) return;
+  for (let i = 12; i < end - 4; i++) {
+    const a = out[i]!;
+    const b = query[i]!;
+    if (a === b) continue;
+    const lower = a | 0x20;
+    if (lower !== (b | 0x20) || lower < 0x61 || lower > 0x7a) return;
+  }
+  out.set(query.subarray(12, end - 4), 12);
+}

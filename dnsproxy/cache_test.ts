@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { cacheKey, DnsCache } from "./cache.ts";
+import { buildQuery } from "./wire/builders.ts";
+import { parseMessage } from "./wire/message.ts";
+
+/** An answer to `name` A: `rcode`, one A record with `ttl` unless negative, then an SOA. */
+function answer(name: string, ttl: number, options: { rcode?: number; soa?: boolean } = {}) {
+  const query = buildQuery({ id: 1, name, type: 1, edns: false });
+  const rcode = options.rcode ?? 0;
+  const records: number[] = [];
+  let an = 0;
+  let ns = 0;
+  if (rcode === 0 && ttl >= 0) {
+    an = 1;
+    records.push(0xc0, 12, 0, 1, 0, 1, ttl >>> 24, (ttl >> 16) & 255, (ttl >> 8) & 255, ttl & 255);
+    records.push(0, 4, 10, 0, 0, 1);
+  }
+  if (options.soa) {
+    ns = 1;
+    records.push(0xc0, 12, 0, 6, 0, 1, 0, 0, 1, 44, 0, 22, 0, 0, 0, 0, 0, 1);
+    records.push(0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 30);
+  }
+  const out = new Uint8Array([...query, ...records]);
+  out[2] = 0x81;
+  out[3] = 0x80 | rcode;
+  out[7] = an;
+  out[9] = ns;
+  return out;
+}
+
+function store(cache: DnsCache, bytes: Uint8Array): boolean {
+  const info = parseMessage(bytes);
+  return cache.store(cacheKey(info), bytes, info);
+}
+
+function lookup(cache: DnsCache, name: string) {
+  return cache.lookup(cacheKey(parseMessage(buildQuery({ id: 9, name, type: 1, edns: false }))));
+}
+
+Deno.test("DnsCache stores what RFC 2308 allows", async (t) => {
+  const cache = new DnsCache({ now: () => 0 });
+  await t.step("positive answers", () => assert.equal(store(cache, answer("a.", 60)), true));
+  await t.step("NXDOMAIN with SOA, for min(SOA TTL, MINIMUM)", () => {
+    assert.equal(store(cache, answer("nx.", -1, { rcode: 3, soa: true })), true);
+    assert.equal(lookup(cache, "nx.")?.entry.lifetime, 30);
+    assert.equal(lookup(cache, "nx.")?.entry.negative, true);
+  });
+  await t.step("NODATA with SOA", () => {
+    assert.equal(store(cache, answer("nodata.", -1, { soa: true })), true);
+  });
+  await t.step("not negative answers without SOA, SERVFAIL, TTL 0", () => {
+    assert.equal(store(cache, answer("nosoa.", -1, { rcode: 3 })), false);
+    assert.equal(store(cache, answer("fail.", -1, { rcode: 2, soa: true })), false);
+    assert.equal(store(cache, answer("zero.", 0)), false);
+  });
+});
+
+Deno.test("DnsCache decrements TTLs, clamps them, then serves stale", () => {
+  let clock = 0;
+  const cache = new DnsCache({ now: () => clock, minTtl: 10, maxTtl: 100, staleTtl: 60 });
+  store(cache, answer("a.", 5));
+  store(cache, answer("b.", 1000));
+  assert.equal(lookup(cache, "a.")?.entry.lifetime, 10);
+  assert.equal(lookup(cache, "b.")?.entry.lifetime, 100);
+  clock = 4_000;
+  const query = buildQuery({ id: 0xbeef, name: "A.", type: 1, edns: false });
+  const fresh = cache.answer(lookup(cache, "a.")!, query);
+  assert.deepEqual([fresh[0], fresh[1]], [0xbe, 0xef]);
+  assert.equal(fresh[13], 65); // the client's letter case
+  assert.equal(new DataView(fresh.buffer).getUint32(25), 6); // 10 - 4
+  clock = 11_000;
+  const stale = lookup(cache, "a.")!;
+  assert.equal(stale.stale, true);
+  assert.equal(new DataView(cache.answer(stale, query).buffer).getUint32(25), 30);
+  clock = 71_000;
+  assert.equal(lookup(cache, "a."), undefined);
+});
+
+Deno.test("DnsCache evicts least recently used entries by count and bytes", () => {
+  const cache = new DnsCache({ maxEntries: 2, now: () => 0 });
+  store(cache, answer("a.", 60));
+  store(cache, answer("b.", 60));
+  lookup(cache, "a."); // a is now more recent than b
+  store(cache, answer("c.", 60));
+  assert.notEqual(lookup(cache, "a."), undefined);
+  assert.equal(lookup(cache, "b."), undefined);
+  assert.equal(cache.evictions, 1);
+  const small = new DnsCache({ maxBytes: 500, now: () => 0 });
+  for (const name of ["a.", "b.", "c.", "d."]) store(small, answer(name, 60));
+  assert.ok(small.bytes <= 500);
+  assert.ok(small.size < 4);
+  small.configure({ maxEntries: 1 });
+  assert.equal(small.size, 1);
+});
+
+Deno.test("DnsCache claims a prefetch once for popular entries near expiry", () => {
+  let clock = 0;
+  const cache = new DnsCache({ now: () => clock, prefetchHits: 2, prefetchFraction: 0.1 });
+  store(cache, answer("a.", 100));
+  const query = buildQuery({ id: 1, name: "a.", type: 1, edns: false });
+  const hit = lookup(cache, "a.")!;
+  cache.answer(hit, query);
+  clock = 95_000;
+  assert.equal(cache.claimPrefetch(hit.entry), false); // one hit only
+  cache.answer(hit, query);
+  assert.equal(cache.claimPrefetch(hit.entry), true);
+  assert.equal(cache.claimPrefetch(hit.entry), false);
+});
+
+Deno.test("cacheKey() separates DO and CD", () => {
+  const key = (dnssecOk: boolean, cd: boolean) => {
+    const query = buildQuery({ id: 1, name: "a.", type: 1, dnssecOk });
+    if (cd) query[3] = query[3]! | 0x10;
+    return cacheKey(parseMessage(query));
+  };
+  assert.equal(new Set([key(false, false), key(true, false), key(false, true)]).size, 3);
+});

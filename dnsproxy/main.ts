@@ -1,0 +1,270 @@
+/**
+ * `deno task dns`: the caching DNS proxy as a program.
+ *
+ * ```sh
+ * deno task dns [--listen ADDR] [--upstream ADDR]... [--config FILE] [--metrics ADDR] [--loops N]
+ * ```
+ *
+ * Configuration comes from `@triad/config`: defaults < the YAML/JSON/TOML file (`--config`, or
+ * `dnsproxy.yaml` in `.` or `/etc/triad`) < `DNSPROXY_*` environment variables < flags. The file
+ * is watched: upstreams, cache limits, ACLs and the rate limit change in place without dropping a
+ * query; an invalid file keeps the running configuration and logs why.
+ *
+ * @module
+ */
+import { createConfig } from "@triad/config";
+import type { Config } from "@triad/config";
+import { createLogger, formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/core";
+import type { Logger, SocketAddress } from "@triad/core";
+import { dnsConfigSchema, toProxySettings, upstreamsFromResolvConf } from "./config.ts";
+import type { DnsConfig } from "./config.ts";
+import { DnsProxy } from "./proxy.ts";
+import type { ProxySettings } from "./proxy.ts";
+import { serveDns } from "./server.ts";
+import { serveDnsOnNetloop } from "./netloop_server.ts";
+
+/** Options of {@linkcode runDnsProxy}. */
+export interface RunDnsProxyOptions {
+  /** Command-line arguments. */
+  argv: readonly string[];
+  /** Environment variables. @default {Deno.env.toObject()} */
+  env?: Record<string, string | undefined>;
+  /** Where to log; built from the configuration when absent. */
+  logger?: Logger;
+  /** The resolv.conf to read default upstreams from. @default {"/etc/resolv.conf"} */
+  resolvConf?: string;
+}
+
+/** A running proxy program. */
+export interface RunningDnsProxy extends AsyncDisposable {
+  /** The address UDP and TCP listen on. */
+  readonly address: SocketAddress;
+  /** What serves: `builtin`, or the netloop backend and why it was chosen. */
+  readonly backend: string;
+  /** The proxy, with the `builtin` backend (with netloop, each loop has its own). */
+  readonly proxy: DnsProxy | undefined;
+  /** The Prometheus text (merged from every loop on netloop). */
+  metrics(): Promise<string>;
+  /** The metrics listener's address, when serving metrics. */
+  readonly metricsAddress: string | undefined;
+  /** Resolves after each applied reload (tests wait on it). */
+  readonly reloads: { applied: number; failed: number };
+  /** Stops everything. */
+  close(): Promise<void>;
+}
+
+/** What serves the proxy: the builtin listeners, or netloop engines. */
+interface Frontend {
+  readonly address: SocketAddress;
+  readonly backend: string;
+  readonly proxy: DnsProxy | undefined;
+  reconfigure(settings: ProxySettings): void;
+  metrics(): Promise<string>;
+  close(): Promise<void>;
+}
+
+async function startFrontend(
+  value: DnsConfig,
+  settings: ProxySettings,
+  logger: Logger,
+): Promise<Frontend> {
+  const idleTimeout = parseDuration(value.tcp.idle_timeout);
+  if (value.backend !== "builtin") {
+    const server = await serveDnsOnNetloop(settings, {
+      listen: value.listen,
+      loops: value.loops,
+      backend: value.backend,
+      idleTimeout,
+      logger,
+    });
+    logger.info("listening", {
+      address: formatSocketAddress(server.address),
+      transports: "udp+tcp",
+      backend: `netloop ${server.backend}`,
+      loops: value.loops,
+    });
+    return {
+      address: server.address,
+      backend: `netloop ${server.backend}`,
+      proxy: undefined,
+      reconfigure: (next) => server.reconfigure(next),
+      metrics: () => server.metrics(),
+      close: () => server.close(),
+    };
+  }
+  if (value.loops > 1) {
+    logger.warn("the builtin backend serves on one loop", { loops: value.loops });
+  }
+  const proxy = new DnsProxy({ ...settings, logger });
+  try {
+    const server = await serveDns(proxy, {
+      listen: value.listen,
+      idleTimeout,
+      maxConnections: value.tcp.max_connections,
+      maxPipelined: value.tcp.max_pipelined,
+      logger,
+    });
+    return {
+      address: server.address,
+      backend: "builtin",
+      proxy,
+      reconfigure: (next) => proxy.reconfigure(next),
+      metrics: () => Promise.resolve(proxy.metrics.registry.expose()),
+      close: async () => {
+        await server.close();
+        proxy.close();
+      },
+    };
+  } catch (error) {
+    proxy.close();
+    throw error;
+  }
+}
+
+async function settingsOf(
+  config: DnsConfig,
+  resolvConf: string,
+  logger: Logger,
+): Promise<ProxySettings> {
+  let effective = config;
+  if (config.upstream.servers.length === 0) {
+    const text = await Deno.readTextFile(resolvConf).catch(() => "");
+    const servers = upstreamsFromResolvConf(text, config.listen);
+    logger.info("upstreams from resolv.conf", { file: resolvConf, servers });
+    effective = { ...config, upstream: { ...config.upstream, servers } };
+  }
+  const caCerts = config.upstream.ca_file === ""
+    ? undefined
+    : [await Deno.readTextFile(config.upstream.ca_file)];
+  return toProxySettings(effective, caCerts);
+}
+
+/**
+ * Loads the proxy's configuration: defaults < `dnsproxy.{yaml,json,toml}` in `.` or `/etc/triad`
+ * (or `--config FILE`) < `DNSPROXY_*` variables < flags (`--listen`, `--upstream` repeated,
+ * `--metrics`, `--loops`, and every key as `--a.b`).
+ *
+ * @param argv Command-line arguments.
+ * @param env Environment variables.
+ * @returns The configuration (not yet watched).
+ * @throws {ConfigError} Naming the file position, variable or flag of an invalid value.
+ */
+async function loadDnsConfig(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): Promise<Config<DnsConfig>> {
+  return await createConfig({
+    schema: dnsConfigSchema,
+    files: { name: "dnsproxy", paths: [".", "/etc/triad"] },
+    env: { prefix: "DNSPROXY", vars: env },
+    args: { argv, aliases: { upstream: "upstream.servers" } },
+    program: "deno task dns",
+  }) as unknown as Config<DnsConfig>;
+}
+
+/**
+ * Loads the configuration, starts the proxy, its listeners and /metrics, and follows the file.
+ *
+ * @param options Arguments and environment.
+ * @returns The running program; `close()` stops it.
+ * @throws {ConfigError} When the configuration is invalid at start.
+ */
+export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningDnsProxy> {
+  const config = await loadDnsConfig(options.argv, options.env ?? Deno.env.toObject());
+  const value = config.value;
+  const logger = options.logger ?? createLogger({
+    level: value.log.level,
+    format: value.log.format,
+    fields: { app: "dnsproxy" },
+  });
+  const resolvConf = options.resolvConf ?? "/etc/resolv.conf";
+  const settings = await settingsOf(value, resolvConf, logger);
+  if (settings.upstream.upstreams.length === 0) {
+    logger.warn("no upstreams: every miss is answered SERVFAIL", { resolvConf });
+  }
+  let frontend: Frontend;
+  try {
+    frontend = await startFrontend(value, settings, logger);
+  } catch (error) {
+    await config[Symbol.asyncDispose]();
+    throw error;
+  }
+  let metricsServer: Deno.HttpServer | undefined;
+  let metricsAddress: string | undefined;
+  if (value.metrics !== "") {
+    const at = parseSocketAddress(value.metrics);
+    metricsServer = Deno.serve({
+      hostname: at.address,
+      port: at.port,
+      onListen: () => {},
+    }, (request) => {
+      if (new URL(request.url).pathname !== "/metrics") {
+        return new Response("Not found: try /metrics\n", { status: 404 });
+      }
+      return frontend.metrics().then((text) =>
+        new Response(text, { headers: { "content-type": "text/plain; version=0.0.4" } })
+      );
+    });
+    const addr = metricsServer.addr as Deno.NetAddr;
+    metricsAddress = formatSocketAddress({ ...at, port: addr.port });
+    logger.info("metrics", { address: `http://${metricsAddress}/metrics` });
+  }
+  const reloads = { applied: 0, failed: 0 };
+  config.on("change", (event) => {
+    settingsOf(event.current, resolvConf, logger).then((next) => {
+      frontend.reconfigure(next);
+      reloads.applied++;
+      const fixed = ["listen", "loops", "backend", "metrics", "tcp"].filter((path) =>
+        event.changed(path as "listen")
+      );
+      logger.info("configuration reloaded", { cause: event.cause });
+      if (fixed.length > 0) logger.warn("restart needed to apply", { paths: fixed });
+    }).catch((error) => {
+      reloads.failed++;
+      logger.error("configuration not applied; keeping the running one", { error });
+    });
+  });
+  config.on("error", (error) => {
+    reloads.failed++;
+    logger.error("configuration invalid; keeping the running one", { error: error.message });
+  });
+  await config.watch();
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await config[Symbol.asyncDispose]();
+    await frontend.close();
+    await metricsServer?.shutdown();
+  };
+  return {
+    address: frontend.address,
+    backend: frontend.backend,
+    proxy: frontend.proxy,
+    metrics: () => frontend.metrics(),
+    metricsAddress,
+    reloads,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+if (import.meta.main) {
+  try {
+    if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+      await using config = await loadDnsConfig(Deno.args, Deno.env.toObject());
+      console.log(config.help());
+      Deno.exit(0);
+    }
+    const running = await runDnsProxy({ argv: Deno.args });
+    const stop = async () => {
+      await running.close();
+      Deno.exit(0);
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : String(error));
+    Deno.exit(2);
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * Serving on `@triad/netloop`: one UDP and one TCP engine on the same address, `loops` Workers
+ * each, every loop running its own proxy (cache included) from `_netloop_handler.ts`.
+ *
+ * @module
+ */
+import { formatPrometheus, parseSocketAddress, TriadError } from "@triad/core";
+import type { Logger, MetricSnapshot, SocketAddress } from "@triad/core";
+import { serve } from "@triad/netloop";
+import type { Engine } from "@triad/netloop";
+import type { LoopData, LoopMessage } from "./_netloop_handler.ts";
+import type { ProxySettings } from "./proxy.ts";
+
+/** Options of {@linkcode serveDnsOnNetloop}. */
+export interface NetloopDnsOptions {
+  /** Where to listen (`127.0.0.1:5353`; port 0 picks one for both transports). */
+  listen: string;
+  /** Loops (Workers) per transport. @default {1} */
+  loops?: number;
+  /** The netloop backend. @default {"auto"} */
+  backend?: "auto" | "uring" | "epoll" | "portable";
+  /** Idle TCP connections are closed after this many ms. @default {10000} */
+  idleTimeout?: number;
+  /** Where the engines log. */
+  logger?: Logger;
+}
+
+/** The proxy running on netloop. */
+export interface NetloopDnsServer extends AsyncDisposable {
+  /** The address both transports listen on. */
+  readonly address: SocketAddress;
+  /** The backend netloop chose, and why. */
+  readonly backend: string;
+  /** Sends new settings to every loop (hot reload). */
+  reconfigure(settings: ProxySettings): void;
+  /** Prometheus text merged from every loop. */
+  metrics(): Promise<string>;
+  /** Stops both engines. */
+  close(): Promise<void>;
+}
+
+const HANDLER = new URL("./_netloop_handler.ts", import.meta.url);
+
+/**
+ * Starts the proxy on netloop: a UDP engine and a TCP engine on the same address.
+ *
+ * @param settings The proxy settings, given to every loop.
+ * @param options Address, loops, backend.
+ * @returns The running server.
+ * @throws {TriadError} With code `listen_failed`.
+ *
+ * @example
+ * ```ts ignore
+ * await using server = await serveDnsOnNetloop(
+ *   { upstream: { upstreams: ["127.0.0.1:53"] } },
+ *   { listen: "127.0.0.1:5353", loops: 2 },
+ * );
+ * ```
+ */
+export async function serveDnsOnNetloop(
+  settings: ProxySettings,
+  options: NetloopDnsOptions,
+): Promise<NetloopDnsServer> {
+  const at = parseSocketAddress(options.listen);
+  const data: LoopData = { settings };
+  const pending = new Map<
+    number,
+    { snapshots: MetricSnapshot[]; left: number; done: () => void }
+  >();
+  const onMessage = (message: unknown) => {
+    const reply = message as { type: string; id: number; snapshot: MetricSnapshot[] };
+    const waiting = reply.type === "metrics" ? pending.get(reply.id) : undefined;
+    if (waiting === undefined) return;
+    waiting.snapshots.push(...reply.snapshot);
+    if (--waiting.left === 0) waiting.done();
+  };
+  const common = {
+    hostname: at.address,
+    loops: options.loops ?? 1,
+    backend: options.backend ?? "auto",
+    // A turn at least every millisecond: promise continuations (upstream answers) run at turns.
+    tick: 1,
+    data,
+    onMessage,
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+  } as const;
+  let udp: Engine | undefined;
+  let tcp: Engine | undefined;
+  for (let attempt = 0; attempt < 10 && tcp === undefined; attempt++) {
+    try {
+      udp = await serve(HANDLER, { ...common, network: "udp", port: at.port });
+      tcp = await serve(HANDLER, {
+        ...common,
+        network: "tcp",
+        port: udp.address.port,
+        idleTimeout: options.idleTimeout ?? 10_000,
+      });
+    } catch (cause) {
+      await udp?.stop();
+      udp = undefined;
+      if (at.port !== 0 || attempt === 9) {
+        throw new TriadError(`Cannot listen on ${options.listen}: ${String(cause)}`, {
+          code: "listen_failed",
+          cause,
+        });
+      }
+    }
+  }
+  const engines = [udp!, tcp!];
+  let nextId = 0;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await Promise.all(engines.map((engine) => engine.stop()));
+  };
+  return {
+    address: { ...at, port: udp!.address.port },
+    backend: `${udp!.backend} (${udp!.reason})`,
+    reconfigure(next) {
+      const message: LoopMessage = { type: "reconfigure", settings: next };
+      for (const engine of engines) engine.broadcast(message);
+    },
+    metrics() {
+      const id = ++nextId;
+      const loops = engines.reduce((sum, engine) => sum + engine.loops, 0);
+      return new Promise<string>((resolve) => {
+        const entry = {
+          snapshots: [] as MetricSnapshot[],
+          left: loops,
+          done: () => {
+            clearTimeout(timer);
+            pending.delete(id);
+            resolve(formatPrometheus(entry.snapshots));
+          },
+        };
+        // A loop that does not answer within a second is left out rather than hanging /metrics.
+        const timer = setTimeout(entry.done, 1000);
+        pending.set(id, entry);
+        const message: LoopMessage = { type: "collect", id };
+        for (const engine of engines) engine.broadcast(message);
+      });
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}

@@ -1,0 +1,394 @@
+/**
+ * The proxy's query path, independent of sockets: ACL, rate limit, strict parsing, RFC 8482,
+ * cache, in-flight deduplication, upstreams, serve-stale, truncation for the client's limit.
+ *
+ * @module
+ */
+import type { Logger } from "@triad/core";
+import { Acl } from "./acl.ts";
+import { cacheKey, copyQuestionCase, DnsCache } from "./cache.ts";
+import type { CacheLookup, CacheOptions } from "./cache.ts";
+import { DnsMetrics } from "./metrics.ts";
+import { RateLimiter } from "./rate_limit.ts";
+import type { RateLimitOptions } from "./rate_limit.ts";
+import { UpstreamGroup } from "./upstream/upstream_group.ts";
+import type { UpstreamGroupOptions } from "./upstream/upstream_group.ts";
+import type { UpstreamTransport } from "./upstream/upstream.ts";
+import {
+  buildAnyResponse,
+  buildErrorResponse,
+  removeOpt,
+  truncateResponse,
+} from "./wire/builders.ts";
+import {
+  CLASSIC_UDP_SIZE,
+  EDNS_UDP_SIZE,
+  Rcode,
+  rcodeName,
+  RrType,
+  typeName,
+} from "./wire/constants.ts";
+import { parseMessage } from "./wire/message.ts";
+import type { MessageInfo } from "./wire/message.ts";
+import { nameToText } from "./wire/name.ts";
+
+/** Who sent a query and how. */
+export interface ClientInfo {
+  /** The client's IP address. */
+  readonly address: string;
+  /** The client's port. */
+  readonly port: number;
+  /** The transport the query came on. */
+  readonly transport: "udp" | "tcp";
+}
+
+/** Everything that can change at run time (hot reload). */
+export interface ProxySettings {
+  /** Upstreams and their behaviour. */
+  upstream: Omit<UpstreamGroupOptions, "onMismatch" | "onReply" | "logger" | "transport">;
+  /** Cache limits and behaviour. */
+  cache?: CacheOptions;
+  /** Client prefixes allowed and denied; loopback and private ranges by default. */
+  acl?: { allow?: readonly string[]; deny?: readonly string[] };
+  /** Per-client rate limit; off when absent. */
+  rateLimit?: Omit<RateLimitOptions, "now">;
+  /** Serve a stale answer when a refresh takes longer than this (ms, RFC 8767 §5). @default {1800} */
+  staleAnswerTimeout?: number;
+  /** Log every query at info level. @default {false} */
+  queryLog?: boolean;
+}
+
+/** Options of a {@linkcode DnsProxy}. */
+export interface DnsProxyOptions extends ProxySettings {
+  /** Where logs go. */
+  logger?: Logger;
+  /** The metrics (shared with /metrics). @default {new DnsMetrics()} */
+  metrics?: DnsMetrics;
+  /** How upstream queries travel (an event loop's own sockets); Deno's sockets by default. */
+  transport?: UpstreamTransport;
+}
+
+type Fetched =
+  | { ok: true; bytes: Uint8Array; info: MessageInfo; upstream: string }
+  | { ok: false; rcode: number };
+
+/** A query answered from nothing: the raw answer or `null` for "send nothing". */
+export type ProxyAnswer = Uint8Array | null;
+
+/**
+ * The query path of the proxy. Feed it a packet and who sent it; it returns the answer bytes (at
+ * once for cache hits, as a promise otherwise) or `null` when nothing must be sent.
+ *
+ * @example
+ * ```ts
+ * import { buildQuery, DnsProxy, parseMessage, Rcode } from "@triad/dnsproxy";
+ * import assert from "node:assert/strict";
+ *
+ * using proxy = new DnsProxy({ upstream: { upstreams: [] } });
+ * const client = { address: "8.8.8.8", port: 1000, transport: "udp" } as const;
+ * const answer = await proxy.handle(buildQuery({ id: 1, name: "x.", type: 1 }), client);
+ * assert.equal(parseMessage(answer!).rcode, Rcode.REFUSED); // not an allowed client
+ * ```
+ */
+export class DnsProxy {
+  /** The metrics. */
+  readonly metrics: DnsMetrics;
+  /** The cache. */
+  readonly cache: DnsCache;
+  #settings: ProxySettings;
+  #group: UpstreamGroup;
+  #acl: Acl;
+  #limiter: RateLimiter | undefined;
+  #inFlight = new Map<string, Promise<Fetched>>();
+  #logger: Logger | undefined;
+  #transport: UpstreamTransport | undefined;
+  #draining = new Set<UpstreamGroup>();
+  #closed = false;
+
+  /**
+   * Creates the proxy.
+   *
+   * @param options Settings, logger and metrics.
+   * @throws {TriadError} When an upstream or ACL entry is invalid.
+   */
+  constructor(options: DnsProxyOptions) {
+    this.metrics = options.metrics ?? new DnsMetrics();
+    this.#logger = options.logger;
+    this.#transport = options.transport;
+    this.#settings = options;
+    this.cache = new DnsCache(options.cache ?? {});
+    this.#acl = new Acl(options.acl ?? {});
+    this.#limiter = options.rateLimit === undefined
+      ? undefined
+      : new RateLimiter(options.rateLimit);
+    this.#group = this.#makeGroup(options.upstream);
+    this.metrics.registry.onCollect(() => {
+      this.metrics.cacheEntries.set(this.cache.size);
+      this.metrics.cacheBytes.set(this.cache.bytes);
+      for (const upstream of this.#group.upstreams) {
+        this.metrics.upstreamHealthy.set(upstream.healthy ? 1 : 0, { upstream: upstream.name });
+      }
+    });
+  }
+
+  /** The upstream group in use. */
+  get upstreams(): UpstreamGroup {
+    return this.#group;
+  }
+
+  #makeGroup(options: ProxySettings["upstream"]): UpstreamGroup {
+    const groupOptions: UpstreamGroupOptions = {
+      ...options,
+      onMismatch: (upstream, reason) => this.metrics.mismatch(upstream, reason),
+      onReply: (upstream, rtt, ok) => this.metrics.upstreamReply(upstream, rtt, ok),
+    };
+    if (this.#logger !== undefined) groupOptions.logger = this.#logger;
+    if (this.#transport !== undefined) groupOptions.transport = this.#transport;
+    return new UpstreamGroup(groupOptions);
+  }
+
+  /**
+   * Applies new settings without dropping a query: the cache is resized in place, ACL and rate
+   * limit are swapped, and a changed upstream list gets a new group while the old one finishes the
+   * queries it has in flight.
+   *
+   * @param settings The new settings (validated: nothing is changed if any part is invalid).
+   * @throws {TriadError} When an upstream or ACL entry is invalid; the old settings stay.
+   */
+  reconfigure(settings: ProxySettings): void {
+    const acl = new Acl(settings.acl ?? {});
+    const upstreamChanged =
+      JSON.stringify(settings.upstream) !== JSON.stringify(this.#settings.upstream);
+    const group = upstreamChanged ? this.#makeGroup(settings.upstream) : this.#group;
+    this.#acl = acl;
+    this.#limiter = settings.rateLimit === undefined
+      ? undefined
+      : new RateLimiter(settings.rateLimit);
+    this.cache.configure(settings.cache ?? {});
+    if (group !== this.#group) {
+      const old = this.#group;
+      this.#group = group;
+      this.#drain(old);
+    }
+    this.#settings = settings;
+  }
+
+  #drain(old: UpstreamGroup): void {
+    this.#draining.add(old);
+    const started = performance.now();
+    const limit = (this.#settings.upstream.timeout ?? 2000) *
+        (this.#settings.upstream.attempts ?? 3) + 1000;
+    const timer = setInterval(() => {
+      if (old.inFlight === 0 || performance.now() - started > limit || this.#closed) {
+        clearInterval(timer);
+        old.close();
+        this.#draining.delete(old);
+      }
+    }, 50);
+  }
+
+  /**
+   * Answers one query.
+   *
+   * @param packet The query bytes (not kept).
+   * @param client Who sent it and how.
+   * @returns The answer, or `null` to send nothing (malformed beyond answering, a response, rate
+   *   limited over UDP).
+   */
+  handle(packet: Uint8Array, client: ClientInfo): ProxyAnswer | Promise<ProxyAnswer> {
+    const headerOk = packet.length >= 12 && (packet[2]! & 0x80) === 0;
+    if (!this.#acl.allows(client.address)) {
+      this.metrics.aclRefused();
+      return headerOk ? this.#error(packet, Rcode.REFUSED) : null;
+    }
+    if (this.#limiter !== undefined && !this.#limiter.take(client.address)) {
+      this.metrics.rateLimited();
+      // Over UDP a reply would still feed a reflection attack: stay silent.
+      return headerOk && client.transport === "tcp" ? this.#error(packet, Rcode.REFUSED) : null;
+    }
+    if (!headerOk) {
+      this.metrics.malformedDropped();
+      return null;
+    }
+    let info: MessageInfo;
+    try {
+      info = parseMessage(packet);
+    } catch (error) {
+      this.metrics.malformedAnswered();
+      if (this.#logger?.enabled("debug")) {
+        this.#logger.debug("malformed query", { client: client.address, error });
+      }
+      return this.#error(packet, Rcode.FORMERR);
+    }
+    if (info.opcode !== 0) return this.#error(packet, Rcode.NOTIMP, info);
+    const question = info.question;
+    if (question === undefined || info.counts[1] !== 0 || info.counts[2] !== 0) {
+      this.metrics.malformedAnswered();
+      return this.#error(packet, Rcode.FORMERR, info);
+    }
+    this.metrics.query(question.type, client.transport);
+    if (info.edns !== undefined && info.edns.version !== 0) {
+      return this.#error(packet, Rcode.BADVERS, info);
+    }
+    if (question.type === RrType.ANY) {
+      this.metrics.response(Rcode.NOERROR);
+      return buildAnyResponse(packet, info);
+    }
+    if (question.type === 251 || question.type === 252) {
+      return this.#error(packet, Rcode.NOTIMP, info); // IXFR, AXFR: not for a cache
+    }
+    const limit = client.transport === "tcp"
+      ? 65_535
+      : info.edns === undefined
+      ? CLASSIC_UDP_SIZE
+      : Math.min(Math.max(info.edns.udpSize, CLASSIC_UDP_SIZE), EDNS_UDP_SIZE);
+    const key = cacheKey(info);
+    const lookup = this.cache.lookup(key);
+    if (lookup !== undefined && !lookup.stale) {
+      this.metrics.cacheHits();
+      const plain = info.edns === undefined;
+      const out = this.cache.answer(lookup, packet, plain);
+      if (this.cache.claimPrefetch(lookup.entry)) this.#prefetch(key, packet, info);
+      this.#log(client, packet, info, lookup.entry.info.rcode, "hit");
+      return this.#fit(out, this.cache.variant(lookup.entry, plain).info, info, limit);
+    }
+    this.metrics.cacheMisses();
+    return this.#resolve(packet, info, key, lookup, limit, client);
+  }
+
+  async #resolve(
+    packet: Uint8Array,
+    info: MessageInfo,
+    key: string,
+    stale: CacheLookup | undefined,
+    limit: number,
+    client: ClientInfo,
+  ): Promise<ProxyAnswer> {
+    let pending = this.#inFlight.get(key);
+    if (pending === undefined) {
+      pending = this.#fetch(key, packet.slice(), info);
+    } else {
+      this.metrics.deduplicated();
+    }
+    let fetched: Fetched | undefined;
+    if (stale !== undefined) {
+      const wait = this.#settings.staleAnswerTimeout ?? 1800;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      fetched = await Promise.race([
+        pending,
+        new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), wait)),
+      ]);
+      clearTimeout(timer);
+    } else {
+      fetched = await pending;
+    }
+    if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
+      const out = fetched.bytes.slice();
+      out[0] = packet[0]!;
+      out[1] = packet[1]!;
+      copyQuestionCase(out, fetched.info, packet);
+      this.#log(client, packet, info, fetched.info.rcode, "miss", fetched.upstream);
+      return this.#fit(out, fetched.info, info, limit);
+    }
+    if (stale !== undefined && this.cache.lookup(key) !== undefined) {
+      this.metrics.cacheStale();
+      this.#log(client, packet, info, stale.entry.info.rcode, "stale");
+      const plain = info.edns === undefined;
+      const out = this.cache.answer(stale, packet, plain);
+      return this.#fit(out, this.cache.variant(stale.entry, plain).info, info, limit);
+    }
+    const rcode = fetched === undefined || fetched.ok ? Rcode.SERVFAIL : fetched.rcode;
+    this.#log(client, packet, info, rcode, "miss");
+    return this.#error(packet, rcode, info);
+  }
+
+  #fetch(key: string, query: Uint8Array, info: MessageInfo): Promise<Fetched> {
+    const promise = this.#group.resolve(withEdns(query, info), info).then((result): Fetched => {
+      if (!result.ok) {
+        return { ok: false, rcode: result.reason === "busy" ? Rcode.REFUSED : Rcode.SERVFAIL };
+      }
+      const { bytes, info: replyInfo } = result.reply;
+      this.cache.store(key, bytes, replyInfo);
+      return { ok: true, bytes, info: replyInfo, upstream: result.upstream };
+    }).finally(() => this.#inFlight.delete(key));
+    this.#inFlight.set(key, promise);
+    return promise;
+  }
+
+  #prefetch(key: string, packet: Uint8Array, info: MessageInfo): void {
+    if (this.#inFlight.has(key)) return;
+    this.metrics.prefetches();
+    this.#fetch(key, packet.slice(), info).catch(() => {});
+  }
+
+  /** Fits an answer to the client: OPT removed if it sent none, truncated past its limit. */
+  #fit(out: Uint8Array, answer: MessageInfo, query: MessageInfo, limit: number): Uint8Array {
+    let bytes = out;
+    let info = answer;
+    if (query.edns === undefined && info.edns !== undefined) {
+      bytes = removeOpt(bytes, info);
+      info = { ...info, edns: undefined };
+    }
+    if (bytes.length > limit) bytes = truncateResponse(bytes, info);
+    this.metrics.response(info.rcode);
+    return bytes;
+  }
+
+  #error(packet: Uint8Array, rcode: number, info?: MessageInfo): Uint8Array {
+    this.metrics.response(rcode);
+    return buildErrorResponse(packet, rcode, info);
+  }
+
+  #log(
+    client: ClientInfo,
+    packet: Uint8Array,
+    info: MessageInfo,
+    rcode: number,
+    cache: string,
+    upstream?: string,
+  ): void {
+    if (this.#settings.queryLog !== true || this.#logger === undefined) return;
+    const fields: Record<string, unknown> = {
+      client: client.address,
+      transport: client.transport,
+      name: nameToText(packet, info.question!.nameOffset),
+      type: typeName(info.question!.type),
+      rcode: rcodeName(rcode),
+      cache,
+    };
+    if (upstream !== undefined) fields.upstream = upstream;
+    this.#logger.info("query", fields);
+  }
+
+  /** Stops upstream probes and closes pooled connections. */
+  close(): void {
+    this.#closed = true;
+    this.#group.close();
+    for (const group of this.#draining) group.close();
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** The query as sent upstream: OPT advertising 1232 bytes (added when the client sent none). */
+function withEdns(query: Uint8Array, info: MessageInfo): Uint8Array {
+  if (info.edns !== undefined) {
+    const at = info.edns.offset + 3;
+    query[at] = EDNS_UDP_SIZE >> 8;
+    query[at + 1] = EDNS_UDP_SIZE & 0xff;
+    return query;
+  }
+  const out = new Uint8Array(query.length + 11);
+  out.set(query);
+  const arcount = ((query[10]! << 8) | query[11]!) + 1;
+  out[10] = arcount >> 8;
+  out[11] = arcount & 0xff;
+  const at = query.length;
+  out[at + 2] = RrType.OPT;
+  out[at + 3] = EDNS_UDP_SIZE >> 8;
+  out[at + 4] = EDNS_UDP_SIZE & 0xff;
+  return out;
+}

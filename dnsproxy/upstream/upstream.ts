@@ -1,0 +1,213 @@
+/**
+ * One upstream resolver: its address and transport, health and round-trip time.
+ *
+ * @module
+ */
+import { parseSocketAddress, TriadError } from "@triad/core";
+import type { SocketAddress } from "@triad/core";
+import { Flag } from "../wire/constants.ts";
+import type { MessageInfo } from "../wire/message.ts";
+import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
+import { randomId, TcpPool } from "./tcp_pool.ts";
+import { udpExchange } from "./udp_exchange.ts";
+import type { UdpExchange } from "./udp_exchange.ts";
+
+/** How an upstream is reached. */
+export type UpstreamProtocol = "udp" | "tcp" | "tls";
+
+/** Settings of one {@linkcode Upstream}. */
+export interface UpstreamOptions {
+  /**
+   * `1.2.3.4`, `1.2.3.4:53`, `[::1]:53` (UDP, retried over TCP when truncated), `tcp://...`
+   * (TCP only) or `tls://1.2.3.4:853` (DNS over TLS; port 853 by default).
+   */
+  address: string;
+  /** The TLS server name to verify (DNS over TLS); the address by default. */
+  tlsServerName?: string;
+  /** Extra PEM CA certificates to trust (DNS over TLS). */
+  caCerts?: string[];
+  /** Consecutive failures after which the upstream counts as down. @default {2} */
+  maxFails?: number;
+  /** Most TCP/TLS connections kept. @default {4} */
+  maxConnections?: number;
+  /** TCP/TLS connections idle this long are closed (ms). @default {10000} */
+  idleTimeout?: number;
+  /** Called for every refused reply. */
+  onMismatch?: (reason: MismatchReason) => void;
+  /** How queries travel; Deno's sockets by default. */
+  transport?: UpstreamTransport;
+}
+
+/** How an upstream's queries travel: replaceable so an event loop can carry them itself. */
+export interface UpstreamTransport {
+  /** One UDP query and its reply. @default {udpExchange} */
+  udpExchange?: UdpExchange;
+  /** Opens a plain TCP connection (TLS is always `Deno.connect` + `Deno.startTls`). */
+  tcpConnect?: (hostname: string, port: number) => Promise<Deno.Conn>;
+}
+
+/** What {@linkcode Upstream.exchange} returns. */
+export interface UpstreamReply extends AcceptedReply {
+  /** The round-trip time in milliseconds. */
+  readonly rtt: number;
+  /** The transport that finally answered. */
+  readonly transport: UpstreamProtocol;
+}
+
+/**
+ * Parses an upstream address into protocol and socket address.
+ *
+ * @param text See {@linkcode UpstreamOptions.address}.
+ * @returns The protocol and address.
+ * @throws {TriadError} With code `bad_upstream`.
+ *
+ * @example
+ * ```ts
+ * import { parseUpstreamAddress } from "@triad/dnsproxy";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(parseUpstreamAddress("tls://[::1]"), {
+ *   protocol: "tls",
+ *   address: { family: 6, address: "::1", port: 853 },
+ * });
+ * ```
+ */
+export function parseUpstreamAddress(
+  text: string,
+): { protocol: UpstreamProtocol; address: SocketAddress } {
+  const match = /^(?:(udp|tcp|tls):\/\/)?(.+)$/.exec(text.trim());
+  const protocol = (match?.[1] ?? "udp") as UpstreamProtocol;
+  try {
+    const address = parseSocketAddress(match?.[2] ?? "", {
+      defaultPort: protocol === "tls" ? 853 : 53,
+    });
+    if (address.port === 0) throw new TriadError("port 0", { code: "bad_address" });
+    return { protocol, address };
+  } catch (cause) {
+    throw new TriadError(
+      `Invalid upstream "${text}": expected IP[:port], [IPv6]:port, tcp://... or tls://...`,
+      { code: "bad_upstream", cause },
+    );
+  }
+}
+
+/**
+ * One upstream resolver. Plain upstreams are asked over UDP from a random port with a random ID,
+ * and over TCP when the reply is truncated; `tcp://` and `tls://` upstreams use a pipelined pool.
+ * Health is tracked in band: `maxFails` consecutive failures mark it down, one success up.
+ */
+export class Upstream {
+  /** The address as configured. */
+  readonly name: string;
+  /** The transport. */
+  readonly protocol: UpstreamProtocol;
+  /** The socket address. */
+  readonly address: SocketAddress;
+  /** Smoothed round-trip time in ms (0 before the first reply). */
+  rtt = 0;
+  /** Consecutive failures. */
+  fails = 0;
+  /** Queries in flight. */
+  inFlight = 0;
+  readonly #maxFails: number;
+  readonly #pool: TcpPool;
+  readonly #onMismatch: (reason: MismatchReason) => void;
+  readonly #udpExchange: UdpExchange;
+
+  /**
+   * Creates an upstream (no connection is made until the first query).
+   *
+   * @param options Address and limits.
+   */
+  constructor(options: UpstreamOptions) {
+    const { protocol, address } = parseUpstreamAddress(options.address);
+    this.name = options.address;
+    this.protocol = protocol;
+    this.address = address;
+    this.#maxFails = options.maxFails ?? 2;
+    this.#onMismatch = options.onMismatch ?? (() => {});
+    this.#udpExchange = options.transport?.udpExchange ?? udpExchange;
+    const tcpConnect = options.transport?.tcpConnect;
+    const { address: hostname, port } = address;
+    const connect = protocol === "tls"
+      ? async () => {
+        const tcp = await Deno.connect({ hostname, port });
+        const tlsOptions: Deno.StartTlsOptions = {
+          hostname: options.tlsServerName ?? hostname,
+        };
+        if (options.caCerts !== undefined) tlsOptions.caCerts = options.caCerts;
+        const tls = await Deno.startTls(tcp, tlsOptions);
+        await tls.handshake();
+        return tls;
+      }
+      : tcpConnect !== undefined
+      ? () => tcpConnect(hostname, port)
+      : () => Deno.connect({ hostname, port });
+    const poolOptions: ConstructorParameters<typeof TcpPool>[0] = {
+      connect,
+      label: options.address,
+      onMismatch: this.#onMismatch,
+    };
+    if (options.maxConnections !== undefined) poolOptions.maxConnections = options.maxConnections;
+    if (options.idleTimeout !== undefined) poolOptions.idleTimeout = options.idleTimeout;
+    this.#pool = new TcpPool(poolOptions);
+  }
+
+  /** Whether it counts as up (fewer than `maxFails` consecutive failures). */
+  get healthy(): boolean {
+    return this.fails < this.#maxFails;
+  }
+
+  /**
+   * Asks this upstream. The query is copied and given a fresh random ID.
+   *
+   * @param query The client's query (not modified).
+   * @param info The parsed query.
+   * @param timeoutMs Time for the whole exchange, TCP retry included.
+   * @returns The accepted reply with its round-trip time.
+   * @throws {UpstreamError} When it fails; health is updated either way.
+   */
+  async exchange(query: Uint8Array, info: MessageInfo, timeoutMs: number): Promise<UpstreamReply> {
+    const started = performance.now();
+    this.inFlight++;
+    try {
+      let reply: AcceptedReply;
+      let transport: UpstreamProtocol = this.protocol;
+      if (this.protocol === "udp") {
+        const id = randomId();
+        const copy = query.slice();
+        copy[0] = id >> 8;
+        copy[1] = id & 0xff;
+        reply = await this.#udpExchange(this.address, copy, id, info, timeoutMs, this.#onMismatch);
+        if ((reply.info.flags & Flag.TC) !== 0) {
+          transport = "tcp";
+          const left = Math.max(1, timeoutMs - (performance.now() - started));
+          reply = await this.#pool.exchange(query, info, left);
+        }
+      } else {
+        reply = await this.#pool.exchange(query, info, timeoutMs);
+      }
+      const rtt = performance.now() - started;
+      this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
+      this.fails = 0;
+      return { ...reply, rtt, transport };
+    } catch (error) {
+      this.fails++;
+      // A failure counts as a slow round trip so `fastest` moves away from it.
+      this.rtt = Math.max(this.rtt * 2, timeoutMs);
+      throw error;
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /** Open TCP/TLS connections. */
+  get connections(): number {
+    return this.#pool.connections;
+  }
+
+  /** Closes pooled connections; queries in flight over TCP fail. */
+  close(): void {
+    this.#pool.close();
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The upstreams of the proxy: policy, concurrency limit, per-query timeout with retry on another
+ * upstream, and active health probes of upstreams that are down.
+ *
+ * @module
+ */
+import type { Logger } from "@triad/core";
+import { buildQuery } from "../wire/builders.ts";
+import { parseMessage } from "../wire/message.ts";
+import type { MessageInfo } from "../wire/message.ts";
+import { orderUpstreams } from "./policy.ts";
+import type { UpstreamPolicy } from "./policy.ts";
+import type { MismatchReason } from "./reply_check.ts";
+import { Upstream } from "./upstream.ts";
+import type { UpstreamOptions, UpstreamReply, UpstreamTransport } from "./upstream.ts";
+import { randomId } from "./tcp_pool.ts";
+
+/** Settings of an {@linkcode UpstreamGroup}. */
+export interface UpstreamGroupOptions {
+  /** The upstreams (addresses or full options). */
+  upstreams: readonly (string | UpstreamOptions)[];
+  /** How to order them per query. @default {"random"} */
+  policy?: UpstreamPolicy;
+  /** Queries in flight upstream beyond which new ones are answered REFUSED; 0 is no limit. @default {0} */
+  maxConcurrent?: number;
+  /** Time allowed per upstream try (ms). @default {2000} */
+  timeout?: number;
+  /** Upstreams tried per query at most. @default {3} */
+  attempts?: number;
+  /** Consecutive failures that mark an upstream down. @default {2} */
+  maxFails?: number;
+  /** Interval of active probes (`. IN NS`) of upstreams marked down (ms); 0 is off. @default {500} */
+  healthCheck?: number;
+  /** Reports refused replies. */
+  onMismatch?: (upstream: string, reason: MismatchReason) => void;
+  /** Reports every upstream round trip. */
+  onReply?: (upstream: string, rtt: number, ok: boolean) => void;
+  /** Where health changes are logged. */
+  logger?: Logger;
+  /** How queries travel (an event loop's own sockets); Deno's sockets by default. */
+  transport?: UpstreamTransport;
+}
+
+/** The outcome of {@linkcode UpstreamGroup.resolve}. */
+export type GroupResult =
+  | { readonly ok: true; readonly reply: UpstreamReply; readonly upstream: string }
+  | { readonly ok: false; readonly reason: "busy" | "failed" };
+
+/**
+ * A set of upstreams behind one policy. Each query tries up to `attempts` upstreams in policy
+ * order, each for at most `timeout` ms, and reports `failed` when none answered (the caller answers
+ * SERVFAIL or serves stale) or `busy` above `maxConcurrent` (the caller answers REFUSED).
+ *
+ * @example
+ * ```ts ignore
+ * using group = new UpstreamGroup({ upstreams: ["127.0.0.1:5300"], policy: "fastest" });
+ * const result = await group.resolve(query, parseMessage(query));
+ * ```
+ */
+export class UpstreamGroup {
+  /** The upstreams. */
+  readonly upstreams: readonly Upstream[];
+  #options: UpstreamGroupOptions;
+  #turn = 0;
+  #inFlight = 0;
+  #probeTimer: ReturnType<typeof setInterval> | undefined;
+  #probing = new Set<Upstream>();
+  #closed = false;
+
+  /**
+   * Creates the group (no traffic until the first query).
+   *
+   * @param options Upstreams and behaviour.
+   */
+  constructor(options: UpstreamGroupOptions) {
+    this.#options = options;
+    this.upstreams = options.upstreams.map((spec) => {
+      const upstreamOptions: UpstreamOptions = typeof spec === "string"
+        ? { address: spec }
+        : { ...spec };
+      if (options.maxFails !== undefined && upstreamOptions.maxFails === undefined) {
+        upstreamOptions.maxFails = options.maxFails;
+      }
+      if (options.transport !== undefined && upstreamOptions.transport === undefined) {
+        upstreamOptions.transport = options.transport;
+      }
+      const name = upstreamOptions.address;
+      upstreamOptions.onMismatch = (reason) => options.onMismatch?.(name, reason);
+      return new Upstream(upstreamOptions);
+    });
+    const interval = options.healthCheck ?? 500;
+    if (interval > 0) {
+      const timer = setInterval(() => this.#probeDown(), interval);
+      Deno.unrefTimer(timer);
+      this.#probeTimer = timer;
+    }
+  }
+
+  /** Queries in flight. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /**
+   * Resolves a query through the upstreams.
+   *
+   * @param query The client's query (not modified).
+   * @param info The parsed query.
+   * @returns The reply and who gave it, or why there is none.
+   */
+  async resolve(query: Uint8Array, info: MessageInfo): Promise<GroupResult> {
+    const max = this.#options.maxConcurrent ?? 0;
+    if (max > 0 && this.#inFlight >= max) return { ok: false, reason: "busy" };
+    const order = orderUpstreams(
+      this.upstreams,
+      this.#options.policy ?? "random",
+      this.#turn++,
+    );
+    const attempts = Math.min(order.length, this.#options.attempts ?? 3);
+    const timeout = this.#options.timeout ?? 2000;
+    this.#inFlight++;
+    try {
+      for (let i = 0; i < attempts && !this.#closed; i++) {
+        const upstream = order[i]!;
+        const wasHealthy = upstream.healthy;
+        try {
+          const reply = await upstream.exchange(query, info, timeout);
+          this.#options.onReply?.(upstream.name, reply.rtt, true);
+          return { ok: true, reply, upstream: upstream.name };
+        } catch (error) {
+          this.#options.onReply?.(upstream.name, timeout, false);
+          if (wasHealthy && !upstream.healthy) {
+            this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
+          }
+        }
+      }
+      return { ok: false, reason: "failed" };
+    } finally {
+      this.#inFlight--;
+    }
+  }
+
+  #probeDown(): void {
+    for (const upstream of this.upstreams) {
+      if (upstream.healthy || this.#probing.has(upstream) || this.#closed) continue;
+      this.#probing.add(upstream);
+      const probe = buildQuery({ id: randomId(), name: ".", type: 2 });
+      upstream.exchange(probe, parseMessage(probe), this.#options.timeout ?? 2000)
+        .then(() => this.#options.logger?.info("upstream up", { upstream: upstream.name }))
+        .catch(() => {})
+        .finally(() => this.#probing.delete(upstream));
+    }
+  }
+
+  /** Stops probes and closes pooled connections. */
+  close(): void {
+    this.#closed = true;
+    if (this.#probeTimer !== undefined) clearInterval(this.#probeTimer);
+    for (const upstream of this.upstreams) upstream.close();
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,339 @@
+/**
+ * The connection objects every backend shares: inbound views with an elastic leftover buffer, and
+ * an outbound double buffer (one half being sent while the handler fills the other).
+ *
+ * @module
+ */
+import type { SocketAddress } from "@triad/core";
+import type { Conn } from "./conn.ts";
+import type { ConnHandler } from "./event_handler.ts";
+import type { LoopCore } from "./_loop.ts";
+
+const EMPTY = new Uint8Array(0);
+
+/** Connection states. */
+export const State = { Connecting: 0, Open: 1, Closing: 2, Closed: 3 } as const;
+/** A connection state. */
+export type State = typeof State[keyof typeof State];
+
+function grow(
+  buffer: Uint8Array | null,
+  used: number,
+  need: number,
+  alloc: (n: number) => Uint8Array,
+) {
+  if (buffer !== null && buffer.length >= need) return buffer;
+  let size = buffer === null ? 4096 : buffer.length * 2;
+  while (size < need) size *= 2;
+  const next = alloc(size);
+  if (buffer !== null && used > 0) next.set(buffer.subarray(0, used));
+  return next;
+}
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const c of chunks) total += c.length;
+  const joined = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    joined.set(c, at);
+    at += c.length;
+  }
+  return joined;
+}
+
+function resolveCount(n: number | undefined, available: number): number {
+  return n === undefined || n < 0 || n > available ? available : n;
+}
+
+/** A TCP connection, or a dialed (connected) UDP socket when `datagram` is set. */
+export class ConnImpl implements Conn {
+  context: unknown = undefined;
+  /** Backend: the socket. */
+  fd = -1;
+  /** Backend: slot in its table and generation (stale completions are told apart). */
+  slot = -1;
+  gen = 0;
+  /** Backend: kernel operations in flight that still reference this connection's memory. */
+  ops = 0;
+  /** Backend flags (armed reads, paused interest and so on). */
+  flags = 0;
+  state: State = State.Open;
+  paused = false;
+  dirty = false;
+  lastActive = 0;
+  closeError: Error | undefined = undefined;
+  /** Outbound: `out` is being filled, `fly[flyOff, flyLen)` is being sent. */
+  out: Uint8Array | null = null;
+  outLen = 0;
+  /** Addresses of `out` and `fly` for the FFI backends (0 elsewhere). */
+  outAddress = 0;
+  flyAddress = 0;
+  fly: Uint8Array | null = null;
+  flyOff = 0;
+  flyLen = 0;
+  /** Outbound datagrams (dialed UDP). */
+  datagrams: Uint8Array[] | null;
+  /** Plain receive buffer (backends without a shared or provided buffer). */
+  recvBuffer: Uint8Array | null = null;
+  /** Anything else a backend keeps per connection. */
+  backendState: unknown = undefined;
+
+  private cur: Uint8Array = EMPTY;
+  private start = 0;
+  private end = 0;
+  private keep: Uint8Array | null = null;
+  private hiddenEnd = -1;
+  private local: SocketAddress | undefined;
+  private remote: SocketAddress | undefined;
+
+  constructor(
+    readonly loop: LoopCore,
+    readonly network: "tcp" | "udp",
+    readonly handler: ConnHandler,
+    readonly datagram: boolean,
+    remote?: SocketAddress,
+  ) {
+    this.datagrams = datagram ? [] : null;
+    this.remote = remote;
+  }
+
+  get localAddress(): SocketAddress {
+    return this.local ??= this.loop.addressOf(this, "local");
+  }
+
+  get remoteAddress(): SocketAddress {
+    return this.remote ??= this.loop.addressOf(this, "remote");
+  }
+
+  get inboundBuffered(): number {
+    return this.end - this.start;
+  }
+
+  get outboundBuffered(): number {
+    let n = this.outLen + this.flyLen - this.flyOff;
+    if (this.datagrams !== null) { for (const d of this.datagrams) n += d.length; }
+    return n;
+  }
+
+  get closed(): boolean {
+    return this.state >= State.Closing;
+  }
+
+  /** Makes `view` (plus anything kept from before) what peek/next/discard see. */
+  beginTraffic(view: Uint8Array): void {
+    if (this.start === this.end) {
+      this.cur = view;
+      this.start = 0;
+      this.end = view.length;
+      return;
+    }
+    const rest = this.end - this.start;
+    const keep = this.keep!;
+    if (this.start > 0) keep.copyWithin(0, this.start, this.end);
+    this.keep = grow(keep, rest, rest + view.length, (n) => new Uint8Array(n));
+    this.keep.set(view, rest);
+    this.cur = this.keep;
+    this.start = 0;
+    this.end = rest + view.length;
+  }
+
+  /** Keeps bytes for later without running the handler (reading is paused). */
+  stash(view: Uint8Array): void {
+    this.beginTraffic(view);
+    this.endTraffic();
+  }
+
+  /** Shows the handler at most `max` of the bytes (the rest stays kept for a later turn). */
+  limitTo(max: number): void {
+    if (this.end - this.start > max) {
+      this.hiddenEnd = this.end;
+      this.end = this.start + max;
+    }
+  }
+
+  /** Keeps what the handler left (TCP) or drops it (datagrams); the view may be recycled after. */
+  endTraffic(): void {
+    if (this.hiddenEnd >= 0) {
+      // Only kept bytes were shown (cur is keep): move what is left, shown or not, to the front.
+      const rest = this.hiddenEnd - this.start;
+      this.hiddenEnd = -1;
+      if (this.start > 0) this.keep!.copyWithin(0, this.start, this.start + rest);
+      this.start = 0;
+      this.end = rest;
+      return;
+    }
+    const rest = this.end - this.start;
+    if (rest === 0 || this.datagram) {
+      this.cur = EMPTY;
+      this.start = this.end = 0;
+      // Elastic: give a large leftover buffer back once it is empty.
+      if (this.keep !== null && this.keep.length > 65536) this.keep = null;
+      return;
+    }
+    if (this.cur !== this.keep) {
+      this.keep = grow(this.keep, 0, rest, (n) => new Uint8Array(n));
+      this.keep.set(this.cur.subarray(this.start, this.end));
+      this.cur = this.keep;
+      this.start = 0;
+      this.end = rest;
+    }
+  }
+
+  peek(n?: number): Uint8Array {
+    const k = resolveCount(n, this.end - this.start);
+    return this.cur.subarray(this.start, this.start + k);
+  }
+
+  next(n?: number): Uint8Array {
+    const k = resolveCount(n, this.end - this.start);
+    const view = this.cur.subarray(this.start, this.start + k);
+    this.start += k;
+    return view;
+  }
+
+  discard(n?: number): number {
+    const k = resolveCount(n, this.end - this.start);
+    this.start += k;
+    return k;
+  }
+
+  write(bytes: Uint8Array): number {
+    if (this.state >= State.Closing) return 0;
+    if (this.datagrams !== null) {
+      this.datagrams.push(bytes.slice());
+    } else {
+      const need = this.outLen + bytes.length;
+      if (this.out === null || this.out.length < need) {
+        this.out = grow(this.out, this.outLen, need, this.loop.allocate);
+        this.outAddress = this.loop.pointerOf(this.out);
+      }
+      this.out.set(bytes, this.outLen);
+      this.outLen = need;
+    }
+    this.loop.markDirty(this);
+    return bytes.length;
+  }
+
+  writev(chunks: readonly Uint8Array[]): number {
+    if (this.datagrams !== null) {
+      return this.write(concat(chunks));
+    }
+    let total = 0;
+    for (const c of chunks) total += this.write(c);
+    return total;
+  }
+
+  flush(): void {
+    if (this.outboundBuffered > 0) this.loop.markDirty(this);
+  }
+
+  close(): void {
+    if (this.state >= State.Closing) return;
+    this.state = State.Closing;
+    this.loop.markDirty(this);
+  }
+
+  /** Moves queued bytes into the in-flight half when it is free; returns the bytes to send. */
+  takeOutbound(): number {
+    if (this.flyOff < this.flyLen) return this.flyLen - this.flyOff;
+    if (this.outLen === 0) return 0;
+    const spare = this.fly;
+    const spareAddress = this.flyAddress;
+    this.fly = this.out;
+    this.flyAddress = this.outAddress;
+    this.flyOff = 0;
+    this.flyLen = this.outLen;
+    this.out = spare;
+    this.outAddress = spareAddress;
+    this.outLen = 0;
+    return this.flyLen;
+  }
+
+  /** Drops every buffer (the connection is gone). */
+  release(): void {
+    this.out =
+      this.fly =
+      this.keep =
+      this.recvBuffer =
+        null;
+    this.outLen = this.flyLen = this.flyOff = 0;
+    if (this.datagrams !== null) this.datagrams.length = 0;
+    this.cur = EMPTY;
+    this.start = this.end = 0;
+  }
+}
+
+/** One received datagram on a UDP listener; `write` replies to its sender. */
+export class PacketConn implements Conn {
+  readonly network = "udp";
+  context: unknown = undefined;
+  private start = 0;
+  private remote: SocketAddress | undefined;
+
+  constructor(
+    readonly loop: LoopCore,
+    /** The listening socket (backend-defined). */
+    readonly socket: number,
+    /** The sender, as a sockaddr. */
+    readonly peer: Uint8Array,
+    private cur: Uint8Array,
+    remote?: SocketAddress,
+  ) {
+    this.remote = remote;
+  }
+
+  get localAddress(): SocketAddress {
+    return this.loop.address;
+  }
+
+  get remoteAddress(): SocketAddress {
+    return this.remote ??= this.loop.decodePeer(this.peer);
+  }
+
+  get inboundBuffered(): number {
+    return this.cur.length - this.start;
+  }
+
+  get outboundBuffered(): number {
+    return 0;
+  }
+
+  get closed(): boolean {
+    return false;
+  }
+
+  /** The datagram is no longer readable (its buffer goes back to the kernel). */
+  endTraffic(): void {
+    this.cur = EMPTY;
+    this.start = 0;
+  }
+
+  peek(n?: number): Uint8Array {
+    const k = resolveCount(n, this.cur.length - this.start);
+    return this.cur.subarray(this.start, this.start + k);
+  }
+
+  next(n?: number): Uint8Array {
+    const view = this.peek(n);
+    this.start += view.length;
+    return view;
+  }
+
+  discard(n?: number): number {
+    return this.next(n).length;
+  }
+
+  write(bytes: Uint8Array): number {
+    this.loop.sendDatagram(this, bytes);
+    return bytes.length;
+  }
+
+  writev(chunks: readonly Uint8Array[]): number {
+    return this.write(concat(chunks));
+  }
+
+  flush(): void {}
+
+  close(): void {}
+}

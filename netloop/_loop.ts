@@ -1,0 +1,335 @@
+/**
+ * What every backend's loop shares: handler dispatch, actions, timers (tick and idle timeout),
+ * the dirty list of connections with something to send, and dialing.
+ *
+ * @module
+ */
+import {
+  createLogger,
+  type Logger,
+  type LogLevel,
+  parseSocketAddress,
+  type SocketAddress,
+} from "@triad/core";
+import { setImmediate } from "node:timers";
+import { Action } from "./action.ts";
+import type { Conn } from "./conn.ts";
+import type {
+  BackendName,
+  ConnHandler,
+  DialOptions,
+  EventHandler,
+  HandlerResult,
+  Loop,
+} from "./event_handler.ts";
+import { NetloopError } from "./errors.ts";
+import { ConnImpl, type PacketConn, State } from "./_conn.ts";
+
+/** Everything a loop Worker is told at start. */
+export interface LoopConfig {
+  index: number;
+  loops: number;
+  backend: BackendName;
+  network: "tcp" | "udp";
+  hostname: string;
+  port: number;
+  reusePort: boolean;
+  tickMs: number | undefined;
+  idleTimeoutMs: number | undefined;
+  maxWriteBuffer: number;
+  readBufferSize: number;
+  data: unknown;
+  logLevel: LogLevel;
+  /** uring features to leave off (tests of the downgrade paths). */
+  disable: string[];
+}
+
+/** The connection-close error for an idle timeout. */
+export function idleError(ms: number): NetloopError {
+  return new NetloopError(`Connection was idle for more than ${ms} ms`, { code: "idle_timeout" });
+}
+
+/** The base of every backend's loop. */
+export abstract class LoopCore implements Loop {
+  readonly index: number;
+  readonly loops: number;
+  readonly backend: BackendName;
+  readonly data: unknown;
+  readonly logger: Logger;
+  address: SocketAddress = { family: 4, address: "0.0.0.0", port: 0 };
+  /** Every open connection (accepted and dialed). */
+  readonly conns: Set<ConnImpl> = new Set();
+  /** Connections with something to send or a close to finish, in order. */
+  dirty: ConnImpl[] = [];
+  stopping = false;
+  /** Set when a handler returned `Action.Shutdown`. */
+  shutdownRequested = false;
+  protected nextTick = Infinity;
+  protected nextIdleScan = Infinity;
+  /** Shared with the main thread: word 0 counts the messages it posted. */
+  control: Int32Array | undefined;
+  /** Messages from the main thread handled so far. */
+  handledMessages = 0;
+  /** Allocates memory the kernel may be handed by address. */
+  allocate: (size: number) => Uint8Array = (size) => new Uint8Array(size);
+  /** The address of memory from `allocate` (FFI backends; 0 elsewhere). */
+  pointerOf: (buffer: Uint8Array) => number = () => 0;
+
+  constructor(
+    readonly config: LoopConfig,
+    readonly handler: EventHandler,
+    private readonly post: (message: unknown) => void,
+  ) {
+    this.index = config.index;
+    this.loops = config.loops;
+    this.backend = config.backend;
+    this.data = config.data;
+    this.logger = createLogger({
+      level: config.logLevel,
+      fields: { module: "netloop", loop: config.index },
+    });
+    const now = performance.now();
+    if (config.tickMs !== undefined) this.nextTick = now + config.tickMs;
+    if (config.idleTimeoutMs !== undefined) this.nextIdleScan = now + this.idleScanEvery();
+  }
+
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  /** Opens the listener and sets `address`. */
+  abstract listen(): void | Promise<void>;
+  /** Runs until `stopping`, then closes every connection and the listener. */
+  abstract run(): Promise<void>;
+  /** Starts connecting a dialed connection. */
+  protected abstract connect(conn: ConnImpl, address: SocketAddress): void;
+  /** Returns a connection's local or remote address. */
+  abstract addressOf(conn: ConnImpl, which: "local" | "remote"): SocketAddress;
+  /** Decodes a datagram sender. */
+  abstract decodePeer(peer: Uint8Array): SocketAddress;
+  /** Queues a datagram reply from a UDP listener. */
+  abstract sendDatagram(conn: PacketConn, bytes: Uint8Array): void;
+  /** Wakes the loop if it is blocked in the kernel (called from this Worker's message handler). */
+  wake(): void {}
+
+  /** Asks the loop to stop (from a message or an action). */
+  requestStop(): void {
+    this.stopping = true;
+    this.wake();
+  }
+
+  markDirty(conn: ConnImpl): void {
+    if (!conn.dirty) {
+      conn.dirty = true;
+      this.dirty.push(conn);
+    }
+  }
+
+  /**
+   * Hands every dirty connection to `flushConn`, including those made dirty meanwhile.
+   *
+   * @param flushConn The backend's sender.
+   */
+  protected drainDirty(flushConn: (conn: ConnImpl) => void): void {
+    while (this.dirty.length > 0) {
+      const dirty = this.dirty;
+      this.dirty = [];
+      for (const conn of dirty) {
+        conn.dirty = false;
+        if (conn.state === State.Closed || conn.state === State.Connecting) continue;
+        flushConn(conn);
+      }
+    }
+  }
+
+  postMessage(data: unknown): void {
+    this.post({ type: "message", data });
+  }
+
+  dial(options: DialOptions): Conn {
+    const address = typeof options.address === "string"
+      ? parseSocketAddress(options.address)
+      : options.address;
+    const handler = this.mergeHandler(options.handler);
+    const conn = new ConnImpl(this, options.network, handler, options.network === "udp", address);
+    conn.state = State.Connecting;
+    if (options.context !== undefined) conn.context = options.context;
+    conn.lastActive = performance.now();
+    this.conns.add(conn);
+    this.connect(conn, address);
+    return conn;
+  }
+
+  private mergeHandler(over: ConnHandler | undefined): ConnHandler {
+    const base = this.handler;
+    if (over === undefined) return base;
+    const merged: ConnHandler = {};
+    const onOpen = over.onOpen ?? base.onOpen;
+    const onTraffic = over.onTraffic ?? base.onTraffic;
+    const onClose = over.onClose ?? base.onClose;
+    if (onOpen) merged.onOpen = onOpen.bind(over.onOpen ? over : base);
+    if (onTraffic) merged.onTraffic = onTraffic.bind(over.onTraffic ? over : base);
+    if (onClose) merged.onClose = onClose.bind(over.onClose ? over : base);
+    return merged;
+  }
+
+  /** A new accepted or dialed connection is up. */
+  opened(conn: ConnImpl): void {
+    conn.state = State.Open;
+    conn.lastActive = performance.now();
+    this.conns.add(conn);
+    if (conn.handler.onOpen === undefined) return;
+    let result: HandlerResult;
+    try {
+      result = conn.handler.onOpen(conn);
+    } catch (error) {
+      this.handlerFailed(conn, "onOpen", error);
+      return;
+    }
+    if (result) this.apply(conn, result);
+  }
+
+  /** Data arrived on a connection: run `onTraffic` over it. */
+  traffic(conn: ConnImpl, view: Uint8Array, now: number, max = Infinity): void {
+    conn.lastActive = now;
+    if (conn.state >= State.Closing) return;
+    conn.beginTraffic(view);
+    if (max !== Infinity) conn.limitTo(max);
+    let result: HandlerResult = undefined;
+    if (conn.handler.onTraffic !== undefined) {
+      try {
+        result = conn.handler.onTraffic(conn);
+      } catch (error) {
+        conn.endTraffic();
+        this.handlerFailed(conn, "onTraffic", error);
+        return;
+      }
+    } else {
+      conn.discard();
+    }
+    conn.endTraffic();
+    if (result) this.apply(conn, result);
+  }
+
+  /** A datagram arrived on the UDP listener. */
+  packet(conn: PacketConn): void {
+    let result: HandlerResult = undefined;
+    try {
+      result = this.handler.onTraffic?.(conn);
+    } catch (error) {
+      this.logger.error("onTraffic threw", { error, remote: conn.remoteAddress });
+    }
+    conn.endTraffic();
+    if (result === Action.Shutdown) this.shutdown();
+  }
+
+  /** The connection is gone: call `onClose` once, forget it. */
+  closed(conn: ConnImpl, error?: Error): void {
+    if (conn.state === State.Closed) return;
+    conn.state = State.Closed;
+    this.conns.delete(conn);
+    const reason = error ?? conn.closeError;
+    let result: HandlerResult = undefined;
+    try {
+      result = reason === undefined
+        ? conn.handler.onClose?.(conn)
+        : conn.handler.onClose?.(conn, reason);
+    } catch (thrown) {
+      this.logger.error("onClose threw", { error: thrown });
+    }
+    if (result === Action.Shutdown) this.shutdown();
+  }
+
+  /** Applies an action returned for `conn`. */
+  apply(conn: ConnImpl, action: HandlerResult): void {
+    if (action === Action.Close) conn.close();
+    else if (action === Action.Shutdown) this.shutdown();
+  }
+
+  private handlerFailed(conn: ConnImpl, method: string, error: unknown): void {
+    this.logger.error(`${method} threw; closing the connection`, { error });
+    conn.closeError = error instanceof Error ? error : new Error(String(error));
+    conn.close();
+  }
+
+  /** A handler asked for the engine to stop. */
+  shutdown(): void {
+    if (this.shutdownRequested) return;
+    this.shutdownRequested = true;
+    this.post({ type: "shutdown" });
+  }
+
+  /** Delivers a message from the main thread to the handler. */
+  message(data: unknown): void {
+    try {
+      const result = this.handler.onMessage?.(data);
+      if (result === Action.Shutdown) this.shutdown();
+    } catch (error) {
+      this.logger.error("onMessage threw", { error });
+    }
+  }
+
+  private idleScanEvery(): number {
+    return Math.max(5, Math.min(1000, this.config.idleTimeoutMs! / 4));
+  }
+
+  /**
+   * Runs due timers (tick, idle scan).
+   *
+   * @param now `performance.now()`.
+   * @returns Milliseconds until the next timer is due (Infinity when none).
+   */
+  timers(now: number): number {
+    if (now >= this.nextTick) {
+      this.nextTick = now + this.config.tickMs!;
+      try {
+        const result = this.handler.onTick?.();
+        if (result === Action.Shutdown) this.shutdown();
+      } catch (error) {
+        this.logger.error("onTick threw", { error });
+      }
+    }
+    if (now >= this.nextIdleScan) {
+      const limit = this.config.idleTimeoutMs!;
+      this.nextIdleScan = now + this.idleScanEvery();
+      for (const conn of this.conns) {
+        if (conn.state === State.Open && now - conn.lastActive > limit) {
+          conn.closeError = idleError(limit);
+          conn.close();
+        }
+      }
+    }
+    return Math.min(this.nextTick, this.nextIdleScan) - now;
+  }
+
+  /** Pauses reading a connection whose outbound buffer is over `maxWriteBuffer`. */
+  overLimit(conn: ConnImpl): boolean {
+    return conn.outboundBuffered > this.config.maxWriteBuffer;
+  }
+}
+
+/**
+ * Gives the Worker's event loop a turn from a loop that otherwise blocks in the kernel.
+ *
+ * `setImmediate` lets promises and I/O callbacks run cheaply (about 13 µs), but Deno delivers
+ * messages from the main thread only on a timer turn, so when the main thread has posted (it
+ * bumps a shared counter) the loop takes `setTimeout(0)` turns until the messages are handled.
+ * A MessageChannel is no use here: its turns starve the messages from the main thread.
+ */
+export class Yielder {
+  constructor(private readonly loop: LoopCore) {}
+
+  /** Whether the main thread posted messages this Worker has not handled yet. */
+  controlPending(): boolean {
+    const control = this.loop.control;
+    return control !== undefined && Atomics.load(control, 0) !== this.loop.handledMessages;
+  }
+
+  /** Resolves after the event loop has run its pending tasks (and messages, if any). */
+  async yield(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    for (let i = 0; i < 50 && this.controlPending(); i++) {
+      await new Promise<void>((resolve) => setTimeout(resolve, 0));
+    }
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * Socket set-up through libc, shared by the epoll and uring backends.
+ *
+ * @module
+ */
+import { parseSocketAddress, type SocketAddress } from "@triad/core";
+import { errno, libc, syscallError } from "./_ffi.ts";
+import { AF_INET, AF_INET6, decodeSockaddr, encodeSockaddr, SOCKADDR_MAX } from "./_sockaddr.ts";
+
+/** Socket constants (Linux, all architectures netloop supports). */
+export const SOCK_STREAM = 1;
+/** SOCK_DGRAM. */
+export const SOCK_DGRAM = 2;
+/** SOCK_NONBLOCK. */
+export const SOCK_NONBLOCK = 0o4000;
+/** SOCK_CLOEXEC. */
+export const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
+const SO_REUSEPORT = 15;
+const SO_ERROR = 4;
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+const IPPROTO_IPV6 = 41;
+const IPV6_V6ONLY = 26;
+
+const intBuffer = new Uint8Array(new ArrayBuffer(16));
+const intView = new DataView(intBuffer.buffer);
+const nameBuffer = new Uint8Array(new ArrayBuffer(128));
+const lengthBuffer = new Uint8Array(new ArrayBuffer(16));
+const lengthView = new DataView(lengthBuffer.buffer);
+
+function setInt(fd: number, level: number, name: number, value: number, what: string): void {
+  intView.setInt32(0, value, true);
+  if (libc().setsockopt(fd, level, name, intBuffer, 4) !== 0) throw syscallError(what, errno());
+}
+
+/** Turns Nagle off on a TCP socket (errors ignored: not fatal). */
+export function setNoDelay(fd: number): void {
+  intView.setInt32(0, 1, true);
+  libc().setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, intBuffer, 4);
+}
+
+/**
+ * Reads and clears a socket's pending error (`SO_ERROR`).
+ *
+ * @param fd The socket.
+ * @returns The errno, 0 for none.
+ */
+export function socketError(fd: number): number {
+  intView.setInt32(0, 0, true);
+  lengthView.setUint32(0, 4, true);
+  if (libc().getsockopt(fd, SOL_SOCKET, SO_ERROR, intBuffer, lengthBuffer) !== 0) return errno();
+  return intView.getInt32(0, true);
+}
+
+/**
+ * Returns a socket's local or peer address.
+ *
+ * @param fd The socket.
+ * @param which `"local"` (getsockname) or `"remote"` (getpeername).
+ * @returns The address; `0.0.0.0:0` when the call fails (a peer already gone).
+ */
+export function socketAddress(fd: number, which: "local" | "remote"): SocketAddress {
+  lengthView.setUint32(0, SOCKADDR_MAX, true);
+  nameBuffer.fill(0, 0, SOCKADDR_MAX);
+  const lib = libc();
+  const result = which === "local"
+    ? lib.getsockname(fd, nameBuffer, lengthBuffer)
+    : lib.getpeername(fd, nameBuffer, lengthBuffer);
+  if (result !== 0) return { family: 4, address: "0.0.0.0", port: 0 };
+  return decodeSockaddr(nameBuffer.subarray(0, SOCKADDR_MAX));
+}
+
+/** What {@linkcode openListener} needs. */
+export interface ListenerSpec {
+  network: "tcp" | "udp";
+  hostname: string;
+  port: number;
+  reusePort: boolean;
+  nonblocking: boolean;
+}
+
+/**
+ * Opens, binds and (TCP) listens a socket.
+ *
+ * @param spec Network, address, options.
+ * @returns The socket and its bound address.
+ * @throws {NetloopError} `syscall`, naming the call and the address.
+ */
+export function openListener(spec: ListenerSpec): { fd: number; address: SocketAddress } {
+  const address = parseSocketAddress(
+    spec.hostname.includes(":")
+      ? `[${spec.hostname}]:${spec.port}`
+      : `${spec.hostname}:${spec.port}`,
+  );
+  const where = `${spec.network} ${spec.hostname}:${spec.port}`;
+  const family = address.family === 6 ? AF_INET6 : AF_INET;
+  const type = (spec.network === "tcp" ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC |
+    (spec.nonblocking ? SOCK_NONBLOCK : 0);
+  const lib = libc();
+  const fd = lib.socket(family, type, 0);
+  if (fd < 0) throw syscallError(`socket(${where})`, errno());
+  try {
+    setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, `setsockopt(SO_REUSEADDR, ${where})`);
+    if (spec.reusePort) {
+      setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, `setsockopt(SO_REUSEPORT, ${where})`);
+    }
+    if (family === AF_INET6) setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, `setsockopt(IPV6_V6ONLY)`);
+    const sockaddr = new Uint8Array(new ArrayBuffer(128));
+    const length = encodeSockaddr(address, sockaddr);
+    if (lib.bind(fd, sockaddr, length) !== 0) throw syscallError(`bind(${where})`, errno());
+    if (spec.network === "tcp" && lib.listen(fd, 4096) !== 0) {
+      throw syscallError(`listen(${where})`, errno());
+    }
+    return { fd, address: socketAddress(fd, "local") };
+  } catch (error) {
+    lib.close(fd);
+    throw error;
+  }
+}
+
+/**
+ * Creates a socket for dialing and starts connecting it.
+ *
+ * @param network `"tcp"` or `"udp"`.
+ * @param address The peer.
+ * @param nonblocking Open it non-blocking (epoll) or blocking (uring does its own waiting).
+ * @param connectNow Call connect(2) here (epoll; uring submits IORING_OP_CONNECT instead).
+ * @returns The socket, the sockaddr, and the errno of connect (0, or EINPROGRESS).
+ */
+export function openDialSocket(
+  network: "tcp" | "udp",
+  address: SocketAddress,
+  nonblocking: boolean,
+  connectNow: boolean,
+): { fd: number; sockaddr: Uint8Array; length: number; error: number } {
+  const family = address.family === 6 ? AF_INET6 : AF_INET;
+  const type = (network === "tcp" ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC |
+    (nonblocking ? SOCK_NONBLOCK : 0);
+  const lib = libc();
+  const fd = lib.socket(family, type, 0);
+  if (fd < 0) throw syscallError(`socket(${network})`, errno());
+  const sockaddr = new Uint8Array(new ArrayBuffer(128));
+  const length = encodeSockaddr(address, sockaddr);
+  if (network === "tcp") setNoDelay(fd);
+  let error = 0;
+  if (connectNow || network === "udp") {
+    if (lib.connect(fd, sockaddr, length) !== 0) error = errno();
+  }
+  return { fd, sockaddr, length, error };
+}
+
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const sendBuffer = { bytes: new Uint8Array(65536) };
+
+/**
+ * Sends one datagram on a connected socket without blocking.
+ *
+ * @param fd The socket.
+ * @param datagram The payload.
+ * @returns 0, or the errno (EAGAIN: the socket buffer is full and the datagram was dropped).
+ */
+export function sendConnected(fd: number, datagram: Uint8Array): number {
+  if (sendBuffer.bytes.length < datagram.length) {
+    sendBuffer.bytes = new Uint8Array(datagram.length);
+  }
+  sendBuffer.bytes.set(datagram);
+  const sent = libc().sendto(
+    fd,
+    sendBuffer.bytes,
+    datagram.length,
+    MSG_DONTWAIT | MSG_NOSIGNAL,
+    null,
+    0,
+  );
+  return sent < 0 ? errno() : 0;
+}

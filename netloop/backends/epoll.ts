@@ -1,0 +1,447 @@
+/**
+ * The epoll backend: level-triggered epoll, read(2)/write(2) for TCP and recvmmsg/sendmmsg for UDP,
+ * all through libc FFI from the loop's Worker, which blocks in epoll_wait between turns.
+ *
+ * @module
+ */
+import type { SocketAddress } from "@triad/core";
+import { ConnImpl, PacketConn, State } from "../_conn.ts";
+import { LoopCore, Yielder } from "../_loop.ts";
+import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
+import { decodeSockaddr, SOCKADDR_MAX } from "../_sockaddr.ts";
+import {
+  openDialSocket,
+  openListener,
+  sendConnected,
+  setNoDelay,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  socketAddress,
+  socketError,
+} from "../_socket.ts";
+import type { NetloopError } from "../errors.ts";
+
+const EPOLLIN = 0x1;
+const EPOLLOUT = 0x4;
+const EPOLLERR = 0x8;
+const EPOLLHUP = 0x10;
+const EPOLLRDHUP = 0x2000;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+const EPOLL_CTL_MOD = 3;
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const MAX_EVENTS = 1024;
+const VLEN = 64;
+const MMSG = 64;
+const NAME_STRIDE = 32;
+/** Longest a loop blocks in the kernel before giving the Worker's event loop a turn. */
+export const MAX_BLOCK_MS = 50;
+/** How often a busy loop yields to the Worker's event loop (timers, messages). */
+export const YIELD_EVERY_MS = 2;
+
+/** conn.flags bits. */
+const F_EOF = 1;
+
+/** Builds the error for a failed read/write on a connection. */
+export function connError(call: string, code: number): NetloopError {
+  return syscallError(call, code);
+}
+
+/** A loop on epoll. */
+export class EpollLoop extends LoopCore {
+  private readonly lib: Libc = libc();
+  private readonly epfd: number;
+  readonly wakeFd: number;
+  private listenFd = -1;
+  private readonly byFd: (ConnImpl | undefined)[] = [];
+  /** Registered interest per fd. */
+  private readonly interest: number[] = [];
+  private readonly events = offHeap(MAX_EVENTS * 12);
+  private readonly eventWords = new Uint32Array(this.events.buffer, 0, MAX_EVENTS * 3);
+  private readonly readBuffer: Uint8Array;
+  private readonly eventBuffer = new Uint8Array(new ArrayBuffer(16));
+  private readonly eventView = new DataView(this.eventBuffer.buffer);
+  private readonly wakeBuffer = offHeap(8);
+  private pendingOpen: ConnImpl[] = [];
+  // UDP listener: recvmmsg/sendmmsg vectors.
+  private udp: UdpVectors | undefined;
+
+  constructor(...args: ConstructorParameters<typeof LoopCore>) {
+    super(...args);
+    this.allocate = offHeap;
+    this.pointerOf = addressOf;
+    this.epfd = this.lib.epoll_create1(SOCK_CLOEXEC);
+    if (this.epfd < 0) throw syscallError("epoll_create1", errno());
+    this.wakeFd = this.lib.eventfd(0, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (this.wakeFd < 0) throw syscallError("eventfd", errno());
+    this.ctl(EPOLL_CTL_ADD, this.wakeFd, EPOLLIN);
+    this.readBuffer = offHeap(this.config.readBufferSize);
+  }
+
+  private ctl(op: number, fd: number, events: number): void {
+    this.eventView.setUint32(0, events, true);
+    this.eventView.setUint32(4, fd, true);
+    this.eventView.setUint32(8, 0, true);
+    if (this.lib.epoll_ctl(this.epfd, op, fd, this.eventBuffer) !== 0 && op !== EPOLL_CTL_DEL) {
+      throw syscallError(`epoll_ctl(${op}, fd ${fd})`, errno());
+    }
+    this.interest[fd] = events;
+  }
+
+  override listen(): void {
+    const { fd, address } = openListener({ ...this.config, nonblocking: true });
+    this.listenFd = fd;
+    this.address = address;
+    this.ctl(EPOLL_CTL_ADD, fd, EPOLLIN);
+    if (this.config.network === "udp") this.udp = new UdpVectors(this.config.readBufferSize);
+  }
+
+  override wake(): void {
+    // Called from this Worker: the loop is not blocked, nothing to do.
+  }
+
+  override async run(): Promise<void> {
+    const yielder = new Yielder(this);
+    let lastYield = performance.now();
+    try {
+      while (!this.stopping) {
+        this.flush();
+        let now = performance.now();
+        const due = this.timers(now);
+        const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
+          ? 0
+          : Math.max(0, Math.ceil(Math.min(due, MAX_BLOCK_MS)));
+        const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
+        now = performance.now();
+        let woken = false;
+        if (n < 0 && errno() !== E.EINTR) throw syscallError("epoll_wait", errno());
+        if (this.pendingOpen.length > 0) this.openPending();
+        for (let i = 0; i < n; i++) {
+          const events = this.eventWords[i * 3]!;
+          const fd = this.eventWords[i * 3 + 1]!;
+          if (fd === this.listenFd) {
+            if (this.udp !== undefined) this.receiveDatagrams();
+            else this.accept(now);
+          } else if (fd === this.wakeFd) {
+            this.lib.read(this.wakeFd, this.wakeBuffer, 8);
+            woken = true;
+          } else {
+            const conn = this.byFd[fd];
+            if (conn !== undefined) this.ready(conn, events, now);
+          }
+        }
+        this.flush();
+        if (woken || n <= 0 || now - lastYield >= YIELD_EVERY_MS || yielder.controlPending()) {
+          await yielder.yield();
+          lastYield = performance.now();
+        }
+      }
+      this.flush();
+    } finally {
+      this.closeAll();
+    }
+  }
+
+  private closeAll(): void {
+    if (this.listenFd >= 0) this.lib.close(this.listenFd);
+    this.listenFd = -1;
+    for (const conn of [...this.conns]) this.finish(conn);
+    for (const conn of this.pendingOpen) this.finish(conn);
+    this.pendingOpen = [];
+    this.lib.close(this.wakeFd);
+    this.lib.close(this.epfd);
+  }
+
+  private accept(now: number): void {
+    for (let i = 0; i < 256; i++) {
+      const fd = this.lib.accept4(this.listenFd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        const code = errno();
+        if (code !== E.EAGAIN && code !== E.EINTR && code !== 103) {
+          this.logger.warn("accept4 failed", { errno: code });
+        }
+        return;
+      }
+      setNoDelay(fd);
+      const conn = new ConnImpl(this, "tcp", this.handler, false);
+      conn.fd = fd;
+      conn.lastActive = now;
+      this.byFd[fd] = conn;
+      this.ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
+      this.opened(conn);
+    }
+  }
+
+  private ready(conn: ConnImpl, events: number, now: number): void {
+    if (conn.state === State.Connecting) {
+      if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) this.connected(conn);
+      return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) this.readable(conn, now);
+    if (events & EPOLLOUT && conn.state !== State.Closed) this.markDirty(conn);
+  }
+
+  private readable(conn: ConnImpl, now: number): void {
+    if (conn.paused || conn.flags & F_EOF || conn.state === State.Closed) return;
+    const n = this.lib.read(conn.fd, this.readBuffer, this.readBuffer.length);
+    if (n > 0) {
+      this.traffic(conn, this.readBuffer.subarray(0, n), now);
+      if (conn.state === State.Open && !conn.paused && this.overLimit(conn)) {
+        conn.paused = true;
+        this.markDirty(conn);
+      }
+      return;
+    }
+    if (n === 0) {
+      if (conn.datagram) {
+        this.traffic(conn, this.readBuffer.subarray(0, 0), now);
+        return;
+      }
+      // The peer finished sending (EOF or half-close): reply with what is queued, then close.
+      conn.flags |= F_EOF;
+      conn.close();
+      return;
+    }
+    const code = errno();
+    if (code === E.EAGAIN || code === E.EINTR) return;
+    this.finish(conn, connError(`read(${this.describe(conn)})`, code));
+  }
+
+  private describe(conn: ConnImpl): string {
+    return `${conn.network} fd ${conn.fd}`;
+  }
+
+  /** Sends what every dirty connection queued; finishes closes; updates interest. */
+  private flush(): void {
+    this.flushDatagrams();
+    this.drainDirty(this.flushConnBound);
+  }
+
+  private readonly flushConnBound = (conn: ConnImpl) => this.flushConn(conn);
+
+  private flushConn(conn: ConnImpl): void {
+    if (conn.datagrams !== null) {
+      for (const datagram of conn.datagrams) {
+        const code = sendConnected(conn.fd, datagram);
+        if (code !== 0 && code !== E.EAGAIN) {
+          conn.datagrams.length = 0;
+          this.finish(conn, connError(`send(${this.describe(conn)})`, code));
+          return;
+        }
+      }
+      conn.datagrams.length = 0;
+    } else {
+      while (conn.takeOutbound() > 0) {
+        const n = this.lib.write(
+          conn.fd,
+          conn.fly!.subarray(conn.flyOff, conn.flyLen),
+          conn.flyLen - conn.flyOff,
+        );
+        if (n < 0) {
+          const code = errno();
+          if (code === E.EAGAIN || code === E.EINTR) break;
+          this.finish(conn, connError(`write(${this.describe(conn)})`, code));
+          return;
+        }
+        conn.flyOff += n;
+      }
+    }
+    const unsent = conn.outboundBuffered;
+    if (conn.paused && !this.overLimit(conn)) conn.paused = false;
+    if (conn.state === State.Closing && unsent === 0) {
+      this.finish(conn);
+      return;
+    }
+    const want = (conn.paused || conn.flags & F_EOF ? 0 : EPOLLIN | EPOLLRDHUP) |
+      (unsent > 0 ? EPOLLOUT : 0);
+    if (this.interest[conn.fd] !== want) this.ctl(EPOLL_CTL_MOD, conn.fd, want);
+  }
+
+  private finish(conn: ConnImpl, error?: Error): void {
+    if (conn.state === State.Closed) return;
+    if (conn.fd >= 0) {
+      this.lib.close(conn.fd);
+      if (this.byFd[conn.fd] === conn) this.byFd[conn.fd] = undefined;
+      this.interest[conn.fd] = 0;
+    }
+    this.closed(conn, error);
+    conn.release();
+  }
+
+  protected override connect(conn: ConnImpl, address: SocketAddress): void {
+    let socket;
+    try {
+      socket = openDialSocket(conn.network, address, true, true);
+    } catch (error) {
+      conn.closeError = error as Error;
+      this.pendingOpen.push(conn);
+      return;
+    }
+    conn.fd = socket.fd;
+    this.byFd[socket.fd] = conn;
+    if (socket.error !== 0 && socket.error !== E.EINPROGRESS) {
+      conn.closeError = connError(
+        `connect(${address.address}:${address.port})`,
+        socket.error,
+      );
+      this.pendingOpen.push(conn);
+      return;
+    }
+    if (conn.network === "udp") {
+      this.ctl(EPOLL_CTL_ADD, socket.fd, EPOLLIN);
+      this.pendingOpen.push(conn);
+    } else {
+      this.ctl(EPOLL_CTL_ADD, socket.fd, EPOLLOUT | EPOLLIN | EPOLLRDHUP);
+    }
+  }
+
+  /** Dialed connections that opened (UDP) or failed at once: report them on the next turn. */
+  private openPending(): void {
+    const pending = this.pendingOpen;
+    this.pendingOpen = [];
+    for (const conn of pending) {
+      if (conn.closeError !== undefined && conn.state === State.Connecting) {
+        this.finish(conn, conn.closeError);
+      } else if (conn.state === State.Connecting) {
+        this.opened(conn);
+        this.markDirty(conn);
+      }
+    }
+  }
+
+  private connected(conn: ConnImpl): void {
+    const code = socketError(conn.fd);
+    if (code !== 0) {
+      this.finish(
+        conn,
+        connError(`connect(${conn.remoteAddress.address}:${conn.remoteAddress.port})`, code),
+      );
+      return;
+    }
+    this.ctl(EPOLL_CTL_MOD, conn.fd, EPOLLIN | EPOLLRDHUP);
+    this.opened(conn);
+    this.markDirty(conn);
+  }
+
+  override addressOf(conn: ConnImpl, which: "local" | "remote"): SocketAddress {
+    return socketAddress(conn.fd, which);
+  }
+
+  override decodePeer(peer: Uint8Array): SocketAddress {
+    return decodeSockaddr(peer);
+  }
+
+  private receiveDatagrams(): void {
+    const udp = this.udp!;
+    for (let round = 0; round < 16; round++) {
+      udp.resetNames();
+      const n = this.lib.recvmmsg(this.listenFd, udp.headers, VLEN, MSG_DONTWAIT, null);
+      if (n <= 0) return;
+      for (let i = 0; i < n; i++) {
+        const length = udp.headerWords[i * 16 + 14]!;
+        const nameLength = udp.headerWords[i * 16 + 2]!;
+        const peer = udp.names.slice(i * NAME_STRIDE, i * NAME_STRIDE + nameLength);
+        const view = udp.buffers.subarray(i * udp.size, i * udp.size + length);
+        this.packet(new PacketConn(this, this.listenFd, peer, view));
+      }
+      if (n < VLEN) return;
+    }
+  }
+
+  override sendDatagram(_conn: PacketConn, bytes: Uint8Array): void {
+    const udp = this.udp!;
+    if (udp.queued === MMSG || udp.arenaUsed + bytes.length > udp.arena.length) {
+      this.flushDatagrams();
+    }
+    if (bytes.length > udp.arena.length) return; // larger than any datagram: dropped
+    udp.queue(_conn.peer, bytes);
+  }
+
+  private flushDatagrams(): void {
+    const udp = this.udp;
+    if (udp === undefined || udp.queued === 0) return;
+    let sent = 0;
+    while (sent < udp.queued) {
+      const n = this.lib.sendmmsg(
+        this.listenFd,
+        udp.sendHeaders.subarray(sent * 64),
+        udp.queued - sent,
+        MSG_NOSIGNAL,
+      );
+      if (n <= 0) {
+        const code = errno();
+        if (code === E.EINTR) continue;
+        if (code !== E.EAGAIN) this.logger.debug("sendmmsg failed", { errno: code });
+        sent++; // drop the datagram that failed, like a full socket buffer would
+        continue;
+      }
+      sent += n;
+    }
+    udp.clear();
+  }
+}
+
+/** Pre-built mmsghdr/iovec arrays and buffers for recvmmsg and sendmmsg. */
+class UdpVectors {
+  readonly headers = offHeap(VLEN * 64);
+  readonly headerWords = new Uint32Array(this.headers.buffer, 0, VLEN * 16);
+  readonly names = offHeap(VLEN * NAME_STRIDE);
+  readonly buffers: Uint8Array;
+  readonly sendHeaders = offHeap(MMSG * 64);
+  private readonly sendWords = new DataView(this.sendHeaders.buffer);
+  private readonly sendIov = offHeap(MMSG * 16);
+  private readonly sendIovWords = new Uint32Array(this.sendIov.buffer, 0, MMSG * 4);
+  private readonly sendHeaderWords = new Uint32Array(this.sendHeaders.buffer, 0, MMSG * 16);
+  private readonly sendNames = offHeap(MMSG * NAME_STRIDE);
+  readonly arena = offHeap(1 << 20);
+  private readonly arenaPointer = addressOf(this.arena);
+  arenaUsed = 0;
+  queued = 0;
+
+  constructor(readonly size: number) {
+    this.buffers = offHeap(VLEN * size);
+    const iov = offHeap(VLEN * 16);
+    const iovView = new DataView(iov.buffer);
+    const headerView = new DataView(this.headers.buffer);
+    const iovPointer = addressOf(iov);
+    const namesPointer = addressOf(this.names);
+    const buffersPointer = addressOf(this.buffers);
+    for (let i = 0; i < VLEN; i++) {
+      iovView.setBigUint64(i * 16, BigInt(buffersPointer + i * size), true);
+      iovView.setBigUint64(i * 16 + 8, BigInt(size), true);
+      headerView.setBigUint64(i * 64, BigInt(namesPointer + i * NAME_STRIDE), true);
+      headerView.setBigUint64(i * 64 + 16, BigInt(iovPointer + i * 16), true);
+      headerView.setBigUint64(i * 64 + 24, 1n, true);
+    }
+    (this as { iov?: Uint8Array }).iov = iov; // keep alive
+    const sendIovPointer = addressOf(this.sendIov);
+    const sendNamesPointer = addressOf(this.sendNames);
+    for (let i = 0; i < MMSG; i++) {
+      this.sendWords.setBigUint64(i * 64, BigInt(sendNamesPointer + i * NAME_STRIDE), true);
+      this.sendWords.setBigUint64(i * 64 + 16, BigInt(sendIovPointer + i * 16), true);
+      this.sendWords.setBigUint64(i * 64 + 24, 1n, true);
+    }
+  }
+
+  resetNames(): void {
+    for (let i = 0; i < VLEN; i++) this.headerWords[i * 16 + 2] = SOCKADDR_MAX;
+  }
+
+  queue(peer: Uint8Array, bytes: Uint8Array): void {
+    const i = this.queued++;
+    this.sendNames.set(peer, i * NAME_STRIDE);
+    this.sendHeaderWords[i * 16 + 2] = peer.length;
+    this.arena.set(bytes, this.arenaUsed);
+    const address = this.arenaPointer + this.arenaUsed;
+    this.sendIovWords[i * 4] = address >>> 0;
+    this.sendIovWords[i * 4 + 1] = Math.floor(address / 4294967296);
+    this.sendIovWords[i * 4 + 2] = bytes.length;
+    this.arenaUsed += bytes.length;
+  }
+
+  clear(): void {
+    this.queued = 0;
+    this.arenaUsed = 0;
+  }
+}

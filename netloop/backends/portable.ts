@@ -1,0 +1,299 @@
+/**
+ * The portable backend: `Deno.listen` for TCP and `node:dgram` for UDP, for macOS, Windows and runs
+ * without `--allow-ffi`. Every connection has its own read loop; writes are gathered per turn of
+ * the event loop (a microtask) and sent by one writer per connection.
+ *
+ * @module
+ */
+import dgram from "node:dgram";
+import { ipFamily, type SocketAddress } from "@triad/core";
+import { ConnImpl, PacketConn, State } from "../_conn.ts";
+import { LoopCore } from "../_loop.ts";
+import { NetloopError } from "../errors.ts";
+
+interface PortableState {
+  tcp?: Deno.TcpConn;
+  udp?: dgram.Socket;
+  writing: boolean;
+  resume?: () => void;
+  reading?: Promise<void>;
+}
+
+function toAddress(addr: Deno.Addr): SocketAddress {
+  const net = addr as Deno.NetAddr;
+  const family = ipFamily(net.hostname) ?? 4;
+  return { family, address: net.hostname, port: net.port };
+}
+
+const EMPTY_PEER = new Uint8Array(0);
+
+function state(conn: ConnImpl): PortableState {
+  return conn.backendState as PortableState;
+}
+
+/** A loop on Deno's own networking. */
+export class PortableLoop extends LoopCore {
+  private listener: Deno.TcpListener | undefined;
+  private udp: dgram.Socket | undefined;
+  private flushScheduled = false;
+  private stopped!: () => void;
+  private readonly whenStopped = new Promise<void>((resolve) => (this.stopped = resolve));
+  private readonly readers = new Set<Promise<void>>();
+
+  override async listen(): Promise<void> {
+    const { hostname, port, network } = this.config;
+    if (network === "tcp") {
+      const options: Deno.TcpListenOptions & { reusePort?: boolean } = { hostname, port };
+      if (this.config.reusePort && this.config.loops > 1) options.reusePort = true;
+      this.listener = Deno.listen(options) as Deno.TcpListener;
+      this.address = toAddress(this.listener.addr);
+      return;
+    }
+    const socket = dgram.createSocket({
+      type: ipFamily(hostname) === 6 ? "udp6" : "udp4",
+      reuseAddr: this.config.reusePort,
+    });
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind(port, hostname, () => {
+        socket.off("error", reject);
+        resolve();
+      });
+    });
+    const bound = socket.address();
+    this.address = {
+      family: bound.family === "IPv6" ? 6 : 4,
+      address: bound.address,
+      port: bound.port,
+    };
+    socket.on("message", (message: Uint8Array, rinfo: dgram.RemoteInfo) => {
+      if (this.stopping) return;
+      const remote: SocketAddress = {
+        family: rinfo.family === "IPv6" ? 6 : 4,
+        address: rinfo.address,
+        port: rinfo.port,
+      };
+      this.packet(new PacketConn(this, 0, EMPTY_PEER, message, remote));
+    });
+    this.udp = socket;
+  }
+
+  override async run(): Promise<void> {
+    if (this.listener !== undefined) this.acceptLoop(this.listener);
+    const every = Math.min(this.config.tickMs ?? Infinity, this.config.idleTimeoutMs ?? Infinity);
+    const timer = Number.isFinite(every)
+      ? setInterval(() => {
+        this.timers(performance.now());
+        this.flushDirty();
+      }, Math.max(1, Math.min(every, 250)))
+      : undefined;
+    await this.whenStopped;
+    if (timer !== undefined) clearInterval(timer);
+    try {
+      this.listener?.close();
+    } catch { /* already closed */ }
+    if (this.udp !== undefined) {
+      await new Promise<void>((resolve) => this.udp!.close(() => resolve()));
+    }
+    for (const conn of [...this.conns]) this.finish(conn);
+    await Promise.allSettled([...this.readers]);
+  }
+
+  override requestStop(): void {
+    this.stopping = true;
+    this.stopped();
+  }
+
+  private async acceptLoop(listener: Deno.TcpListener): Promise<void> {
+    while (!this.stopping) {
+      let tcp: Deno.TcpConn;
+      try {
+        tcp = await listener.accept();
+      } catch (error) {
+        if (this.stopping || error instanceof Deno.errors.BadResource) return;
+        // A peer that reset before accept completed: that connection only.
+        this.logger.debug("accept failed", { error });
+        continue;
+      }
+      if (this.stopping) {
+        tcp.close();
+        return;
+      }
+      try {
+        tcp.setNoDelay(true);
+      } catch { /* not fatal */ }
+      const conn = new ConnImpl(this, "tcp", this.handler, false, toAddress(tcp.remoteAddr));
+      conn.backendState = { tcp, writing: false } satisfies PortableState;
+      this.opened(conn);
+      this.flushDirty();
+      this.startReading(conn);
+    }
+  }
+
+  private startReading(conn: ConnImpl): void {
+    const reading = this.readLoop(conn);
+    this.readers.add(reading);
+    reading.finally(() => this.readers.delete(reading));
+  }
+
+  private async readLoop(conn: ConnImpl): Promise<void> {
+    const tcp = state(conn).tcp!;
+    const buffer = new Uint8Array(this.config.readBufferSize);
+    while (conn.state < State.Closing) {
+      if (conn.paused) {
+        await new Promise<void>((resolve) => (state(conn).resume = resolve));
+        continue;
+      }
+      let n: number | null;
+      try {
+        n = await tcp.read(buffer);
+      } catch (error) {
+        if (conn.state < State.Closing) this.finish(conn, error as Error);
+        return;
+      }
+      if (n === null) {
+        conn.close();
+        this.flushDirty();
+        return;
+      }
+      this.traffic(conn, buffer.subarray(0, n), performance.now());
+      if (conn.state === State.Open && this.overLimit(conn)) conn.paused = true;
+      this.flushDirty();
+    }
+  }
+
+  override markDirty(conn: ConnImpl): void {
+    super.markDirty(conn);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flushDirty());
+    }
+  }
+
+  /** Starts a writer for every connection with something to send or to close. */
+  flushDirty(): void {
+    this.flushScheduled = false;
+    const dirty = this.dirty;
+    if (dirty.length === 0) return;
+    this.dirty = [];
+    for (const conn of dirty) {
+      conn.dirty = false;
+      const st = state(conn);
+      if (st === undefined || st.writing || conn.state === State.Closed) continue;
+      if (conn.state === State.Connecting) continue;
+      this.writeLoop(conn);
+    }
+  }
+
+  private async writeLoop(conn: ConnImpl): Promise<void> {
+    const st = state(conn);
+    st.writing = true;
+    try {
+      if (st.udp !== undefined) {
+        // One at a time: node:dgram may reorder sends that overlap.
+        const queue = conn.datagrams!;
+        while (queue.length > 0) {
+          const datagram = queue.shift()!;
+          await new Promise<void>((resolve, reject) =>
+            st.udp!.send(datagram, (error) => error ? reject(error) : resolve())
+          );
+        }
+      } else {
+        while (conn.takeOutbound() > 0) {
+          const n = await st.tcp!.write(conn.fly!.subarray(conn.flyOff, conn.flyLen));
+          conn.flyOff += n;
+          if (conn.paused && !this.overLimit(conn)) {
+            conn.paused = false;
+            st.resume?.();
+          }
+        }
+      }
+    } catch (error) {
+      st.writing = false;
+      this.finish(conn, error as Error);
+      return;
+    }
+    st.writing = false;
+    if (conn.paused) {
+      conn.paused = false;
+      st.resume?.();
+    }
+    if (conn.state === State.Closing) this.finish(conn);
+  }
+
+  /** Closes the socket and reports the close. */
+  private finish(conn: ConnImpl, error?: Error): void {
+    if (conn.state === State.Closed) return;
+    const st = state(conn);
+    try {
+      st?.tcp?.close();
+    } catch { /* already closed */ }
+    try {
+      st?.udp?.close();
+    } catch { /* already closed */ }
+    st?.resume?.();
+    this.closed(conn, error);
+    conn.release();
+  }
+
+  protected override connect(conn: ConnImpl, address: SocketAddress): void {
+    const st: PortableState = { writing: false };
+    conn.backendState = st;
+    if (conn.network === "udp") {
+      const socket = dgram.createSocket(address.family === 6 ? "udp6" : "udp4");
+      st.udp = socket;
+      socket.on("error", (error) => this.finish(conn, error));
+      socket.on("message", (message: Uint8Array) => {
+        this.traffic(conn, message, performance.now());
+        this.flushDirty();
+      });
+      socket.connect(address.port, address.address, () => {
+        if (conn.state !== State.Connecting) return;
+        this.opened(conn);
+        this.flushDirty();
+        this.markDirty(conn);
+      });
+      return;
+    }
+    Deno.connect({ hostname: address.address, port: address.port }).then((tcp) => {
+      if (conn.state !== State.Connecting) {
+        tcp.close();
+        return;
+      }
+      st.tcp = tcp;
+      tcp.setNoDelay(true);
+      this.opened(conn);
+      this.markDirty(conn);
+      this.startReading(conn);
+    }, (error) => {
+      this.finish(
+        conn,
+        new NetloopError(`Cannot connect to ${address.address}:${address.port}: ${error.message}`, {
+          code: "connect_failed",
+          cause: error,
+        }),
+      );
+    });
+  }
+
+  override addressOf(conn: ConnImpl, which: "local" | "remote"): SocketAddress {
+    const st = state(conn);
+    if (st.tcp !== undefined) {
+      return toAddress(which === "local" ? st.tcp.localAddr : st.tcp.remoteAddr);
+    }
+    if (st.udp !== undefined) {
+      const info = which === "local" ? st.udp.address() : st.udp.remoteAddress();
+      return { family: info.family === "IPv6" ? 6 : 4, address: info.address, port: info.port };
+    }
+    return { family: 4, address: "0.0.0.0", port: 0 };
+  }
+
+  override decodePeer(): SocketAddress {
+    return { family: 4, address: "0.0.0.0", port: 0 };
+  }
+
+  override sendDatagram(conn: PacketConn, bytes: Uint8Array): void {
+    const to = conn.remoteAddress;
+    this.udp?.send(bytes.slice(), to.port, to.address);
+  }
+}

@@ -1,0 +1,716 @@
+/**
+ * The io_uring backend: one ring per loop Worker, one `io_uring_enter` per turn that submits every
+ * queued SQE and waits for completions; multishot accept, multishot recv (recvmsg for UDP) into a
+ * provided buffer ring, one SEND per connection in flight with everything written during the turn
+ * gathered into it. Missing kernel features are downgraded one at a time (see `probe.ts`).
+ *
+ * @module
+ */
+import type { SocketAddress } from "@triad/core";
+import { ConnImpl, PacketConn, State } from "../../_conn.ts";
+import { LoopCore, Yielder } from "../../_loop.ts";
+import {
+  addressOf,
+  E,
+  errno,
+  errnoName,
+  type Libc,
+  libc,
+  offHeap,
+  syscallError,
+} from "../../_ffi.ts";
+import { decodeSockaddr, SOCKADDR_MAX } from "../../_sockaddr.ts";
+import {
+  openDialSocket,
+  openListener,
+  sendConnected,
+  setNoDelay,
+  SOCK_CLOEXEC,
+  socketAddress,
+} from "../../_socket.ts";
+import { MAX_BLOCK_MS, YIELD_EVERY_MS } from "../epoll.ts";
+import { BufferRing, CqeFlag, Feature, Ioprio, Op, Ring, SqeFlag } from "./ring.ts";
+import { FLAG_SETS, probeUring, type UringFeatures } from "./probe.ts";
+
+const OP_ACCEPT = 1;
+const OP_RECV = 2;
+const OP_SEND = 3;
+const OP_CONNECT = 4;
+const OP_WAKE = 5;
+const OP_RECVMSG = 6;
+const OP_SENDMSG = 7;
+const OP_CANCEL = 8;
+
+const F_ARMED = 1;
+const F_SENDING = 2;
+const F_EOF = 4;
+const F_STASHED = 8;
+
+const MSG_NOSIGNAL = 0x4000;
+const MSG_DONTWAIT = 0x40;
+const SHUT_RDWR = 2;
+const BUFFER_GROUP = 1;
+const RECVMSG_OUT = 16;
+const ENOBUFS = 105;
+const EBUSY = 16;
+const MAX_SEND_SLOTS = 4096;
+/** Completions handled per turn before the replies they produced are submitted. */
+const TURN_BATCH = 32;
+const EMPTY = new Uint8Array(0);
+
+function describe(conn: ConnImpl): string {
+  return `${conn.network} fd ${conn.fd}`;
+}
+
+/** A UDP reply in flight: msghdr, iovec and name in `header`, payload in `data`. */
+interface SendSlot {
+  header: Uint8Array;
+  words: Uint32Array;
+  address: number;
+  data: Uint8Array;
+  index: number;
+}
+
+function setAddress(words: Uint32Array, at: number, address: number): void {
+  words[at] = address >>> 0;
+  words[at + 1] = Math.floor(address / 4294967296);
+}
+/** A loop on io_uring. */
+export class UringLoop extends LoopCore {
+  private readonly lib: Libc = libc();
+  private readonly ring: Ring;
+  private readonly features: UringFeatures;
+  private buffers: BufferRing | undefined;
+  readonly wakeFd: number;
+  private readonly wakeBuffer = offHeap(8);
+  private listenFd = -1;
+  private readonly slots: (ConnImpl | undefined)[] = [undefined];
+  private readonly freeSlots: number[] = [];
+  private starving: ConnImpl[] = [];
+  private pendingOpen: ConnImpl[] = [];
+  private acceptArmed = false;
+  private recvMsgArmed = false;
+  private recvMsgHeader: Uint8Array | undefined;
+  private recvMsgPlain: Uint8Array | undefined;
+  private readonly sendSlots: SendSlot[] = [];
+  private readonly freeSendSlots: SendSlot[] = [];
+  /** Send slots whose SQEs the next io_uring_enter issues (CQE_SKIP_SUCCESS mode). */
+  private submittedSendSlots: SendSlot[] = [];
+  private readonly skipSendCompletions: boolean;
+  private woken = false;
+  /** Completions left in the CQ by a turn that hit TURN_BATCH. */
+  private backlog = false;
+  private readonly sliceSize: number;
+
+  constructor(...args: ConstructorParameters<typeof LoopCore>) {
+    super(...args);
+    this.allocate = offHeap;
+    this.pointerOf = addressOf;
+    this.sliceSize = Math.min(this.config.readBufferSize, 16384);
+    this.skipSendCompletions = false;
+    this.features = { ...probeUring(this.config.disable).features };
+    this.ring = Ring.create({ entries: 1024, cqEntries: 16384, flagSets: FLAG_SETS });
+    this.skipSendCompletions = (this.ring.features & Feature.CQE_SKIP) !== 0;
+    try {
+      if (this.features.registeredRing && !this.ring.registerRingFd()) {
+        this.features.registeredRing = false;
+      }
+      if (this.features.bufferRing) {
+        const udp = this.config.network === "udp";
+        const size = udp
+          ? Math.min(this.config.readBufferSize, 65536)
+          : Math.min(this.config.readBufferSize, 16384);
+        const created = BufferRing.create(this.ring, udp ? 512 : 1024, size, BUFFER_GROUP);
+        if (typeof created === "string") {
+          this.logger.warn(
+            `buffer ring refused (${created}); receiving into per-connection buffers`,
+          );
+          this.features.bufferRing = false;
+          this.features.multishotRecv = false;
+        } else {
+          this.buffers = created;
+        }
+      } else {
+        this.features.multishotRecv = false;
+      }
+      this.wakeFd = this.lib.eventfd(0, SOCK_CLOEXEC);
+      if (this.wakeFd < 0) throw syscallError("eventfd", errno());
+    } catch (error) {
+      this.ring.close();
+      this.buffers?.free(this.lib);
+      throw error;
+    }
+    this.armWake();
+    if (this.index === 0) {
+      this.logger.debug("io_uring ring ready", {
+        flags: `0x${this.ring.flags.toString(16)}`,
+        features: this.features,
+      });
+    }
+  }
+
+  override listen(): void {
+    const { fd, address } = openListener({ ...this.config, nonblocking: false });
+    this.listenFd = fd;
+    this.address = address;
+    if (this.config.network === "tcp") this.armAccept();
+    else this.armRecvMsg();
+  }
+
+  // --- arming -------------------------------------------------------------------------------
+
+  private armWake(): void {
+    this.ring.prep(Op.READ, this.wakeFd, addressOf(this.wakeBuffer), 8, 0, OP_WAKE, 0);
+  }
+
+  private armAccept(): void {
+    const w = this.ring.prep(Op.ACCEPT, this.listenFd, 0, 0, 0, OP_ACCEPT, 0);
+    if (this.features.multishotAccept) {
+      this.ring.sqe32[w] = this.ring.sqe32[w]! | (Ioprio.ACCEPT_MULTISHOT << 16);
+    }
+    this.ring.sqe32[w + 7] = SOCK_CLOEXEC;
+    this.acceptArmed = true;
+  }
+
+  private armRecv(conn: ConnImpl): void {
+    const user = (conn.slot << 4) | OP_RECV;
+    if (this.buffers !== undefined) {
+      const w = this.ring.prep(Op.RECV, conn.fd, 0, 0, 0, user, conn.gen);
+      let word = Op.RECV | (SqeFlag.BUFFER_SELECT << 8);
+      if (this.features.multishotRecv) word |= Ioprio.RECV_MULTISHOT << 16;
+      this.ring.sqe32[w] = word;
+      this.ring.sqe32[w + 10] = BUFFER_GROUP;
+    } else {
+      conn.recvBuffer ??= offHeap(Math.min(this.config.readBufferSize, 65536));
+      this.ring.prep(
+        Op.RECV,
+        conn.fd,
+        addressOf(conn.recvBuffer),
+        conn.recvBuffer.length,
+        0,
+        user,
+        conn.gen,
+      );
+    }
+    conn.flags |= F_ARMED;
+    conn.ops++;
+  }
+
+  private armRecvMsg(): void {
+    // Multishot recvmsg writes io_uring_recvmsg_out + name + payload into a provided buffer;
+    // without multishot, recvmsg fills a plain msghdr (name and one iovec) of our own.
+    const multishot = this.buffers !== undefined && this.features.multishotRecv;
+    let header: number;
+    if (multishot) {
+      if (this.recvMsgHeader === undefined) {
+        // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags (56 bytes)
+        this.recvMsgHeader = offHeap(128);
+        new DataView(this.recvMsgHeader.buffer).setUint32(8, SOCKADDR_MAX, true);
+      }
+      header = addressOf(this.recvMsgHeader);
+    } else {
+      if (this.recvMsgPlain === undefined) {
+        // [msghdr 64][iovec 16][name 32][payload]
+        this.recvMsgPlain = offHeap(112 + this.config.readBufferSize);
+        const base = addressOf(this.recvMsgPlain);
+        const view = new DataView(this.recvMsgPlain.buffer);
+        view.setBigUint64(0, BigInt(base + 80), true);
+        view.setBigUint64(16, BigInt(base + 64), true);
+        view.setBigUint64(24, 1n, true);
+        view.setBigUint64(64, BigInt(base + 112), true);
+        view.setBigUint64(72, BigInt(this.config.readBufferSize), true);
+      }
+      new DataView(this.recvMsgPlain.buffer).setUint32(8, SOCKADDR_MAX, true);
+      header = addressOf(this.recvMsgPlain);
+    }
+    const w = this.ring.prep(Op.RECVMSG, this.listenFd, header, 1, 0, OP_RECVMSG, 0);
+    if (multishot) {
+      this.ring.sqe32[w] = Op.RECVMSG | (SqeFlag.BUFFER_SELECT << 8) |
+        (Ioprio.RECV_MULTISHOT << 16);
+      this.ring.sqe32[w + 10] = BUFFER_GROUP;
+    }
+    this.recvMsgArmed = true;
+  }
+
+  private allocSlot(conn: ConnImpl): void {
+    const slot = this.freeSlots.pop() ?? this.slots.length;
+    this.slots[slot] = conn;
+    conn.slot = slot;
+    conn.gen = (conn.gen + 1) >>> 0;
+  }
+
+  // --- the loop -----------------------------------------------------------------------------
+
+  override async run(): Promise<void> {
+    const yielder = new Yielder(this);
+    let lastYield = performance.now();
+    try {
+      while (!this.stopping) {
+        this.flush();
+        this.buffers?.publish();
+        let now = performance.now();
+        const due = this.timers(now);
+        const busy = this.backlog || this.dirty.length > 0 || this.pendingOpen.length > 0 ||
+          this.starving.length > 0;
+        const result = this.ring.enter(busy ? 0 : 1, Math.min(due, MAX_BLOCK_MS));
+        this.recycleSendSlots();
+        if (
+          result < 0 && result !== -E.ETIME && result !== -E.EINTR && result !== -EBUSY &&
+          result !== -E.EAGAIN
+        ) {
+          throw syscallError("io_uring_enter", -result);
+        }
+        now = performance.now();
+        const reaped = this.reap(now);
+        if (
+          this.woken || reaped === 0 || now - lastYield >= YIELD_EVERY_MS ||
+          yielder.controlPending()
+        ) {
+          this.woken = false;
+          await yielder.yield();
+          lastYield = performance.now();
+        }
+      }
+      this.drain();
+    } finally {
+      this.closeAll();
+    }
+  }
+
+  /** The sends io_uring_enter just issued are done with their slots. */
+  private recycleSendSlots(): void {
+    if (this.submittedSendSlots.length === 0 || this.ring.pending > 0) return;
+    for (const slot of this.submittedSendSlots) this.freeSendSlots.push(slot);
+    this.submittedSendSlots = [];
+  }
+
+  /** Sends what is queued at stop, waiting a bounded time for the sends to complete. */
+  private drain(): void {
+    const until = performance.now() + 200;
+    for (;;) {
+      this.flush();
+      let sending = false;
+      for (const conn of this.conns) if (conn.flags & F_SENDING) sending = true;
+      if (!sending && this.ring.pending === 0) return;
+      if (performance.now() > until) return;
+      this.ring.enter(1, 5);
+      this.recycleSendSlots();
+      this.reap(performance.now());
+    }
+  }
+
+  private closeAll(): void {
+    if (this.listenFd >= 0) {
+      this.lib.shutdown(this.listenFd, SHUT_RDWR);
+      this.lib.close(this.listenFd);
+      this.listenFd = -1;
+    }
+    for (const conn of [...this.conns]) this.finish(conn);
+    for (const conn of this.pendingOpen) this.finish(conn);
+    this.pendingOpen = [];
+    this.lib.close(this.wakeFd);
+    this.ring.close();
+    this.buffers?.free(this.lib);
+    this.buffers = undefined;
+  }
+
+  /** Processes every completion; returns how many. */
+  private reap(now: number): number {
+    const ring = this.ring;
+    const u32 = ring.cqeU32;
+    const i32 = ring.cqeI32;
+    let head = ring.cqHead();
+    const available = (ring.cqTail() - head) >>> 0;
+    // A short turn sends replies sooner: the peer works on them while this loop reaps the rest.
+    const count = Math.min(available, TURN_BATCH);
+    this.backlog = available > count;
+    const tail = (head + count) >>> 0;
+    while (head !== tail) {
+      const w = ring.cqe(head);
+      const low = u32[w]!;
+      const high = u32[w + 1]!;
+      const res = i32[w + 2]!;
+      const flags = u32[w + 3]!;
+      head = (head + 1) >>> 0;
+      switch (low & 15) {
+        case OP_RECV:
+          this.onRecv(low >>> 4, high, res, flags, now);
+          break;
+        case OP_SEND:
+          this.onSend(low >>> 4, high, res);
+          break;
+        case OP_ACCEPT:
+          this.onAccept(res, flags, now);
+          break;
+        case OP_RECVMSG:
+          this.onRecvMsg(res, flags);
+          break;
+        case OP_SENDMSG:
+          // With CQE_SKIP_SUCCESS only failures arrive, and their slot is already free again.
+          if (!this.skipSendCompletions) this.freeSendSlots.push(this.sendSlots[low >>> 4]!);
+          break;
+        case OP_CONNECT:
+          this.onConnect(low >>> 4, high, res);
+          break;
+        case OP_WAKE:
+          this.woken = true;
+          if (!this.stopping) this.armWake();
+          break;
+        case OP_CANCEL:
+          break;
+      }
+    }
+    ring.advance(head);
+    return count;
+  }
+
+  private onAccept(res: number, flags: number, now: number): void {
+    if (!(flags & CqeFlag.MORE)) this.acceptArmed = false;
+    if (res >= 0) {
+      const fd = res;
+      if (this.stopping) {
+        this.lib.close(fd);
+        return;
+      }
+      setNoDelay(fd);
+      const conn = new ConnImpl(this, "tcp", this.handler, false);
+      conn.fd = fd;
+      conn.lastActive = now;
+      this.allocSlot(conn);
+      this.opened(conn);
+      if (conn.state === State.Open) this.armRecv(conn);
+    } else if (res === -E.EINVAL && this.features.multishotAccept) {
+      this.features.multishotAccept = false;
+      this.logger.warn("multishot accept refused (EINVAL); accepting one at a time");
+    } else if (!this.stopping) {
+      this.logger.warn("accept failed", { error: errnoName(-res) });
+    }
+    if (!this.acceptArmed && !this.stopping && this.listenFd >= 0) this.armAccept();
+  }
+
+  private onRecv(slot: number, gen: number, res: number, flags: number, now: number): void {
+    const buffers = this.buffers;
+    const hasBuffer = (flags & CqeFlag.BUFFER) !== 0;
+    const bid = flags >>> 16;
+    const conn = this.slots[slot];
+    if (conn === undefined || conn.gen !== gen) {
+      if (hasBuffer) buffers?.recycle(bid);
+      return;
+    }
+    if (!(flags & CqeFlag.MORE)) {
+      conn.flags &= ~F_ARMED;
+      conn.ops--;
+    }
+    if (conn.state === State.Closed) {
+      if (hasBuffer) buffers?.recycle(bid);
+      this.maybeFree(conn);
+      return;
+    }
+    if (res > 0) {
+      const view = hasBuffer ? buffers!.view(bid, res) : conn.recvBuffer!.subarray(0, res);
+      // Paused (outbound over maxWriteBuffer): what the kernel already completed is kept, not
+      // handed to the handler, so the outbound buffer stops growing.
+      if (conn.paused || conn.flags & F_STASHED) {
+        conn.stash(view);
+        conn.flags |= F_STASHED;
+      } else this.traffic(conn, view, now);
+      if (hasBuffer) buffers!.recycle(bid);
+      if (conn.state === State.Open && !conn.paused && this.overLimit(conn)) this.pause(conn);
+    } else if (res === 0) {
+      if (hasBuffer) buffers?.recycle(bid);
+      if (conn.datagram) {
+        this.traffic(conn, new Uint8Array(0), now);
+      } else {
+        conn.flags |= F_EOF;
+        conn.close();
+      }
+    } else if (res === -ENOBUFS) {
+      this.starving.push(conn);
+      return;
+    } else if (res === -E.ECANCELED) {
+      // Cancelled to pause reading: re-armed when the outbound buffer drains.
+    } else if (res === -E.EINVAL && this.features.multishotRecv) {
+      this.features.multishotRecv = false;
+      this.logger.warn("multishot recv refused (EINVAL); one recv at a time");
+    } else {
+      this.finish(conn, syscallError(`recv(${describe(conn)})`, -res));
+      return;
+    }
+    if (
+      !(conn.flags & (F_ARMED | F_EOF | F_STASHED)) && conn.state === State.Open && !conn.paused &&
+      conn.fd >= 0
+    ) this.armRecv(conn);
+  }
+
+  private pause(conn: ConnImpl): void {
+    conn.paused = true;
+    if (conn.flags & F_ARMED && this.features.multishotRecv) this.cancelRecv(conn);
+  }
+
+  /** Cancels a connection's pending recv (named by its user_data, carried in addr). */
+  private cancelRecv(conn: ConnImpl): void {
+    const w = this.ring.prep(Op.ASYNC_CANCEL, -1, 0, 0, 0, OP_CANCEL, 0);
+    this.ring.sqe32[w + 4] = (conn.slot << 4) | OP_RECV;
+    this.ring.sqe32[w + 5] = conn.gen;
+  }
+
+  private onSend(slot: number, gen: number, res: number): void {
+    const conn = this.slots[slot];
+    if (conn === undefined || conn.gen !== gen) return;
+    conn.ops--;
+    conn.flags &= ~F_SENDING;
+    if (conn.state === State.Closed) {
+      this.maybeFree(conn);
+      return;
+    }
+    if (res < 0) {
+      this.finish(conn, syscallError(`send(${describe(conn)})`, -res));
+      return;
+    }
+    conn.flyOff += res;
+    if (conn.outboundBuffered > 0 || conn.state === State.Closing || conn.paused) {
+      this.markDirty(conn);
+    }
+  }
+
+  private onConnect(slot: number, gen: number, res: number): void {
+    const conn = this.slots[slot];
+    if (conn === undefined || conn.gen !== gen) return;
+    conn.ops--;
+    if (conn.state === State.Closed) {
+      this.maybeFree(conn);
+      return;
+    }
+    if (res < 0) {
+      const to = conn.remoteAddress;
+      this.finish(conn, syscallError(`connect(${to.address}:${to.port})`, -res));
+      return;
+    }
+    this.opened(conn);
+    if (conn.state === State.Open) this.armRecv(conn);
+    this.markDirty(conn);
+  }
+
+  // --- sending and closing ------------------------------------------------------------------
+
+  private flush(): void {
+    if (this.pendingOpen.length > 0) this.openPending();
+    if (this.starving.length > 0) {
+      const starving = this.starving;
+      this.starving = [];
+      for (const conn of starving) {
+        if (conn.state === State.Open && !(conn.flags & F_ARMED) && !conn.paused) {
+          this.armRecv(conn);
+        }
+      }
+    }
+    if (!this.recvMsgArmed && this.listenFd >= 0 && this.config.network === "udp") {
+      this.armRecvMsg();
+    }
+    this.drainDirty(this.flushConnBound);
+  }
+
+  private readonly flushConnBound = (conn: ConnImpl) => this.flushConn(conn);
+
+  private flushConn(conn: ConnImpl): void {
+    if (conn.datagrams !== null) {
+      // A connected upstream socket: sent at once, like a full socket buffer drops on EAGAIN.
+      for (const datagram of conn.datagrams) sendConnected(conn.fd, datagram);
+      conn.datagrams.length = 0;
+    } else if (!(conn.flags & F_SENDING) && conn.takeOutbound() > 0) {
+      const w = this.ring.prep(
+        Op.SEND,
+        conn.fd,
+        conn.flyAddress + conn.flyOff,
+        conn.flyLen - conn.flyOff,
+        0,
+        (conn.slot << 4) | OP_SEND,
+        conn.gen,
+      );
+      this.ring.sqe32[w + 7] = MSG_NOSIGNAL;
+      conn.flags |= F_SENDING;
+      conn.ops++;
+    }
+    if (conn.paused && !this.overLimit(conn)) {
+      conn.paused = false;
+      if (conn.flags & F_STASHED) this.markDirty(conn);
+      else if (!(conn.flags & (F_ARMED | F_EOF)) && conn.state === State.Open) this.armRecv(conn);
+    } else if (!conn.paused && conn.flags & F_STASHED && conn.state === State.Open) {
+      // Hand what was kept while paused to the handler a read's worth per turn, so the
+      // outbound buffer stays near maxWriteBuffer.
+      if (conn.inboundBuffered > 0) {
+        this.traffic(conn, EMPTY, performance.now(), this.sliceSize);
+        if (conn.state === State.Open && this.overLimit(conn)) conn.paused = true;
+      }
+      if (conn.inboundBuffered === 0 || conn.state !== State.Open) {
+        conn.flags &= ~F_STASHED;
+        if (!(conn.flags & (F_ARMED | F_EOF)) && conn.state === State.Open && !conn.paused) {
+          this.armRecv(conn);
+        }
+      }
+    }
+    if (conn.state === State.Closing && !(conn.flags & F_SENDING) && conn.outboundBuffered === 0) {
+      this.finish(conn);
+    }
+  }
+
+  private finish(conn: ConnImpl, error?: Error): void {
+    if (conn.state === State.Closed) return;
+    if (conn.fd >= 0) {
+      // A pending recv holds the socket open after close(2): cancel it (UDP sockets ignore
+      // shutdown), and shut TCP down so the peer sees the end at once.
+      if (conn.flags & F_ARMED) this.cancelRecv(conn);
+      if (conn.ops > 0 && conn.network === "tcp") this.lib.shutdown(conn.fd, SHUT_RDWR);
+      this.lib.close(conn.fd);
+      conn.fd = -1;
+    }
+    this.closed(conn, error);
+    this.maybeFree(conn);
+  }
+
+  private maybeFree(conn: ConnImpl): void {
+    if (conn.state !== State.Closed || conn.ops > 0) return;
+    if (conn.slot > 0 && this.slots[conn.slot] === conn) {
+      this.slots[conn.slot] = undefined;
+      this.freeSlots.push(conn.slot);
+    }
+    conn.release();
+  }
+
+  // --- dialing ------------------------------------------------------------------------------
+
+  protected override connect(conn: ConnImpl, address: SocketAddress): void {
+    this.allocSlot(conn);
+    let socket;
+    try {
+      socket = openDialSocket(conn.network, address, false, false);
+    } catch (error) {
+      conn.closeError = error as Error;
+      this.pendingOpen.push(conn);
+      return;
+    }
+    conn.fd = socket.fd;
+    conn.backendState = socket.sockaddr; // the kernel reads it when the CONNECT runs
+    if (conn.network === "udp") {
+      if (socket.error !== 0) {
+        conn.closeError = syscallError(`connect(${address.address}:${address.port})`, socket.error);
+      }
+      this.pendingOpen.push(conn);
+      return;
+    }
+    this.ring.prep(
+      Op.CONNECT,
+      socket.fd,
+      addressOf(socket.sockaddr),
+      0,
+      socket.length,
+      (conn.slot << 4) | OP_CONNECT,
+      conn.gen,
+    );
+    conn.ops++;
+  }
+
+  private openPending(): void {
+    const pending = this.pendingOpen;
+    this.pendingOpen = [];
+    for (const conn of pending) {
+      if (conn.state !== State.Connecting) continue;
+      if (conn.closeError !== undefined) {
+        this.finish(conn, conn.closeError);
+        continue;
+      }
+      this.opened(conn);
+      if ((conn.state as State) === State.Open) this.armRecv(conn);
+      this.markDirty(conn);
+    }
+  }
+
+  override addressOf(conn: ConnImpl, which: "local" | "remote"): SocketAddress {
+    return socketAddress(conn.fd, which);
+  }
+
+  override decodePeer(peer: Uint8Array): SocketAddress {
+    return decodeSockaddr(peer);
+  }
+
+  // --- UDP listener -------------------------------------------------------------------------
+
+  private onRecvMsg(res: number, flags: number): void {
+    if (!(flags & CqeFlag.MORE)) this.recvMsgArmed = false;
+    const hasBuffer = (flags & CqeFlag.BUFFER) !== 0;
+    const bid = flags >>> 16;
+    if (res < 0) {
+      if (res === -E.EINVAL && this.features.multishotRecv) {
+        this.features.multishotRecv = false;
+        this.logger.warn("multishot recvmsg refused (EINVAL); one recvmsg at a time");
+      } else if (res !== -ENOBUFS && res !== -E.ECANCELED && !this.stopping) {
+        this.logger.debug("recvmsg failed", { error: errnoName(-res) });
+      }
+      return;
+    }
+    if (this.stopping) {
+      if (hasBuffer) this.buffers?.recycle(bid);
+      return;
+    }
+    if (hasBuffer) {
+      const buffers = this.buffers!;
+      const view = buffers.view(bid, res);
+      const word = (bid * buffers.size) >>> 2;
+      const nameLength = buffers.words[word]!;
+      const payload = buffers.words[word + 2]!;
+      const start = RECVMSG_OUT + SOCKADDR_MAX;
+      const peer = view.slice(RECVMSG_OUT, RECVMSG_OUT + Math.min(nameLength, SOCKADDR_MAX));
+      const body = view.subarray(start, start + Math.min(payload, res - start));
+      this.packet(new PacketConn(this, this.listenFd, peer, body));
+      buffers.recycle(bid);
+    } else {
+      const plain = this.recvMsgPlain!;
+      const nameLength = new DataView(plain.buffer).getUint32(8, true);
+      const peer = plain.slice(80, 80 + Math.min(nameLength, SOCKADDR_MAX));
+      this.packet(new PacketConn(this, this.listenFd, peer, plain.subarray(112, 112 + res)));
+    }
+  }
+
+  override sendDatagram(conn: PacketConn, bytes: Uint8Array): void {
+    let slot = this.freeSendSlots.pop();
+    if (slot === undefined) {
+      if (this.sendSlots.length >= MAX_SEND_SLOTS) return; // like a full socket buffer: dropped
+      // [msghdr 64][iovec 16][name 32], the payload in its own buffer
+      const header = offHeap(128);
+      const words = new Uint32Array(header.buffer, 0, 32);
+      const address = addressOf(header);
+      slot = { header, words, address, data: EMPTY, index: this.sendSlots.length };
+      this.sendSlots.push(slot);
+      setAddress(words, 0, address + 80);
+      setAddress(words, 4, address + 64);
+      words[6] = 1;
+    }
+    if (slot.data.length < bytes.length) {
+      slot.data = offHeap(Math.max(2048, bytes.length));
+      setAddress(slot.words, 16, addressOf(slot.data));
+    }
+    slot.data.set(bytes);
+    slot.header.set(conn.peer, 80);
+    slot.words[2] = conn.peer.length;
+    slot.words[18] = bytes.length;
+    const w = this.ring.prep(
+      Op.SENDMSG,
+      this.listenFd,
+      slot.address,
+      1,
+      0,
+      (slot.index << 4) | OP_SENDMSG,
+      0,
+    );
+    if (this.skipSendCompletions) {
+      // MSG_DONTWAIT makes the send final when io_uring_enter issues it (a full socket buffer
+      // drops the datagram, as UDP may), so the slot is reusable once that call returns and a
+      // successful send needs no completion at all.
+      this.ring.sqe32[w] = Op.SENDMSG | (SqeFlag.CQE_SKIP_SUCCESS << 8);
+      this.ring.sqe32[w + 7] = MSG_NOSIGNAL | MSG_DONTWAIT;
+      this.submittedSendSlots.push(slot);
+    } else {
+      this.ring.sqe32[w + 7] = MSG_NOSIGNAL;
+    }
+  }
+}

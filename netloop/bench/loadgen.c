@@ -1,0 +1,121 @@
+// Echo load generator for netloop/bench: N connections (or UDP sockets), each keeping DEPTH
+// messages of SIZE bytes in flight; counts echoed messages after a warm-up. Single-threaded epoll.
+// Compiled by run.ts at bench time. Usage:
+//   loadgen tcp|udp HOST PORT CONNS DEPTH SIZE SECONDS WARMUP_SECONDS
+// Prints: msgs=<echoed messages in the measured window> seconds=<window length>
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+struct conn {
+  int fd;
+  size_t pending;   // bytes of a partial echo received (TCP)
+  size_t unsent;    // bytes still to send (TCP)
+  double last;      // last activity (UDP loss recovery)
+};
+
+int main(int argc, char **argv) {
+  if (argc != 9) {
+    fprintf(stderr, "usage: %s tcp|udp HOST PORT CONNS DEPTH SIZE SECONDS WARMUP\n", argv[0]);
+    return 2;
+  }
+  int udp = strcmp(argv[1], "udp") == 0;
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
+  inet_pton(AF_INET, argv[2], &addr.sin_addr);
+  int n = atoi(argv[4]), depth = atoi(argv[5]), size = atoi(argv[6]);
+  double seconds = atof(argv[7]), warmup = atof(argv[8]);
+  struct conn *conns = calloc(n, sizeof *conns);
+  char *out = malloc((size_t)size * depth), *in = malloc(1 << 16);
+  memset(out, 'x', (size_t)size * depth);
+  int ep = epoll_create1(0);
+  for (int i = 0; i < n; i++) {
+    int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+      perror("connect");
+      return 1;
+    }
+    int one = 1;
+    if (!udp) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    conns[i].fd = fd;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  }
+  double start = now();
+  for (int i = 0; i < n; i++) {
+    conns[i].last = start;
+    if (udp) {
+      for (int d = 0; d < depth; d++) send(conns[i].fd, out, size, 0);
+    } else {
+      ssize_t w = write(conns[i].fd, out, (size_t)size * depth);
+      conns[i].unsent = (size_t)size * depth - (w > 0 ? w : 0);
+    }
+  }
+  long long counted = 0;
+  double measure_from = start + warmup, end = measure_from + seconds;
+  struct epoll_event events[512];
+  for (;;) {
+    double t = now();
+    if (t >= end) break;
+    int k = epoll_wait(ep, events, 512, 10);
+    t = now();
+    for (int e = 0; e < k; e++) {
+      struct conn *c = &conns[events[e].data.u32];
+      if (udp) {
+        for (;;) {
+          ssize_t r = recv(c->fd, in, 1 << 16, 0);
+          if (r <= 0) break;
+          if (t >= measure_from) counted++;
+          send(c->fd, out, size, 0);
+          c->last = t;
+        }
+        continue;
+      }
+      ssize_t r = read(c->fd, in, 1 << 16);
+      if (r == 0) {
+        fprintf(stderr, "server closed a connection\n");
+        return 1;
+      }
+      if (r < 0) continue;
+      c->pending += r;
+      size_t done = c->pending / size;
+      c->pending %= size;
+      if (t >= measure_from) counted += done;
+      size_t want = done * size + c->unsent;
+      while (want > 0) {
+        size_t chunk = want > (size_t)size * depth ? (size_t)size * depth : want;
+        ssize_t w = write(c->fd, out, chunk);
+        if (w <= 0) break;
+        want -= w;
+      }
+      c->unsent = want;
+    }
+    if (udp) {
+      // Lost datagrams would stall a socket: top it up after 50 ms of silence.
+      for (int i = 0; i < n; i++) {
+        if (t - conns[i].last > 0.05) {
+          send(conns[i].fd, out, size, 0);
+          conns[i].last = t;
+        }
+      }
+    }
+  }
+  printf("msgs=%lld seconds=%.3f\n", counted, seconds);
+  return 0;
+}

@@ -1,0 +1,301 @@
+/**
+ * netloop echo benchmark: compiles a C load generator and a single-threaded C epoll echo server
+ * (with `cc`, into a temp dir, at bench time), then drives, in interleaved rounds, netloop on each
+ * backend, a `Deno.listen` echo, a `node:net` echo and the C server (TCP), and netloop, a
+ * `Deno.listenDatagram` echo and the C server (UDP). One loop each; the server is pinned to one
+ * core and the load generator to the other with `taskset`. Prints medians side by side:
+ * messages per second and server CPU microseconds per message (utime+stime from /proc/<pid>/stat).
+ *
+ * Usage: deno task bench:netloop [--rounds 3] [--seconds 3] [--warmup 1] [--only tcp|udp]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import dgram from "node:dgram";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    rounds: { type: "string", default: "3" },
+    seconds: { type: "string", default: "3" },
+    warmup: { type: "string", default: "1" },
+    only: { type: "string" },
+    "server-cpu": { type: "string", default: "1" },
+    "client-cpu": { type: "string", default: "0" },
+  },
+});
+const rounds = Number(values.rounds);
+const seconds = Number(values.seconds);
+const warmup = Number(values.warmup);
+const here = new URL(".", import.meta.url).pathname;
+const deno = Deno.execPath();
+const CLK_TCK = 100;
+
+interface Server {
+  name: string;
+  network: "tcp" | "udp";
+  command(port: number): string[];
+}
+
+interface Scenario {
+  name: string;
+  network: "tcp" | "udp";
+  conns: number;
+  depth: number;
+  size: number;
+}
+
+function netloop(backend: string, network: "tcp" | "udp"): Server {
+  return {
+    name: `netloop ${backend}`,
+    network,
+    command: (port) => [
+      deno,
+      "run",
+      "-A",
+      `${here}../examples/echo.ts`,
+      "--port",
+      String(port),
+      "--backend",
+      backend,
+      "--loops",
+      "1",
+      ...(network === "udp" ? ["--udp"] : []),
+    ],
+  };
+}
+
+async function sh(command: string[]): Promise<void> {
+  const { code, stderr } = await new Deno.Command(command[0]!, {
+    args: command.slice(1),
+    stderr: "piped",
+  }).output();
+  if (code !== 0) throw new Error(`${command.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+}
+
+const dir = await Deno.makeTempDir({ prefix: "netloop-bench-" });
+const loadgen = `${dir}/loadgen`;
+const cEcho = `${dir}/epoll_echo`;
+await sh(["cc", "-O2", "-o", loadgen, `${here}loadgen.c`]);
+await sh(["cc", "-O2", "-o", cEcho, `${here}epoll_echo.c`]);
+
+const allServers: Server[] = [
+  netloop("uring", "tcp"),
+  netloop("epoll", "tcp"),
+  netloop("portable", "tcp"),
+  {
+    name: "Deno.listen",
+    network: "tcp",
+    command: (p) => [deno, "run", "--allow-net", `${here}deno_echo.ts`, String(p)],
+  },
+  {
+    name: "node:net",
+    network: "tcp",
+    command: (p) => [deno, "run", "--allow-net", "--allow-env", `${here}node_echo.mjs`, String(p)],
+  },
+  { name: "C epoll", network: "tcp", command: (p) => [cEcho, String(p)] },
+  netloop("uring", "udp"),
+  netloop("epoll", "udp"),
+  {
+    name: "Deno.listenDatagram",
+    network: "udp",
+    command: (p) => [
+      deno,
+      "run",
+      "--allow-net",
+      "--unstable-net",
+      `${here}deno_echo.ts`,
+      String(p),
+      "udp",
+    ],
+  },
+  { name: "C epoll", network: "udp", command: (p) => [cEcho, String(p), "udp"] },
+];
+const servers = allServers.filter((s) => values.only === undefined || s.network === values.only);
+
+const scenarios: Scenario[] = ([
+  { name: "TCP 50 conns x 64 B, 1 in flight", network: "tcp", conns: 50, depth: 1, size: 64 },
+  { name: "TCP 50 conns x 64 B, 16 in flight", network: "tcp", conns: 50, depth: 16, size: 64 },
+  { name: "TCP 1000 conns x 64 B, 1 in flight", network: "tcp", conns: 1000, depth: 1, size: 64 },
+  { name: "UDP 50 sockets x 64 B, 1 in flight", network: "udp", conns: 50, depth: 1, size: 64 },
+  { name: "UDP 50 sockets x 64 B, 16 in flight", network: "udp", conns: 50, depth: 16, size: 64 },
+] as Scenario[]).filter((s) => values.only === undefined || s.network === values.only);
+
+function cpuTicks(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+async function ready(network: "tcp" | "udp", port: number): Promise<void> {
+  const until = Date.now() + 15_000;
+  while (Date.now() < until) {
+    if (network === "tcp") {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return;
+      } catch { /* not yet */ }
+    } else {
+      const socket = dgram.createSocket("udp4");
+      const ok = await new Promise<boolean>((resolve) => {
+        socket.once("message", () => resolve(true));
+        socket.on("error", () => resolve(false));
+        socket.bind(0, "127.0.0.1", () => socket.send(new Uint8Array([1]), port, "127.0.0.1"));
+        setTimeout(() => resolve(false), 200);
+      });
+      await new Promise<void>((resolve) => socket.close(() => resolve()));
+      if (ok) return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server on ${network} port ${port} did not come up`);
+}
+
+async function stop(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, 3000);
+  await child.status;
+  clearTimeout(timer);
+}
+
+interface Sample {
+  rate: number;
+  cpuPerMessage: number;
+}
+
+const results = new Map<string, Sample[]>();
+let port = 17200 + Math.floor(Math.random() * 2000);
+const running = new Set<Deno.ChildProcess>();
+
+async function measure(server: Server, scenario: Scenario, pid: number): Promise<Sample> {
+  const client = new Deno.Command("taskset", {
+    args: [
+      "-c",
+      values["client-cpu"]!,
+      loadgen,
+      scenario.network,
+      "127.0.0.1",
+      String(port),
+      String(scenario.conns),
+      String(scenario.depth),
+      String(scenario.size),
+      String(seconds),
+      String(warmup),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  await new Promise((r) => setTimeout(r, warmup * 1000));
+  const cpu0 = cpuTicks(pid);
+  const t0 = performance.now();
+  const output = await client.output();
+  const cpu1 = cpuTicks(pid);
+  const elapsed = (performance.now() - t0) / 1000;
+  const text = new TextDecoder().decode(output.stdout);
+  const msgs = Number(/msgs=(\d+)/.exec(text)?.[1] ?? 0);
+  if (!output.success || msgs === 0) {
+    throw new Error(
+      `${server.name} / ${scenario.name}: load generator failed: ${text}` +
+        new TextDecoder().decode(output.stderr),
+    );
+  }
+  const rate = msgs / seconds;
+  // CPU over the measured window (plus the short tail until the client exits), per message.
+  const cpuSeconds = (cpu1 - cpu0) / CLK_TCK;
+  return { rate, cpuPerMessage: (cpuSeconds / (rate * elapsed)) * 1e6 };
+}
+
+try {
+  for (let round = 1; round <= rounds; round++) {
+    for (const server of servers) {
+      port++;
+      const child = new Deno.Command("taskset", {
+        args: ["-c", values["server-cpu"]!, ...server.command(port)],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      running.add(child);
+      try {
+        await ready(server.network, port);
+        for (const scenario of scenarios) {
+          if (scenario.network !== server.network) continue;
+          let sample: Sample;
+          try {
+            sample = await measure(server, scenario, child.pid);
+          } catch (error) {
+            // A failed run (say, no free ephemeral port for the client) is reported, not counted.
+            console.error(`round ${round}: ${server.name} ${scenario.name}: ${error}`);
+            continue;
+          }
+          const key = `${scenario.name}\u0000${server.name}`;
+          results.set(key, [...(results.get(key) ?? []), sample]);
+          console.error(
+            `round ${round}: ${server.name.padEnd(20)} ${scenario.name.padEnd(36)} ` +
+              `${Math.round(sample.rate)} msg/s, ${sample.cpuPerMessage.toFixed(2)} us/msg`,
+          );
+        }
+      } catch (error) {
+        console.error(`round ${round}: ${server.name}: ${error}`);
+      } finally {
+        await stop(child);
+        running.delete(child);
+      }
+    }
+  }
+} finally {
+  for (const child of running) await stop(child);
+  await Deno.remove(dir, { recursive: true });
+}
+
+function median(values: number[]): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+console.log(
+  `\nnetloop echo benchmark: ${rounds} interleaved rounds, ${seconds} s each after ${warmup} s ` +
+    `warm-up, one loop, server on CPU ${values["server-cpu"]}, load on CPU ` +
+    `${values["client-cpu"]}; medians`,
+);
+for (const scenario of scenarios) {
+  const rows = servers.filter((s) => s.network === scenario.network).map((server) => {
+    const samples = results.get(`${scenario.name}\u0000${server.name}`) ?? [];
+    return {
+      name: server.name,
+      runs: samples.length,
+      rate: median(samples.map((s) => s.rate)),
+      cpu: median(samples.map((s) => s.cpuPerMessage)),
+    };
+  });
+  const cRow = rows.find((r) => r.name === "C epoll");
+  const dRow = rows.find((r) =>
+    r.name === (scenario.network === "tcp" ? "Deno.listen" : "Deno.listenDatagram")
+  );
+  const ratio = (a: number, b: number | undefined) =>
+    b === undefined || !Number.isFinite(a) || !Number.isFinite(b) ? "-" : `${(a / b).toFixed(2)}x`;
+  console.log(`\n${scenario.name}`);
+  console.log(
+    `  ${"server".padEnd(22)}${"runs".padStart(5)}${"msgs/s".padStart(10)}` +
+      `${"vs C epoll".padStart(12)}${
+        (dRow?.name === "Deno.listen" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
+      }` +
+      `${"CPU us/msg".padStart(12)}${"CPU vs C".padStart(10)}`,
+  );
+  for (const row of rows) {
+    console.log(
+      `  ${row.name.padEnd(22)}${String(row.runs).padStart(5)}` +
+        `${(Number.isFinite(row.rate) ? Math.round(row.rate).toString() : "-").padStart(10)}` +
+        `${ratio(row.rate, cRow?.rate).padStart(12)}${ratio(row.rate, dRow?.rate).padStart(19)}` +
+        `${(Number.isFinite(row.cpu) ? row.cpu.toFixed(2) : "-").padStart(12)}` +
+        `${ratio(row.cpu, cRow?.cpu).padStart(10)}`,
+    );
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * The error netloop throws.
+ *
+ * @module
+ */
+import { TriadError, type TriadErrorOptions } from "@triad/core";
+
+/**
+ * An error from netloop: a bad option, a socket call that failed (with the errno name in the
+ * message), a backend that cannot run here, or a loop Worker that died.
+ *
+ * Codes: `bad_option`, `syscall`, `backend_unavailable`, `loop_failed`, `closed`.
+ *
+ * @example
+ * ```ts
+ * import { NetloopError } from "@triad/netloop";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new NetloopError("Option loops must be a positive integer, got 0", {
+ *   code: "bad_option",
+ * });
+ * assert.equal(error.code, "bad_option");
+ * ```
+ */
+export class NetloopError extends TriadError {
+  /**
+   * Creates an error.
+   *
+   * @param message What failed and where, in sentence case.
+   * @param options The code and the cause.
+   */
+  constructor(message: string, options: TriadErrorOptions) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * `deno task echo [--port N] [--backend B] [--loops N] [--udp] [--hostname H]`: an echo server on
+ * netloop. Stops on Ctrl-C (SIGINT) or SIGTERM.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { serve } from "../mod.ts";
+import type { BackendName } from "../event_handler.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    port: { type: "string", default: "7000" },
+    hostname: { type: "string", default: "127.0.0.1" },
+    backend: { type: "string", default: "auto" },
+    loops: { type: "string" },
+    udp: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (values.help) {
+  console.log(
+    "usage: deno task echo [--port N] [--hostname H] [--backend auto|uring|epoll|portable]",
+  );
+  console.log("                      [--loops N] [--udp]");
+  Deno.exit(0);
+}
+
+const engine = await serve(new URL("./echo_handler.ts", import.meta.url), {
+  network: values.udp ? "udp" : "tcp",
+  hostname: values.hostname,
+  port: Number(values.port),
+  backend: values.backend as "auto" | BackendName,
+  ...(values.loops === undefined ? {} : { loops: Number(values.loops) }),
+});
+console.log(
+  `echo (${values.udp ? "udp" : "tcp"}) on ${engine.address.address}:${engine.address.port}, ` +
+    `${engine.loops} loop(s), backend ${engine.backend}`,
+);
+const stop = () => void engine.stop();
+Deno.addSignalListener("SIGINT", stop);
+Deno.addSignalListener("SIGTERM", stop);
+await engine.done;
+Deno.removeSignalListener("SIGINT", stop);
+Deno.removeSignalListener("SIGTERM", stop);

@@ -1,0 +1,366 @@
+/**
+ * `serve()`: starts an engine of event loops, one Worker each, every one with its own listener.
+ *
+ * @module
+ */
+import {
+  createLogger,
+  type Logger,
+  type LogLevel,
+  parseDuration,
+  type SocketAddress,
+} from "@triad/core";
+import type { BackendName } from "./event_handler.ts";
+import { NetloopError } from "./errors.ts";
+import { chooseBackend } from "./_probe.ts";
+import type { LoopConfig } from "./_loop.ts";
+import type { FromLoop, ToLoop } from "./_worker.ts";
+import { libc } from "./_ffi.ts";
+
+/** Options of {@linkcode serve}. */
+export interface ServeOptions {
+  /** `"tcp"` or `"udp"`. @default {"tcp"} */
+  network?: "tcp" | "udp";
+  /** The address to listen on. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** The port; 0 picks a free one (every loop then shares it). @default {0} */
+  port?: number;
+  /** The number of loops (Workers). @default {navigator.hardwareConcurrency} */
+  loops?: number;
+  /** Give every loop its own `SO_REUSEPORT` listener on the same port. @default {true} */
+  reusePort?: boolean;
+  /** `"auto"` probes uring, then epoll, then portable. @default {"auto"} */
+  backend?: "auto" | BackendName;
+  /** How often `onTick` runs: milliseconds or a duration such as `"100ms"`. Off when unset. */
+  tick?: number | string;
+  /** Close connections without traffic for this long (milliseconds or `"30s"`). Off when unset. */
+  idleTimeout?: number | string;
+  /** Stop reading a connection while more than this many bytes wait to be sent. @default {1048576} */
+  maxWriteBuffer?: number;
+  /** Bytes per read (and per provided buffer for uring). @default {65536} */
+  readBufferSize?: number;
+  /** Passed to every loop as `loop.data` (structured-cloned). */
+  data?: unknown;
+  /** Receives what loops send with `loop.postMessage`. */
+  onMessage?: (data: unknown, loop: number) => void;
+  /** Where the engine logs (the backend choice, loop failures). @default {a JSON logger on stderr} */
+  logger?: Logger;
+  /** The level loops log at. @default {"info"} */
+  logLevel?: LogLevel;
+}
+
+interface LoopWorker {
+  worker: Worker;
+  control: Int32Array;
+  wakeFd: number;
+  stopped: Promise<void>;
+}
+
+function milliseconds(name: string, value: number | string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = typeof value === "number" ? value : parseDuration(value);
+  if (!Number.isFinite(ms) || ms <= 0) {
+    throw new NetloopError(`Option ${name} must be a positive duration, got ${value}`, {
+      code: "bad_option",
+    });
+  }
+  return ms;
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new NetloopError(`Option ${name} must be a positive integer, got ${value}`, {
+      code: "bad_option",
+    });
+  }
+  return value;
+}
+
+/** uring features switched off by `TRIAD_NETLOOP_URING_DISABLE` (to exercise the fallbacks). */
+function uringDisabled(): string[] {
+  try {
+    return (Deno.env.get("TRIAD_NETLOOP_URING_DISABLE") ?? "").split(",").filter((s) => s);
+  } catch {
+    return []; // no --allow-env
+  }
+}
+
+function resolveHandler(handler: string | URL): string {
+  if (handler instanceof URL) return handler.href;
+  if (/^[a-z][a-z0-9+.-]*:/i.test(handler)) return handler;
+  const path = handler.startsWith("/") ? handler : `${Deno.cwd()}/${handler}`;
+  return new URL(`file://${path}`).href;
+}
+
+/**
+ * A running set of event loops. Stop it with `stop()` or `await using`.
+ */
+export class Engine implements AsyncDisposable {
+  /** The address every loop listens on (the port is filled in when 0 was asked for). */
+  readonly address: SocketAddress;
+  /** The backend the loops run on. */
+  readonly backend: BackendName;
+  /** Why that backend was chosen. */
+  readonly reason: string;
+  /** The number of loops. */
+  readonly loops: number;
+  /** Resolves when every loop has stopped (after `stop()` or a handler's `Action.Shutdown`). */
+  readonly done: Promise<void>;
+  #workers: LoopWorker[];
+  #stopping: Promise<void> | undefined;
+  #logger: Logger;
+
+  /**
+   * Wraps started loops; use {@linkcode serve} instead.
+   *
+   * @param init The loops and what they agreed on.
+   */
+  constructor(init: {
+    address: SocketAddress;
+    backend: BackendName;
+    reason: string;
+    workers: unknown[];
+    logger: Logger;
+  }) {
+    this.address = init.address;
+    this.backend = init.backend;
+    this.reason = init.reason;
+    this.#workers = init.workers as LoopWorker[];
+    this.loops = this.#workers.length;
+    this.#logger = init.logger;
+    this.done = Promise.all(this.#workers.map((w) => w.stopped)).then(() => {});
+  }
+
+  /**
+   * Sends a message to every loop's `onMessage`.
+   *
+   * @param data A structured-cloneable value.
+   */
+  broadcast(data: unknown): void {
+    for (const w of this.#workers) {
+      w.worker.postMessage({ type: "message", data } satisfies ToLoop);
+      Atomics.add(w.control, 0, 1);
+      wake(w);
+    }
+  }
+
+  /**
+   * Stops every loop: listeners close, every connection is closed (its `onClose` runs), the
+   * Workers end. Safe to call more than once.
+   *
+   * @returns When everything is closed.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      for (const w of this.#workers) {
+        w.worker.postMessage({ type: "stop" } satisfies ToLoop);
+        Atomics.add(w.control, 0, 1);
+        wake(w);
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), 10_000);
+      });
+      const result = await Promise.race([this.done, timeout]);
+      clearTimeout(timer);
+      if (result === "timeout") this.#logger.warn("loops did not stop within 10 s; terminating");
+      for (const w of this.#workers) w.worker.terminate();
+    })();
+    return this.#stopping;
+  }
+
+  /** Stops the engine (`await using engine = await serve(...)`). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+const WAKE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+function wake(w: LoopWorker): void {
+  if (w.wakeFd >= 0) libc().writeBuffer(w.wakeFd, WAKE, 8);
+}
+
+function startLoop(
+  handlerUrl: string,
+  config: LoopConfig,
+  options: ServeOptions,
+  onShutdown: () => void,
+  logger: Logger,
+): Promise<{ loop: LoopWorker; address: SocketAddress }> {
+  const worker = new Worker(new URL("./_worker.ts", import.meta.url), { type: "module" });
+  const control = new Int32Array(new SharedArrayBuffer(8));
+  let stoppedResolve!: () => void;
+  const stopped = new Promise<void>((resolve) => (stoppedResolve = resolve));
+  return new Promise((resolve, reject) => {
+    let ready = false;
+    worker.onmessage = (event: MessageEvent<FromLoop>) => {
+      const message = event.data;
+      switch (message.type) {
+        case "ready":
+          ready = true;
+          resolve({
+            loop: { worker, control, wakeFd: message.wakeFd, stopped },
+            address: message.address,
+          });
+          break;
+        case "failed": {
+          const error = new NetloopError(`Loop ${config.index} failed: ${message.message}`, {
+            code: message.code === "syscall" ? "syscall" : "loop_failed",
+          });
+          if (!ready) {
+            worker.terminate();
+            reject(error);
+          } else logger.error(error.message, { loop: config.index });
+          stoppedResolve();
+          break;
+        }
+        case "stopped":
+          stoppedResolve();
+          break;
+        case "shutdown":
+          onShutdown();
+          break;
+        case "message":
+          options.onMessage?.(message.data, config.index);
+          break;
+      }
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      const error = new NetloopError(`Loop ${config.index} crashed: ${event.message}`, {
+        code: "loop_failed",
+      });
+      if (!ready) {
+        worker.terminate();
+        reject(error);
+      } else logger.error(error.message, { loop: config.index });
+      stoppedResolve();
+    };
+    worker.postMessage({ type: "start", config, handlerUrl, control } satisfies ToLoop);
+  });
+}
+
+/**
+ * Starts an engine: `loops` Workers, each importing the handler module and listening on the same
+ * address (with `SO_REUSEPORT`, the kernel spreads connections and datagrams over them).
+ *
+ * @param handler The handler module, as a URL or path; its default export (or its named exports)
+ *   implement {@linkcode EventHandler}.
+ * @param options Network, address, loops, backend and limits.
+ * @returns The running engine, once every loop listens.
+ * @throws {NetloopError} `bad_option`, `backend_unavailable`, or `syscall` (say, the port is taken).
+ *
+ * @example An echo server on a free port, stopped by `await using`
+ * ```ts
+ * import { serve } from "@triad/netloop";
+ * import assert from "node:assert/strict";
+ *
+ * const handler = `data:text/javascript,export function onTraffic(c) { c.write(c.next()); }`;
+ * await using engine = await serve(handler, { backend: "portable", loops: 1 });
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: engine.address.port });
+ * await conn.write(new TextEncoder().encode("hi"));
+ * const reply = new Uint8Array(2);
+ * assert.equal(await conn.read(reply), 2);
+ * assert.equal(new TextDecoder().decode(reply), "hi");
+ * conn.close();
+ * ```
+ */
+export async function serve(handler: string | URL, options: ServeOptions = {}): Promise<Engine> {
+  const logger = options.logger ?? createLogger({ fields: { module: "netloop" } });
+  const network = options.network ?? "tcp";
+  if (network !== "tcp" && network !== "udp") {
+    throw new NetloopError(`Option network must be "tcp" or "udp", got "${network}"`, {
+      code: "bad_option",
+    });
+  }
+  const requested = options.backend ?? "auto";
+  if (!["auto", "uring", "epoll", "portable"].includes(requested)) {
+    throw new NetloopError(
+      `Option backend must be "auto", "uring", "epoll" or "portable", got "${requested}"`,
+      { code: "bad_option" },
+    );
+  }
+  const port = options.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new NetloopError(`Option port must be 0 to 65535, got ${port}`, { code: "bad_option" });
+  }
+  let loops = positiveInteger("loops", options.loops ?? navigator.hardwareConcurrency ?? 1);
+  const reusePort = options.reusePort ?? true;
+  const disable = uringDisabled();
+  const choice = await chooseBackend(requested, disable);
+  let reason = choice.reason;
+  if (loops > 1 && !reusePort) {
+    reason += "; one loop because reusePort is off";
+    loops = 1;
+  }
+  if (choice.backend === "portable" && loops > 1) {
+    const unstableNet = typeof (Deno as { listenDatagram?: unknown }).listenDatagram === "function";
+    if (network === "udp" || !unstableNet) {
+      reason += network === "udp"
+        ? "; one loop because node:dgram cannot share a UDP port"
+        : "; one loop because Deno.listen needs --unstable-net for reusePort";
+      loops = 1;
+    }
+  }
+  logger.info(`netloop: ${choice.backend} backend (${reason})`, {
+    backend: choice.backend,
+    reason,
+    loops,
+  });
+  const config: LoopConfig = {
+    index: 0,
+    loops,
+    backend: choice.backend,
+    network,
+    hostname: options.hostname ?? "127.0.0.1",
+    port,
+    reusePort,
+    tickMs: milliseconds("tick", options.tick),
+    idleTimeoutMs: milliseconds("idleTimeout", options.idleTimeout),
+    maxWriteBuffer: positiveInteger("maxWriteBuffer", options.maxWriteBuffer ?? 1 << 20),
+    readBufferSize: positiveInteger("readBufferSize", options.readBufferSize ?? 65536),
+    data: options.data,
+    logLevel: options.logLevel ?? "info",
+    disable,
+  };
+  const handlerUrl = resolveHandler(handler);
+  let engine: Engine | undefined;
+  const onShutdown = () => void engine?.stop();
+  const started: LoopWorker[] = [];
+  try {
+    const first = await startLoop(handlerUrl, config, options, onShutdown, logger);
+    started.push(first.loop);
+    const rest = await Promise.allSettled(
+      Array.from({ length: loops - 1 }, (_, i) =>
+        startLoop(
+          handlerUrl,
+          { ...config, index: i + 1, port: first.address.port },
+          options,
+          onShutdown,
+          logger,
+        )),
+    );
+    for (const r of rest) if (r.status === "fulfilled") started.push(r.value.loop);
+    const failed = rest.find((r) => r.status === "rejected");
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+    engine = new Engine({
+      address: first.address,
+      backend: choice.backend,
+      reason,
+      workers: started,
+      logger,
+    });
+    return engine;
+  } catch (error) {
+    const partial = new Engine({
+      address: config as unknown as SocketAddress,
+      backend: choice.backend,
+      reason,
+      workers: started,
+      logger,
+    });
+    await partial.stop();
+    throw error;
+  }
+}

@@ -1,0 +1,328 @@
+/**
+ * The same handler tests on every netloop backend: echo over TCP and UDP, frames split one byte at
+ * a time, half-close, peer resets, idle timeout, backpressure against a slow reader, dialing
+ * upstreams from a loop, ticks and actions, shutdown with connections open, and no fd left behind.
+ */
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { LengthFieldCodec } from "@triad/netloop";
+import { ioUring, linux, type Requirement, testWith } from "./requirements.ts";
+import {
+  BACKENDS,
+  connectSendReset,
+  eventually,
+  openFds,
+  readExactly,
+  readToEnd,
+  startFixture,
+  total,
+} from "./netloop_support.ts";
+
+const encoder = new TextEncoder();
+const ffi: Requirement = {
+  name: "FFI",
+  check: () =>
+    Deno.permissions.querySync({ name: "ffi" }).state === "granted"
+      ? undefined
+      : "needs --allow-ffi",
+};
+const NEEDS: Record<(typeof BACKENDS)[number], Requirement[]> = {
+  portable: [],
+  epoll: [linux, ffi],
+  uring: [linux, ffi, ioUring],
+};
+
+/** Connected UDP sockets (any process, fd or not) whose peer is 127.0.0.1:port. */
+function udpSocketsTo(port: number): number {
+  const peer = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return Deno.readTextFileSync("/proc/net/udp").split("\n").filter((line) =>
+    line.trim().split(/\s+/)[2] === peer
+  ).length;
+}
+
+async function connect(port: number): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  conn.setNoDelay(true);
+  return conn;
+}
+
+function pattern(n: number, seed = 0): Uint8Array {
+  const bytes = new Uint8Array(n);
+  for (let i = 0; i < n; i++) bytes[i] = (i * 31 + seed) & 0xff;
+  return bytes;
+}
+
+async function udpExchange(port: number, count: number): Promise<string[]> {
+  const socket = dgram.createSocket("udp4");
+  const replies: string[] = [];
+  const done = new Promise<void>((resolve) => {
+    socket.on("message", (message: Uint8Array) => {
+      replies.push(new TextDecoder().decode(message));
+      if (replies.length === count) resolve();
+    });
+  });
+  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
+  for (let i = 0; i < count; i++) socket.send(encoder.encode(`datagram ${i}`), port, "127.0.0.1");
+  await Promise.race([done, new Promise((r) => setTimeout(r, 3000))]);
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return replies.sort();
+}
+
+for (const backend of BACKENDS) {
+  testWith(`serve() on ${backend} passes the handler tests`, NEEDS[backend], async (t) => {
+    // Deno keeps one Worker runtime's eventfd/epoll pair around after a Worker ends; a first
+    // engine makes that steady state before the snapshot.
+    await (await startFixture("portable", { mode: "echo" })).engine.stop();
+    const before = openFds();
+
+    await t.step("serve() echoes TCP bytes in order", async () => {
+      await using fixture = await startFixture(backend, { mode: "echo" });
+      const conn = await connect(fixture.port);
+      const sent = pattern(100_000);
+      const [, echoed] = await Promise.all([conn.write(sent), readExactly(conn, sent.length)]);
+      assert.deepEqual(echoed, sent);
+      conn.close();
+      assert.equal(fixture.engine.backend, backend);
+    });
+
+    await t.step("serve() answers each UDP datagram to its sender", async () => {
+      await using fixture = await startFixture(backend, { mode: "echo" }, { network: "udp" });
+      const replies = await udpExchange(fixture.port, 50);
+      assert.equal(replies.length, 50);
+      assert.ok(replies.includes("datagram 0") && replies.includes("datagram 49"));
+    });
+
+    await t.step("LengthFieldCodec decodes frames sent one byte at a time", async () => {
+      await using fixture = await startFixture(backend, { mode: "frames" });
+      const codec = new LengthFieldCodec();
+      const frames = Array.from({ length: 12 }, (_, i) => pattern(i * 37 + 1, i));
+      const wire = new Uint8Array(frames.reduce((n, f) => n + f.length + 2, 0));
+      let at = 0;
+      for (const frame of frames) {
+        wire.set(codec.encode(frame), at);
+        at += frame.length + 2;
+      }
+      const conn = await connect(fixture.port);
+      const reading = readExactly(conn, wire.length);
+      for (let i = 0; i < wire.length; i++) {
+        await conn.write(wire.subarray(i, i + 1));
+        if (i % 7 === 0) await new Promise((r) => setTimeout(r, 1));
+      }
+      assert.deepEqual(await reading, wire);
+      conn.close();
+    });
+
+    await t.step("a half-closed peer still gets its reply, then EOF", async () => {
+      await using fixture = await startFixture(backend, { mode: "echo" });
+      const conn = await connect(fixture.port);
+      await conn.write(encoder.encode("last words"));
+      await conn.closeWrite();
+      const reply = await readExactly(conn, 10);
+      assert.equal(new TextDecoder().decode(reply), "last words");
+      assert.deepEqual(await readToEnd(conn), { bytes: 0, eof: true });
+      conn.close();
+      const stats = await fixture.stats();
+      assert.ok(await eventually(async () => total(await fixture.stats(), "open") === 0));
+      assert.equal(stats.length, 1);
+    });
+
+    await t.step("a peer reset closes that connection and no other", async () => {
+      await using fixture = await startFixture(backend, { mode: "echo" });
+      const survivor = await connect(fixture.port);
+      for (let i = 0; i < 20; i++) connectSendReset(fixture.port, encoder.encode("boom"));
+      // A reset that lands before accept completes never reaches onOpen; every one that did
+      // must reach onClose.
+      assert.ok(
+        await eventually(async () => {
+          const stats = await fixture.stats();
+          return total(stats, "open") === 1 &&
+            total(stats, "opens") === total(stats, "closes") + 1;
+        }),
+        JSON.stringify(await fixture.stats()),
+      );
+      const late = await connect(fixture.port);
+      await late.write(encoder.encode("ping"));
+      assert.equal(new TextDecoder().decode(await readExactly(late, 4)), "ping");
+      late.close();
+      await survivor.write(encoder.encode("still here"));
+      assert.equal(new TextDecoder().decode(await readExactly(survivor, 10)), "still here");
+      survivor.close();
+    });
+
+    await t.step("idleTimeout closes a silent connection", async () => {
+      await using fixture = await startFixture(backend, { mode: "echo" }, { idleTimeout: "150ms" });
+      const conn = await connect(fixture.port);
+      const started = Date.now();
+      const end = await readToEnd(conn, 3000);
+      assert.equal(end.bytes, 0);
+      assert.ok(Date.now() - started >= 100, "closed too early");
+      conn.close();
+      const stats = await fixture.stats();
+      assert.equal(stats[0]!.closeErrors.idle_timeout, 1);
+    });
+
+    await t.step("maxWriteBuffer bounds memory against a slow reader", async () => {
+      const maxWriteBuffer = 64 * 1024;
+      const readBufferSize = 16 * 1024;
+      await using fixture = await startFixture(backend, { mode: "echo" }, {
+        maxWriteBuffer,
+        readBufferSize,
+      });
+      const conn = await connect(fixture.port);
+      const size = 16 * 1024 * 1024;
+      const sent = pattern(size, 7);
+      const writing = conn.write(sent).then(async function more(n): Promise<void> {
+        if (n < size) return void (await more(n + await conn.write(sent.subarray(n))));
+      });
+      await new Promise((r) => setTimeout(r, 400)); // the reader is asleep
+      const stalled = await fixture.stats();
+      const echoed = await readExactly(conn, size);
+      await writing;
+      assert.equal(echoed.length, size);
+      assert.ok(echoed.every((b, i) => b === sent[i]), "echo corrupted");
+      const peak = (await fixture.stats())[0]!.maxOutbound;
+      assert.ok(
+        peak <= maxWriteBuffer + 8 * readBufferSize,
+        `outbound peaked at ${peak} bytes while the reader slept (limit ${maxWriteBuffer})`,
+      );
+      assert.ok(stalled[0]!.maxOutbound > 0);
+      conn.close();
+    });
+
+    await t.step("a loop dials TCP and UDP upstreams", async () => {
+      // Upstreams: a TCP echo (frames come back as they went) and a UDP echo.
+      const tcpUpstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const serving = (async () => {
+        for await (const c of tcpUpstream) {
+          (async () => {
+            try {
+              await c.readable.pipeTo(c.writable);
+            } catch { /* closed */ }
+          })();
+        }
+      })();
+      const udpUpstream = dgram.createSocket("udp4");
+      udpUpstream.on(
+        "message",
+        (m: Uint8Array, r: dgram.RemoteInfo) => udpUpstream.send(m, r.port, r.address),
+      );
+      await new Promise<void>((resolve) => udpUpstream.bind(0, "127.0.0.1", () => resolve()));
+      const codec = new LengthFieldCodec();
+      try {
+        for (const network of ["tcp", "udp"] as const) {
+          const port = network === "tcp"
+            ? (tcpUpstream.addr as Deno.NetAddr).port
+            : udpUpstream.address().port;
+          await using fixture = await startFixture(backend, {
+            mode: "proxy",
+            upstream: { network, address: `127.0.0.1:${port}` },
+          });
+          const conn = await connect(fixture.port);
+          const frames = [pattern(10, 1), pattern(300, 2), pattern(1, 3)];
+          for (const frame of frames) await conn.write(codec.encode(frame));
+          const expected = frames.reduce((n, f) => n + f.length + 2, 0);
+          const got = await readExactly(conn, expected);
+          assert.equal(got.length, expected, `${network}: short reply`);
+          assert.deepEqual(got.subarray(2, 12), frames[0]);
+          conn.close();
+        }
+      } finally {
+        tcpUpstream.close();
+        await serving.catch(() => {});
+        await new Promise<void>((resolve) => udpUpstream.close(() => resolve()));
+      }
+    });
+
+    await t.step("dialed UDP sockets are released when closed", async () => {
+      const upstream = dgram.createSocket("udp4");
+      upstream.on("message", (m: Uint8Array, r: dgram.RemoteInfo) => {
+        upstream.send(m, r.port, r.address);
+      });
+      await new Promise<void>((resolve) => upstream.bind(0, "127.0.0.1", () => resolve()));
+      const port = upstream.address().port;
+      try {
+        await using fixture = await startFixture(backend, {
+          mode: "dial-per-byte",
+          upstream: { network: "udp", address: `127.0.0.1:${port}` },
+        });
+        const conn = await connect(fixture.port);
+        for (let round = 0; round < 5; round++) {
+          await conn.write(new Uint8Array(100));
+          assert.equal((await readExactly(conn, 100)).length, 100);
+        }
+        conn.close();
+        assert.ok(
+          await eventually(() => udpSocketsTo(port) === 0, 2000),
+          `${udpSocketsTo(port)} connected UDP sockets to the upstream are still alive`,
+        );
+      } finally {
+        await new Promise<void>((resolve) => upstream.close(() => resolve()));
+      }
+    });
+
+    await t.step("a loop that dials a closed port reports the error to onClose", async () => {
+      const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const closedPort = (probe.addr as Deno.NetAddr).port;
+      probe.close();
+      await using fixture = await startFixture(backend, {
+        mode: "proxy",
+        upstream: { network: "tcp", address: `127.0.0.1:${closedPort}` },
+      });
+      const conn = await connect(fixture.port);
+      await conn.write(new LengthFieldCodec().encode(pattern(4)));
+      assert.ok(
+        await eventually(async () => {
+          const errors = (await fixture.stats())[0]!.closeErrors;
+          return Object.keys(errors).some((k) => k.startsWith("upstream:"));
+        }),
+      );
+      conn.close();
+    });
+
+    await t.step("onTick runs every tick and Action.Shutdown stops the engine", async () => {
+      await using fixture = await startFixture(backend, { mode: "quit" }, { tick: 20 });
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok((await fixture.stats())[0]!.ticks >= 4);
+      const conn = await connect(fixture.port);
+      await conn.write(encoder.encode("close"));
+      assert.deepEqual(await readToEnd(conn), { bytes: 0, eof: true });
+      conn.close();
+      const other = await connect(fixture.port);
+      await other.write(encoder.encode("quit"));
+      const done = await Promise.race([
+        fixture.engine.done.then(() => "done"),
+        new Promise((r) => setTimeout(() => r("timeout"), 5000)),
+      ]);
+      assert.equal(done, "done");
+      other.close();
+    });
+
+    await t.step("stop() closes open connections and returns", async () => {
+      const fixture = await startFixture(backend, { mode: "echo" });
+      const conns = await Promise.all(Array.from({ length: 20 }, () => connect(fixture.port)));
+      for (const c of conns) await c.write(encoder.encode("x"));
+      for (const c of conns) assert.equal((await readExactly(c, 1)).length, 1);
+      const started = Date.now();
+      await fixture.engine.stop();
+      assert.ok(Date.now() - started < 3000, "stop() took too long");
+      const ends = await Promise.all(conns.map((c) => readToEnd(c, 3000)));
+      assert.ok(ends.every((e) => e.bytes === 0));
+      for (const c of conns) c.close();
+    });
+
+    await t.step("nothing is left in /proc/self/fd after stop()", async () => {
+      const settled = await eventually(() => {
+        const after = openFds();
+        const added = [...after].filter((fd) => !before.has(fd));
+        return after.size <= before.size && !added.some((fd) => /socket|io_uring/.test(fd));
+      }, 3000);
+      const after = openFds();
+      assert.ok(
+        settled,
+        `${before.size} fds before, ${after.size} after; new: ${
+          [...after].filter((fd) => !before.has(fd)).join(", ")
+        }`,
+      );
+    });
+  });
+}

@@ -1,0 +1,133 @@
+/**
+ * The handler module the netloop integration tests run in every loop. `loop.data.mode` picks the
+ * behaviour; `engine.broadcast("stats")` makes each loop post its counters.
+ *
+ * @module
+ */
+import { Action, type Conn, type EventHandler, LengthFieldCodec, type Loop } from "@triad/netloop";
+
+interface Data {
+  mode: "echo" | "frames" | "proxy" | "quit" | "dial-per-byte";
+  upstream?: { network: "tcp" | "udp"; address: string };
+}
+
+let loop: Loop;
+let data: Data;
+let opens = 0;
+let closes = 0;
+let maxOpen = 0;
+let maxOutbound = 0;
+let ticks = 0;
+const closeErrors: Record<string, number> = {};
+const codec = new LengthFieldCodec();
+let upstream: Conn | undefined;
+const waiting: Conn[] = [];
+
+const handler: EventHandler = {
+  onBoot(l) {
+    loop = l;
+    data = l.data as Data;
+  },
+  onOpen() {
+    opens++;
+    maxOpen = Math.max(maxOpen, loop.connections);
+  },
+  onTraffic(conn) {
+    if (conn.network === "udp" && data.mode !== "proxy") {
+      conn.write(conn.next());
+      return;
+    }
+    switch (data.mode) {
+      case "echo": {
+        conn.write(conn.next());
+        maxOutbound = Math.max(maxOutbound, conn.outboundBuffered);
+        return;
+      }
+      case "frames": {
+        for (let frame = codec.decode(conn); frame; frame = codec.decode(conn)) {
+          conn.write(codec.encode(frame));
+        }
+        return;
+      }
+      case "quit": {
+        const text = new TextDecoder().decode(conn.next());
+        if (text.includes("quit")) return Action.Shutdown;
+        if (text.includes("close")) return Action.Close;
+        conn.write(new TextEncoder().encode(text));
+        return;
+      }
+      case "dial-per-byte": {
+        // One connected UDP socket per byte, closed when its reply arrives (a DNS proxy's
+        // random-port upstream queries).
+        const count = conn.next().length;
+        for (let i = 0; i < count; i++) {
+          const up = loop.dial({
+            network: "udp",
+            address: data.upstream!.address,
+            handler: {
+              onTraffic(u) {
+                u.next();
+                u.close();
+                conn.write(new Uint8Array([1]));
+              },
+            },
+          });
+          up.write(new Uint8Array([i & 0xff]));
+        }
+        return;
+      }
+      case "proxy": {
+        // Client frames go to the upstream (one datagram or one frame each); replies come back in
+        // order to the client that sent the oldest unanswered frame.
+        for (let frame = codec.decode(conn); frame; frame = codec.decode(conn)) {
+          upstream ??= loop.dial({
+            network: data.upstream!.network,
+            address: data.upstream!.address,
+            handler: {
+              onTraffic(up) {
+                if (up.network === "udp") {
+                  waiting.shift()?.write(codec.encode(up.next()));
+                  return;
+                }
+                for (let reply = codec.decode(up); reply; reply = codec.decode(up)) {
+                  waiting.shift()?.write(codec.encode(reply));
+                }
+              },
+              onClose(_up, error) {
+                upstream = undefined;
+                if (error) closeErrors[`upstream:${(error as { code?: string }).code}`] = 1;
+              },
+            },
+          });
+          waiting.push(conn);
+          upstream.write(data.upstream!.network === "udp" ? frame : codec.encode(frame));
+        }
+        return;
+      }
+    }
+  },
+  onClose(_conn, error) {
+    closes++;
+    const code = error === undefined ? "none" : (error as { code?: string }).code ?? error.name;
+    closeErrors[code] = (closeErrors[code] ?? 0) + 1;
+  },
+  onTick() {
+    ticks++;
+  },
+  onMessage(message) {
+    if (message === "stats") {
+      loop.postMessage({
+        loop: loop.index,
+        backend: loop.backend,
+        open: loop.connections,
+        opens,
+        closes,
+        maxOpen,
+        maxOutbound,
+        ticks,
+        closeErrors,
+      });
+    }
+  },
+};
+export default handler;
