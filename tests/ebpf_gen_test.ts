@@ -95,6 +95,6 @@ testWith(
     }).output();
     const text = new TextDecoder().decode(output.stderr);
     assert.equal(output.code, 0, `bpf2ts --check failed:\n${text}`);
-    assert.match(text, /probe\.gen\.ts (is up to date|: types and skeleton are up to date)/);
+    assert.match(text, /probe\.gen\.ts( is up to date|: types and skeleton are up to date)/);
   },
 );
