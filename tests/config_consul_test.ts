@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { z } from "zod";
 import { type ConfigError, consulSource, createConfig } from "@triad/config";
 import { startConsul } from "./servers/consul.ts";
+import { waitFor } from "./wait_for.ts";
 
 const schema = z.object({
   dns: z.object({
@@ -16,24 +17,6 @@ const schema = z.object({
 
 const noEnv = { prefix: "APP", vars: {} };
 const fast = { initial: 20, max: 200 };
-
-function waitFor<T>(
-  subscribe: (fn: (value: T) => void) => () => void,
-  what: string,
-  ms = 5000,
-): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
-    }, ms);
-    const off = subscribe((value) => {
-      clearTimeout(timer);
-      off();
-      resolve(value);
-    });
-  });
-}
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

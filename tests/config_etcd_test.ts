@@ -6,6 +6,7 @@ import { z } from "zod";
 import { type ConfigError, createConfig, etcdSource } from "@triad/config";
 import { command, testWith } from "./requirements.ts";
 import { startEtcd } from "./servers/etcd.ts";
+import { waitFor } from "./wait_for.ts";
 
 const schema = z.object({
   dns: z.object({
@@ -66,24 +67,6 @@ function partitionableFetch() {
       for (const controller of open) frozen.add(controller);
     },
   };
-}
-
-function waitFor<T>(
-  subscribe: (fn: (value: T) => void) => () => void,
-  what: string,
-  ms = 5000,
-): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
-    }, ms);
-    const off = subscribe((value) => {
-      clearTimeout(timer);
-      off();
-      resolve(value);
-    });
-  });
 }
 
 async function until(condition: () => boolean, what: string, ms = 5000) {
