@@ -140,3 +140,20 @@ export function hasProgram(name: string): boolean {
     }
   });
 }
+
+/**
+ * Stops a child: SIGTERM, then SIGKILL if it is still running after `graceMs`; resolves once it
+ * has exited.
+ */
+export async function stopChild(child: Deno.ChildProcess, graceMs = 10_000): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, graceMs);
+  await child.status;
+  clearTimeout(timer);
+}

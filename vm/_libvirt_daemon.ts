@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { runCommand } from "./_command.ts";
+import { runCommand, stopChild } from "./_command.ts";
 import { VmError } from "./errors.ts";
 
 const SOCKET = "/run/libvirt/libvirt-sock";
@@ -143,16 +143,7 @@ export class LibvirtDaemon implements AsyncDisposable {
   /** Stops libvirtd, then virtlogd (SIGTERM, SIGKILL after 10 s). */
   async stop(): Promise<void> {
     for (const child of this.#children.reverse()) {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 10_000);
-      await child.status;
-      clearTimeout(timer);
+      await stopChild(child);
     }
     this.#children = [];
   }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { runCommand, type RunResult } from "./_command.ts";
+import { runCommand, type RunResult, stopChild } from "./_command.ts";
 import { VmError } from "./errors.ts";
 import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./_machine.ts";
 import { syncArgs } from "./_sync.ts";
@@ -213,16 +213,7 @@ export class QemuMachine implements Machine {
   async destroy(): Promise<void> {
     const child = this.#child;
     if (child && !this.#exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* gone */ }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 10_000);
-      await child.status;
-      clearTimeout(timer);
+      await stopChild(child);
     }
     this.#child = undefined;
     await Deno.remove(`${this.#options.workDir}/disk.qcow2`).catch(() => {});
