@@ -33,11 +33,46 @@ import { AttachObject } from "./ebpf_bpf/attach.gen.ts";
 import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
-const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
+const libc = Deno.dlopen("libc.so.6", {
+  getppid: { parameters: [], result: "i32" },
+  sched_getaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+  sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+});
 
 /** Makes `count` real getppid system calls. */
 function getppid(count: number): void {
   for (let i = 0; i < count; i++) libc.symbols.getppid();
+}
+
+/**
+ * Makes one getppid system call on every CPU the thread may run on, pinning the calling thread to
+ * each in turn and restoring its mask; returns how many calls it made.
+ */
+function getppidOnEveryCpu(): number {
+  const mask = new Uint8Array(128);
+  assert.equal(
+    libc.symbols.sched_getaffinity(0, BigInt(mask.byteLength), mask),
+    0,
+    "sched_getaffinity",
+  );
+  let made = 0;
+  try {
+    for (let cpu = 0; cpu < mask.byteLength * 8; cpu++) {
+      if ((mask[cpu >> 3]! & (1 << (cpu & 7))) === 0) continue;
+      const one = new Uint8Array(mask.byteLength);
+      one[cpu >> 3] = 1 << (cpu & 7);
+      assert.equal(
+        libc.symbols.sched_setaffinity(0, BigInt(one.byteLength), one),
+        0,
+        `pin to CPU ${cpu}`,
+      );
+      getppid(1);
+      made++;
+    }
+  } finally {
+    libc.symbols.sched_setaffinity(0, BigInt(mask.byteLength), mask);
+  }
+  return made;
 }
 
 /** Closes a reader after `ms` unless disposed first, so a `for await` cannot wait forever. */
@@ -258,15 +293,9 @@ testWith("PerfBufferReader delivers exactly the triggered perf events", needs, a
       let read = 0;
       reader.consume(() => read++);
       // The kernel writes a CPU's LOST record with the next sample on that CPU once its ring has
-      // room again; the thread may have filled both CPUs' rings, so make single samples (yielding
-      // in between, where the thread may move) until every CPU has reported, a bounded number.
-      let made = 2000;
-      for (let extra = 0; extra < 200 && (extra === 0 || read + reader.lost < made); extra++) {
-        getppid(1);
-        made++;
-        reader.consume(() => read++);
-        await new Promise((resolve) => setTimeout(resolve, 1));
-      }
+      // room again, and the thread may have filled any CPU's ring: make one sample on every CPU.
+      const made = 2000 + getppidOnEveryCpu();
+      reader.consume(() => read++);
       assert.ok(reader.lost > 0, "the kernel reported lost samples");
       assert.equal(read + reader.lost, made);
     });
