@@ -3,6 +3,7 @@
 // Compiled by run.ts at bench time. Usage:
 //   loadgen tcp|udp HOST PORT CONNS DEPTH SIZE SECONDS WARMUP_SECONDS
 // Prints: msgs=<echoed messages in the measured window> seconds=<window length>
+// cpu=<CPU seconds this client used in that window> (near `seconds`: the client is the limit)
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,11 +20,13 @@
 
 #define BATCH 64
 
-static double now(void) {
+static double clock_of(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(id, &ts);
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
+
+static double now(void) { return clock_of(CLOCK_MONOTONIC); }
 
 struct conn {
   int fd;
@@ -81,9 +84,11 @@ int main(int argc, char **argv) {
   long long counted = 0;
   double measure_from = start + warmup, end = measure_from + seconds;
   struct epoll_event events[512];
+  double cpu_from = -1;
   for (;;) {
     double t = now();
     if (t >= end) break;
+    if (cpu_from < 0 && t >= measure_from) cpu_from = clock_of(CLOCK_PROCESS_CPUTIME_ID);
     int k = epoll_wait(ep, events, 512, 10);
     t = now();
     for (int e = 0; e < k; e++) {
@@ -129,6 +134,7 @@ int main(int argc, char **argv) {
       }
     }
   }
-  printf("msgs=%lld seconds=%.3f\n", counted, seconds);
+  double cpu = cpu_from < 0 ? 0 : clock_of(CLOCK_PROCESS_CPUTIME_ID) - cpu_from;
+  printf("msgs=%lld seconds=%.3f cpu=%.3f\n", counted, seconds, cpu);
   return 0;
 }

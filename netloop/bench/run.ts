@@ -132,10 +132,11 @@ const scenarios: Scenario[] = ([
   { name: "UDP 50 sockets x 64 B, 16 in flight", network: "udp", conns: 50, depth: 16, size: 64 },
 ] as Scenario[]).filter((s) => values.only === undefined || s.network === values.only);
 
-function cpuTicks(pid: number): number {
+/** utime and stime of a process (all threads), in clock ticks. */
+function cpuTicks(pid: number): { user: number; system: number } {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
+  return { user: Number(fields[11]), system: Number(fields[12]) };
 }
 
 async function ready(network: "tcp" | "udp", port: number): Promise<void> {
@@ -178,6 +179,10 @@ async function stop(child: Deno.ChildProcess): Promise<void> {
 interface Sample {
   rate: number;
   cpuPerMessage: number;
+  /** The user-space part of cpuPerMessage (the rest is the kernel's). */
+  userPerMessage: number;
+  /** The load generator's CPU over the window, as a share of one core (near 1: it is the limit). */
+  clientBusy: number;
 }
 
 const results = new Map<string, Sample[]>();
@@ -218,8 +223,13 @@ async function measure(server: Server, scenario: Scenario, pid: number): Promise
   }
   const rate = msgs / seconds;
   // CPU over the measured window (plus the short tail until the client exits), per message.
-  const cpuSeconds = (cpu1 - cpu0) / CLK_TCK;
-  return { rate, cpuPerMessage: (cpuSeconds / (rate * elapsed)) * 1e6 };
+  const perMessage = (ticks: number) => (ticks / CLK_TCK / (rate * elapsed)) * 1e6;
+  return {
+    rate,
+    cpuPerMessage: perMessage(cpu1.user + cpu1.system - cpu0.user - cpu0.system),
+    userPerMessage: perMessage(cpu1.user - cpu0.user),
+    clientBusy: Number(/cpu=([\d.]+)/.exec(text)?.[1] ?? NaN) / seconds,
+  };
 }
 
 try {
@@ -248,7 +258,9 @@ try {
           results.set(key, [...(results.get(key) ?? []), sample]);
           console.error(
             `round ${round}: ${server.name.padEnd(20)} ${scenario.name.padEnd(36)} ` +
-              `${Math.round(sample.rate)} msg/s, ${sample.cpuPerMessage.toFixed(2)} us/msg`,
+              `${Math.round(sample.rate)} msg/s, ${sample.cpuPerMessage.toFixed(2)} us/msg ` +
+              `(user ${sample.userPerMessage.toFixed(2)}), client ` +
+              `${(sample.clientBusy * 100).toFixed(0)}% busy`,
           );
         }
       } catch (error) {
@@ -284,6 +296,8 @@ for (const scenario of scenarios) {
       runs: samples.length,
       rate: median(samples.map((s) => s.rate)),
       cpu: median(samples.map((s) => s.cpuPerMessage)),
+      user: median(samples.map((s) => s.userPerMessage)),
+      client: median(samples.map((s) => s.clientBusy)),
     };
   });
   const cRow = rows.find((r) => r.name === "C epoll");
@@ -298,7 +312,8 @@ for (const scenario of scenarios) {
       `${"vs C epoll".padStart(12)}${
         (dRow?.name === "Deno.listen" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
       }` +
-      `${"CPU us/msg".padStart(12)}${"CPU vs C".padStart(10)}`,
+      `${"CPU us/msg".padStart(12)}${"CPU vs C".padStart(10)}${"user us".padStart(9)}` +
+      `${"client busy".padStart(13)}`,
   );
   for (const row of rows) {
     console.log(
@@ -306,7 +321,9 @@ for (const scenario of scenarios) {
         `${(Number.isFinite(row.rate) ? Math.round(row.rate).toString() : "-").padStart(10)}` +
         `${ratio(row.rate, cRow?.rate).padStart(12)}${ratio(row.rate, dRow?.rate).padStart(19)}` +
         `${(Number.isFinite(row.cpu) ? row.cpu.toFixed(2) : "-").padStart(12)}` +
-        `${ratio(row.cpu, cRow?.cpu).padStart(10)}`,
+        `${ratio(row.cpu, cRow?.cpu).padStart(10)}` +
+        `${(Number.isFinite(row.user) ? row.user.toFixed(2) : "-").padStart(9)}` +
+        `${(Number.isFinite(row.client) ? `${(row.client * 100).toFixed(0)}%` : "-").padStart(13)}`,
     );
   }
 }
