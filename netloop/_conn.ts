@@ -270,17 +270,54 @@ export class PacketConn implements Conn {
   context: unknown = undefined;
   private start = 0;
   private remote: SocketAddress | undefined;
+  /**
+   * The sender's sockaddr (up to 28 bytes) as seven little-endian 32-bit words and its length:
+   * numbers, not a copied Uint8Array, because every typed array costs a malloc'd backing store
+   * and a datagram's sender must outlive the receive buffer (a reply may be written later).
+   */
+  p0 = 0;
+  p1 = 0;
+  p2 = 0;
+  p3 = 0;
+  p4 = 0;
+  p5 = 0;
+  p6 = 0;
+  peerLength = 0;
 
   constructor(
     readonly loop: LoopCore,
     /** The listening socket (backend-defined). */
     readonly socket: number,
-    /** The sender, as a sockaddr. */
-    readonly peer: Uint8Array,
     private cur: Uint8Array,
     remote?: SocketAddress,
   ) {
     this.remote = remote;
+  }
+
+  /** Copies the sender's sockaddr from `words[at..]` (`length` bytes). */
+  readPeer(words: Uint32Array, at: number, length: number): void {
+    this.peerLength = length;
+    this.p0 = words[at]!;
+    this.p1 = words[at + 1]!;
+    if (length <= 16) return; // sockaddr_in: the rest is padding
+    this.p2 = words[at + 2]!;
+    this.p3 = words[at + 3]!;
+    this.p4 = words[at + 4]!;
+    this.p5 = words[at + 5]!;
+    this.p6 = words[at + 6]!;
+  }
+
+  /** Writes the sender's sockaddr into `words[at..]` (8 words); returns its length in bytes. */
+  writePeer(words: Uint32Array, at: number): number {
+    words[at] = this.p0;
+    words[at + 1] = this.p1;
+    words[at + 2] = this.p2;
+    words[at + 3] = this.p3;
+    words[at + 4] = this.p4;
+    words[at + 5] = this.p5;
+    words[at + 6] = this.p6;
+    words[at + 7] = 0;
+    return this.peerLength;
   }
 
   get localAddress(): SocketAddress {
@@ -288,7 +325,7 @@ export class PacketConn implements Conn {
   }
 
   get remoteAddress(): SocketAddress {
-    return this.remote ??= this.loop.decodePeer(this.peer);
+    return this.remote ??= this.loop.peerAddress(this);
   }
 
   get inboundBuffered(): number {

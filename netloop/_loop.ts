@@ -24,6 +24,7 @@ import type {
 } from "./event_handler.ts";
 import { NetloopError } from "./errors.ts";
 import { ConnImpl, type PacketConn, State } from "./_conn.ts";
+import { decodeSockaddr } from "./_sockaddr.ts";
 
 /** Everything a loop Worker is told at start. */
 export interface LoopConfig {
@@ -105,8 +106,29 @@ export abstract class LoopCore implements Loop {
   protected abstract connect(conn: ConnImpl, address: SocketAddress): void;
   /** Returns a connection's local or remote address. */
   abstract addressOf(conn: ConnImpl, which: "local" | "remote"): SocketAddress;
-  /** Decodes a datagram sender. */
-  abstract decodePeer(peer: Uint8Array): SocketAddress;
+  /** Sender addresses decoded lately, by IPv4 address and port or by the IPv6 sockaddr words. */
+  private readonly peers = new Map<number | string, SocketAddress>();
+  private readonly peerWords = new Uint32Array(8);
+  private readonly peerBytes = new Uint8Array(this.peerWords.buffer);
+
+  /**
+   * Decodes a datagram's sender, remembering recent ones: a busy UDP server sees the same clients
+   * again and again, and decoding means formatting the address as text.
+   */
+  peerAddress(conn: PacketConn): SocketAddress {
+    const ipv4 = conn.peerLength <= 16;
+    // IPv4: address word and port (big-endian in the upper half of p0) as one exact number.
+    const key = ipv4 ? conn.p1 * 65536 + (conn.p0 >>> 16) : `${conn.p0},${conn.p1},${conn.p2},` +
+      `${conn.p3},${conn.p4},${conn.p5},${conn.p6}`;
+    let address = this.peers.get(key);
+    if (address === undefined) {
+      conn.writePeer(this.peerWords, 0);
+      address = Object.freeze(decodeSockaddr(this.peerBytes));
+      if (this.peers.size >= 4096) this.peers.clear();
+      this.peers.set(key, address);
+    }
+    return address;
+  }
   /** Queues a datagram reply from a UDP listener. */
   abstract sendDatagram(conn: PacketConn, bytes: Uint8Array): void;
   /** Wakes the loop if it is blocked in the kernel (called from this Worker's message handler). */

@@ -121,6 +121,37 @@ for (const backend of BACKENDS) {
       await new Promise<void>((resolve) => socket.close(() => resolve()));
     });
 
+    await t.step("UDP over IPv4 and IPv6: each sender is told apart", async () => {
+      for (const [hostname, type] of [["127.0.0.1", "udp4"], ["::1", "udp6"]] as const) {
+        await using udp = await startFixture(backend, { mode: "whoami" }, {
+          network: "udp",
+          hostname,
+        });
+        // Senders alternate so that a reply to the wrong one (a stale remembered peer) shows.
+        const sockets = [0, 1, 2].map(() => dgram.createSocket(type));
+        for (const socket of sockets) {
+          await new Promise<void>((resolve) => socket.bind(0, hostname, () => resolve()));
+        }
+        for (let round = 0; round < 3; round++) {
+          for (const socket of sockets) {
+            const answer = new Promise<string>((resolve) =>
+              socket.once("message", (m: Uint8Array) => resolve(new TextDecoder().decode(m)))
+            );
+            socket.send(encoder.encode("?"), udp.port, hostname);
+            assert.deepEqual((await answer).split(" "), [
+              hostname,
+              String(socket.address().port),
+              hostname,
+              String(udp.port),
+            ]);
+          }
+        }
+        for (const socket of sockets) {
+          await new Promise<void>((resolve) => socket.close(() => resolve()));
+        }
+      }
+    });
+
     await t.step("serve() answers each UDP datagram to its sender", async () => {
       await using fixture = await startFixture(backend, { mode: "echo" }, { network: "udp" });
       const replies = await udpExchange(fixture.port, 50);

@@ -8,7 +8,7 @@ import type { SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
 import { LoopCore, Yielder } from "../_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
-import { decodeSockaddr, SOCKADDR_MAX } from "../_sockaddr.ts";
+import { SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
   openDialSocket,
   openListener,
@@ -328,10 +328,6 @@ export class EpollLoop extends LoopCore {
     return socketAddress(conn.fd, which);
   }
 
-  override decodePeer(peer: Uint8Array): SocketAddress {
-    return decodeSockaddr(peer);
-  }
-
   private receiveDatagrams(): void {
     const udp = this.udp!;
     for (let round = 0; round < 16; round++) {
@@ -341,9 +337,10 @@ export class EpollLoop extends LoopCore {
       for (let i = 0; i < n; i++) {
         const length = udp.headerWords[i * 16 + 14]!;
         const nameLength = udp.headerWords[i * 16 + 2]!;
-        const peer = udp.names.slice(i * NAME_STRIDE, i * NAME_STRIDE + nameLength);
         const view = udp.buffers.subarray(i * udp.size, i * udp.size + length);
-        this.packet(new PacketConn(this, this.listenFd, peer, view));
+        const conn = new PacketConn(this, this.listenFd, view);
+        conn.readPeer(udp.nameWords, i * (NAME_STRIDE >> 2), Math.min(nameLength, SOCKADDR_MAX));
+        this.packet(conn);
       }
       if (n < VLEN) return;
     }
@@ -355,7 +352,7 @@ export class EpollLoop extends LoopCore {
       this.flushDatagrams();
     }
     if (bytes.length > udp.arena.length) return; // larger than any datagram: dropped
-    udp.queue(_conn.peer, bytes);
+    udp.queue(_conn, bytes);
   }
 
   private flushDatagrams(): void {
@@ -387,6 +384,7 @@ class UdpVectors {
   readonly headers = offHeap(VLEN * 64);
   readonly headerWords = new Uint32Array(this.headers.buffer, 0, VLEN * 16);
   readonly names = offHeap(VLEN * NAME_STRIDE);
+  readonly nameWords = new Uint32Array(this.names.buffer, 0, (VLEN * NAME_STRIDE) >> 2);
   readonly buffers: Uint8Array;
   readonly sendHeaders = offHeap(MMSG * 64);
   private readonly sendWords = new DataView(this.sendHeaders.buffer);
@@ -394,6 +392,11 @@ class UdpVectors {
   private readonly sendIovWords = new Uint32Array(this.sendIov.buffer, 0, MMSG * 4);
   private readonly sendHeaderWords = new Uint32Array(this.sendHeaders.buffer, 0, MMSG * 16);
   private readonly sendNames = offHeap(MMSG * NAME_STRIDE);
+  private readonly sendNameWords = new Uint32Array(
+    this.sendNames.buffer,
+    0,
+    (MMSG * NAME_STRIDE) >> 2,
+  );
   readonly arena = offHeap(1 << 20);
   private readonly arenaPointer = addressOf(this.arena);
   arenaUsed = 0;
@@ -428,10 +431,9 @@ class UdpVectors {
     for (let i = 0; i < VLEN; i++) this.headerWords[i * 16 + 2] = SOCKADDR_MAX;
   }
 
-  queue(peer: Uint8Array, bytes: Uint8Array): void {
+  queue(to: PacketConn, bytes: Uint8Array): void {
     const i = this.queued++;
-    this.sendNames.set(peer, i * NAME_STRIDE);
-    this.sendHeaderWords[i * 16 + 2] = peer.length;
+    this.sendHeaderWords[i * 16 + 2] = to.writePeer(this.sendNameWords, i * (NAME_STRIDE >> 2));
     this.arena.set(bytes, this.arenaUsed);
     const address = this.arenaPointer + this.arenaUsed;
     this.sendIovWords[i * 4] = address >>> 0;

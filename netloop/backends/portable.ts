@@ -25,8 +25,6 @@ function toAddress(addr: Deno.Addr): SocketAddress {
   return { family, address: net.hostname, port: net.port };
 }
 
-const EMPTY_PEER = new Uint8Array(0);
-
 function state(conn: ConnImpl): PortableState {
   return conn.backendState as PortableState;
 }
@@ -73,7 +71,7 @@ export class PortableLoop extends LoopCore {
         address: rinfo.address,
         port: rinfo.port,
       };
-      this.packet(new PacketConn(this, 0, EMPTY_PEER, message, remote));
+      this.packet(new PacketConn(this, 0, message, remote));
     });
     this.udp = socket;
   }
@@ -285,10 +283,6 @@ export class PortableLoop extends LoopCore {
       const info = which === "local" ? st.udp.address() : st.udp.remoteAddress();
       return { family: info.family === "IPv6" ? 6 : 4, address: info.address, port: info.port };
     }
-    return { family: 4, address: "0.0.0.0", port: 0 };
-  }
-
-  override decodePeer(): SocketAddress {
     return { family: 4, address: "0.0.0.0", port: 0 };
   }
 

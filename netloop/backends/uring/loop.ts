@@ -19,7 +19,7 @@ import {
   offHeap,
   syscallError,
 } from "../../_ffi.ts";
-import { decodeSockaddr, SOCKADDR_MAX } from "../../_sockaddr.ts";
+import { SOCKADDR_MAX } from "../../_sockaddr.ts";
 import {
   openDialSocket,
   openListener,
@@ -92,6 +92,7 @@ export class UringLoop extends LoopCore {
   private recvMsgArmed = false;
   private recvMsgHeader: Uint8Array | undefined;
   private recvMsgPlain: Uint8Array | undefined;
+  private recvMsgPlainWords: Uint32Array | undefined;
   private readonly sendSlots: SendSlot[] = [];
   private readonly freeSendSlots: SendSlot[] = [];
   /** Send slots whose SQEs the next io_uring_enter issues (CQE_SKIP_SUCCESS mode). */
@@ -214,6 +215,7 @@ export class UringLoop extends LoopCore {
       if (this.recvMsgPlain === undefined) {
         // [msghdr 64][iovec 16][name 32][payload]
         this.recvMsgPlain = offHeap(112 + this.config.readBufferSize);
+        this.recvMsgPlainWords = new Uint32Array(this.recvMsgPlain.buffer, 0, 28);
         const base = addressOf(this.recvMsgPlain);
         const view = new DataView(this.recvMsgPlain.buffer);
         view.setBigUint64(0, BigInt(base + 80), true);
@@ -631,10 +633,6 @@ export class UringLoop extends LoopCore {
     return socketAddress(conn.fd, which);
   }
 
-  override decodePeer(peer: Uint8Array): SocketAddress {
-    return decodeSockaddr(peer);
-  }
-
   // --- UDP listener -------------------------------------------------------------------------
 
   private onRecvMsg(res: number, flags: number): void {
@@ -661,15 +659,16 @@ export class UringLoop extends LoopCore {
       const nameLength = buffers.words[word]!;
       const payload = buffers.words[word + 2]!;
       const start = RECVMSG_OUT + SOCKADDR_MAX;
-      const peer = view.slice(RECVMSG_OUT, RECVMSG_OUT + Math.min(nameLength, SOCKADDR_MAX));
       const body = view.subarray(start, start + Math.min(payload, res - start));
-      this.packet(new PacketConn(this, this.listenFd, peer, body));
+      const conn = new PacketConn(this, this.listenFd, body);
+      conn.readPeer(buffers.words, word + (RECVMSG_OUT >> 2), Math.min(nameLength, SOCKADDR_MAX));
+      this.packet(conn);
       buffers.recycle(bid);
     } else {
-      const plain = this.recvMsgPlain!;
-      const nameLength = new DataView(plain.buffer).getUint32(8, true);
-      const peer = plain.slice(80, 80 + Math.min(nameLength, SOCKADDR_MAX));
-      this.packet(new PacketConn(this, this.listenFd, peer, plain.subarray(112, 112 + res)));
+      const words = this.recvMsgPlainWords!;
+      const conn = new PacketConn(this, this.listenFd, this.recvMsgPlain!.subarray(112, 112 + res));
+      conn.readPeer(words, 20, Math.min(words[2]!, SOCKADDR_MAX));
+      this.packet(conn);
     }
   }
 
@@ -692,8 +691,7 @@ export class UringLoop extends LoopCore {
       setAddress(slot.words, 16, addressOf(slot.data));
     }
     slot.data.set(bytes);
-    slot.header.set(conn.peer, 80);
-    slot.words[2] = conn.peer.length;
+    slot.words[2] = conn.writePeer(slot.words, 20);
     slot.words[18] = bytes.length;
     const w = this.ring.prep(
       Op.SENDMSG,
