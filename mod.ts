@@ -18,3 +18,4 @@ export * from "./core/socket_address.ts";
 export * from "./core/duration.ts";
 export * from "./core/logger.ts";
 export * from "./core/metrics.ts";
+export * from "./core/bytes.ts";

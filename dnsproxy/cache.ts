@@ -42,7 +42,7 @@ export interface CacheEntry {
   /** The parsed answer. */
   readonly info: MessageInfo;
   /** TTLs per record (clamped), matching `info.ttlOffsets`. */
-  readonly ttls: Uint32Array;
+  readonly ttls: readonly number[];
   /** When it was stored (ms, cache clock). */
   readonly storedAt: number;
   /** When it expires (ms). */
@@ -258,13 +258,14 @@ export class DnsCache {
       response[at] = EDNS_UDP_SIZE >> 8;
       response[at + 1] = EDNS_UDP_SIZE & 0xff;
     }
-    const ttls = new Uint32Array(info.ttlOffsets.length);
-    for (let i = 0; i < ttls.length; i++) {
+    // A plain array: a typed array per entry would cost a malloc and external GC accounting.
+    const ttls: number[] = [];
+    for (let i = 0; i < info.ttlOffsets.length; i++) {
       const at = info.ttlOffsets[i]!;
       let ttl = ((response[at]! << 24) | (response[at + 1]! << 16) | (response[at + 2]! << 8) |
         response[at + 3]!) >>> 0;
       if (ttl > 0x7fffffff) ttl = 0;
-      ttls[i] = Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl);
+      ttls.push(Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl));
     }
     const now = this.#now();
     const old = this.#entries.get(key);

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Logger } from "@triad/core";
+import { BytePool, type Logger } from "@triad/core";
 import { Acl } from "./acl.ts";
 import { cacheKey, copyQuestionCase, DnsCache } from "./cache.ts";
 import type { CacheLookup, CacheOptions } from "./cache.ts";
@@ -107,6 +107,8 @@ export class DnsProxy {
   #inFlight = new Map<string, Waiter[]>();
   /** Where synchronous cache hits of {@linkcode answer} are written (valid until the next call). */
   #scratch = new Uint8Array(65_536);
+  /** Short-lived copies (a query until its answer leaves), without a malloc each. */
+  #bytes = new BytePool();
   #logger: Logger | undefined;
   #transport: UpstreamTransport | undefined;
   #draining = new Set<UpstreamGroup>();
@@ -293,7 +295,7 @@ export class DnsProxy {
     }
     this.metrics.cacheMisses();
     // The packet may be a view on a receive buffer: keep a copy past this call.
-    this.#resolve(packet.slice(), info, key, lookup, limit, client, respond, context);
+    this.#resolve(this.#bytes.copy(packet), info, key, lookup, limit, client, respond, context);
     return undefined;
   }
 
@@ -309,7 +311,7 @@ export class DnsProxy {
   ): void {
     const answerFetched = (fetched: Fetched | undefined): Uint8Array => {
       if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
-        const out = fetched.bytes.slice();
+        const out = this.#bytes.copy(fetched.bytes);
         out[0] = packet[0]!;
         out[1] = packet[1]!;
         copyQuestionCase(out, fetched.info, packet);
@@ -344,7 +346,7 @@ export class DnsProxy {
     };
     const waiters = this.#inFlight.get(key);
     if (waiters === undefined) {
-      this.#fetch(key, packet.slice(), info, settle);
+      this.#fetch(key, this.#bytes.copy(packet), info, settle);
     } else {
       this.metrics.deduplicated();
       waiters.push(settle);
@@ -358,7 +360,7 @@ export class DnsProxy {
   #fetch(key: string, query: Uint8Array, info: MessageInfo, first: Waiter | undefined): void {
     const waiters: Waiter[] = first === undefined ? [] : [first];
     this.#inFlight.set(key, waiters);
-    this.#group.start(withEdns(query, info), info, (result) => {
+    this.#group.start(withEdns(query, info, this.#bytes), info, (result) => {
       let fetched: Fetched;
       if (!result.ok) {
         fetched = { ok: false, rcode: result.reason === "busy" ? Rcode.REFUSED : Rcode.SERVFAIL };
@@ -381,7 +383,7 @@ export class DnsProxy {
   #prefetch(key: string, packet: Uint8Array, info: MessageInfo): void {
     if (this.#inFlight.has(key)) return;
     this.metrics.prefetches();
-    this.#fetch(key, packet.slice(), info, undefined);
+    this.#fetch(key, this.#bytes.copy(packet), info, undefined);
   }
 
   /** Fits an answer to the client: OPT removed if it sent none, truncated past its limit. */
@@ -437,14 +439,14 @@ export class DnsProxy {
 }
 
 /** The query as sent upstream: OPT advertising 1232 bytes (added when the client sent none). */
-function withEdns(query: Uint8Array, info: MessageInfo): Uint8Array {
+function withEdns(query: Uint8Array, info: MessageInfo, bytes: BytePool): Uint8Array {
   if (info.edns !== undefined) {
     const at = info.edns.offset + 3;
     query[at] = EDNS_UDP_SIZE >> 8;
     query[at + 1] = EDNS_UDP_SIZE & 0xff;
     return query;
   }
-  const out = new Uint8Array(query.length + 11);
+  const out = bytes.alloc(query.length + 11);
   out.set(query);
   const arcount = ((query[10]! << 8) | query[11]!) + 1;
   out[10] = arcount >> 8;

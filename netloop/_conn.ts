@@ -201,7 +201,7 @@ export class ConnImpl implements Conn {
   write(bytes: Uint8Array): number {
     if (this.state >= State.Closing) return 0;
     if (this.datagrams !== null) {
-      this.datagrams.push(bytes.slice());
+      this.datagrams.push(this.loop.bytes.copy(bytes)); // kept until the next flush
     } else {
       const need = this.outLen + bytes.length;
       if (this.out === null || this.out.length < need) {

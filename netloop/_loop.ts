@@ -5,6 +5,7 @@
  * @module
  */
 import {
+  BytePool,
   createLogger,
   type Logger,
   type LogLevel,
@@ -71,6 +72,8 @@ export abstract class LoopCore implements Loop {
   control: Int32Array | undefined;
   /** Messages from the main thread handled so far. */
   handledMessages = 0;
+  /** Short-lived copies (queued datagrams) without a malloc each. */
+  readonly bytes: BytePool = new BytePool();
   /** Allocates memory the kernel may be handed by address. */
   allocate: (size: number) => Uint8Array = (size) => new Uint8Array(size);
   /** The address of memory from `allocate` (FFI backends; 0 elsewhere). */

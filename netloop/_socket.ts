@@ -120,6 +120,21 @@ export function openListener(spec: ListenerSpec): { fd: number; address: SocketA
   }
 }
 
+/** sockaddrs of the addresses dialed, kept while the address objects live (the kernel may read one
+ * after the call that handed it over: uring's CONNECT, so they are never rewritten). */
+const sockaddrs = new WeakMap<SocketAddress, { sockaddr: Uint8Array; length: number }>();
+
+function encodedSockaddr(address: SocketAddress): { sockaddr: Uint8Array; length: number } {
+  let encoded = sockaddrs.get(address);
+  if (encoded === undefined) {
+    const sockaddr = new Uint8Array(new ArrayBuffer(128));
+    encoded = { sockaddr, length: encodeSockaddr(address, sockaddr) };
+    // Only frozen addresses can be remembered: another could be changed after it was encoded.
+    if (Object.isFrozen(address)) sockaddrs.set(address, encoded);
+  }
+  return encoded;
+}
+
 /**
  * Creates a socket for dialing and starts connecting it.
  *
@@ -141,8 +156,7 @@ export function openDialSocket(
   const lib = libc();
   const fd = lib.socket(family, type, 0);
   if (fd < 0) throw syscallError(`socket(${network})`, errno());
-  const sockaddr = new Uint8Array(new ArrayBuffer(128));
-  const length = encodeSockaddr(address, sockaddr);
+  const { sockaddr, length } = encodedSockaddr(address);
   if (network === "tcp") setNoDelay(fd);
   let error = 0;
   if (connectNow || network === "udp") {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { parseSocketAddress, TriadError } from "@triad/core";
+import { BytePool, parseSocketAddress, TriadError } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import { Flag } from "../wire/constants.ts";
 import type { MessageInfo } from "../wire/message.ts";
@@ -12,6 +12,9 @@ import { randomId, TcpPool } from "./tcp_pool.ts";
 import { udpExchange } from "./udp_exchange.ts";
 import { UpstreamError } from "./upstream_error.ts";
 import type { UdpExchange, UdpQuery } from "./udp_exchange.ts";
+
+/** The per-query copies sent upstream (each with its own ID), kept for one exchange. */
+const queryCopies = new BytePool();
 
 /** How an upstream is reached. */
 export type UpstreamProtocol = "udp" | "tcp" | "tls";
@@ -126,7 +129,7 @@ export class Upstream {
     const { protocol, address } = parseUpstreamAddress(options.address);
     this.name = options.address;
     this.protocol = protocol;
-    this.address = address;
+    this.address = Object.freeze(address); // frozen: netloop keeps its encoded sockaddr
     this.#maxFails = options.maxFails ?? 2;
     this.#onMismatch = options.onMismatch ?? (() => {});
     const exchange = options.transport?.udpExchange ?? udpExchange;
@@ -160,6 +163,11 @@ export class Upstream {
     if (options.maxConnections !== undefined) poolOptions.maxConnections = options.maxConnections;
     if (options.idleTimeout !== undefined) poolOptions.idleTimeout = options.idleTimeout;
     this.#pool = new TcpPool(poolOptions);
+  }
+
+  /** Whether the last failure is the one that marked it down (the `maxFails`th in a row). */
+  get justWentDown(): boolean {
+    return this.fails === this.#maxFails;
   }
 
   /** Whether it counts as up (fewer than `maxFails` consecutive failures). */
@@ -231,7 +239,7 @@ export class Upstream {
       return;
     }
     const id = randomId();
-    const copy = query.slice();
+    const copy = queryCopies.copy(query);
     copy[0] = id >> 8;
     copy[1] = id & 0xff;
     this.#udpQuery(this.address, copy, id, info, timeoutMs, this.#onMismatch, (error, reply) => {

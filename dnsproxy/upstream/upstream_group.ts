@@ -144,7 +144,6 @@ export class UpstreamGroup {
         return;
       }
       const upstream = order[i]!;
-      const wasHealthy = upstream.healthy;
       upstream.start(query, info, timeout, (error, reply) => {
         if (reply !== undefined) {
           this.#options.onReply?.(upstream.name, reply.rtt, true);
@@ -153,7 +152,8 @@ export class UpstreamGroup {
           return;
         }
         this.#options.onReply?.(upstream.name, timeout, false);
-        if (wasHealthy && !upstream.healthy) {
+        // Logged once, by the failure that crossed maxFails (not by every query then in flight).
+        if (upstream.justWentDown) {
           this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
         }
         attempt(i + 1);
