@@ -93,6 +93,28 @@ Deno.test("DnsCache evicts least recently used entries by count and bytes", () =
   assert.equal(small.size, 1);
 });
 
+Deno.test("DnsCache keeps entries in use through many evictions", () => {
+  const cache = new DnsCache({ maxEntries: 100, now: () => 0 });
+  const hot = Array.from({ length: 10 }, (_, i) => `hot${i}.`);
+  for (const name of hot) store(cache, answer(name, 60));
+  for (let i = 0; i < 2000; i++) {
+    store(cache, answer(`cold${i}.`, 60));
+    if (i % 20 === 0) {
+      for (const name of hot) assert.notEqual(lookup(cache, name), undefined, name);
+    }
+  }
+  assert.equal(cache.size, 100);
+  assert.equal(cache.evictions, 1910);
+  // The newest cold entries are kept, the older ones went first.
+  assert.notEqual(lookup(cache, "cold1999."), undefined);
+  assert.equal(lookup(cache, "cold1000."), undefined);
+  cache.clear();
+  for (let i = 0; i < 150; i++) store(cache, answer(`again${i}.`, 60));
+  assert.equal(cache.size, 100);
+  assert.notEqual(lookup(cache, "again149."), undefined);
+  assert.equal(lookup(cache, "again0."), undefined);
+});
+
 Deno.test("DnsCache claims a prefetch once for popular entries near expiry", () => {
   let clock = 0;
   const cache = new DnsCache({ now: () => clock, prefetchHits: 2, prefetchFraction: 0.1 });
