@@ -27,6 +27,9 @@ import { NetloopError } from "./errors.ts";
 import { ConnImpl, type PacketConn, State } from "./_conn.ts";
 import { decodeSockaddr } from "./_sockaddr.ts";
 
+/** Microtask turns {@linkcode LoopCore.settle} gives handlers' promise callbacks. */
+const SETTLE_AWAITS = 4;
+
 /** Everything a loop Worker is told at start. */
 export interface LoopConfig {
   index: number;
@@ -325,6 +328,18 @@ export abstract class LoopCore implements Loop {
       }
     }
     return Math.min(this.nextTick, this.nextIdleScan) - now;
+  }
+
+  /**
+   * Runs the promise callbacks that handlers queued (a few `await`s deep) before the loop blocks
+   * in the kernel: they only run when the loop awaits, and what they write would otherwise wait
+   * for the next event or the longest block.
+   *
+   * @returns Whether they left something to send (the loop should not block then).
+   */
+  async settle(): Promise<boolean> {
+    for (let i = 0; i < SETTLE_AWAITS && this.dirty.length === 0; i++) await null;
+    return this.dirty.length > 0;
   }
 
   /** Pauses reading a connection whose outbound buffer is over `maxWriteBuffer`. */

@@ -7,7 +7,7 @@
 import { Action, type Conn, type EventHandler, LengthFieldCodec, type Loop } from "@triad/netloop";
 
 interface Data {
-  mode: "echo" | "frames" | "proxy" | "quit" | "dial-per-byte" | "whoami";
+  mode: "echo" | "frames" | "proxy" | "quit" | "dial-per-byte" | "whoami" | "later";
   upstream?: { network: "tcp" | "udp"; address: string };
 }
 
@@ -38,6 +38,16 @@ const handler: EventHandler = {
       const { address, port } = conn.remoteAddress;
       const local = conn.localAddress;
       conn.write(new TextEncoder().encode(`${address} ${port} ${local.address} ${local.port}`));
+      return;
+    }
+    if (data.mode === "later") {
+      // Echo from promise callbacks (two awaits deep), as a handler awaiting other work would.
+      const bytes = conn.next().slice();
+      void (async () => {
+        await null;
+        await null;
+        conn.write(bytes);
+      })();
       return;
     }
     if (conn.network === "udp" && data.mode !== "proxy") {

@@ -109,6 +109,9 @@ export class EpollLoop extends LoopCore {
         this.flush();
         let now = performance.now();
         const due = this.timers(now);
+        if (this.dirty.length === 0 && this.pendingOpen.length === 0 && await this.settle()) {
+          this.flush();
+        }
         const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
           ? 0
           : Math.max(0, Math.ceil(Math.min(due, MAX_BLOCK_MS)));

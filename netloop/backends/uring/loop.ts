@@ -254,8 +254,12 @@ export class UringLoop extends LoopCore {
         this.buffers?.publish();
         let now = performance.now();
         const due = this.timers(now);
-        const busy = this.backlog || this.dirty.length > 0 || this.pendingOpen.length > 0 ||
+        let busy = this.backlog || this.dirty.length > 0 || this.pendingOpen.length > 0 ||
           this.starving.length > 0;
+        if (!busy && await this.settle()) {
+          this.flush();
+          busy = true;
+        }
         const result = this.ring.enter(busy ? 0 : 1, Math.min(due, MAX_BLOCK_MS));
         this.recycleSendSlots();
         if (
