@@ -188,9 +188,21 @@ export abstract class LoopCore implements Loop {
     return conn;
   }
 
+  /** Merged dial handlers by the handler passed to dial (a proxy passes one for every query). */
+  private readonly merged = new WeakMap<ConnHandler, ConnHandler>();
+
   private mergeHandler(over: ConnHandler | undefined): ConnHandler {
     const base = this.handler;
     if (over === undefined) return base;
+    let merged = this.merged.get(over);
+    if (merged === undefined) {
+      merged = this.merge(base, over);
+      this.merged.set(over, merged);
+    }
+    return merged;
+  }
+
+  private merge(base: ConnHandler, over: ConnHandler): ConnHandler {
     const merged: ConnHandler = {};
     const onOpen = over.onOpen ?? base.onOpen;
     const onTraffic = over.onTraffic ?? base.onTraffic;

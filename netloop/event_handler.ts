@@ -64,7 +64,11 @@ export interface DialOptions {
   network: "tcp" | "udp";
   /** The peer, as `"127.0.0.1:53"`, `"[::1]:53"` or a {@linkcode SocketAddress}. */
   address: string | SocketAddress;
-  /** Callbacks for this connection; the loop's handler is used for any left out. */
+  /**
+   * Callbacks for this connection; the loop's handler is used for any left out. The methods are
+   * read at the first dial with this object (pass one shared handler and keep per-connection
+   * state in `context`: that is cheaper than a handler per dial).
+   */
   handler?: ConnHandler;
   /** Initial {@linkcode Conn.context}. */
   context?: unknown;
