@@ -51,6 +51,8 @@ interface Run {
   cpuUsPerQuery: number;
   /** Share of answers that were NOERROR, in percent. */
   noerror: number;
+  /** dnsperf's CPU over the middle of its run, as a share of its core (near 1: it is the limit). */
+  clientBusy: number;
 }
 
 function freePort(): number {
@@ -71,7 +73,7 @@ async function dnsperf(
   file: string,
   extra: string[],
 ): Promise<Omit<Run, "cpuUsPerQuery">> {
-  const { stdout, stderr, code, signal } = await new Deno.Command("taskset", {
+  const child = new Deno.Command("taskset", {
     args: [
       "-c",
       LOAD_CPU,
@@ -92,7 +94,21 @@ async function dnsperf(
     ],
     stdout: "piped",
     stderr: "piped",
-  }).output();
+  }).spawn();
+  // dnsperf's own CPU over the middle of a timed run (taskset execs it: same pid).
+  let clientBusy = NaN;
+  const limit = extra.indexOf("-l");
+  if (limit >= 0) {
+    const seconds = Number(extra[limit + 1]);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    try {
+      const before = cpuTicks(child.pid);
+      const window = Math.max(0.2, seconds - 0.8);
+      await new Promise((resolve) => setTimeout(resolve, window * 1000));
+      clientBusy = (cpuTicks(child.pid) - before) / TICKS_PER_SECOND / window;
+    } catch { /* exited early: reported below */ }
+  }
+  const { stdout, stderr, code, signal } = await child.output();
   const text = new TextDecoder().decode(stdout);
   if (!/Queries per second/.test(text)) {
     console.error(
@@ -108,6 +124,7 @@ async function dnsperf(
     lost: number(/Queries lost:\s+(\d+)/),
     latencyMs: number(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
     noerror: number(/Response codes:.*?NOERROR \d+ \(([\d.]+)%\)/),
+    clientBusy,
   };
 }
 
@@ -253,9 +270,11 @@ try {
   row("cache hit: queries/s", (r) => r.hit.map((x) => x.qps), 0);
   row("cache hit: server CPU us/query", (r) => r.hit.map((x) => x.cpuUsPerQuery), 1);
   row("cache hit: avg latency ms", (r) => r.hit.map((x) => x.latencyMs), 3);
+  row("cache hit: dnsperf CPU busy %", (r) => r.hit.map((x) => x.clientBusy * 100), 0);
   row("cache miss: queries/s", (r) => r.miss.map((x) => x.qps), 0);
   row("cache miss: server CPU us/query", (r) => r.miss.map((x) => x.cpuUsPerQuery), 1);
   row("cache miss: lost queries", (r) => r.miss.map((x) => x.lost), 0);
+  row("cache miss: dnsperf CPU busy %", (r) => r.miss.map((x) => x.clientBusy * 100), 0);
   row("cache miss: NOERROR answers %", (r) => r.miss.map((x) => x.noerror), 1);
   row(`at ${RATE} q/s: achieved queries/s`, (r) => r.latency.map((x) => x.qps), 0);
   row(`at ${RATE} q/s: avg latency ms`, (r) => r.latency.map((x) => x.latencyMs), 3);

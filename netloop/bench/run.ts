@@ -326,4 +326,11 @@ for (const scenario of scenarios) {
         `${(Number.isFinite(row.client) ? `${(row.client * 100).toFixed(0)}%` : "-").padStart(13)}`,
     );
   }
+  const clientBound = rows.filter((row) => row.client >= 0.95).map((row) => row.name);
+  if (clientBound.length > 0) {
+    console.log(
+      `  client-bound (load generator >= 95% busy): ${clientBound.join(", ")}; their msgs/s is ` +
+        "the client's ceiling, CPU us/msg is their cost",
+    );
+  }
 }
