@@ -297,6 +297,20 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #positionals: string[] = [];
   #watchDirs = new Set<string>();
   #watchNames = new Set<string>();
+  /** Files read for secrets (`${file:…}`, `NAME_FILE`), and the directories watched for them. */
+  #secretFiles = new Set<string>();
+  /** Per watched directory, the names of the secret files in it. */
+  #secretDirs = new Map<string, Set<string>>();
+  #debounceMs = 50;
+  /** The file system, recording the files read for secrets. */
+  readonly #secretFs: ConfigFileSystem = {
+    readTextFile: (path) => {
+      this.#secretFiles.add(path);
+      return this.#fs.readTextFile(path);
+    },
+    readDir: (path) => this.#fs.readDir(path),
+    watch: (paths) => this.#fs.watch(paths),
+  };
   #setLayer: Record<string, unknown> = {};
   #writeOnly: string[] | undefined;
 
@@ -468,6 +482,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       : typeof this.#options.debounce === "number"
       ? this.#options.debounce
       : parseDuration(this.#options.debounce);
+    this.#debounceMs = debounce;
+    this.#watchSecrets();
     const names = this.#watchNames;
     for (const dir of this.#watchDirs) {
       const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
@@ -495,6 +511,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       const issues: ConfigIssue[] = [];
       const files = await this.#readFiles(issues);
       const env = await this.#readEnv(issues);
+      this.#watchSecrets();
       const remote = this.#options.remote ?? [];
       const remoteLayers = [...this.#remoteLayers];
       await Promise.all(remote.map(async (source, index) => {
@@ -770,7 +787,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
     const vars = this.#envVars();
     const reserved = new Set<string>([`${this.#prefix}_PROFILE`]);
-    const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#fs, reserved);
+    const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#secretFs, reserved);
     if (this.#options.env?.strict !== false) issues.push(...result.issues);
     else issues.push(...result.issues.filter((issue) => issue.path !== ""));
     return await this.#secrets(result.layer, issues);
@@ -778,7 +795,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   async #secrets(layer: Layer, issues: ConfigIssue[]): Promise<Layer> {
     const vars = this.#envVars();
-    const result = await resolveSecretReferences(layer, (name) => vars[name], this.#fs);
+    const result = await resolveSecretReferences(layer, (name) => vars[name], this.#secretFs);
     issues.push(...result.issues);
     return result.layer;
   }
@@ -938,21 +955,55 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
   }
 
-  #reloadFiles(cause: string): Promise<void> {
+  #reloadFiles(cause: string, withEnv = false): Promise<void> {
     return this.#enqueue(async () => {
       if (this.#disposed) return;
       const issues: ConfigIssue[] = [];
       const files = await this.#readFiles(issues);
+      const env = withEnv ? await this.#readEnv(issues) : undefined;
+      this.#watchSecrets();
       if (issues.length > 0) {
         this.#emitError(issuesError(issues, "Cannot reload configuration"));
         return;
       }
       try {
-        await this.#apply(cause, () => this.#setFileLayers(files));
+        await this.#apply(cause, () => {
+          this.#setFileLayers(files);
+          if (env !== undefined) this.#layers.set("env", [env]);
+        });
       } catch (error) {
         this.#emitError(asConfigError(error));
       }
     });
+  }
+
+  /**
+   * Watches the directories of the files read for secrets (once watching), so that a rotated
+   * secret (rewritten, renamed over, or a Kubernetes Secret's `..data` swap) reloads the layers
+   * that can hold one: files and environment.
+   */
+  #watchSecrets(): void {
+    if (!this.#watching || this.#disposed) return;
+    for (const path of this.#secretFiles) {
+      const slash = path.lastIndexOf("/");
+      const dir = slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+      const base = path.slice(slash + 1);
+      const known = this.#secretDirs.get(dir);
+      if (known !== undefined) {
+        known.add(base);
+        continue;
+      }
+      const names = new Set([base]);
+      this.#secretDirs.set(dir, names);
+      const watcher = watchDirectories(this.#fs, [dir], this.#debounceMs, (paths) => {
+        const relevant = paths.find((changed) => {
+          const name = changed.slice(changed.lastIndexOf("/") + 1);
+          return name.startsWith("..") || names.has(name);
+        });
+        if (relevant !== undefined) void this.#reloadFiles(`secret file ${relevant}`, true);
+      });
+      if (watcher !== undefined) this.#watchers.push(watcher);
+    }
   }
 
   #remoteContext(): RemoteContext {

@@ -486,6 +486,53 @@ Deno.test("Config.watch() reloads files", async (t) => {
     }
   });
 
+  await t.step(
+    "rotated secret files reload (NAME_FILE and ${file:}, a Secret's ..data swap)",
+    async () => {
+      // A Kubernetes Secret volume: pw -> ..data/pw, ..data -> ..v1; rotation swaps ..data.
+      const secrets = await Deno.makeTempDir({ prefix: "triad-secret-" });
+      const dir = await tempDir({});
+      try {
+        await Deno.mkdir(`${secrets}/..v1`);
+        await Deno.writeTextFile(`${secrets}/..v1/pw`, "first\n");
+        await Deno.symlink("..v1", `${secrets}/..data`);
+        await Deno.symlink("..data/pw", `${secrets}/pw`);
+        await Deno.writeTextFile(`${dir}/user`, "alice\n");
+        await Deno.writeTextFile(`${dir}/app.yaml`, `db:\n  user: \${file:${dir}/user}\n`);
+        await using config = await createConfig({
+          schema,
+          files: [`${dir}/app.yaml`],
+          env: { prefix: "APP", vars: { APP_DB__PASSWORD_FILE: `${secrets}/pw` } },
+          debounce: 30,
+        });
+        await config.watch();
+        assert.equal(config.get("db.password")?.reveal(), "first");
+        assert.equal(config.get("db.user"), "alice");
+
+        let next = nextEvent<{ changes: readonly { path: string }[]; cause: string }>((fn) =>
+          config.on("change", fn)
+        );
+        await Deno.mkdir(`${secrets}/..v2`);
+        await Deno.writeTextFile(`${secrets}/..v2/pw`, "second\n");
+        await Deno.symlink("..v2", `${secrets}/..data_tmp`);
+        await Deno.rename(`${secrets}/..data_tmp`, `${secrets}/..data`);
+        let event = await next;
+        assert.deepEqual(event.changes.map((c) => c.path), ["db.password"]);
+        assert.match(event.cause, /^secret file /);
+        assert.equal(config.get("db.password")?.reveal(), "second");
+
+        next = nextEvent((fn) => config.on("change", fn));
+        await Deno.writeTextFile(`${dir}/user`, "bob\n");
+        event = await next;
+        assert.deepEqual(event.changes.map((c) => c.path), ["db.user"]);
+        assert.equal(config.get("db.user"), "bob");
+      } finally {
+        await Deno.remove(secrets, { recursive: true });
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  );
+
   await t.step("Kubernetes ConfigMap ..data symlink swaps are followed", async () => {
     const dir = await Deno.makeTempDir({ prefix: "triad-configmap-" });
     try {
