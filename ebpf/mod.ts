@@ -41,6 +41,7 @@ export {
 } from "./program.ts";
 export * from "./object.ts";
 export * from "./skeleton.ts";
+export * from "./record_reader.ts";
 export * from "./ringbuf.ts";
 export * from "./perf.ts";
 export * from "./features.ts";

@@ -7,7 +7,8 @@
  * @module
  */
 import { errno, libc, pageSize, possibleCpus } from "./_ffi.ts";
-import { mmap, munmap, Poller, yieldToEventLoop } from "./_poller.ts";
+import { mmap, munmap } from "./_poller.ts";
+import { RecordReader } from "./record_reader.ts";
 import { Uint32 } from "./codec.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
@@ -21,8 +22,6 @@ const PERF_EVENT_IOC_DISABLE = 0x2401n;
 const PERF_RECORD_LOST = 2;
 const PERF_RECORD_SAMPLE = 9;
 const SYS_PERF_EVENT_OPEN: Record<string, number> = { x86_64: 298, aarch64: 241 };
-/** How long a `for await` over busy rings runs before it lets the event loop turn. */
-const SLICE_MS = 5;
 /** The longest one `consume()` call runs while records keep arriving. */
 const CONSUME_MS = 20;
 
@@ -82,19 +81,16 @@ function onlineCpus(): number[] {
  * for await (const record of reader) console.log(reader.lastCpu, record.byteLength, reader.lost);
  * ```
  */
-export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, AsyncDisposable {
+export class PerfBufferReader extends RecordReader {
   readonly #rings: CpuRing[] = [];
-  readonly #poller: Poller;
   readonly #page: number;
   readonly #dataSize: number;
   readonly #copy: boolean;
-  readonly #interval: number;
   readonly #lost: number[];
   readonly #slots: BpfMap<number, number>;
   #scratch = new Uint8Array(256);
   #pending: CpuRing | undefined;
   #cursor = 0;
-  #closed = false;
   #records = 0;
   #lastCpu = -1;
 
@@ -105,6 +101,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
    * @param options Ring size, copying, poll interval, wake-up batching.
    */
   constructor(map: BpfMap<unknown, unknown>, options: PerfBufferOptions = {}) {
+    super(options.pollIntervalMs ?? 1000);
     if (map.type !== "perf_event_array") {
       throw new BpfError(`Map ${map.name} is ${map.type}, not perf_event_array`, {
         code: "bad_map_type",
@@ -119,9 +116,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
     this.#page = pageSize();
     this.#dataSize = pages * this.#page;
     this.#copy = options.copy ?? false;
-    this.#interval = options.pollIntervalMs ?? 1000;
     this.#lost = new Array(possibleCpus()).fill(0);
-    this.#poller = new Poller();
     const slots = map.withCodecs(Uint32, Uint32);
     this.#slots = slots;
     try {
@@ -151,10 +146,11 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
         if (libc().ioctl(fd, PERF_EVENT_IOC_ENABLE, 0n) < 0) {
           throw BpfError.fromErrno(`Enable perf event on CPU ${cpu}`, -errno());
         }
-        this.#poller.add(fd, cpu);
+        this.watch(fd, cpu);
       }
     } catch (error) {
-      this.#release();
+      this.abandon();
+      this.release();
       throw error;
     }
   }
@@ -179,19 +175,14 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
     return this.#lost.reduce((a, b) => a + b, 0);
   }
 
-  /** Whether `close()` was called. */
-  get closed(): boolean {
-    return this.#closed;
-  }
-
   /**
    * Reads the next record from any CPU if one is ready, without waiting.
    *
    * @returns The record, or `undefined` when none is ready.
    */
   readNext(): DataView | undefined {
-    if (this.#closed) return undefined;
-    this.#commit();
+    if (this.closed) return undefined;
+    this.commit();
     for (let tried = 0; tried < this.#rings.length; tried++) {
       const ring = this.#rings[this.#cursor]!;
       const record = this.#readRing(ring);
@@ -220,91 +211,12 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
       callback(record);
       count++;
     }
-    this.#commit();
+    this.commit();
     return count;
   }
 
-  /**
-   * Waits until records are ready on any CPU (on a worker thread) or the timeout passes.
-   *
-   * @param timeoutMs The longest wait.
-   * @returns Whether records are ready.
-   */
-  async wait(timeoutMs: number): Promise<boolean> {
-    this.#commit();
-    if (this.#closed) return false;
-    if (this.#available()) return true;
-    await this.#poller.wait(timeoutMs);
-    return !this.#closed && this.#available();
-  }
-
-  /**
-   * Iterates until `close()`; `break` closes the reader (use `values({ preventClose: true })`).
-   *
-   * @returns The async iterator.
-   */
-  [Symbol.asyncIterator](): AsyncIterator<DataView> {
-    return this.values();
-  }
-
-  /**
-   * Iterates over records until `close()`.
-   *
-   * @param options `preventClose: true` keeps the reader open when the loop ends early.
-   * @returns The async iterator.
-   */
-  values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
-    const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
-    // Yield to the event loop every few milliseconds while records keep coming.
-    const slice = { start: performance.now(), count: 0 };
-    const iterator: AsyncIterableIterator<DataView> = {
-      next: async () => {
-        if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
-          await yieldToEventLoop();
-          slice.start = performance.now();
-        }
-        for (;;) {
-          const record = this.readNext();
-          if (record !== undefined) return { done: false, value: record };
-          if (this.#closed) return done;
-          await this.wait(this.#interval);
-          slice.start = performance.now();
-        }
-      },
-      return: () => {
-        if (!options.preventClose) this.close();
-        return Promise.resolve(done);
-      },
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
-  }
-
-  /** Disables and closes the perf events and unmaps the rings (views become detached). */
-  close(): void {
-    if (this.#closed) return;
-    this.#commit();
-    this.#closed = true;
-    const waiting = this.#poller.waiting;
-    this.#poller.close();
-    if (waiting === undefined) this.#release();
-    else waiting.finally(() => this.#release());
-  }
-
-  /** Same as {@linkcode PerfBufferReader.close}. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  /** Closes and waits for a pending wait on the worker thread to end. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    const waiting = this.#poller.waiting;
-    this.close();
-    await waiting?.catch(() => {});
-  }
-
-  #release(): void {
-    this.#closed = true;
+  /** Takes the rings out of the map, disables, unmaps and closes them. */
+  protected release(): void {
     for (const ring of this.#rings.splice(0)) {
       // The map holds its own reference to the event: take it out, so programs stop writing to
       // a ring nobody reads (ignored when the object, and so the map, is already closed).
@@ -318,10 +230,14 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
       munmap(ring.pointer, this.#page + this.#dataSize);
       libc().close(ring.fd);
     }
-    this.#poller.close();
   }
 
-  #available(): boolean {
+  /**
+   * Tells whether records are ready.
+   *
+   * @returns Whether any CPU's ring holds unread bytes.
+   */
+  protected available(): boolean {
     return this.#rings.some((ring) => Number(Atomics.load(ring.positions, 0)) > ring.tail);
   }
 
@@ -365,7 +281,8 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
     return new DataView(copy.buffer, copy.byteOffset, length);
   }
 
-  #commit(): void {
+  /** Gives the space of the records read so far back to the kernel. */
+  protected commit(): void {
     const ring = this.#pending;
     if (ring === undefined) return;
     this.#pending = undefined;
@@ -373,7 +290,7 @@ export class PerfBufferReader implements AsyncIterable<DataView>, Disposable, As
   }
 
   #commitRing(ring: CpuRing): void {
-    if (ring.tail === ring.committed || this.#closed) return;
+    if (ring.tail === ring.committed || this.closed) return;
     Atomics.store(ring.positions, 1, BigInt(ring.tail));
     ring.committed = ring.tail;
   }

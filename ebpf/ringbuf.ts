@@ -6,7 +6,8 @@
  * @module
  */
 import { pageSize } from "./_ffi.ts";
-import { mmap, munmap, Poller, yieldToEventLoop } from "./_poller.ts";
+import { mmap, munmap, yieldToEventLoop } from "./_poller.ts";
+import { RecordReader } from "./record_reader.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
 
@@ -56,7 +57,7 @@ export interface RingBufferOptions {
  * }
  * ```
  */
-export class RingBufferReader implements AsyncIterable<DataView>, Disposable, AsyncDisposable {
+export class RingBufferReader extends RecordReader {
   /** The ring's data size in bytes. */
   readonly size: number;
   readonly #page: number;
@@ -72,14 +73,11 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
   #producerPos: BigUint64Array;
   #headers: Int32Array;
   readonly #mask: number;
-  readonly #poller: Poller;
   readonly #copy: boolean;
   readonly #lost: (() => number | bigint) | undefined;
-  readonly #interval: number;
   #consumed: number;
   #committed: number;
   #produced = 0;
-  #closed = false;
   #records = 0;
 
   /**
@@ -89,6 +87,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
    * @param options Copying, the lost counter, the poll interval.
    */
   constructor(map: BpfMap<unknown, unknown>, options: RingBufferOptions = {}) {
+    super(options.pollIntervalMs ?? 1000);
     if (map.type !== "ringbuf") {
       throw new BpfError(`Map ${map.name} is ${map.type}, not ringbuf`, { code: "bad_map_type" });
     }
@@ -98,7 +97,6 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     this.#page = pageSize();
     this.#copy = options.copy ?? false;
     this.#lost = options.lost;
-    this.#interval = options.pollIntervalMs ?? 1000;
     this.#consumer = mmap(this.#page, true, fd, 0);
     this.#producerLength = this.#page + 2 * this.size;
     try {
@@ -118,9 +116,9 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     this.#consumed = Number(Atomics.load(this.#consumerPos, 0));
     this.#committed = this.#consumed;
     try {
-      this.#poller = new Poller();
-      this.#poller.add(fd, 0);
+      this.watch(fd, 0);
     } catch (error) {
+      this.abandon();
       munmap(this.#consumer, this.#page);
       munmap(this.#producer, this.#producerLength);
       throw error;
@@ -162,9 +160,9 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
    * returns the record's byte offset in the mapping (its length in `#length`), or -1.
    */
   #advance(commit = true): number {
-    if (this.#closed) return -1;
+    if (this.closed) return -1;
     for (;;) {
-      if (commit) this.#commit();
+      if (commit) this.commit();
       if (this.#consumed >= this.#produced) {
         this.#produced = Number(Atomics.load(this.#producerPos, 0));
         if (this.#consumed >= this.#produced) return -1;
@@ -198,7 +196,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     callback: (view: DataView, offset: number, length: number) => void,
     limit = Infinity,
   ): number {
-    if (this.#closed) return 0;
+    if (this.closed) return 0;
     // The same steps as #advance, with the state in locals: this loop is the hot path.
     const view = this.#view;
     const headers = this.#headers;
@@ -234,7 +232,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     this.#consumed = consumed;
     this.#produced = produced;
     this.#records += count;
-    this.#commit();
+    this.commit();
     return count;
   }
 
@@ -254,74 +252,6 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
         : (_, offset, length) => callback(new DataView(data, offset, length)),
       limit,
     );
-  }
-
-  /**
-   * Waits until records are ready (on a worker thread), or the timeout passes.
-   *
-   * @param timeoutMs The longest wait, in ms.
-   * @returns Whether records are ready.
-   */
-  async wait(timeoutMs: number): Promise<boolean> {
-    this.#commit();
-    if (this.#closed) return false;
-    if (this.#available()) return true;
-    await this.#poller.wait(timeoutMs);
-    return !this.#closed && this.#available();
-  }
-
-  /**
-   * Iterates over records until `close()`. Leaving a `for await` loop early (`break`) closes the
-   * reader, as with streams; use `values({ preventClose: true })` to keep it open.
-   *
-   * @returns The async iterator.
-   */
-  [Symbol.asyncIterator](): AsyncIterator<DataView> {
-    return this.values();
-  }
-
-  /**
-   * Iterates over records until `close()`; each is valid until the next one unless `copy`.
-   *
-   * @param options `preventClose: true` keeps the reader open when the loop ends early.
-   * @returns The async iterator.
-   */
-  values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
-    const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
-    const next = async (): Promise<IteratorResult<DataView>> => {
-      for (;;) {
-        const record = this.readNext();
-        if (record !== undefined) return { done: false, value: record };
-        if (this.#closed) return done;
-        await this.wait(this.#interval);
-        slice.start = performance.now();
-      }
-    };
-    // Ready records resolve as microtasks, which run before timers and I/O: a loop over a ring
-    // that never runs dry would starve the event loop. Every few milliseconds, yield to it.
-    const slice = { start: performance.now(), count: 0 };
-    const yielded = async (): Promise<IteratorResult<DataView>> => {
-      await yieldToEventLoop();
-      slice.start = performance.now();
-      return next();
-    };
-    const iterator: AsyncIterableIterator<DataView> = {
-      next: () => {
-        if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
-          return yielded();
-        }
-        // Fast path: a ready record resolves without a wait on the worker thread.
-        const record = this.readNext();
-        if (record !== undefined) return Promise.resolve({ done: false, value: record });
-        return next();
-      },
-      return: () => {
-        if (!options.preventClose) this.close();
-        return Promise.resolve(done);
-      },
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
   }
 
   /**
@@ -346,7 +276,7 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
           sliceStart = performance.now();
         }
         for (;;) {
-          this.#commit(); // the previous batch goes back to the kernel
+          this.commit(); // the previous batch goes back to the kernel
           const batch: DataView[] = [];
           while (batch.length < max) {
             const start = this.#advance(false);
@@ -359,8 +289,8 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
             );
           }
           if (batch.length > 0) return { done: false, value: batch };
-          if (this.#closed) return done;
-          await this.wait(this.#interval);
+          if (this.closed) return done;
+          await this.wait(this.pollIntervalMs);
           sliceStart = performance.now();
         }
       },
@@ -373,51 +303,27 @@ export class RingBufferReader implements AsyncIterable<DataView>, Disposable, As
     return iterator;
   }
 
-  /** Whether `close()` was called. */
-  get closed(): boolean {
-    return this.#closed;
+  /** Detaches every view into the ring, then unmaps it, so none can touch freed memory. */
+  protected release(): void {
+    this.#data.transfer(0);
+    this.#consumerBuffer.transfer(0);
+    munmap(this.#producer, this.#producerLength);
+    munmap(this.#consumer, this.#page);
   }
 
   /**
-   * Stops the reader: ends iteration, wakes a pending wait, unmaps the ring (views handed out
-   * become detached, never dangling). Safe to call twice.
+   * Tells whether records are ready.
+   *
+   * @returns Whether the kernel wrote past what was read.
    */
-  close(): void {
-    if (this.#closed) return;
-    this.#commit();
-    this.#closed = true;
-    const waiting = this.#poller.waiting;
-    this.#poller.close();
-    const release = () => {
-      // Detach every view into the ring before unmapping it, so none can touch freed memory.
-      this.#data.transfer(0);
-      this.#consumerBuffer.transfer(0);
-      munmap(this.#producer, this.#producerLength);
-      munmap(this.#consumer, this.#page);
-    };
-    if (waiting === undefined) release();
-    else waiting.finally(release);
-  }
-
-  /** Same as {@linkcode RingBufferReader.close}. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  /** Closes and waits until a pending wait on the worker thread has ended. */
-  async [Symbol.asyncDispose](): Promise<void> {
-    const waiting = this.#poller.waiting;
-    this.close();
-    await waiting?.catch(() => {});
-  }
-
-  #available(): boolean {
+  protected available(): boolean {
     return Number(Atomics.load(this.#producerPos, 0)) > this.#consumed;
   }
 
-  #commit(): void {
+  /** Gives the space of the records read so far back to the kernel. */
+  protected commit(): void {
     const position = this.#consumed;
-    if (position === this.#committed || this.#closed) return;
+    if (position === this.#committed || this.closed) return;
     if (Math.floor(position / 2 ** 32) === Math.floor(this.#committed / 2 ** 32)) {
       // Same high half: one 32-bit store of the low half is the 64-bit store.
       Atomics.store(this.#consumerLow, 0, position >>> 0);
