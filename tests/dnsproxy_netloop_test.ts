@@ -90,3 +90,22 @@ for (const backend of ["uring", "epoll", "portable"] as const) {
     assert.equal(await settledSockets(socketsBefore), socketsBefore, "no socket or pipe left open");
   });
 }
+
+testWith(
+  "serveDnsOnNetloop() on auto carries UDP on epoll and TCP on the best backend",
+  [command("unbound"), ioUring],
+  async () => {
+    await using unbound = await startUnbound();
+    await using server = await serveDnsOnNetloop(
+      { upstream: { upstreams: [unbound.address], healthCheck: 0, timeout: 1000 } },
+      { listen: "127.0.0.1:0", backend: "auto", logger: createLogger({ level: "warn" }) },
+    );
+    assert.match(server.backend, /^epoll for UDP .*, uring for TCP/);
+    const query = buildQuery({ id: 7, name: "a.test", type: 1 });
+    const udp = await queryUdp(server.address.port, query);
+    const tcp = await queryTcp(server.address.port, query);
+    assert.ok(udp !== null && tcp !== null);
+    assert.equal(parseMessage(udp).rcode, Rcode.NOERROR);
+    assert.equal(parseMessage(tcp).rcode, Rcode.NOERROR);
+  },
+);
