@@ -5,6 +5,7 @@
  * @module
  */
 import { BytePool, type Logger } from "@triad/core";
+import { QUERY_SLAB } from "./_query_slab.ts";
 import { Acl } from "./acl.ts";
 import { cacheKey, copyQuestionCase, DnsCache } from "./cache.ts";
 import type { CacheLookup, CacheOptions } from "./cache.ts";
@@ -107,8 +108,8 @@ export class DnsProxy {
   #inFlight = new Map<string, Waiter[]>();
   /** Where synchronous cache hits of {@linkcode answer} are written (valid until the next call). */
   #scratch = new Uint8Array(65_536);
-  /** Short-lived copies (a query until its answer leaves), without a malloc each. */
-  #bytes = new BytePool();
+  /** Copies kept until a query is answered, without a malloc each (small slabs: see QUERY_SLAB). */
+  #bytes = new BytePool(QUERY_SLAB);
   #logger: Logger | undefined;
   #transport: UpstreamTransport | undefined;
   #draining = new Set<UpstreamGroup>();

@@ -11,10 +11,11 @@ import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { randomId, TcpPool } from "./tcp_pool.ts";
 import { udpExchange } from "./udp_exchange.ts";
 import { UpstreamError } from "./upstream_error.ts";
+import { QUERY_SLAB } from "../_query_slab.ts";
 import type { UdpExchange, UdpQuery } from "./udp_exchange.ts";
 
 /** The per-query copies sent upstream (each with its own ID), kept for one exchange. */
-const queryCopies = new BytePool();
+const queryCopies = new BytePool(QUERY_SLAB);
 
 /** How an upstream is reached. */
 export type UpstreamProtocol = "udp" | "tcp" | "tls";
