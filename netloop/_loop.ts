@@ -29,6 +29,10 @@ import { decodeSockaddr } from "./_sockaddr.ts";
 
 /** Microtask turns {@linkcode LoopCore.settle} gives handlers' promise callbacks. */
 const SETTLE_AWAITS = 4;
+/** Longest a loop blocks in the kernel before giving the Worker's event loop a turn. */
+export const MAX_BLOCK_MS = 50;
+/** How often a busy loop yields to the Worker's event loop (timers, messages). */
+const YIELD_EVERY_MS = 2;
 
 /** Everything a loop Worker is told at start. */
 export interface LoopConfig {
@@ -369,7 +373,19 @@ export abstract class LoopCore implements Loop {
  * A MessageChannel is no use here: its turns starve the messages from the main thread.
  */
 export class Yielder {
+  #last = performance.now();
+
   constructor(private readonly loop: LoopCore) {}
+
+  /**
+   * Yields when asked to (`force`: the loop was woken or found nothing), when the last turn was
+   * `YIELD_EVERY_MS` before `now`, or when the main thread posted messages.
+   */
+  async turn(force: boolean, now: number): Promise<void> {
+    if (!force && now - this.#last < YIELD_EVERY_MS && !this.controlPending()) return;
+    await this.yield();
+    this.#last = performance.now();
+  }
 
   /** Whether the main thread posted messages this Worker has not handled yet. */
   controlPending(): boolean {

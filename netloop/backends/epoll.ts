@@ -6,7 +6,7 @@
  */
 import type { SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
-import { LoopCore, Yielder } from "../_loop.ts";
+import { LoopCore, MAX_BLOCK_MS, Yielder } from "../_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
@@ -35,10 +35,6 @@ const MAX_EVENTS = 1024;
 const VLEN = 64;
 const MMSG = 64;
 const NAME_STRIDE = 32;
-/** Longest a loop blocks in the kernel before giving the Worker's event loop a turn. */
-export const MAX_BLOCK_MS = 50;
-/** How often a busy loop yields to the Worker's event loop (timers, messages). */
-export const YIELD_EVERY_MS = 2;
 
 /** conn.flags bits. */
 const F_EOF = 1;
@@ -103,7 +99,6 @@ export class EpollLoop extends LoopCore {
 
   override async run(): Promise<void> {
     const yielder = new Yielder(this);
-    let lastYield = performance.now();
     try {
       while (!this.stopping) {
         this.flush();
@@ -135,10 +130,7 @@ export class EpollLoop extends LoopCore {
           }
         }
         this.flush();
-        if (woken || n <= 0 || now - lastYield >= YIELD_EVERY_MS || yielder.controlPending()) {
-          await yielder.yield();
-          lastYield = performance.now();
-        }
+        await yielder.turn(woken || n <= 0, now);
       }
       this.flush();
     } finally {

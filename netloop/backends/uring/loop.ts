@@ -8,7 +8,7 @@
  */
 import type { SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
-import { LoopCore, Yielder } from "../../_loop.ts";
+import { LoopCore, MAX_BLOCK_MS, Yielder } from "../../_loop.ts";
 import {
   addressOf,
   E,
@@ -28,7 +28,6 @@ import {
   SOCK_CLOEXEC,
   socketAddress,
 } from "../../_socket.ts";
-import { MAX_BLOCK_MS, YIELD_EVERY_MS } from "../epoll.ts";
 import { BufferRing, CqeFlag, Feature, Ioprio, Op, Ring, SqeFlag } from "./ring.ts";
 import { FLAG_SETS, probeUring, type UringFeatures } from "./probe.ts";
 
@@ -247,7 +246,6 @@ export class UringLoop extends LoopCore {
 
   override async run(): Promise<void> {
     const yielder = new Yielder(this);
-    let lastYield = performance.now();
     try {
       while (!this.stopping) {
         this.flush();
@@ -270,14 +268,9 @@ export class UringLoop extends LoopCore {
         }
         now = performance.now();
         const reaped = this.reap(now);
-        if (
-          this.woken || reaped === 0 || now - lastYield >= YIELD_EVERY_MS ||
-          yielder.controlPending()
-        ) {
-          this.woken = false;
-          await yielder.yield();
-          lastYield = performance.now();
-        }
+        const woken = this.woken;
+        this.woken = false;
+        await yielder.turn(woken || reaped === 0, now);
       }
       this.drain();
     } finally {
