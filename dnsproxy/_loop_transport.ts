@@ -86,7 +86,8 @@ export interface LoopTransport extends UpstreamTransport {
 
 /**
  * Builds the transport for upstreams living on `loop`. Each UDP query dials its own connected
- * socket (a fresh kernel-chosen random port, closed after the reply: never reused); the kernel
+ * socket on a fresh kernel-chosen random port, closed after the reply (an epoll loop keeps the
+ * socket for a later dial, but disconnected from the port, which is never reused); the kernel
  * itself drops datagrams from any other address or port (they cannot be counted here); ID and
  * question are checked as everywhere. Replies are delivered by callback from the loop's receive
  * path, so the client's answer is written in the same turn; timeouts are one sweep from `onTick`

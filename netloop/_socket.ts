@@ -4,7 +4,7 @@
  * @module
  */
 import { parseSocketAddress, type SocketAddress } from "@triad/core";
-import { errno, libc, syscallError } from "./_ffi.ts";
+import { E, errno, libc, syscallError } from "./_ffi.ts";
 import { AF_INET, AF_INET6, decodeSockaddr, encodeSockaddr, SOCKADDR_MAX } from "./_sockaddr.ts";
 
 /** Socket constants (Linux, all architectures netloop supports). */
@@ -163,6 +163,93 @@ export function openDialSocket(
     if (lib.connect(fd, sockaddr, length) !== 0) error = errno();
   }
   return { fd, sockaddr, length, error };
+}
+
+/** A sockaddr with family AF_UNSPEC: connect(2) with it dissolves a UDP socket's association. */
+const UNSPEC = new Uint8Array(new ArrayBuffer(SOCKADDR_MAX));
+const drainBuffer = new Uint8Array(new ArrayBuffer(2048));
+/** Sockets kept per family by a {@linkcode DialSocketPool}. */
+const POOL_MAX = 256;
+
+/**
+ * Dialed UDP sockets a loop keeps for its next dials, so a query-per-socket client (a DNS
+ * proxy's upstream queries) does not create and destroy a socket per query.
+ *
+ * A kept socket is disconnected with `connect(AF_UNSPEC)`: the kernel then unhashes it and drops
+ * the port it bound automatically, so a datagram sent to that port later reaches nothing, and the
+ * next `connect(2)` binds it to a new random port, just as a new socket would get. What was
+ * queued before the disconnect (late or duplicate replies, a pending ICMP error) is read and
+ * dropped first. Sockets that cannot be drained, and any beyond 256 per family, are closed.
+ */
+export class DialSocketPool {
+  readonly #free: { 4: number[]; 6: number[] } = { 4: [], 6: [] };
+  readonly #kept = new Set<number>();
+
+  /** Takes a kept socket of the address family, or returns -1 when there is none. */
+  take(family: 4 | 6): number {
+    const fd = this.#free[family].pop();
+    if (fd === undefined) return -1;
+    this.#kept.delete(fd);
+    return fd;
+  }
+
+  /**
+   * Disconnects a dialed UDP socket and keeps it, or closes it.
+   *
+   * @param fd A non-blocking UDP socket made by {@linkcode openDialSocket}.
+   * @param family Its address family.
+   * @returns Whether it was kept (else it was closed).
+   */
+  keep(fd: number, family: 4 | 6): boolean {
+    const free = this.#free[family];
+    const lib = libc();
+    if (free.length >= POOL_MAX || lib.connect(fd, UNSPEC, 16) !== 0 || !this.drain(fd)) {
+      lib.close(fd);
+      return false;
+    }
+    free.push(fd);
+    this.#kept.add(fd);
+    return true;
+  }
+
+  /** Whether `fd` is a kept socket. */
+  has(fd: number): boolean {
+    return this.#kept.has(fd);
+  }
+
+  /**
+   * Reads and drops what a kept socket has queued.
+   *
+   * @returns Whether it is empty now.
+   */
+  drain(fd: number): boolean {
+    const lib = libc();
+    for (let i = 0; i < 64; i++) {
+      if (lib.read(fd, drainBuffer, drainBuffer.length) < 0 && errno() === E.EAGAIN) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Closes every kept socket. */
+  close(): void {
+    const lib = libc();
+    for (const fd of this.#kept) lib.close(fd);
+    this.#kept.clear();
+    this.#free[4].length = 0;
+    this.#free[6].length = 0;
+  }
+}
+
+/**
+ * Connects a socket taken from a {@linkcode DialSocketPool} to a peer.
+ *
+ * @returns 0, or the errno of connect(2).
+ */
+export function connectDialSocket(fd: number, address: SocketAddress): number {
+  const { sockaddr, length } = encodedSockaddr(address);
+  return libc().connect(fd, sockaddr, length) === 0 ? 0 : errno();
 }
 
 const MSG_DONTWAIT = 0x40;

@@ -18,6 +18,7 @@ let closes = 0;
 let maxOpen = 0;
 let maxOutbound = 0;
 let ticks = 0;
+let dials = 0;
 const closeErrors: Record<string, number> = {};
 const codec = new LengthFieldCodec();
 let upstream: Conn | undefined;
@@ -75,21 +76,27 @@ const handler: EventHandler = {
       }
       case "dial-per-byte": {
         // One connected UDP socket per byte, closed when its reply arrives (a DNS proxy's
-        // random-port upstream queries).
+        // random-port upstream queries). Each sends its own number and answers the client with
+        // 1 when the reply carried it, 0 when it read someone else's.
         const count = conn.next().length;
         for (let i = 0; i < count; i++) {
+          const id = dials++ & 0xffff;
           const up = loop.dial({
             network: "udp",
             address: data.upstream!.address,
             handler: {
               onTraffic(u) {
-                u.next();
+                const reply = u.next();
                 u.close();
-                conn.write(new Uint8Array([1]));
+                conn.write(
+                  new Uint8Array([
+                    reply.length === 2 && reply[0]! * 256 + reply[1]! === id ? 1 : 0,
+                  ]),
+                );
               },
             },
           });
-          up.write(new Uint8Array([i & 0xff]));
+          up.write(new Uint8Array([id >> 8, id & 0xff]));
         }
         return;
       }

@@ -10,6 +10,8 @@ import { LoopCore, MAX_BLOCK_MS, Yielder } from "../_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
+  connectDialSocket,
+  DialSocketPool,
   openDialSocket,
   openListener,
   sendConnected,
@@ -60,6 +62,8 @@ export class EpollLoop extends LoopCore {
   private readonly eventView = new DataView(this.eventBuffer.buffer);
   private readonly wakeBuffer = offHeap(8);
   private pendingOpen: ConnImpl[] = [];
+  /** Closed dialed UDP sockets kept for the next dials. */
+  private readonly dialPool = new DialSocketPool();
   // UDP listener: recvmmsg/sendmmsg vectors.
   private udp: UdpVectors | undefined;
 
@@ -127,6 +131,7 @@ export class EpollLoop extends LoopCore {
           } else {
             const conn = this.byFd[fd];
             if (conn !== undefined) this.ready(conn, events, now);
+            else if (this.dialPool.has(fd)) this.dialPool.drain(fd);
           }
         }
         this.flush();
@@ -144,6 +149,7 @@ export class EpollLoop extends LoopCore {
     for (const conn of [...this.conns]) this.finish(conn);
     for (const conn of this.pendingOpen) this.finish(conn);
     this.pendingOpen = [];
+    this.dialPool.close();
     this.lib.close(this.wakeFd);
     this.lib.close(this.epfd);
   }
@@ -248,23 +254,48 @@ export class EpollLoop extends LoopCore {
       this.finish(conn);
       return;
     }
-    const want = (conn.paused || conn.flags & F_EOF ? 0 : EPOLLIN | EPOLLRDHUP) |
+    const want =
+      (conn.paused || conn.flags & F_EOF ? 0 : conn.datagram ? EPOLLIN : EPOLLIN | EPOLLRDHUP) |
       (unsent > 0 ? EPOLLOUT : 0);
     if (this.interest[conn.fd] !== want) this.ctl(EPOLL_CTL_MOD, conn.fd, want);
   }
 
   private finish(conn: ConnImpl, error?: Error): void {
     if (conn.state === State.Closed) return;
-    if (conn.fd >= 0) {
-      this.lib.close(conn.fd);
-      if (this.byFd[conn.fd] === conn) this.byFd[conn.fd] = undefined;
-      this.interest[conn.fd] = 0;
+    const fd = conn.fd;
+    if (fd >= 0) {
+      if (this.byFd[fd] === conn) this.byFd[fd] = undefined;
+      // A dialed UDP socket that ended well is kept (disconnected, with no port) for the next
+      // dial; it stays in the epoll set, reading nothing.
+      if (
+        conn.datagram && error === undefined && conn.closeError === undefined &&
+        this.interest[fd] === EPOLLIN
+      ) {
+        if (!this.dialPool.keep(fd, conn.remoteAddress.family)) this.interest[fd] = 0; // closed
+      } else {
+        this.lib.close(fd);
+        this.interest[fd] = 0;
+      }
     }
     this.closed(conn, error);
+    conn.fd = -1;
     conn.release();
   }
 
   protected override connect(conn: ConnImpl, address: SocketAddress): void {
+    if (conn.network === "udp") {
+      const fd = this.dialPool.take(address.family);
+      if (fd >= 0) {
+        conn.fd = fd;
+        this.byFd[fd] = conn;
+        const code = connectDialSocket(fd, address);
+        if (code !== 0) {
+          conn.closeError = connError(`connect(${address.address}:${address.port})`, code);
+        }
+        this.pendingOpen.push(conn);
+        return;
+      }
+    }
     let socket;
     try {
       socket = openDialSocket(conn.network, address, true, true);
