@@ -57,8 +57,8 @@ export interface CacheEntry {
   prefetching: boolean;
   /** Bytes it is charged for. */
   readonly size: number;
-  /** When it last moved to the most recently used end (the cache's insertion counter). */
-  seq: number;
+  /** Whether it was served since it was stored or last given a second chance (see `lookup`). */
+  used: boolean;
   /** The answer without its OPT record (for clients that sent none), made on first use. */
   plain?: { readonly bytes: Uint8Array; readonly info: MessageInfo };
 }
@@ -127,10 +127,8 @@ export function cacheKey(info: MessageInfo): string {
  * ```
  */
 export class DnsCache {
-  /** In least to most recently used order (a Map iterates in insertion order). */
+  /** Oldest first (a Map iterates in insertion order); served entries move back on eviction. */
   #entries = new Map<string, CacheEntry>();
-  /** Counts insertions and moves to the most recently used end. */
-  #seq = 0;
   /** Walks #entries from the least recently used end across evictions (see #evict). */
   #oldest: MapIterator<CacheEntry> | undefined;
   #bytes = 0;
@@ -208,15 +206,10 @@ export class DnsCache {
       this.#remove(entry);
       return undefined;
     }
-    // Move to the most recently used end, but only from the older half: a move (delete and
-    // set) leaves a hole that V8 pays for in rehashes, several microseconds per hit in a
-    // 100,000-entry Map if every hit moved. An entry used lately is always in the newer half,
-    // so the least recently used end still holds what is evicted first.
-    if (this.#seq - entry.seq > this.#entries.size >> 1) {
-      this.#entries.delete(key);
-      this.#entries.set(key, entry);
-      entry.seq = this.#seq++;
-    }
+    // Only marked: eviction gives a served entry a second chance, moving it to the newest end
+    // (LRU as CLOCK approximates it). Moving it here (delete and set) would cost every hit a
+    // hole in the Map's table that V8 pays for in rehashes.
+    entry.used = true;
     return { entry, stale: now >= entry.expiresAt, now };
   }
 
@@ -295,7 +288,7 @@ export class DnsCache {
       hits: 0,
       prefetching: false,
       size,
-      seq: this.#seq++,
+      used: false,
     };
     this.#entries.set(key, entry);
     this.#bytes += size;
@@ -375,6 +368,7 @@ export class DnsCache {
   }
 
   #evict(): void {
+    let chances = this.#entries.size;
     while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
       // One iterator kept across calls: a fresh one would step over every hole that the
       // evictions before it left at the front of the table, each time.
@@ -386,6 +380,13 @@ export class DnsCache {
       }
       const oldest = next.value;
       if (oldest === undefined) break;
+      if (oldest.used && chances-- > 0) {
+        // Served since it was stored or last passed here: to the newest end, unmarked.
+        oldest.used = false;
+        this.#entries.delete(oldest.key);
+        this.#entries.set(oldest.key, oldest);
+        continue;
+      }
       this.#remove(oldest);
       this.evictions++;
     }

@@ -85,6 +85,12 @@ Deno.test("DnsCache evicts least recently used entries by count and bytes", () =
   assert.notEqual(lookup(cache, "a."), undefined);
   assert.equal(lookup(cache, "b."), undefined);
   assert.equal(cache.evictions, 1);
+  // a was served after c was stored, c was not: c is the least recently used now.
+  store(cache, answer("d.", 60));
+  assert.equal(lookup(cache, "c."), undefined);
+  assert.notEqual(lookup(cache, "a."), undefined);
+  assert.notEqual(lookup(cache, "d."), undefined);
+  assert.equal(cache.evictions, 2);
   const small = new DnsCache({ maxBytes: 500, now: () => 0 });
   for (const name of ["a.", "b.", "c.", "d."]) store(small, answer(name, 60));
   assert.ok(small.bytes <= 500);

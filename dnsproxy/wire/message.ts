@@ -224,9 +224,12 @@ function checkOptions(packet: Uint8Array, start: number, end: number): void {
   }
 }
 
+/** Character codes of the name being keyed (one string made at the end, not one per byte). */
+const keyCodes: number[] = [];
+
 /** The name at `start`, lower-cased, labels length-prefixed, pointers followed (already checked). */
 function nameKey(packet: Uint8Array, start: number): string {
-  let key = "";
+  let n = 0;
   let pos = start;
   for (;;) {
     const byte = packet[pos]!;
@@ -234,12 +237,14 @@ function nameKey(packet: Uint8Array, start: number): string {
       pos = ((byte & 0x3f) << 8) | packet[pos + 1]!;
       continue;
     }
-    key += String.fromCharCode(byte);
-    if (byte === 0) return key;
+    keyCodes[n++] = byte;
+    if (byte === 0) break;
     for (let i = pos + 1; i <= pos + byte; i++) {
       const c = packet[i]!;
-      key += String.fromCharCode(c >= 0x41 && c <= 0x5a ? c | 0x20 : c);
+      keyCodes[n++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
     }
     pos += byte + 1;
   }
+  keyCodes.length = n;
+  return String.fromCharCode.apply(null, keyCodes);
 }
