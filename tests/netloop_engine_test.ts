@@ -344,51 +344,61 @@ for (const backend of BACKENDS) {
       }
     });
 
-    await t.step("every UDP dial gets a new random port; late replies reach nothing", async () => {
-      // The upstream answers each datagram three times, twice at once and again 20 ms later: a
-      // dial reads one reply and closes, and neither the copy still queued on its socket nor
-      // the late one may reach whichever dial holds that socket next (the loop may keep it).
-      const ports: number[] = [];
-      const upstream = dgram.createSocket("udp4");
-      upstream.on("message", (m: Uint8Array, r: dgram.RemoteInfo) => {
-        ports.push(r.port);
-        upstream.send(m, r.port, r.address);
-        upstream.send(m, r.port, r.address);
-        setTimeout(() => upstream.send(m, r.port, r.address), 20);
-      });
-      await new Promise<void>((resolve) => upstream.bind(0, "127.0.0.1", () => resolve()));
-      try {
-        await using fixture = await startFixture(backend, {
-          mode: "dial-per-byte",
-          upstream: { network: "udp", address: `127.0.0.1:${upstream.address().port}` },
-        });
-        const conn = await connect(fixture.port);
-        for (let round = 0; round < 5; round++) {
-          await conn.write(new Uint8Array(50));
-          const answers = await readExactly(conn, 50);
-          assert.equal(
-            answers.filter((a) => a === 1).length,
-            50,
-            "dials that read another's reply",
-          );
-          await new Promise((resolve) => setTimeout(resolve, 40));
-        }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const extra = await Promise.race([
-          conn.read(new Uint8Array(1024)).catch(() => null),
-          new Promise<"none">((resolve) => timer = setTimeout(() => resolve("none"), 200)),
-        ]);
-        clearTimeout(timer);
-        assert.equal(extra, "none", `${extra} replies to late datagrams`);
-        conn.close();
-        assert.equal(ports.length, 250);
-        // 250 draws from the ephemeral range (28,232 ports) repeat a few times at random.
-        const distinct = new Set(ports).size;
-        assert.ok(distinct >= 235, `only ${distinct} distinct source ports in 250 dials`);
-      } finally {
-        await new Promise<void>((resolve) => upstream.close(() => resolve()));
-      }
-    });
+    for (const host of ["127.0.0.1", "::1"]) {
+      await t.step(
+        `every UDP dial to ${host} gets a new random port; late replies reach nothing`,
+        async () => {
+          // The upstream answers each datagram three times, twice at once and again 20 ms later: a
+          // dial reads one reply and closes, and neither the copy still queued on its socket nor
+          // the late one may reach whichever dial holds that socket next (the loop may keep it).
+          const ports: number[] = [];
+          const upstream = dgram.createSocket(host === "::1" ? "udp6" : "udp4");
+          upstream.on("message", (m: Uint8Array, r: dgram.RemoteInfo) => {
+            ports.push(r.port);
+            upstream.send(m, r.port, r.address);
+            upstream.send(m, r.port, r.address);
+            setTimeout(() => upstream.send(m, r.port, r.address), 20);
+          });
+          await new Promise<void>((resolve) => upstream.bind(0, host, () => resolve()));
+          try {
+            await using fixture = await startFixture(backend, {
+              mode: "dial-per-byte",
+              upstream: {
+                network: "udp",
+                address: host === "::1"
+                  ? `[::1]:${upstream.address().port}`
+                  : `127.0.0.1:${upstream.address().port}`,
+              },
+            });
+            const conn = await connect(fixture.port);
+            for (let round = 0; round < 5; round++) {
+              await conn.write(new Uint8Array(50));
+              const answers = await readExactly(conn, 50);
+              assert.equal(
+                answers.filter((a) => a === 1).length,
+                50,
+                "dials that read another's reply",
+              );
+              await new Promise((resolve) => setTimeout(resolve, 40));
+            }
+            let timer: ReturnType<typeof setTimeout> | undefined;
+            const extra = await Promise.race([
+              conn.read(new Uint8Array(1024)).catch(() => null),
+              new Promise<"none">((resolve) => timer = setTimeout(() => resolve("none"), 200)),
+            ]);
+            clearTimeout(timer);
+            assert.equal(extra, "none", `${extra} replies to late datagrams`);
+            conn.close();
+            assert.equal(ports.length, 250);
+            // 250 draws from the ephemeral range (28,232 ports) repeat a few times at random.
+            const distinct = new Set(ports).size;
+            assert.ok(distinct >= 235, `only ${distinct} distinct source ports in 250 dials`);
+          } finally {
+            await new Promise<void>((resolve) => upstream.close(() => resolve()));
+          }
+        },
+      );
+    }
 
     await t.step("a loop that dials a closed port reports the error to onClose", async () => {
       const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
