@@ -120,22 +120,27 @@ export class ConnImpl implements Conn {
     return this.state >= State.Closing;
   }
 
-  /** Makes `view` (plus anything kept from before) what peek/next/discard see. */
-  beginTraffic(view: Uint8Array): void {
+  /**
+   * Makes `bytes[from, to)` (plus anything kept from before) what peek/next/discard see. Offsets
+   * rather than a view of the read: every typed array view costs an allocation of its own, and
+   * the handler's `next()` makes the one it reads.
+   */
+  beginTraffic(bytes: Uint8Array, from = 0, to: number = bytes.length): void {
     if (this.start === this.end) {
-      this.cur = view;
-      this.start = 0;
-      this.end = view.length;
+      this.cur = bytes;
+      this.start = from;
+      this.end = to;
       return;
     }
     const rest = this.end - this.start;
+    const length = to - from;
     const keep = this.keep!;
     if (this.start > 0) keep.copyWithin(0, this.start, this.end);
-    this.keep = grow(keep, rest, rest + view.length, (n) => new Uint8Array(n));
-    this.keep.set(view, rest);
+    this.keep = grow(keep, rest, rest + length, (n) => new Uint8Array(n));
+    this.keep.set(from === 0 && to === bytes.length ? bytes : bytes.subarray(from, to), rest);
     this.cur = this.keep;
     this.start = 0;
-    this.end = rest + view.length;
+    this.end = rest + length;
   }
 
   /** Keeps bytes for later without running the handler (reading is paused). */
@@ -264,11 +269,14 @@ export class ConnImpl implements Conn {
   }
 }
 
-/** One received datagram on a UDP listener; `write` replies to its sender. */
+/**
+ * One received datagram on a UDP listener, `cur[start, end)` (the receive buffer itself: a view
+ * per datagram would cost an allocation; `next()` makes the one the handler reads); `write`
+ * replies to its sender.
+ */
 export class PacketConn implements Conn {
   readonly network = "udp";
   context: unknown = undefined;
-  private start = 0;
   private remote: SocketAddress | undefined;
   /**
    * The sender's sockaddr (up to 28 bytes) as seven little-endian 32-bit words and its length:
@@ -289,6 +297,8 @@ export class PacketConn implements Conn {
     /** The listening socket (backend-defined). */
     readonly socket: number,
     private cur: Uint8Array,
+    private start: number = 0,
+    private end: number = cur.length,
     remote?: SocketAddress,
   ) {
     this.remote = remote;
@@ -329,7 +339,7 @@ export class PacketConn implements Conn {
   }
 
   get inboundBuffered(): number {
-    return this.cur.length - this.start;
+    return this.end - this.start;
   }
 
   get outboundBuffered(): number {
@@ -343,11 +353,11 @@ export class PacketConn implements Conn {
   /** The datagram is no longer readable (its buffer goes back to the kernel). */
   endTraffic(): void {
     this.cur = EMPTY;
-    this.start = 0;
+    this.start = this.end = 0;
   }
 
   peek(n?: number): Uint8Array {
-    const k = resolveCount(n, this.cur.length - this.start);
+    const k = resolveCount(n, this.end - this.start);
     return this.cur.subarray(this.start, this.start + k);
   }
 

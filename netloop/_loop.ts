@@ -47,6 +47,8 @@ export interface LoopConfig {
   idleTimeoutMs: number | undefined;
   maxWriteBuffer: number;
   readBufferSize: number;
+  /** A UDP listener's SO_RCVBUF and SO_SNDBUF (bytes; 0: the kernel's default). */
+  socketBuffer: number;
   data: unknown;
   logLevel: LogLevel;
   /** uring features to leave off (tests of the downgrade paths). */
@@ -71,6 +73,11 @@ export abstract class LoopCore implements Loop {
   /** Connections with something to send or a close to finish, in order. */
   dirty: ConnImpl[] = [];
   stopping = false;
+  /**
+   * `performance.now()` when the loop last came back from the kernel: the clock of the turn
+   * (each reading of the real one is an op call, about 80 ns).
+   */
+  now: number = performance.now();
   /** Set when a handler returned `Action.Shutdown`. */
   shutdownRequested = false;
   protected nextTick = Infinity;
@@ -186,7 +193,7 @@ export abstract class LoopCore implements Loop {
     const conn = new ConnImpl(this, options.network, handler, options.network === "udp", address);
     conn.state = State.Connecting;
     if (options.context !== undefined) conn.context = options.context;
-    conn.lastActive = performance.now();
+    conn.lastActive = this.now;
     this.conns.add(conn);
     this.connect(conn, address);
     return conn;
@@ -220,7 +227,7 @@ export abstract class LoopCore implements Loop {
   /** A new accepted or dialed connection is up. */
   opened(conn: ConnImpl): void {
     conn.state = State.Open;
-    conn.lastActive = performance.now();
+    conn.lastActive = this.now;
     this.conns.add(conn);
     if (conn.handler.onOpen === undefined) return;
     let result: HandlerResult;
@@ -233,11 +240,18 @@ export abstract class LoopCore implements Loop {
     if (result) this.apply(conn, result);
   }
 
-  /** Data arrived on a connection: run `onTraffic` over it. */
-  traffic(conn: ConnImpl, view: Uint8Array, now: number, max = Infinity): void {
+  /** Data arrived on a connection (`bytes[from, to)`): run `onTraffic` over it. */
+  traffic(
+    conn: ConnImpl,
+    bytes: Uint8Array,
+    now: number,
+    max = Infinity,
+    from = 0,
+    to = bytes.length,
+  ): void {
     conn.lastActive = now;
     if (conn.state >= State.Closing) return;
-    conn.beginTraffic(view);
+    conn.beginTraffic(bytes, from, to);
     if (max !== Infinity) conn.limitTo(max);
     let result: HandlerResult = undefined;
     if (conn.handler.onTraffic !== undefined) {

@@ -106,7 +106,7 @@ export class EpollLoop extends LoopCore {
     try {
       while (!this.stopping) {
         this.flush();
-        let now = performance.now();
+        let now = this.now;
         const due = this.timers(now);
         if (this.dirty.length === 0 && this.pendingOpen.length === 0 && await this.settle()) {
           this.flush();
@@ -115,7 +115,7 @@ export class EpollLoop extends LoopCore {
           ? 0
           : Math.max(0, Math.ceil(Math.min(due, MAX_BLOCK_MS)));
         const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
-        now = performance.now();
+        now = this.now = performance.now();
         let woken = false;
         if (n < 0 && errno() !== E.EINTR) throw syscallError("epoll_wait", errno());
         if (this.pendingOpen.length > 0) this.openPending();
@@ -187,7 +187,7 @@ export class EpollLoop extends LoopCore {
     if (conn.paused || conn.flags & F_EOF || conn.state === State.Closed) return;
     const n = this.lib.read(conn.fd, this.readBuffer, this.readBuffer.length);
     if (n > 0) {
-      this.traffic(conn, this.readBuffer.subarray(0, n), now);
+      this.traffic(conn, this.readBuffer, now, Infinity, 0, n);
       if (conn.state === State.Open && !conn.paused && this.overLimit(conn)) {
         conn.paused = true;
         this.markDirty(conn);
@@ -196,7 +196,7 @@ export class EpollLoop extends LoopCore {
     }
     if (n === 0) {
       if (conn.datagram) {
-        this.traffic(conn, this.readBuffer.subarray(0, 0), now);
+        this.traffic(conn, this.readBuffer, now, Infinity, 0, 0);
         return;
       }
       // The peer finished sending (EOF or half-close): reply with what is queued, then close.
@@ -363,8 +363,8 @@ export class EpollLoop extends LoopCore {
       for (let i = 0; i < n; i++) {
         const length = udp.headerWords[i * 16 + 14]!;
         const nameLength = udp.headerWords[i * 16 + 2]!;
-        const view = udp.buffers.subarray(i * udp.size, i * udp.size + length);
-        const conn = new PacketConn(this, this.listenFd, view);
+        const at = i * udp.size;
+        const conn = new PacketConn(this, this.listenFd, udp.buffers, at, at + length);
         conn.readPeer(udp.nameWords, i * (NAME_STRIDE >> 2), Math.min(nameLength, SOCKADDR_MAX));
         this.packet(conn);
       }

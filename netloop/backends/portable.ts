@@ -71,7 +71,7 @@ export class PortableLoop extends LoopCore {
         address: rinfo.address,
         port: rinfo.port,
       };
-      this.packet(new PacketConn(this, 0, message, remote));
+      this.packet(new PacketConn(this, 0, message, 0, message.length, remote));
     });
     this.udp = socket;
   }
@@ -81,7 +81,7 @@ export class PortableLoop extends LoopCore {
     const every = Math.min(this.config.tickMs ?? Infinity, this.config.idleTimeoutMs ?? Infinity);
     const timer = Number.isFinite(every)
       ? setInterval(() => {
-        this.timers(performance.now());
+        this.timers(this.now = performance.now());
         this.flushDirty();
       }, Math.max(1, Math.min(every, 250)))
       : undefined;
@@ -122,6 +122,7 @@ export class PortableLoop extends LoopCore {
       } catch { /* not fatal */ }
       const conn = new ConnImpl(this, "tcp", this.handler, false, toAddress(tcp.remoteAddr));
       conn.backendState = { tcp, writing: false } satisfies PortableState;
+      this.now = performance.now(); // no turns here: the clock is read when needed
       this.opened(conn);
       this.flushDirty();
       this.startReading(conn);
@@ -247,6 +248,7 @@ export class PortableLoop extends LoopCore {
       });
       socket.connect(address.port, address.address, () => {
         if (conn.state !== State.Connecting) return;
+        this.now = performance.now(); // no turns here: the clock is read when needed
         this.opened(conn);
         this.flushDirty();
         this.markDirty(conn);
@@ -260,6 +262,7 @@ export class PortableLoop extends LoopCore {
       }
       st.tcp = tcp;
       tcp.setNoDelay(true);
+      this.now = performance.now(); // no turns here: the clock is read when needed
       this.opened(conn);
       this.markDirty(conn);
       this.startReading(conn);

@@ -250,7 +250,7 @@ export class UringLoop extends LoopCore {
       while (!this.stopping) {
         this.flush();
         this.buffers?.publish();
-        let now = performance.now();
+        let now = this.now;
         const due = this.timers(now);
         let busy = this.backlog || this.dirty.length > 0 || this.pendingOpen.length > 0 ||
           this.starving.length > 0;
@@ -266,7 +266,7 @@ export class UringLoop extends LoopCore {
         ) {
           throw syscallError("io_uring_enter", -result);
         }
-        now = performance.now();
+        now = this.now = performance.now();
         const reaped = this.reap(now);
         const woken = this.woken;
         this.woken = false;
@@ -408,13 +408,15 @@ export class UringLoop extends LoopCore {
       return;
     }
     if (res > 0) {
-      const view = hasBuffer ? buffers!.view(bid, res) : conn.recvBuffer!.subarray(0, res);
       // Paused (outbound over maxWriteBuffer): what the kernel already completed is kept, not
       // handed to the handler, so the outbound buffer stops growing.
       if (conn.paused || conn.flags & F_STASHED) {
-        conn.stash(view);
+        conn.stash(hasBuffer ? buffers!.view(bid, res) : conn.recvBuffer!.subarray(0, res));
         conn.flags |= F_STASHED;
-      } else this.traffic(conn, view, now);
+      } else if (hasBuffer) {
+        const at = bid * buffers!.size;
+        this.traffic(conn, buffers!.bytes, now, Infinity, at, at + res);
+      } else this.traffic(conn, conn.recvBuffer!, now, Infinity, 0, res);
       if (hasBuffer) buffers!.recycle(bid);
       if (conn.state === State.Open && !conn.paused && this.overLimit(conn)) this.pause(conn);
     } else if (res === 0) {
@@ -651,13 +653,19 @@ export class UringLoop extends LoopCore {
     }
     if (hasBuffer) {
       const buffers = this.buffers!;
-      const view = buffers.view(bid, res);
-      const word = (bid * buffers.size) >>> 2;
+      const at = bid * buffers.size;
+      const word = at >>> 2;
       const nameLength = buffers.words[word]!;
       const payload = buffers.words[word + 2]!;
       const start = RECVMSG_OUT + SOCKADDR_MAX;
-      const body = view.subarray(start, start + Math.min(payload, res - start));
-      const conn = new PacketConn(this, this.listenFd, body);
+      const from = at + start;
+      const conn = new PacketConn(
+        this,
+        this.listenFd,
+        buffers.bytes,
+        from,
+        from + Math.min(payload, res - start),
+      );
       conn.readPeer(buffers.words, word + (RECVMSG_OUT >> 2), Math.min(nameLength, SOCKADDR_MAX));
       this.packet(conn);
       buffers.recycle(bid);
