@@ -253,7 +253,21 @@ export class Histogram extends Metric {
    * @param labels Label values, when the histogram has labels.
    */
   observe(value: number, labels?: Labels): void {
+    this.#record(this.series(labels), value);
+  }
+
+  /**
+   * Returns a handle bound to one set of label values, for hot paths (no label lookup per call).
+   *
+   * @param labels Label values.
+   * @returns A function that records one observation.
+   */
+  bind(labels?: Labels): (value: number) => void {
     const series = this.series(labels);
+    return (value) => this.#record(series, value);
+  }
+
+  #record(series: Series, value: number): void {
     series.value += value;
     const counts = series.counts!;
     for (let i = 0; i < this.buckets.length; i++) {

@@ -57,6 +57,7 @@ export class DnsMetrics {
   readonly #mismatches: Counter;
   readonly #queryHandles = new Map<number, () => void>();
   readonly #responseHandles = new Map<number, () => void>();
+  readonly #latencyHandles = new Map<string, (seconds: number) => void>();
 
   /**
    * Registers the metrics.
@@ -136,8 +137,16 @@ export class DnsMetrics {
 
   /** Records an upstream try. */
   upstreamReply(upstream: string, rtt: number, ok: boolean): void {
-    if (ok) this.#upstreamLatency.observe(rtt / 1000, { upstream });
-    else this.#upstreamFailures.inc({ upstream });
+    if (!ok) {
+      this.#upstreamFailures.inc({ upstream });
+      return;
+    }
+    let observe = this.#latencyHandles.get(upstream);
+    if (observe === undefined) {
+      observe = this.#upstreamLatency.bind({ upstream });
+      this.#latencyHandles.set(upstream, observe);
+    }
+    observe(rtt / 1000);
   }
 
   /** Counts a refused upstream reply. */

@@ -312,12 +312,18 @@ export class DnsProxy {
   ): void {
     const answerFetched = (fetched: Fetched | undefined): Uint8Array => {
       if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
-        const out = this.#bytes.copy(fetched.bytes);
+        // The answer for this client, made in one copy: without the OPT record for a client that
+        // sent none (RFC 6891 §7), with its ID and its letter case in the question.
+        const answerInfo = fetched.info;
+        const plain = info.edns === undefined && answerInfo.edns !== undefined;
+        const out = plain
+          ? removeOpt(fetched.bytes, answerInfo, this.#bytes)
+          : this.#bytes.copy(fetched.bytes);
         out[0] = packet[0]!;
         out[1] = packet[1]!;
-        copyQuestionCase(out, fetched.info, packet);
-        this.#log(client, packet, info, fetched.info.rcode, "miss", fetched.upstream);
-        return this.#fit(out, fetched.info, info, limit);
+        copyQuestionCase(out, answerInfo, packet);
+        this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
+        return this.#fit(out, plain ? { ...answerInfo, edns: undefined } : answerInfo, info, limit);
       }
       if (stale !== undefined && this.cache.lookup(key) !== undefined) {
         this.metrics.cacheStale();
@@ -347,7 +353,7 @@ export class DnsProxy {
     };
     const waiters = this.#inFlight.get(key);
     if (waiters === undefined) {
-      this.#fetch(key, this.#bytes.copy(packet), info, settle);
+      this.#fetch(key, packet, info, settle);
     } else {
       this.metrics.deduplicated();
       waiters.push(settle);
@@ -357,7 +363,10 @@ export class DnsProxy {
     }
   }
 
-  /** Starts one upstream query for `key`; every waiter (joined later too) gets its outcome. */
+  /**
+   * Starts one upstream query for `key`; every waiter (joined later too) gets its outcome.
+   * `query` is only read during the call (the upstream query is a copy).
+   */
   #fetch(key: string, query: Uint8Array, info: MessageInfo, first: Waiter | undefined): void {
     const waiters: Waiter[] = first === undefined ? [] : [first];
     this.#inFlight.set(key, waiters);
@@ -384,7 +393,7 @@ export class DnsProxy {
   #prefetch(key: string, packet: Uint8Array, info: MessageInfo): void {
     if (this.#inFlight.has(key)) return;
     this.metrics.prefetches();
-    this.#fetch(key, this.#bytes.copy(packet), info, undefined);
+    this.#fetch(key, packet, info, undefined);
   }
 
   /** Fits an answer to the client: OPT removed if it sent none, truncated past its limit. */
@@ -439,13 +448,17 @@ export class DnsProxy {
   }
 }
 
-/** The query as sent upstream: OPT advertising 1232 bytes (added when the client sent none). */
+/**
+ * A copy of the query as sent upstream: OPT advertising 1232 bytes (added when the client sent
+ * none).
+ */
 function withEdns(query: Uint8Array, info: MessageInfo, bytes: BytePool): Uint8Array {
   if (info.edns !== undefined) {
+    const out = bytes.copy(query);
     const at = info.edns.offset + 3;
-    query[at] = EDNS_UDP_SIZE >> 8;
-    query[at + 1] = EDNS_UDP_SIZE & 0xff;
-    return query;
+    out[at] = EDNS_UDP_SIZE >> 8;
+    out[at + 1] = EDNS_UDP_SIZE & 0xff;
+    return out;
   }
   const out = bytes.alloc(query.length + 11);
   out.set(query);

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { BytePool } from "@triad/core";
 import { CLASS_IN, EDNS_UDP_SIZE, Flag, Rcode, RrType } from "./constants.ts";
 import type { MessageInfo } from "./message.ts";
 import { encodeName } from "./name.ts";
@@ -213,6 +214,7 @@ export function truncateResponse(response: Uint8Array, info: MessageInfo): Uint8
  *
  * @param response The answer.
  * @param info The parsed answer; must have `edns`.
+ * @param pool Where the new answer is allocated (for answers that are sent and dropped at once).
  * @returns A new answer without the OPT record.
  *
  * @example
@@ -224,11 +226,18 @@ export function truncateResponse(response: Uint8Array, info: MessageInfo): Uint8
  * assert.equal(parseMessage(removeOpt(message, parseMessage(message))).edns, undefined);
  * ```
  */
-export function removeOpt(response: Uint8Array, info: MessageInfo): Uint8Array {
+export function removeOpt(response: Uint8Array, info: MessageInfo, pool?: BytePool): Uint8Array {
   const edns = info.edns!;
-  const out = new Uint8Array(response.length - (edns.end - edns.offset));
-  out.set(response.subarray(0, edns.offset));
-  out.set(response.subarray(edns.end), edns.offset);
+  const length = response.length - (edns.end - edns.offset);
+  const out = pool === undefined ? new Uint8Array(length) : pool.alloc(length);
+  if (length < 512) {
+    // Short answers byte by byte: two views to copy with would cost more than the copy.
+    for (let i = 0; i < edns.offset; i++) out[i] = response[i]!;
+    for (let i = edns.end, at = edns.offset; i < response.length; i++, at++) out[at] = response[i]!;
+  } else {
+    out.set(response.subarray(0, edns.offset));
+    out.set(response.subarray(edns.end), edns.offset);
+  }
   const arcount = ((out[10]! << 8) | out[11]!) - 1;
   out[10] = arcount >> 8;
   out[11] = arcount & 0xff;
