@@ -17,6 +17,10 @@ export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
+const SO_SNDBUF = 7;
+const SO_RCVBUF = 8;
+const SO_SNDBUFFORCE = 32;
+const SO_RCVBUFFORCE = 33;
 const SO_REUSEPORT = 15;
 const SO_ERROR = 4;
 const IPPROTO_TCP = 6;
@@ -79,6 +83,20 @@ export interface ListenerSpec {
   port: number;
   reusePort: boolean;
   nonblocking: boolean;
+  /** UDP: SO_RCVBUF and SO_SNDBUF in bytes (0 or unset: the kernel's default). */
+  socketBuffer?: number;
+}
+
+/**
+ * Sets a socket buffer size: with the FORCE option first (past the sysctl maximum, needs
+ * CAP_NET_ADMIN), else the plain one (capped by the kernel). Failures are not fatal.
+ */
+function setBuffer(fd: number, force: number, plain: number, bytes: number): void {
+  const lib = libc();
+  intView.setInt32(0, bytes, true);
+  if (lib.setsockopt(fd, SOL_SOCKET, force, intBuffer, 4) === 0) return;
+  intView.setInt32(0, bytes, true);
+  lib.setsockopt(fd, SOL_SOCKET, plain, intBuffer, 4);
 }
 
 /**
@@ -107,6 +125,11 @@ export function openListener(spec: ListenerSpec): { fd: number; address: SocketA
       setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, `setsockopt(SO_REUSEPORT, ${where})`);
     }
     if (family === AF_INET6) setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, `setsockopt(IPV6_V6ONLY)`);
+    const buffer = spec.socketBuffer ?? 0;
+    if (spec.network === "udp" && buffer > 0) {
+      setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, buffer);
+      setBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, buffer);
+    }
     const sockaddr = new Uint8Array(new ArrayBuffer(128));
     const length = encodeSockaddr(address, sockaddr);
     if (lib.bind(fd, sockaddr, length) !== 0) throw syscallError(`bind(${where})`, errno());

@@ -39,6 +39,15 @@ export interface ServeOptions {
   maxWriteBuffer?: number;
   /** Bytes per read (and per provided buffer for uring). @default {65536} */
   readBufferSize?: number;
+  /**
+   * A UDP listener's kernel receive and send buffers (`SO_RCVBUF`, `SO_SNDBUF`), in bytes: room
+   * for the datagrams that arrive while a loop is busy (a garbage collection pauses it for
+   * milliseconds), which would otherwise be dropped. Past `net.core.rmem_max`/`wmem_max` only with
+   * CAP_NET_ADMIN (`SO_RCVBUFFORCE`); without it the kernel caps the size. 0 keeps the kernel's
+   * default. uring and epoll backends.
+   * @default {4194304}
+   */
+  socketBuffer?: number;
   /** Passed to every loop as `loop.data` (structured-cloned). */
   data?: unknown;
   /** Receives what loops send with `loop.postMessage`. */
@@ -320,6 +329,9 @@ export async function serve(handler: string | URL, options: ServeOptions = {}): 
     idleTimeoutMs: milliseconds("idleTimeout", options.idleTimeout),
     maxWriteBuffer: positiveInteger("maxWriteBuffer", options.maxWriteBuffer ?? 1 << 20),
     readBufferSize: positiveInteger("readBufferSize", options.readBufferSize ?? 65536),
+    socketBuffer: options.socketBuffer === 0
+      ? 0
+      : positiveInteger("socketBuffer", options.socketBuffer ?? 4 << 20),
     data: options.data,
     logLevel: options.logLevel ?? "info",
     disable,

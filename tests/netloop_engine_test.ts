@@ -6,7 +6,13 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { LengthFieldCodec } from "@triad/netloop";
-import { ioUring, linux, type Requirement, testWith } from "./requirements.ts";
+import {
+  effectiveCapabilities,
+  ioUring,
+  linux,
+  type Requirement,
+  testWith,
+} from "./requirements.ts";
 import {
   BACKENDS,
   connectSendReset,
@@ -175,6 +181,29 @@ for (const backend of BACKENDS) {
       assert.equal(replies.length, 50);
       assert.ok(replies.includes("datagram 0") && replies.includes("datagram 49"));
     });
+
+    if (backend !== "portable") {
+      await t.step("a UDP listener gets the socket buffers asked for", async () => {
+        const asked = 3 << 20;
+        await using fixture = await startFixture(backend, { mode: "echo" }, {
+          network: "udp",
+          socketBuffer: asked,
+        });
+        const { stdout } = await new Deno.Command("ss", {
+          args: ["-u", "-l", "-n", "-m", `sport = :${fixture.port}`],
+        }).output();
+        const text = new TextDecoder().decode(stdout);
+        const rb = Number(/rb(\d+)/.exec(text)?.[1]);
+        const tb = Number(/tb(\d+)/.exec(text)?.[1]);
+        // The kernel doubles what is set (bookkeeping overhead); without CAP_NET_ADMIN it caps
+        // the size at net.core.rmem_max / wmem_max.
+        const cap = (name: string) =>
+          Number(Deno.readTextFileSync(`/proc/sys/net/core/${name}`).trim()) * 2;
+        const privileged = effectiveCapabilities().has("CAP_NET_ADMIN");
+        assert.equal(rb, privileged ? asked * 2 : Math.min(asked * 2, cap("rmem_max")), text);
+        assert.equal(tb, privileged ? asked * 2 : Math.min(asked * 2, cap("wmem_max")), text);
+      });
+    }
 
     await t.step("LengthFieldCodec decodes frames sent one byte at a time", async () => {
       await using fixture = await startFixture(backend, { mode: "frames" });

@@ -159,7 +159,10 @@ function median(values: number[]): number {
 }
 
 const dir = await Deno.makeTempDir({ prefix: "triad-dnsbench-" });
-const unbound = await startUnbound({ cpus: LOAD_CPU });
+// 4 MiB socket buffers, as unbound's documentation advises for a busy server: with the kernel's
+// 208 KiB, a burst of upstream queries (a proxy catching up after a pause) overflows it, and each
+// dropped query costs its proxy a timeout.
+const unbound = await startUnbound({ cpus: LOAD_CPU, socketBuffer: "4m" });
 const peers: Peer[] = flags.peers.split(",").map((name) => ({ name, port: freePort() }));
 for (const peer of peers) {
   if (!["triad", "triad-builtin", "dnsdist", "dnsmasq"].includes(peer.name)) {

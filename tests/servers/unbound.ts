@@ -20,6 +20,8 @@ export interface UnboundOptions {
   threads?: number;
   /** Pin the process to these CPUs with taskset (benchmarks). */
   cpus?: string;
+  /** Socket buffer sizes (`so-rcvbuf`, `so-sndbuf`, e.g. `"4m"`). @default {the kernel's} */
+  socketBuffer?: string;
 }
 
 /** A running unbound. */
@@ -205,6 +207,9 @@ async function startUnboundOnce(options: UnboundOptions): Promise<UnboundServer>
       "  do-ip6: no",
       `  num-threads: ${options.threads ?? 1}`,
       "  so-reuseport: yes",
+      ...(options.socketBuffer === undefined
+        ? []
+        : [`  so-rcvbuf: ${options.socketBuffer}`, `  so-sndbuf: ${options.socketBuffer}`]),
       "  module-config: iterator",
       "  access-control: 127.0.0.0/8 allow",
       "  do-not-query-localhost: yes",
