@@ -48,7 +48,9 @@ export function orderUpstreams(
   policy: UpstreamPolicy,
   turn: number,
   random: () => number = Math.random,
-): Upstream[] {
+): readonly Upstream[] {
+  // One upstream (the common case) has one order: no arrays per query.
+  if (upstreams.length === 1) return upstreams;
   const healthy: Upstream[] = [];
   const down: Upstream[] = [];
   const n = upstreams.length;
@@ -58,7 +60,8 @@ export function orderUpstreams(
   }
   if (policy === "random") shuffle(healthy, random);
   else if (policy === "fastest") weightedByRtt(healthy, random);
-  return healthy.concat(down);
+  for (const upstream of down) healthy.push(upstream);
+  return healthy;
 }
 
 function shuffle(list: Upstream[], random: () => number): void {
