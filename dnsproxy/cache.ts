@@ -100,7 +100,8 @@ export function cacheKey(info: MessageInfo): string {
 }
 
 /**
- * A DNS answer cache bounded by entries and bytes with LRU eviction; positive answers live for
+ * A DNS answer cache bounded by entries and bytes with LRU eviction (as CLOCK approximates it: a
+ * hit marks its entry, eviction gives a marked one a second chance); positive answers live for
  * their smallest answer TTL, negative ones per RFC 2308 (SOA TTL capped by SOA MINIMUM); expired
  * entries may be served stale (RFC 8767); popular entries are flagged for prefetch near expiry.
  *
