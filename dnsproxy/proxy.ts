@@ -323,7 +323,7 @@ export class DnsProxy {
         out[1] = packet[1]!;
         copyQuestionCase(out, answerInfo, packet);
         this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
-        return this.#fit(out, plain ? { ...answerInfo, edns: undefined } : answerInfo, info, limit);
+        return this.#fit(out, answerInfo, info, limit, plain);
       }
       if (stale !== undefined && this.cache.lookup(key) !== undefined) {
         this.metrics.cacheStale();
@@ -396,13 +396,23 @@ export class DnsProxy {
     this.#fetch(key, packet, info, undefined);
   }
 
-  /** Fits an answer to the client: OPT removed if it sent none, truncated past its limit. */
-  #fit(out: Uint8Array, answer: MessageInfo, query: MessageInfo, limit: number): Uint8Array {
+  /**
+   * Fits an answer to the client: OPT removed if it sent none (`stripped`: `out` has it removed
+   * already, `answer` still describes it), truncated past its limit.
+   */
+  #fit(
+    out: Uint8Array,
+    answer: MessageInfo,
+    query: MessageInfo,
+    limit: number,
+    stripped = false,
+  ): Uint8Array {
     let bytes = out;
     let info = answer;
-    if (query.edns === undefined && info.edns !== undefined) {
-      bytes = removeOpt(bytes, info);
-      info = { ...info, edns: undefined };
+    if (stripped || (query.edns === undefined && info.edns !== undefined)) {
+      if (!stripped) bytes = removeOpt(bytes, info);
+      // The parsed form without OPT is only needed to truncate (rare): made only then.
+      if (bytes.length > limit) info = { ...info, edns: undefined };
     }
     if (bytes.length > limit) bytes = truncateResponse(bytes, info);
     this.metrics.response(info.rcode);

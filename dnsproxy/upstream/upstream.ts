@@ -229,14 +229,8 @@ export class Upstream {
       this.fails = 0;
       done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
     };
-    const viaPool = (left: number, transport: UpstreamProtocol) => {
-      this.#pool.exchange(query, info, left).then(
-        (reply) => finish(undefined, reply, transport),
-        (error) => finish(asUpstreamError(error, this.name), undefined, transport),
-      );
-    };
     if (this.protocol !== "udp") {
-      viaPool(timeoutMs, this.protocol);
+      this.#viaPool(query, info, timeoutMs, this.protocol, finish);
       return;
     }
     const id = randomId();
@@ -245,11 +239,30 @@ export class Upstream {
     copy[1] = id & 0xff;
     this.#udpQuery(this.address, copy, id, info, timeoutMs, this.#onMismatch, (error, reply) => {
       if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
-        viaPool(Math.max(1, timeoutMs - (performance.now() - started)), "tcp");
+        const left = Math.max(1, timeoutMs - (performance.now() - started));
+        this.#viaPool(query, info, left, "tcp", finish);
       } else {
         finish(error, reply, "udp");
       }
     });
+  }
+
+  /** Asks over the TCP/TLS pool (a method: most queries never need it, so no closure each). */
+  #viaPool(
+    query: Uint8Array,
+    info: MessageInfo,
+    left: number,
+    transport: UpstreamProtocol,
+    finish: (
+      e: UpstreamError | undefined,
+      r: AcceptedReply | undefined,
+      t: UpstreamProtocol,
+    ) => void,
+  ): void {
+    this.#pool.exchange(query, info, left).then(
+      (reply) => finish(undefined, reply, transport),
+      (error) => finish(asUpstreamError(error, this.name), undefined, transport),
+    );
   }
 
   /** Open TCP/TLS connections. */
