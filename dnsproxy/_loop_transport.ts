@@ -16,44 +16,67 @@ import { checkReply } from "./upstream/reply_check.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { UpstreamError } from "./upstream/upstream_error.ts";
 
-/** A UDP query waiting for its reply: the context of its dialed socket. */
+/** Does nothing (what a finished query's callbacks are replaced with). */
+function ignore(): void {}
+
+/**
+ * A UDP query waiting for its reply: the context of its dialed socket. A finished one lets go of
+ * everything it referenced (the socket, the parsed query, the callback chain back to the client):
+ * it stays in the transport's list until the next sweep, and a scavenge in the meantime would
+ * otherwise copy every object of the exchange (thousands of queries at a high miss rate).
+ */
 class PendingQuery {
   done = false;
   conn: Conn | undefined;
+  #info: MessageInfo | undefined;
+  #onMismatch: (reason: MismatchReason) => void;
+  #callback: UdpQueryDone;
 
   constructor(
     readonly deadline: number,
     readonly server: SocketAddress,
     readonly id: number,
-    readonly info: MessageInfo,
-    readonly onMismatch: (reason: MismatchReason) => void,
-    readonly callback: UdpQueryDone,
-  ) {}
+    info: MessageInfo,
+    onMismatch: (reason: MismatchReason) => void,
+    callback: UdpQueryDone,
+  ) {
+    this.#info = info;
+    this.#onMismatch = onMismatch;
+    this.#callback = callback;
+  }
 
-  #finish(): void {
+  /** Marks it done, closes its socket and lets go; returns the callback to call once. */
+  #finish(): UdpQueryDone {
+    const callback = this.#callback;
     this.done = true;
-    if (this.conn !== undefined && !this.conn.closed) this.conn.close();
+    const conn = this.conn;
+    this.conn = undefined;
+    this.#info = undefined;
+    this.#onMismatch = ignore;
+    this.#callback = ignore;
+    if (conn !== undefined && !conn.closed) conn.close();
+    return callback;
   }
 
   traffic(conn: Conn): Action {
     const view = conn.next();
     if (this.done) return Action.None;
-    const result = checkReply(view, this.id, this.info);
+    const result = checkReply(view, this.id, this.#info!);
     if (typeof result === "string") {
-      this.onMismatch(result);
+      this.#onMismatch(result);
       return Action.None;
     }
-    this.#finish();
+    const callback = this.#finish();
     // The view is the loop's receive buffer: the reply is kept (cached), so copy it.
-    this.callback(undefined, { bytes: view.slice(), info: result.info });
+    callback(undefined, { bytes: view.slice(), info: result.info });
     return Action.None;
   }
 
   fail(code: "timeout" | "network", cause?: Error): void {
     if (this.done) return;
-    this.#finish();
+    const callback = this.#finish();
     const what = code === "timeout" ? "timed out" : "failed";
-    this.callback(
+    callback(
       new UpstreamError(`Upstream ${formatSocketAddress(this.server)} over UDP ${what}`, {
         code,
         cause,

@@ -266,13 +266,14 @@ export class DnsCache {
       response[at + 1] = EDNS_UDP_SIZE & 0xff;
     }
     // A plain array: a typed array per entry would cost a malloc and external GC accounting.
-    const ttls: number[] = [];
+    // Sized up front (a pushed array grows to 16 slots; every cached entry keeps this one).
+    const ttls: number[] = new Array(info.ttlOffsets.length);
     for (let i = 0; i < info.ttlOffsets.length; i++) {
       const at = info.ttlOffsets[i]!;
       let ttl = ((response[at]! << 24) | (response[at + 1]! << 16) | (response[at + 2]! << 8) |
         response[at + 3]!) >>> 0;
       if (ttl > 0x7fffffff) ttl = 0;
-      ttls.push(Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl));
+      ttls[i] = Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl);
     }
     const now = this.#now();
     const old = this.#entries.get(key);

@@ -125,7 +125,12 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
     pos = nameEnd + 4;
   }
   if (qdcount !== 1) question = undefined;
-  const ttlOffsets: number[] = [];
+  // Sized up front (a pushed array grows to 16 slots, and a cached answer keeps this one), but
+  // never past what the bytes left can hold (a record takes 11 at least): counts are not trusted.
+  const ttlOffsets: number[] = new Array(
+    Math.min(ancount + nscount + arcount, Math.floor((length - pos) / 11)),
+  );
+  let ttlCount = 0;
   let minAnswerTtl = -1;
   let negativeTtl = -1;
   let edns: EdnsInfo | undefined;
@@ -165,7 +170,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
     } else {
       // RFC 2181 §8: a TTL with the top bit set is read as zero.
       const effective = ttl > 0x7fffffff ? 0 : ttl;
-      ttlOffsets.push(ttlAt);
+      ttlOffsets[ttlCount++] = ttlAt;
       if (i < ancount && (minAnswerTtl === -1 || effective < minAnswerTtl)) {
         minAnswerTtl = effective;
       }
@@ -190,6 +195,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
   if (pos !== length) {
     throw new WireError(pos, `${length - pos} bytes after the last record`);
   }
+  ttlOffsets.length = ttlCount; // the OPT record has no TTL offset
   const rcode = (flags & 0xf) | ((edns?.extendedRcode ?? 0) << 4);
   return {
     id,
