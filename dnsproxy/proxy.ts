@@ -387,6 +387,9 @@ export class DnsProxy {
           this.#logger?.error("answering failed", { error });
         }
       }
+      // An array that lived through a scavenge keeps whatever it points to alive at the next
+      // ones until a full collection, even once it is garbage itself: empty it.
+      waiters.length = 0;
     });
   }
 
