@@ -36,6 +36,8 @@ export function onBoot(loop: Loop): Action {
   const { settings } = loop.data as LoopData;
   proxy = new DnsProxy({
     ...settings,
+    // The cache reads the loop's turn clock: reading the real one is an op call per query.
+    cache: { ...settings.cache, now: () => loop.now },
     logger: loop.logger,
     metrics: new DnsMetrics(),
     transport: transport = loopTransport(loop),

@@ -218,13 +218,14 @@ export class DnsCache {
    * Tells whether a fresh entry should be refreshed ahead of expiry, and claims the refresh.
    *
    * @param entry The entry just served.
+   * @param now The cache clock, when the caller has just read it (a lookup's `now`).
    * @returns `true` once per entry when it is popular and near expiry.
    */
-  claimPrefetch(entry: CacheEntry): boolean {
+  claimPrefetch(entry: CacheEntry, now: number = this.#now()): boolean {
     if (this.#prefetchHits === 0 || entry.prefetching || entry.hits < this.#prefetchHits) {
       return false;
     }
-    const left = entry.expiresAt - this.#now();
+    const left = entry.expiresAt - now;
     if (left <= 0 || left > entry.lifetime * 1000 * this.#prefetchFraction) return false;
     entry.prefetching = true;
     return true;

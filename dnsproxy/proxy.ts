@@ -290,7 +290,7 @@ export class DnsProxy {
       this.metrics.cacheHits();
       const plain = info.edns === undefined;
       const out = this.cache.answer(lookup, packet, plain, this.#scratch);
-      if (this.cache.claimPrefetch(lookup.entry)) this.#prefetch(key, packet, info);
+      if (this.cache.claimPrefetch(lookup.entry, lookup.now)) this.#prefetch(key, packet, info);
       this.#log(client, packet, info, lookup.entry.info.rcode, "hit");
       return this.#fit(out, this.cache.variant(lookup.entry, plain).info, info, limit);
     }

@@ -105,4 +105,10 @@ export interface Loop {
   postMessage(data: unknown): void;
   /** The number of open connections on this loop (accepted and dialed). */
   readonly connections: number;
+  /**
+   * The clock of the current turn: `performance.now()` as read when the loop last came back from
+   * the kernel with events (or, on `portable`, when the event arrived). Handlers can use it instead
+   * of reading the clock themselves, which costs an op call (about 80 ns) each time.
+   */
+  readonly now: number;
 }

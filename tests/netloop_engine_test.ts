@@ -205,6 +205,29 @@ for (const backend of BACKENDS) {
       });
     }
 
+    await t.step("loop.now is the clock of the turn that runs the handler", async () => {
+      await using fixture = await startFixture(backend, { mode: "clock" });
+      const conn = await connect(fixture.port);
+      const ask = async () => {
+        await conn.write(encoder.encode("?"));
+        const buffer = new Uint8Array(100);
+        const n = (await conn.read(buffer))!;
+        const [now, real] = new TextDecoder().decode(buffer.subarray(0, n)).split(" ").map(Number);
+        return { now: now!, real: real! };
+      };
+      const first = await ask();
+      await new Promise((resolve) => setTimeout(resolve, 120));
+      const second = await ask();
+      conn.close();
+      for (const { now, real } of [first, second]) {
+        assert.ok(now <= real && real - now < 50, `loop.now ${now}, performance.now() ${real}`);
+      }
+      assert.ok(
+        second.now - first.now >= 100,
+        `${second.now - first.now} ms between turns 120 ms apart`,
+      );
+    });
+
     await t.step("LengthFieldCodec decodes frames sent one byte at a time", async () => {
       await using fixture = await startFixture(backend, { mode: "frames" });
       const codec = new LengthFieldCodec();

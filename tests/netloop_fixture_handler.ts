@@ -67,6 +67,12 @@ const handler: EventHandler = {
         }
         return;
       }
+      case "clock": {
+        // The turn clock against the real one: "<loop.now> <performance.now()>".
+        conn.next();
+        conn.write(new TextEncoder().encode(`${loop.now} ${performance.now()}`));
+        return;
+      }
       case "quit": {
         const text = new TextDecoder().decode(conn.next());
         if (text.includes("quit")) return Action.Shutdown;

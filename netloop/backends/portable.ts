@@ -71,6 +71,7 @@ export class PortableLoop extends LoopCore {
         address: rinfo.address,
         port: rinfo.port,
       };
+      this.now = performance.now();
       this.packet(new PacketConn(this, 0, message, 0, message.length, remote));
     });
     this.udp = socket;
@@ -155,7 +156,7 @@ export class PortableLoop extends LoopCore {
         this.flushDirty();
         return;
       }
-      this.traffic(conn, buffer.subarray(0, n), performance.now());
+      this.traffic(conn, buffer.subarray(0, n), this.now = performance.now());
       if (conn.state === State.Open && this.overLimit(conn)) conn.paused = true;
       this.flushDirty();
     }
@@ -243,7 +244,7 @@ export class PortableLoop extends LoopCore {
       st.udp = socket;
       socket.on("error", (error) => this.finish(conn, error));
       socket.on("message", (message: Uint8Array) => {
-        this.traffic(conn, message, performance.now());
+        this.traffic(conn, message, this.now = performance.now());
         this.flushDirty();
       });
       socket.connect(address.port, address.address, () => {
