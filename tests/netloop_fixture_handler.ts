@@ -7,7 +7,7 @@
 import { Action, type Conn, type EventHandler, LengthFieldCodec, type Loop } from "@triad/netloop";
 
 interface Data {
-  mode: "echo" | "frames" | "proxy" | "quit" | "dial-per-byte" | "whoami" | "later";
+  mode: "echo" | "frames" | "proxy" | "quit" | "dial-per-byte" | "whoami" | "later" | "clock";
   upstream?: { network: "tcp" | "udp"; address: string };
 }
 
