@@ -95,7 +95,6 @@ function setBuffer(fd: number, force: number, plain: number, bytes: number): voi
   const lib = libc();
   intView.setInt32(0, bytes, true);
   if (lib.setsockopt(fd, SOL_SOCKET, force, intBuffer, 4) === 0) return;
-  intView.setInt32(0, bytes, true);
   lib.setsockopt(fd, SOL_SOCKET, plain, intBuffer, 4);
 }
 
@@ -206,14 +205,10 @@ const POOL_MAX = 256;
  */
 export class DialSocketPool {
   readonly #free: { 4: number[]; 6: number[] } = { 4: [], 6: [] };
-  readonly #kept = new Set<number>();
 
   /** Takes a kept socket of the address family, or returns -1 when there is none. */
   take(family: 4 | 6): number {
-    const fd = this.#free[family].pop();
-    if (fd === undefined) return -1;
-    this.#kept.delete(fd);
-    return fd;
+    return this.#free[family].pop() ?? -1;
   }
 
   /**
@@ -231,13 +226,12 @@ export class DialSocketPool {
       return false;
     }
     free.push(fd);
-    this.#kept.add(fd);
     return true;
   }
 
-  /** Whether `fd` is a kept socket. */
+  /** Whether `fd` is a kept socket (asked only for events on fds no connection owns: rare). */
   has(fd: number): boolean {
-    return this.#kept.has(fd);
+    return this.#free[4].includes(fd) || this.#free[6].includes(fd);
   }
 
   /**
@@ -258,10 +252,10 @@ export class DialSocketPool {
   /** Closes every kept socket. */
   close(): void {
     const lib = libc();
-    for (const fd of this.#kept) lib.close(fd);
-    this.#kept.clear();
-    this.#free[4].length = 0;
-    this.#free[6].length = 0;
+    for (const free of [this.#free[4], this.#free[6]]) {
+      for (const fd of free) lib.close(fd);
+      free.length = 0;
+    }
   }
 }
 

@@ -123,7 +123,6 @@ export class PortableLoop extends LoopCore {
       } catch { /* not fatal */ }
       const conn = new ConnImpl(this, "tcp", this.handler, false, toAddress(tcp.remoteAddr));
       conn.backendState = { tcp, writing: false } satisfies PortableState;
-      this.now = performance.now(); // no turns here: the clock is read when needed
       this.opened(conn);
       this.flushDirty();
       this.startReading(conn);
@@ -160,6 +159,12 @@ export class PortableLoop extends LoopCore {
       if (conn.state === State.Open && this.overLimit(conn)) conn.paused = true;
       this.flushDirty();
     }
+  }
+
+  /** No turns here: the clock is read when a connection opens (and as each event arrives). */
+  override opened(conn: ConnImpl): void {
+    this.now = performance.now();
+    super.opened(conn);
   }
 
   override markDirty(conn: ConnImpl): void {
@@ -249,7 +254,6 @@ export class PortableLoop extends LoopCore {
       });
       socket.connect(address.port, address.address, () => {
         if (conn.state !== State.Connecting) return;
-        this.now = performance.now(); // no turns here: the clock is read when needed
         this.opened(conn);
         this.flushDirty();
         this.markDirty(conn);
@@ -263,7 +267,6 @@ export class PortableLoop extends LoopCore {
       }
       st.tcp = tcp;
       tcp.setNoDelay(true);
-      this.now = performance.now(); // no turns here: the clock is read when needed
       this.opened(conn);
       this.markDirty(conn);
       this.startReading(conn);
