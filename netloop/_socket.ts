@@ -187,6 +187,7 @@ export function openDialSocket(
   return { fd, sockaddr, length, error };
 }
 
+const MSG_DONTWAIT = 0x40;
 /** A sockaddr with family AF_UNSPEC: connect(2) with it dissolves a UDP socket's association. */
 const UNSPEC = new Uint8Array(new ArrayBuffer(SOCKADDR_MAX));
 const drainBuffer = new Uint8Array(new ArrayBuffer(2048));
@@ -214,15 +215,38 @@ export class DialSocketPool {
   /**
    * Disconnects a dialed UDP socket and keeps it, or closes it.
    *
-   * @param fd A non-blocking UDP socket made by {@linkcode openDialSocket}.
+   * @param fd A UDP socket made by {@linkcode openDialSocket}.
    * @param family Its address family.
    * @returns Whether it was kept (else it was closed).
    */
   keep(fd: number, family: 4 | 6): boolean {
-    const free = this.#free[family];
+    return this.disconnect(fd) && this.park(fd, family);
+  }
+
+  /**
+   * Dissolves a dialed UDP socket's association (its port goes; later datagrams to it reach
+   * nothing); closes it when that fails. For a backend that must wait before {@linkcode park}
+   * (io_uring: until the socket's cancelled recv has completed).
+   *
+   * @returns Whether the socket is still open.
+   */
+  disconnect(fd: number): boolean {
     const lib = libc();
-    if (free.length >= POOL_MAX || lib.connect(fd, UNSPEC, 16) !== 0 || !this.drain(fd)) {
-      lib.close(fd);
+    if (lib.connect(fd, UNSPEC, 16) === 0) return true;
+    lib.close(fd);
+    return false;
+  }
+
+  /**
+   * Keeps a disconnected socket once what it had queued is dropped, or closes it (pool full, or
+   * it cannot be drained).
+   *
+   * @returns Whether it was kept.
+   */
+  park(fd: number, family: 4 | 6): boolean {
+    const free = this.#free[family];
+    if (free.length >= POOL_MAX || !this.drain(fd)) {
+      libc().close(fd);
       return false;
     }
     free.push(fd);
@@ -235,14 +259,18 @@ export class DialSocketPool {
   }
 
   /**
-   * Reads and drops what a kept socket has queued.
+   * Reads and drops what a kept socket has queued (without blocking, whether or not the socket
+   * is non-blocking).
    *
    * @returns Whether it is empty now.
    */
   drain(fd: number): boolean {
     const lib = libc();
     for (let i = 0; i < 64; i++) {
-      if (lib.read(fd, drainBuffer, drainBuffer.length) < 0 && errno() === E.EAGAIN) {
+      if (
+        lib.recvfrom(fd, drainBuffer, drainBuffer.length, MSG_DONTWAIT, null, null) < 0 &&
+        errno() === E.EAGAIN
+      ) {
         return true;
       }
     }
@@ -269,7 +297,6 @@ export function connectDialSocket(fd: number, address: SocketAddress): number {
   return libc().connect(fd, sockaddr, length) === 0 ? 0 : errno();
 }
 
-const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const sendBuffer = { bytes: new Uint8Array(65536) };
 

@@ -21,6 +21,8 @@ import {
 } from "../../_ffi.ts";
 import { SOCKADDR_MAX } from "../../_sockaddr.ts";
 import {
+  connectDialSocket,
+  DialSocketPool,
   openDialSocket,
   openListener,
   sendConnected,
@@ -101,6 +103,10 @@ export class UringLoop extends LoopCore {
   /** Completions left in the CQ by a turn that hit TURN_BATCH. */
   private backlog = false;
   private readonly sliceSize: number;
+  /** Closed dialed UDP sockets kept for the next dials (see `finish`). */
+  private readonly dialPool = new DialSocketPool();
+  /** Closed dialed UDP connections whose socket joins the pool once their recv has completed. */
+  private readonly cooling = new Set<ConnImpl>();
 
   constructor(...args: ConstructorParameters<typeof LoopCore>) {
     super(...args);
@@ -309,6 +315,9 @@ export class UringLoop extends LoopCore {
     for (const conn of [...this.conns]) this.finish(conn);
     for (const conn of this.pendingOpen) this.finish(conn);
     this.pendingOpen = [];
+    for (const conn of this.cooling) this.lib.close(conn.backendState as number);
+    this.cooling.clear();
+    this.dialPool.close();
     this.lib.close(this.wakeFd);
     this.ring.close();
     this.buffers?.free(this.lib);
@@ -563,8 +572,18 @@ export class UringLoop extends LoopCore {
       // A pending recv holds the socket open after close(2): cancel it (UDP sockets ignore
       // shutdown), and shut TCP down so the peer sees the end at once.
       if (conn.flags & F_ARMED) this.cancelRecv(conn);
-      if (conn.ops > 0 && conn.network === "tcp") this.lib.shutdown(conn.fd, SHUT_RDWR);
-      this.lib.close(conn.fd);
+      if (conn.datagram && error === undefined && conn.closeError === undefined && !this.stopping) {
+        // A dialed UDP socket that ended well is kept for the next dial: disconnected now (its
+        // port is gone, so a late reply reaches nothing), pooled once its recv has completed
+        // (`maybeFree`), so that no completion of this connection can reach the next.
+        if (this.dialPool.disconnect(conn.fd)) {
+          conn.backendState = conn.fd;
+          this.cooling.add(conn);
+        }
+      } else {
+        if (conn.ops > 0 && conn.network === "tcp") this.lib.shutdown(conn.fd, SHUT_RDWR);
+        this.lib.close(conn.fd);
+      }
       conn.fd = -1;
     }
     this.closed(conn, error);
@@ -573,6 +592,11 @@ export class UringLoop extends LoopCore {
 
   private maybeFree(conn: ConnImpl): void {
     if (conn.state !== State.Closed || conn.ops > 0) return;
+    if (typeof conn.backendState === "number") {
+      this.dialPool.park(conn.backendState, conn.remoteAddress.family);
+      conn.backendState = undefined;
+      this.cooling.delete(conn);
+    }
     if (conn.slot > 0 && this.slots[conn.slot] === conn) {
       this.slots[conn.slot] = undefined;
       this.freeSlots.push(conn.slot);
@@ -584,6 +608,18 @@ export class UringLoop extends LoopCore {
 
   protected override connect(conn: ConnImpl, address: SocketAddress): void {
     this.allocSlot(conn);
+    if (conn.network === "udp") {
+      const fd = this.dialPool.take(address.family);
+      if (fd >= 0) {
+        conn.fd = fd;
+        const code = connectDialSocket(fd, address);
+        if (code !== 0) {
+          conn.closeError = syscallError(`connect(${address.address}:${address.port})`, code);
+        }
+        this.pendingOpen.push(conn);
+        return;
+      }
+    }
     let socket;
     try {
       socket = openDialSocket(conn.network, address, false, false);

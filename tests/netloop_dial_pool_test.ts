@@ -1,0 +1,89 @@
+/**
+ * netloop's pool of dialed UDP sockets (both FFI backends keep closed upstream sockets for the next
+ * dial): a kept socket loses its port and whatever it had queued, and the next connect gives it a
+ * new port, as a new socket would get.
+ */
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { errno, libc } from "../netloop/_ffi.ts";
+import {
+  connectDialSocket,
+  DialSocketPool,
+  openDialSocket,
+  socketAddress,
+} from "../netloop/_socket.ts";
+import { linux, testWith } from "./requirements.ts";
+
+const MSG_DONTWAIT = 0x40;
+const EAGAIN = 11;
+
+function peer(): Promise<{ socket: dgram.Socket; port: number; received: string[] }> {
+  const socket = dgram.createSocket("udp4");
+  const received: string[] = [];
+  socket.on("message", (m: Uint8Array) => received.push(new TextDecoder().decode(m)));
+  return new Promise((resolve) =>
+    socket.bind(0, "127.0.0.1", () => resolve({ socket, port: socket.address().port, received }))
+  );
+}
+
+function send(socket: dgram.Socket, text: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) =>
+    socket.send(new TextEncoder().encode(text), port, "127.0.0.1", (e) => e ? reject(e) : resolve())
+  );
+}
+
+/** One datagram read without blocking, or `undefined` when nothing is queued. */
+function readNow(fd: number): string | undefined {
+  const buffer = new Uint8Array(64);
+  const n = libc().recvfrom(fd, buffer, buffer.length, MSG_DONTWAIT, null, null);
+  if (n < 0) {
+    assert.equal(errno(), EAGAIN);
+    return undefined;
+  }
+  return new TextDecoder().decode(buffer.subarray(0, n));
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+testWith("a kept dial socket loses its port and what it had queued", [linux], async () => {
+  const a = await peer();
+  const b = await peer();
+  const pool = new DialSocketPool();
+  try {
+    // A blocking socket, as the uring backend opens them: the drain must not wait.
+    const { fd, error } = openDialSocket(
+      "udp",
+      { family: 4, address: "127.0.0.1", port: a.port },
+      false,
+      true,
+    );
+    assert.equal(error, 0);
+    const first = socketAddress(fd, "local").port;
+    for (const text of ["late 1", "late 2", "late 3"]) await send(a.socket, text, first);
+    await sleep(50);
+    assert.ok(pool.keep(fd, 4));
+    await send(a.socket, "after", first); // to a port nobody holds now: dropped by the kernel
+
+    assert.equal(pool.take(4), fd);
+    assert.equal(pool.take(4), -1);
+    assert.equal(connectDialSocket(fd, { family: 4, address: "127.0.0.1", port: b.port }), 0);
+    const second = socketAddress(fd, "local").port;
+    await sleep(50);
+    assert.equal(readNow(fd), undefined, "nothing from before the disconnect is left");
+    await send(b.socket, "fresh", second);
+    await sleep(50);
+    assert.equal(readNow(fd), "fresh");
+    assert.equal(libc().sendto(fd, new Uint8Array([0x68, 0x69]), 2, 0, null, 0), 2);
+    await sleep(50);
+    assert.deepEqual(b.received, ["hi"]);
+    assert.deepEqual(a.received, []);
+
+    assert.ok(pool.keep(fd, 4));
+    pool.close();
+    assert.throws(() => Deno.statSync(`/proc/self/fd/${fd}`), "closed by close()");
+  } finally {
+    pool.close();
+    a.socket.close();
+    b.socket.close();
+  }
+});
