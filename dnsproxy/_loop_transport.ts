@@ -109,8 +109,8 @@ export interface LoopTransport extends UpstreamTransport {
 
 /**
  * Builds the transport for upstreams living on `loop`. Each UDP query dials its own connected
- * socket on a fresh kernel-chosen random port, closed after the reply (an epoll loop keeps the
- * socket for a later dial, but disconnected from the port, which is never reused); the kernel
+ * socket on a fresh kernel-chosen random port, closed after the reply (netloop keeps the socket
+ * for a later dial, but disconnected from the port, which is never reused); the kernel
  * itself drops datagrams from any other address or port (they cannot be counted here); ID and
  * question are checked as everywhere. Replies are delivered by callback from the loop's receive
  * path, so the client's answer is written in the same turn; timeouts are one sweep from `onTick`
@@ -143,7 +143,7 @@ export function loopTransport(loop: Loop): LoopTransport {
     },
     udpQuery(server, query, id, info, timeoutMs, onMismatch, done) {
       const state = new PendingQuery(
-        performance.now() + timeoutMs,
+        loop.now + timeoutMs,
         server,
         id,
         info,
@@ -159,6 +159,7 @@ export function loopTransport(loop: Loop): LoopTransport {
       state.conn.write(query);
       if (!state.done) pending.push(state);
     },
+    now: () => loop.now,
     tcpConnect(hostname, port) {
       const address: SocketAddress = { family: ipFamily(hostname) ?? 4, address: hostname, port };
       return Promise.resolve(new LoopTcpConn(loop, address) as unknown as Deno.Conn);

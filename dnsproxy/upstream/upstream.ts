@@ -51,6 +51,11 @@ export interface UpstreamTransport {
   udpQuery?: UdpQuery;
   /** Opens a plain TCP connection (TLS is always `Deno.connect` + `Deno.startTls`). */
   tcpConnect?: (hostname: string, port: number) => Promise<Deno.Conn>;
+  /**
+   * The clock (milliseconds) that round-trip times are measured with; an event loop's turn clock
+   * saves reading the time twice per query. @default {performance.now}
+   */
+  now?: () => number;
 }
 
 /** What {@linkcode Upstream.exchange} returns. */
@@ -120,6 +125,7 @@ export class Upstream {
   readonly #pool: TcpPool;
   readonly #onMismatch: (reason: MismatchReason) => void;
   readonly #udpQuery: UdpQuery;
+  readonly #now: () => number;
 
   /**
    * Creates an upstream (no connection is made until the first query).
@@ -133,6 +139,7 @@ export class Upstream {
     this.address = Object.freeze(address); // frozen: netloop keeps its encoded sockaddr
     this.#maxFails = options.maxFails ?? 2;
     this.#onMismatch = options.onMismatch ?? (() => {});
+    this.#now = options.transport?.now ?? (() => performance.now());
     const exchange = options.transport?.udpExchange ?? udpExchange;
     this.#udpQuery = options.transport?.udpQuery ??
       ((server, query, id, info, timeoutMs, onMismatch, done) =>
@@ -209,7 +216,7 @@ export class Upstream {
     timeoutMs: number,
     done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
   ): void {
-    const started = performance.now();
+    const started = this.#now();
     this.inFlight++;
     const finish = (
       error: UpstreamError | undefined,
@@ -224,7 +231,7 @@ export class Upstream {
         done(error ?? asUpstreamError(undefined, this.name), undefined);
         return;
       }
-      const rtt = performance.now() - started;
+      const rtt = this.#now() - started;
       this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
       this.fails = 0;
       done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
@@ -239,7 +246,7 @@ export class Upstream {
     copy[1] = id & 0xff;
     this.#udpQuery(this.address, copy, id, info, timeoutMs, this.#onMismatch, (error, reply) => {
       if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
-        const left = Math.max(1, timeoutMs - (performance.now() - started));
+        const left = Math.max(1, timeoutMs - (this.#now() - started));
         this.#viaPool(query, info, left, "tcp", finish);
       } else {
         finish(error, reply, "udp");
