@@ -33,15 +33,28 @@ export interface CacheOptions {
   now?: () => number;
 }
 
+/**
+ * The bytes an answer is written from, and where in them its TTLs and question are: what a hit
+ * needs, without the parsed message (an entry keeps only this, so each costs less to hold).
+ */
+export interface CachedAnswer {
+  /** The answer as received (OPT, when present, advertising 1232). */
+  readonly bytes: Uint8Array;
+  /** Offsets of the TTL field of every record but OPT (as `MessageInfo.ttlOffsets`). */
+  readonly ttlOffsets: readonly number[];
+  /** Offset just after the question (as `QuestionInfo.end`). */
+  readonly questionEnd: number;
+  /** Whether it carries an OPT record. */
+  readonly hasOpt: boolean;
+}
+
 /** A cached answer. */
-export interface CacheEntry {
+export interface CacheEntry extends CachedAnswer {
   /** The cache key. */
   readonly key: string;
-  /** The answer as received (OPT advertising 1232). */
-  readonly bytes: Uint8Array;
-  /** The parsed answer. */
-  readonly info: MessageInfo;
-  /** TTLs per record (clamped), matching `info.ttlOffsets`. */
+  /** The response code. */
+  readonly rcode: number;
+  /** TTLs per record (clamped), matching `ttlOffsets`. */
   readonly ttls: readonly number[];
   /** When it was stored (ms, cache clock). */
   readonly storedAt: number;
@@ -60,7 +73,7 @@ export interface CacheEntry {
   /** Whether it was served since it was stored or last given a second chance (see `lookup`). */
   used: boolean;
   /** The answer without its OPT record (for clients that sent none), made on first use. */
-  plain?: { readonly bytes: Uint8Array; readonly info: MessageInfo };
+  plain: CachedAnswer | undefined;
 }
 
 /** Result of {@linkcode DnsCache.lookup}. */
@@ -279,10 +292,15 @@ export class DnsCache {
     const now = this.#now();
     const old = this.#entries.get(key);
     if (old !== undefined) this.#remove(old);
+    // The parsed message is not kept: only the offsets a hit rewrites (each entry outlives a few
+    // scavenges, which copy all it holds; the parsed form was over 40% of it).
     const entry: CacheEntry = {
       key,
       bytes: response,
-      info,
+      ttlOffsets: info.ttlOffsets,
+      questionEnd: info.question.end,
+      hasOpt: info.edns !== undefined,
+      rcode: info.rcode,
       ttls,
       storedAt: now,
       expiresAt: now + lifetime * 1000,
@@ -292,6 +310,7 @@ export class DnsCache {
       prefetching: false,
       size,
       used: false,
+      plain: undefined,
     };
     this.#entries.set(key, entry);
     this.#bytes += size;
@@ -314,7 +333,7 @@ export class DnsCache {
   answer(lookup: CacheLookup, query: Uint8Array, plain = false, into?: Uint8Array): Uint8Array {
     const { entry, stale } = lookup;
     entry.hits++;
-    const { bytes, info } = this.variant(entry, plain);
+    const { bytes, ttlOffsets: offsets, questionEnd } = this.variant(entry, plain);
     let out: Uint8Array;
     if (into !== undefined && into.length >= bytes.length) {
       out = into.subarray(0, bytes.length);
@@ -324,8 +343,7 @@ export class DnsCache {
     }
     out[0] = query[0]!;
     out[1] = query[1]!;
-    copyQuestionCase(out, info, query);
-    const offsets = info.ttlOffsets;
+    copyQuestionCase(out, questionEnd, query);
     const ttls = entry.ttls;
     if (stale) {
       for (let i = 0; i < offsets.length; i++) writeTtl(out, offsets[i]!, this.#staleAnswerTtl);
@@ -340,18 +358,24 @@ export class DnsCache {
   }
 
   /**
-   * Returns the bytes and parsed form an answer is written from: the entry itself, or (`plain`)
-   * its copy without the OPT record, made once and kept with the entry.
+   * Returns what an answer is written from: the entry itself, or (`plain`) its copy without the
+   * OPT record, made once and kept with the entry.
    *
    * @param entry The entry.
    * @param plain Whether the OPT-less copy is wanted.
-   * @returns Bytes and parsed form.
+   * @returns Bytes, TTL offsets and question end.
    */
-  variant(entry: CacheEntry, plain: boolean): { bytes: Uint8Array; info: MessageInfo } {
-    if (!plain || entry.info.edns === undefined) return entry;
+  variant(entry: CacheEntry, plain: boolean): CachedAnswer {
+    if (!plain || !entry.hasOpt) return entry;
     if (entry.plain === undefined) {
-      const bytes = removeOpt(entry.bytes, entry.info);
-      entry.plain = { bytes, info: parseMessage(bytes) };
+      const bytes = removeOpt(entry.bytes, parseMessage(entry.bytes));
+      const info = parseMessage(bytes);
+      entry.plain = {
+        bytes,
+        ttlOffsets: info.ttlOffsets,
+        questionEnd: info.question!.end,
+        hasOpt: false,
+      };
     }
     return entry.plain;
   }
@@ -406,9 +430,29 @@ function writeTtl(out: Uint8Array, at: number, ttl: number): void {
 /**
  * Copies the query's question name over the answer's when both hold it uncompressed at the same
  * length, so a client sees its own letter case (and 0x20 randomisation keeps working).
+ *
+ * @param out The answer, written in place.
+ * @param questionEnd Offset just after the answer's question (`QuestionInfo.end`); `undefined`
+ *   (no question) leaves it as it is.
+ * @param query The client's query.
+ *
+ * @example
+ * ```ts
+ * import { buildQuery, copyQuestionCase } from "@triad/dnsproxy";
+ * import assert from "node:assert/strict";
+ *
+ * const answer = buildQuery({ id: 1, name: "www.example.org", type: 1, edns: false });
+ * const query = buildQuery({ id: 1, name: "WwW.ExAmple.org", type: 1, edns: false });
+ * copyQuestionCase(answer, query.length, query);
+ * assert.deepEqual(answer, query);
+ * ```
  */
-export function copyQuestionCase(out: Uint8Array, info: MessageInfo, query: Uint8Array): void {
-  const end = info.question?.end;
+export function copyQuestionCase(
+  out: Uint8Array,
+  questionEnd: number | undefined,
+  query: Uint8Array,
+): void {
+  const end = questionEnd;
   if (end === undefined || end > query.length) return;
   for (let i = 12; i < end - 4; i++) {
     const a = out[i]!;

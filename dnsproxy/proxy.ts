@@ -291,8 +291,8 @@ export class DnsProxy {
       const plain = info.edns === undefined;
       const out = this.cache.answer(lookup, packet, plain, this.#scratch);
       if (this.cache.claimPrefetch(lookup.entry, lookup.now)) this.#prefetch(key, packet, info);
-      this.#log(client, packet, info, lookup.entry.info.rcode, "hit");
-      return this.#fit(out, this.cache.variant(lookup.entry, plain).info, info, limit);
+      this.#log(client, packet, info, lookup.entry.rcode, "hit");
+      return this.#fit(out, lookup.entry.rcode, limit);
     }
     this.metrics.cacheMisses();
     // The packet may be a view on a receive buffer: keep a copy past this call.
@@ -321,16 +321,15 @@ export class DnsProxy {
           : this.#bytes.copy(fetched.bytes);
         out[0] = packet[0]!;
         out[1] = packet[1]!;
-        copyQuestionCase(out, answerInfo, packet);
+        copyQuestionCase(out, answerInfo.question?.end, packet);
         this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
-        return this.#fit(out, answerInfo, info, limit, plain);
+        return this.#fit(out, answerInfo.rcode, limit, plain ? undefined : answerInfo);
       }
       if (stale !== undefined && this.cache.lookup(key) !== undefined) {
         this.metrics.cacheStale();
-        this.#log(client, packet, info, stale.entry.info.rcode, "stale");
-        const plain = info.edns === undefined;
-        const out = this.cache.answer(stale, packet, plain);
-        return this.#fit(out, this.cache.variant(stale.entry, plain).info, info, limit);
+        this.#log(client, packet, info, stale.entry.rcode, "stale");
+        const out = this.cache.answer(stale, packet, info.edns === undefined);
+        return this.#fit(out, stale.entry.rcode, limit);
       }
       const rcode = fetched === undefined || fetched.ok ? Rcode.SERVFAIL : fetched.rcode;
       this.#log(client, packet, info, rcode, "miss");
@@ -400,26 +399,15 @@ export class DnsProxy {
   }
 
   /**
-   * Fits an answer to the client: OPT removed if it sent none (`stripped`: `out` has it removed
-   * already, `answer` still describes it), truncated past its limit.
+   * Counts an answer and truncates it past the client's limit (its OPT record, when the client
+   * sent none, is removed before: by `cache.answer`, or in the miss path's copy).
+   *
+   * @param info The parsed form of `out` when the caller has it (else parsed if needed: rare).
    */
-  #fit(
-    out: Uint8Array,
-    answer: MessageInfo,
-    query: MessageInfo,
-    limit: number,
-    stripped = false,
-  ): Uint8Array {
-    let bytes = out;
-    let info = answer;
-    if (stripped || (query.edns === undefined && info.edns !== undefined)) {
-      if (!stripped) bytes = removeOpt(bytes, info);
-      // The parsed form without OPT is only needed to truncate (rare): made only then.
-      if (bytes.length > limit) info = { ...info, edns: undefined };
-    }
-    if (bytes.length > limit) bytes = truncateResponse(bytes, info);
-    this.metrics.response(info.rcode);
-    return bytes;
+  #fit(out: Uint8Array, rcode: number, limit: number, info?: MessageInfo): Uint8Array {
+    this.metrics.response(rcode);
+    if (out.length <= limit) return out;
+    return truncateResponse(out, info ?? parseMessage(out));
   }
 
   #error(packet: Uint8Array, rcode: number, info?: MessageInfo): Uint8Array {

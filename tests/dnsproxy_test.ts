@@ -62,6 +62,19 @@ testWith("DnsProxy answers equal unbound's over UDP and TCP", needs, async (t) =
       const overTcp = parseMessage((await queryTcp(port, query))!);
       assert.equal(overTcp.counts[1], 12);
       assert.equal(overTcp.flags & 0x0200, 0);
+      // From the cache now: truncated again over UDP, with and without EDNS.
+      for (const edns of [true, false]) {
+        const hit = await queryUdp(
+          port,
+          buildQuery({ id: 81, name: "big.test", type: RrType.TXT, edns }),
+        );
+        const info = parseMessage(hit!);
+        assert.equal(info.id, 81);
+        assert.equal(info.flags & 0x0200, 0x0200);
+        assert.equal(info.counts[1], 0);
+        assert.equal(info.edns === undefined, !edns);
+        assert.ok(hit!.length <= (edns ? 1232 : 512));
+      }
     });
     await t.step("without EDNS: no OPT, 512-byte limit", async () => {
       const query = buildQuery({ id: 78, name: "a.test", type: RrType.A, edns: false });
