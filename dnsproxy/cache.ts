@@ -452,14 +452,14 @@ export function copyQuestionCase(
   questionEnd: number | undefined,
   query: Uint8Array,
 ): void {
-  const end = questionEnd;
-  if (end === undefined || end > query.length) return;
-  for (let i = 12; i < end - 4; i++) {
+  if (questionEnd === undefined || questionEnd > query.length) return;
+  const nameEnd = questionEnd - 4;
+  for (let i = 12; i < nameEnd; i++) {
     const a = out[i]!;
     const b = query[i]!;
     if (a === b) continue;
     const lower = a | 0x20;
     if (lower !== (b | 0x20) || lower < 0x61 || lower > 0x7a) return;
   }
-  for (let i = 12; i < end - 4; i++) out[i] = query[i]!; // a name: shorter than a view costs
+  for (let i = 12; i < nameEnd; i++) out[i] = query[i]!; // a name: shorter than a view costs
 }
