@@ -3,6 +3,10 @@
  * listeners), dnsdist and dnsmasq, all forwarding to the
  * same unbound (local zones only: nothing leaves the machine), printed side by side.
  *
+ * Two native floors run the cache-miss load only: `udp_forwarder.c`, a C forwarder with no cache
+ * that makes just a miss's system calls, either from a new random port per upstream query as this
+ * proxy does (`c-forwarder`) or over one socket as dnsdist does (`c-forwarder-1socket`).
+ *
  * - cache hit: 100 names, answered from each proxy's cache after a warm-up;
  * - cache miss: unique names (`<run>-<n>.bench`, served by unbound's local `bench.` zone);
  * - latency: the hit file at a fixed 40,000 queries/s.
@@ -17,6 +21,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 
 const { values: flags } = parseArgs({
@@ -25,7 +30,10 @@ const { values: flags } = parseArgs({
     rounds: { type: "string", default: "3" },
     seconds: { type: "string", default: "4" },
     rate: { type: "string", default: "40000" },
-    peers: { type: "string", default: "triad,triad-builtin,dnsdist,dnsmasq" },
+    peers: {
+      type: "string",
+      default: "triad,triad-builtin,dnsdist,dnsmasq,c-forwarder,c-forwarder-1socket",
+    },
   },
 });
 const ROUNDS = Number(flags.rounds);
@@ -42,6 +50,12 @@ interface Peer {
   port: number;
   process?: Deno.ChildProcess;
 }
+
+/** The native floors: no cache, so only the cache-miss load is theirs to run. */
+const FLOORS: Record<string, string> = {
+  "c-forwarder": "port-per-query",
+  "c-forwarder-1socket": "one-socket",
+};
 
 interface Run {
   qps: number;
@@ -165,7 +179,9 @@ const dir = await Deno.makeTempDir({ prefix: "triad-dnsbench-" });
 const unbound = await startUnbound({ cpus: LOAD_CPU, socketBuffer: "4m" });
 const peers: Peer[] = flags.peers.split(",").map((name) => ({ name, port: freePort() }));
 for (const peer of peers) {
-  if (!["triad", "triad-builtin", "dnsdist", "dnsmasq"].includes(peer.name)) {
+  if (
+    !["triad", "triad-builtin", "dnsdist", "dnsmasq", ...Object.keys(FLOORS)].includes(peer.name)
+  ) {
     throw new Error(`Unknown peer "${peer.name}" in --peers`);
   }
 }
@@ -199,6 +215,10 @@ try {
     "0",
     ...extra,
   ];
+  const forwarder = `${dir}/udp_forwarder`;
+  if (peers.some((peer) => peer.name in FLOORS)) {
+    await compileC(new URL("udp_forwarder.c", import.meta.url).pathname, forwarder);
+  }
   const commands: Record<string, string[]> = {
     triad: triadCommand("triad", ["--backend", "auto", "--loops", "1"]),
     "triad-builtin": triadCommand("triad-builtin", ["--backend", "builtin"]),
@@ -219,6 +239,9 @@ try {
       "--user=root",
     ],
   };
+  for (const [name, mode] of Object.entries(FLOORS)) {
+    commands[name] = [forwarder, String(port(name)), String(unbound.port), mode];
+  }
   for (const peer of peers) {
     peer.process = new Deno.Command("taskset", {
       args: ["-c", SERVER_CPU, ...commands[peer.name]!],
@@ -233,7 +256,9 @@ try {
     hitFile,
     Array.from({ length: 100 }, (_, i) => `h${i}.bench A\n`).join(""),
   );
-  for (const peer of peers) await dnsperf(peer.port, hitFile, ["-n", "3"]); // warm the caches
+  for (const peer of peers) {
+    if (!(peer.name in FLOORS)) await dnsperf(peer.port, hitFile, ["-n", "3"]); // warm the caches
+  }
 
   const results = new Map<string, { hit: Run[]; miss: Run[]; latency: Run[] }>();
   for (const peer of peers) results.set(peer.name, { hit: [], miss: [], latency: [] });
@@ -242,24 +267,28 @@ try {
     const order = peers.map((_, i) => peers[(i + round) % peers.length]!);
     for (const peer of order) {
       const into = results.get(peer.name)!;
-      into.hit.push(await measure(peer, hitFile, ["-l", String(SECONDS), "-q", "500"]));
+      const floor = peer.name in FLOORS;
+      if (!floor) into.hit.push(await measure(peer, hitFile, ["-l", String(SECONDS), "-q", "500"]));
       const missFile = `${dir}/miss-${++runId}.txt`;
-      const lines = Array.from({ length: 60_000 * SECONDS }, (_, i) => `r${runId}-${i}.bench A\n`);
+      // More names than the fastest peer answers in SECONDS (dnsperf -n 1 stops at the file's end).
+      const lines = Array.from({ length: 150_000 * SECONDS }, (_, i) => `r${runId}-${i}.bench A\n`);
       await Deno.writeTextFile(missFile, lines.join(""));
       into.miss.push(
         await measure(peer, missFile, ["-l", String(SECONDS), "-n", "1", "-q", "500"]),
       );
       await Deno.remove(missFile);
-      into.latency.push(
-        await measure(peer, hitFile, ["-l", String(SECONDS), "-Q", String(RATE), "-q", "2000"]),
-      );
+      if (!floor) {
+        into.latency.push(
+          await measure(peer, hitFile, ["-l", String(SECONDS), "-Q", String(RATE), "-q", "2000"]),
+        );
+      }
       console.error(`round ${round + 1}/${ROUNDS} ${peer.name} done`);
     }
   }
 
   const pad = (text: string, width: number) => text.padStart(width);
   const line = (cells: string[]) =>
-    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, 15)).join(""));
+    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, 20)).join(""));
   console.log(
     `\ndnsperf, ${ROUNDS} interleaved rounds of ${SECONDS}s, medians; servers on CPU ${SERVER_CPU}, ` +
       `dnsperf and unbound on CPU ${LOAD_CPU}`,
@@ -269,7 +298,14 @@ try {
     label: string,
     pick: (r: { hit: Run[]; miss: Run[]; latency: Run[] }) => number[],
     digits: number,
-  ) => line([label, ...peers.map((p) => median(pick(results.get(p.name)!)).toFixed(digits))]);
+  ) =>
+    line([
+      label,
+      ...peers.map((p) => {
+        const values = pick(results.get(p.name)!);
+        return values.length === 0 ? "-" : median(values).toFixed(digits);
+      }),
+    ]);
   row("cache hit: queries/s", (r) => r.hit.map((x) => x.qps), 0);
   row("cache hit: server CPU us/query", (r) => r.hit.map((x) => x.cpuUsPerQuery), 1);
   row("cache hit: avg latency ms", (r) => r.hit.map((x) => x.latencyMs), 3);
@@ -299,6 +335,16 @@ try {
         `(target >= 0.8), latency at ${RATE} q/s ${
           ratio(triad.latency.map((x) => x.latencyMs), dnsdist.latency.map((x) => x.latencyMs))
         }x (target <= 1)`,
+    );
+  }
+  const floor = results.get("c-forwarder");
+  if (floor !== undefined && dnsdist !== undefined) {
+    const missQps = (r: { miss: Run[] }) => r.miss.map((x) => x.qps);
+    console.log(
+      `cache-miss q/s: c-forwarder / dnsdist ${ratio(missQps(floor), missQps(dnsdist))}x` +
+        (triad === undefined
+          ? ""
+          : `, triad / c-forwarder ${ratio(missQps(triad), missQps(floor))}x`),
     );
   }
 } finally {

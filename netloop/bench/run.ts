@@ -12,6 +12,7 @@
  */
 import { parseArgs } from "node:util";
 import dgram from "node:dgram";
+import { compileC } from "../../tests/servers/compile_c.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -65,30 +66,11 @@ function netloop(backend: string, network: "tcp" | "udp"): Server {
   };
 }
 
-async function sh(command: string[]): Promise<void> {
-  const { code, stderr } = await new Deno.Command(command[0]!, {
-    args: command.slice(1),
-    stderr: "piped",
-  }).output();
-  if (code !== 0) throw new Error(`${command.join(" ")}: ${new TextDecoder().decode(stderr)}`);
-}
-
 const dir = await Deno.makeTempDir({ prefix: "netloop-bench-" });
 const loadgen = `${dir}/loadgen`;
 const cEcho = `${dir}/epoll_echo`;
-// Any C compiler: cc where one is installed, else clang (which CI installs for eBPF) or gcc.
-const compiler = ["cc", "clang", "gcc"].find((name) =>
-  (Deno.env.get("PATH") ?? "").split(":").some((dir) => {
-    try {
-      return Deno.statSync(`${dir}/${name}`).isFile;
-    } catch {
-      return false;
-    }
-  })
-);
-if (compiler === undefined) throw new Error("no C compiler found (apt-get install clang or gcc)");
-await sh([compiler, "-O2", "-o", loadgen, `${here}loadgen.c`]);
-await sh([compiler, "-O2", "-o", cEcho, `${here}epoll_echo.c`]);
+await compileC(`${here}loadgen.c`, loadgen);
+await compileC(`${here}epoll_echo.c`, cEcho);
 
 const allServers: Server[] = [
   netloop("uring", "tcp"),
