@@ -3,9 +3,11 @@
  * listeners), dnsdist and dnsmasq, all forwarding to the
  * same unbound (local zones only: nothing leaves the machine), printed side by side.
  *
- * Two native floors run the cache-miss load only: `udp_forwarder.c`, a C forwarder with no cache
- * that makes just a miss's system calls, either from a new random port per upstream query as this
- * proxy does (`c-forwarder`) or over one socket as dnsdist does (`c-forwarder-1socket`).
+ * Three floors run the cache-miss load only: `udp_forwarder.c`, a C forwarder with no cache that
+ * makes just a miss's system calls, either from a new random port per upstream query as this
+ * proxy does (`c-forwarder`) or over one socket as dnsdist does (`c-forwarder-1socket`); and
+ * `netloop_forwarder.ts`, the same port-per-query forwarding on netloop with no DNS work
+ * (`netloop-forwarder`): what Deno and netloop cost before the proxy does anything.
  *
  * - cache hit: 100 names, answered from each proxy's cache after a warm-up;
  * - cache miss: unique names (`<run>-<n>.bench`, served by unbound's local `bench.` zone);
@@ -32,7 +34,8 @@ const { values: flags } = parseArgs({
     rate: { type: "string", default: "40000" },
     peers: {
       type: "string",
-      default: "triad,triad-builtin,dnsdist,dnsmasq,c-forwarder,c-forwarder-1socket",
+      default:
+        "triad,triad-builtin,dnsdist,dnsmasq,c-forwarder,c-forwarder-1socket,netloop-forwarder",
     },
   },
 });
@@ -51,10 +54,11 @@ interface Peer {
   process?: Deno.ChildProcess;
 }
 
-/** The native floors: no cache, so only the cache-miss load is theirs to run. */
+/** The floors: forwarders with no cache, so only the cache-miss load is theirs to run. */
 const FLOORS: Record<string, string> = {
   "c-forwarder": "port-per-query",
   "c-forwarder-1socket": "one-socket",
+  "netloop-forwarder": "",
 };
 
 interface Run {
@@ -216,7 +220,7 @@ try {
     ...extra,
   ];
   const forwarder = `${dir}/udp_forwarder`;
-  if (peers.some((peer) => peer.name in FLOORS)) {
+  if (peers.some((peer) => peer.name.startsWith("c-"))) {
     await compileC(new URL("udp_forwarder.c", import.meta.url).pathname, forwarder);
   }
   const commands: Record<string, string[]> = {
@@ -240,8 +244,16 @@ try {
     ],
   };
   for (const [name, mode] of Object.entries(FLOORS)) {
-    commands[name] = [forwarder, String(port(name)), String(unbound.port), mode];
+    if (mode !== "") commands[name] = [forwarder, String(port(name)), String(unbound.port), mode];
   }
+  commands["netloop-forwarder"] = [
+    Deno.execPath(),
+    "run",
+    "-A",
+    new URL("netloop_forwarder.ts", import.meta.url).pathname,
+    String(port("netloop-forwarder")),
+    String(unbound.port),
+  ];
   for (const peer of peers) {
     peer.process = new Deno.Command("taskset", {
       args: ["-c", SERVER_CPU, ...commands[peer.name]!],
@@ -337,14 +349,13 @@ try {
         }x (target <= 1)`,
     );
   }
-  const floor = results.get("c-forwarder");
-  if (floor !== undefined && dnsdist !== undefined) {
-    const missQps = (r: { miss: Run[] }) => r.miss.map((x) => x.qps);
+  if (dnsdist !== undefined) {
+    // Where the cache-miss rate is lost: the kernel's share (C), the runtime's (netloop), the proxy's.
+    const missQps = (name: string) => results.get(name)!.miss.map((x) => x.qps);
+    const others = peers.filter((p) => p.name !== "dnsdist" && p.name !== "triad-builtin");
     console.log(
-      `cache-miss q/s: c-forwarder / dnsdist ${ratio(missQps(floor), missQps(dnsdist))}x` +
-        (triad === undefined
-          ? ""
-          : `, triad / c-forwarder ${ratio(missQps(triad), missQps(floor))}x`),
+      "cache-miss q/s against dnsdist: " +
+        others.map((p) => `${p.name} ${ratio(missQps(p.name), missQps("dnsdist"))}x`).join(", "),
     );
   }
 } finally {
