@@ -89,6 +89,45 @@ export interface CacheLookup {
 const ENTRY_OVERHEAD = 160;
 
 /**
+ * Bytes per slab of cached answers. Answers are carved from shared slabs rather than given a
+ * buffer each: a buffer of its own costs a malloc and the collector's tracking of external memory
+ * (with this and the replies' copies in slabs, a miss cost 17.6 instead of 19.1 µs).
+ */
+const SLAB_SIZE = 256 * 1024;
+/** Answers larger than this get a buffer of their own (they are rare: over TCP only). */
+const SLAB_MAX_ANSWER = 16 * 1024;
+
+/** A slab of cached answers: what it has handed out, and how much of that is still cached. */
+class Slab {
+  used = 0;
+  live = 0;
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** The entries the cache keeps: a {@linkcode CacheEntry} and the slab its bytes are in. */
+class Entry implements CacheEntry {
+  hits = 0;
+  prefetching = false;
+  used = false;
+  plain: CachedAnswer | undefined = undefined;
+  constructor(
+    readonly key: string,
+    public bytes: Uint8Array,
+    readonly ttlOffsets: readonly number[],
+    readonly questionEnd: number,
+    readonly hasOpt: boolean,
+    readonly rcode: number,
+    readonly ttls: readonly number[],
+    readonly storedAt: number,
+    readonly expiresAt: number,
+    readonly lifetime: number,
+    readonly negative: boolean,
+    readonly size: number,
+    public slab: Slab | undefined,
+  ) {}
+}
+
+/**
  * Builds the cache key of a query: lower-cased name, type, class, and the DO and CD bits.
  *
  * @param info The parsed query; must have a question.
@@ -117,6 +156,8 @@ export function cacheKey(info: MessageInfo): string {
  * hit marks its entry, eviction gives a marked one a second chance); positive answers live for
  * their smallest answer TTL, negative ones per RFC 2308 (SOA TTL capped by SOA MINIMUM); expired
  * entries may be served stale (RFC 8767); popular entries are flagged for prefetch near expiry.
+ * Answers are copied into shared 256 KiB slabs; the slabs hold at most about twice the bytes of the
+ * answers cached (plus 1 MiB) before the cached ones are copied into new slabs.
  *
  * @example
  * ```ts
@@ -142,10 +183,16 @@ export function cacheKey(info: MessageInfo): string {
  */
 export class DnsCache {
   /** Oldest first (a Map iterates in insertion order); served entries move back on eviction. */
-  #entries = new Map<string, CacheEntry>();
+  #entries = new Map<string, Entry>();
   /** Walks #entries from the least recently used end across evictions (see #evict). */
-  #oldest: MapIterator<CacheEntry> | undefined;
+  #oldest: MapIterator<Entry> | undefined;
   #bytes = 0;
+  /** The slab answers are carved from now. */
+  #slab: Slab | undefined;
+  /** Bytes of the slabs that still hold a cached answer (the current one included). */
+  #slabBytes = 0;
+  /** Bytes of the cached answers in slabs. */
+  #slabLive = 0;
   #maxEntries: number;
   #maxBytes: number;
   #minTtl: number;
@@ -249,7 +296,8 @@ export class DnsCache {
    * (RFC 2308); never truncated answers, other response codes or a zero lifetime.
    *
    * @param key From {@linkcode cacheKey} of the query.
-   * @param response The answer from upstream; kept (not copied), its OPT size set to 1232.
+   * @param response The answer from upstream: its OPT size is set to 1232 in place, and it is
+   *   copied (the caller may reuse it).
    * @param info The parsed answer.
    * @returns Whether it was stored.
    */
@@ -294,24 +342,33 @@ export class DnsCache {
     if (old !== undefined) this.#remove(old);
     // The parsed message is not kept: only the offsets a hit rewrites (each entry outlives a few
     // scavenges, which copy all it holds; the parsed form was over 40% of it).
-    const entry: CacheEntry = {
+    let bytes: Uint8Array;
+    let slab: Slab | undefined;
+    if (response.length > SLAB_MAX_ANSWER) {
+      bytes = response.slice();
+    } else {
+      slab = this.#slabFor(response.length);
+      bytes = slab.bytes.subarray(slab.used, slab.used + response.length);
+      bytes.set(response);
+      slab.used += (response.length + 7) & ~7;
+      slab.live += bytes.length;
+      this.#slabLive += bytes.length;
+    }
+    const entry = new Entry(
       key,
-      bytes: response,
-      ttlOffsets: info.ttlOffsets,
-      questionEnd: info.question.end,
-      hasOpt: info.edns !== undefined,
-      rcode: info.rcode,
+      bytes,
+      info.ttlOffsets,
+      info.question.end,
+      info.edns !== undefined,
+      info.rcode,
       ttls,
-      storedAt: now,
-      expiresAt: now + lifetime * 1000,
+      now,
+      now + lifetime * 1000,
       lifetime,
       negative,
-      hits: 0,
-      prefetching: false,
       size,
-      used: false,
-      plain: undefined,
-    };
+      slab,
+    );
     this.#entries.set(key, entry);
     this.#bytes += size;
     this.#evict();
@@ -385,12 +442,68 @@ export class DnsCache {
     this.#entries.clear();
     this.#oldest = undefined;
     this.#bytes = 0;
+    this.#slab = undefined;
+    this.#slabBytes = 0;
+    this.#slabLive = 0;
   }
 
-  #remove(entry: CacheEntry): void {
+  /** Bytes of the slabs that cached answers are carved from (held while any answer in one is). */
+  get slabBytes(): number {
+    return this.#slabBytes;
+  }
+
+  /** The slab the next answer of `length` bytes goes in. */
+  #slabFor(length: number): Slab {
+    let slab = this.#slab;
+    if (slab !== undefined && slab.used + length <= SLAB_SIZE) return slab;
+    if (slab !== undefined && slab.live === 0) this.#slabBytes -= SLAB_SIZE; // left to the collector
+    this.#slab = undefined;
+    // A slab stays alive while any answer in it is cached: when answers evicted or expired leave
+    // more than half of the slabs' bytes unused, the cached ones are copied to new slabs, so the
+    // old ones can go (amortised: the bytes copied are fewer than those freed since the last time).
+    if (this.#slabBytes > 2 * this.#slabLive + 4 * SLAB_SIZE) {
+      this.#compact();
+      slab = this.#slab as Slab | undefined; // set by #compact
+      if (slab !== undefined && slab.used + length <= SLAB_SIZE) return slab;
+    }
+    this.#slabBytes += SLAB_SIZE;
+    return this.#slab = new Slab(new Uint8Array(SLAB_SIZE));
+  }
+
+  /** Copies every answer held in a slab into new slabs. */
+  #compact(): void {
+    this.#slab = undefined;
+    this.#slabBytes = 0;
+    this.#slabLive = 0;
+    for (const entry of this.#entries.values()) {
+      if (entry.slab === undefined) continue;
+      const length = entry.bytes.length;
+      let slab = this.#slab as Slab | undefined;
+      if (slab === undefined || slab.used + length > SLAB_SIZE) {
+        this.#slabBytes += SLAB_SIZE;
+        slab = this.#slab = new Slab(new Uint8Array(SLAB_SIZE));
+      }
+      const bytes = slab.bytes.subarray(slab.used, slab.used + length);
+      bytes.set(entry.bytes);
+      slab.used += (length + 7) & ~7;
+      slab.live += length;
+      this.#slabLive += length;
+      entry.bytes = bytes;
+      entry.slab = slab;
+    }
+  }
+
+  #remove(entry: Entry): void {
     if (this.#entries.get(entry.key) === entry) {
       this.#entries.delete(entry.key);
       this.#bytes -= entry.size;
+      const slab = entry.slab;
+      if (slab !== undefined) {
+        slab.live -= entry.bytes.length;
+        this.#slabLive -= entry.bytes.length;
+        // An emptied slab other than the current one is no longer held by the cache.
+        if (slab.live === 0 && slab !== this.#slab) this.#slabBytes -= SLAB_SIZE;
+      }
     }
   }
 

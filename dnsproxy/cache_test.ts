@@ -121,6 +121,44 @@ Deno.test("DnsCache keeps entries in use through many evictions", () => {
   assert.equal(lookup(cache, "again0."), undefined);
 });
 
+Deno.test("DnsCache copies answers into slabs it compacts as answers go", () => {
+  const cache = new DnsCache({ maxEntries: 2500, now: () => 0 });
+  const stored = answer("copied.", 60);
+  store(cache, stored);
+  stored.fill(0); // the caller's buffer is reused: the cache kept a copy
+  const query = buildQuery({ id: 7, name: "copied.", type: 1, edns: false });
+  const served = cache.answer(lookup(cache, "copied.")!, query);
+  assert.equal(parseMessage(served).question?.type, 1);
+  assert.equal(served[served.length - 1], 1); // 10.0.0.1
+  // Each round stores answers that are evicted and 25 that stay (served often, so eviction
+  // spares them): the ones that stay are spread over every slab, and without compaction would
+  // hold them all.
+  const kept: string[] = [];
+  for (let round = 0; round < 40; round++) {
+    for (let i = 0; i < 2275; i++) {
+      const name = i % 91 === 0 ? `kept${round}-${i}.` : `gone${round}-${i}.`;
+      if (i % 91 === 0) kept.push(name);
+      store(cache, answer(name, 60));
+      if (i % 500 === 0) { for (const name of kept) lookup(cache, name); }
+    }
+  }
+  assert.ok(cache.evictions > 85_000);
+  // Held: at most twice the answers' bytes (2500 of at most 48 bytes) plus the 1 MiB allowance
+  // and the slab being filled; the 91,000 answers stored took 17 slabs.
+  assert.ok(cache.slabBytes <= 2 * 2500 * 48 + 5 * 256 * 1024, `${cache.slabBytes}`);
+  for (const name of kept) {
+    // Each kept answer is still its own after the copies: the stored bytes, with the query's ID.
+    const expected = answer(name, 60);
+    expected[1] = 3;
+    assert.deepEqual(
+      cache.answer(lookup(cache, name)!, buildQuery({ id: 3, name, type: 1, edns: false })),
+      expected,
+    );
+  }
+  cache.clear();
+  assert.equal(cache.slabBytes, 0);
+});
+
 Deno.test("DnsCache claims a prefetch once for popular entries near expiry", () => {
   let clock = 0;
   const cache = new DnsCache({ now: () => clock, prefetchHits: 2, prefetchFraction: 0.1 });
