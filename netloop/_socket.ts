@@ -191,8 +191,10 @@ const MSG_DONTWAIT = 0x40;
 /** A sockaddr with family AF_UNSPEC: connect(2) with it dissolves a UDP socket's association. */
 const UNSPEC = new Uint8Array(new ArrayBuffer(SOCKADDR_MAX));
 const drainBuffer = new Uint8Array(new ArrayBuffer(2048));
-/** Sockets kept per family by a {@linkcode DialSocketPool}: enough for a burst of 500 queries in
- * flight (dnsperf -q 500) to find its sockets kept; 256 opened and closed ~3% of a miss's time. */
+/**
+ * Sockets kept per family by a {@linkcode DialSocketPool}: enough for a burst of 500 queries in
+ * flight (dnsperf -q 500) to find its sockets kept; 256 opened and closed ~3% of a miss's time.
+ */
 const POOL_MAX = 1024;
 
 /**

@@ -45,8 +45,10 @@ const RATE = Number(flags.rate);
 const SERVER_CPU = "0";
 const LOAD_CPU = "1";
 const TICKS_PER_SECOND = 100;
-/** dnsperf's local ports: 10000-10809, below the ephemeral range and below 20000-32767, where
- * the test servers' ports (unbound's here) are picked (`freePort`). */
+/**
+ * dnsperf's local ports: 10000-10809, below the ephemeral range and below 20000-32767, where the
+ * test servers' ports (unbound's here) are picked (`freePort`).
+ */
 const LOCAL_PORT_BASE = 10_000;
 let dnsperfRuns = 0;
 
