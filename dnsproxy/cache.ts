@@ -54,7 +54,7 @@ export interface CacheEntry extends CachedAnswer {
   readonly key: string;
   /** The response code. */
   readonly rcode: number;
-  /** TTLs per record (clamped), matching `ttlOffsets`. */
+  /** TTLs per record (clamped, as the cache's copy of the answer carries them), as `ttlOffsets`. */
   readonly ttls: readonly number[];
   /** When it was stored (ms, cache clock). */
   readonly storedAt: number;
@@ -117,7 +117,6 @@ class Entry implements CacheEntry {
     readonly questionEnd: number,
     readonly hasOpt: boolean,
     readonly rcode: number,
-    readonly ttls: readonly number[],
     readonly storedAt: number,
     readonly expiresAt: number,
     readonly lifetime: number,
@@ -125,6 +124,11 @@ class Entry implements CacheEntry {
     readonly size: number,
     public slab: Slab | undefined,
   ) {}
+
+  /** The clamped TTLs: the cache's copy of the answer carries them (no array kept per entry). */
+  get ttls(): readonly number[] {
+    return this.ttlOffsets.map((at) => readTtl(this.bytes, at));
+  }
 }
 
 /**
@@ -327,16 +331,6 @@ export class DnsCache {
       response[at] = EDNS_UDP_SIZE >> 8;
       response[at + 1] = EDNS_UDP_SIZE & 0xff;
     }
-    // A plain array: a typed array per entry would cost a malloc and external GC accounting.
-    // Sized up front (a pushed array grows to 16 slots; every cached entry keeps this one).
-    const ttls: number[] = new Array(info.ttlOffsets.length);
-    for (let i = 0; i < info.ttlOffsets.length; i++) {
-      const at = info.ttlOffsets[i]!;
-      let ttl = ((response[at]! << 24) | (response[at + 1]! << 16) | (response[at + 2]! << 8) |
-        response[at + 3]!) >>> 0;
-      if (ttl > 0x7fffffff) ttl = 0;
-      ttls[i] = Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl);
-    }
     const now = this.#now();
     const old = this.#entries.get(key);
     if (old !== undefined) this.#remove(old);
@@ -354,6 +348,13 @@ export class DnsCache {
       slab.live += bytes.length;
       this.#slabLive += bytes.length;
     }
+    // The copy keeps the clamped TTLs (RFC 2181 §8: the top bit set reads as zero), so a hit
+    // subtracts the time spent from what it copies.
+    const offsets = info.ttlOffsets;
+    for (let i = 0; i < offsets.length; i++) {
+      const ttl = readTtl(bytes, offsets[i]!);
+      writeTtl(bytes, offsets[i]!, Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl));
+    }
     const entry = new Entry(
       key,
       bytes,
@@ -361,7 +362,6 @@ export class DnsCache {
       info.question.end,
       info.edns !== undefined,
       info.rcode,
-      ttls,
       now,
       now + lifetime * 1000,
       lifetime,
@@ -401,13 +401,12 @@ export class DnsCache {
     out[0] = query[0]!;
     out[1] = query[1]!;
     copyQuestionCase(out, questionEnd, query);
-    const ttls = entry.ttls;
     if (stale) {
       for (let i = 0; i < offsets.length; i++) writeTtl(out, offsets[i]!, this.#staleAnswerTtl);
     } else {
       const elapsed = Math.floor((lookup.now - entry.storedAt) / 1000);
       for (let i = 0; i < offsets.length; i++) {
-        const ttl = ttls[i]! - elapsed;
+        const ttl = readTtl(out, offsets[i]!) - elapsed; // the clamped TTL, copied from the entry
         writeTtl(out, offsets[i]!, ttl > 0 ? ttl : 0);
       }
     }
@@ -531,6 +530,13 @@ export class DnsCache {
       this.evictions++;
     }
   }
+}
+
+/** A TTL field, with the top bit set read as zero (RFC 2181 §8). */
+function readTtl(bytes: Uint8Array, at: number): number {
+  const ttl = ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) |
+    bytes[at + 3]!) >>> 0;
+  return ttl > 0x7fffffff ? 0 : ttl;
 }
 
 function writeTtl(out: Uint8Array, at: number, ttl: number): void {

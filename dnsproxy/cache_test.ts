@@ -62,6 +62,7 @@ Deno.test("DnsCache decrements TTLs, clamps them, then serves stale", () => {
   store(cache, answer("b.", 1000));
   assert.equal(lookup(cache, "a.")?.entry.lifetime, 10);
   assert.equal(lookup(cache, "b.")?.entry.lifetime, 100);
+  assert.deepEqual(lookup(cache, "b.")?.entry.ttls, [100]);
   clock = 4_000;
   const query = buildQuery({ id: 0xbeef, name: "A.", type: 1, edns: false });
   const fresh = cache.answer(lookup(cache, "a.")!, query);
