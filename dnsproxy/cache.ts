@@ -97,11 +97,15 @@ const SLAB_SIZE = 256 * 1024;
 /** Answers larger than this get a buffer of their own (they are rare: over TCP only). */
 const SLAB_MAX_ANSWER = 16 * 1024;
 
+/** Answers moved out of old slabs per store while a compaction runs (bounds its pause). */
+const COMPACT_STEP = 16;
+
 /** A slab of cached answers: what it has handed out, and how much of that is still cached. */
 class Slab {
   used = 0;
   live = 0;
-  constructor(readonly bytes: Uint8Array) {}
+  /** The compaction epoch it was made in (answers in slabs of earlier epochs get moved). */
+  constructor(readonly bytes: Uint8Array, readonly epoch: number) {}
 }
 
 /** The entries the cache keeps: a {@linkcode CacheEntry} and the slab its bytes are in. */
@@ -160,8 +164,8 @@ export function cacheKey(info: MessageInfo): string {
  * hit marks its entry, eviction gives a marked one a second chance); positive answers live for
  * their smallest answer TTL, negative ones per RFC 2308 (SOA TTL capped by SOA MINIMUM); expired
  * entries may be served stale (RFC 8767); popular entries are flagged for prefetch near expiry.
- * Answers are copied into shared 256 KiB slabs; the slabs hold at most about twice the bytes of the
- * answers cached (plus 1 MiB) before the cached ones are copied into new slabs.
+ * Answers are copied into shared 256 KiB slabs; when the slabs hold more than about twice the bytes
+ * of the answers cached (plus 1 MiB), the cached ones are moved into new slabs, 16 per store.
  *
  * @example
  * ```ts
@@ -186,9 +190,14 @@ export function cacheKey(info: MessageInfo): string {
  * ```
  */
 export class DnsCache {
-  /** Oldest first (a Map iterates in insertion order); served entries move back on eviction. */
+  /**
+   * In the order stored (a Map iterates in insertion order), which is the order the eviction's
+   * clock hand walks. An entry never moves: a delete and set of one key leaves a hole in that
+   * key's bucket chain each time, which V8 walks on every lookup of the key until the table is
+   * rehashed (20,000 such moves of one key in a 100,000-entry Map cost 20 µs each).
+   */
   #entries = new Map<string, Entry>();
-  /** Walks #entries from the least recently used end across evictions (see #evict). */
+  /** The clock hand: walks #entries across evictions, back to the start at the end (see #evict). */
   #oldest: MapIterator<Entry> | undefined;
   #bytes = 0;
   /** The slab answers are carved from now. */
@@ -197,6 +206,10 @@ export class DnsCache {
   #slabBytes = 0;
   /** Bytes of the cached answers in slabs. */
   #slabLive = 0;
+  /** Compactions started so far. */
+  #epoch = 0;
+  /** The running compaction's walk over the entries, or `undefined`. */
+  #compacting: MapIterator<Entry> | undefined;
   #maxEntries: number;
   #maxBytes: number;
   #minTtl: number;
@@ -271,9 +284,8 @@ export class DnsCache {
       this.#remove(entry);
       return undefined;
     }
-    // Only marked: eviction gives a served entry a second chance, moving it to the newest end
-    // (LRU as CLOCK approximates it). Moving it here (delete and set) would cost every hit a
-    // hole in the Map's table that V8 pays for in rehashes.
+    // Only marked: the eviction's clock hand passes over a served entry once (LRU as CLOCK
+    // approximates it).
     entry.used = true;
     return { entry, stale: now >= entry.expiresAt, now };
   }
@@ -333,7 +345,11 @@ export class DnsCache {
     }
     const now = this.#now();
     const old = this.#entries.get(key);
-    if (old !== undefined) this.#remove(old);
+    if (old !== undefined) {
+      // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for.
+      this.#bytes -= old.size;
+      this.#release(old);
+    }
     // The parsed message is not kept: only the offsets a hit rewrites (each entry outlives a few
     // scavenges, which copy all it holds; the parsed form was over 40% of it).
     let bytes: Uint8Array;
@@ -341,12 +357,8 @@ export class DnsCache {
     if (response.length > SLAB_MAX_ANSWER) {
       bytes = response.slice();
     } else {
-      slab = this.#slabFor(response.length);
-      bytes = slab.bytes.subarray(slab.used, slab.used + response.length);
-      bytes.set(response);
-      slab.used += (response.length + 7) & ~7;
-      slab.live += bytes.length;
-      this.#slabLive += bytes.length;
+      bytes = this.#copyIn(response);
+      slab = this.#slab;
     }
     // The copy keeps the clamped TTLs (RFC 2181 §8: the top bit set reads as zero), so a hit
     // subtracts the time spent from what it copies.
@@ -369,9 +381,11 @@ export class DnsCache {
       size,
       slab,
     );
+    entry.used = old !== undefined;
     this.#entries.set(key, entry);
     this.#bytes += size;
     this.#evict();
+    this.#compactSome();
     return true;
   }
 
@@ -444,6 +458,7 @@ export class DnsCache {
     this.#slab = undefined;
     this.#slabBytes = 0;
     this.#slabLive = 0;
+    this.#compacting = undefined;
   }
 
   /** Bytes of the slabs that cached answers are carved from (held while any answer in one is). */
@@ -451,44 +466,60 @@ export class DnsCache {
     return this.#slabBytes;
   }
 
-  /** The slab the next answer of `length` bytes goes in. */
-  #slabFor(length: number): Slab {
+  /** Copies an answer into the slab being filled (a new one when it is full); returns the copy. */
+  #copyIn(source: Uint8Array): Uint8Array {
+    const length = source.length;
     let slab = this.#slab;
-    if (slab !== undefined && slab.used + length <= SLAB_SIZE) return slab;
-    if (slab !== undefined && slab.live === 0) this.#slabBytes -= SLAB_SIZE; // left to the collector
-    this.#slab = undefined;
-    // A slab stays alive while any answer in it is cached: when answers evicted or expired leave
-    // more than half of the slabs' bytes unused, the cached ones are copied to new slabs, so the
-    // old ones can go (amortised: the bytes copied are fewer than those freed since the last time).
-    if (this.#slabBytes > 2 * this.#slabLive + 4 * SLAB_SIZE) {
-      this.#compact();
-      slab = this.#slab as Slab | undefined; // set by #compact
-      if (slab !== undefined && slab.used + length <= SLAB_SIZE) return slab;
+    if (slab === undefined || slab.used + length > SLAB_SIZE) {
+      if (slab !== undefined && slab.live === 0) this.#slabBytes -= SLAB_SIZE; // to the collector
+      this.#slabBytes += SLAB_SIZE;
+      slab = this.#slab = new Slab(new Uint8Array(SLAB_SIZE), this.#epoch);
     }
-    this.#slabBytes += SLAB_SIZE;
-    return this.#slab = new Slab(new Uint8Array(SLAB_SIZE));
+    const bytes = slab.bytes.subarray(slab.used, slab.used + length);
+    bytes.set(source);
+    slab.used += (length + 7) & ~7;
+    slab.live += length;
+    this.#slabLive += length;
+    return bytes;
   }
 
-  /** Copies every answer held in a slab into new slabs. */
-  #compact(): void {
-    this.#slab = undefined;
-    this.#slabBytes = 0;
-    this.#slabLive = 0;
-    for (const entry of this.#entries.values()) {
-      if (entry.slab === undefined) continue;
-      const length = entry.bytes.length;
-      let slab = this.#slab as Slab | undefined;
-      if (slab === undefined || slab.used + length > SLAB_SIZE) {
-        this.#slabBytes += SLAB_SIZE;
-        slab = this.#slab = new Slab(new Uint8Array(SLAB_SIZE));
+  /** Lets go of an entry's answer in its slab; a slab left empty is no longer held. */
+  #release(entry: Entry): void {
+    const slab = entry.slab;
+    if (slab === undefined) return;
+    slab.live -= entry.bytes.length;
+    this.#slabLive -= entry.bytes.length;
+    if (slab.live === 0 && slab !== this.#slab) this.#slabBytes -= SLAB_SIZE;
+  }
+
+  /**
+   * A slab stays alive while any answer in it is cached. When evicted and expired answers leave
+   * more than half of the slabs' bytes unused, a compaction starts: every answer in a slab made
+   * before it is copied into new slabs, a few per store (so no store pauses for the whole cache),
+   * and the old slabs go once emptied. Amortised: the bytes copied are fewer than those freed since
+   * the last compaction.
+   */
+  #compactSome(): void {
+    if (this.#compacting === undefined) {
+      if (this.#slabBytes <= 2 * this.#slabLive + 4 * SLAB_SIZE) return;
+      this.#epoch++;
+      this.#compacting = this.#entries.values();
+      const slab = this.#slab;
+      if (slab !== undefined && slab.live === 0) this.#slabBytes -= SLAB_SIZE;
+      this.#slab = undefined; // from before the compaction too
+    }
+    for (let i = 0; i < COMPACT_STEP; i++) {
+      const next = this.#compacting.next();
+      if (next.done) {
+        this.#compacting = undefined;
+        return;
       }
-      const bytes = slab.bytes.subarray(slab.used, slab.used + length);
-      bytes.set(entry.bytes);
-      slab.used += (length + 7) & ~7;
-      slab.live += length;
-      this.#slabLive += length;
+      const entry = next.value;
+      if (entry.slab === undefined || entry.slab.epoch === this.#epoch) continue;
+      const bytes = this.#copyIn(entry.bytes);
+      this.#release(entry);
       entry.bytes = bytes;
-      entry.slab = slab;
+      entry.slab = this.#slab;
     }
   }
 
@@ -496,13 +527,7 @@ export class DnsCache {
     if (this.#entries.get(entry.key) === entry) {
       this.#entries.delete(entry.key);
       this.#bytes -= entry.size;
-      const slab = entry.slab;
-      if (slab !== undefined) {
-        slab.live -= entry.bytes.length;
-        this.#slabLive -= entry.bytes.length;
-        // An emptied slab other than the current one is no longer held by the cache.
-        if (slab.live === 0 && slab !== this.#slab) this.#slabBytes -= SLAB_SIZE;
-      }
+      this.#release(entry);
     }
   }
 
@@ -520,10 +545,8 @@ export class DnsCache {
       const oldest = next.value;
       if (oldest === undefined) break;
       if (oldest.used && chances-- > 0) {
-        // Served since it was stored or last passed here: to the newest end, unmarked.
+        // Served since it was stored or the hand last passed: a second chance, unmarked.
         oldest.used = false;
-        this.#entries.delete(oldest.key);
-        this.#entries.set(oldest.key, oldest);
         continue;
       }
       this.#remove(oldest);
