@@ -7,6 +7,7 @@
 import { EDNS_UDP_SIZE, Flag, Rcode } from "./wire/constants.ts";
 import { removeOpt } from "./wire/builders.ts";
 import { parseMessage } from "./wire/message.ts";
+import { readTtl } from "./wire/_ttl.ts";
 import type { MessageInfo } from "./wire/message.ts";
 
 /** Limits and behaviour of a {@linkcode DnsCache}. */
@@ -553,13 +554,6 @@ export class DnsCache {
       this.evictions++;
     }
   }
-}
-
-/** A TTL field, with the top bit set read as zero (RFC 2181 §8). */
-function readTtl(bytes: Uint8Array, at: number): number {
-  const ttl = ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) |
-    bytes[at + 3]!) >>> 0;
-  return ttl > 0x7fffffff ? 0 : ttl;
 }
 
 function writeTtl(out: Uint8Array, at: number, ttl: number): void {

@@ -7,6 +7,7 @@
  */
 import { RrType } from "./constants.ts";
 import { skipName } from "./name.ts";
+import { readTtl } from "./_ttl.ts";
 import { WireError } from "./wire_error.ts";
 
 /** The EDNS0 OPT pseudo-record of a message (RFC 6891). */
@@ -144,8 +145,6 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
     if (nameEnd + 10 > length) throw new WireError(nameEnd, "record header runs past the end");
     const type = (packet[nameEnd]! << 8) | packet[nameEnd + 1]!;
     const ttlAt = nameEnd + 4;
-    const ttl = ((packet[ttlAt]! << 24) | (packet[ttlAt + 1]! << 16) | (packet[ttlAt + 2]! << 8) |
-      packet[ttlAt + 3]!) >>> 0;
     const rdlength = (packet[nameEnd + 8]! << 8) | packet[nameEnd + 9]!;
     const rdStart = nameEnd + 10;
     const rdEnd = rdStart + rdlength;
@@ -168,8 +167,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
         dnssecOk: (packet[ttlAt + 2]! & 0x80) !== 0,
       };
     } else {
-      // RFC 2181 §8: a TTL with the top bit set is read as zero.
-      const effective = ttl > 0x7fffffff ? 0 : ttl;
+      const effective = readTtl(packet, ttlAt);
       ttlOffsets[ttlCount++] = ttlAt;
       if (i < ancount && (minAnswerTtl === -1 || effective < minAnswerTtl)) {
         minAnswerTtl = effective;
