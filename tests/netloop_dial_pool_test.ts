@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { errno, libc } from "../netloop/_ffi.ts";
+import { E, errno, libc } from "../netloop/_ffi.ts";
 import {
   connectDialSocket,
   DialSocketPool,
@@ -15,7 +15,6 @@ import {
 import { linux, testWith } from "./requirements.ts";
 
 const MSG_DONTWAIT = 0x40;
-const EAGAIN = 11;
 
 function peer(): Promise<{ socket: dgram.Socket; port: number; received: string[] }> {
   const socket = dgram.createSocket("udp4");
@@ -37,7 +36,7 @@ function readNow(fd: number): string | undefined {
   const buffer = new Uint8Array(64);
   const n = libc().recvfrom(fd, buffer, buffer.length, MSG_DONTWAIT, null, null);
   if (n < 0) {
-    assert.equal(errno(), EAGAIN);
+    assert.equal(errno(), E.EAGAIN);
     return undefined;
   }
   return new TextDecoder().decode(buffer.subarray(0, n));

@@ -355,7 +355,8 @@ try {
     );
   }
   if (dnsdist !== undefined) {
-    // Where the cache-miss rate is lost: the kernel's share (C), the runtime's (netloop), the proxy's.
+    // Where the cache-miss rate is lost: the kernel's share (C), the runtime's (netloop), the
+    // proxy's.
     const missQps = (name: string) => results.get(name)!.miss.map((x) => x.qps);
     const others = peers.filter((p) => p.name !== "dnsdist" && p.name !== "triad-builtin");
     console.log(

@@ -1,9 +1,10 @@
 /**
  * The runtime's floor of a cache miss, for dnsproxy/bench: a UDP forwarder on netloop (one loop,
- * epoll: the backend the proxy's `auto` carries UDP on) doing what `udp_forwarder.c port-per-query` does and no DNS work beyond it: each
- * query goes upstream from its own dialed socket (a new random port) with a random ID; a reply is
- * accepted if its ID and question match, and goes back to the client with the client's ID. No
- * parsing, no cache, no policy: what the proxy costs above this is its own work.
+ * epoll: the backend the proxy's `auto` carries UDP on) doing what `udp_forwarder.c
+ * port-per-query` does and no DNS work beyond it: each query goes upstream from its own dialed
+ * socket (a new random port) with a random ID; a reply is accepted if its ID and question match,
+ * and goes back to the client with the client's ID. No parsing, no cache, no policy: what the
+ * proxy costs above this is its own work.
  *
  * ```sh
  * deno run -A dnsproxy/bench/netloop_forwarder.ts PORT UPSTREAM_PORT

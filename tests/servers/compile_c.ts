@@ -1,6 +1,7 @@
 /**
  * Compiles a benchmark's small C peer (a native server or load generator) at bench time, with any
- * C compiler on `PATH`: `cc` where one is installed, else clang (which CI installs for eBPF) or gcc.
+ * C compiler on `PATH`: `cc` where one is installed, else clang (which CI installs for eBPF) or
+ * gcc.
  *
  * @module
  */
