@@ -346,11 +346,8 @@ export class DnsCache {
     }
     const now = this.#now();
     const old = this.#entries.get(key);
-    if (old !== undefined) {
-      // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for.
-      this.#bytes -= old.size;
-      this.#release(old);
-    }
+    // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for.
+    if (old !== undefined) this.#forget(old);
     // The parsed message is not kept: only the offsets a hit rewrites (each entry outlives a few
     // scavenges, which copy all it holds; the parsed form was over 40% of it).
     let bytes: Uint8Array;
@@ -484,6 +481,12 @@ export class DnsCache {
     return bytes;
   }
 
+  /** Uncounts an entry's bytes and lets go of its answer (the caller drops or replaces it). */
+  #forget(entry: Entry): void {
+    this.#bytes -= entry.size;
+    this.#release(entry);
+  }
+
   /** Lets go of an entry's answer in its slab; a slab left empty is no longer held. */
   #release(entry: Entry): void {
     const slab = entry.slab;
@@ -527,8 +530,7 @@ export class DnsCache {
   #remove(entry: Entry): void {
     if (this.#entries.get(entry.key) === entry) {
       this.#entries.delete(entry.key);
-      this.#bytes -= entry.size;
-      this.#release(entry);
+      this.#forget(entry);
     }
   }
 
