@@ -469,7 +469,7 @@ export class DnsCache {
     const length = source.length;
     let slab = this.#slab;
     if (slab === undefined || slab.used + length > SLAB_SIZE) {
-      if (slab !== undefined && slab.live === 0) this.#slabBytes -= SLAB_SIZE; // to the collector
+      this.#retireSlab();
       this.#slabBytes += SLAB_SIZE;
       slab = this.#slab = new Slab(new Uint8Array(SLAB_SIZE), this.#epoch);
     }
@@ -479,6 +479,16 @@ export class DnsCache {
     slab.live += length;
     this.#slabLive += length;
     return bytes;
+  }
+
+  /**
+   * Stops filling the current slab. It was held while filled even if empty (see #release): held
+   * on now only while an answer in it is cached.
+   */
+  #retireSlab(): void {
+    const slab = this.#slab;
+    if (slab !== undefined && slab.live === 0) this.#slabBytes -= SLAB_SIZE; // to the collector
+    this.#slab = undefined;
   }
 
   /** Uncounts an entry's bytes and lets go of its answer (the caller drops or replaces it). */
@@ -508,9 +518,7 @@ export class DnsCache {
       if (this.#slabBytes <= 2 * this.#slabLive + 4 * SLAB_SIZE) return;
       this.#epoch++;
       this.#compacting = this.#entries.values();
-      const slab = this.#slab;
-      if (slab !== undefined && slab.live === 0) this.#slabBytes -= SLAB_SIZE;
-      this.#slab = undefined; // from before the compaction too
+      this.#retireSlab(); // it is from before the compaction too
     }
     for (let i = 0; i < COMPACT_STEP; i++) {
       const next = this.#compacting.next();
