@@ -59,11 +59,7 @@ interface Peer {
 }
 
 /** The floors: forwarders with no cache, so only the cache-miss load is theirs to run. */
-const FLOORS: Record<string, string> = {
-  "c-forwarder": "port-per-query",
-  "c-forwarder-1socket": "one-socket",
-  "netloop-forwarder": "",
-};
+const FLOORS = ["c-forwarder", "c-forwarder-1socket", "netloop-forwarder"];
 
 interface Run {
   qps: number;
@@ -189,7 +185,7 @@ const unbound = await startUnbound({ cpus: LOAD_CPU, socketBuffer: "4m" });
 const peers: Peer[] = flags.peers.split(",").map((name) => ({ name, port: freePort() }));
 for (const peer of peers) {
   if (
-    !["triad", "triad-builtin", "dnsdist", "dnsmasq", ...Object.keys(FLOORS)].includes(peer.name)
+    !["triad", "triad-builtin", "dnsdist", "dnsmasq", ...FLOORS].includes(peer.name)
   ) {
     throw new Error(`Unknown peer "${peer.name}" in --peers`);
   }
@@ -247,18 +243,22 @@ try {
       "--pid-file=",
       "--user=root",
     ],
+    "c-forwarder": [forwarder, String(port("c-forwarder")), String(unbound.port), "port-per-query"],
+    "c-forwarder-1socket": [
+      forwarder,
+      String(port("c-forwarder-1socket")),
+      String(unbound.port),
+      "one-socket",
+    ],
+    "netloop-forwarder": [
+      Deno.execPath(),
+      "run",
+      "-A",
+      new URL("netloop_forwarder.ts", import.meta.url).pathname,
+      String(port("netloop-forwarder")),
+      String(unbound.port),
+    ],
   };
-  for (const [name, mode] of Object.entries(FLOORS)) {
-    if (mode !== "") commands[name] = [forwarder, String(port(name)), String(unbound.port), mode];
-  }
-  commands["netloop-forwarder"] = [
-    Deno.execPath(),
-    "run",
-    "-A",
-    new URL("netloop_forwarder.ts", import.meta.url).pathname,
-    String(port("netloop-forwarder")),
-    String(unbound.port),
-  ];
   for (const peer of peers) {
     peer.process = new Deno.Command("taskset", {
       args: ["-c", SERVER_CPU, ...commands[peer.name]!],
@@ -274,7 +274,8 @@ try {
     Array.from({ length: 100 }, (_, i) => `h${i}.bench A\n`).join(""),
   );
   for (const peer of peers) {
-    if (!(peer.name in FLOORS)) await dnsperf(peer.port, hitFile, ["-n", "3"]); // warm the caches
+    // Warm the caches.
+    if (!FLOORS.includes(peer.name)) await dnsperf(peer.port, hitFile, ["-n", "3"]);
   }
 
   const results = new Map<string, { hit: Run[]; miss: Run[]; latency: Run[] }>();
@@ -284,7 +285,7 @@ try {
     const order = peers.map((_, i) => peers[(i + round) % peers.length]!);
     for (const peer of order) {
       const into = results.get(peer.name)!;
-      const floor = peer.name in FLOORS;
+      const floor = FLOORS.includes(peer.name);
       if (!floor) into.hit.push(await measure(peer, hitFile, ["-l", String(SECONDS), "-q", "500"]));
       const missFile = `${dir}/miss-${++runId}.txt`;
       // More names than the fastest peer answers in SECONDS (dnsperf -n 1 stops at the file's end).

@@ -160,7 +160,10 @@ static void on_reply(uint64_t fd) {
     for (;;) {
       int n = recv(q->fd, p, sizeof p, MSG_DONTWAIT);
       if (n < 0) return;
-      if (!q->used || q->fd != (int)fd || n < 12 || (p[0] << 8 | p[1]) != q->id || !same_question(q, p, n)) continue;
+      if (!q->used || q->fd != (int)fd || n < 12 || (p[0] << 8 | p[1]) != q->id ||
+          !same_question(q, p, n)) {
+        continue;
+      }
       answer(q, p, n);
       release(q, slot);
       return;
