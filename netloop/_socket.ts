@@ -204,11 +204,17 @@ const POOL_MAX = 1024;
  * A kept socket is disconnected with `connect(AF_UNSPEC)`: the kernel then unhashes it and drops
  * the port it bound automatically, so a datagram sent to that port later reaches nothing, and the
  * next `connect(2)` binds it to a new random port, just as a new socket would get. What was
- * queued before the disconnect (late or duplicate replies, a pending ICMP error) is read and
- * dropped first. Sockets that cannot be drained, and any beyond 1024 per family, are closed.
+ * queued before the disconnect (late or duplicate replies, a pending ICMP error) is dropped before
+ * the socket is dialed again: read at once ({@linkcode keep}), or, for a loop whose
+ * level-triggered wait watches the socket, read only when that wait reports it readable
+ * ({@linkcode keepUnread} and {@linkcode settle}), which saves a system call per dial. Sockets
+ * that cannot be drained, and any beyond 1024 per family, are closed.
  */
 export class DialSocketPool {
   readonly #free: { 4: number[]; 6: number[] } = { 4: [], 6: [] };
+  /** Kept by {@linkcode keepUnread}, not yet {@linkcode settle}d: fds, and their families. */
+  readonly #unsettled: number[] = [];
+  readonly #unsettledFamily: (4 | 6)[] = [];
 
   /** Takes a kept socket of the address family, or returns -1 when there is none. */
   take(family: 4 | 6): number {
@@ -224,6 +230,54 @@ export class DialSocketPool {
    */
   keep(fd: number, family: 4 | 6): boolean {
     return this.disconnect(fd) && this.park(fd, family);
+  }
+
+  /**
+   * Disconnects a dialed UDP socket and keeps it without reading what it had queued, for a loop
+   * that watches it with a level-triggered wait (epoll, `EPOLLIN`): no dial takes it until
+   * {@linkcode settle} says a wait since its disconnect has returned and its events were answered,
+   * a readable socket with {@linkcode drain}. Nothing can be queued after the disconnect, so that
+   * wait saw all there was. One system call fewer per dial than {@linkcode keep} (a DNS proxy's
+   * cache miss: 1.2 µs of 17).
+   *
+   * @param fd A UDP socket made by {@linkcode openDialSocket}.
+   * @param family Its address family.
+   * @returns Whether it was kept (else it was closed).
+   */
+  keepUnread(fd: number, family: 4 | 6): boolean {
+    if (this.#free[family].length + this.#unsettled.length >= POOL_MAX) {
+      libc().close(fd);
+      return false;
+    }
+    if (!this.disconnect(fd)) return false;
+    this.#unsettled.push(fd);
+    this.#unsettledFamily.push(family);
+    return true;
+  }
+
+  /** How many sockets {@linkcode keepUnread} kept that are not settled yet (read before a wait). */
+  get unsettled(): number {
+    return this.#unsettled.length;
+  }
+
+  /**
+   * Lets dials take the first `count` unsettled sockets: call it with {@linkcode unsettled} as
+   * read before a wait, once the events that wait returned have been answered.
+   *
+   * @param count How many, oldest first.
+   */
+  settle(count: number): void {
+    if (count === 0) return;
+    const fds = this.#unsettled;
+    const families = this.#unsettledFamily;
+    for (let i = 0; i < count; i++) this.#free[families[i]!].push(fds[i]!);
+    if (count === fds.length) {
+      fds.length = 0;
+      families.length = 0;
+    } else {
+      fds.splice(0, count);
+      families.splice(0, count);
+    }
   }
 
   /**
@@ -258,7 +312,8 @@ export class DialSocketPool {
 
   /** Whether `fd` is a kept socket (asked only for events on fds no connection owns: rare). */
   has(fd: number): boolean {
-    return this.#free[4].includes(fd) || this.#free[6].includes(fd);
+    return this.#free[4].includes(fd) || this.#free[6].includes(fd) ||
+      this.#unsettled.includes(fd);
   }
 
   /**
@@ -280,13 +335,35 @@ export class DialSocketPool {
     return false;
   }
 
+  /**
+   * Drains a kept socket a wait reported readable; closes it and forgets it when it cannot be
+   * emptied (more than 64 datagrams queued).
+   *
+   * @returns Whether it is still kept.
+   */
+  drainKept(fd: number): boolean {
+    if (this.drain(fd)) return true;
+    for (const list of [this.#free[4], this.#free[6]]) {
+      const at = list.indexOf(fd);
+      if (at >= 0) list.splice(at, 1);
+    }
+    const at = this.#unsettled.indexOf(fd);
+    if (at >= 0) {
+      this.#unsettled.splice(at, 1);
+      this.#unsettledFamily.splice(at, 1);
+    }
+    libc().close(fd);
+    return false;
+  }
+
   /** Closes every kept socket. */
   close(): void {
     const lib = libc();
-    for (const free of [this.#free[4], this.#free[6]]) {
+    for (const free of [this.#free[4], this.#free[6], this.#unsettled]) {
       for (const fd of free) lib.close(fd);
       free.length = 0;
     }
+    this.#unsettledFamily.length = 0;
   }
 }
 

@@ -86,3 +86,62 @@ testWith("a kept dial socket loses its port and what it had queued", [linux], as
     b.socket.close();
   }
 });
+
+testWith(
+  "a socket kept unread waits for settle, and drainKept empties or closes it",
+  [linux],
+  async () => {
+    const a = await peer();
+    const pool = new DialSocketPool();
+    try {
+      const open = () => {
+        const socket = openDialSocket(
+          "udp",
+          { family: 4, address: "127.0.0.1", port: a.port },
+          true,
+          true,
+        );
+        assert.equal(socket.error, 0);
+        return { fd: socket.fd, port: socketAddress(socket.fd, "local").port };
+      };
+      const one = open();
+      await send(a.socket, "late", one.port);
+      await sleep(50);
+      assert.ok(pool.keepUnread(one.fd, 4));
+      assert.equal(pool.unsettled, 1);
+      assert.equal(pool.take(4), -1, "no dial takes it before a wait has seen it");
+      assert.ok(pool.has(one.fd));
+      assert.ok(pool.drainKept(one.fd), "one datagram drains");
+      assert.equal(readNow(one.fd), undefined);
+
+      // Kept after the wait began: settle() with the count read before it leaves it unsettled.
+      const before = pool.unsettled;
+      const two = open();
+      assert.ok(pool.keepUnread(two.fd, 4));
+      pool.settle(before);
+      assert.equal(pool.unsettled, 1);
+      assert.equal(pool.take(4), one.fd);
+      assert.equal(pool.take(4), -1);
+      pool.settle(pool.unsettled);
+      assert.equal(pool.take(4), two.fd);
+
+      // More than drain() reads at once (64) queued before the disconnect: drainKept closes it.
+      assert.equal(connectDialSocket(two.fd, { family: 4, address: "127.0.0.1", port: a.port }), 0);
+      const flooded = socketAddress(two.fd, "local").port;
+      for (let i = 0; i < 80; i++) await send(a.socket, `flood ${i}`, flooded);
+      await sleep(50);
+      assert.ok(pool.keepUnread(two.fd, 4));
+      assert.equal(pool.drainKept(two.fd), false);
+      assert.equal(pool.has(two.fd), false);
+      assert.equal(pool.unsettled, 0);
+      assert.throws(() => Deno.statSync(`/proc/self/fd/${two.fd}`), "closed by drainKept()");
+
+      assert.ok(pool.keepUnread(one.fd, 4));
+      pool.close();
+      assert.throws(() => Deno.statSync(`/proc/self/fd/${one.fd}`), "closed by close()");
+    } finally {
+      pool.close();
+      a.socket.close();
+    }
+  },
+);

@@ -114,6 +114,7 @@ export class EpollLoop extends LoopCore {
         const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
           ? 0
           : Math.max(0, Math.ceil(Math.min(due, MAX_BLOCK_MS)));
+        const unsettled = this.dialPool.unsettled;
         const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
         now = this.now = performance.now();
         let woken = false;
@@ -131,9 +132,12 @@ export class EpollLoop extends LoopCore {
           } else {
             const conn = this.byFd[fd];
             if (conn !== undefined) this.ready(conn, events, now);
-            else if (this.dialPool.has(fd)) this.dialPool.drain(fd);
+            else if (this.dialPool.has(fd) && !this.dialPool.drainKept(fd)) this.interest[fd] = 0;
           }
         }
+        // Kept sockets this wait watched: any it found readable were drained just above (unless
+        // it returned a full list of events, which may have left some ready ones for later).
+        if (n >= 0 && n < MAX_EVENTS) this.dialPool.settle(unsettled);
         this.flush();
         await yielder.turn(woken || n <= 0, now);
       }
@@ -266,12 +270,12 @@ export class EpollLoop extends LoopCore {
     if (fd >= 0) {
       if (this.byFd[fd] === conn) this.byFd[fd] = undefined;
       // A dialed UDP socket that ended well is kept (disconnected, with no port) for the next
-      // dial; it stays in the epoll set, reading nothing.
+      // dial; it stays in the epoll set, whose next wait reports what it still had queued.
       if (
         conn.datagram && error === undefined && conn.closeError === undefined &&
         this.interest[fd] === EPOLLIN
       ) {
-        if (!this.dialPool.keep(fd, conn.remoteAddress.family)) this.interest[fd] = 0; // closed
+        if (!this.dialPool.keepUnread(fd, conn.remoteAddress.family)) this.interest[fd] = 0;
       } else {
         this.lib.close(fd);
         this.interest[fd] = 0;
