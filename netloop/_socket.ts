@@ -270,7 +270,7 @@ export class DialSocketPool {
     if (count === 0) return;
     const fds = this.#unsettled;
     const families = this.#unsettledFamily;
-    for (let i = 0; i < count; i++) this.#free[families[i]!].push(fds[i]!);
+    for (let i = 0; i < count; i++) if (fds[i]! >= 0) this.#free[families[i]!].push(fds[i]!);
     if (count === fds.length) {
       fds.length = 0;
       families.length = 0;
@@ -347,11 +347,9 @@ export class DialSocketPool {
       const at = list.indexOf(fd);
       if (at >= 0) list.splice(at, 1);
     }
+    // Left in place as -1: settle() counts entries from before a wait.
     const at = this.#unsettled.indexOf(fd);
-    if (at >= 0) {
-      this.#unsettled.splice(at, 1);
-      this.#unsettledFamily.splice(at, 1);
-    }
+    if (at >= 0) this.#unsettled[at] = -1;
     libc().close(fd);
     return false;
   }
@@ -360,7 +358,7 @@ export class DialSocketPool {
   close(): void {
     const lib = libc();
     for (const free of [this.#free[4], this.#free[6], this.#unsettled]) {
-      for (const fd of free) lib.close(fd);
+      for (const fd of free) if (fd >= 0) lib.close(fd);
       free.length = 0;
     }
     this.#unsettledFamily.length = 0;
