@@ -60,7 +60,7 @@ testWith("a kept dial socket loses its port and what it had queued", [linux], as
     const first = socketAddress(fd, "local").port;
     for (const text of ["late 1", "late 2", "late 3"]) await send(a.socket, text, first);
     await sleep(50);
-    assert.ok(pool.keep(fd, 4));
+    assert.ok(pool.disconnect(fd) && pool.park(fd, 4));
     await send(a.socket, "after", first); // to a port nobody holds now: dropped by the kernel
 
     assert.equal(pool.take(4), fd);
@@ -77,7 +77,7 @@ testWith("a kept dial socket loses its port and what it had queued", [linux], as
     assert.deepEqual(b.received, ["hi"]);
     assert.deepEqual(a.received, []);
 
-    assert.ok(pool.keep(fd, 4));
+    assert.ok(pool.disconnect(fd) && pool.park(fd, 4));
     pool.close();
     assert.throws(() => Deno.statSync(`/proc/self/fd/${fd}`), "closed by close()");
   } finally {
