@@ -205,11 +205,11 @@ const POOL_MAX = 1024;
  * the port it bound automatically, so a datagram sent to that port later reaches nothing, and the
  * next `connect(2)` binds it to a new random port, just as a new socket would get. What was
  * queued before the disconnect (late or duplicate replies, a pending ICMP error) is dropped before
- * the socket is dialed again: read at once ({@linkcode disconnect}, then {@linkcode park} when the
- * loop has no more use for it), or, for a loop whose
- * level-triggered wait watches the socket, read only when that wait reports it readable
- * ({@linkcode keepUnread} and {@linkcode settle}), which saves a system call per dial. Sockets
- * that cannot be drained, and any beyond 1024 per family, are closed.
+ * the socket is dialed again: read at once ({@linkcode disconnect}, then {@linkcode park} once the
+ * loop has no more use for it), or, for a loop whose level-triggered wait watches the socket, read
+ * only when that wait reports it readable ({@linkcode keepUnread} and {@linkcode settle}), which
+ * saves a system call per dial. Sockets that cannot be drained, and any beyond 1024 per family, are
+ * closed.
  */
 export class DialSocketPool {
   readonly #free: { 4: number[]; 6: number[] } = { 4: [], 6: [] };
