@@ -8,6 +8,7 @@ import { EDNS_UDP_SIZE, Flag, Rcode } from "./wire/constants.ts";
 import { removeOpt } from "./wire/builders.ts";
 import { parseMessage } from "./wire/message.ts";
 import { readTtl } from "./wire/_ttl.ts";
+import { keyHash } from "./_key_hash.ts";
 import type { MessageInfo } from "./wire/message.ts";
 
 /** Limits and behaviour of a {@linkcode DnsCache}. */
@@ -117,6 +118,8 @@ class Entry implements CacheEntry {
   plain: CachedAnswer | undefined = undefined;
   constructor(
     readonly key: string,
+    /** keyHash(key): where it is in the Map. */
+    readonly hash: number,
     public bytes: Uint8Array,
     readonly ttlOffsets: readonly number[],
     readonly questionEnd: number,
@@ -196,8 +199,10 @@ export class DnsCache {
    * clock hand walks. An entry never moves: in V8 a delete and set of the same key, repeated, gets
    * slower with the table's size until it rehashes (20,000 of them in a 100,000-entry Map cost
    * 20 µs each, 0.8 µs with rotating keys: as if each delete left a hole in that key's chain).
+   * Keyed by `keyHash(key)`: an entry found is checked against the key; a store replaces what
+   * had the same hash.
    */
-  #entries = new Map<string, Entry>();
+  #entries = new Map<number, Entry>();
   /** The clock hand: walks #entries across evictions, back to the start at the end (see #evict). */
   #oldest: MapIterator<Entry> | undefined;
   #bytes = 0;
@@ -278,8 +283,8 @@ export class DnsCache {
    * @returns The entry and whether it is stale, or `undefined`.
    */
   lookup(key: string): CacheLookup | undefined {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return undefined;
+    const entry = this.#entries.get(keyHash(key));
+    if (entry === undefined || entry.key !== key) return undefined;
     const now = this.#now();
     if (now >= entry.expiresAt + this.#staleMs) {
       this.#remove(entry);
@@ -345,8 +350,10 @@ export class DnsCache {
       response[at + 1] = EDNS_UDP_SIZE & 0xff;
     }
     const now = this.#now();
-    const old = this.#entries.get(key);
-    // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for.
+    const hash = keyHash(key);
+    const old = this.#entries.get(hash);
+    // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for
+    // (unless what stood there was another key with the same hash).
     if (old !== undefined) this.#forget(old);
     // The parsed message is not kept: only the offsets a hit rewrites (each entry outlives a few
     // scavenges, which copy all it holds; the parsed form was over 40% of it).
@@ -367,6 +374,7 @@ export class DnsCache {
     }
     const entry = new Entry(
       key,
+      hash,
       bytes,
       info.ttlOffsets,
       info.question.end,
@@ -379,8 +387,8 @@ export class DnsCache {
       size,
       slab,
     );
-    entry.used = old !== undefined;
-    this.#entries.set(key, entry);
+    entry.used = old !== undefined && old.key === key;
+    this.#entries.set(hash, entry);
     this.#bytes += size;
     this.#evict();
     this.#compactSome();
@@ -536,8 +544,8 @@ export class DnsCache {
   }
 
   #remove(entry: Entry): void {
-    if (this.#entries.get(entry.key) === entry) {
-      this.#entries.delete(entry.key);
+    if (this.#entries.get(entry.hash) === entry) {
+      this.#entries.delete(entry.hash);
       this.#forget(entry);
     }
   }

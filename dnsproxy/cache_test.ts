@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { cacheKey, DnsCache } from "./cache.ts";
 import { buildQuery } from "./wire/builders.ts";
 import { parseMessage } from "./wire/message.ts";
+import { nameToText } from "./wire/name.ts";
+import { keyHash } from "./_key_hash.ts";
 
 /** An answer to `name` A: `rcode`, one A record with `ttl` unless negative, then an SOA. */
 function answer(name: string, ttl: number, options: { rcode?: number; soa?: boolean } = {}) {
@@ -31,6 +33,10 @@ function answer(name: string, ttl: number, options: { rcode?: number; soa?: bool
 function store(cache: DnsCache, bytes: Uint8Array): boolean {
   const info = parseMessage(bytes);
   return cache.store(cacheKey(info), bytes, info);
+}
+
+function cacheKeyOf(name: string): string {
+  return cacheKey(parseMessage(buildQuery({ id: 9, name, type: 1, edns: false })));
 }
 
 /** (Asserted with `ok`: a failed `equal` on a lookup would print its entry's 256 KiB slab.) */
@@ -203,4 +209,29 @@ Deno.test("cacheKey() separates DO and CD", () => {
     return cacheKey(parseMessage(query));
   };
   assert.equal(new Set([key(false, false), key(true, false), key(false, true)]).size, 3);
+});
+
+/** Two names whose A queries' keys share a `keyHash` (its seed is per process: searched for). */
+function collidingNames(): [string, string] {
+  const seen = new Map<number, string>();
+  for (let i = 0; i < 1_000_000; i++) {
+    const name = `c${i}.`;
+    const hash = keyHash(cacheKey(parseMessage(buildQuery({ id: 9, name, type: 1, edns: false }))));
+    const other = seen.get(hash);
+    if (other !== undefined) return [other, name];
+    seen.set(hash, name);
+  }
+  throw new Error("no two keys share a hash in a million");
+}
+
+Deno.test("DnsCache never answers a key with another's entry that shares its hash", () => {
+  const [a, b] = collidingNames();
+  const cache = new DnsCache({ now: () => 0 });
+  assert.equal(store(cache, answer(a, 60)), true);
+  assert.ok(lookup(cache, b) === undefined, `${b} is not answered with ${a}'s entry`);
+  assert.equal(store(cache, answer(b, 60)), true);
+  assert.ok(lookup(cache, a) === undefined, `${b}'s entry replaced ${a}'s`);
+  assert.equal(nameToText(lookup(cache, b)!.entry.bytes, 12), b);
+  assert.equal(cache.size, 1);
+  assert.equal(cache.bytes, answer(b, 60).length + cacheKeyOf(b).length * 2 + 8 + 160);
 });

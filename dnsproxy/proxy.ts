@@ -5,6 +5,7 @@
  * @module
  */
 import { BytePool, type Logger } from "@triad/core";
+import { keyHash } from "./_key_hash.ts";
 import { QUERY_SLAB } from "./_query_slab.ts";
 import { Acl } from "./acl.ts";
 import { cacheKey, copyQuestionCase, DnsCache } from "./cache.ts";
@@ -81,6 +82,11 @@ export type ProxyResponder<C> = (answer: ProxyAnswer, context: C) => void;
 
 type Waiter = (fetched: Fetched) => void;
 
+/** The upstream query under way for a cache key, and who waits for its outcome. */
+class InFlight {
+  constructor(readonly key: string, readonly waiters: Waiter[]) {}
+}
+
 /**
  * The query path of the proxy. Feed it a packet and who sent it; it returns the answer bytes (at
  * once for cache hits, as a promise otherwise) or `null` when nothing must be sent.
@@ -105,7 +111,8 @@ export class DnsProxy {
   #group: UpstreamGroup;
   #acl: Acl;
   #limiter: RateLimiter | undefined;
-  #inFlight = new Map<string, Waiter[]>();
+  /** By `keyHash` of the key (see `_key_hash.ts`); what is found is checked against the key. */
+  #inFlight = new Map<number, InFlight>();
   /** Where synchronous cache hits of {@linkcode answer} are written (valid until the next call). */
   #scratch = new Uint8Array(65_536);
   /** Copies kept until a query is answered, without a malloc each (small slabs: see QUERY_SLAB). */
@@ -350,12 +357,13 @@ export class DnsProxy {
       }
       respond(out, context);
     };
-    const waiters = this.#inFlight.get(key);
-    if (waiters === undefined) {
-      this.#fetch(key, packet, info, settle);
+    const hash = keyHash(key);
+    const flight = this.#inFlight.get(hash);
+    if (flight === undefined || flight.key !== key) {
+      this.#fetch(key, hash, packet, info, settle);
     } else {
       this.metrics.deduplicated();
-      waiters.push(settle);
+      flight.waiters.push(settle);
     }
     if (stale !== undefined && !settled) {
       timer = setTimeout(() => settle(undefined), this.#settings.staleAnswerTimeout ?? 1800);
@@ -366,9 +374,18 @@ export class DnsProxy {
    * Starts one upstream query for `key`; every waiter (joined later too) gets its outcome.
    * `query` is only read during the call (the upstream query is a copy).
    */
-  #fetch(key: string, query: Uint8Array, info: MessageInfo, first: Waiter | undefined): void {
+  #fetch(
+    key: string,
+    hash: number,
+    query: Uint8Array,
+    info: MessageInfo,
+    first: Waiter | undefined,
+  ): void {
     const waiters: Waiter[] = first === undefined ? [] : [first];
-    this.#inFlight.set(key, waiters);
+    // Another key in flight under the same hash loses its place: later queries for it start
+    // their own upstream query instead of joining (its waiters still get their answer).
+    const flight = new InFlight(key, waiters);
+    this.#inFlight.set(hash, flight);
     this.#group.start(withEdns(query, info, this.#bytes), info, (result) => {
       let fetched: Fetched;
       if (!result.ok) {
@@ -378,7 +395,7 @@ export class DnsProxy {
         this.cache.store(key, bytes, replyInfo);
         fetched = { ok: true, bytes, info: replyInfo, upstream: result.upstream };
       }
-      if (this.#inFlight.get(key) === waiters) this.#inFlight.delete(key);
+      if (this.#inFlight.get(hash) === flight) this.#inFlight.delete(hash);
       for (const waiter of waiters) {
         try {
           waiter(fetched);
@@ -393,9 +410,10 @@ export class DnsProxy {
   }
 
   #prefetch(key: string, packet: Uint8Array, info: MessageInfo): void {
-    if (this.#inFlight.has(key)) return;
+    const hash = keyHash(key);
+    if (this.#inFlight.get(hash)?.key === key) return;
     this.metrics.prefetches();
-    this.#fetch(key, packet, info, undefined);
+    this.#fetch(key, hash, packet, info, undefined);
   }
 
   /**

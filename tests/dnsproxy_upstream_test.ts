@@ -1,13 +1,16 @@
 import assert from "node:assert/strict";
 import {
   buildQuery,
+  cacheKey,
   DnsProxy,
+  nameToText,
   parseMessage,
   Rcode,
   RrType,
   serveDns,
   UpstreamGroup,
 } from "@triad/dnsproxy";
+import { keyHash } from "../dnsproxy/_key_hash.ts";
 import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
 import { queryUdp } from "./dnsproxy_client.ts";
@@ -109,6 +112,37 @@ testWith("upstreams: retry, health, limits, deduplication, TCP and TLS", needs, 
     assert.equal(slow.queries, 1);
     assert.match(proxy.metrics.registry.expose(), /^dns_inflight_deduplicated_total 19$/m);
   });
+
+  await t.step(
+    "questions whose keys share a hash in flight together each get their own",
+    async () => {
+      const seen = new Map<number, string>();
+      let names: [string, string] | undefined;
+      for (let i = 0; names === undefined; i++) {
+        const name = `c${i}.test`;
+        const hash = keyHash(cacheKey(parseMessage(buildQuery({ id: 0, name, type: 1 }))));
+        const other = seen.get(hash);
+        if (other !== undefined) names = [other, name];
+        seen.set(hash, name);
+      }
+      await using slow = await startFakeUpstream(async (query, reply) => {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const real = await forward(unbound.port, query);
+        if (real !== null) reply(real);
+      });
+      using proxy = new DnsProxy({ upstream: { upstreams: [slow.address], healthCheck: 0 } });
+      await using server = await serveDns(proxy, { listen: "127.0.0.1:0" });
+      const replies = await Promise.all(
+        names.map((name, i) => queryUdp(server.address.port, buildQuery({ id: i, name, type: 1 }))),
+      );
+      for (const [i, reply] of replies.entries()) {
+        assert.ok(reply !== null);
+        assert.equal(parseMessage(reply).rcode, Rcode.NXDOMAIN);
+        assert.equal(nameToText(reply, 12), `${names[i]}.`, "the answer to its own question");
+      }
+      assert.equal(slow.queries, 2);
+    },
+  );
 
   await t.step("popular entries are prefetched before they expire", async () => {
     using proxy = new DnsProxy({
