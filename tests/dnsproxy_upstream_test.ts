@@ -21,6 +21,13 @@ const needs = [command("unbound"), command("openssl")];
 testWith("upstreams: retry, health, limits, deduplication, TCP and TLS", needs, async (t) => {
   await using unbound = await startUnbound({ tls: true });
   await using blackHole = await startFakeUpstream(() => {});
+  /** Relays each query to unbound 100 ms late, so that queries sent together are in flight. */
+  const slowRelay = () =>
+    startFakeUpstream(async (query, reply) => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const real = await forward(unbound.port, query);
+      if (real !== null) reply(real);
+    });
 
   await t.step("a silent upstream is retried on another, then marked down", async () => {
     using group = new UpstreamGroup({
@@ -95,11 +102,7 @@ testWith("upstreams: retry, health, limits, deduplication, TCP and TLS", needs, 
   });
 
   await t.step("identical questions in flight share one upstream query", async () => {
-    await using slow = await startFakeUpstream(async (query, reply) => {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      const real = await forward(unbound.port, query);
-      if (real !== null) reply(real);
-    });
+    await using slow = await slowRelay();
     using proxy = new DnsProxy({ upstream: { upstreams: [slow.address], healthCheck: 0 } });
     await using server = await serveDns(proxy, { listen: "127.0.0.1:0" });
     const replies = await Promise.all(
@@ -125,11 +128,7 @@ testWith("upstreams: retry, health, limits, deduplication, TCP and TLS", needs, 
         if (other !== undefined) names = [other, name];
         seen.set(hash, name);
       }
-      await using slow = await startFakeUpstream(async (query, reply) => {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        const real = await forward(unbound.port, query);
-        if (real !== null) reply(real);
-      });
+      await using slow = await slowRelay();
       using proxy = new DnsProxy({ upstream: { upstreams: [slow.address], healthCheck: 0 } });
       await using server = await serveDns(proxy, { listen: "127.0.0.1:0" });
       const replies = await Promise.all(
