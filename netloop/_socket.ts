@@ -366,7 +366,6 @@ export function connectDialSocket(fd: number, address: SocketAddress): number {
 }
 
 const MSG_NOSIGNAL = 0x4000;
-const sendBuffer = { bytes: new Uint8Array(65536) };
 
 /**
  * Sends one datagram on a connected socket without blocking.
@@ -376,13 +375,9 @@ const sendBuffer = { bytes: new Uint8Array(65536) };
  * @returns 0, or the errno (EAGAIN: the socket buffer is full and the datagram was dropped).
  */
 export function sendConnected(fd: number, datagram: Uint8Array): number {
-  if (sendBuffer.bytes.length < datagram.length) {
-    sendBuffer.bytes = new Uint8Array(datagram.length);
-  }
-  sendBuffer.bytes.set(datagram);
   const sent = libc().sendto(
     fd,
-    sendBuffer.bytes,
+    datagram,
     datagram.length,
     MSG_DONTWAIT | MSG_NOSIGNAL,
     null,
