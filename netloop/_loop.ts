@@ -61,6 +61,20 @@ export function idleError(ms: number): NetloopError {
 }
 
 /** The base of every backend's loop. */
+/** An IPv6 sender remembered by {@linkcode LoopCore.peerAddress}: its sockaddr words and address. */
+class Peer6 {
+  constructor(
+    readonly p0: number,
+    readonly p1: number,
+    readonly p2: number,
+    readonly p3: number,
+    readonly p4: number,
+    readonly p5: number,
+    readonly p6: number,
+    readonly address: SocketAddress,
+  ) {}
+}
+
 export abstract class LoopCore implements Loop {
   readonly index: number;
   readonly loops: number;
@@ -123,28 +137,57 @@ export abstract class LoopCore implements Loop {
   protected abstract connect(conn: ConnImpl, address: SocketAddress): void;
   /** Returns a connection's local or remote address. */
   abstract addressOf(conn: ConnImpl, which: "local" | "remote"): SocketAddress;
-  /** Sender addresses decoded lately, by IPv4 address and port or by the IPv6 sockaddr words. */
-  private readonly peers = new Map<number | string, SocketAddress>();
+  /** Sender addresses decoded lately, by IPv4 address and port. */
+  private readonly peers = new Map<number, SocketAddress>();
+  /** IPv6 senders decoded lately, by a hash of their sockaddr words (checked on use). */
+  private readonly peers6 = new Map<number, Peer6>();
   private readonly peerWords = new Uint32Array(8);
   private readonly peerBytes = new Uint8Array(this.peerWords.buffer);
 
   /**
    * Decodes a datagram's sender, remembering recent ones: a busy UDP server sees the same clients
-   * again and again, and decoding means formatting the address as text.
+   * again and again, and decoding means formatting the address as text. The tables are keyed by
+   * numbers: an IPv6 key built as a string cost a string and V8's hashing of it per datagram.
    */
   peerAddress(conn: PacketConn): SocketAddress {
-    const ipv4 = conn.peerLength <= 16;
-    // IPv4: address word and port (big-endian in the upper half of p0) as one exact number.
-    const key = ipv4 ? conn.p1 * 65536 + (conn.p0 >>> 16) : `${conn.p0},${conn.p1},${conn.p2},` +
-      `${conn.p3},${conn.p4},${conn.p5},${conn.p6}`;
-    let address = this.peers.get(key);
-    if (address === undefined) {
-      conn.writePeer(this.peerWords, 0);
-      address = Object.freeze(decodeSockaddr(this.peerBytes));
-      if (this.peers.size >= 4096) this.peers.clear();
-      this.peers.set(key, address);
+    if (conn.peerLength <= 16) {
+      // IPv4: address word and port (big-endian in the upper half of p0) as one exact number.
+      const key = conn.p1 * 65536 + (conn.p0 >>> 16);
+      let address = this.peers.get(key);
+      if (address === undefined) {
+        address = this.decodePeer(conn);
+        if (this.peers.size >= 4096) this.peers.clear();
+        this.peers.set(key, address);
+      }
+      return address;
     }
+    let h = conn.p0;
+    h = Math.imul(h ^ conn.p1, 0x5bd1e995) ^ (h >>> 15);
+    h = Math.imul(h ^ conn.p2, 0x5bd1e995) ^ (h >>> 15);
+    h = Math.imul(h ^ conn.p3, 0x5bd1e995) ^ (h >>> 15);
+    h = Math.imul(h ^ conn.p4, 0x5bd1e995) ^ (h >>> 15);
+    h = Math.imul(h ^ conn.p5, 0x5bd1e995) ^ (h >>> 15);
+    h = (Math.imul(h ^ conn.p6, 0x5bd1e995) ^ (h >>> 15)) & 0x3fffffff;
+    const peer = this.peers6.get(h);
+    if (
+      peer !== undefined && peer.p0 === conn.p0 && peer.p1 === conn.p1 && peer.p2 === conn.p2 &&
+      peer.p3 === conn.p3 && peer.p4 === conn.p4 && peer.p5 === conn.p5 && peer.p6 === conn.p6
+    ) {
+      return peer.address;
+    }
+    const address = this.decodePeer(conn);
+    if (this.peers6.size >= 4096) this.peers6.clear();
+    // A sender whose words hash the same replaces the one before.
+    this.peers6.set(
+      h,
+      new Peer6(conn.p0, conn.p1, conn.p2, conn.p3, conn.p4, conn.p5, conn.p6, address),
+    );
     return address;
+  }
+
+  private decodePeer(conn: PacketConn): SocketAddress {
+    conn.writePeer(this.peerWords, 0);
+    return Object.freeze(decodeSockaddr(this.peerBytes));
   }
   /** Queues a datagram reply from a UDP listener. */
   abstract sendDatagram(conn: PacketConn, bytes: Uint8Array): void;
