@@ -116,6 +116,8 @@ class Entry implements CacheEntry {
   prefetching = false;
   used = false;
   plain: CachedAnswer | undefined = undefined;
+  /** The next entry whose key has the same hash (rare: see #entries). */
+  nextSame: Entry | undefined = undefined;
   constructor(
     readonly key: string,
     /** keyHash(key): where it is in the Map. */
@@ -199,10 +201,13 @@ export class DnsCache {
    * clock hand walks. An entry never moves: in V8 a delete and set of the same key, repeated, gets
    * slower with the table's size until it rehashes (20,000 of them in a 100,000-entry Map cost
    * 20 µs each, 0.8 µs with rotating keys: as if each delete left a hole in that key's chain).
-   * Keyed by `keyHash(key)`: an entry found is checked against the key; a store replaces what
-   * had the same hash.
+   * Keyed by `keyHash(key)`: what is found is checked against the key, and an entry whose key
+   * shares its hash with another's is chained behind that one (`nextSame`; the two share a place
+   * in the clock hand's order).
    */
   #entries = new Map<number, Entry>();
+  /** Entries held, the chained ones included. */
+  #count = 0;
   /** The clock hand: walks #entries across evictions, back to the start at the end (see #evict). */
   #oldest: MapIterator<Entry> | undefined;
   #bytes = 0;
@@ -268,7 +273,7 @@ export class DnsCache {
 
   /** Number of entries. */
   get size(): number {
-    return this.#entries.size;
+    return this.#count;
   }
 
   /** Bytes held. */
@@ -283,8 +288,9 @@ export class DnsCache {
    * @returns The entry and whether it is stale, or `undefined`.
    */
   lookup(key: string): CacheLookup | undefined {
-    const entry = this.#entries.get(keyHash(key));
-    if (entry === undefined || entry.key !== key) return undefined;
+    let entry = this.#entries.get(keyHash(key));
+    if (entry !== undefined && entry.key !== key) entry = chained(entry, key);
+    if (entry === undefined) return undefined;
     const now = this.#now();
     if (now >= entry.expiresAt + this.#staleMs) {
       this.#remove(entry);
@@ -351,9 +357,9 @@ export class DnsCache {
     }
     const now = this.#now();
     const hash = keyHash(key);
-    const old = this.#entries.get(hash);
-    // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for
-    // (unless what stood there was another key with the same hash).
+    const head = this.#entries.get(hash);
+    const old = head === undefined || head.key === key ? head : chained(head, key);
+    // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for.
     if (old !== undefined) this.#forget(old);
     // The parsed message is not kept: only the offsets a hit rewrites (each entry outlives a few
     // scavenges, which copy all it holds; the parsed form was over 40% of it).
@@ -387,8 +393,19 @@ export class DnsCache {
       size,
       slab,
     );
-    entry.used = old !== undefined && old.key === key;
-    this.#entries.set(hash, entry);
+    entry.used = old !== undefined;
+    if (old !== undefined) {
+      entry.nextSame = old.nextSame;
+      if (old === head) this.#entries.set(hash, entry);
+      else this.#before(old)!.nextSame = entry;
+    } else {
+      if (head === undefined) this.#entries.set(hash, entry);
+      else {
+        entry.nextSame = head.nextSame;
+        head.nextSame = entry;
+      }
+      this.#count++;
+    }
     this.#bytes += size;
     this.#evict();
     this.#compactSome();
@@ -459,6 +476,7 @@ export class DnsCache {
   /** Removes every entry. */
   clear(): void {
     this.#entries.clear();
+    this.#count = 0;
     this.#oldest = undefined;
     this.#bytes = 0;
     this.#slab = undefined;
@@ -534,25 +552,41 @@ export class DnsCache {
         this.#compacting = undefined;
         return;
       }
-      const entry = next.value;
-      if (entry.slab === undefined || entry.slab.epoch === this.#epoch) continue;
-      const bytes = this.#copyIn(entry.bytes);
-      this.#release(entry);
-      entry.bytes = bytes;
-      entry.slab = this.#slab;
+      for (let entry: Entry | undefined = next.value; entry !== undefined; entry = entry.nextSame) {
+        if (entry.slab === undefined || entry.slab.epoch === this.#epoch) continue;
+        const bytes = this.#copyIn(entry.bytes);
+        this.#release(entry);
+        entry.bytes = bytes;
+        entry.slab = this.#slab;
+      }
     }
+  }
+
+  /** The entry chained just before `entry` (`undefined` when it is the first, or not held). */
+  #before(entry: Entry): Entry | undefined {
+    let at = this.#entries.get(entry.hash);
+    while (at !== undefined && at.nextSame !== entry) at = at.nextSame;
+    return at;
   }
 
   #remove(entry: Entry): void {
     if (this.#entries.get(entry.hash) === entry) {
-      this.#entries.delete(entry.hash);
-      this.#forget(entry);
+      // The next one with its hash, if any, takes its place.
+      if (entry.nextSame === undefined) this.#entries.delete(entry.hash);
+      else this.#entries.set(entry.hash, entry.nextSame);
+    } else {
+      const before = this.#before(entry);
+      if (before === undefined) return; // not held (removed already)
+      before.nextSame = entry.nextSame;
     }
+    entry.nextSame = undefined;
+    this.#count--;
+    this.#forget(entry);
   }
 
   #evict(): void {
-    let chances = this.#entries.size;
-    while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+    let chances = this.#count;
+    while (this.#count > this.#maxEntries || this.#bytes > this.#maxBytes) {
       // One iterator kept across calls: a fresh one would step over every hole that the
       // evictions before it left at the front of the table, each time.
       this.#oldest ??= this.#entries.values();
@@ -572,6 +606,13 @@ export class DnsCache {
       this.evictions++;
     }
   }
+}
+
+/** The entry for `key` chained behind `head` (another key with the same hash), if any. */
+function chained(head: Entry, key: string): Entry | undefined {
+  let entry = head.nextSame;
+  while (entry !== undefined && entry.key !== key) entry = entry.nextSame;
+  return entry;
 }
 
 function writeTtl(out: Uint8Array, at: number, ttl: number): void {

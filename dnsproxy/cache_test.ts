@@ -224,14 +224,66 @@ function collidingNames(): [string, string] {
   throw new Error("no two keys share a hash in a million");
 }
 
-Deno.test("DnsCache never answers a key with another's entry that shares its hash", () => {
+Deno.test("DnsCache keeps keys that share a hash apart", async (t) => {
   const [a, b] = collidingNames();
-  const cache = new DnsCache({ now: () => 0 });
-  assert.equal(store(cache, answer(a, 60)), true);
-  assert.ok(lookup(cache, b) === undefined, `${b} is not answered with ${a}'s entry`);
-  assert.equal(store(cache, answer(b, 60)), true);
-  assert.ok(lookup(cache, a) === undefined, `${b}'s entry replaced ${a}'s`);
-  assert.equal(nameToText(lookup(cache, b)!.entry.bytes, 12), b);
-  assert.equal(cache.size, 1);
-  assert.equal(cache.bytes, answer(b, 60).length + cacheKeyOf(b).length * 2 + 8 + 160);
+  const name = (hit: ReturnType<typeof lookup>) => hit && nameToText(hit.entry.bytes, 12);
+  let clock = 0;
+  const cache = new DnsCache({ now: () => clock, staleTtl: 0 });
+  await t.step("one is not answered with the other's entry", () => {
+    assert.equal(store(cache, answer(a, 600)), true);
+    assert.ok(lookup(cache, b) === undefined, `${b} is not answered with ${a}'s entry`);
+  });
+  await t.step("both are kept, each found as itself", () => {
+    assert.equal(store(cache, answer(b, 60)), true);
+    assert.equal(cache.size, 2);
+    assert.equal(name(lookup(cache, a)), a);
+    assert.equal(name(lookup(cache, b)), b);
+  });
+  await t.step("each is replaced in place", () => {
+    store(cache, answer(b, 30));
+    store(cache, answer(a, 300));
+    assert.equal(cache.size, 2);
+    assert.equal(lookup(cache, a)?.entry.lifetime, 300);
+    assert.equal(lookup(cache, b)?.entry.lifetime, 30);
+    const size = (n: string, ttl: number) =>
+      answer(n, ttl).length + cacheKeyOf(n).length * 2 + 8 + 160;
+    assert.equal(cache.bytes, size(a, 300) + size(b, 30));
+  });
+  await t.step("the second goes when it expires, the first stays", () => {
+    clock = 31_000;
+    assert.ok(lookup(cache, b) === undefined);
+    assert.equal(cache.size, 1);
+    assert.equal(name(lookup(cache, a)), a);
+    assert.equal(store(cache, answer(b, 60)), true);
+    assert.equal(name(lookup(cache, b)), b);
+  });
+  await t.step("the first goes when it expires, the second takes its place", () => {
+    clock = 400_000;
+    store(cache, answer(b, 60));
+    assert.ok(lookup(cache, a) === undefined);
+    assert.equal(cache.size, 1);
+    assert.equal(name(lookup(cache, b)), b);
+    store(cache, answer(a, 60));
+    assert.equal(cache.size, 2);
+  });
+  await t.step("both survive evictions and compactions around them", () => {
+    const busy = new DnsCache({ maxEntries: 500, now: () => 0 });
+    store(busy, answer(a, 60));
+    store(busy, answer(b, 60));
+    for (let i = 0; i < 20_000; i++) {
+      store(busy, answer(`churn${i}.`, 60));
+      if (i % 100 === 0) {
+        lookup(busy, a);
+        lookup(busy, b);
+      }
+    }
+    assert.ok(busy.evictions > 19_000);
+    assert.ok(busy.size <= 500);
+    for (const n of [a, b]) {
+      const expected = answer(n, 60);
+      expected[1] = 3;
+      const query = buildQuery({ id: 3, name: n, type: 1, edns: false });
+      assert.deepEqual(busy.answer(lookup(busy, n)!, query), expected);
+    }
+  });
 });
