@@ -12,8 +12,8 @@ const SEED = crypto.getRandomValues(new Uint32Array(1))[0]! | 0;
  * is used as a `Map` key, and every query's key is a new string: about 200 ns for a 20-character
  * key here, more than the rest of a lookup in a 100,000-entry table; this loop over its characters
  * costs ~25 ns, and a `Map` hashes a small integer inline. Two keys may share a hash: the tables
- * compare the key of what they find, so a collision costs at worst a cache entry or a shared
- * upstream query, never a wrong answer.
+ * compare the key of what they find (the cache chains such keys and keeps both; the in-flight
+ * table lets the later one make its own upstream query), so a collision never gives a wrong answer.
  *
  * @param key The key.
  * @returns An integer in [0, 2^30), a small integer for V8 on every platform.
