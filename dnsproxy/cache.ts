@@ -33,6 +33,8 @@ export interface CacheOptions {
   prefetchHits?: number;
   /** Milliseconds clock, for tests. @default {performance.now} */
   now?: () => number;
+  /** The hash the entries are found by, for tests (keys made to collide). @default {a seeded hash} */
+  hash?: (key: string) => number;
 }
 
 /**
@@ -101,6 +103,12 @@ const SLAB_MAX_ANSWER = 16 * 1024;
 
 /** Answers moved out of old slabs per store while a compaction runs (bounds its pause). */
 const COMPACT_STEP = 16;
+
+/**
+ * Entries kept under one hash at most: another key with that hash is not cached, so a lookup
+ * compares at most this many keys even against names made to collide.
+ */
+const MAX_CHAIN = 8;
 
 /** A slab of cached answers: what it has handed out, and how much of that is still cached. */
 class Slab {
@@ -231,6 +239,7 @@ export class DnsCache {
   #prefetchFraction: number;
   #prefetchHits: number;
   readonly #now: () => number;
+  readonly #hash: (key: string) => number;
   /** Entries evicted to stay within the limits. */
   evictions = 0;
 
@@ -241,6 +250,7 @@ export class DnsCache {
    */
   constructor(options: CacheOptions = {}) {
     this.#now = options.now ?? (() => performance.now());
+    this.#hash = options.hash ?? keyHash;
     this.#maxEntries = 0;
     this.#maxBytes = 0;
     this.#minTtl = 0;
@@ -288,7 +298,7 @@ export class DnsCache {
    * @returns The entry and whether it is stale, or `undefined`.
    */
   lookup(key: string): CacheLookup | undefined {
-    let entry = this.#entries.get(keyHash(key));
+    let entry = this.#entries.get(this.#hash(key));
     if (entry !== undefined && entry.key !== key) entry = chained(entry, key);
     if (entry === undefined) return undefined;
     const now = this.#now();
@@ -356,9 +366,10 @@ export class DnsCache {
       response[at + 1] = EDNS_UDP_SIZE & 0xff;
     }
     const now = this.#now();
-    const hash = keyHash(key);
+    const hash = this.#hash(key);
     const head = this.#entries.get(hash);
     const old = head === undefined || head.key === key ? head : chained(head, key);
+    if (old === undefined && head !== undefined && chainLength(head) >= MAX_CHAIN) return false;
     // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for.
     if (old !== undefined) this.#forget(old);
     // The parsed message is not kept: only the offsets a hit rewrites (each entry outlives a few
@@ -606,6 +617,13 @@ export class DnsCache {
       this.evictions++;
     }
   }
+}
+
+/** How many entries share `head`'s hash, `head` included. */
+function chainLength(head: Entry): number {
+  let n = 1;
+  for (let entry = head.nextSame; entry !== undefined; entry = entry.nextSame) n++;
+  return n;
 }
 
 /** The entry for `key` chained behind `head` (another key with the same hash), if any. */

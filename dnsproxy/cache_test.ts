@@ -287,3 +287,29 @@ Deno.test("DnsCache keeps keys that share a hash apart", async (t) => {
     }
   });
 });
+
+Deno.test("DnsCache keeps at most 8 keys under one hash", () => {
+  let clock = 0;
+  const cache = new DnsCache({ now: () => clock, staleTtl: 0, hash: () => 1 });
+  const names = Array.from({ length: 9 }, (_, i) => `same${i}.`);
+  for (const n of names.slice(0, 8)) {
+    assert.equal(store(cache, answer(n, 60 + names.indexOf(n))), true);
+  }
+  assert.equal(store(cache, answer(names[8]!, 60)), false, "a ninth key is not cached");
+  assert.equal(cache.size, 8);
+  for (const [i, n] of names.slice(0, 8).entries()) {
+    assert.equal(lookup(cache, n)?.entry.lifetime, 60 + i, `${n} found as itself`);
+  }
+  assert.ok(lookup(cache, names[8]!) === undefined);
+  assert.equal(store(cache, answer(names[3]!, 100)), true, "one of the eight is replaced in place");
+  assert.equal(cache.size, 8);
+  clock = 61_000; // same0. (60 s) expires: room for the ninth
+  assert.ok(lookup(cache, names[0]!) === undefined);
+  assert.equal(store(cache, answer(names[8]!, 60)), true);
+  assert.equal(cache.size, 8);
+
+  const small = new DnsCache({ maxEntries: 4, now: () => 0, hash: () => 1 });
+  for (const n of names.slice(0, 6)) store(small, answer(n, 60));
+  assert.equal(small.size, 4);
+  assert.equal(names.filter((n) => lookup(small, n) !== undefined).length, 4);
+});
