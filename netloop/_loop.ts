@@ -60,7 +60,6 @@ export function idleError(ms: number): NetloopError {
   return new NetloopError(`Connection was idle for more than ${ms} ms`, { code: "idle_timeout" });
 }
 
-/** The base of every backend's loop. */
 /** An IPv6 sender remembered by {@linkcode LoopCore.peerAddress}: its sockaddr words and address. */
 class Peer6 {
   constructor(
@@ -75,6 +74,7 @@ class Peer6 {
   ) {}
 }
 
+/** The base of every backend's loop. */
 export abstract class LoopCore implements Loop {
   readonly index: number;
   readonly loops: number;
