@@ -142,6 +142,51 @@ export function openListener(spec: ListenerSpec): { fd: number; address: SocketA
   }
 }
 
+/**
+ * Opens the socket a UDP listener's replies leave from: a second socket on the listener's own
+ * address and port, connected to that same address, so it sends from where clients sent to but
+ * receives nothing (a connected UDP socket gets only what its peer sends, and `SO_REUSEPORT`
+ * leaves connected sockets out of its spread).
+ *
+ * Why: epoll keeps an entry on the wait queue of every socket it watches, and a socket with a
+ * waiter takes that queue's lock for each datagram it sends, when the kernel frees the sent buffer
+ * (`sock_wfree`, to report write space): the lock every arriving datagram takes too, on its
+ * sender's CPU. A socket nobody waits on skips that (a DNS proxy's cache hit:
+ * 5.09 → 4.87 µs of CPU, 9 interleaved rounds).
+ *
+ * Not on a wildcard address (`0.0.0.0`, `::`): connecting would fix one source address for every
+ * reply. A datagram that reaches the socket between its bind and its connect stays queued on it:
+ * the loop reads it once, at its start.
+ *
+ * @param spec The listener's spec (its options and socket buffer are copied).
+ * @param bound The listener's bound address, port included.
+ * @returns The socket, or -1 when there is none (the listener then sends its replies itself).
+ */
+export function openReplySocket(spec: ListenerSpec, bound: SocketAddress): number {
+  if (spec.network !== "udp" || bound.address === "0.0.0.0" || bound.address === "::") return -1;
+  const family = bound.family === 6 ? AF_INET6 : AF_INET;
+  const lib = libc();
+  const fd = lib.socket(
+    family,
+    SOCK_DGRAM | SOCK_CLOEXEC | (spec.nonblocking ? SOCK_NONBLOCK : 0),
+    0,
+  );
+  if (fd < 0) return -1;
+  const sockaddr = new Uint8Array(new ArrayBuffer(128));
+  const length = encodeSockaddr(bound, sockaddr);
+  intView.setInt32(0, 1, true);
+  const ok = lib.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, intBuffer, 4) === 0 &&
+    (!spec.reusePort || lib.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, intBuffer, 4) === 0) &&
+    (family !== AF_INET6 || lib.setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, intBuffer, 4) === 0) &&
+    lib.bind(fd, sockaddr, length) === 0 && lib.connect(fd, sockaddr, length) === 0;
+  if (!ok) {
+    lib.close(fd);
+    return -1;
+  }
+  if ((spec.socketBuffer ?? 0) > 0) setBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, spec.socketBuffer!);
+  return fd;
+}
+
 /** sockaddrs of the addresses dialed, kept while the address objects live (the kernel may read one
  * after the call that handed it over: uring's CONNECT, so they are never rewritten). */
 const sockaddrs = new WeakMap<SocketAddress, { sockaddr: Uint8Array; length: number }>();

@@ -182,6 +182,53 @@ for (const backend of BACKENDS) {
       assert.ok(replies.includes("datagram 0") && replies.includes("datagram 49"));
     });
 
+    await t.step(
+      "UDP replies come from the listener's address, to many senders, one loop or two",
+      async () => {
+        for (
+          const [loops, hostname, type] of [[1, "127.0.0.1", "udp4"], [2, "127.0.0.1", "udp4"], [
+            1,
+            "::1",
+            "udp6",
+          ]] as const
+        ) {
+          await using fixture = await startFixture(backend, { mode: "echo" }, {
+            network: "udp",
+            hostname,
+            loops,
+          });
+          // The epoll loop sends from a second socket connected to the listener's own address:
+          // none of these senders' datagrams may end up there, whichever loop they are spread to.
+          if (hostname === "127.0.0.1") {
+            assert.equal(udpSocketsTo(fixture.port), backend === "epoll" ? loops : 0);
+          }
+          const sockets = Array.from({ length: 40 }, () => dgram.createSocket(type));
+          const replies: string[] = [];
+          const wrongSource: string[] = [];
+          const done = Promise.withResolvers<void>();
+          for (const socket of sockets) {
+            socket.on("message", (message: Uint8Array, from: dgram.RemoteInfo) => {
+              if (from.port !== fixture.port || from.address !== hostname) {
+                wrongSource.push(`${from.address}:${from.port}`);
+              }
+              replies.push(new TextDecoder().decode(message));
+              if (replies.length === 120) done.resolve();
+            });
+            await new Promise<void>((resolve) => socket.bind(0, hostname, () => resolve()));
+          }
+          for (let i = 0; i < 120; i++) {
+            sockets[i % 40]!.send(encoder.encode(`d${i}`), fixture.port, hostname);
+          }
+          const timer = setTimeout(() => done.resolve(), 3000);
+          await done.promise;
+          clearTimeout(timer);
+          for (const socket of sockets) await new Promise<void>((r) => socket.close(() => r()));
+          assert.equal(replies.length, 120, `${loops} loop(s) on ${hostname}: replies`);
+          assert.deepEqual(wrongSource, []);
+        }
+      },
+    );
+
     if (backend !== "portable") {
       await t.step("a UDP listener gets the socket buffers asked for", async () => {
         const asked = 3 << 20;

@@ -14,6 +14,7 @@ import {
   DialSocketPool,
   openDialSocket,
   openListener,
+  openReplySocket,
   sendConnected,
   setNoDelay,
   SOCK_CLOEXEC,
@@ -52,6 +53,8 @@ export class EpollLoop extends LoopCore {
   private readonly epfd: number;
   readonly wakeFd: number;
   private listenFd = -1;
+  /** UDP: where replies leave from (see {@linkcode openReplySocket}); -1: the listener sends. */
+  private replyFd = -1;
   private readonly byFd: (ConnImpl | undefined)[] = [];
   /** Registered interest per fd. */
   private readonly interest: number[] = [];
@@ -90,11 +93,15 @@ export class EpollLoop extends LoopCore {
   }
 
   override listen(): void {
-    const { fd, address } = openListener({ ...this.config, nonblocking: true });
+    const spec = { ...this.config, nonblocking: true };
+    const { fd, address } = openListener(spec);
     this.listenFd = fd;
     this.address = address;
     this.ctl(EPOLL_CTL_ADD, fd, EPOLLIN);
-    if (this.config.network === "udp") this.udp = new UdpVectors(this.config.readBufferSize);
+    if (this.config.network === "udp") {
+      this.udp = new UdpVectors(this.config.readBufferSize);
+      this.replyFd = openReplySocket(spec, address);
+    }
   }
 
   override wake(): void {
@@ -104,6 +111,8 @@ export class EpollLoop extends LoopCore {
   override async run(): Promise<void> {
     const yielder = new Yielder(this);
     try {
+      // What reached the reply socket before it was connected to itself.
+      if (this.replyFd >= 0) this.receiveDatagrams(this.replyFd);
       while (!this.stopping) {
         this.flush();
         let now = this.now;
@@ -124,7 +133,7 @@ export class EpollLoop extends LoopCore {
           const events = this.eventWords[i * 3]!;
           const fd = this.eventWords[i * 3 + 1]!;
           if (fd === this.listenFd) {
-            if (this.udp !== undefined) this.receiveDatagrams();
+            if (this.udp !== undefined) this.receiveDatagrams(fd);
             else this.accept(now);
           } else if (fd === this.wakeFd) {
             this.lib.read(this.wakeFd, this.wakeBuffer, 8);
@@ -148,8 +157,9 @@ export class EpollLoop extends LoopCore {
   }
 
   private closeAll(): void {
+    if (this.replyFd >= 0) this.lib.close(this.replyFd);
     if (this.listenFd >= 0) this.lib.close(this.listenFd);
-    this.listenFd = -1;
+    this.listenFd = this.replyFd = -1;
     for (const conn of [...this.conns]) this.finish(conn);
     for (const conn of this.pendingOpen) this.finish(conn);
     this.pendingOpen = [];
@@ -358,11 +368,11 @@ export class EpollLoop extends LoopCore {
     return socketAddress(conn.fd, which);
   }
 
-  private receiveDatagrams(): void {
+  private receiveDatagrams(fd: number): void {
     const udp = this.udp!;
     for (let round = 0; round < 16; round++) {
       udp.resetNames();
-      const n = this.lib.recvmmsg(this.listenFd, udp.headers, VLEN, MSG_DONTWAIT, null);
+      const n = this.lib.recvmmsg(fd, udp.headers, VLEN, MSG_DONTWAIT, null);
       if (n <= 0) return;
       for (let i = 0; i < n; i++) {
         const length = udp.headerWords[i * 16 + 14]!;
@@ -391,7 +401,7 @@ export class EpollLoop extends LoopCore {
     let sent = 0;
     while (sent < udp.queued) {
       const n = this.lib.sendmmsg(
-        this.listenFd,
+        this.replyFd >= 0 ? this.replyFd : this.listenFd,
         udp.sendHeaders.subarray(sent * 64),
         udp.queued - sent,
         MSG_NOSIGNAL,
