@@ -107,7 +107,11 @@ const UPSTREAM_HANDLER: ConnHandler = {
 /** How often {@linkcode LoopTransport.sweep} looks for expired queries (ms). */
 const SWEEP_EVERY_MS = 10;
 
-/** The transport of a loop, with the timeout sweep the loop's `onTick` must call. */
+/**
+ * The transport of a loop, with the timeout sweep the loop's `onTick` must call: while UDP
+ * queries are in flight the transport asks the loop for a tick every {@linkcode SWEEP_EVERY_MS}
+ * ({@linkcode Loop.tickWithin}), so the loop's own `tick` can be long.
+ */
 export interface LoopTransport extends UpstreamTransport {
   /** Fails the UDP queries past their deadline (precision {@linkcode SWEEP_EVERY_MS}). */
   sweep(now: number): void;
@@ -137,17 +141,21 @@ export function loopTransport(loop: Loop): LoopTransport {
       return n;
     },
     sweep(now) {
-      if (now < nextSweep || pending.length === 0) return;
-      nextSweep = now + SWEEP_EVERY_MS;
-      const kept: PendingQuery[] = [];
-      const expired: PendingQuery[] = [];
-      for (const query of pending) {
-        if (query.done) continue;
-        if (now >= query.deadline) expired.push(query);
-        else kept.push(query);
+      if (pending.length === 0) return;
+      if (now >= nextSweep) {
+        nextSweep = now + SWEEP_EVERY_MS;
+        const kept: PendingQuery[] = [];
+        const expired: PendingQuery[] = [];
+        for (const query of pending) {
+          if (query.done) continue;
+          if (now >= query.deadline) expired.push(query);
+          else kept.push(query);
+        }
+        pending = kept;
+        for (const query of expired) query.fail("timeout");
       }
-      pending = kept;
-      for (const query of expired) query.fail("timeout");
+      // The loop's own tick is slow (an idle loop sleeps): ask for the next sweep while needed.
+      if (pending.length > 0) loop.tickWithin(Math.max(0, nextSweep - loop.now));
     },
     udpQuery(server, query, id, info, timeoutMs, onMismatch, done) {
       const state = new PendingQuery(
@@ -165,7 +173,10 @@ export function loopTransport(loop: Loop): LoopTransport {
         context: state,
       });
       state.conn.write(query);
-      if (!state.done) pending.push(state);
+      if (!state.done) {
+        pending.push(state);
+        loop.tickWithin(SWEEP_EVERY_MS);
+      }
     },
     now: () => loop.now,
     tcpConnect(hostname, port) {

@@ -78,10 +78,13 @@ export async function serveDnsOnNetloop(
     hostname: at.address,
     loops: options.loops ?? 1,
     backend: options.backend ?? "auto",
-    // onTick sweeps expired upstream queries (10 ms precision). UDP upstream replies answer
-    // their clients from the receive path itself; only TCP/TLS upstreams go through promises,
-    // which run when the loop yields (whenever a turn finds nothing to do, at least every 2 ms).
-    tick: 10,
+    // onTick sweeps expired upstream queries, every 10 ms while a loop has UDP queries in flight
+    // (the transport asks for those ticks); an idle loop ticks once a second and otherwise sleeps
+    // in the kernel (at most 50 ms at a time: netloop gives the Worker's timers a turn). UDP
+    // upstream replies answer their clients from the receive path itself; only TCP/TLS upstreams
+    // go through promises, which run when the loop yields (whenever a turn finds nothing to do,
+    // at least every 2 ms).
+    tick: 1000,
     data,
     onMessage,
     ...(options.logger === undefined ? {} : { logger: options.logger }),

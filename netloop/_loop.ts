@@ -129,6 +129,17 @@ export abstract class LoopCore implements Loop {
     return this.conns.size;
   }
 
+  tickWithin(ms: number): void {
+    const at = this.now + ms;
+    if (at < this.nextTick) {
+      this.nextTick = at;
+      this.tickMoved(at);
+    }
+  }
+
+  /** The next tick moved sooner (to `at`): a backend whose wait does not read it is told here. */
+  protected tickMoved(_at: number): void {}
+
   /** Opens the listener and sets `address`. */
   abstract listen(): void | Promise<void>;
   /** Runs until `stopping`, then closes every connection and the listener. */
@@ -382,7 +393,7 @@ export abstract class LoopCore implements Loop {
    */
   timers(now: number): number {
     if (now >= this.nextTick) {
-      this.nextTick = now + this.config.tickMs!;
+      this.nextTick = now + (this.config.tickMs ?? Infinity);
       try {
         const result = this.handler.onTick?.();
         if (result === Action.Shutdown) this.shutdown();

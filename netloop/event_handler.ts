@@ -50,7 +50,10 @@ export interface ConnHandler {
 export interface EventHandler extends ConnHandler {
   /** The loop is listening; may be async (the loop waits for it before accepting). */
   onBoot?(loop: Loop): HandlerResult | Promise<HandlerResult>;
-  /** Runs every `tick` (when the `tick` option is set). */
+  /**
+   * Runs every `tick` (when the `tick` option is set), and when a {@linkcode Loop.tickWithin}
+   * asked for it sooner.
+   */
   onTick?(): HandlerResult;
   /** A message from {@linkcode Engine.broadcast} on the main thread. */
   onMessage?(data: unknown): HandlerResult;
@@ -111,4 +114,13 @@ export interface Loop {
    * of reading the clock themselves, which costs an op call (about 80 ns) each time.
    */
   readonly now: number;
+  /**
+   * Runs `onTick` at the latest `ms` from now (or at its regular `tick`, if that is sooner), then
+   * every `tick` again. A loop with nothing to time keeps a long `tick` (an idle loop then sleeps
+   * in the kernel) and asks for a short one only while it has something to time: a proxy's
+   * upstream queries in flight.
+   *
+   * @param ms Milliseconds from the turn's clock ({@linkcode Loop.now}).
+   */
+  tickWithin(ms: number): void;
 }

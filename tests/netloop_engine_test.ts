@@ -536,6 +536,21 @@ for (const backend of BACKENDS) {
       other.close();
     });
 
+    await t.step("loop.tickWithin() brings the next tick forward", async () => {
+      await using fixture = await startFixture(backend, { mode: "quit" }, { tick: 60_000 });
+      const conn = await connect(fixture.port);
+      const ticksAfter = async (wait: number) => {
+        await new Promise((r) => setTimeout(r, wait));
+        return (await fixture.stats())[0]!.ticks;
+      };
+      assert.equal(await ticksAfter(100), 0);
+      await conn.write(encoder.encode("soon"));
+      await readExactly(conn, 1);
+      assert.equal(await ticksAfter(300), 1, "one tick, 20 ms after it was asked for");
+      assert.equal(await ticksAfter(300), 1, "then the regular tick, a minute away");
+      conn.close();
+    });
+
     await t.step("stop() closes open connections and returns", async () => {
       const fixture = await startFixture(backend, { mode: "echo" });
       const conns = await Promise.all(Array.from({ length: 20 }, () => connect(fixture.port)));

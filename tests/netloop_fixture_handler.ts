@@ -75,6 +75,11 @@ const handler: EventHandler = {
       }
       case "quit": {
         const text = new TextDecoder().decode(conn.next());
+        if (text.includes("soon")) {
+          loop.tickWithin(20);
+          conn.write(new TextEncoder().encode(String(ticks)));
+          return;
+        }
         if (text.includes("quit")) return Action.Shutdown;
         if (text.includes("close")) return Action.Close;
         conn.write(new TextEncoder().encode(text));

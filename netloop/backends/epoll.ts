@@ -122,7 +122,8 @@ export class EpollLoop extends LoopCore {
         }
         const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
           ? 0
-          : Math.max(0, Math.ceil(Math.min(due, MAX_BLOCK_MS)));
+          // (a promise callback run by settle() may have asked for a sooner tick)
+          : Math.max(0, Math.ceil(Math.min(due, this.nextTick - now, MAX_BLOCK_MS)));
         const unsettled = this.dialPool.unsettled;
         const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
         now = this.now = performance.now();

@@ -77,6 +77,19 @@ export class PortableLoop extends LoopCore {
     this.udp = socket;
   }
 
+  /** A one-off timer for a tick {@linkcode LoopCore.tickWithin} moved before the interval's. */
+  private soonTimer: ReturnType<typeof setTimeout> | undefined;
+
+  protected override tickMoved(at: number): void {
+    if (this.stopping) return;
+    clearTimeout(this.soonTimer);
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = undefined;
+      this.timers(this.now = performance.now());
+      this.flushDirty();
+    }, Math.max(0, at - performance.now()));
+  }
+
   override async run(): Promise<void> {
     if (this.listener !== undefined) this.acceptLoop(this.listener);
     const every = Math.min(this.config.tickMs ?? Infinity, this.config.idleTimeoutMs ?? Infinity);
@@ -88,6 +101,7 @@ export class PortableLoop extends LoopCore {
       : undefined;
     await this.whenStopped;
     if (timer !== undefined) clearInterval(timer);
+    clearTimeout(this.soonTimer);
     try {
       this.listener?.close();
     } catch { /* already closed */ }

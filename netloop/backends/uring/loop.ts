@@ -264,7 +264,9 @@ export class UringLoop extends LoopCore {
           this.flush();
           busy = true;
         }
-        const result = this.ring.enter(busy ? 0 : 1, Math.min(due, MAX_BLOCK_MS));
+        // (a promise callback run by settle() may have asked for a sooner tick)
+        const wait = Math.min(due, this.nextTick - now, MAX_BLOCK_MS);
+        const result = this.ring.enter(busy ? 0 : 1, wait);
         this.recycleSendSlots();
         if (
           result < 0 && result !== -E.ETIME && result !== -E.EINTR && result !== -EBUSY &&
