@@ -25,6 +25,7 @@ import {
   DialSocketPool,
   openDialSocket,
   openListener,
+  openReplySocket,
   sendConnected,
   setNoDelay,
   SOCK_CLOEXEC,
@@ -85,6 +86,8 @@ export class UringLoop extends LoopCore {
   readonly wakeFd: number;
   private readonly wakeBuffer = offHeap(8);
   private listenFd = -1;
+  /** UDP: where replies leave from (see {@linkcode openReplySocket}); -1: the listener sends. */
+  private replyFd = -1;
   private readonly slots: (ConnImpl | undefined)[] = [undefined];
   private readonly freeSlots: number[] = [];
   private starving: ConnImpl[] = [];
@@ -158,11 +161,37 @@ export class UringLoop extends LoopCore {
   }
 
   override listen(): void {
-    const { fd, address } = openListener({ ...this.config, nonblocking: false });
+    const spec = { ...this.config, nonblocking: false };
+    const { fd, address } = openListener(spec);
     this.listenFd = fd;
     this.address = address;
     if (this.config.network === "tcp") this.armAccept();
-    else this.armRecvMsg();
+    else {
+      this.replyFd = openReplySocket(spec, address);
+      this.armRecvMsg();
+    }
+  }
+
+  /** Serves what reached the reply socket before it was connected to itself (a few at most). */
+  private drainReplySocket(): void {
+    const bytes = offHeap(this.config.readBufferSize);
+    const name = new Uint8Array(new ArrayBuffer(SOCKADDR_MAX));
+    const nameLength = new Uint32Array(1);
+    for (let i = 0; i < 64; i++) {
+      nameLength[0] = SOCKADDR_MAX;
+      const n = this.lib.recvfrom(
+        this.replyFd,
+        bytes,
+        bytes.length,
+        MSG_DONTWAIT,
+        name,
+        new Uint8Array(nameLength.buffer),
+      );
+      if (n < 0) return;
+      const conn = new PacketConn(this, this.listenFd, bytes.slice(0, n));
+      conn.readPeer(new Uint32Array(name.buffer), 0, Math.min(nameLength[0]!, SOCKADDR_MAX));
+      this.packet(conn);
+    }
   }
 
   // --- arming -------------------------------------------------------------------------------
@@ -253,6 +282,7 @@ export class UringLoop extends LoopCore {
   override async run(): Promise<void> {
     const yielder = new Yielder(this);
     try {
+      if (this.replyFd >= 0) this.drainReplySocket();
       while (!this.stopping) {
         this.flush();
         this.buffers?.publish();
@@ -322,6 +352,8 @@ export class UringLoop extends LoopCore {
     this.dialPool.close();
     this.lib.close(this.wakeFd);
     this.ring.close();
+    if (this.replyFd >= 0) this.lib.close(this.replyFd);
+    this.replyFd = -1;
     this.buffers?.free(this.lib);
     this.buffers = undefined;
   }
@@ -738,7 +770,7 @@ export class UringLoop extends LoopCore {
     slot.words[18] = bytes.length;
     const w = this.ring.prep(
       Op.SENDMSG,
-      this.listenFd,
+      this.replyFd >= 0 ? this.replyFd : this.listenFd,
       slot.address,
       1,
       0,
