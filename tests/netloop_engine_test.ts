@@ -23,6 +23,7 @@ import {
   startFixture,
   total,
 } from "./netloop_support.ts";
+import { waitFor } from "./wait_for.ts";
 
 const encoder = new TextEncoder();
 const ffi: Requirement = {
@@ -56,6 +57,19 @@ function pattern(n: number, seed = 0): Uint8Array {
   const bytes = new Uint8Array(n);
   for (let i = 0; i < n; i++) bytes[i] = (i * 31 + seed) & 0xff;
   return bytes;
+}
+
+/** The next datagram `socket` receives, as text; rejects after 3 s naming `what`. */
+function nextDatagram(socket: dgram.Socket, what: string): Promise<string> {
+  return waitFor<string>(
+    (fn) => {
+      const listener = (m: Uint8Array) => fn(new TextDecoder().decode(m));
+      socket.on("message", listener);
+      return () => socket.off("message", listener);
+    },
+    what,
+    3000,
+  );
 }
 
 async function udpExchange(port: number, count: number): Promise<string[]> {
@@ -133,9 +147,7 @@ for (const backend of BACKENDS) {
       await using udp = await startFixture(backend, { mode: "whoami" }, { network: "udp" });
       const socket = dgram.createSocket("udp4");
       await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
-      const answer = new Promise<string>((resolve) =>
-        socket.once("message", (m: Uint8Array) => resolve(new TextDecoder().decode(m)))
-      );
+      const answer = nextDatagram(socket, "the UDP whoami reply");
       socket.send(encoder.encode("?"), udp.port, "127.0.0.1");
       assert.deepEqual(
         (await answer).split(" "),
@@ -157,9 +169,7 @@ for (const backend of BACKENDS) {
         }
         for (let round = 0; round < 3; round++) {
           for (const socket of sockets) {
-            const answer = new Promise<string>((resolve) =>
-              socket.once("message", (m: Uint8Array) => resolve(new TextDecoder().decode(m)))
-            );
+            const answer = nextDatagram(socket, `the reply to ${hostname} sender ${round}`);
             socket.send(encoder.encode("?"), udp.port, hostname);
             assert.deepEqual((await answer).split(" "), [
               hostname,
