@@ -99,6 +99,41 @@ function setBuffer(fd: number, force: number, plain: number, bytes: number): voi
 }
 
 /**
+ * Opens a socket of `spec`'s network and binds it to `address` with the listener's options
+ * (`SO_REUSEADDR`, `SO_REUSEPORT` if asked, `IPV6_V6ONLY`): shared by a listener and its reply
+ * socket, which must be made alike to join the listener's `SO_REUSEPORT` group.
+ *
+ * @returns The socket and the sockaddr it is bound to.
+ * @throws {NetloopError} `syscall`, naming the call and `where` (the socket is closed).
+ */
+function openBound(
+  spec: ListenerSpec,
+  address: SocketAddress,
+  where: string,
+): { fd: number; sockaddr: Uint8Array; length: number } {
+  const family = address.family === 6 ? AF_INET6 : AF_INET;
+  const type = (spec.network === "tcp" ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC |
+    (spec.nonblocking ? SOCK_NONBLOCK : 0);
+  const lib = libc();
+  const fd = lib.socket(family, type, 0);
+  if (fd < 0) throw syscallError(`socket(${where})`, errno());
+  try {
+    setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, `setsockopt(SO_REUSEADDR, ${where})`);
+    if (spec.reusePort) {
+      setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, `setsockopt(SO_REUSEPORT, ${where})`);
+    }
+    if (family === AF_INET6) setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, `setsockopt(IPV6_V6ONLY)`);
+    const sockaddr = new Uint8Array(new ArrayBuffer(128));
+    const length = encodeSockaddr(address, sockaddr);
+    if (lib.bind(fd, sockaddr, length) !== 0) throw syscallError(`bind(${where})`, errno());
+    return { fd, sockaddr, length };
+  } catch (error) {
+    lib.close(fd);
+    throw error;
+  }
+}
+
+/**
  * Opens, binds and (TCP) listens a socket.
  *
  * @param spec Network, address, options.
@@ -112,26 +147,14 @@ export function openListener(spec: ListenerSpec): { fd: number; address: SocketA
       : `${spec.hostname}:${spec.port}`,
   );
   const where = `${spec.network} ${spec.hostname}:${spec.port}`;
-  const family = address.family === 6 ? AF_INET6 : AF_INET;
-  const type = (spec.network === "tcp" ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC |
-    (spec.nonblocking ? SOCK_NONBLOCK : 0);
+  const { fd } = openBound(spec, address, where);
   const lib = libc();
-  const fd = lib.socket(family, type, 0);
-  if (fd < 0) throw syscallError(`socket(${where})`, errno());
   try {
-    setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, `setsockopt(SO_REUSEADDR, ${where})`);
-    if (spec.reusePort) {
-      setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, `setsockopt(SO_REUSEPORT, ${where})`);
-    }
-    if (family === AF_INET6) setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, `setsockopt(IPV6_V6ONLY)`);
     const buffer = spec.socketBuffer ?? 0;
     if (spec.network === "udp" && buffer > 0) {
       setBuffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, buffer);
       setBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, buffer);
     }
-    const sockaddr = new Uint8Array(new ArrayBuffer(128));
-    const length = encodeSockaddr(address, sockaddr);
-    if (lib.bind(fd, sockaddr, length) !== 0) throw syscallError(`bind(${where})`, errno());
     if (spec.network === "tcp" && lib.listen(fd, 4096) !== 0) {
       throw syscallError(`listen(${where})`, errno());
     }
@@ -164,23 +187,15 @@ export function openListener(spec: ListenerSpec): { fd: number; address: SocketA
  */
 export function openReplySocket(spec: ListenerSpec, bound: SocketAddress): number {
   if (spec.network !== "udp" || bound.address === "0.0.0.0" || bound.address === "::") return -1;
-  const family = bound.family === 6 ? AF_INET6 : AF_INET;
-  const lib = libc();
-  const fd = lib.socket(
-    family,
-    SOCK_DGRAM | SOCK_CLOEXEC | (spec.nonblocking ? SOCK_NONBLOCK : 0),
-    0,
-  );
-  if (fd < 0) return -1;
-  const sockaddr = new Uint8Array(new ArrayBuffer(128));
-  const length = encodeSockaddr(bound, sockaddr);
-  intView.setInt32(0, 1, true);
-  const ok = lib.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, intBuffer, 4) === 0 &&
-    (!spec.reusePort || lib.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, intBuffer, 4) === 0) &&
-    (family !== AF_INET6 || lib.setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, intBuffer, 4) === 0) &&
-    lib.bind(fd, sockaddr, length) === 0 && lib.connect(fd, sockaddr, length) === 0;
-  if (!ok) {
-    lib.close(fd);
+  let socket;
+  try {
+    socket = openBound(spec, bound, "reply socket");
+  } catch {
+    return -1;
+  }
+  const { fd, sockaddr, length } = socket;
+  if (libc().connect(fd, sockaddr, length) !== 0) {
+    libc().close(fd);
     return -1;
   }
   if ((spec.socketBuffer ?? 0) > 0) setBuffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, spec.socketBuffer!);
