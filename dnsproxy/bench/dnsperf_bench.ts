@@ -67,6 +67,10 @@ interface Run {
   lost: number;
   latencyMs: number;
   cpuUsPerQuery: number;
+  /** The user-space part of `cpuUsPerQuery` (utime). */
+  userUsPerQuery: number;
+  /** The kernel's part of `cpuUsPerQuery` (stime). */
+  systemUsPerQuery: number;
   /** Share of answers that were NOERROR, in percent. */
   noerror: number;
   /** dnsperf's CPU over the middle of its run, as a share of its core (near 1: it is the limit). */
@@ -80,17 +84,23 @@ function freePort(): number {
   return port;
 }
 
-function cpuTicks(pid: number): number {
+/** CPU ticks of a process, all threads: user space (utime) and kernel (stime). */
+function cpuSplit(pid: number): { user: number; system: number } {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime, stime
+  return { user: Number(fields[11]), system: Number(fields[12]) };
+}
+
+function cpuTicks(pid: number): number {
+  const { user, system } = cpuSplit(pid);
+  return user + system;
 }
 
 async function dnsperf(
   port: number,
   file: string,
   extra: string[],
-): Promise<Omit<Run, "cpuUsPerQuery">> {
+): Promise<Omit<Run, "cpuUsPerQuery" | "userUsPerQuery" | "systemUsPerQuery">> {
   const child = new Deno.Command("taskset", {
     args: [
       "-c",
@@ -148,12 +158,18 @@ async function dnsperf(
 
 async function measure(peer: Peer, file: string, extra: string[]): Promise<Run> {
   const pid = peer.process!.pid;
-  const before = cpuTicks(pid);
+  const before = cpuSplit(pid);
   const result = await dnsperf(peer.port, file, extra);
-  const ticks = cpuTicks(pid) - before;
+  const after = cpuSplit(pid);
+  const perQuery = (ticks: number) =>
+    (ticks / TICKS_PER_SECOND) * 1e6 / Math.max(1, result.completed);
+  const user = perQuery(after.user - before.user);
+  const system = perQuery(after.system - before.system);
   return {
     ...result,
-    cpuUsPerQuery: (ticks / TICKS_PER_SECOND) * 1e6 / Math.max(1, result.completed),
+    cpuUsPerQuery: user + system,
+    userUsPerQuery: user,
+    systemUsPerQuery: system,
   };
 }
 
@@ -330,6 +346,8 @@ try {
   row("cache hit: dnsperf CPU busy %", (r) => r.hit.map((x) => x.clientBusy * 100), 0);
   row("cache miss: queries/s", (r) => r.miss.map((x) => x.qps), 0);
   row("cache miss: server CPU us/query", (r) => r.miss.map((x) => x.cpuUsPerQuery), 1);
+  row("  of which user space", (r) => r.miss.map((x) => x.userUsPerQuery), 1);
+  row("  of which kernel", (r) => r.miss.map((x) => x.systemUsPerQuery), 1);
   row("cache miss: lost queries", (r) => r.miss.map((x) => x.lost), 0);
   row("cache miss: dnsperf CPU busy %", (r) => r.miss.map((x) => x.clientBusy * 100), 0);
   row("cache miss: NOERROR answers %", (r) => r.miss.map((x) => x.noerror), 1);
@@ -364,6 +382,29 @@ try {
       "cache-miss q/s against dnsdist: " +
         others.map((p) => `${p.name} ${ratio(missQps(p.name), missQps("dnsdist"))}x`).join(", "),
     );
+    // Every server is CPU-bound on the miss load, so 0.8x dnsdist's rate is a CPU budget per miss;
+    // the kernel's share with a random port per query is c-forwarder's (it does nothing else).
+    const miss = (name: string, pick: (x: Run) => number) => {
+      const runs = results.get(name)?.miss ?? [];
+      return runs.length === 0 ? NaN : median(runs.map(pick));
+    };
+    const budget = miss("dnsdist", (x) => x.cpuUsPerQuery) / 0.8;
+    const kernel = miss("c-forwarder", (x) => x.systemUsPerQuery);
+    if (!Number.isNaN(kernel)) {
+      const parts = [
+        `0.8x dnsdist's cache-miss rate allows ${budget.toFixed(1)} us of CPU per miss`,
+      ];
+      parts.push(`c-forwarder's kernel time (a random port per query) is ${kernel.toFixed(1)} us`);
+      parts.push(`leaving ${(budget - kernel).toFixed(1)} us of user time`);
+      const floor = miss("netloop-forwarder", (x) => x.userUsPerQuery);
+      if (!Number.isNaN(floor)) {
+        parts.push(`netloop-forwarder (no DNS work) uses ${floor.toFixed(1)} us of user time`);
+      }
+      if (triad !== undefined) {
+        parts.push(`triad ${miss("triad", (x) => x.userUsPerQuery).toFixed(1)} us`);
+      }
+      console.log(parts.join("; "));
+    }
   }
 } finally {
   for (const peer of peers) {
