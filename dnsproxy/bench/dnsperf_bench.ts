@@ -84,7 +84,12 @@ function freePort(): number {
   return port;
 }
 
-/** CPU ticks of a process, all threads: user space (utime) and kernel (stime). */
+/**
+ * CPU ticks of a process, all threads: user space (utime) and kernel (stime). Their sum is the
+ * exact run time; the split between them is sampled at each timer tick (250 Hz with this kernel's
+ * tick accounting): close for a thread that runs steadily, biased toward the kernel for threads
+ * that run in short bursts (V8's collector helpers).
+ */
 function cpuSplit(pid: number): { user: number; system: number } {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
