@@ -18,6 +18,8 @@ const SYMBOLS = {
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  /** Called as `fcntl(fd, cmd, int)` only (variadic in C; integer arguments pass the same way). */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   // 32-bit sizes and buffer/pointer arguments keep these on Deno's fast FFI path (64-bit integer
   // arguments cost several hundred nanoseconds more per call).
   read: { parameters: ["i32", "buffer", "u32"], result: "i32" },

@@ -39,6 +39,39 @@ function setInt(fd: number, level: number, name: number, value: number, what: st
   if (libc().setsockopt(fd, level, name, intBuffer, 4) !== 0) throw syscallError(what, errno());
 }
 
+const F_DUPFD_CLOEXEC = 1030;
+
+/** File descriptor slots {@linkcode reserveFdTable} makes room for by default. */
+export const FD_TABLE_RESERVE = 8192;
+
+/**
+ * Grows the process's file descriptor table to `slots` entries now, while nothing waits on the
+ * loop, by duplicating `fd` to the first free number at or above `slots - 1` and closing the copy.
+ * The kernel doubles the table when a new descriptor does not fit, and in a process with threads
+ * (every Deno process) each doubling waits for an RCU grace period: 7-13 ms here (`expand_files` ->
+ * `synchronize_rcu`, traced with bpftrace), during which the loop thread sleeps in the middle of a
+ * `socket()` or `accept4()`. A proxy dialing a socket per upstream query took four of those in its
+ * first seconds of a cache-miss load, each a stall every query behind it waited out. The table
+ * never shrinks, so doing it once at the start is enough; where `RLIMIT_NOFILE` is lower, the
+ * largest power of two under the limit is reserved instead.
+ *
+ * @param fd Any open descriptor of this process.
+ * @param slots Slots wanted (a power of two).
+ * @returns The slots reserved (0 when none could be: no descriptor left).
+ */
+export function reserveFdTable(fd: number, slots: number = FD_TABLE_RESERVE): number {
+  const lib = libc();
+  for (let want = slots; want >= 64; want /= 2) {
+    const copy = lib.fcntl(fd, F_DUPFD_CLOEXEC, want - 1);
+    if (copy >= 0) {
+      lib.close(copy);
+      return want;
+    }
+    if (errno() !== E.EINVAL) return 0; // EMFILE: every number is taken; nothing to reserve
+  }
+  return 0;
+}
+
 /** Turns Nagle off on a TCP socket (errors ignored: not fatal). */
 export function setNoDelay(fd: number): void {
   intView.setInt32(0, 1, true);

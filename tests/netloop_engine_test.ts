@@ -590,3 +590,34 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+for (const backend of ["epoll", "uring"] as const) {
+  testWith(
+    `serve() on ${backend} grows the descriptor table before the loop runs`,
+    NEEDS[backend],
+    async () => {
+      // Each doubling of the table under load waits for an RCU grace period (several ms) inside
+      // a socket() or accept4() of the loop: the table is made large at the start instead.
+      const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("./netloop_fd_table_child.ts", import.meta.url).pathname,
+          backend,
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      assert.ok(success, "the child failed");
+      const { before, after, limit } = JSON.parse(new TextDecoder().decode(stdout)) as {
+        before: number;
+        after: number;
+        limit: number;
+      };
+      let expected = 8192;
+      while (expected > limit) expected /= 2;
+      assert.ok(before < expected, `the table already had ${before} slots: nothing to show`);
+      assert.equal(after, expected, `FDSize ${after} after serve(), wanted ${expected}`);
+    },
+  );
+}

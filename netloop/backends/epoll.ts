@@ -15,6 +15,7 @@ import {
   openDialSocket,
   openListener,
   openReplySocket,
+  reserveFdTable,
   sendConnected,
   setNoDelay,
   SOCK_CLOEXEC,
@@ -76,6 +77,8 @@ export class EpollLoop extends LoopCore {
     this.pointerOf = addressOf;
     this.epfd = this.lib.epoll_create1(SOCK_CLOEXEC);
     if (this.epfd < 0) throw syscallError("epoll_create1", errno());
+    // Sockets opened under load must not wait for the descriptor table to grow.
+    reserveFdTable(this.epfd);
     this.wakeFd = this.lib.eventfd(0, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (this.wakeFd < 0) throw syscallError("eventfd", errno());
     this.ctl(EPOLL_CTL_ADD, this.wakeFd, EPOLLIN);

@@ -26,6 +26,7 @@ import {
   openDialSocket,
   openListener,
   openReplySocket,
+  reserveFdTable,
   sendConnected,
   setNoDelay,
   SOCK_CLOEXEC,
@@ -146,6 +147,8 @@ export class UringLoop extends LoopCore {
       }
       this.wakeFd = this.lib.eventfd(0, SOCK_CLOEXEC);
       if (this.wakeFd < 0) throw syscallError("eventfd", errno());
+      // Sockets opened under load must not wait for the descriptor table to grow.
+      reserveFdTable(this.wakeFd);
     } catch (error) {
       this.ring.close();
       this.buffers?.free(this.lib);
