@@ -50,7 +50,7 @@ export const FD_TABLE_RESERVE = 8192;
  * The kernel doubles the table when a new descriptor does not fit, and in a process with threads
  * (every Deno process) each doubling waits for an RCU grace period: 7-13 ms here (`expand_files` ->
  * `synchronize_rcu`, traced with bpftrace), during which the loop thread sleeps in the middle of a
- * `socket()` or `accept4()`. A proxy dialing a socket per upstream query took four of those in its
+ * `socket()` or `accept4()`. A proxy dialing a socket per upstream query took three of those in its
  * first seconds of a cache-miss load, each a stall every query behind it waited out. The table
  * never shrinks, so doing it once at the start is enough; where `RLIMIT_NOFILE` is lower, the
  * largest power of two under the limit is reserved instead.
