@@ -31,6 +31,7 @@ import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
 import { AttachObject } from "./ebpf_bpf/attach.gen.ts";
 import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
+import { RejectedMidlineObject } from "./ebpf_bpf/rejected_midline.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
 const libc = Deno.dlopen("libc.so.6", {
@@ -329,6 +330,34 @@ testWith("BpfObject.load() raises VerifierError with the whole log", needs, asyn
   }
   await tracker.assertReleased();
 });
+
+testWith(
+  "VerifierError names the source line of an instruction in the middle of that line",
+  needs,
+  async () => {
+    const tracker = new LeakTracker();
+    {
+      // The failing load follows a helper call on the same line: the verifier printed the line's
+      // source before the call, not before the failing instruction.
+      using rejected = RejectedMidlineObject.open();
+      const error = await rejected.load().then(() => undefined, (e) => e);
+      assert.ok(error instanceof VerifierError, `expected a VerifierError, got ${error}`);
+      assert.match(error.failure.reason, /invalid mem access 'map_value_or_null'/);
+      const at = error.log.split("\n").findIndex((line) =>
+        line.startsWith(`${error.failure.instruction}: `)
+      );
+      assert.ok(at > 0, `instruction ${error.failure.instruction} not in the log`);
+      assert.ok(
+        !error.log.split("\n")[at - 1]!.startsWith("; "),
+        "the failing instruction is the first of its line: the fixture no longer tests this",
+      );
+      const line = "return bpf_get_prandom_u32() + *value == 42;";
+      assertSourceLine(error.failure.source, line, "rejected_midline.bpf.c");
+      assert.ok(error.message.includes(`source: ${line}`), error.message);
+    }
+    await tracker.assertReleased();
+  },
+);
 
 testWith(
   "VerifierError keeps a long log whole, from its first line to the reason",
