@@ -252,25 +252,42 @@ export class BpfObject implements Disposable {
 
   /**
    * Reads a global variable's current value from the kernel (after load), such as a `dropped`
-   * counter the program increments.
+   * counter the program increments; before load, the value it will start with.
    *
+   * The value is decoded by the variable's BTF type: a bigint for a 64-bit integer, a number for a
+   * smaller one, a string for a `char[]`, an object for a struct. `T` says which the caller
+   * expects and is not checked (the skeletons bpf2ts generates type each global).
+   *
+   * @example A ring buffer reader counting the program's own drops
+   * ```ts
+   * import { BpfObject, RingBufferReader } from "@triad/ebpf";
+   *
+   * // The program declares `__u64 dropped = 0;` and counts failed bpf_ringbuf_reserve calls.
+   * function readEvents(obj: BpfObject): RingBufferReader {
+   *   return new RingBufferReader(obj.map("events"), {
+   *     lost: () => obj.readGlobal("dropped"),
+   *   });
+   * }
+   * ```
+   *
+   * @typeParam T The value's type, as decoded (see above).
    * @param name The variable name.
    * @returns The value, decoded by its BTF type.
    */
-  readGlobal(name: string): unknown {
+  readGlobal<T = unknown>(name: string): T {
     const slot = this.#globalSlot(name);
     if (!this.loaded) {
       return this.#initialValue(
         slot,
         name,
-        (view) => structCodec(this.btf!, slot.type).decode(view, slot.offset),
+        (view) => structCodec(this.btf!, slot.type).decode(view, slot.offset) as T,
       );
     }
     const fd = libbpf().bpf_map__fd(slot.map);
     const value = new Uint8Array(libbpf().bpf_map__value_size(slot.map));
     const rc = libbpf().bpf_map_lookup_elem(fd, new Uint8Array(4), value);
     if (rc < 0) throw BpfError.fromErrno(`Object ${this.name}: read global ${name}`, rc);
-    return structCodec(this.btf!, slot.type).decode(new DataView(value.buffer), slot.offset);
+    return structCodec(this.btf!, slot.type).decode(new DataView(value.buffer), slot.offset) as T;
   }
 
   /**

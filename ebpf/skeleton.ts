@@ -64,7 +64,7 @@ export class Skeleton<
    * @returns Its value.
    */
   readGlobal<K extends keyof G & string>(name: K): G[K] {
-    return this.object.readGlobal(name) as G[K];
+    return this.object.readGlobal<G[K]>(name);
   }
 
   /** Detaches, unloads and releases everything. */
