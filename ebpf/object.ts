@@ -197,8 +197,8 @@ export class BpfObject implements Disposable {
    * Sets a global variable before load (`const volatile` rodata, `.data`, `.bss`).
    *
    * @param name The variable name.
-   * @param value The value, encoded by the variable's BTF type (numbers, bigints, strings for
-   *   `char[]`, objects for structs).
+   * @param value The value, encoded by the variable's BTF type: a bigint for a 64-bit integer
+   *   (`0n`, not `0`), a number for a smaller one, a string for a `char[]`, an object for a struct.
    */
   setGlobal(name: string, value: unknown): void {
     this.#checkOpen();
@@ -210,17 +210,20 @@ export class BpfObject implements Disposable {
     }
     const slot = this.#globalSlot(name);
     this.#globalValues.set(name, value);
-    this.#initialValue(slot, name, (region) => {
-      try {
-        structCodec(this.btf!, slot.type).encode(value, region, slot.offset);
-      } catch (error) {
-        throw new BpfError(
-          `Object ${this.name}: global ${name} (${this.btf!.typeName(slot.type)}): ` +
-            `${(error as Error).message}`,
-          { code: "bad_value", cause: error },
-        );
-      }
-    });
+    this.#initialValue(slot, name, (region) => this.#encodeGlobal(slot, name, value, region));
+  }
+
+  /** Encodes a global's value by its BTF type; a bad value's error names the global and type. */
+  #encodeGlobal(slot: GlobalSlot, name: string, value: unknown, view: DataView): void {
+    try {
+      structCodec(this.btf!, slot.type).encode(value, view, slot.offset);
+    } catch (error) {
+      throw new BpfError(
+        `Object ${this.name}: global ${name} (${this.btf!.typeName(slot.type)}): ` +
+          `${(error as Error).message}`,
+        { code: "bad_value", cause: error },
+      );
+    }
   }
 
   #globalSlot(name: string): GlobalSlot {
@@ -304,7 +307,7 @@ export class BpfObject implements Disposable {
     const key = new Uint8Array(4);
     let rc = libbpf().bpf_map_lookup_elem(fd, key, bytes);
     if (rc >= 0) {
-      structCodec(this.btf!, slot.type).encode(value, new DataView(bytes.buffer), slot.offset);
+      this.#encodeGlobal(slot, name, value, new DataView(bytes.buffer));
       rc = libbpf().bpf_map_update_elem(fd, key, bytes, 0n);
     }
     if (rc < 0) {

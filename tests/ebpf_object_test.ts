@@ -447,6 +447,17 @@ testWith("BpfObject globals are checked by name and type", needs, async () => {
     assert.throws(() => probe.object.map("nope"), /has no map nope \(it has: settings, events/);
     probe.object.writeGlobal("emitted", 7n);
     assert.equal(probe.readGlobal("emitted"), 7n);
+    assert.throws(
+      () => probe.object.writeGlobal("emitted", 0),
+      /Object probe: global emitted \(__u64\): .*got the number 0: use a bigint \(0n\)/,
+    );
+  }
+  {
+    using probe = ProbeObject.open();
+    assert.throws(
+      () => probe.object.setGlobal("marker", 0),
+      /Object probe: global marker \(const volatile __u64\): .*number 0: use a bigint \(0n\)/,
+    );
   }
   {
     // attach.bpf.c reads packet headers through vmlinux.h types: CO-RE relocations need BTF.
