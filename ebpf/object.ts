@@ -188,9 +188,14 @@ export class BpfObject implements Disposable {
     this.#applyOptions();
   }
 
-  /** Names of the global variables that can be set before load. */
+  /**
+   * Names of the global variables the C program declares at file scope (`.rodata`, `.data`,
+   * `.bss`), which `setGlobal`, `readGlobal` and `writeGlobal` take. A function's `static`
+   * variables, which clang names `function.variable` in BTF (such as `bpf_printk`'s format string
+   * `handle_tp.____fmt`), are left out; they are still reachable by that full name.
+   */
   get globalNames(): string[] {
-    return [...this.#globals.keys()];
+    return [...this.#globals.keys()].filter((name) => !name.includes("."));
   }
 
   /**

@@ -32,6 +32,7 @@ import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
 import { AttachObject } from "./ebpf_bpf/attach.gen.ts";
 import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
 import { RejectedMidlineObject } from "./ebpf_bpf/rejected_midline.gen.ts";
+import { StaticsObject } from "./ebpf_bpf/statics.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
 const libc = Deno.dlopen("libc.so.6", {
@@ -475,6 +476,26 @@ testWith("BpfObject globals are checked by name and type", needs, async () => {
     await custom.load();
     track(tracker, custom.object);
     assert.equal(custom.readGlobal("target_port"), 9);
+  }
+  await tracker.assertReleased();
+});
+
+testWith("BpfObject.globalNames leaves out a function's statics", needs, async () => {
+  const tracker = new LeakTracker();
+  {
+    using statics = StaticsObject.open({ globals: { target_tgid: Deno.pid } });
+    // BTF also has handle_tp.seen (a static counter) and handle_tp.____fmt (bpf_printk's format).
+    assert.deepEqual(statics.object.globalNames.toSorted(), ["calls", "target_tgid"]);
+    assert.throws(
+      () => statics.object.setGlobal("seen", 1n),
+      /no global variable seen \(it has: (calls, target_tgid|target_tgid, calls)\)/,
+    );
+    await statics.load();
+    track(tracker, statics.object);
+    using _link = statics.programs.handle_tp.attach();
+    getppid(2);
+    assert.equal(statics.readGlobal("calls"), 2n);
+    assert.equal(statics.object.readGlobal("handle_tp.seen"), 2n); // still there by its full name
   }
   await tracker.assertReleased();
 });

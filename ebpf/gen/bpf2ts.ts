@@ -381,7 +381,8 @@ class Generator {
       if (type.kind !== "datasec" || type.name === ".maps" || type.name === "license") continue;
       for (const variable of type.vars) {
         const v = btf.type(variable.type);
-        if (v.kind !== "var") continue;
+        // A function's static (bpf_printk's format string) is named "function.variable".
+        if (v.kind !== "var" || v.name.includes(".")) continue;
         globals.push(
           `  /** \`${btf.typeName(v.type)} ${v.name}\` in \`${type.name}\`. */\n  ${v.name}: ${
             this.#tsType(v.type)
