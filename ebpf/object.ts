@@ -398,13 +398,20 @@ export class BpfObject implements Disposable {
     return this.#loaded && this.#programs.size + this.#maps.size > 0;
   }
 
-  /** The loaded programs. */
+  /**
+   * The loaded programs, as an array; {@linkcode BpfObject.program} finds one by name. (A
+   * generated skeleton's `programs` is keyed by name instead: `probe.programs.handle_exec`.)
+   */
   get programs(): Program[] {
     this.#checkLoaded("programs");
     return [...this.#programs.values()];
   }
 
-  /** The loaded maps (internal `.rodata`/`.bss` maps included). */
+  /**
+   * The loaded maps (internal `.rodata`/`.bss` maps included), as an array;
+   * {@linkcode BpfObject.map} finds one by name. (A generated skeleton's `maps` is keyed by name
+   * instead: `probe.maps.events`.)
+   */
   get maps(): BpfMap<unknown, unknown>[] {
     this.#checkLoaded("maps");
     return [...this.#maps.values()];
