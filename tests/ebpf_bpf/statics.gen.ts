@@ -10,7 +10,6 @@
  * @module
  */
 import {
-  type BpfMap,
   BpfObject,
   decodeObjectBytes,
   type OpenOptions,
@@ -78,8 +77,7 @@ export interface StaticsPrograms {
 }
 
 /** Maps of `statics.bpf.c`. */
-export interface StaticsMaps {
-}
+export type StaticsMaps = Record<string, never>;
 
 /** Options for {@linkcode StaticsObject.open}: typed globals. */
 export interface StaticsOpenOptions extends Omit<OpenOptions, "globals"> {
