@@ -48,6 +48,13 @@ function intCodec(size: 1 | 2 | 4, signed: boolean): Codec<number> {
   const min = signed ? -(2 ** (size * 8 - 1)) : 0;
   const max = signed ? 2 ** (size * 8 - 1) - 1 : 2 ** (size * 8) - 1;
   const check = (value: number) => {
+    if (typeof value === "bigint") {
+      throw new TriadError(
+        `Expected a number for a ${signed ? "signed" : "unsigned"} ${size * 8}-bit integer, ` +
+          `got the bigint ${value}n: use a number (${value})`,
+        { code: "bad_value" },
+      );
+    }
     if (!Number.isInteger(value) || value < min || value > max) {
       throw new TriadError(
         `Value ${value} does not fit a ${signed ? "signed" : "unsigned"} ${size * 8}-bit integer`,
@@ -99,16 +106,31 @@ export const Uint16: Codec<number> = intCodec(2, false);
 export const Uint32: Codec<number> = intCodec(4, false);
 /** A signed 32-bit integer. */
 export const Int32: Codec<number> = intCodec(4, true);
+/** Throws unless a 64-bit integer's value is a bigint, saying which bigint was probably meant. */
+function checkBigInt(value: unknown): asserts value is bigint {
+  if (typeof value === "bigint") return;
+  let got = value === null ? "null" : typeof value;
+  let meant = "such as 0n";
+  if (typeof value === "number" || typeof value === "boolean") got = `the ${typeof value} ${value}`;
+  if (typeof value === "string") got = `the string ${JSON.stringify(value)}`;
+  if (typeof value === "number" && Number.isSafeInteger(value)) meant = `${value}n`;
+  if (typeof value === "string" && /^-?\d+$/.test(value)) meant = `such as ${value}n`;
+  throw new TriadError(
+    `Expected a bigint for a 64-bit integer, got ${got}: use a bigint (${meant})`,
+    { code: "bad_value" },
+  );
+}
+
 /** An unsigned 64-bit integer, as a bigint. */
 export const Uint64: Codec<bigint> = {
   size: 8,
-  encode: (v, d, o) => d.setBigUint64(o, BigInt.asUintN(64, v), true),
+  encode: (v, d, o) => (checkBigInt(v), d.setBigUint64(o, BigInt.asUintN(64, v), true)),
   decode: (d, o) => d.getBigUint64(o, true),
 };
 /** A signed 64-bit integer, as a bigint. */
 export const Int64: Codec<bigint> = {
   size: 8,
-  encode: (v, d, o) => d.setBigInt64(o, BigInt.asIntN(64, v), true),
+  encode: (v, d, o) => (checkBigInt(v), d.setBigInt64(o, BigInt.asIntN(64, v), true)),
   decode: (d, o) => d.getBigInt64(o, true),
 };
 

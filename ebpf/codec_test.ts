@@ -44,6 +44,23 @@ Deno.test("integer codecs round-trip and check ranges", () => {
   assert.deepEqual([...bytes], [4, 3, 2, 1]);
 });
 
+Deno.test("64-bit integer codecs ask for a bigint, smaller ones for a number", () => {
+  const view = new DataView(new ArrayBuffer(8));
+  assert.throws(
+    () => Uint64.encode(0 as unknown as bigint, view, 0),
+    { message: "Expected a bigint for a 64-bit integer, got the number 0: use a bigint (0n)" },
+  );
+  assert.throws(() => Int64.encode(-3 as unknown as bigint, view, 0), /use a bigint \(-3n\)/);
+  assert.throws(
+    () => Uint64.encode("7" as unknown as bigint, view, 0),
+    /got the string "7": use a bigint \(such as 7n\)/,
+  );
+  assert.throws(
+    () => Uint32.encode(5n as unknown as number, view, 0),
+    /Expected a number for a unsigned 32-bit integer, got the bigint 5n: use a number \(5\)/,
+  );
+});
+
 Deno.test("Bytes() and CString() keep fixed sizes", () => {
   assert.deepEqual(roundTrip(Bytes(3), new Uint8Array([1, 2, 3])), new Uint8Array([1, 2, 3]));
   assert.throws(() => roundTrip(Bytes(3), new Uint8Array(2)), /Expected 3 bytes, got 2/);

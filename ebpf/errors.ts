@@ -211,12 +211,15 @@ export function parseVerifierLog(log: string): VerifierFailure {
     if (match === null) continue;
     failure.instruction = Number(match[1]);
     failure.instructionText = match[2]!;
-    for (let j = i - 1; j >= 0 && j >= i - 20; j--) {
-      if (lines[j]!.startsWith("; ")) {
-        failure.source = lines[j]!.slice(2);
-        break;
-      }
-      if (INSTRUCTION_LINE.test(lines[j]!) && !lines[j]!.startsWith(`${match[1]}:`)) break;
+    // The verifier prints "; <source> @ file.c:N" only where the source line changes, so the
+    // failing instruction's line is the last one printed before it, however many instructions
+    // back. An empty one (";" or "; @ file.c:0") is an instruction the compiler gave no line.
+    for (let j = i - 1; j >= 0; j--) {
+      const line = lines[j]!;
+      if (line !== ";" && !line.startsWith("; ")) continue;
+      const source = line.slice(2).trim();
+      if (source !== "" && !/^@ \S+:0$/.test(source)) failure.source = source;
+      break;
     }
     break;
   }

@@ -188,17 +188,22 @@ export class BpfObject implements Disposable {
     this.#applyOptions();
   }
 
-  /** Names of the global variables that can be set before load. */
+  /**
+   * Names of the global variables the C program declares at file scope (`.rodata`, `.data`,
+   * `.bss`), which `setGlobal`, `readGlobal` and `writeGlobal` take. A function's `static`
+   * variables, which clang names `function.variable` in BTF (such as `bpf_printk`'s format string
+   * `handle_tp.____fmt`), are left out; they are still reachable by that full name.
+   */
   get globalNames(): string[] {
-    return [...this.#globals.keys()];
+    return [...this.#globals.keys()].filter((name) => !name.includes("."));
   }
 
   /**
    * Sets a global variable before load (`const volatile` rodata, `.data`, `.bss`).
    *
    * @param name The variable name.
-   * @param value The value, encoded by the variable's BTF type (numbers, bigints, strings for
-   *   `char[]`, objects for structs).
+   * @param value The value, encoded by the variable's BTF type: a bigint for a 64-bit integer
+   *   (`0n`, not `0`), a number for a smaller one, a string for a `char[]`, an object for a struct.
    */
   setGlobal(name: string, value: unknown): void {
     this.#checkOpen();
@@ -210,17 +215,20 @@ export class BpfObject implements Disposable {
     }
     const slot = this.#globalSlot(name);
     this.#globalValues.set(name, value);
-    this.#initialValue(slot, name, (region) => {
-      try {
-        structCodec(this.btf!, slot.type).encode(value, region, slot.offset);
-      } catch (error) {
-        throw new BpfError(
-          `Object ${this.name}: global ${name} (${this.btf!.typeName(slot.type)}): ` +
-            `${(error as Error).message}`,
-          { code: "bad_value", cause: error },
-        );
-      }
-    });
+    this.#initialValue(slot, name, (region) => this.#encodeGlobal(slot, name, value, region));
+  }
+
+  /** Encodes a global's value by its BTF type; a bad value's error names the global and type. */
+  #encodeGlobal(slot: GlobalSlot, name: string, value: unknown, view: DataView): void {
+    try {
+      structCodec(this.btf!, slot.type).encode(value, view, slot.offset);
+    } catch (error) {
+      throw new BpfError(
+        `Object ${this.name}: global ${name} (${this.btf!.typeName(slot.type)}): ` +
+          `${(error as Error).message}`,
+        { code: "bad_value", cause: error },
+      );
+    }
   }
 
   #globalSlot(name: string): GlobalSlot {
@@ -252,25 +260,42 @@ export class BpfObject implements Disposable {
 
   /**
    * Reads a global variable's current value from the kernel (after load), such as a `dropped`
-   * counter the program increments.
+   * counter the program increments; before load, the value it will start with.
    *
+   * The value is decoded by the variable's BTF type: a bigint for a 64-bit integer, a number for a
+   * smaller one, a string for a `char[]`, an object for a struct. `T` says which the caller
+   * expects and is not checked (the skeletons bpf2ts generates type each global).
+   *
+   * @example A ring buffer reader counting the program's own drops
+   * ```ts
+   * import { BpfObject, RingBufferReader } from "@triad/ebpf";
+   *
+   * // The program declares `__u64 dropped = 0;` and counts failed bpf_ringbuf_reserve calls.
+   * function readEvents(obj: BpfObject): RingBufferReader {
+   *   return new RingBufferReader(obj.map("events"), {
+   *     lost: () => obj.readGlobal("dropped"),
+   *   });
+   * }
+   * ```
+   *
+   * @typeParam T The value's type, as decoded (see above).
    * @param name The variable name.
    * @returns The value, decoded by its BTF type.
    */
-  readGlobal(name: string): unknown {
+  readGlobal<T = unknown>(name: string): T {
     const slot = this.#globalSlot(name);
     if (!this.loaded) {
       return this.#initialValue(
         slot,
         name,
-        (view) => structCodec(this.btf!, slot.type).decode(view, slot.offset),
+        (view) => structCodec(this.btf!, slot.type).decode(view, slot.offset) as T,
       );
     }
     const fd = libbpf().bpf_map__fd(slot.map);
     const value = new Uint8Array(libbpf().bpf_map__value_size(slot.map));
     const rc = libbpf().bpf_map_lookup_elem(fd, new Uint8Array(4), value);
     if (rc < 0) throw BpfError.fromErrno(`Object ${this.name}: read global ${name}`, rc);
-    return structCodec(this.btf!, slot.type).decode(new DataView(value.buffer), slot.offset);
+    return structCodec(this.btf!, slot.type).decode(new DataView(value.buffer), slot.offset) as T;
   }
 
   /**
@@ -287,7 +312,7 @@ export class BpfObject implements Disposable {
     const key = new Uint8Array(4);
     let rc = libbpf().bpf_map_lookup_elem(fd, key, bytes);
     if (rc >= 0) {
-      structCodec(this.btf!, slot.type).encode(value, new DataView(bytes.buffer), slot.offset);
+      this.#encodeGlobal(slot, name, value, new DataView(bytes.buffer));
       rc = libbpf().bpf_map_update_elem(fd, key, bytes, 0n);
     }
     if (rc < 0) {
@@ -373,13 +398,20 @@ export class BpfObject implements Disposable {
     return this.#loaded && this.#programs.size + this.#maps.size > 0;
   }
 
-  /** The loaded programs. */
+  /**
+   * The loaded programs, as an array; {@linkcode BpfObject.program} finds one by name. (A
+   * generated skeleton's `programs` is keyed by name instead: `probe.programs.handle_exec`.)
+   */
   get programs(): Program[] {
     this.#checkLoaded("programs");
     return [...this.#programs.values()];
   }
 
-  /** The loaded maps (internal `.rodata`/`.bss` maps included). */
+  /**
+   * The loaded maps (internal `.rodata`/`.bss` maps included), as an array;
+   * {@linkcode BpfObject.map} finds one by name. (A generated skeleton's `maps` is keyed by name
+   * instead: `probe.maps.events`.)
+   */
   get maps(): BpfMap<unknown, unknown>[] {
     this.#checkLoaded("maps");
     return [...this.#maps.values()];

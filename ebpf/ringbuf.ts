@@ -50,7 +50,7 @@ export interface RingBufferOptions {
  * await obj.load();
  * using link = obj.program("handle_exec").attach();
  * await using reader = new RingBufferReader(obj.map("events"), {
- *   lost: () => obj.readGlobal("dropped") as bigint,
+ *   lost: () => obj.readGlobal("dropped"),
  * });
  * for await (const record of reader) {
  *   console.log(record.getUint32(0, true)); // valid until the next record

@@ -45,14 +45,21 @@ export class Skeleton<
     return this.object.load();
   }
 
-  /** The programs, by name (after load). */
+  /**
+   * The programs, keyed by name (after load): `probe.programs.handle_exec`. (On the underlying
+   * {@linkcode BpfObject}, `programs` is an array and `program(name)` finds one.)
+   */
   get programs(): P {
     return Object.fromEntries(
       this.#programNames.map((name) => [name, this.object.program(name)]),
     ) as P;
   }
 
-  /** The maps, by name (after load). */
+  /**
+   * The maps, keyed by name (after load; internal `.rodata`/`.bss` maps left out):
+   * `probe.maps.events`. (On the underlying {@linkcode BpfObject}, `maps` is an array and
+   * `map(name)` finds one.)
+   */
   get maps(): M {
     return Object.fromEntries(this.#mapNames.map((name) => [name, this.object.map(name)])) as M;
   }
@@ -64,7 +71,7 @@ export class Skeleton<
    * @returns Its value.
    */
   readGlobal<K extends keyof G & string>(name: K): G[K] {
-    return this.object.readGlobal(name) as G[K];
+    return this.object.readGlobal<G[K]>(name);
   }
 
   /** Detaches, unloads and releases everything. */

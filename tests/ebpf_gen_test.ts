@@ -98,3 +98,20 @@ testWith(
     assert.match(text, /probe\.gen\.ts( is up to date|: types and skeleton are up to date)/);
   },
 );
+
+Deno.test("generated modules pass deno lint (objects without maps or globals too)", async () => {
+  const root = new URL("..", import.meta.url).pathname;
+  const files = [...Deno.readDirSync(`${root}tests/ebpf_bpf`)]
+    .filter((entry) => entry.name.endsWith(".gen.ts"))
+    .map((entry) => `tests/ebpf_bpf/${entry.name}`);
+  assert.ok(files.includes("tests/ebpf_bpf/statics.gen.ts"), "statics.gen.ts has no maps");
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["lint", ...files],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(output.stderr) + new TextDecoder().decode(output.stdout);
+  assert.equal(output.code, 0, `deno lint of the generated modules failed:\n${text}`);
+});

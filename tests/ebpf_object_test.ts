@@ -31,6 +31,8 @@ import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
 import { AttachObject } from "./ebpf_bpf/attach.gen.ts";
 import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
+import { RejectedMidlineObject } from "./ebpf_bpf/rejected_midline.gen.ts";
+import { StaticsObject } from "./ebpf_bpf/statics.gen.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
 const libc = Deno.dlopen("libc.so.6", {
@@ -331,6 +333,34 @@ testWith("BpfObject.load() raises VerifierError with the whole log", needs, asyn
 });
 
 testWith(
+  "VerifierError names the source line of an instruction in the middle of that line",
+  needs,
+  async () => {
+    const tracker = new LeakTracker();
+    {
+      // The failing load follows a helper call on the same line: the verifier printed the line's
+      // source before the call, not before the failing instruction.
+      using rejected = RejectedMidlineObject.open();
+      const error = await rejected.load().then(() => undefined, (e) => e);
+      assert.ok(error instanceof VerifierError, `expected a VerifierError, got ${error}`);
+      assert.match(error.failure.reason, /invalid mem access 'map_value_or_null'/);
+      const at = error.log.split("\n").findIndex((line) =>
+        line.startsWith(`${error.failure.instruction}: `)
+      );
+      assert.ok(at > 0, `instruction ${error.failure.instruction} not in the log`);
+      assert.ok(
+        !error.log.split("\n")[at - 1]!.startsWith("; "),
+        "the failing instruction is the first of its line: the fixture no longer tests this",
+      );
+      const line = "return bpf_get_prandom_u32() + *value == 42;";
+      assertSourceLine(error.failure.source, line, "rejected_midline.bpf.c");
+      assert.ok(error.message.includes(`source: ${line}`), error.message);
+    }
+    await tracker.assertReleased();
+  },
+);
+
+testWith(
   "VerifierError keeps a long log whole, from its first line to the reason",
   needs,
   async () => {
@@ -418,6 +448,17 @@ testWith("BpfObject globals are checked by name and type", needs, async () => {
     assert.throws(() => probe.object.map("nope"), /has no map nope \(it has: settings, events/);
     probe.object.writeGlobal("emitted", 7n);
     assert.equal(probe.readGlobal("emitted"), 7n);
+    assert.throws(
+      () => probe.object.writeGlobal("emitted", 0),
+      /Object probe: global emitted \(__u64\): .*got the number 0: use a bigint \(0n\)/,
+    );
+  }
+  {
+    using probe = ProbeObject.open();
+    assert.throws(
+      () => probe.object.setGlobal("marker", 0),
+      /Object probe: global marker \(const volatile __u64\): .*number 0: use a bigint \(0n\)/,
+    );
   }
   {
     // attach.bpf.c reads packet headers through vmlinux.h types: CO-RE relocations need BTF.
@@ -435,6 +476,26 @@ testWith("BpfObject globals are checked by name and type", needs, async () => {
     await custom.load();
     track(tracker, custom.object);
     assert.equal(custom.readGlobal("target_port"), 9);
+  }
+  await tracker.assertReleased();
+});
+
+testWith("BpfObject.globalNames leaves out a function's statics", needs, async () => {
+  const tracker = new LeakTracker();
+  {
+    using statics = StaticsObject.open({ globals: { target_tgid: Deno.pid } });
+    // BTF also has handle_tp.seen (a static counter) and handle_tp.____fmt (bpf_printk's format).
+    assert.deepEqual(statics.object.globalNames.toSorted(), ["calls", "target_tgid"]);
+    assert.throws(
+      () => statics.object.setGlobal("seen", 1n),
+      /no global variable seen \(it has: (calls, target_tgid|target_tgid, calls)\)/,
+    );
+    await statics.load();
+    track(tracker, statics.object);
+    using _link = statics.programs.handle_tp.attach();
+    getppid(2);
+    assert.equal(statics.readGlobal("calls"), 2n);
+    assert.equal(statics.object.readGlobal("handle_tp.seen"), 2n); // still there by its full name
   }
   await tracker.assertReleased();
 });

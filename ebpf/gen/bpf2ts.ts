@@ -371,9 +371,7 @@ class Generator {
     const base = pascalCase(name);
     const btf = this.#btf;
     this.#runtime.add("BpfObject");
-    this.#runtime.add("type BpfMap");
     this.#runtime.add("type OpenOptions");
-    this.#runtime.add("type Program");
     this.#runtime.add("Skeleton");
     this.#runtime.add("decodeObjectBytes");
     const globals: string[] = [];
@@ -381,7 +379,8 @@ class Generator {
       if (type.kind !== "datasec" || type.name === ".maps" || type.name === "license") continue;
       for (const variable of type.vars) {
         const v = btf.type(variable.type);
-        if (v.kind !== "var") continue;
+        // A function's static (bpf_printk's format string) is named "function.variable".
+        if (v.kind !== "var" || v.name.includes(".")) continue;
         globals.push(
           `  /** \`${btf.typeName(v.type)} ${v.name}\` in \`${type.name}\`. */\n  ${v.name}: ${
             this.#tsType(v.type)
@@ -390,29 +389,31 @@ class Generator {
       }
     }
     const maps = spec.maps.filter((m) => !m.internal);
+    if (maps.length > 0) this.#runtime.add("type BpfMap");
+    if (spec.programs.length > 0) this.#runtime.add("type Program");
     const mapType = (id: number, size: number) =>
       id === 0 || size === 0 ? "Uint8Array" : this.#tsType(id);
     const lines = [
       `/** Global variables of \`${this.#options.provenance.source}\` (set \`.rodata\` ones before load). */`,
-      ...(globals.length === 0
-        ? [`export type ${base}Globals = Record<string, never>;`]
-        : [`export interface ${base}Globals {`, ...globals, "}"]),
+      ...interfaceOrEmpty(`${base}Globals`, globals),
       "",
       `/** Programs of \`${this.#options.provenance.source}\`. */`,
-      `export interface ${base}Programs {`,
-      ...spec.programs.map((p) =>
-        `  /** \`SEC("${p.section}")\` (${p.type}). */\n  ${p.name}: Program;`
+      ...interfaceOrEmpty(
+        `${base}Programs`,
+        spec.programs.map((p) =>
+          `  /** \`SEC("${p.section}")\` (${p.type}). */\n  ${p.name}: Program;`
+        ),
       ),
-      "}",
       "",
       `/** Maps of \`${this.#options.provenance.source}\`. */`,
-      `export interface ${base}Maps {`,
-      ...maps.map((m) =>
-        `  /** ${m.type} map. */\n  ${m.name}: BpfMap<${mapType(m.keyType, m.keySize)}, ${
-          mapType(m.valueType, m.valueSize)
-        }>;`
+      ...interfaceOrEmpty(
+        `${base}Maps`,
+        maps.map((m) =>
+          `  /** ${m.type} map. */\n  ${m.name}: BpfMap<${mapType(m.keyType, m.keySize)}, ${
+            mapType(m.valueType, m.valueSize)
+          }>;`
+        ),
       ),
-      "}",
       "",
       `/** Options for {@linkcode ${base}Object.open}: typed globals. */`,
       `export interface ${base}OpenOptions extends Omit<OpenOptions, "globals"> {`,
@@ -443,6 +444,13 @@ class Generator {
     ];
     return lines.join("\n");
   }
+}
+
+/** An interface with these members, or a type with none (an empty interface fails lint). */
+function interfaceOrEmpty(name: string, members: string[]): string[] {
+  return members.length === 0
+    ? [`export type ${name} = Record<string, never>;`]
+    : [`export interface ${name} {`, ...members, "}"];
 }
 
 function camel(name: string): string {
