@@ -223,6 +223,13 @@ interface FileCandidate {
 
 const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
 
+/** What made a watched directory reload: its kind of file, the directory, an event's path. */
+interface ReloadTrigger {
+  readonly label: "file" | "secret file";
+  readonly dir: string;
+  readonly relevant: string;
+}
+
 let startConfig: (config: Config<unknown>) => Promise<void>;
 
 /**
@@ -301,12 +308,23 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #secretFiles = new Set<string>();
   /** Per watched directory, the names of the secret files in it. */
   #secretDirs = new Map<string, Set<string>>();
+  /** The contents of the secret files last read, to name the ones a reload found changed. */
+  #secretTexts = new Map<string, string>();
+  /** The contents of the configuration files last read, by path, for the same purpose. */
+  #fileTexts = new Map<string, string>();
   #debounceMs = 50;
   /** The file system, recording the files read for secrets. */
   readonly #secretFs: ConfigFileSystem = {
-    readTextFile: (path) => {
+    readTextFile: async (path) => {
       this.#secretFiles.add(path);
-      return this.#fs.readTextFile(path);
+      try {
+        const text = await this.#fs.readTextFile(path);
+        this.#secretTexts.set(path, text);
+        return text;
+      } catch (error) {
+        this.#secretTexts.delete(path);
+        throw error;
+      }
     },
     readDir: (path) => this.#fs.readDir(path),
     watch: (paths) => this.#fs.watch(paths),
@@ -487,11 +505,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const names = this.#watchNames;
     for (const dir of this.#watchDirs) {
       const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
-        const relevant = paths.find((path) => {
-          const base = path.slice(path.lastIndexOf("/") + 1);
-          return names.has(base) || base.startsWith("..") || names.has(`${dir}/*`);
-        });
-        if (relevant !== undefined) void this.#reloadFiles(`file ${relevant}`);
+        const relevant = firstRelevant(paths, (base) => names.has(base) || names.has(`${dir}/*`));
+        if (relevant !== undefined) void this.#reloadFiles({ label: "file", dir, relevant });
       });
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
@@ -805,10 +820,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const out: FileCandidate[] = [];
     const files = this.#options.files;
     const profile = this.#profile;
-    const dirOf = (path: string) => {
-      const slash = path.lastIndexOf("/");
-      return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-    };
     const remember = (path: string) => {
       this.#watchDirs.add(dirOf(path));
       this.#watchNames.add(path.slice(path.lastIndexOf("/") + 1));
@@ -906,6 +917,15 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   async #readFiles(issues: ConfigIssue[]): Promise<Layer[]> {
+    const texts = new Map<string, string>();
+    try {
+      return await this.#readFileLayers(issues, texts);
+    } finally {
+      this.#fileTexts = texts;
+    }
+  }
+
+  async #readFileLayers(issues: ConfigIssue[], texts: Map<string, string>): Promise<Layer[]> {
     let candidates: FileCandidate[];
     try {
       candidates = await this.#fileCandidates();
@@ -935,6 +955,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         });
         return undefined;
       }
+      texts.set(candidate.path, text);
       try {
         return await this.#secrets(
           parseConfigText(text, format, candidate.path, candidate.kind),
@@ -955,12 +976,25 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
   }
 
-  #reloadFiles(cause: string, withEnv = false): Promise<void> {
+  /**
+   * Reloads after events in a watched directory. The change's cause names the configured files in
+   * that directory whose contents changed (a Kubernetes `..data` swap only touches `..` names:
+   * the timestamped directory, `..data_tmp`, `..data`), else the event's path.
+   */
+  #reloadFiles(trigger: ReloadTrigger, withEnv = false): Promise<void> {
     return this.#enqueue(async () => {
       if (this.#disposed) return;
       const issues: ConfigIssue[] = [];
+      const beforeFiles = this.#fileTexts;
+      const beforeSecrets = new Map(this.#secretTexts);
       const files = await this.#readFiles(issues);
       const env = withEnv ? await this.#readEnv(issues) : undefined;
+      const changed = trigger.label === "file"
+        ? changedIn(trigger.dir, beforeFiles, this.#fileTexts)
+        : changedIn(trigger.dir, beforeSecrets, this.#secretTexts);
+      const cause = `${trigger.label} ${
+        changed.length > 0 ? changed.join(", ") : trigger.relevant
+      }`;
       this.#watchSecrets();
       if (issues.length > 0) {
         this.#emitError(issuesError(issues, "Cannot reload configuration"));
@@ -985,9 +1019,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #watchSecrets(): void {
     if (!this.#watching || this.#disposed) return;
     for (const path of this.#secretFiles) {
-      const slash = path.lastIndexOf("/");
-      const dir = slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-      const base = path.slice(slash + 1);
+      const dir = dirOf(path);
+      const base = path.slice(path.lastIndexOf("/") + 1);
       const known = this.#secretDirs.get(dir);
       if (known !== undefined) {
         known.add(base);
@@ -996,11 +1029,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       const names = new Set([base]);
       this.#secretDirs.set(dir, names);
       const watcher = watchDirectories(this.#fs, [dir], this.#debounceMs, (paths) => {
-        const relevant = paths.find((changed) => {
-          const name = changed.slice(changed.lastIndexOf("/") + 1);
-          return name.startsWith("..") || names.has(name);
-        });
-        if (relevant !== undefined) void this.#reloadFiles(`secret file ${relevant}`, true);
+        const relevant = firstRelevant(paths, (base) => names.has(base));
+        if (relevant !== undefined) {
+          void this.#reloadFiles({ label: "secret file", dir, relevant }, true);
+        }
       });
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
@@ -1209,6 +1241,34 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 }
 
 // ---- small helpers ----
+
+function dirOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+}
+
+/**
+ * The first event path that concerns a watched file: its own name, else a Kubernetes `..` name
+ * (`..data`, a timestamped directory) that stands for every file of the volume.
+ */
+function firstRelevant(paths: readonly string[], watched: (base: string) => boolean) {
+  const baseOf = (path: string) => path.slice(path.lastIndexOf("/") + 1);
+  return paths.find((path) => watched(baseOf(path))) ??
+    paths.find((path) => baseOf(path).startsWith(".."));
+}
+
+/** The files in `dir` whose contents differ between two reads (or that appeared or went). */
+function changedIn(
+  dir: string,
+  before: ReadonlyMap<string, string>,
+  after: ReadonlyMap<string, string>,
+): string[] {
+  const out: string[] = [];
+  for (const path of new Set([...before.keys(), ...after.keys()])) {
+    if (dirOf(path) === dir && before.get(path) !== after.get(path)) out.push(path);
+  }
+  return out.sort();
+}
 
 function isArgv(args: readonly string[] | ArgsOptions): args is readonly string[] {
   return Array.isArray(args);

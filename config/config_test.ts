@@ -46,6 +46,38 @@ function nextEvent<T>(subscribe: (fn: (value: T) => void) => () => void, ms = 30
 
 const noEnv = { prefix: "APP", vars: {} };
 
+/**
+ * Writes `files` into `dir` the way the kubelet's AtomicWriter updates a ConfigMap or Secret
+ * volume: a new timestamped directory `..<UTC time>.<random>`, a `..data_tmp` symlink to it
+ * renamed over `..data`, per-file symlinks `<name> -> ..data/<name>` for new names, then the old
+ * timestamped directory removed.
+ */
+async function kubeletWrite(dir: string, files: Record<string, string>): Promise<void> {
+  const stamp = new Date().toISOString().replace(/[-T:]/g, "_").replace(/\..*$/, "");
+  const fraction = String(Math.floor(Math.random() * 1e9)).padStart(9, "0");
+  const tsDir = `..${stamp}.${fraction}`;
+  await Deno.mkdir(`${dir}/${tsDir}`);
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(`${dir}/${tsDir}/${name}`, text);
+  }
+  let old: string | undefined;
+  try {
+    old = await Deno.readLink(`${dir}/..data`);
+  } catch {
+    old = undefined;
+  }
+  await Deno.symlink(tsDir, `${dir}/..data_tmp`);
+  await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
+  for (const name of Object.keys(files)) {
+    try {
+      await Deno.lstat(`${dir}/${name}`);
+    } catch {
+      await Deno.symlink(`..data/${name}`, `${dir}/${name}`);
+    }
+  }
+  if (old !== undefined) await Deno.remove(`${dir}/${old}`, { recursive: true });
+}
+
 Deno.test("createConfig() merges layers in order", async (t) => {
   const dir = await tempDir({
     "app.yaml": "dns:\n  listen: 0.0.0.0:53\n  cache:\n    size: 10\n",
@@ -564,6 +596,39 @@ Deno.test("Config.watch() reloads files", async (t) => {
       await Deno.remove(dir, { recursive: true });
     }
   });
+
+  await t.step(
+    "a kubelet ..data swap names the configured file in the change's cause",
+    async () => {
+      const mount = await Deno.makeTempDir({ prefix: "triad-configmap-" });
+      const secrets = await Deno.makeTempDir({ prefix: "triad-secret-" });
+      try {
+        await kubeletWrite(mount, { "app.yaml": "dns:\n  listen: a:1\n", "other": "x" });
+        await kubeletWrite(secrets, { "pw": "first\n", "token": "t1" });
+        await using config = await createConfig({
+          schema,
+          files: [`${mount}/app.yaml`],
+          env: { prefix: "APP", vars: { APP_DB__PASSWORD_FILE: `${secrets}/pw` } },
+          debounce: 30,
+        });
+        await config.watch();
+        assert.equal(config.get("dns.listen"), "a:1");
+
+        let next = nextEvent<{ cause: string }>((fn) => config.on("change", fn));
+        await kubeletWrite(mount, { "app.yaml": "dns:\n  listen: b:2\n", "other": "y" });
+        assert.equal((await next).cause, `file ${mount}/app.yaml`);
+        assert.equal(config.get("dns.listen"), "b:2");
+
+        next = nextEvent<{ cause: string }>((fn) => config.on("change", fn));
+        await kubeletWrite(secrets, { "pw": "second\n", "token": "t2" });
+        assert.equal((await next).cause, `secret file ${secrets}/pw`);
+        assert.equal(config.get("db.password")?.reveal(), "second");
+      } finally {
+        await Deno.remove(mount, { recursive: true });
+        await Deno.remove(secrets, { recursive: true });
+      }
+    },
+  );
 
   await t.step("configDir files merge in name order and new files are picked up", async () => {
     const dir = await tempDir({});
