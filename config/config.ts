@@ -3,7 +3,8 @@
  *
  * @module
  */
-import { parseDuration } from "@triad/core";
+import { createLogger, parseDuration } from "@triad/core";
+import type { Logger } from "@triad/core";
 import {
   Document as YamlDocument,
   isMap,
@@ -76,7 +77,12 @@ export interface EnvOptions {
   readonly prefix: string;
   /** The variables (default: `Deno.env.toObject()` at each load). */
   readonly vars?: Readonly<Record<string, string | undefined>>;
-  /** Reject variables under the prefix that match no key. @default {true} */
+  /**
+   * Reject variables under the prefix that match no key: `createConfig()` (and every reload)
+   * fails naming them. When `false`, each is reported once through `logger.warn`, naming the
+   * variable and the closest key, and ignored, so that an `APP_ENV=production` next to the
+   * configuration's variables does no harm. @default {false}
+   */
   readonly strict?: boolean;
 }
 
@@ -132,6 +138,11 @@ export interface CreateConfigOptions<S extends StandardSchema> {
   readonly fetch?: typeof fetch;
   /** The program name in `--help` text. */
   readonly program?: string;
+  /**
+   * Where warnings go (unknown environment variables outside `env.strict`).
+   * @default {createLogger() from @triad/core: JSON lines on stderr}
+   */
+  readonly logger?: Logger;
 }
 
 /** Where one value came from and what it overrode. */
@@ -331,6 +342,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   };
   #setLayer: Record<string, unknown> = {};
   #writeOnly: string[] | undefined;
+  /** Unknown environment variables already warned about (once each, not at every reload). */
+  #warnedVars = new Set<string>();
+  #defaultLogger: Logger | undefined;
 
   /** @internal Use {@linkcode createConfig}. */
   constructor(options: CreateConfigOptions<StandardSchema>) {
@@ -803,9 +817,36 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const vars = this.#envVars();
     const reserved = new Set<string>([`${this.#prefix}_PROFILE`]);
     const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#secretFs, reserved);
-    if (this.#options.env?.strict !== false) issues.push(...result.issues);
-    else issues.push(...result.issues.filter((issue) => issue.path !== ""));
+    issues.push(...result.issues);
+    const strict = this.#options.env?.strict === true;
+    for (const { name, hint, nearest } of result.unknown) {
+      if (strict) {
+        issues.push({
+          path: "",
+          message: `unknown environment variable ${name}${hint ? `, did you mean ${hint}?` : ""}`,
+          origin: { layer: "env", name },
+        });
+        continue;
+      }
+      if (this.#warnedVars.has(name)) continue;
+      this.#warnedVars.add(name);
+      const suggestion = nearest === undefined
+        ? ""
+        : nearest.variable === hint
+        ? `; did you mean ${hint} (${nearest.key})?`
+        : hint !== undefined
+        ? `; did you mean ${hint}?`
+        : `; the closest key is ${nearest.key} (${nearest.variable})`;
+      this.#logger().warn(`unknown environment variable ${name} ignored${suggestion}`, {
+        variable: name,
+        ...(nearest === undefined ? {} : { closest: nearest.variable, key: nearest.key }),
+      });
+    }
     return await this.#secrets(result.layer, issues);
+  }
+
+  #logger(): Logger {
+    return this.#options.logger ?? (this.#defaultLogger ??= createLogger());
   }
 
   async #secrets(layer: Layer, issues: ConfigIssue[]): Promise<Layer> {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
+import { createLogger } from "@triad/core";
 import { ConfigError, createConfig, Secret } from "./mod.ts";
 
 const schema = z.object({
@@ -176,9 +177,38 @@ Deno.test("createConfig() binds every key to env and flags", async (t) => {
     assert.equal(cache.get("size"), 10);
   });
 
-  await t.step("unknown env variables under the prefix are rejected with a hint", async () => {
+  await t.step("unknown env variables under the prefix are warned about and ignored", async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ write: (line) => lines.push(line) });
+    const vars = { APP_ENV: "production", APP_DNS__CACH__SIZE: "1", APP_DNS__LISTEN: "[::1]:53" };
+    await using config = await createConfig({ schema, env: { prefix: "APP", vars }, logger });
+    assert.equal(config.get("dns.listen"), "[::1]:53");
+    assert.equal(config.get("dns.cache.size"), 1000);
+    const warnings = lines.map((line) => JSON.parse(line));
+    assert.deepEqual(warnings.map((w) => [w.level, w.variable, w.closest, w.key]), [
+      ["warn", "APP_ENV", "APP_TAGS", "tags"],
+      ["warn", "APP_DNS__CACH__SIZE", "APP_DNS__CACHE__SIZE", "dns.cache.size"],
+    ]);
+    assert.equal(
+      warnings[0].msg,
+      "unknown environment variable APP_ENV ignored; the closest key is tags (APP_TAGS)",
+    );
+    assert.equal(
+      warnings[1].msg,
+      "unknown environment variable APP_DNS__CACH__SIZE ignored; " +
+        "did you mean APP_DNS__CACHE__SIZE (dns.cache.size)?",
+    );
+    // Once per variable, not at every reload.
+    await config.reload();
+    assert.equal(lines.length, 2);
+  });
+
+  await t.step("env.strict rejects unknown env variables with a hint", async () => {
     await assert.rejects(
-      createConfig({ schema, env: { prefix: "APP", vars: { APP_DNS__CACH__SIZE: "1" } } }),
+      createConfig({
+        schema,
+        env: { prefix: "APP", strict: true, vars: { APP_DNS__CACH__SIZE: "1" } },
+      }),
       (error: unknown) => {
         assert.ok(error instanceof ConfigError);
         assert.equal(error.code, "unknown_key");
@@ -812,7 +842,10 @@ Deno.test("createConfig() binds array items from env as <NAME>__<index>__<FIELD>
     "upstreams.1.weight = 3 from env APP_UPSTREAMS__1__WEIGHT",
   );
   await assert.rejects(
-    createConfig({ schema, env: { prefix: "APP", vars: { APP_UPSTREAMS__0__ADRESS: "x" } } }),
+    createConfig({
+      schema,
+      env: { prefix: "APP", strict: true, vars: { APP_UPSTREAMS__0__ADRESS: "x" } },
+    }),
     /unknown environment variable APP_UPSTREAMS__0__ADRESS/,
   );
 });
