@@ -360,6 +360,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
     this.#prefix = options.env === false ? "" : options.env?.prefix ?? "APP";
     this.#checkNameCollisions();
+    this.#checkReservedNames();
   }
 
   static {
@@ -1261,6 +1262,81 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       enumerable: true,
     });
     return view;
+  }
+
+  /**
+   * Fails when a key's (or an alias's) flag or variable is one the configuration itself reads:
+   * `--config`, `--profile`, `<PREFIX>_PROFILE`, `--help`; the key could never be set through it.
+   */
+  #checkReservedNames() {
+    type Purpose = "config" | "profile" | "help";
+    const reservedFlags = new Map<string, Purpose>();
+    const args = this.#options.args === undefined ? undefined : this.#argsOptions();
+    if (args !== undefined) {
+      reservedFlags.set("--help", "help");
+      if (args.configFlag !== false) {
+        reservedFlags.set(`--${args.configFlag ?? "config"}`, "config");
+      }
+      if (args.profileFlag !== false && this.#options.profile !== false) {
+        reservedFlags.set(`--${args.profileFlag ?? "profile"}`, "profile");
+      }
+    }
+    const profileVar = this.#options.profile === undefined && this.#options.env !== false &&
+        this.#prefix !== ""
+      ? `${this.#prefix}_PROFILE`
+      : undefined;
+    const hits = new Map<string, { purpose: Purpose; alias: boolean; names: string[] }>();
+    const hit = (subject: string, alias: boolean, purpose: Purpose, name: string) => {
+      const entry = hits.get(subject) ?? { purpose, alias, names: [] };
+      entry.names.push(name);
+      hits.set(subject, entry);
+    };
+    for (const { segments } of this.#info.leaves()) {
+      const path = segments.join(".");
+      for (const flag of new Set([flagName(segments), `--${path}`])) {
+        const purpose = reservedFlags.get(flag);
+        if (purpose !== undefined) hit(`Key ${path}`, false, purpose, `flag ${flag}`);
+      }
+      if (profileVar !== undefined && envVarName(this.#prefix, segments) === profileVar) {
+        hit(`Key ${path}`, false, "profile", `environment variable ${profileVar}`);
+      }
+    }
+    for (const [alias, path] of Object.entries(args?.aliases ?? {})) {
+      const purpose = reservedFlags.get(`--${alias}`);
+      if (purpose !== undefined) {
+        hit(`Alias --${alias} (for ${path})`, true, purpose, `flag --${alias}`);
+      }
+    }
+    if (hits.size === 0) return;
+    const lines = [...hits].map(([subject, { purpose, alias, names }]) => {
+      const several = names.length > 1;
+      const what = names.join(" and ");
+      const does = purpose === "help"
+        ? "asks for the help text"
+        : `${several ? "name" : "names"} ${
+          purpose === "profile" ? "the profile" : "configuration files"
+        }`;
+      const free = purpose === "help"
+        ? ""
+        : `, or free ${several ? "them" : "it"} with ${
+          purpose === "config"
+            ? "args.configFlag (another name, or false)"
+            : names.every((n) => n.startsWith("flag "))
+            ? "args.profileFlag (another name, or false)"
+            : names.some((n) => n.startsWith("flag "))
+            ? "args.profileFlag and the profile option (a name, or false)"
+            : "the profile option (a name, or false)"
+        }`;
+      return `${subject} collides with the reserved ${what}, which ${does}: rename the ${
+        alias ? "alias" : "key"
+      }${free}`;
+    });
+    throw new ConfigError(
+      lines.length === 1
+        ? lines[0]!
+        : `Schema keys collide with reserved names:\n  ${lines.join("\n  ")}`,
+      { code: "bad_option" },
+    );
   }
 
   #checkNameCollisions() {

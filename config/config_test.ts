@@ -881,3 +881,70 @@ Deno.test("--config and --profile pick the files", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("createConfig() rejects keys that collide with the reserved flags and variables", async (t) => {
+  const rejects = (options: Parameters<typeof createConfig>[0], message: string) =>
+    assert.rejects(createConfig(options), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.code, "bad_option");
+      assert.equal(error.message, message);
+      return true;
+    });
+
+  await t.step("a key named profile: flag --profile and variable APP_PROFILE", async () => {
+    await rejects(
+      { schema: z.object({ profile: z.string().optional() }), env: noEnv, args: ["--profile=x"] },
+      "Key profile collides with the reserved flag --profile and environment variable " +
+        "APP_PROFILE, which name the profile: rename the key, or free them with " +
+        "args.profileFlag and the profile option (a name, or false)",
+    );
+  });
+
+  await t.step("a key named config: flag --config", async () => {
+    await rejects(
+      { schema: z.object({ config: z.string().optional() }), env: noEnv, args: [] },
+      "Key config collides with the reserved flag --config, which names configuration files: " +
+        "rename the key, or free it with args.configFlag (another name, or false)",
+    );
+  });
+
+  await t.step("an alias named config, a key named help", async () => {
+    await rejects(
+      {
+        schema: z.object({ file: z.string().optional(), help: z.boolean().optional() }),
+        env: noEnv,
+        args: { argv: [], aliases: { config: "file" } },
+      },
+      "Schema keys collide with reserved names:\n" +
+        "  Key help collides with the reserved flag --help, which asks for the help text: " +
+        "rename the key\n" +
+        "  Alias --config (for file) collides with the reserved flag --config, which names " +
+        "configuration files: rename the alias, or free it with args.configFlag (another name, " +
+        "or false)",
+    );
+  });
+
+  await t.step("freed names bind the keys", async () => {
+    await using config = await createConfig({
+      schema: z.object({ profile: z.string().optional(), config: z.string().optional() }),
+      env: { prefix: "APP", vars: { APP_PROFILE: "blue" } },
+      args: { argv: ["--config", "c.yaml"], configFlag: false },
+      profile: false,
+    });
+    assert.equal(config.get("profile"), "blue");
+    assert.equal(config.get("config"), "c.yaml");
+  });
+
+  await t.step("without args only the variable is reserved", async () => {
+    await using config = await createConfig({
+      schema: z.object({ config: z.string().default("x") }),
+      env: noEnv,
+    });
+    assert.equal(config.get("config"), "x");
+    await rejects(
+      { schema: z.object({ profile: z.string().optional() }), env: noEnv },
+      "Key profile collides with the reserved environment variable APP_PROFILE, which names " +
+        "the profile: rename the key, or free it with the profile option (a name, or false)",
+    );
+  });
+});
