@@ -263,6 +263,9 @@ function editDistance(a: string, b: string): number {
 /** Describes what a node accepts for messages: `integer > 0`, `one of "a", "b"`, `string`. */
 export function describeType(node: JsonSchema, info: SchemaInfo): string {
   const resolved = info.resolve(node) ?? node;
+  // A schema piece's own name for its type, such as duration()'s "duration".
+  const named = resolved["x-triad-type"];
+  if (typeof named === "string") return named;
   const enumValues = resolved["enum"];
   if (Array.isArray(enumValues)) {
     return `one of ${enumValues.map((v) => JSON.stringify(v)).join(", ")}`;

@@ -669,8 +669,20 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     if (issues.length > 0) throw issuesError(issues, "Invalid configuration");
     const secretPaths = new Set<string>();
     const input = unwrapSecrets(merged.tree, "", secretPaths);
-    let result = this.#options.schema["~standard"].validate(input);
-    if (result instanceof Promise) result = await result;
+    let result;
+    try {
+      result = this.#options.schema["~standard"].validate(input);
+      if (result instanceof Promise) result = await result;
+    } catch (error) {
+      // A transform that throws stops the validator without saying where: say what to do.
+      throw new ConfigError(
+        `Invalid configuration: the schema threw while validating: ${
+          (error as Error).message
+        } (a transform that throws loses the key and the position; report problems with ` +
+          `ctx.issues as duration() does)`,
+        { code: "invalid", cause: error },
+      );
+    }
     if (result.issues !== undefined) {
       for (const issue of result.issues) issues.push(this.#describeIssue(issue, merged));
       throw issuesError(issues, "Invalid configuration");
@@ -702,7 +714,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const origin = originAt(merged.origins, path);
     const node = this.#info.nodeAt(segments);
     const expected = node === undefined ? undefined : describeType(node, this.#info);
-    const secret = value instanceof Secret;
+    const secret = value instanceof Secret || isSecretPath(new Set(this.#writeOnlyPaths()), path);
     let message: string;
     if (value === undefined) {
       const leafish = segments.every((s) => typeof s === "string");

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
 import { createLogger } from "@triad/core";
-import { ConfigError, createConfig, Secret } from "./mod.ts";
+import { ConfigError, createConfig, duration, Secret, secret } from "./mod.ts";
 
 const schema = z.object({
   dns: z.object({
@@ -947,4 +947,101 @@ Deno.test("createConfig() rejects keys that collide with the reserved flags and 
         "the profile: rename the key, or free it with the profile option (a name, or false)",
     );
   });
+});
+
+Deno.test("duration() and secret() report bad values with their key and origin", async (t) => {
+  const pieces = z.object({
+    http: z.object({ timeout: duration().prefault("2s"), idle: duration().optional() }).prefault(
+      {},
+    ),
+    token: secret().optional(),
+  });
+  const dir = await tempDir({
+    "good.yaml": "http:\n  timeout: 1m30s\ntoken: ${env:TOKEN}\n",
+    "bad.yaml": "http:\n  timeout: 5 sec\n  idle: 10\ntoken: 1234\n",
+    "password.yaml": "db:\n  password: 123456\n",
+  });
+  const invalid = (pattern: RegExp) => (error: unknown) => {
+    assert.ok(error instanceof ConfigError);
+    assert.equal(error.code, "invalid");
+    assert.match(error.message, pattern);
+    return true;
+  };
+  try {
+    await t.step("good values: milliseconds and a Secret", async () => {
+      await using config = await createConfig({
+        schema: pieces,
+        files: [`${dir}/good.yaml`],
+        env: { prefix: "APP", vars: { TOKEN: "hunter2", APP_HTTP__IDLE: "250ms" } },
+      });
+      assert.equal(config.get("http.timeout"), 90_000);
+      assert.equal(config.get("http.idle"), 250);
+      assert.ok(config.get("token") instanceof Secret);
+      assert.equal(config.get("token")?.reveal(), "hunter2");
+      assert.equal(
+        String(config.explain("http.timeout")),
+        `http.timeout = 90000 from ${dir}/good.yaml:2:3`,
+      );
+      await using defaulted = await createConfig({ schema: pieces, env: noEnv });
+      assert.equal(defaulted.get("http.timeout"), 2000);
+    });
+
+    await t.step("bad values name file:line:col, key and value; secrets stay hidden", async () => {
+      await assert.rejects(
+        createConfig({ schema: pieces, files: [`${dir}/bad.yaml`], env: noEnv }),
+        (error: unknown) => {
+          invalid(/^Invalid configuration:\n/)(error);
+          const lines = (error as ConfigError).message.split("\n").slice(1).map((l) => l.trim());
+          assert.deepEqual(lines, [
+            `${dir}/bad.yaml:2:3: http.timeout: expected duration, got "5 sec" ` +
+            `(invalid duration "5 sec": unexpected "5 sec" at offset 0)`,
+            `${dir}/bad.yaml:3:3: http.idle: expected duration, got 10 ` +
+            `(invalid input: expected string, received number)`,
+            `${dir}/bad.yaml:4:1: token: expected string, got [redacted] ` +
+            `(invalid input: expected string, received number)`,
+          ]);
+          assert.ok(!(error as ConfigError).message.includes("1234"));
+          return true;
+        },
+      );
+    });
+
+    await t.step("from env and flags, the variable and the flag", async () => {
+      await assert.rejects(
+        createConfig({ schema: pieces, env: { prefix: "APP", vars: { APP_HTTP__TIMEOUT: "5" } } }),
+        invalid(
+          /^env APP_HTTP__TIMEOUT: http\.timeout: expected duration, got "5" \(invalid duration "5": a unit is missing/,
+        ),
+      );
+      await assert.rejects(
+        createConfig({ schema: pieces, env: noEnv, args: ["--http.idle", "1x"] }),
+        invalid(/^flag --http\.idle: http\.idle: expected duration, got "1x"/),
+      );
+    });
+
+    await t.step("a writeOnly value of the wrong type is not printed", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/password.yaml`], env: noEnv }),
+        (error: unknown) => {
+          invalid(/password\.yaml:2:3: db\.password: expected string, got \[redacted\]/)(error);
+          assert.ok(!(error as ConfigError).message.includes("123456"));
+          return true;
+        },
+      );
+    });
+
+    await t.step("a transform that throws becomes a ConfigError saying what to do", async () => {
+      const throwing = z.object({
+        timeout: z.string().transform((text) => {
+          throw new Error(`Invalid duration "${text}"`);
+        }),
+      });
+      await assert.rejects(
+        createConfig({ schema: throwing, env: noEnv, args: ["--timeout", "x"] }),
+        invalid(/schema threw while validating: Invalid duration "x" \(a transform that throws/),
+      );
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
