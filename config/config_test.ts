@@ -982,8 +982,12 @@ Deno.test("duration() and secret() report bad values with their key and origin",
         String(config.explain("http.timeout")),
         `http.timeout = 90000 from ${dir}/good.yaml:2:3`,
       );
-      await using defaulted = await createConfig({ schema: pieces, env: noEnv });
+      await using defaulted = await createConfig({ schema: pieces, env: noEnv, args: [] });
       assert.equal(defaulted.get("http.timeout"), 2000);
+      assert.match(
+        defaulted.help(),
+        /--http\.timeout <duration>\s+\(default "2s"; env APP_HTTP__TIMEOUT\)/,
+      );
     });
 
     await t.step("bad values name file:line:col, key and value; secrets stay hidden", async () => {
