@@ -26,7 +26,10 @@ export function formatHelp(
     const path = leaf.segments.join(".");
     const type = info.typeOf(leaf.node);
     const enumValues = leaf.node["enum"];
-    const placeholder = Array.isArray(enumValues)
+    const named = leaf.node["x-triad-type"]; // a schema piece's own type name, such as "duration"
+    const placeholder = typeof named === "string"
+      ? named
+      : Array.isArray(enumValues)
       ? enumValues.join("|")
       : type === "unknown"
       ? "value"

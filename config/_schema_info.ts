@@ -215,19 +215,32 @@ export class SchemaInfo {
 
 /** Returns the closest candidate to `name` (edit distance), or `undefined` when none is close. */
 export function closest(name: string, candidates: Iterable<string>): string | undefined {
+  const found = nearest(name, candidates);
+  if (found === undefined) return undefined;
+  const limit = Math.max(2, Math.floor(name.length / 3));
+  return found.distance <= limit ? found.candidate : undefined;
+}
+
+/**
+ * Returns the candidate nearest to `name` by case-insensitive edit distance, however far, or
+ * `undefined` when every candidate's length differs from `name`'s by more than 8.
+ */
+export function nearest(
+  name: string,
+  candidates: Iterable<string>,
+): { candidate: string; distance: number } | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   const lower = name.toLowerCase();
   for (const candidate of candidates) {
-    if (candidate.toLowerCase() === lower) return candidate;
+    if (candidate.toLowerCase() === lower) return { candidate, distance: 0 };
     const distance = editDistance(lower, candidate.toLowerCase());
     if (distance < bestDistance) {
       bestDistance = distance;
       best = candidate;
     }
   }
-  const limit = Math.max(2, Math.floor(name.length / 3));
-  return bestDistance <= limit ? best : undefined;
+  return best === undefined ? undefined : { candidate: best, distance: bestDistance };
 }
 
 function editDistance(a: string, b: string): number {
@@ -250,6 +263,9 @@ function editDistance(a: string, b: string): number {
 /** Describes what a node accepts for messages: `integer > 0`, `one of "a", "b"`, `string`. */
 export function describeType(node: JsonSchema, info: SchemaInfo): string {
   const resolved = info.resolve(node) ?? node;
+  // A schema piece's own name for its type, such as duration()'s "duration".
+  const named = resolved["x-triad-type"];
+  if (typeof named === "string") return named;
   const enumValues = resolved["enum"];
   if (Array.isArray(enumValues)) {
     return `one of ${enumValues.map((v) => JSON.stringify(v)).join(", ")}`;

@@ -3,7 +3,8 @@
  *
  * @module
  */
-import { parseDuration } from "@triad/core";
+import { createLogger, parseDuration } from "@triad/core";
+import type { Logger } from "@triad/core";
 import {
   Document as YamlDocument,
   isMap,
@@ -76,7 +77,12 @@ export interface EnvOptions {
   readonly prefix: string;
   /** The variables (default: `Deno.env.toObject()` at each load). */
   readonly vars?: Readonly<Record<string, string | undefined>>;
-  /** Reject variables under the prefix that match no key. @default {true} */
+  /**
+   * Reject variables under the prefix that match no key: `createConfig()` (and every reload)
+   * fails naming them. When `false`, each is reported once through `logger.warn`, naming the
+   * variable and the closest key, and ignored, so that an `APP_ENV=production` next to the
+   * configuration's variables does no harm. @default {false}
+   */
   readonly strict?: boolean;
 }
 
@@ -132,6 +138,11 @@ export interface CreateConfigOptions<S extends StandardSchema> {
   readonly fetch?: typeof fetch;
   /** The program name in `--help` text. */
   readonly program?: string;
+  /**
+   * Where warnings go (unknown environment variables outside `env.strict`).
+   * @default {createLogger() from @triad/core: JSON lines on stderr}
+   */
+  readonly logger?: Logger;
 }
 
 /** Where one value came from and what it overrode. */
@@ -223,6 +234,13 @@ interface FileCandidate {
 
 const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
 
+/** What made a watched directory reload: its kind of file, the directory, an event's path. */
+interface ReloadTrigger {
+  readonly label: "file" | "secret file";
+  readonly dir: string;
+  readonly relevant: string;
+}
+
 let startConfig: (config: Config<unknown>) => Promise<void>;
 
 /**
@@ -301,18 +319,32 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #secretFiles = new Set<string>();
   /** Per watched directory, the names of the secret files in it. */
   #secretDirs = new Map<string, Set<string>>();
+  /** The contents of the secret files last read, to name the ones a reload found changed. */
+  #secretTexts = new Map<string, string>();
+  /** The contents of the configuration files last read, by path, for the same purpose. */
+  #fileTexts = new Map<string, string>();
   #debounceMs = 50;
   /** The file system, recording the files read for secrets. */
   readonly #secretFs: ConfigFileSystem = {
-    readTextFile: (path) => {
+    readTextFile: async (path) => {
       this.#secretFiles.add(path);
-      return this.#fs.readTextFile(path);
+      try {
+        const text = await this.#fs.readTextFile(path);
+        this.#secretTexts.set(path, text);
+        return text;
+      } catch (error) {
+        this.#secretTexts.delete(path);
+        throw error;
+      }
     },
     readDir: (path) => this.#fs.readDir(path),
     watch: (paths) => this.#fs.watch(paths),
   };
   #setLayer: Record<string, unknown> = {};
   #writeOnly: string[] | undefined;
+  /** Unknown environment variables already warned about (once each, not at every reload). */
+  #warnedVars = new Set<string>();
+  #defaultLogger: Logger | undefined;
 
   /** @internal Use {@linkcode createConfig}. */
   constructor(options: CreateConfigOptions<StandardSchema>) {
@@ -328,6 +360,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
     this.#prefix = options.env === false ? "" : options.env?.prefix ?? "APP";
     this.#checkNameCollisions();
+    this.#checkReservedNames();
   }
 
   static {
@@ -487,11 +520,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const names = this.#watchNames;
     for (const dir of this.#watchDirs) {
       const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
-        const relevant = paths.find((path) => {
-          const base = path.slice(path.lastIndexOf("/") + 1);
-          return names.has(base) || base.startsWith("..") || names.has(`${dir}/*`);
-        });
-        if (relevant !== undefined) void this.#reloadFiles(`file ${relevant}`);
+        const relevant = firstRelevant(paths, (base) => names.has(base) || names.has(`${dir}/*`));
+        if (relevant !== undefined) void this.#reloadFiles({ label: "file", dir, relevant });
       });
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
@@ -639,8 +669,20 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     if (issues.length > 0) throw issuesError(issues, "Invalid configuration");
     const secretPaths = new Set<string>();
     const input = unwrapSecrets(merged.tree, "", secretPaths);
-    let result = this.#options.schema["~standard"].validate(input);
-    if (result instanceof Promise) result = await result;
+    let result;
+    try {
+      result = this.#options.schema["~standard"].validate(input);
+      if (result instanceof Promise) result = await result;
+    } catch (error) {
+      // A transform that throws stops the validator without saying where: say what to do.
+      throw new ConfigError(
+        `Invalid configuration: the schema threw while validating: ${
+          (error as Error).message
+        } (a transform that throws loses the key and the position; report problems with ` +
+          `ctx.issues as duration() does)`,
+        { code: "invalid", cause: error },
+      );
+    }
     if (result.issues !== undefined) {
       for (const issue of result.issues) issues.push(this.#describeIssue(issue, merged));
       throw issuesError(issues, "Invalid configuration");
@@ -672,7 +714,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const origin = originAt(merged.origins, path);
     const node = this.#info.nodeAt(segments);
     const expected = node === undefined ? undefined : describeType(node, this.#info);
-    const secret = value instanceof Secret;
+    const secret = value instanceof Secret || isSecretPath(new Set(this.#writeOnlyPaths()), path);
     let message: string;
     if (value === undefined) {
       const leafish = segments.every((s) => typeof s === "string");
@@ -788,9 +830,36 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const vars = this.#envVars();
     const reserved = new Set<string>([`${this.#prefix}_PROFILE`]);
     const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#secretFs, reserved);
-    if (this.#options.env?.strict !== false) issues.push(...result.issues);
-    else issues.push(...result.issues.filter((issue) => issue.path !== ""));
+    issues.push(...result.issues);
+    const strict = this.#options.env?.strict === true;
+    for (const { name, hint, nearest } of result.unknown) {
+      if (strict) {
+        issues.push({
+          path: "",
+          message: `unknown environment variable ${name}${hint ? `, did you mean ${hint}?` : ""}`,
+          origin: { layer: "env", name },
+        });
+        continue;
+      }
+      if (this.#warnedVars.has(name)) continue;
+      this.#warnedVars.add(name);
+      const suggestion = nearest === undefined
+        ? ""
+        : nearest.variable === hint
+        ? `; did you mean ${hint} (${nearest.key})?`
+        : hint !== undefined
+        ? `; did you mean ${hint}?`
+        : `; the closest key is ${nearest.key} (${nearest.variable})`;
+      this.#logger().warn(`unknown environment variable ${name} ignored${suggestion}`, {
+        variable: name,
+        ...(nearest === undefined ? {} : { closest: nearest.variable, key: nearest.key }),
+      });
+    }
     return await this.#secrets(result.layer, issues);
+  }
+
+  #logger(): Logger {
+    return this.#options.logger ?? (this.#defaultLogger ??= createLogger());
   }
 
   async #secrets(layer: Layer, issues: ConfigIssue[]): Promise<Layer> {
@@ -805,10 +874,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const out: FileCandidate[] = [];
     const files = this.#options.files;
     const profile = this.#profile;
-    const dirOf = (path: string) => {
-      const slash = path.lastIndexOf("/");
-      return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-    };
     const remember = (path: string) => {
       this.#watchDirs.add(dirOf(path));
       this.#watchNames.add(path.slice(path.lastIndexOf("/") + 1));
@@ -906,6 +971,15 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   async #readFiles(issues: ConfigIssue[]): Promise<Layer[]> {
+    const texts = new Map<string, string>();
+    try {
+      return await this.#readFileLayers(issues, texts);
+    } finally {
+      this.#fileTexts = texts;
+    }
+  }
+
+  async #readFileLayers(issues: ConfigIssue[], texts: Map<string, string>): Promise<Layer[]> {
     let candidates: FileCandidate[];
     try {
       candidates = await this.#fileCandidates();
@@ -935,6 +1009,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         });
         return undefined;
       }
+      texts.set(candidate.path, text);
       try {
         return await this.#secrets(
           parseConfigText(text, format, candidate.path, candidate.kind),
@@ -955,12 +1030,25 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
   }
 
-  #reloadFiles(cause: string, withEnv = false): Promise<void> {
+  /**
+   * Reloads after events in a watched directory. The change's cause names the configured files in
+   * that directory whose contents changed (a Kubernetes `..data` swap only touches `..` names:
+   * the timestamped directory, `..data_tmp`, `..data`), else the event's path.
+   */
+  #reloadFiles(trigger: ReloadTrigger, withEnv = false): Promise<void> {
     return this.#enqueue(async () => {
       if (this.#disposed) return;
       const issues: ConfigIssue[] = [];
+      const beforeFiles = this.#fileTexts;
+      const beforeSecrets = new Map(this.#secretTexts);
       const files = await this.#readFiles(issues);
       const env = withEnv ? await this.#readEnv(issues) : undefined;
+      const changed = trigger.label === "file"
+        ? changedIn(trigger.dir, beforeFiles, this.#fileTexts)
+        : changedIn(trigger.dir, beforeSecrets, this.#secretTexts);
+      const cause = `${trigger.label} ${
+        changed.length > 0 ? changed.join(", ") : trigger.relevant
+      }`;
       this.#watchSecrets();
       if (issues.length > 0) {
         this.#emitError(issuesError(issues, "Cannot reload configuration"));
@@ -985,9 +1073,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #watchSecrets(): void {
     if (!this.#watching || this.#disposed) return;
     for (const path of this.#secretFiles) {
-      const slash = path.lastIndexOf("/");
-      const dir = slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-      const base = path.slice(slash + 1);
+      const dir = dirOf(path);
+      const base = path.slice(path.lastIndexOf("/") + 1);
       const known = this.#secretDirs.get(dir);
       if (known !== undefined) {
         known.add(base);
@@ -996,11 +1083,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       const names = new Set([base]);
       this.#secretDirs.set(dir, names);
       const watcher = watchDirectories(this.#fs, [dir], this.#debounceMs, (paths) => {
-        const relevant = paths.find((changed) => {
-          const name = changed.slice(changed.lastIndexOf("/") + 1);
-          return name.startsWith("..") || names.has(name);
-        });
-        if (relevant !== undefined) void this.#reloadFiles(`secret file ${relevant}`, true);
+        const relevant = firstRelevant(paths, (base) => names.has(base));
+        if (relevant !== undefined) {
+          void this.#reloadFiles({ label: "secret file", dir, relevant }, true);
+        }
       });
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
@@ -1190,6 +1276,81 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return view;
   }
 
+  /**
+   * Fails when a key's (or an alias's) flag or variable is one the configuration itself reads:
+   * `--config`, `--profile`, `<PREFIX>_PROFILE`, `--help`; the key could never be set through it.
+   */
+  #checkReservedNames() {
+    type Purpose = "config" | "profile" | "help";
+    const reservedFlags = new Map<string, Purpose>();
+    const args = this.#options.args === undefined ? undefined : this.#argsOptions();
+    if (args !== undefined) {
+      reservedFlags.set("--help", "help");
+      if (args.configFlag !== false) {
+        reservedFlags.set(`--${args.configFlag ?? "config"}`, "config");
+      }
+      if (args.profileFlag !== false && this.#options.profile !== false) {
+        reservedFlags.set(`--${args.profileFlag ?? "profile"}`, "profile");
+      }
+    }
+    const profileVar = this.#options.profile === undefined && this.#options.env !== false &&
+        this.#prefix !== ""
+      ? `${this.#prefix}_PROFILE`
+      : undefined;
+    const hits = new Map<string, { purpose: Purpose; alias: boolean; names: string[] }>();
+    const hit = (subject: string, alias: boolean, purpose: Purpose, name: string) => {
+      const entry = hits.get(subject) ?? { purpose, alias, names: [] };
+      entry.names.push(name);
+      hits.set(subject, entry);
+    };
+    for (const { segments } of this.#info.leaves()) {
+      const path = segments.join(".");
+      for (const flag of new Set([flagName(segments), `--${path}`])) {
+        const purpose = reservedFlags.get(flag);
+        if (purpose !== undefined) hit(`Key ${path}`, false, purpose, `flag ${flag}`);
+      }
+      if (profileVar !== undefined && envVarName(this.#prefix, segments) === profileVar) {
+        hit(`Key ${path}`, false, "profile", `environment variable ${profileVar}`);
+      }
+    }
+    for (const [alias, path] of Object.entries(args?.aliases ?? {})) {
+      const purpose = reservedFlags.get(`--${alias}`);
+      if (purpose !== undefined) {
+        hit(`Alias --${alias} (for ${path})`, true, purpose, `flag --${alias}`);
+      }
+    }
+    if (hits.size === 0) return;
+    const lines = [...hits].map(([subject, { purpose, alias, names }]) => {
+      const several = names.length > 1;
+      const what = names.join(" and ");
+      const does = purpose === "help"
+        ? "asks for the help text"
+        : `${several ? "name" : "names"} ${
+          purpose === "profile" ? "the profile" : "configuration files"
+        }`;
+      const free = purpose === "help"
+        ? ""
+        : `, or free ${several ? "them" : "it"} with ${
+          purpose === "config"
+            ? "args.configFlag (another name, or false)"
+            : names.every((n) => n.startsWith("flag "))
+            ? "args.profileFlag (another name, or false)"
+            : names.some((n) => n.startsWith("flag "))
+            ? "args.profileFlag and the profile option (a name, or false)"
+            : "the profile option (a name, or false)"
+        }`;
+      return `${subject} collides with the reserved ${what}, which ${does}: rename the ${
+        alias ? "alias" : "key"
+      }${free}`;
+    });
+    throw new ConfigError(
+      lines.length === 1
+        ? lines[0]!
+        : `Schema keys collide with reserved names:\n  ${lines.join("\n  ")}`,
+      { code: "bad_option" },
+    );
+  }
+
   #checkNameCollisions() {
     if (this.#options.env === false) return;
     const seen = new Map<string, string>();
@@ -1209,6 +1370,34 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 }
 
 // ---- small helpers ----
+
+function dirOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+}
+
+/**
+ * The first event path that concerns a watched file: its own name, else a Kubernetes `..` name
+ * (`..data`, a timestamped directory) that stands for every file of the volume.
+ */
+function firstRelevant(paths: readonly string[], watched: (base: string) => boolean) {
+  const baseOf = (path: string) => path.slice(path.lastIndexOf("/") + 1);
+  return paths.find((path) => watched(baseOf(path))) ??
+    paths.find((path) => baseOf(path).startsWith(".."));
+}
+
+/** The files in `dir` whose contents differ between two reads (or that appeared or went). */
+function changedIn(
+  dir: string,
+  before: ReadonlyMap<string, string>,
+  after: ReadonlyMap<string, string>,
+): string[] {
+  const out: string[] = [];
+  for (const path of new Set([...before.keys(), ...after.keys()])) {
+    if (dirOf(path) === dir && before.get(path) !== after.get(path)) out.push(path);
+  }
+  return out.sort();
+}
 
 function isArgv(args: readonly string[] | ArgsOptions): args is readonly string[] {
   return Array.isArray(args);

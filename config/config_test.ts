@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { ConfigError, createConfig, Secret } from "./mod.ts";
+import { createLogger } from "@triad/core";
+import { ConfigError, createConfig, duration, Secret, secret } from "./mod.ts";
 
 const schema = z.object({
   dns: z.object({
@@ -45,6 +46,38 @@ function nextEvent<T>(subscribe: (fn: (value: T) => void) => () => void, ms = 30
 }
 
 const noEnv = { prefix: "APP", vars: {} };
+
+/**
+ * Writes `files` into `dir` the way the kubelet's AtomicWriter updates a ConfigMap or Secret
+ * volume: a new timestamped directory `..<UTC time>.<random>`, a `..data_tmp` symlink to it
+ * renamed over `..data`, per-file symlinks `<name> -> ..data/<name>` for new names, then the old
+ * timestamped directory removed.
+ */
+async function kubeletWrite(dir: string, files: Record<string, string>): Promise<void> {
+  const stamp = new Date().toISOString().replace(/[-T:]/g, "_").replace(/\..*$/, "");
+  const fraction = String(Math.floor(Math.random() * 1e9)).padStart(9, "0");
+  const tsDir = `..${stamp}.${fraction}`;
+  await Deno.mkdir(`${dir}/${tsDir}`);
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(`${dir}/${tsDir}/${name}`, text);
+  }
+  let old: string | undefined;
+  try {
+    old = await Deno.readLink(`${dir}/..data`);
+  } catch {
+    old = undefined;
+  }
+  await Deno.symlink(tsDir, `${dir}/..data_tmp`);
+  await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
+  for (const name of Object.keys(files)) {
+    try {
+      await Deno.lstat(`${dir}/${name}`);
+    } catch {
+      await Deno.symlink(`..data/${name}`, `${dir}/${name}`);
+    }
+  }
+  if (old !== undefined) await Deno.remove(`${dir}/${old}`, { recursive: true });
+}
 
 Deno.test("createConfig() merges layers in order", async (t) => {
   const dir = await tempDir({
@@ -144,9 +177,38 @@ Deno.test("createConfig() binds every key to env and flags", async (t) => {
     assert.equal(cache.get("size"), 10);
   });
 
-  await t.step("unknown env variables under the prefix are rejected with a hint", async () => {
+  await t.step("unknown env variables under the prefix are warned about and ignored", async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ write: (line) => lines.push(line) });
+    const vars = { APP_ENV: "production", APP_DNS__CACH__SIZE: "1", APP_DNS__LISTEN: "[::1]:53" };
+    await using config = await createConfig({ schema, env: { prefix: "APP", vars }, logger });
+    assert.equal(config.get("dns.listen"), "[::1]:53");
+    assert.equal(config.get("dns.cache.size"), 1000);
+    const warnings = lines.map((line) => JSON.parse(line));
+    assert.deepEqual(warnings.map((w) => [w.level, w.variable, w.closest, w.key]), [
+      ["warn", "APP_ENV", "APP_TAGS", "tags"],
+      ["warn", "APP_DNS__CACH__SIZE", "APP_DNS__CACHE__SIZE", "dns.cache.size"],
+    ]);
+    assert.equal(
+      warnings[0].msg,
+      "unknown environment variable APP_ENV ignored; the closest key is tags (APP_TAGS)",
+    );
+    assert.equal(
+      warnings[1].msg,
+      "unknown environment variable APP_DNS__CACH__SIZE ignored; " +
+        "did you mean APP_DNS__CACHE__SIZE (dns.cache.size)?",
+    );
+    // Once per variable, not at every reload.
+    await config.reload();
+    assert.equal(lines.length, 2);
+  });
+
+  await t.step("env.strict rejects unknown env variables with a hint", async () => {
     await assert.rejects(
-      createConfig({ schema, env: { prefix: "APP", vars: { APP_DNS__CACH__SIZE: "1" } } }),
+      createConfig({
+        schema,
+        env: { prefix: "APP", strict: true, vars: { APP_DNS__CACH__SIZE: "1" } },
+      }),
       (error: unknown) => {
         assert.ok(error instanceof ConfigError);
         assert.equal(error.code, "unknown_key");
@@ -565,6 +627,39 @@ Deno.test("Config.watch() reloads files", async (t) => {
     }
   });
 
+  await t.step(
+    "a kubelet ..data swap names the configured file in the change's cause",
+    async () => {
+      const mount = await Deno.makeTempDir({ prefix: "triad-configmap-" });
+      const secrets = await Deno.makeTempDir({ prefix: "triad-secret-" });
+      try {
+        await kubeletWrite(mount, { "app.yaml": "dns:\n  listen: a:1\n", "other": "x" });
+        await kubeletWrite(secrets, { "pw": "first\n", "token": "t1" });
+        await using config = await createConfig({
+          schema,
+          files: [`${mount}/app.yaml`],
+          env: { prefix: "APP", vars: { APP_DB__PASSWORD_FILE: `${secrets}/pw` } },
+          debounce: 30,
+        });
+        await config.watch();
+        assert.equal(config.get("dns.listen"), "a:1");
+
+        let next = nextEvent<{ cause: string }>((fn) => config.on("change", fn));
+        await kubeletWrite(mount, { "app.yaml": "dns:\n  listen: b:2\n", "other": "y" });
+        assert.equal((await next).cause, `file ${mount}/app.yaml`);
+        assert.equal(config.get("dns.listen"), "b:2");
+
+        next = nextEvent<{ cause: string }>((fn) => config.on("change", fn));
+        await kubeletWrite(secrets, { "pw": "second\n", "token": "t2" });
+        assert.equal((await next).cause, `secret file ${secrets}/pw`);
+        assert.equal(config.get("db.password")?.reveal(), "second");
+      } finally {
+        await Deno.remove(mount, { recursive: true });
+        await Deno.remove(secrets, { recursive: true });
+      }
+    },
+  );
+
   await t.step("configDir files merge in name order and new files are picked up", async () => {
     const dir = await tempDir({});
     await Deno.mkdir(`${dir}/conf.d`);
@@ -747,7 +842,10 @@ Deno.test("createConfig() binds array items from env as <NAME>__<index>__<FIELD>
     "upstreams.1.weight = 3 from env APP_UPSTREAMS__1__WEIGHT",
   );
   await assert.rejects(
-    createConfig({ schema, env: { prefix: "APP", vars: { APP_UPSTREAMS__0__ADRESS: "x" } } }),
+    createConfig({
+      schema,
+      env: { prefix: "APP", strict: true, vars: { APP_UPSTREAMS__0__ADRESS: "x" } },
+    }),
     /unknown environment variable APP_UPSTREAMS__0__ADRESS/,
   );
 });
@@ -779,6 +877,174 @@ Deno.test("--config and --profile pick the files", async () => {
       createConfig({ schema, env: noEnv, args: ["--config", `${dir}/missing.yaml`] }),
       new RegExp(`Configuration file ${dir}/missing\\.yaml not found`),
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createConfig() rejects keys that collide with the reserved flags and variables", async (t) => {
+  const rejects = (options: Parameters<typeof createConfig>[0], message: string) =>
+    assert.rejects(createConfig(options), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.code, "bad_option");
+      assert.equal(error.message, message);
+      return true;
+    });
+
+  await t.step("a key named profile: flag --profile and variable APP_PROFILE", async () => {
+    await rejects(
+      { schema: z.object({ profile: z.string().optional() }), env: noEnv, args: ["--profile=x"] },
+      "Key profile collides with the reserved flag --profile and environment variable " +
+        "APP_PROFILE, which name the profile: rename the key, or free them with " +
+        "args.profileFlag and the profile option (a name, or false)",
+    );
+  });
+
+  await t.step("a key named config: flag --config", async () => {
+    await rejects(
+      { schema: z.object({ config: z.string().optional() }), env: noEnv, args: [] },
+      "Key config collides with the reserved flag --config, which names configuration files: " +
+        "rename the key, or free it with args.configFlag (another name, or false)",
+    );
+  });
+
+  await t.step("an alias named config, a key named help", async () => {
+    await rejects(
+      {
+        schema: z.object({ file: z.string().optional(), help: z.boolean().optional() }),
+        env: noEnv,
+        args: { argv: [], aliases: { config: "file" } },
+      },
+      "Schema keys collide with reserved names:\n" +
+        "  Key help collides with the reserved flag --help, which asks for the help text: " +
+        "rename the key\n" +
+        "  Alias --config (for file) collides with the reserved flag --config, which names " +
+        "configuration files: rename the alias, or free it with args.configFlag (another name, " +
+        "or false)",
+    );
+  });
+
+  await t.step("freed names bind the keys", async () => {
+    await using config = await createConfig({
+      schema: z.object({ profile: z.string().optional(), config: z.string().optional() }),
+      env: { prefix: "APP", vars: { APP_PROFILE: "blue" } },
+      args: { argv: ["--config", "c.yaml"], configFlag: false },
+      profile: false,
+    });
+    assert.equal(config.get("profile"), "blue");
+    assert.equal(config.get("config"), "c.yaml");
+  });
+
+  await t.step("without args only the variable is reserved", async () => {
+    await using config = await createConfig({
+      schema: z.object({ config: z.string().default("x") }),
+      env: noEnv,
+    });
+    assert.equal(config.get("config"), "x");
+    await rejects(
+      { schema: z.object({ profile: z.string().optional() }), env: noEnv },
+      "Key profile collides with the reserved environment variable APP_PROFILE, which names " +
+        "the profile: rename the key, or free it with the profile option (a name, or false)",
+    );
+  });
+});
+
+Deno.test("duration() and secret() report bad values with their key and origin", async (t) => {
+  const pieces = z.object({
+    http: z.object({ timeout: duration().prefault("2s"), idle: duration().optional() }).prefault(
+      {},
+    ),
+    token: secret().optional(),
+  });
+  const dir = await tempDir({
+    "good.yaml": "http:\n  timeout: 1m30s\ntoken: ${env:TOKEN}\n",
+    "bad.yaml": "http:\n  timeout: 5 sec\n  idle: 10\ntoken: 1234\n",
+    "password.yaml": "db:\n  password: 123456\n",
+  });
+  const invalid = (pattern: RegExp) => (error: unknown) => {
+    assert.ok(error instanceof ConfigError);
+    assert.equal(error.code, "invalid");
+    assert.match(error.message, pattern);
+    return true;
+  };
+  try {
+    await t.step("good values: milliseconds and a Secret", async () => {
+      await using config = await createConfig({
+        schema: pieces,
+        files: [`${dir}/good.yaml`],
+        env: { prefix: "APP", vars: { TOKEN: "hunter2", APP_HTTP__IDLE: "250ms" } },
+      });
+      assert.equal(config.get("http.timeout"), 90_000);
+      assert.equal(config.get("http.idle"), 250);
+      assert.ok(config.get("token") instanceof Secret);
+      assert.equal(config.get("token")?.reveal(), "hunter2");
+      assert.equal(
+        String(config.explain("http.timeout")),
+        `http.timeout = 90000 from ${dir}/good.yaml:2:3`,
+      );
+      await using defaulted = await createConfig({ schema: pieces, env: noEnv, args: [] });
+      assert.equal(defaulted.get("http.timeout"), 2000);
+      assert.match(
+        defaulted.help(),
+        /--http\.timeout <duration>\s+\(default "2s"; env APP_HTTP__TIMEOUT\)/,
+      );
+    });
+
+    await t.step("bad values name file:line:col, key and value; secrets stay hidden", async () => {
+      await assert.rejects(
+        createConfig({ schema: pieces, files: [`${dir}/bad.yaml`], env: noEnv }),
+        (error: unknown) => {
+          invalid(/^Invalid configuration:\n/)(error);
+          const lines = (error as ConfigError).message.split("\n").slice(1).map((l) => l.trim());
+          assert.deepEqual(lines, [
+            `${dir}/bad.yaml:2:3: http.timeout: expected duration, got "5 sec" ` +
+            `(invalid duration "5 sec": unexpected "5 sec" at offset 0)`,
+            `${dir}/bad.yaml:3:3: http.idle: expected duration, got 10 ` +
+            `(invalid input: expected string, received number)`,
+            `${dir}/bad.yaml:4:1: token: expected string, got [redacted] ` +
+            `(invalid input: expected string, received number)`,
+          ]);
+          assert.ok(!(error as ConfigError).message.includes("1234"));
+          return true;
+        },
+      );
+    });
+
+    await t.step("from env and flags, the variable and the flag", async () => {
+      await assert.rejects(
+        createConfig({ schema: pieces, env: { prefix: "APP", vars: { APP_HTTP__TIMEOUT: "5" } } }),
+        invalid(
+          /^env APP_HTTP__TIMEOUT: http\.timeout: expected duration, got "5" \(invalid duration "5": a unit is missing/,
+        ),
+      );
+      await assert.rejects(
+        createConfig({ schema: pieces, env: noEnv, args: ["--http.idle", "1x"] }),
+        invalid(/^flag --http\.idle: http\.idle: expected duration, got "1x"/),
+      );
+    });
+
+    await t.step("a writeOnly value of the wrong type is not printed", async () => {
+      await assert.rejects(
+        createConfig({ schema, files: [`${dir}/password.yaml`], env: noEnv }),
+        (error: unknown) => {
+          invalid(/password\.yaml:2:3: db\.password: expected string, got \[redacted\]/)(error);
+          assert.ok(!(error as ConfigError).message.includes("123456"));
+          return true;
+        },
+      );
+    });
+
+    await t.step("a transform that throws becomes a ConfigError saying what to do", async () => {
+      const throwing = z.object({
+        timeout: z.string().transform((text) => {
+          throw new Error(`Invalid duration "${text}"`);
+        }),
+      });
+      await assert.rejects(
+        createConfig({ schema: throwing, env: noEnv, args: ["--timeout", "x"] }),
+        invalid(/schema threw while validating: Invalid duration "x" \(a transform that throws/),
+      );
+    });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

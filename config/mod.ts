@@ -31,6 +31,7 @@
 export { TriadError } from "@triad/core";
 export * from "./config.ts";
 export * from "./diff.ts";
+export * from "./duration.ts";
 export * from "./errors.ts";
 export * from "./file_system.ts";
 export * from "./help.ts";
@@ -41,6 +42,7 @@ export * from "./origin.ts";
 export * from "./remote.ts";
 export * from "./secret.ts";
 export * from "./standard_schema.ts";
+export * from "./zod_schema.ts";
 export {
   CONFIG_EXTENSIONS,
   type ConfigFormat,

@@ -4,6 +4,9 @@
  * @module
  */
 
+import { z } from "zod";
+import type { ZodSchema } from "./zod_schema.ts";
+
 const REDACTED = "[redacted]";
 const values = new WeakMap<Secret, string>();
 
@@ -13,7 +16,7 @@ const values = new WeakMap<Secret, string>();
  *
  * `${env:NAME}` and `${file:/run/secrets/x}` references in any layer, and `<VAR>_FILE`
  * environment variables, resolve into a `Secret`. To get a `Secret` from a zod schema field, use
- * `z.string().meta({ writeOnly: true }).transform((s) => new Secret(s))`.
+ * {@linkcode secret}.
  *
  * @example
  * ```ts
@@ -80,3 +83,41 @@ export class Secret {
 
 /** The text every redacted value is replaced with. */
 export const REDACTED_TEXT: string = REDACTED;
+
+/**
+ * A zod schema piece for a secret string (a password, a token): the program gets a
+ * {@linkcode Secret}, and the value is redacted everywhere configuration shows it — `explain()`,
+ * `dump()`, and error messages, which keep the key and where the value came from but print
+ * `[redacted]` for the value (`app.yaml:4:3: db.password: expected string, got [redacted] (…)`).
+ * Set it directly, or from `${env:NAME}`, `${file:/run/secrets/x}` or a `<VAR>_FILE` variable.
+ *
+ * A value YAML reads as a number (`password: 0123`) is an error rather than a string that lost
+ * its leading zero: quote it.
+ *
+ * @returns The schema: input `string` (JSON Schema `writeOnly`), output {@linkcode Secret}.
+ *
+ * @example
+ * ```ts
+ * import { ConfigError, createConfig, secret } from "@triad/config";
+ * import { z } from "zod";
+import type { ZodSchema } from "./zod_schema.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const schema = z.object({ token: secret() });
+ * await using config = await createConfig({
+ *   schema,
+ *   env: { prefix: "APP", vars: { APP_TOKEN: "hunter2" } },
+ * });
+ * assert.equal(config.get("token").reveal(), "hunter2");
+ * assert.equal(String(config.explain("token")), "token = [redacted] from env APP_TOKEN");
+ *
+ * await assert.rejects(
+ *   createConfig({ schema, env: { prefix: "APP", vars: {} } }),
+ *   (error: unknown) =>
+ *     error instanceof ConfigError && /^token: missing, expected string/.test(error.message),
+ * );
+ * ```
+ */
+export function secret(): ZodSchema<Secret, string> {
+  return z.string().meta({ writeOnly: true }).transform((text) => new Secret(text));
+}

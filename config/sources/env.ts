@@ -12,18 +12,32 @@ import { Secret } from "../secret.ts";
 import { getAt, isPlainObject, setAt } from "../_path.ts";
 import { ArrayPatch } from "../_array_patch.ts";
 import { coerce } from "../_coerce.ts";
-import { closest, type SchemaInfo } from "../_schema_info.ts";
+import { closest, nearest, type SchemaInfo } from "../_schema_info.ts";
+
+/** A variable under the prefix that matches no key. */
+export interface UnknownEnvVar {
+  /** The variable. */
+  readonly name: string;
+  /** A known variable close enough to be a typo of it (edit distance), if any. */
+  readonly hint: string | undefined;
+  /** The key whose variable is nearest to it, however far, if any. */
+  readonly nearest: { readonly variable: string; readonly key: string } | undefined;
+}
 
 /** The environment layer and the problems found building it. */
 export interface EnvLayerResult {
   readonly layer: Layer;
+  /** Problems with variables that bind a key (a secret file that cannot be read). */
   readonly issues: ConfigIssue[];
+  /** Variables under the prefix that bind no key; the caller warns or fails. */
+  readonly unknown: UnknownEnvVar[];
 }
 
 /**
  * Builds the environment layer: for every schema leaf, `<PREFIX>_<PATH>` (coerced to the leaf's
  * type) or `<PREFIX>_<PATH>_FILE` (a file whose contents become a {@linkcode Secret}). With a
- * prefix, variables under it that match no leaf are reported with a "did you mean".
+ * prefix, variables under it that match no leaf are returned in `unknown`, each with the
+ * variable it is likely a typo of and the nearest key.
  */
 export async function buildEnvLayer(
   info: SchemaInfo,
@@ -36,9 +50,11 @@ export async function buildEnvLayer(
   const origins = new Map<string, Origin>();
   const issues: ConfigIssue[] = [];
   const known = new Set<string>(reserved);
+  const keyOf = new Map<string, string>();
   for (const leaf of info.leaves()) {
     const name = envVarName(prefix, leaf.segments);
     known.add(name);
+    keyOf.set(name, leaf.segments.join("."));
     known.add(`${name}_FILE`);
     const path = leaf.segments.join(".");
     const text = vars[name];
@@ -98,16 +114,18 @@ export async function buildEnvLayer(
     }
     if (patch !== undefined) setAt(tree, leaf.segments, patch);
   }
+  const unknown: UnknownEnvVar[] = [];
   if (prefix !== "" && info.root !== undefined) {
     for (const name of Object.keys(vars)) {
       if (!name.startsWith(`${prefix}_`) || known.has(name)) continue;
       const hint = closest(name, [...known].filter((k) => !k.endsWith("_FILE")));
-      issues.push({
-        path: "",
-        message: `unknown environment variable ${name}${hint ? `, did you mean ${hint}?` : ""}`,
-        origin: { layer: "env", name },
+      const near = nearest(name, keyOf.keys())?.candidate;
+      unknown.push({
+        name,
+        hint,
+        nearest: near === undefined ? undefined : { variable: near, key: keyOf.get(near)! },
       });
     }
   }
-  return { layer: { kind: "env", name: "env", tree, origins }, issues };
+  return { layer: { kind: "env", name: "env", tree, origins }, issues, unknown };
 }
