@@ -198,7 +198,7 @@ export function cacheKey(info: MessageInfo): string {
  * clock = 10_500;
  * const query = buildQuery({ id: 0x4242, name: "a.", type: 1, edns: false });
  * const hit = cache.lookup(cacheKey(parseMessage(query)))!;
- * const served = cache.answer(hit, query);
+ * const served = cache.answer(hit, query, true); // true: the query has no OPT record
  * assert.equal(served[0], 0x42); // the client's ID
  * assert.equal(served[28], 50); // TTL 60 less 10 s
  * ```
