@@ -436,7 +436,7 @@ export class DnsCache {
 
   /**
    * Writes the answer to a query from an entry: a copy with the query's ID and RD bit (RFC 1035
-   * §4.1.1), RA set, the query's letter case in the question, every TTL decremented by the time
+   * §4.1.1), RA set, AD only for a query with AD or DO (RFC 6840 §5.7), the query's letter case in the question, every TTL decremented by the time
    * spent in the cache (or set to the stale-answer TTL when stale), and unless `plain` an OPT
    * record of the proxy's own: 1232 bytes, the DO bit of the key (the asker's), no options.
    * Counts the hit.
@@ -460,14 +460,15 @@ export class DnsCache {
       out = new Uint8Array(length);
     }
     out.set(bytes);
+    const key = entry.key;
+    const dnssecOk = (key.charCodeAt(key.length - 1) & 1) !== 0; // see cacheKey
     if (!plain) {
-      const key = entry.key;
-      writeOwnOpt(out, bytes.length, (key.charCodeAt(key.length - 1) & 1) !== 0);
+      writeOwnOpt(out, bytes.length, dnssecOk);
       const arcount = ((out[10]! << 8) | out[11]!) + 1;
       out[10] = arcount >> 8;
       out[11] = arcount & 0xff;
     }
-    setAnswerHeader(out, query);
+    setAnswerHeader(out, query, dnssecOk);
     copyQuestionCase(out, questionEnd, query);
     if (stale) {
       for (let i = 0; i < offsets.length; i++) writeTtl(out, offsets[i]!, this.#staleAnswerTtl);

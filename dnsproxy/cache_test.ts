@@ -385,3 +385,21 @@ Deno.test("DnsCache answers carry the asker's RD and an OPT of the proxy's own",
     }
   }
 });
+
+Deno.test("DnsCache answers carry AD only to those who asked with AD or DO (RFC 6840 §5.7)", () => {
+  const cache = new DnsCache({ now: () => 0 });
+  for (const dnssecOk of [false, true]) {
+    const stored = answerWithOpt("ad.", [], dnssecOk);
+    stored[3] = stored[3]! | 0x20; // validated by the upstream
+    const key = cacheKey(parseMessage(buildQuery({ id: 1, name: "ad.", type: 1, dnssecOk })));
+    assert.ok(cache.store(key, stored, parseMessage(stored)));
+  }
+  for (const dnssecOk of [false, true]) {
+    for (const ad of [false, true]) {
+      const query = buildQuery({ id: 5, name: "ad.", type: 1, dnssecOk });
+      if (ad) query[3] = query[3]! | 0x20;
+      const out = cache.answer(cache.lookup(cacheKey(parseMessage(query)))!, query);
+      assert.equal(out[3]! & 0x20, ad || dnssecOk ? 0x20 : 0, `DO ${dnssecOk}, AD ${ad}`);
+    }
+  }
+});

@@ -372,10 +372,10 @@ export class DnsProxy {
       if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
         // The answer for this client, made in one copy: the upstream's OPT record (whose options
         // belong to that exchange) replaced by the proxy's own with this client's DO bit, none
-        // for a client that sent none (RFC 6891 §7); its ID, RD bit and letter case.
+        // for a client that sent none (RFC 6891 §7); its ID, RD bit, AD if asked, letter case.
         const answerInfo = fetched.info;
         const out = copyWithOwnOpt(fetched.bytes, answerInfo, info.edns?.dnssecOk, this.#bytes);
-        setAnswerHeader(out, packet);
+        setAnswerHeader(out, packet, info.edns?.dnssecOk ?? false);
         copyQuestionCase(out, answerInfo.question?.end, packet);
         this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
         return this.#fit(out, answerInfo.rcode, limit);
@@ -530,13 +530,15 @@ export class DnsProxy {
 }
 
 /**
- * A copy of the query as sent upstream: RD set (the answer is cached for every client, whatever
- * RD they send) and an OPT record of the proxy's own, advertising 1232 bytes with the client's
+ * A copy of the query as sent upstream: RD and AD set (the answer is cached for every client,
+ * whatever RD and AD they send; AD is cleared for those who do not ask, RFC 6840 §5.7) and an
+ * OPT record of the proxy's own, advertising 1232 bytes with the client's
  * DO bit and no options (the client's options, such as its COOKIE or NSID request, are meant for
  * the proxy).
  */
 function withEdns(query: Uint8Array, info: MessageInfo, bytes: BytePool): Uint8Array {
   const out = copyWithOwnOpt(query, info, info.edns?.dnssecOk ?? false, bytes);
   out[2] = out[2]! | (Flag.RD >> 8);
+  out[3] = out[3]! | Flag.AD;
   return out;
 }

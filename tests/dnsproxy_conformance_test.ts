@@ -15,6 +15,7 @@ const needs = [command("unbound"), command("dnsdist"), command("dig", "dnsutils"
 
 const RD = 0x0100;
 const RA = 0x0080;
+const AD = 0x0020;
 const COOKIE = 10;
 const PADDING = 12;
 const EDE = 15;
@@ -104,7 +105,7 @@ testWith("dnsproxy answers as the RFCs say, beside unbound and dnsdist", needs, 
     "options of an upstream exchange are never passed on (RFC 7873, 7830, 8914)",
     async () => {
       // A relay to unbound that adds a server COOKIE, padding and an Extended DNS Error to every
-      // reply, and records the options of the queries it gets.
+      // reply, sets AD in it (as a validating upstream would), and records the queries it gets.
       const upstreamOptions: (number[] | undefined)[] = [];
       const upstreamFlags: number[] = [];
       await using relay = await startFakeUpstream(async (query, reply) => {
@@ -115,21 +116,31 @@ testWith("dnsproxy answers as the RFCs say, beside unbound and dnsdist", needs, 
         answer = withOption(answer, COOKIE, [...query.subarray(-8), 1, 1, 2, 2, 3, 3, 4, 4]);
         answer = withOption(answer, PADDING, new Array(20).fill(0));
         answer = withOption(answer, EDE, [0, 3]); // Stale Answer
+        answer[3] = answer[3]! | AD;
         reply(answer);
       });
       using relayed = new DnsProxy(settings(relay.address));
       const client = { address: "127.0.0.1", port: 5300, transport: "udp" } as const;
       const plain = buildQuery({ id: 1, name: "a.test", type: RrType.A, recursionDesired: false });
       const withCookie = withOption(plain, COOKIE, [9, 8, 7, 6, 5, 4, 3, 2]);
-      for (const [label, query] of [["miss, client cookie", withCookie], ["hit", plain]] as const) {
+      const askingAd = plain.slice();
+      askingAd[3] = AD;
+      const cases = [
+        ["miss, client cookie", withCookie, false],
+        ["hit", plain, false],
+        ["hit, AD asked for", askingAd, true],
+      ] as const;
+      for (const [label, query, ad] of cases) {
         const answer = await relayed.handle(query, client);
         assert.deepEqual(optionCodes(answer!), [], `${label}: an OPT without options`);
         assert.equal(parseMessage(answer!).edns?.udpSize, 1232, label);
+        // RFC 6840 §5.7: AD only to a query with AD or DO set.
+        assert.equal(flagsOf(answer!) & AD, ad ? AD : 0, `${label}: AD`);
       }
-      // The client's cookie was for the proxy; the upstream is asked with RD set (the answer is
-      // cached for everyone) and no options of the client's.
+      // The client's cookie was for the proxy; the upstream is asked with RD and AD set (the
+      // answer is cached for everyone) and no options of the client's.
       assert.deepEqual(upstreamOptions, [[]]);
-      assert.equal(upstreamFlags[0]! & RD, RD);
+      assert.equal(upstreamFlags[0]! & (RD | AD), RD | AD);
     },
   );
 

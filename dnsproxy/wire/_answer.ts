@@ -31,13 +31,15 @@ export function writeOwnOpt(out: Uint8Array, at: number, dnssecOk: boolean, exte
 
 /**
  * Makes a response to a QUERY the asker's: its ID, its RD bit (RFC 1035 §4.1.1: copied from the
- * query), RA set (the proxy offers recursion through its upstreams) and Z clear.
+ * query), RA set (the proxy offers recursion through its upstreams), Z clear, and AD kept only
+ * for a query with AD or DO set (RFC 6840 §5.7; the upstream is always asked with AD).
  */
-export function setAnswerHeader(out: Uint8Array, query: Uint8Array): void {
+export function setAnswerHeader(out: Uint8Array, query: Uint8Array, dnssecOk: boolean): void {
   out[0] = query[0]!;
   out[1] = query[1]!;
   out[2] = (out[2]! & 0xfe) | (query[2]! & 0x01);
-  out[3] = (out[3]! | 0x80) & 0xbf;
+  const ad = dnssecOk ? 0x20 : query[3]! & 0x20;
+  out[3] = (out[3]! | 0x80) & (0x9f | ad);
 }
 
 /**
