@@ -436,10 +436,10 @@ export class DnsCache {
 
   /**
    * Writes the answer to a query from an entry: a copy with the query's ID and RD bit (RFC 1035
-   * §4.1.1), RA set, AD only for a query with AD or DO (RFC 6840 §5.7), the query's letter case in the question, every TTL decremented by the time
-   * spent in the cache (or set to the stale-answer TTL when stale), and unless `plain` an OPT
-   * record of the proxy's own: 1232 bytes, the DO bit of the key (the asker's), no options.
-   * Counts the hit.
+   * §4.1.1), RA set, AD only for a query with AD or DO (RFC 6840 §5.7), the query's letter case
+   * in the question, every TTL decremented by the time spent in the cache (or set to the
+   * stale-answer TTL when stale), and unless `plain` an OPT record of the proxy's own: 1232
+   * bytes, the DO bit of the key (the asker's), no options. Counts the hit.
    *
    * @param lookup The entry found by {@linkcode lookup}.
    * @param query The client's query.
