@@ -1,13 +1,13 @@
 /**
- * The packet cache: answers kept as raw bytes and served by rewriting only the ID, the question's
- * letter case and the TTLs.
+ * The packet cache: answers kept as raw bytes, without what belongs to the exchange that brought
+ * them (the upstream's OPT record and its options), and served by rewriting the ID, the RD and RA
+ * bits, the question's letter case and the TTLs, and writing an OPT record for the asker.
  *
  * @module
  */
-import { EDNS_UDP_SIZE, Flag, Rcode } from "./wire/constants.ts";
-import { removeOpt } from "./wire/builders.ts";
-import { parseMessage } from "./wire/message.ts";
+import { Flag, Rcode } from "./wire/constants.ts";
 import { readTtl } from "./wire/_ttl.ts";
+import { OWN_OPT_LENGTH, setAnswerHeader, writeOwnOpt } from "./wire/_answer.ts";
 import { keyHash } from "./_key_hash.ts";
 import type { MessageInfo } from "./wire/message.ts";
 
@@ -42,13 +42,13 @@ export interface CacheOptions {
  * needs, without the parsed message (an entry keeps only this, so each costs less to hold).
  */
 export interface CachedAnswer {
-  /** The answer as received (OPT, when present, advertising 1232). */
+  /** The answer as received, less its OPT record (written per asker by `DnsCache.answer`). */
   readonly bytes: Uint8Array;
   /** Offsets of the TTL field of every record but OPT (as `MessageInfo.ttlOffsets`). */
   readonly ttlOffsets: readonly number[];
   /** Offset just after the question (as `QuestionInfo.end`). */
   readonly questionEnd: number;
-  /** Whether it carries an OPT record. */
+  /** Whether `bytes` carry an OPT record: never for a cached answer (see `bytes`). */
   readonly hasOpt: boolean;
 }
 
@@ -76,7 +76,7 @@ export interface CacheEntry extends CachedAnswer {
   readonly size: number;
   /** Whether it was served since it was stored or last given a second chance (see `lookup`). */
   used: boolean;
-  /** The answer without its OPT record (for clients that sent none), made on first use. */
+  /** Unused: `bytes` are kept without an OPT record, for every client (stays `undefined`). */
   plain: CachedAnswer | undefined;
 }
 
@@ -198,7 +198,7 @@ export function cacheKey(info: MessageInfo): string {
  * clock = 10_500;
  * const query = buildQuery({ id: 0x4242, name: "a.", type: 1, edns: false });
  * const hit = cache.lookup(cacheKey(parseMessage(query)))!;
- * const served = cache.answer(hit, query);
+ * const served = cache.answer(hit, query, true); // true: the query has no OPT record
  * assert.equal(served[0], 0x42); // the client's ID
  * assert.equal(served[28], 50); // TTL 60 less 10 s
  * ```
@@ -334,8 +334,8 @@ export class DnsCache {
    * (RFC 2308); never truncated answers, other response codes or a zero lifetime.
    *
    * @param key From {@linkcode cacheKey} of the query.
-   * @param response The answer from upstream: its OPT size is set to 1232 in place, and it is
-   *   copied (the caller may reuse it).
+   * @param response The answer from upstream: copied without its OPT record (the caller may
+   *   reuse it).
    * @param info The parsed answer.
    * @returns Whether it was stored.
    */
@@ -358,13 +358,14 @@ export class DnsCache {
       return false;
     }
     if (lifetime <= 0) return false;
-    const size = response.length + key.length * 2 + info.ttlOffsets.length * 8 + ENTRY_OVERHEAD;
+    // The OPT record is not kept: its options (NSID, COOKIE, padding, EDE, ...) belong to the
+    // upstream exchange (RFC 5001 §2.2, RFC 7873); `answer` writes one for each asker.
+    const edns = info.edns;
+    const cutFrom = edns?.offset ?? response.length;
+    const cut = edns === undefined ? 0 : edns.end - edns.offset;
+    const length = response.length - cut;
+    const size = length + key.length * 2 + info.ttlOffsets.length * 8 + ENTRY_OVERHEAD;
     if (size > this.#maxBytes) return false;
-    if (info.edns !== undefined) {
-      const at = info.edns.offset + 3;
-      response[at] = EDNS_UDP_SIZE >> 8;
-      response[at + 1] = EDNS_UDP_SIZE & 0xff;
-    }
     const now = this.#now();
     const hash = this.#hash(key);
     const head = this.#entries.get(hash);
@@ -376,15 +377,25 @@ export class DnsCache {
     // scavenges, which copy all it holds; the parsed form was over 40% of it).
     let bytes: Uint8Array;
     let slab: Slab | undefined;
-    if (response.length > SLAB_MAX_ANSWER) {
-      bytes = response.slice();
+    if (length > SLAB_MAX_ANSWER) {
+      bytes = new Uint8Array(length);
+      copyCut(response, cutFrom, cut, bytes);
     } else {
-      bytes = this.#copyIn(response);
+      bytes = this.#copyIn(response, cutFrom, cut);
       slab = this.#slab;
+    }
+    // Records after the OPT record moved up (it is usually the last: then nothing moved).
+    let offsets = info.ttlOffsets;
+    if (cut > 0 && offsets.length > 0 && offsets[offsets.length - 1]! > cutFrom) {
+      offsets = offsets.map((at) => at > cutFrom ? at - cut : at);
     }
     // The copy keeps the clamped TTLs (RFC 2181 §8: the top bit set reads as zero), so a hit
     // subtracts the time spent from what it copies.
-    const offsets = info.ttlOffsets;
+    if (cut > 0) {
+      const arcount = ((bytes[10]! << 8) | bytes[11]!) - 1;
+      bytes[10] = arcount >> 8;
+      bytes[11] = arcount & 0xff;
+    }
     for (let i = 0; i < offsets.length; i++) {
       const ttl = readTtl(bytes, offsets[i]!);
       writeTtl(bytes, offsets[i]!, Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl));
@@ -393,9 +404,9 @@ export class DnsCache {
       key,
       hash,
       bytes,
-      info.ttlOffsets,
+      offsets,
       info.question.end,
-      info.edns !== undefined,
+      false,
       info.rcode,
       now,
       now + lifetime * 1000,
@@ -424,13 +435,15 @@ export class DnsCache {
   }
 
   /**
-   * Writes the answer to a query from an entry: a copy with the query's ID, the query's letter case
-   * in the question, and every TTL decremented by the time spent in the cache (or set to the
-   * stale-answer TTL when stale). Counts the hit.
+   * Writes the answer to a query from an entry: a copy with the query's ID and RD bit (RFC 1035
+   * §4.1.1), RA set, AD only for a query with AD or DO (RFC 6840 §5.7), the query's letter case
+   * in the question, every TTL decremented by the time spent in the cache (or set to the
+   * stale-answer TTL when stale), and unless `plain` an OPT record of the proxy's own: 1232
+   * bytes, the DO bit of the key (the asker's), no options. Counts the hit.
    *
    * @param lookup The entry found by {@linkcode lookup}.
    * @param query The client's query.
-   * @param plain Answer without the OPT record (the client sent none); see {@linkcode variant}.
+   * @param plain Answer without an OPT record (the client sent none, RFC 6891 §7).
    * @param into Where to write the answer when it fits (no allocation but a view); a new buffer
    *   otherwise.
    * @returns The answer bytes.
@@ -438,16 +451,24 @@ export class DnsCache {
   answer(lookup: CacheLookup, query: Uint8Array, plain = false, into?: Uint8Array): Uint8Array {
     const { entry, stale } = lookup;
     entry.hits++;
-    const { bytes, ttlOffsets: offsets, questionEnd } = this.variant(entry, plain);
+    const { bytes, ttlOffsets: offsets, questionEnd } = entry;
+    const length = bytes.length + (plain ? 0 : OWN_OPT_LENGTH);
     let out: Uint8Array;
-    if (into !== undefined && into.length >= bytes.length) {
-      out = into.subarray(0, bytes.length);
-      out.set(bytes);
+    if (into !== undefined && into.length >= length) {
+      out = into.subarray(0, length);
     } else {
-      out = bytes.slice();
+      out = new Uint8Array(length);
     }
-    out[0] = query[0]!;
-    out[1] = query[1]!;
+    out.set(bytes);
+    const key = entry.key;
+    const dnssecOk = (key.charCodeAt(key.length - 1) & 1) !== 0; // see cacheKey
+    if (!plain) {
+      writeOwnOpt(out, bytes.length, dnssecOk);
+      const arcount = ((out[10]! << 8) | out[11]!) + 1;
+      out[10] = arcount >> 8;
+      out[11] = arcount & 0xff;
+    }
+    setAnswerHeader(out, query, dnssecOk);
     copyQuestionCase(out, questionEnd, query);
     if (stale) {
       for (let i = 0; i < offsets.length; i++) writeTtl(out, offsets[i]!, this.#staleAnswerTtl);
@@ -462,26 +483,15 @@ export class DnsCache {
   }
 
   /**
-   * Returns what an answer is written from: the entry itself, or (`plain`) its copy without the
-   * OPT record, made once and kept with the entry.
+   * Returns what an answer is written from: the entry itself, for clients with or without EDNS
+   * (it is kept without an OPT record; {@linkcode answer} writes one when asked).
    *
    * @param entry The entry.
-   * @param plain Whether the OPT-less copy is wanted.
+   * @param _plain Whether the client sent no OPT record (makes no difference).
    * @returns Bytes, TTL offsets and question end.
    */
-  variant(entry: CacheEntry, plain: boolean): CachedAnswer {
-    if (!plain || !entry.hasOpt) return entry;
-    if (entry.plain === undefined) {
-      const bytes = removeOpt(entry.bytes, parseMessage(entry.bytes));
-      const info = parseMessage(bytes);
-      entry.plain = {
-        bytes,
-        ttlOffsets: info.ttlOffsets,
-        questionEnd: info.question!.end,
-        hasOpt: false,
-      };
-    }
-    return entry.plain;
+  variant(entry: CacheEntry, _plain: boolean): CachedAnswer {
+    return entry;
   }
 
   /** Removes every entry. */
@@ -501,9 +511,12 @@ export class DnsCache {
     return this.#slabBytes;
   }
 
-  /** Copies an answer into the slab being filled (a new one when it is full); returns the copy. */
-  #copyIn(source: Uint8Array): Uint8Array {
-    const length = source.length;
+  /**
+   * Copies an answer, less `cut` bytes at `cutFrom`, into the slab being filled (a new one when
+   * it is full); returns the copy.
+   */
+  #copyIn(source: Uint8Array, cutFrom = source.length, cut = 0): Uint8Array {
+    const length = source.length - cut;
     let slab = this.#slab;
     if (slab === undefined || slab.used + length > SLAB_SIZE) {
       this.#retireSlab();
@@ -511,7 +524,7 @@ export class DnsCache {
       slab = this.#slab = new Slab(new Uint8Array(SLAB_SIZE), this.#epoch);
     }
     const bytes = slab.bytes.subarray(slab.used, slab.used + length);
-    bytes.set(source);
+    copyCut(source, cutFrom, cut, bytes);
     slab.used += (length + 7) & ~7;
     slab.live += length;
     this.#slabLive += length;
@@ -631,6 +644,16 @@ function chained(head: Entry, key: string): Entry | undefined {
   let entry = head.nextSame;
   while (entry !== undefined && entry.key !== key) entry = entry.nextSame;
   return entry;
+}
+
+/** Copies `source` less `cut` bytes at `cutFrom` into `out` (as long as what is copied). */
+function copyCut(source: Uint8Array, cutFrom: number, cut: number, out: Uint8Array): void {
+  if (cut === 0) {
+    out.set(source);
+    return;
+  }
+  out.set(source.subarray(0, cutFrom));
+  out.set(source.subarray(cutFrom + cut), cutFrom);
 }
 
 function writeTtl(out: Uint8Array, at: number, ttl: number): void {

@@ -135,7 +135,7 @@ Deno.test("DnsCache copies answers into slabs it compacts as answers go", () => 
   store(cache, stored);
   stored.fill(0); // the caller's buffer is reused: the cache kept a copy
   const query = buildQuery({ id: 7, name: "copied.", type: 1, edns: false });
-  const served = cache.answer(lookup(cache, "copied.")!, query);
+  const served = cache.answer(lookup(cache, "copied.")!, query, true);
   assert.equal(parseMessage(served).question?.type, 1);
   assert.equal(served[served.length - 1], 1); // 10.0.0.1
   // Each round stores answers that are evicted and 25 that stay (served often, so eviction
@@ -164,7 +164,7 @@ Deno.test("DnsCache copies answers into slabs it compacts as answers go", () => 
     const expected = answer(name, 60);
     expected[1] = 3;
     assert.deepEqual(
-      cache.answer(lookup(cache, name)!, buildQuery({ id: 3, name, type: 1, edns: false })),
+      cache.answer(lookup(cache, name)!, buildQuery({ id: 3, name, type: 1, edns: false }), true),
       expected,
     );
   }
@@ -283,7 +283,7 @@ Deno.test("DnsCache keeps keys that share a hash apart", async (t) => {
       const expected = answer(n, 60);
       expected[1] = 3;
       const query = buildQuery({ id: 3, name: n, type: 1, edns: false });
-      assert.deepEqual(busy.answer(lookup(busy, n)!, query), expected);
+      assert.deepEqual(busy.answer(lookup(busy, n)!, query, true), expected);
     }
   });
 });
@@ -312,4 +312,94 @@ Deno.test("DnsCache keeps at most 8 keys under one hash", () => {
   for (const n of names.slice(0, 6)) store(small, answer(n, 60));
   assert.equal(small.size, 4);
   assert.equal(names.filter((n) => lookup(small, n) !== undefined).length, 4);
+});
+
+/**
+ * `answer` with an OPT record in the additional section, before an A record (`glue.`), whose
+ * RDATA holds the given EDNS options (code, data); DO set in it as given.
+ */
+function answerWithOpt(name: string, options: [number, number[]][], dnssecOk: boolean) {
+  const base = answer(name, 60);
+  const rdata: number[] = [];
+  for (const [code, data] of options) rdata.push(0, code, 0, data.length, ...data);
+  const opt = [0, 0, 41, 0x10, 0, 0, 0, dnssecOk ? 0x80 : 0, 0, 0, rdata.length, ...rdata];
+  const glue = [4, 103, 108, 117, 101, 0, 0, 1, 0, 1, 0, 0, 0, 50, 0, 4, 10, 0, 0, 9];
+  const out = new Uint8Array([...base, ...opt, ...glue]);
+  out[2] = 0x80; // as answered to a query without RD: RD clear
+  out[11] = 2;
+  return out;
+}
+
+/** The OPT record of a message as [udpSize, DO, RDATA bytes], or `undefined`. */
+function optOf(bytes: Uint8Array): [number, boolean, number[]] | undefined {
+  const edns = parseMessage(bytes).edns;
+  if (edns === undefined) return undefined;
+  return [edns.udpSize, edns.dnssecOk, [...bytes.subarray(edns.offset + 11, edns.end)]];
+}
+
+Deno.test("DnsCache answers carry the asker's RD and an OPT of the proxy's own", async (t) => {
+  let clock = 0;
+  const cache = new DnsCache({ now: () => clock });
+  const NSID = 3;
+  const COOKIE = 10;
+  const cookie = [1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 9, 9, 9, 9, 9];
+  for (const dnssecOk of [false, true]) {
+    const stored = answerWithOpt("o.", [[NSID, [117, 112]], [COOKIE, cookie]], dnssecOk);
+    const info = parseMessage(stored);
+    const key = cacheKey(parseMessage(buildQuery({ id: 1, name: "o.", type: 1, dnssecOk })));
+    assert.ok(cache.store(key, stored, info));
+  }
+  clock = 2_000;
+  for (const dnssecOk of [false, true]) {
+    for (const recursionDesired of [true, false]) {
+      const label = `DO ${dnssecOk}, RD ${recursionDesired}`;
+      const query = buildQuery({ id: 5, name: "o.", type: 1, dnssecOk, recursionDesired });
+      const hit = cache.lookup(cacheKey(parseMessage(query)))!;
+      await t.step(`${label}: RD copied from the query, RA set (RFC 1035 §4.1.1)`, () => {
+        const out = cache.answer(hit, query, false, new Uint8Array(4096));
+        assert.equal(out[2]! & 1, recursionDesired ? 1 : 0);
+        assert.equal(out[3]! & 0x80, 0x80);
+        assert.equal(out[3]! & 0x40, 0, "Z is zero");
+      });
+      await t.step(
+        `${label}: no upstream option replayed, DO as asked (RFC 5001, 7873, 3225)`,
+        () => {
+          const out = cache.answer(hit, query);
+          assert.deepEqual(optOf(out), [1232, dnssecOk, []]);
+          const info = parseMessage(out);
+          assert.deepEqual(info.counts, [1, 1, 0, 2]);
+          // TTLs still decremented where they are (the glue record came after the OPT).
+          assert.deepEqual(info.ttlOffsets.map((at) => new DataView(out.buffer).getUint32(at)), [
+            58,
+            48,
+          ]);
+        },
+      );
+      await t.step(`${label}: no OPT for a client that sent none (RFC 6891 §7)`, () => {
+        const plain = buildQuery({ id: 5, name: "o.", type: 1, edns: false, recursionDesired });
+        const out = cache.answer(hit, plain, true);
+        assert.equal(optOf(out), undefined);
+        assert.deepEqual(parseMessage(out).counts, [1, 1, 0, 1]);
+        assert.equal(out[2]! & 1, recursionDesired ? 1 : 0);
+      });
+    }
+  }
+});
+
+Deno.test("DnsCache answers carry AD only to those who asked with AD or DO (RFC 6840 §5.7)", () => {
+  const cache = new DnsCache({ now: () => 0 });
+  for (const dnssecOk of [false, true]) {
+    const stored = answerWithOpt("ad.", [], dnssecOk);
+    stored[3] = stored[3]! | 0x20; // validated by the upstream
+    const key = cacheKey(parseMessage(buildQuery({ id: 1, name: "ad.", type: 1, dnssecOk })));
+    assert.ok(cache.store(key, stored, parseMessage(stored)));
+  }
+  for (const dnssecOk of [false, true]) {
+    for (const ad of [false, true]) {
+      const query = buildQuery({ id: 5, name: "ad.", type: 1, dnssecOk });
+      if (ad) query[3] = query[3]! | 0x20;
+      const out = cache.answer(cache.lookup(cacheKey(parseMessage(query)))!, query);
+      assert.equal(out[3]! & 0x20, ad || dnssecOk ? 0x20 : 0, `DO ${dnssecOk}, AD ${ad}`);
+    }
+  }
 });

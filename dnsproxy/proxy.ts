@@ -16,15 +16,12 @@ import type { RateLimitOptions } from "./rate_limit.ts";
 import { UpstreamGroup } from "./upstream/upstream_group.ts";
 import type { UpstreamGroupOptions } from "./upstream/upstream_group.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
-import {
-  buildAnyResponse,
-  buildErrorResponse,
-  removeOpt,
-  truncateResponse,
-} from "./wire/builders.ts";
+import { buildAnyResponse, buildErrorResponse, truncateResponse } from "./wire/builders.ts";
+import { copyWithOwnOpt, setAnswerHeader } from "./wire/_answer.ts";
 import {
   CLASSIC_UDP_SIZE,
   EDNS_UDP_SIZE,
+  Flag,
   Rcode,
   rcodeName,
   RrType,
@@ -248,12 +245,12 @@ export class DnsProxy {
     const headerOk = packet.length >= 12 && (packet[2]! & 0x80) === 0;
     if (!this.#acl.allows(client.address)) {
       this.metrics.aclRefused();
-      return headerOk ? this.#error(packet, Rcode.REFUSED) : null;
+      return headerOk ? this.#refuse(packet) : null;
     }
     if (this.#limiter !== undefined && !this.#limiter.take(client.address)) {
       this.metrics.rateLimited();
       // Over UDP a reply would still feed a reflection attack: stay silent.
-      return headerOk && client.transport === "tcp" ? this.#error(packet, Rcode.REFUSED) : null;
+      return headerOk && client.transport === "tcp" ? this.#refuse(packet) : null;
     }
     if (!headerOk) {
       this.metrics.malformedDropped();
@@ -279,10 +276,6 @@ export class DnsProxy {
     if (info.edns !== undefined && info.edns.version !== 0) {
       return this.#error(packet, Rcode.BADVERS, info);
     }
-    if (question.type === RrType.ANY) {
-      this.metrics.response(Rcode.NOERROR);
-      return buildAnyResponse(packet, info);
-    }
     if (question.type === 251 || question.type === 252) {
       return this.#error(packet, Rcode.NOTIMP, info); // IXFR, AXFR: not for a cache
     }
@@ -291,6 +284,64 @@ export class DnsProxy {
       : info.edns === undefined
       ? CLASSIC_UDP_SIZE
       : Math.min(Math.max(info.edns.udpSize, CLASSIC_UDP_SIZE), EDNS_UDP_SIZE);
+    if (question.type === RrType.ANY) {
+      return this.#any(packet, info, limit, client, respond, context);
+    }
+    return this.#query(packet, info, limit, client, respond, context);
+  }
+
+  /**
+   * Answers ANY per RFC 8482 once it knows what the name is: the name's CNAME is asked for (as
+   * any CNAME query: cached, shared with queries in flight), then a CNAME found is the answer (a
+   * single RRset owned by the name, RFC 8482 §4.1; §4.2 allows the synthesized HINFO only where
+   * there is no CNAME), a name that exists without one gets the synthesized HINFO, and every
+   * other outcome (NXDOMAIN, SERVFAIL, a truncated answer) is passed on with the question's type
+   * set back to ANY.
+   */
+  #any<C>(
+    packet: Uint8Array,
+    info: MessageInfo,
+    limit: number,
+    client: ClientInfo,
+    respond: ProxyResponder<C>,
+    context: C,
+  ): ProxyAnswer | undefined {
+    const query = this.#bytes.copy(packet); // kept past this call (packet may be a view)
+    const typeAt = info.question!.end - 4;
+    const probe = this.#bytes.copy(packet);
+    probe[typeAt] = 0;
+    probe[typeAt + 1] = RrType.CNAME;
+    const finish = (answer: ProxyAnswer): ProxyAnswer => {
+      if (answer === null || answer.length < typeAt + 2) return answer;
+      const rcode = answer[3]! & 0xf;
+      const answers = (answer[6]! << 8) | answer[7]!;
+      if (rcode === Rcode.NOERROR && answers === 0 && (answer[2]! & (Flag.TC >> 8)) === 0) {
+        return buildAnyResponse(query, info);
+      }
+      answer[typeAt] = 0;
+      answer[typeAt + 1] = RrType.ANY;
+      return answer;
+    };
+    const now = this.#query(
+      probe,
+      parseMessage(probe),
+      limit,
+      client,
+      (answer, context: C) => respond(finish(answer), context),
+      context,
+    );
+    return now === undefined ? undefined : finish(now);
+  }
+
+  /** Answers a QUERY from the cache, or from upstream (`undefined`: `respond` gets it later). */
+  #query<C>(
+    packet: Uint8Array,
+    info: MessageInfo,
+    limit: number,
+    client: ClientInfo,
+    respond: ProxyResponder<C>,
+    context: C,
+  ): ProxyAnswer | undefined {
     const key = cacheKey(info);
     const lookup = this.cache.lookup(key);
     if (lookup !== undefined && !lookup.stale) {
@@ -319,18 +370,15 @@ export class DnsProxy {
   ): void {
     const answerFetched = (fetched: Fetched | undefined): Uint8Array => {
       if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
-        // The answer for this client, made in one copy: without the OPT record for a client that
-        // sent none (RFC 6891 §7), with its ID and its letter case in the question.
+        // The answer for this client, made in one copy: the upstream's OPT record (whose options
+        // belong to that exchange) replaced by the proxy's own with this client's DO bit, none
+        // for a client that sent none (RFC 6891 §7); its ID, RD bit, AD if asked, letter case.
         const answerInfo = fetched.info;
-        const plain = info.edns === undefined && answerInfo.edns !== undefined;
-        const out = plain
-          ? removeOpt(fetched.bytes, answerInfo, this.#bytes)
-          : this.#bytes.copy(fetched.bytes);
-        out[0] = packet[0]!;
-        out[1] = packet[1]!;
+        const out = copyWithOwnOpt(fetched.bytes, answerInfo, info.edns?.dnssecOk, this.#bytes);
+        setAnswerHeader(out, packet, info.edns?.dnssecOk ?? false);
         copyQuestionCase(out, answerInfo.question?.end, packet);
         this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
-        return this.#fit(out, answerInfo.rcode, limit, plain ? undefined : answerInfo);
+        return this.#fit(out, answerInfo.rcode, limit);
       }
       if (stale !== undefined && this.cache.lookup(key) !== undefined) {
         this.metrics.cacheStale();
@@ -433,6 +481,20 @@ export class DnsProxy {
     return buildErrorResponse(packet, rcode, info);
   }
 
+  /**
+   * REFUSED to a client refused before its query was parsed (ACL, rate limit over TCP): parsed
+   * now, so that the answer echoes its question and its OPT record's DO bit (RFC 3225 §3).
+   */
+  #refuse(packet: Uint8Array): Uint8Array {
+    let info: MessageInfo | undefined;
+    try {
+      info = parseMessage(packet);
+    } catch {
+      // Refused all the same, with the header only.
+    }
+    return this.#error(packet, Rcode.REFUSED, info);
+  }
+
   #log(
     client: ClientInfo,
     packet: Uint8Array,
@@ -468,25 +530,15 @@ export class DnsProxy {
 }
 
 /**
- * A copy of the query as sent upstream: OPT advertising 1232 bytes (added when the client sent
- * none).
+ * A copy of the query as sent upstream: RD and AD set (the answer is cached for every client,
+ * whatever RD and AD they send; AD is cleared for those who do not ask, RFC 6840 §5.7) and an
+ * OPT record of the proxy's own, advertising 1232 bytes with the client's
+ * DO bit and no options (the client's options, such as its COOKIE or NSID request, are meant for
+ * the proxy).
  */
 function withEdns(query: Uint8Array, info: MessageInfo, bytes: BytePool): Uint8Array {
-  if (info.edns !== undefined) {
-    const out = bytes.copy(query);
-    const at = info.edns.offset + 3;
-    out[at] = EDNS_UDP_SIZE >> 8;
-    out[at + 1] = EDNS_UDP_SIZE & 0xff;
-    return out;
-  }
-  const out = bytes.alloc(query.length + 11);
-  out.set(query);
-  const arcount = ((query[10]! << 8) | query[11]!) + 1;
-  out[10] = arcount >> 8;
-  out[11] = arcount & 0xff;
-  const at = query.length;
-  out[at + 2] = RrType.OPT;
-  out[at + 3] = EDNS_UDP_SIZE >> 8;
-  out[at + 4] = EDNS_UDP_SIZE & 0xff;
+  const out = copyWithOwnOpt(query, info, info.edns?.dnssecOk ?? false, bytes);
+  out[2] = out[2]! | (Flag.RD >> 8);
+  out[3] = out[3]! | Flag.AD;
   return out;
 }

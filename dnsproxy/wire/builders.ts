@@ -79,17 +79,20 @@ function writeOpt(
 }
 
 /**
- * Builds the header of an answer to `query`: same ID, opcode, RD and CD; QR and RA set.
+ * Builds the flags of an answer to `query`: same opcode, RD and CD; QR set; RA set for a QUERY
+ * only (for other opcodes it is not defined: for UPDATE it is a Z bit, zero, RFC 2136 §2.2).
  */
 function answerFlags(query: Uint8Array, rcode: number): number {
   const flags = ((query[2] ?? 0) << 8) | (query[3] ?? 0);
-  return Flag.QR | (flags & (0x7800 | Flag.RD | Flag.CD)) | Flag.RA | (rcode & 0xf);
+  const ra = (flags & 0x7800) === 0 ? Flag.RA : 0;
+  return Flag.QR | (flags & (0x7800 | Flag.RD | Flag.CD)) | ra | (rcode & 0xf);
 }
 
 /**
  * Builds an error answer (FORMERR, SERVFAIL, REFUSED, NOTIMP, BADVERS) to a query whose header
- * could be read: the ID, opcode, RD and CD are echoed; the question is echoed when `info` has one;
- * an OPT record advertising 1232 bytes is added when the query had one (and always for BADVERS).
+ * could be read: the ID, opcode, RD and CD are echoed, RA is set for opcode QUERY only; the
+ * question is echoed when `info` has one; an OPT record advertising 1232 bytes, version 0, with
+ * the query's DO bit (RFC 3225 §3), is added when the query had one (and always for BADVERS).
  *
  * @param query The query (at least its 12-byte header).
  * @param rcode The response code (extended codes above 15 go into OPT).
@@ -127,7 +130,8 @@ export function buildErrorResponse(
   view.setUint16(10, withOpt ? 1 : 0);
   out.set(questionBytes, 12);
   if (withOpt) {
-    writeOpt(view, 12 + questionBytes.length, EDNS_UDP_SIZE, rcode >> 4, false);
+    const dnssecOk = info?.edns?.dnssecOk ?? false;
+    writeOpt(view, 12 + questionBytes.length, EDNS_UDP_SIZE, rcode >> 4, dnssecOk);
   }
   return out;
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { buildQuery, removeOpt, truncateResponse } from "./builders.ts";
+import { buildErrorResponse, buildQuery, removeOpt, truncateResponse } from "./builders.ts";
+import { Rcode } from "./constants.ts";
 import { parseMessage } from "./message.ts";
 import { WireError } from "./wire_error.ts";
 
@@ -91,4 +92,23 @@ Deno.test("buildQuery() round-trips through parseMessage()", () => {
   assert.equal(info.id, 65535);
   assert.equal(info.question?.type, 65);
   assert.equal(info.flags, 0x0100);
+});
+
+Deno.test("buildErrorResponse() keeps DO (RFC 3225 §3) and sets RA for QUERY only", () => {
+  for (const dnssecOk of [false, true]) {
+    for (const opcode of [0, 1, 2, 4, 5]) {
+      const query = buildQuery({ id: 3, name: "e.", type: 1, dnssecOk });
+      query[2] = (opcode << 3) | 1;
+      for (const rcode of [Rcode.FORMERR, Rcode.NOTIMP, Rcode.REFUSED, Rcode.BADVERS]) {
+        const answer = buildErrorResponse(query, rcode, parseMessage(query));
+        const info = parseMessage(answer);
+        const label = `DO ${dnssecOk}, opcode ${opcode}, rcode ${rcode}`;
+        assert.equal(info.rcode, rcode, label);
+        assert.equal(info.edns?.dnssecOk, dnssecOk, label);
+        assert.equal(info.opcode, opcode, label);
+        assert.equal(info.flags & 0x0080, opcode === 0 ? 0x0080 : 0, `${label}: RA`);
+        assert.equal(info.flags & 0x0100, 0x0100, `${label}: RD echoed`);
+      }
+    }
+  }
 });

@@ -22,6 +22,8 @@ export interface UnboundOptions {
   cpus?: string;
   /** Socket buffer sizes (`so-rcvbuf`, `so-sndbuf`, e.g. `"4m"`). @default {the kernel's} */
   socketBuffer?: string;
+  /** Its name server identifier (RFC 5001), sent to clients that ask with an NSID option. */
+  nsid?: string;
 }
 
 /** A running unbound. */
@@ -216,6 +218,7 @@ async function startUnboundOnce(options: UnboundOptions): Promise<UnboundServer>
       "  msg-buffer-size: 65552",
       "  edns-buffer-size: 1232",
       "  rrset-roundrobin: no",
+      ...(options.nsid === undefined ? [] : [`  nsid: "ascii_${options.nsid}"`]),
       // Nothing outside the local zones is ever resolved: no traffic leaves the machine.
       '  local-zone: "." refuse',
       '  local-zone: "test." static',
