@@ -1,0 +1,74 @@
+/**
+ * Runs one of deno.json's tasks as its own process (the task's command line, with this Deno
+ * binary) and waits until its `/health/live` answers 200: how the container images run them.
+ *
+ * @module
+ */
+
+/** A running task. */
+export interface TaskProcess {
+  /** What the process wrote to stderr so far. */
+  log(): string;
+  /** Sends SIGTERM and returns the exit status (SIGKILL after 5 s). Idempotent. */
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+const root = new URL("../../", import.meta.url);
+
+/**
+ * Starts `deno task <task> <args>` and polls `<http>/health/live` until it answers 200.
+ *
+ * @param task The task's name in deno.json (`dns`, `trace`).
+ * @param args Arguments after the task's own.
+ * @param http `http://host:port` of its health endpoint.
+ * @returns The running process; stdout is discarded.
+ * @throws {Error} With its stderr, when it exits or is not live within 30 s.
+ */
+export async function startTaskProcess(
+  task: string,
+  args: string[],
+  http: string,
+): Promise<TaskProcess> {
+  const json = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  const words = String(json.tasks[task]).split(/\s+/);
+  if (words[0] !== "deno") throw new Error(`deno.json tasks.${task} does not start with deno`);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...words.slice(1), ...args],
+    cwd: root,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let stderr = "";
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+  let exited: Deno.CommandStatus | undefined;
+  const status = child.status.then((s) => exited = s);
+  const stop = async () => {
+    if (exited === undefined) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => exited === undefined && child.kill("SIGKILL"), 5000);
+      await status;
+      clearTimeout(timer);
+    }
+    await reading;
+    return exited!;
+  };
+  const deadline = performance.now() + 30_000; // a cold start compiles the program
+  for (;;) {
+    const live = await fetch(`${http}/health/live`).then(async (r) => {
+      await r.body?.cancel();
+      return r.status;
+    }, () => 0);
+    if (live === 200) break;
+    if (exited !== undefined || (live !== 0 && live !== 503) || performance.now() > deadline) {
+      await stop();
+      throw new Error(`deno task ${task} did not come up (status ${live}): ${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { log: () => stderr, stop };
+}
