@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { supervise } from "./supervised_child.ts";
 
 /** A running task. */
 export interface TaskProcess {
@@ -40,23 +41,7 @@ export async function startTaskProcess(
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  let stderr = "";
-  const reading = (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
-  })();
-  let exited: Deno.CommandStatus | undefined;
-  const status = child.status.then((s) => exited = s);
-  const stop = async () => {
-    if (exited === undefined) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => exited === undefined && child.kill("SIGKILL"), 5000);
-      await status;
-      clearTimeout(timer);
-    }
-    await reading;
-    return exited!;
-  };
+  const { log, exited, stop } = supervise(child);
   const deadline = performance.now() + 30_000; // a cold start compiles the program
   for (;;) {
     const live = await fetch(`${http}/health/live`).then(async (r) => {
@@ -64,11 +49,11 @@ export async function startTaskProcess(
       return r.status;
     }, () => 0);
     if (live === 200) break;
-    if (exited !== undefined || (live !== 0 && live !== 503) || performance.now() > deadline) {
+    if (exited() || (live !== 0 && live !== 503) || performance.now() > deadline) {
       await stop();
-      throw new Error(`deno task ${task} did not come up (status ${live}): ${stderr}`);
+      throw new Error(`deno task ${task} did not come up (status ${live}): ${log()}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return { log: () => stderr, stop };
+  return { log, stop };
 }
