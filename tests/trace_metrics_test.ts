@@ -42,3 +42,41 @@ testWith(
     });
   },
 );
+
+testWith(
+  "deno task trace fails /health/live while its stdout is not read",
+  [root, bpfCapabilities, btf, tracefs, libbpf],
+  async () => {
+    // a log collector that stopped reading: the pipe fills and the tracer's writes block
+    await using tracer = await startTraceProcess([], true);
+    const live = () =>
+      fetch(`${tracer.http}/health/live`, { signal: AbortSignal.timeout(1000) }).then(
+        async (response) => {
+          await response.body?.cancel();
+          return response.status;
+        },
+        (error) => error.name,
+      );
+    assert.equal(await live(), 200);
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    // each connection is 3 JSON lines of about 300 bytes: the 64 KiB pipe fills in ~70; bounded
+    let status: number | string = 200;
+    for (let round = 0; round < 20 && status === 200; round++) {
+      for (let i = 0; i < 100; i++) {
+        const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+        const server = await listener.accept();
+        client.close();
+        server.close();
+      }
+      status = await live();
+    }
+    assert.equal(status, "TimeoutError", "a blocked tracer is not live");
+    // reading again unblocks it: it answers and stops cleanly
+    const draining = tracer.stdout!.pipeTo(new WritableStream());
+    for (let round = 0; round < 10 && status !== 200; round++) status = await live();
+    assert.equal(status, 200);
+    const exit = await tracer.stop();
+    await draining;
+    assert.equal(exit.code, 0, tracer.log());
+  },
+);

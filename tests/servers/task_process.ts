@@ -8,6 +8,8 @@ import { supervise } from "./supervised_child.ts";
 
 /** A running task. */
 export interface TaskProcess {
+  /** Its stdout, when asked to keep it (`stdout: "piped"`); else it is discarded. */
+  readonly stdout: ReadableStream<Uint8Array> | undefined;
   /** What the process wrote to stderr so far. */
   log(): string;
   /** Sends SIGTERM and returns the exit status (SIGKILL after 5 s). Idempotent. */
@@ -22,13 +24,15 @@ const root = new URL("../../", import.meta.url);
  * @param task The task's name in deno.json (`dns`, `trace`).
  * @param args Arguments after the task's own.
  * @param http `http://host:port` of its health endpoint.
- * @returns The running process; stdout is discarded.
+ * @param stdout `piped` to keep its stdout (unread, it fills the pipe). @default {"null"}
+ * @returns The running process.
  * @throws {Error} With its stderr, when it exits or is not live within 30 s.
  */
 export async function startTaskProcess(
   task: string,
   args: string[],
   http: string,
+  stdout: "null" | "piped" = "null",
 ): Promise<TaskProcess> {
   const json = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
   const words = String(json.tasks[task]).split(/\s+/);
@@ -38,7 +42,7 @@ export async function startTaskProcess(
     cwd: root,
     env: { NO_COLOR: "1" },
     stdin: "null",
-    stdout: "null",
+    stdout,
     stderr: "piped",
   }).spawn();
   const { log, exited, stop } = supervise(child);
@@ -55,5 +59,5 @@ export async function startTaskProcess(
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return { log, stop };
+  return { stdout: stdout === "piped" ? child.stdout : undefined, log, stop };
 }

@@ -14,6 +14,8 @@ export interface TraceProcess extends AsyncDisposable {
   readonly http: string;
   /** `127.0.0.1:<port>` of the HTTP server (a Prometheus target). */
   readonly httpAddress: string;
+  /** Its JSON Lines, when started with `keepStdout` (unread, they fill the pipe). */
+  readonly stdout: ReadableStream<Uint8Array> | undefined;
   /** What the process wrote to stderr so far. */
   log(): string;
   /** Sends SIGTERM and returns the exit status (SIGKILL after 5 s). */
@@ -24,14 +26,24 @@ export interface TraceProcess extends AsyncDisposable {
  * Starts the tracer and waits until `/health/live` answers 200.
  *
  * @param extra Arguments after `--json --metrics ...` (filters).
- * @returns The running process; its JSON Lines are discarded.
+ * @param keepStdout Keep its JSON Lines in `stdout` rather than discard them.
+ * @returns The running process.
  */
-export async function startTraceProcess(extra: string[] = []): Promise<TraceProcess> {
+export async function startTraceProcess(
+  extra: string[] = [],
+  keepStdout = false,
+): Promise<TraceProcess> {
   const httpPort = await freePort();
   const http = `http://127.0.0.1:${httpPort}`;
   const args = ["--json", "--metrics", `127.0.0.1:${httpPort}`, ...extra];
-  const { log, stop } = await startTaskProcess("trace", args, http);
+  const { stdout, log, stop } = await startTaskProcess(
+    "trace",
+    args,
+    http,
+    keepStdout ? "piped" : "null",
+  );
   return {
+    stdout,
     http,
     httpAddress: `127.0.0.1:${httpPort}`,
     log,
