@@ -13,6 +13,7 @@ import type { Operation } from "fast-json-patch";
 import { DaemonSet, Deployment } from "kubernetes-models/apps/v1";
 import { ConfigMap, Namespace, Service } from "kubernetes-models/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
+import * as clientModels from "@kubernetes/client-node";
 
 /** A Kubernetes object and where it came from. */
 export interface Manifest {
@@ -145,6 +146,61 @@ export function schemaError(manifest: Manifest): string | undefined {
   } catch (error) {
     return `${what}: ${error instanceof Error ? error.message : String(error)}`;
   }
+}
+
+interface Attribute {
+  baseName: string;
+  type: string;
+}
+const models = clientModels as unknown as Record<
+  string,
+  { getAttributeTypeMap?: () => Attribute[] } | undefined
+>;
+
+function unknownFieldsIn(value: unknown, type: string, path: string, out: string[]): void {
+  if (value === null || typeof value !== "object") return;
+  const element = /^Array<(.+)>$/.exec(type)?.[1];
+  if (element !== undefined) {
+    if (Array.isArray(value)) {
+      value.forEach((item, i) => unknownFieldsIn(item, element, `${path}[${i}]`, out));
+    }
+    return;
+  }
+  const entry = /^\{ \[key: string\]: (.+); \}$/.exec(type)?.[1];
+  if (entry !== undefined) {
+    for (const [key, item] of Object.entries(value)) {
+      unknownFieldsIn(item, entry, `${path}.${key}`, out);
+    }
+    return;
+  }
+  const attributes = models[type]?.getAttributeTypeMap?.();
+  if (attributes === undefined) return; // a scalar, IntOrString, or free-form object
+  const fields = new Map(attributes.map((a) => [a.baseName, a.type]));
+  for (const [key, item] of Object.entries(value)) {
+    const field = fields.get(key);
+    if (field === undefined) out.push(`${path}.${key}: unknown field (not in ${type})`);
+    else unknownFieldsIn(item, field, `${path}.${key}`, out);
+  }
+}
+
+/**
+ * Finds fields the Kubernetes API does not know (what `kubectl apply --validate=strict`
+ * refuses; the schemas of {@linkcode schemaError} allow them), from the field lists of the npm
+ * `@kubernetes/client-node` models.
+ *
+ * @param manifest The object.
+ * @returns One error per unknown field, naming the source and the field's path.
+ */
+export function unknownFields(manifest: Manifest): string[] {
+  const { object, source } = manifest;
+  const version = String(object.apiVersion).split("/").pop()!;
+  const type = `${version[0]!.toUpperCase()}${version.slice(1)}${object.kind}`;
+  if (models[type]?.getAttributeTypeMap === undefined) {
+    return [`${source}: no model ${type} in @kubernetes/client-node`];
+  }
+  const out: string[] = [];
+  unknownFieldsIn(object, type, "", out);
+  return out.map((error) => `${source}: ${object.kind}/${object.metadata?.name}: ${error}`);
 }
 
 /** What one workload may have. */

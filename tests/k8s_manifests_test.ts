@@ -12,6 +12,7 @@ import {
   readYaml,
   renderKustomization,
   schemaError,
+  unknownFields,
 } from "./k8s_manifests.ts";
 
 /** What each workload may have: the grants the READMEs document, and no more. */
@@ -71,6 +72,7 @@ for (const bundle of BUNDLES) {
   Deno.test(`${bundle.name}: valid against the Kubernetes API schemas`, () => {
     assert.ok(objects.length > 0);
     assert.deepEqual(objects.map(schemaError).filter((e) => e !== undefined), []);
+    assert.deepEqual(objects.flatMap(unknownFields), []);
   });
   Deno.test(`${bundle.name}: pods within their policy (least privilege)`, () => {
     const workloads = objects.filter(isWorkload);
@@ -180,12 +182,22 @@ Deno.test("the schema check fails on a mutated copy of the proxy's Deployment", 
       /protocol/,
     ],
     ["no selector", (o) => delete o.spec.selector, /selector/],
+    [
+      "a misspelt probe field",
+      (o) => o.spec.template.spec.containers[0].readinessProbe.periodSecond = 5,
+      /\.spec\.template\.spec\.containers\[0\]\.readinessProbe\.periodSecond: unknown field \(not in V1Probe\)/,
+    ],
+    [
+      "a misspelt top-level field",
+      (o) => o.sepc = {},
+      /\.sepc: unknown field \(not in V1Deployment\)/,
+    ],
   ];
   for (const [what, mutate, message] of mutations) {
     await t.step(what, () => {
       const copy = proxyDeployment();
       mutate(copy.object);
-      const error = schemaError(copy);
+      const error = schemaError(copy) ?? unknownFields(copy)[0];
       assert.ok(error !== undefined, "refused");
       assert.match(error, message);
       assert.match(error, /^dnsproxy\/deploy\/deployment\.yaml:\d+: Deployment\/dnsproxy: /);
