@@ -136,6 +136,17 @@ export abstract class Metric {
     return this.#get(values.join("\u0000"), values);
   }
 
+  /**
+   * Drops one labelled series, so that it is no longer exposed (a label value that stopped
+   * existing, such as an upstream removed by a reload).
+   *
+   * @param labels The series' labels.
+   * @returns Whether the series existed.
+   */
+  remove(labels: Labels): boolean {
+    return this.#series.delete(this.labels.map((label) => labels[label] ?? "").join("\u0000"));
+  }
+
   #get(key: string, values: string[]): Series {
     let series = this.#series.get(key);
     if (series === undefined) {

@@ -83,3 +83,14 @@ Deno.test("formatPrometheus() merges snapshots from several registries", () => {
   assert.match(text, /^h_count 2$/m);
   assert.match(text, /^h_sum 1$/m);
 });
+
+Deno.test("Metric.remove() drops one labelled series from the exposition", () => {
+  const metrics = new Metrics();
+  const up = metrics.gauge({ name: "up_now", help: "Up.", labels: ["target"] });
+  up.set(1, { target: "a" });
+  up.set(1, { target: "b" });
+  assert.equal(up.remove({ target: "a" }), true);
+  assert.equal(up.remove({ target: "a" }), false);
+  assert.doesNotMatch(metrics.expose(), /target="a"/);
+  assert.match(metrics.expose(), /^up_now\{target="b"\} 1$/m);
+});

@@ -22,6 +22,8 @@ import { DnsProxy } from "./proxy.ts";
 import type { ProxySettings } from "./proxy.ts";
 import { serveDns } from "./server.ts";
 import { serveDnsOnNetloop } from "./netloop_server.ts";
+import { readinessOf } from "./health.ts";
+import type { Readiness } from "./health.ts";
 
 /** Options of {@linkcode runDnsProxy}. */
 export interface RunDnsProxyOptions {
@@ -45,7 +47,12 @@ export interface RunningDnsProxy extends AsyncDisposable {
   readonly proxy: DnsProxy | undefined;
   /** The Prometheus text (merged from every loop on netloop). */
   metrics(): Promise<string>;
-  /** The metrics listener's address, when serving metrics. */
+  /**
+   * What `/health/ready` answers: ready once the listeners are bound (they are before this
+   * object exists) and while one upstream or more is up; not ready while closing.
+   */
+  readiness(): Promise<Readiness>;
+  /** The metrics listener's address (`/metrics`, `/health/live`, `/health/ready`), if any. */
   readonly metricsAddress: string | undefined;
   /** Resolves after each applied reload (tests wait on it). */
   readonly reloads: { applied: number; failed: number };
@@ -58,6 +65,8 @@ interface Frontend {
   readonly address: SocketAddress;
   readonly backend: string;
   readonly proxy: DnsProxy | undefined;
+  /** Loops with their own proxy, whose `dns_upstream_healthy` values are summed. */
+  readonly loops: number;
   reconfigure(settings: ProxySettings): void;
   metrics(): Promise<string>;
   close(): Promise<void>;
@@ -87,6 +96,7 @@ async function startFrontend(
       address: server.address,
       backend: `netloop ${server.backend}`,
       proxy: undefined,
+      loops: server.loops,
       reconfigure: (next) => server.reconfigure(next),
       metrics: () => server.metrics(),
       close: () => server.close(),
@@ -108,6 +118,7 @@ async function startFrontend(
       address: server.address,
       backend: "builtin",
       proxy,
+      loops: 1,
       reconfigure: (next) => proxy.reconfigure(next),
       metrics: () => Promise.resolve(proxy.metrics.registry.expose()),
       close: async () => {
@@ -189,6 +200,11 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     await config[Symbol.asyncDispose]();
     throw error;
   }
+  let closing = false;
+  const readiness = async (): Promise<Readiness> =>
+    closing
+      ? { ready: false, reason: "shutting down" }
+      : readinessOf(await frontend.metrics(), frontend.loops);
   let metricsServer: Deno.HttpServer | undefined;
   let metricsAddress: string | undefined;
   if (value.metrics !== "") {
@@ -197,17 +213,29 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
       hostname: at.address,
       port: at.port,
       onListen: () => {},
-    }, (request) => {
-      if (new URL(request.url).pathname !== "/metrics") {
-        return new Response("Not found: try /metrics\n", { status: 404 });
+    }, async (request) => {
+      const path = new URL(request.url).pathname;
+      if (path === "/metrics") {
+        return new Response(await frontend.metrics(), {
+          headers: { "content-type": "text/plain; version=0.0.4" },
+        });
       }
-      return frontend.metrics().then((text) =>
-        new Response(text, { headers: { "content-type": "text/plain; version=0.0.4" } })
-      );
+      if (path === "/health/live") {
+        // answering at all is the signal: the main loop runs and the listeners are open
+        return text(closing ? 503 : 200, closing ? "shutting down" : "live");
+      }
+      if (path === "/health/ready") {
+        const { ready, reason } = await readiness();
+        return text(ready ? 200 : 503, reason);
+      }
+      return text(404, "Not found: try /metrics, /health/live or /health/ready");
     });
     const addr = metricsServer.addr as Deno.NetAddr;
     metricsAddress = formatSocketAddress({ ...at, port: addr.port });
-    logger.info("metrics", { address: `http://${metricsAddress}/metrics` });
+    logger.info("metrics", {
+      address: `http://${metricsAddress}/metrics`,
+      health: ["/health/live", "/health/ready"],
+    });
   }
   const reloads = { applied: 0, failed: 0 };
   config.on("change", (event) => {
@@ -229,10 +257,9 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     logger.error("configuration invalid; keeping the running one", { error: error.message });
   });
   await config.watch();
-  let closed = false;
   const close = async () => {
-    if (closed) return;
-    closed = true;
+    if (closing) return;
+    closing = true;
     await config[Symbol.asyncDispose]();
     await frontend.close();
     await metricsServer?.shutdown();
@@ -242,11 +269,16 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     backend: frontend.backend,
     proxy: frontend.proxy,
     metrics: () => frontend.metrics(),
+    readiness,
     metricsAddress,
     reloads,
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+function text(status: number, body: string): Response {
+  return new Response(`${body}\n`, { status, headers: { "content-type": "text/plain" } });
 }
 
 if (import.meta.main) {

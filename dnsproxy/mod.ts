@@ -23,6 +23,7 @@ export * from "./cache.ts";
 export * from "./acl.ts";
 export * from "./rate_limit.ts";
 export * from "./metrics.ts";
+export * from "./health.ts";
 export * from "./upstream/upstream_error.ts";
 export * from "./upstream/reply_check.ts";
 export * from "./upstream/tcp_pool.ts";

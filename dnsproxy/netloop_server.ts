@@ -31,6 +31,8 @@ export interface NetloopDnsServer extends AsyncDisposable {
   readonly address: SocketAddress;
   /** The backend netloop chose, and why. */
   readonly backend: string;
+  /** How many loops serve, UDP and TCP together (each has its own proxy and upstream health). */
+  readonly loops: number;
   /** Sends new settings to every loop (hot reload). */
   reconfigure(settings: ProxySettings): void;
   /** Prometheus text merged from every loop. */
@@ -145,6 +147,7 @@ export async function serveDnsOnNetloop(
         tcp!.reason
       })`
       : `${udp!.backend} (${udp!.reason})`,
+    loops: engines.reduce((sum, engine) => sum + engine.loops, 0),
     reconfigure(next) {
       const message: LoopMessage = { type: "reconfigure", settings: next };
       for (const engine of engines) engine.broadcast(message);

@@ -117,6 +117,7 @@ export class DnsProxy {
   #logger: Logger | undefined;
   #transport: UpstreamTransport | undefined;
   #draining = new Set<UpstreamGroup>();
+  #healthExposed = new Set<string>();
   #closed = false;
 
   /**
@@ -139,9 +140,16 @@ export class DnsProxy {
     this.metrics.registry.onCollect(() => {
       this.metrics.cacheEntries.set(this.cache.size);
       this.metrics.cacheBytes.set(this.cache.bytes);
+      const exposed = new Set<string>();
       for (const upstream of this.#group.upstreams) {
         this.metrics.upstreamHealthy.set(upstream.healthy ? 1 : 0, { upstream: upstream.name });
+        exposed.add(upstream.name);
       }
+      // an upstream a reload removed is no longer "up": its series goes
+      for (const name of this.#healthExposed) {
+        if (!exposed.has(name)) this.metrics.upstreamHealthy.remove({ upstream: name });
+      }
+      this.#healthExposed = exposed;
     });
   }
 

@@ -19,6 +19,7 @@ import {
 } from "./parse_trace_options.ts";
 import { checkTracePrerequisites } from "./check_trace_prerequisites.ts";
 import { TcpTracer } from "./tcp_tracer.ts";
+import { serveTraceMetrics, TraceMetrics, type TraceMetricsServer } from "./trace_metrics.ts";
 
 const encoder = new TextEncoder();
 
@@ -79,6 +80,31 @@ export async function main(args: readonly string[]): Promise<number> {
 
   const stop = new AbortController();
   const onSignal = () => stop.abort();
+  const metrics = new TraceMetrics({
+    lost: () => tracer.lost(),
+    undecodable: () => tracer.undecodable,
+  });
+  let metricsServer: TraceMetricsServer | undefined;
+  if (options.metrics !== undefined) {
+    try {
+      metricsServer = serveTraceMetrics(options.metrics, metrics, () => {
+        // answering proves the event loop is not stuck (on a blocked stdout, say); reading the
+        // lost counter proves the kernel side is still there
+        if (stop.signal.aborted) return "stopping";
+        try {
+          tracer.lost();
+          return undefined;
+        } catch (error) {
+          return `cannot read the kernel's counters: ${error}`;
+        }
+      });
+    } catch (error) {
+      await tracer[Symbol.asyncDispose]();
+      console.error(`trace: --metrics ${options.metrics}: ${error}`);
+      return 1;
+    }
+    console.error(`trace: metrics at http://${metricsServer.address}/metrics`);
+  }
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   const timer = options.durationSeconds !== undefined
@@ -121,6 +147,7 @@ export async function main(args: readonly string[]): Promise<number> {
         } else {
           seen++;
           counts[event.type] = (counts[event.type] ?? 0) + 1;
+          metrics.event(event.type);
         }
         if (top) {
           top.add(event);
@@ -159,6 +186,7 @@ export async function main(args: readonly string[]): Promise<number> {
       }
       lost = total;
     }
+    await metricsServer?.[Symbol.asyncDispose]();
     await tracer[Symbol.asyncDispose]();
   }
   const seconds = ((performance.now() - started) / 1000).toFixed(1);

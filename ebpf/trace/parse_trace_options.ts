@@ -33,6 +33,8 @@ export interface TraceOptions {
   ringBytes?: number;
   /** How accept() is observed: `auto` (fexit, else syscall tracepoints), `fexit`, `syscall`. */
   acceptHook?: "auto" | "fexit" | "syscall";
+  /** Serve `/metrics` and `/health/live` on this `host:port`. */
+  metrics?: string;
   /** Print the usage and exit. */
   help: boolean;
 }
@@ -61,6 +63,7 @@ Options:
   --ring-size BYTES    kernel ring buffer size, a power of two from 4096 (default 8388608)
   --accept-hook HOOK   how accept() is seen: auto (default: fexit where it loads, else syscall),
                        fexit (fexit/inet_csk_accept), syscall (accept/accept4 tracepoints)
+  --metrics HOST:PORT  serve Prometheus /metrics (events, lost events) and /health/live there
   --help               show this help
 
 Without --json the output is an aligned table on a terminal and plain columns otherwise.
@@ -137,6 +140,7 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
         interval: { type: "string" },
         "ring-size": { type: "string" },
         "accept-hook": { type: "string" },
+        metrics: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -190,6 +194,17 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
       );
     }
     options.acceptHook = hook;
+  }
+  if (values.metrics !== undefined) {
+    const port = /^(?:\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d+)$/.exec(values.metrics)?.[1];
+    if (port === undefined || Number(port) > 65535) {
+      throw new TraceUsageError(
+        `--metrics: expected HOST:PORT (such as 0.0.0.0:9464), got ${
+          JSON.stringify(values.metrics)
+        }`,
+      );
+    }
+    options.metrics = values.metrics;
   }
   if (options.summary && options.intervalSeconds !== undefined) {
     throw new TraceUsageError(`--summary and --interval cannot be combined: pick one view`);

@@ -45,6 +45,8 @@ Deno.test("parseTraceOptions() parses every option", async (t) => {
     assert.equal(parseTraceOptions(["-h"]).help, true);
     assert.equal(parseTraceOptions(["--ring-size", "65536"]).ringBytes, 65536);
     assert.equal(parseTraceOptions(["--accept-hook", "fexit"]).acceptHook, "fexit");
+    assert.equal(parseTraceOptions(["--metrics", "0.0.0.0:9464"]).metrics, "0.0.0.0:9464");
+    assert.equal(parseTraceOptions(["--metrics", "[::1]:9464"]).metrics, "[::1]:9464");
   });
 });
 
@@ -67,6 +69,8 @@ Deno.test("parseTraceOptions() rejects bad input naming the option", async (t) =
     [["--json", "--interval", "1"], /--json and --interval/],
     [["stray"], /positional|Unexpected argument/i],
     [["--pid"], /--pid/],
+    [["--metrics", "9464"], /--metrics: expected HOST:PORT \(such as 0.0.0.0:9464\), got "9464"/],
+    [["--metrics", "a:99999"], /--metrics: expected HOST:PORT/],
   ];
   for (const [args, message] of cases) {
     await t.step(args.join(" "), () => {

@@ -24,6 +24,8 @@ export interface UnboundOptions {
   socketBuffer?: string;
   /** Its name server identifier (RFC 5001), sent to clients that ask with an NSID option. */
   nsid?: string;
+  /** Listen on this port (to bring a stopped server back where it was). @default {a free one} */
+  port?: number;
 }
 
 /** A running unbound. */
@@ -189,7 +191,7 @@ async function startUnboundOnce(options: UnboundOptions): Promise<UnboundServer>
   const dir = await Deno.makeTempDir({ prefix: "triad-unbound-" });
   let child: Deno.ChildProcess | undefined;
   try {
-    const port = await freePort();
+    const port = options.port ?? await freePort();
     const tlsPort = options.tls ? await freePort() : undefined;
     const tls = tlsPort === undefined ? undefined : await testCertificates(dir);
     const records = [...TEST_RECORDS, ...bigTxt(), ...(options.records ?? [])];
