@@ -1,0 +1,239 @@
+/**
+ * Running out of descriptors: a server under a low `ulimit -n`, flooded with more connections than
+ * it may hold, stays quiet (little CPU, a short log), keeps echoing on what it holds, fails dials
+ * with a clear error, and accepts the waiting connections once held ones close. On every backend.
+ */
+import assert from "node:assert/strict";
+import { ioUring, linux, type Requirement, testWith } from "./requirements.ts";
+import { BACKENDS, eventually, type LoopStats } from "./netloop_support.ts";
+
+/** The child's descriptor limit (soft and hard). */
+const LIMIT = 256;
+/** Connections beyond what the child can hold (they wait in its listen backlog). */
+const BEYOND = 80;
+/** Held connections closed to make room for waiting ones. */
+const CLOSE = 20;
+/** How long the child's CPU is measured while it is out of descriptors. */
+const WINDOW_MS = 2000;
+/** Dials asked of the child while it is out of descriptors. */
+const DIALS = 64;
+const ECHO = new Uint8Array([7]);
+
+/** A child process under `ulimit -n LIMIT`, its stdin and stdout lines, and its log file. */
+export interface LimitedChild extends AsyncDisposable {
+  pid: number;
+  log: string;
+  /** The next line the child prints. */
+  line(): Promise<string>;
+  /** Writes a command line to the child. */
+  send(line: string): Promise<void>;
+}
+
+/**
+ * Starts `deno run -A <script> <args>` under `ulimit -n <limit>` with stderr in a file.
+ *
+ * @param script The script's path.
+ * @param args Its arguments.
+ * @param limit The descriptor limit.
+ */
+export async function limitedChild(
+  script: string,
+  args: string[],
+  limit: number,
+): Promise<LimitedChild> {
+  const log = await Deno.makeTempFile({ prefix: "exhaustion-", suffix: ".log" });
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `ulimit -n ${limit} && exec "$0" run -A "$@" 2>"${log}"`,
+      Deno.execPath(),
+      script,
+      ...args,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const writer = child.stdin.getWriter();
+  let buffered = "";
+  return {
+    pid: child.pid,
+    log,
+    async line() {
+      for (;;) {
+        const at = buffered.indexOf("\n");
+        if (at >= 0) {
+          const line = buffered.slice(0, at);
+          buffered = buffered.slice(at + 1);
+          return line;
+        }
+        const { value, done } = await lines.read();
+        if (done) throw new Error(`child ended; its log: ${await tail(log)}`);
+        buffered += value;
+      }
+    },
+    async send(line) {
+      await writer.write(new TextEncoder().encode(line + "\n"));
+    },
+    async [Symbol.asyncDispose]() {
+      try {
+        await writer.close();
+      } catch { /* gone */ }
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* exited */ }
+      }, 10_000);
+      await child.status;
+      clearTimeout(timer);
+      await lines.cancel();
+      await Deno.remove(log);
+    },
+  };
+}
+
+async function tail(path: string): Promise<string> {
+  const text = await Deno.readTextFile(path);
+  return text.slice(-2000);
+}
+
+/** Descriptors the process holds. */
+export function fdCount(pid: number): number {
+  let n = 0;
+  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
+  return n;
+}
+
+/** The process's CPU time (user plus system), in seconds. */
+export function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Lines in a file. */
+export async function lineCount(path: string): Promise<number> {
+  const text = await Deno.readTextFile(path);
+  return text.split("\n").filter((line) => line.length > 0).length;
+}
+
+/** A client connection whose echo of one byte is awaited in the background. */
+class Client {
+  echoed = false;
+  readonly conn: Deno.TcpConn;
+  constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+  }
+
+  /** Sends a byte and notes when it comes back. */
+  async start(): Promise<void> {
+    await this.conn.write(ECHO);
+    void this.conn.read(new Uint8Array(1)).then((n) => {
+      if (n === 1) this.echoed = true;
+    }, () => {});
+  }
+}
+
+for (const backend of BACKENDS) {
+  const needs: Requirement[] = backend === "portable"
+    ? [linux]
+    : backend === "epoll"
+    ? [linux]
+    : [linux, ioUring];
+  testWith(`${backend} survives running out of descriptors`, needs, async () => {
+    await using child = await limitedChild(
+      new URL("./netloop_exhaustion_child.ts", import.meta.url).pathname,
+      [backend],
+      LIMIT,
+    );
+    const { port } = JSON.parse(await child.line()) as { port: number };
+    const stats = async (): Promise<LoopStats> => {
+      await child.send("stats");
+      return (JSON.parse(await child.line()) as LoopStats[])[0]!;
+    };
+    const room = LIMIT - fdCount(child.pid);
+    const clients: Client[] = [];
+    try {
+      for (let i = 0; i < room + BEYOND; i++) {
+        const client = new Client(await Deno.connect({ hostname: "127.0.0.1", port }));
+        clients.push(client);
+        await client.start();
+      }
+      // Full: the child has failed to accept at least once...
+      assert.ok(
+        await eventually(async () => (await stats()).exhaustion.accepts > 0, 10_000),
+        `no accept failure counted; child holds ${fdCount(child.pid)} fds`,
+      );
+      // ...and has given its reserve back: the runtime has descriptors to work with.
+      const free = LIMIT - fdCount(child.pid);
+      assert.ok(free >= 16, `${free} descriptors left to the child's runtime`);
+      assert.ok(
+        await eventually(() => clients.filter((c) => c.echoed).length >= room - 16, 10_000),
+        `only ${clients.filter((c) => c.echoed).length} of about ${room} echoed`,
+      );
+      const waiting = clients.filter((c) => !c.echoed);
+      assert.ok(waiting.length >= BEYOND, `${waiting.length} waiting, expected ${BEYOND} or more`);
+
+      // Out of descriptors for WINDOW_MS, with more connections arriving: CPU stays low.
+      const cpuBefore = cpuSeconds(child.pid);
+      const started = performance.now();
+      for (let i = 0; i < 20; i++) {
+        const client = new Client(await Deno.connect({ hostname: "127.0.0.1", port }));
+        clients.push(client);
+        waiting.push(client);
+        await client.start();
+      }
+      await new Promise((resolve) => setTimeout(resolve, WINDOW_MS));
+      const cpu = (cpuSeconds(child.pid) - cpuBefore) / ((performance.now() - started) / 1000);
+      assert.ok(cpu < 0.1, `child used ${(cpu * 100).toFixed(1)}% of a core while out of fds`);
+
+      // Held connections keep echoing.
+      const echoing = clients.filter((c) => c.echoed).slice(0, 10);
+      for (const client of echoing) {
+        await client.conn.write(ECHO);
+        const reply = new Uint8Array(1);
+        assert.equal(await client.conn.read(reply), 1);
+      }
+
+      // Dials fail at once with a clear error, counted, and leave the runtime its descriptors.
+      // (To a port nothing listens on: a dial that gets a socket fails too, and frees it.)
+      const refusing = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const closedPort = refusing.addr.port;
+      refusing.close();
+      await child.send(`dial 127.0.0.1:${closedPort} ${DIALS}`);
+      await child.line();
+      const dialed = (s: LoopStats) =>
+        Object.entries(s.closeErrors).filter(([k]) => k.startsWith("dial:"))
+          .reduce((sum, [, n]) => sum + n, 0);
+      assert.ok(
+        await eventually(async () => dialed(await stats()) === DIALS),
+        `dials: ${JSON.stringify((await stats()).closeErrors)}`,
+      );
+      const full = await stats();
+      const exhausted = full.closeErrors["dial:descriptors_exhausted"] ?? 0;
+      assert.ok(exhausted >= DIALS - 32, `${exhausted} of ${DIALS} dials found no descriptor`);
+      assert.equal(full.exhaustion.dials, exhausted);
+      assert.ok(full.exhaustion.pauses >= 1);
+      assert.ok(LIMIT - fdCount(child.pid) >= 16, "dials took the runtime's descriptors");
+
+      // Closing held connections lets waiting ones in, as many as were closed (less the few
+      // descriptors the runtime took meanwhile: the reserve is whole again before any accept).
+      const closing = clients.filter((c) => c.echoed).slice(-CLOSE);
+      for (const client of closing) client.conn.close();
+      assert.ok(
+        await eventually(() => waiting.filter((c) => c.echoed).length >= CLOSE - 5, 10_000),
+        `${waiting.filter((c) => c.echoed).length} of the waiting echoed after ${CLOSE} closed`,
+      );
+      const lines = await lineCount(child.log);
+      assert.ok(lines <= 10, `the child logged ${lines} lines: ${await tail(child.log)}`);
+      for (const client of closing) clients.splice(clients.indexOf(client), 1);
+    } finally {
+      for (const client of clients) {
+        try {
+          client.conn.close();
+        } catch { /* closed */ }
+      }
+    }
+  });
+}
