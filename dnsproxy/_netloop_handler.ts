@@ -108,6 +108,7 @@ export function onMessage(data: unknown): Action {
       loopRef.logger.error("reconfiguration refused", { error });
     }
   } else if (message.type === "collect") {
+    proxy.metrics.descriptors(loopRef.exhaustion);
     loopRef.postMessage({
       type: "metrics",
       id: message.id,
