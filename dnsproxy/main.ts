@@ -22,6 +22,7 @@ import { DnsProxy } from "./proxy.ts";
 import type { ProxySettings } from "./proxy.ts";
 import { serveDns } from "./server.ts";
 import { serveDnsOnNetloop } from "./netloop_server.ts";
+import { checkLimits } from "@triad/netloop";
 
 /** Options of {@linkcode runDnsProxy}. */
 export interface RunDnsProxyOptions {
@@ -70,6 +71,18 @@ async function startFrontend(
 ): Promise<Frontend> {
   const idleTimeout = parseDuration(value.tcp.idle_timeout);
   if (value.backend !== "builtin") {
+    // Limits too low for tcp.max_connections clients: said at start, with what lifts them.
+    for (
+      const check of checkLimits({ connections: value.tcp.max_connections, loops: 2 * value.loops })
+    ) {
+      if (!check.ok) {
+        logger.warn(`${check.name} is too low for tcp.max_connections`, {
+          value: check.value,
+          needed: check.needed,
+          fix: check.fix,
+        });
+      }
+    }
     const server = await serveDnsOnNetloop(settings, {
       listen: value.listen,
       loops: value.loops,
