@@ -110,14 +110,26 @@ export class DescriptorReserve {
    */
   constructor(readonly source: number, readonly size: number = DESCRIPTOR_RESERVE) {}
 
-  /** Takes the reserve back; returns whether it is whole (false: no descriptor for it yet). */
+  /**
+   * Takes the reserve back, if there is room for it and for at least one more descriptor (a
+   * connection to accept); otherwise holds none.
+   *
+   * @returns Whether accepting may resume.
+   */
   fill(): boolean {
     const lib = libc();
     while (this.#fds.length < this.size) {
       const fd = lib.fcntl(this.source, F_DUPFD_CLOEXEC, 0);
-      if (fd < 0) return false;
+      if (fd < 0) break;
       this.#fds.push(fd);
     }
+    const spare = this.#fds.length === this.size ? lib.fcntl(this.source, F_DUPFD_CLOEXEC, 0) : -1;
+    if (spare < 0) {
+      // Accepting now would fill the table at once and take the runtime's room for nothing.
+      this.release();
+      return false;
+    }
+    lib.close(spare);
     return true;
   }
 

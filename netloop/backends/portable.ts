@@ -36,11 +36,13 @@ class NullReserve {
   readonly #files: Deno.FsFile[] = [];
   #allowed = true;
 
+  /** Takes the reserve back if there is room for it and one more (see `DescriptorReserve`). */
   fill(): boolean {
     try {
       while (this.#allowed && this.#files.length < DESCRIPTOR_RESERVE) {
         this.#files.push(Deno.openSync("/dev/null"));
       }
+      if (this.#allowed) Deno.openSync("/dev/null").close();
       return true;
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.NotFound) {
@@ -48,6 +50,7 @@ class NullReserve {
         this.release();
         return true;
       }
+      this.release();
       return false;
     }
   }
