@@ -6,7 +6,7 @@
  */
 import type { SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
-import { isExhaustion, LoopCore, MAX_BLOCK_MS, Yielder } from "../_loop.ts";
+import { isExhaustion, LoopCore, Yielder } from "../_loop.ts";
 import { addressOf, E, errno, errnoName, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
@@ -131,10 +131,11 @@ export class EpollLoop extends LoopCore {
         const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
           ? 0
           // (a promise callback run by settle() may have asked for a sooner tick)
-          : Math.max(0, Math.ceil(Math.min(due, this.nextTick - now, MAX_BLOCK_MS)));
+          : Math.max(0, Math.ceil(Math.min(due, this.nextTick - now, this.maxBlock(now))));
         const unsettled = this.dialPool.unsettled;
         const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
         now = this.now = performance.now();
+        if (n > 0) this.lastEvent = now;
         let woken = false;
         if (n < 0 && errno() !== E.EINTR) throw syscallError("epoll_wait", errno());
         if (this.pendingOpen.length > 0) this.openPending();
@@ -288,6 +289,7 @@ export class EpollLoop extends LoopCore {
       }
     }
     const unsent = conn.outboundBuffered;
+    if (unsent === 0) conn.idleOutbound();
     if (conn.paused && !this.overLimit(conn)) conn.paused = false;
     if (conn.state === State.Closing && unsent === 0) {
       this.finish(conn);

@@ -314,6 +314,7 @@ export class PortableLoop extends LoopCore {
       return;
     }
     st.writing = false;
+    if (st.tcp !== undefined) conn.idleOutbound();
     if (conn.paused) {
       conn.paused = false;
       st.resume?.();

@@ -10,14 +10,14 @@
  * for one message to all N and every echo back, and the time the server takes to stop. N steps up
  * to what this process's descriptor limit allows; the bench says which limit stopped it.
  *
- * Usage: deno task bench:conns [--steps 5000,19000] [--rounds 2] [--idle 5] [--only NAME]
+ * Usage: deno task bench:conns [--steps 5000,19000] [--rounds 2] [--idle 5] [--only NAME,...]
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { checkLimits } from "../limits.ts";
-import { buildLoadTool, LoadFleet } from "./conns_load.ts";
+import { buildLoadTool, echoCommand, LoadFleet } from "./conns_load.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -50,18 +50,7 @@ interface Server {
 
 const netloop = (backend: string): Server => ({
   name: `netloop ${backend}`,
-  command: (port) => [
-    deno,
-    "run",
-    "-A",
-    `${here}../examples/echo.ts`,
-    "--port",
-    String(port),
-    "--backend",
-    backend,
-    "--loops",
-    "1",
-  ],
+  command: (port) => echoCommand(backend, port),
 });
 const servers: Server[] = [
   netloop("uring"),
@@ -77,7 +66,9 @@ const servers: Server[] = [
       p: number,
     ) => [deno, "run", "--allow-net", "--allow-env", `${here}node_echo.mjs`, String(p)],
   },
-].filter((s) => values.only === undefined || s.name.includes(values.only));
+].filter((s) =>
+  values.only === undefined || values.only.split(",").some((o) => s.name.includes(o))
+);
 
 // What stops N: this process's descriptor limit (servers inherit it), less their own needs.
 const soft = Number(

@@ -6,6 +6,26 @@
  */
 import { compileC } from "../../tests/servers/compile_c.ts";
 
+/**
+ * The command line of netloop's echo example on one loop of `backend` (the server the benches
+ * and scale tests measure).
+ */
+export function echoCommand(backend: string, port: number, udp = false): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "-A",
+    new URL("../examples/echo.ts", import.meta.url).pathname,
+    "--port",
+    String(port),
+    "--backend",
+    backend,
+    "--loops",
+    "1",
+    ...(udp ? ["--udp"] : []),
+  ];
+}
+
 /** Compiles the load tool into `dir`; returns the executable's path. */
 export async function buildLoadTool(dir: string): Promise<string> {
   const output = `${dir}/conns_load`;

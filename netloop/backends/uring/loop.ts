@@ -8,7 +8,7 @@
  */
 import type { SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
-import { isExhaustion, LoopCore, MAX_BLOCK_MS, Yielder } from "../../_loop.ts";
+import { isExhaustion, LoopCore, Yielder } from "../../_loop.ts";
 import {
   addressOf,
   E,
@@ -302,7 +302,7 @@ export class UringLoop extends LoopCore {
           busy = true;
         }
         // (a promise callback run by settle() may have asked for a sooner tick)
-        const wait = Math.min(due, this.nextTick - now, MAX_BLOCK_MS);
+        const wait = Math.min(due, this.nextTick - now, this.maxBlock(now));
         const result = this.ring.enter(busy ? 0 : 1, wait);
         this.recycleSendSlots();
         if (
@@ -313,6 +313,7 @@ export class UringLoop extends LoopCore {
         }
         now = this.now = performance.now();
         const reaped = this.reap(now);
+        if (reaped > 0) this.lastEvent = now;
         const woken = this.woken;
         this.woken = false;
         await yielder.turn(woken || reaped === 0, now);
@@ -543,7 +544,7 @@ export class UringLoop extends LoopCore {
     conn.flyOff += res;
     if (conn.outboundBuffered > 0 || conn.state === State.Closing || conn.paused) {
       this.markDirty(conn);
-    }
+    } else conn.idleOutbound();
   }
 
   private onConnect(slot: number, gen: number, res: number): void {
