@@ -88,6 +88,7 @@ async function startFrontend(
       loops: value.loops,
       backend: value.backend,
       idleTimeout,
+      maxConnections: value.tcp.max_connections,
       logger,
     });
     logger.info("listening", {

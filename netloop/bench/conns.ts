@@ -17,7 +17,16 @@
 import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { checkLimits } from "../limits.ts";
-import { buildLoadTool, echoCommand, LoadFleet } from "./conns_load.ts";
+import {
+  buildLoadTool,
+  cpuSecondsOf,
+  echoCommand,
+  killed,
+  listening,
+  LoadFleet,
+  median,
+  rssKiB,
+} from "./conns_load.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -34,7 +43,6 @@ const here = new URL(".", import.meta.url).pathname;
 const deno = Deno.execPath();
 const rounds = Number(values.rounds);
 const idleSeconds = Number(values.idle);
-const CLK_TCK = 100;
 /** Descriptors a server needs beyond its connections (runtime, loops, reserve). */
 const OVERHEAD = 200;
 
@@ -80,30 +88,8 @@ const steps = values.steps === undefined
   : values.steps.split(",").map(Number).filter((n) => n <= maxN);
 const beyond = checkLimits({ connections: 1_000_000 }).filter((c) => !c.ok);
 
-function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
-function rssKiB(pid: number): number {
-  return Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);
-}
-
 function slabKiB(): number {
   return Number(/^Slab:\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/meminfo"))![1]);
-}
-
-async function ready(port: number): Promise<void> {
-  const until = Date.now() + 15_000;
-  while (Date.now() < until) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`server on port ${port} did not come up`);
 }
 
 interface Sample {
@@ -131,7 +117,7 @@ async function measure(server: Server, n: number): Promise<Sample> {
     stderr: "null",
   }).spawn();
   try {
-    await ready(port);
+    await listening(port);
     // Let the runtime settle (JIT, first GC) before the baseline.
     await new Promise((r) => setTimeout(r, 1000));
     const rss0 = rssKiB(child.pid);
@@ -145,10 +131,10 @@ async function measure(server: Server, n: number): Promise<Sample> {
     await new Promise((r) => setTimeout(r, 1000));
     const rss1 = rssKiB(child.pid);
     const slab1 = slabKiB();
-    const cpu0 = cpuSeconds(child.pid);
+    const cpu0 = cpuSecondsOf(child.pid);
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, idleSeconds * 1000));
-    const idleCpu = (cpuSeconds(child.pid) - cpu0) / ((performance.now() - t0) / 1000);
+    const idleCpu = (cpuSecondsOf(child.pid) - cpu0) / ((performance.now() - t0) / 1000);
     const probe = await fleet.probe(1000);
     const all = await fleet.ping();
     const stats = await fleet.stats();
@@ -171,17 +157,10 @@ async function measure(server: Server, n: number): Promise<Sample> {
       loadCpu: stats.cpu,
     };
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-    await child.status;
+    await killed(child);
   }
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const range = (xs: number[], digits = 0) =>
   `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`;
 

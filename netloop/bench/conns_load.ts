@@ -47,9 +47,11 @@ class LoadProcess {
     slice: number,
     interval: number,
     cpu?: string,
+    dns = false,
   ) {
     const args = [String(port), String(count), String(slice)];
-    if (interval > 0) args.push(String(interval));
+    if (interval > 0 || dns) args.push(String(interval));
+    if (dns) args.push("dns");
     this.#child = new Deno.Command(cpu === undefined ? tool : "taskset", {
       args: cpu === undefined ? args : ["-c", cpu, tool, ...args],
       stdin: "piped",
@@ -120,13 +122,20 @@ export class LoadFleet implements AsyncDisposable {
    * @param port The server's port on 127.0.0.1.
    * @param total Connections in all.
    * @param options Processes (default 3), the message interval in seconds (0: none), the first
-   *   source slice (127.SLICE.x.1; default 10), a CPU list for taskset.
+   *   source slice (127.SLICE.x.1; default 10), a CPU list for taskset, DNS queries instead of
+   *   echoed bytes.
    */
   static start(
     tool: string,
     port: number,
     total: number,
-    options: { processes?: number; interval?: number; slice?: number; cpu?: string } = {},
+    options: {
+      processes?: number;
+      interval?: number;
+      slice?: number;
+      cpu?: string;
+      dns?: boolean;
+    } = {},
   ): LoadFleet {
     const n = options.processes ?? 3;
     const processes: LoadProcess[] = [];
@@ -140,6 +149,7 @@ export class LoadFleet implements AsyncDisposable {
           (options.slice ?? 10) + i,
           options.interval ?? 0,
           options.cpu,
+          options.dns,
         ),
       );
     }
@@ -180,6 +190,24 @@ export class LoadFleet implements AsyncDisposable {
     return { p50: p50!, p99: p99!, max: max! };
   }
 
+  /**
+   * For `seconds`, every held connection sends a message every `everyMs` (0: as soon as the last
+   * is answered); the round trips' p50, p99 and max (µs, the worst process's) and their count.
+   */
+  async active(
+    seconds: number,
+    everyMs: number,
+  ): Promise<{ messages: number; p50: number; p99: number; max: number }> {
+    await Promise.all(this.#processes.map((p) => p.send(`active ${seconds} ${everyMs}`)));
+    const reports = await Promise.all(this.#processes.map((p) => p.expect("active")));
+    return {
+      messages: reports.reduce((sum, r) => sum + r[0]!, 0),
+      p50: Math.max(...reports.map((r) => r[1]!)),
+      p99: Math.max(...reports.map((r) => r[2]!)),
+      max: Math.max(...reports.map((r) => r[3]!)),
+    };
+  }
+
   /** Held, lost and bad over every process, and their CPU seconds. */
   async stats(): Promise<{ held: number; lost: number; bad: number; cpu: number }> {
     await Promise.all(this.#processes.map((p) => p.send("stats")));
@@ -197,4 +225,43 @@ export class LoadFleet implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await Promise.all(this.#processes.map((p) => p.stop()));
   }
+}
+
+/** The median of numbers. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** A process's resident memory, in KiB. */
+export function rssKiB(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);
+}
+
+/** A process's CPU time (utime + stime, every thread), in seconds. */
+export function cpuSecondsOf(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Waits until something accepts TCP connections on 127.0.0.1:`port` (20 s at most). */
+export async function listening(port: number): Promise<void> {
+  const until = Date.now() + 20_000;
+  while (Date.now() < until) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on port ${port}`);
+}
+
+/** Kills a server process (if it still runs) and waits for it. */
+export async function killed(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGKILL");
+  } catch { /* gone */ }
+  await child.status;
 }
