@@ -4,7 +4,8 @@
 // message on each as it opens and checks its echo, then holds them. Single-threaded epoll; run
 // several, each with its own SLICE, for more. Compiled at bench/test time. Usage:
 //   conns_load PORT COUNT SLICE [INTERVAL_SECONDS [dns]]
-// With INTERVAL_SECONDS (0: none), every connection sends one more message (checked) that often.
+// With INTERVAL_SECONDS (0: none), every connection sends one more message (checked) that often,
+// the connections' turns spread evenly over the interval.
 // With `dns`, a message is a DNS query over TCP (RFC 1035 framing; `h<N>.bench A`, N < 100) and
 // its answer is checked by ID and the QR bit, instead of 8 bytes echoed.
 // Prints, once every connection has opened and echoed or failed:
@@ -305,6 +306,7 @@ int main(int argc, char **argv) {
   epoll_ctl(ep, EPOLL_CTL_ADD, 0, &in);
   double t0 = now(), next_beat = interval > 0 ? t0 + interval : 0;
   int reported = 0, next = 0;
+  long beat_sent = 0;
   struct epoll_event events[256];
   char line[256];
   size_t line_len = 0;
@@ -330,14 +332,16 @@ int main(int argc, char **argv) {
       timeout = 1;
     }
     if (next_beat > 0) {
-      double left = next_beat - now();
-      if (left <= 0) {
-        for (int i = 0; i < count; i++)
-          if (conns[i].fd >= 0 && conns[i].open && !conns[i].waiting) send_next(i, 1);
-        next_beat += interval;
-        left = interval;
+      // Spread over the interval: connection i sends at next_beat + interval * i / count.
+      double t = now();
+      long due = t < next_beat ? 0 : (long)((t - next_beat) / interval * count) + 1;
+      for (; beat_sent < due; beat_sent++) {
+        int i = beat_sent % count;
+        if (conns[i].fd >= 0 && conns[i].open && !conns[i].waiting) send_next(i, 1);
       }
-      timeout = (int)(left * 1000) + 1;
+      double at = next_beat + interval * beat_sent / count;
+      int wait = t < at ? (int)((at - t) * 1000) + 1 : 0;
+      if (wait < timeout) timeout = wait;
     }
     int n = epoll_wait(ep, events, 256, timeout);
     for (int e = 0; e < n; e++) {
