@@ -140,9 +140,8 @@ export function checkLimits(needs: LimitNeeds, sources: LimitSources = PROC): Li
     needed: show(fds),
     ok: soft === undefined || soft >= fds,
     fix: hard !== undefined && hard >= fds
-      ? `ulimit -n ${fds} (up to the hard limit ${
-        show(hard)
-      }; any process may raise its soft limit)`
+      ? `ulimit -n ${fds} (up to the hard limit ${show(hard)}; any process may raise its ` +
+        "soft limit, and Deno raises it to the hard one at start)"
       : `ulimit -n ${fds}, after the hard limit`,
   });
   checks.push({
