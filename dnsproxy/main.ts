@@ -16,7 +16,12 @@ import { createConfig } from "@triad/config";
 import type { Config } from "@triad/config";
 import { createLogger, formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
-import { dnsConfigSchema, toProxySettings, upstreamsFromResolvConf } from "./config.ts";
+import {
+  dnsConfigSchema,
+  maxTcpConnections,
+  toProxySettings,
+  upstreamsFromResolvConf,
+} from "./config.ts";
 import type { DnsConfig } from "./config.ts";
 import { DnsProxy } from "./proxy.ts";
 import type { ProxySettings } from "./proxy.ts";
@@ -73,7 +78,7 @@ async function startFrontend(
   if (value.backend !== "builtin") {
     // Limits too low for tcp.max_connections clients: said at start, with what lifts them.
     for (
-      const check of checkLimits({ connections: value.tcp.max_connections, loops: 2 * value.loops })
+      const check of checkLimits({ connections: maxTcpConnections(value), loops: 2 * value.loops })
     ) {
       if (!check.ok) {
         logger.warn(`${check.name} is too low for tcp.max_connections`, {
@@ -88,7 +93,7 @@ async function startFrontend(
       loops: value.loops,
       backend: value.backend,
       idleTimeout,
-      maxConnections: value.tcp.max_connections,
+      maxConnections: maxTcpConnections(value),
       logger,
     });
     logger.info("listening", {
@@ -114,7 +119,7 @@ async function startFrontend(
     const server = await serveDns(proxy, {
       listen: value.listen,
       idleTimeout,
-      maxConnections: value.tcp.max_connections,
+      maxConnections: maxTcpConnections(value),
       maxPipelined: value.tcp.max_pipelined,
       logger,
     });
