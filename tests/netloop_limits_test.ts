@@ -37,7 +37,7 @@ testWith("echo --check-limits names a low ulimit -n and how to lift it", [linux]
   // Read, not unknown: /proc is read through FFI when Deno's permissions do not reach it.
   assert.match(low.text, /^(ok |LOW) fs\.nr_open: [\d,]+;/m);
   const enough = await checkUnder(2000, 1000);
-  assert.match(enough.text, /^ok  nofile \(soft\): 2,000; needed 1,104$/m);
+  assert.match(enough.text, /^ok {2}nofile \(soft\): 2,000; needed 1,104$/m);
   assert.doesNotMatch(enough.text, /LOW nofile/);
 });
 

@@ -4,17 +4,15 @@
  * portable; all are open at once, all echo, all close, and no descriptor is left.
  */
 import assert from "node:assert/strict";
-import { command, ioUring, linux, testWith } from "./requirements.ts";
-import { BACKENDS, eventually, openFds, startFixture, total } from "./netloop_support.ts";
+import { cCompiler, ioUring, linux, testWith } from "./requirements.ts";
+import { eventually, openFds, startFixture, total } from "./netloop_support.ts";
 import { buildLoadTool, LoadFleet } from "../netloop/bench/conns_load.ts";
 
 const COUNT = 10_000;
 const FFI_COUNT = 15_000;
 
 for (const backend of ["epoll", "uring"] as const) {
-  const needs = backend === "epoll"
-    ? [linux, command("cc", "gcc")]
-    : [linux, ioUring, command("cc", "gcc")];
+  const needs = backend === "epoll" ? [linux, cCompiler] : [linux, ioUring, cCompiler];
   testWith(`serve() on ${backend} holds ${FFI_COUNT} concurrent connections`, needs, async () => {
     const dir = await Deno.makeTempDir();
     try {
