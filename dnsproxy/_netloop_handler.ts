@@ -18,6 +18,8 @@ import type { ClientInfo, ProxyAnswer, ProxySettings } from "./proxy.ts";
 export interface LoopData {
   /** The proxy settings. */
   settings: ProxySettings;
+  /** Most TCP clients this loop holds at once (its share of `tcp.max_connections`). */
+  maxConnections?: number;
 }
 
 /** Messages from the main thread. */
@@ -43,6 +45,15 @@ export function onBoot(loop: Loop): Action {
     transport: transport = loopTransport(loop),
   });
   return Action.None;
+}
+
+/**
+ * A new TCP client (dialed upstream connections have handlers of their own): closed at once when
+ * the loop already holds its share of `tcp.max_connections`.
+ */
+export function onOpen(_conn: Conn): Action {
+  const max = (loopRef?.data as LoopData | undefined)?.maxConnections;
+  return max !== undefined && loopRef!.connections > max ? Action.Close : Action.None;
 }
 
 function client(conn: Conn, transport: "udp" | "tcp"): ClientInfo {
@@ -108,6 +119,7 @@ export function onMessage(data: unknown): Action {
       loopRef.logger.error("reconfiguration refused", { error });
     }
   } else if (message.type === "collect") {
+    proxy.metrics.descriptors(loopRef.exhaustion);
     loopRef.postMessage({
       type: "metrics",
       id: message.id,

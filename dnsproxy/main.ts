@@ -16,7 +16,12 @@ import { createConfig } from "@triad/config";
 import type { Config } from "@triad/config";
 import { createLogger, formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
-import { dnsConfigSchema, toProxySettings, upstreamsFromResolvConf } from "./config.ts";
+import {
+  dnsConfigSchema,
+  maxTcpConnections,
+  toProxySettings,
+  upstreamsFromResolvConf,
+} from "./config.ts";
 import type { DnsConfig } from "./config.ts";
 import { DnsProxy } from "./proxy.ts";
 import type { ProxySettings } from "./proxy.ts";
@@ -24,6 +29,7 @@ import { serveDns } from "./server.ts";
 import { serveDnsOnNetloop } from "./netloop_server.ts";
 import { readinessOf } from "./health.ts";
 import type { Readiness } from "./health.ts";
+import { checkLimits } from "@triad/netloop";
 
 /** Options of {@linkcode runDnsProxy}. */
 export interface RunDnsProxyOptions {
@@ -79,11 +85,24 @@ async function startFrontend(
 ): Promise<Frontend> {
   const idleTimeout = parseDuration(value.tcp.idle_timeout);
   if (value.backend !== "builtin") {
+    // Limits too low for tcp.max_connections clients: said at start, with what lifts them.
+    for (
+      const check of checkLimits({ connections: maxTcpConnections(value), loops: 2 * value.loops })
+    ) {
+      if (!check.ok) {
+        logger.warn(`${check.name} is too low for tcp.max_connections`, {
+          value: check.value,
+          needed: check.needed,
+          fix: check.fix,
+        });
+      }
+    }
     const server = await serveDnsOnNetloop(settings, {
       listen: value.listen,
       loops: value.loops,
       backend: value.backend,
       idleTimeout,
+      maxConnections: maxTcpConnections(value),
       logger,
     });
     logger.info("listening", {
@@ -110,7 +129,7 @@ async function startFrontend(
     const server = await serveDns(proxy, {
       listen: value.listen,
       idleTimeout,
-      maxConnections: value.tcp.max_connections,
+      maxConnections: maxTcpConnections(value),
       maxPipelined: value.tcp.max_pipelined,
       logger,
     });

@@ -50,6 +50,8 @@ export class DnsMetrics {
   readonly cacheBytes: Gauge;
   /** Upstream up (1) or down (0). */
   readonly upstreamHealthy: Gauge;
+  readonly #descriptorFailures: Counter;
+  readonly #descriptorsSeen = { accept: 0, dial: 0 };
   readonly #queries: Counter;
   readonly #responses: Counter;
   readonly #upstreamLatency: Histogram;
@@ -107,6 +109,11 @@ export class DnsMetrics {
       help: "Upstream tries that failed (timeout, network error).",
       labels: ["upstream"],
     });
+    this.#descriptorFailures = registry.counter({
+      name: "dns_descriptor_exhaustion_total",
+      help: "Accepts (TCP clients) and dials (upstream sockets) refused for lack of descriptors.",
+      labels: ["what"],
+    });
     this.#mismatches = registry.counter({
       name: "dns_upstream_mismatches_total",
       help: "Replies refused: wrong source, ID or question, or malformed.",
@@ -147,6 +154,23 @@ export class DnsMetrics {
       this.#latencyHandles.set(upstream, observe);
     }
     observe(rtt / 1000);
+  }
+
+  /**
+   * Brings the descriptor-exhaustion counter up to a loop's own counts (`Loop.exhaustion`).
+   *
+   * @param exhaustion Accepts and dials the loop saw fail for lack of descriptors, so far.
+   */
+  descriptors(exhaustion: { accepts: number; dials: number }): void {
+    const seen = this.#descriptorsSeen;
+    if (exhaustion.accepts > seen.accept) {
+      this.#descriptorFailures.inc({ what: "accept" }, exhaustion.accepts - seen.accept);
+      seen.accept = exhaustion.accepts;
+    }
+    if (exhaustion.dials > seen.dial) {
+      this.#descriptorFailures.inc({ what: "dial" }, exhaustion.dials - seen.dial);
+      seen.dial = exhaustion.dials;
+    }
   }
 
   /** Counts a refused upstream reply. */

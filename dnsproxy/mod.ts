@@ -34,6 +34,11 @@ export * from "./upstream/upstream_group.ts";
 export * from "./proxy.ts";
 export * from "./server.ts";
 export * from "./netloop_server.ts";
-export { parseDnsConfig, toProxySettings, upstreamsFromResolvConf } from "./config.ts";
+export {
+  maxTcpConnections,
+  parseDnsConfig,
+  toProxySettings,
+  upstreamsFromResolvConf,
+} from "./config.ts";
 export type { DnsConfig, DnsConfigInput } from "./config.ts";
 export * from "./main.ts";

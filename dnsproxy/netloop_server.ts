@@ -21,6 +21,11 @@ export interface NetloopDnsOptions {
   backend?: "auto" | "uring" | "epoll" | "portable";
   /** Idle TCP connections are closed after this many ms. @default {10000} */
   idleTimeout?: number;
+  /**
+   * Most TCP clients at once, over every loop (each holds its share); a client past it is closed
+   * as it connects. Unlimited when unset.
+   */
+  maxConnections?: number;
   /** Where the engines log. */
   logger?: Logger;
 }
@@ -120,6 +125,12 @@ export async function serveDnsOnNetloop(
         network: "tcp",
         port: udp.address.port,
         idleTimeout: options.idleTimeout ?? 10_000,
+        ...(options.maxConnections === undefined ? {} : {
+          data: {
+            ...data,
+            maxConnections: Math.ceil(options.maxConnections / common.loops),
+          } satisfies LoopData,
+        }),
       });
     } catch (cause) {
       await udp?.stop();

@@ -10,6 +10,10 @@ import type { ConnHandler } from "./event_handler.ts";
 import type { LoopCore } from "./_loop.ts";
 
 const EMPTY = new Uint8Array(0);
+/** The size of pooled outbound buffers (a larger write grows one past it, then it is not pooled). */
+export const OUT_BUFFER = 4096;
+/** Outbound buffers a loop keeps for reuse (4 MiB). */
+const OUT_POOL = 1024;
 
 /** Connection states. */
 export const State = { Connecting: 0, Open: 1, Closing: 2, Closed: 3 } as const;
@@ -209,11 +213,13 @@ export class ConnImpl implements Conn {
       this.datagrams.push(this.loop.bytes.copy(bytes)); // kept until the next flush
     } else {
       const need = this.outLen + bytes.length;
-      if (this.out === null || this.out.length < need) {
+      if (this.out === null && need <= OUT_BUFFER) {
+        this.takeOutBuffer();
+      } else if (this.out === null || this.out.length < need) {
         this.out = grow(this.out, this.outLen, need, this.loop.allocate);
         this.outAddress = this.loop.pointerOf(this.out);
       }
-      this.out.set(bytes, this.outLen);
+      this.out!.set(bytes, this.outLen);
       this.outLen = need;
     }
     this.loop.markDirty(this);
@@ -237,6 +243,39 @@ export class ConnImpl implements Conn {
     if (this.state >= State.Closing) return;
     this.state = State.Closing;
     this.loop.markDirty(this);
+  }
+
+  /** Takes an outbound buffer of OUT_BUFFER bytes from the loop's pool (or a new one). */
+  private takeOutBuffer(): void {
+    const pool = this.loop.outBuffers;
+    if (pool.length > 0) {
+      this.out = pool.pop()!;
+      this.outAddress = this.loop.outAddresses.pop()!;
+    } else {
+      this.out = this.loop.allocate(OUT_BUFFER);
+      this.outAddress = this.loop.pointerOf(this.out);
+    }
+  }
+
+  /**
+   * Gives both outbound buffers back to the loop's pool once everything was sent (the backend
+   * calls this when a send completes or finds nothing left): an idle connection then holds no
+   * buffer of its own, and a busy one takes a pooled buffer per burst rather than allocating one.
+   */
+  idleOutbound(): void {
+    if (this.outLen !== 0 || this.flyOff < this.flyLen) return;
+    const loop = this.loop;
+    for (
+      const [buffer, address] of [[this.fly, this.flyAddress], [this.out, this.outAddress]] as const
+    ) {
+      if (buffer !== null && buffer.length === OUT_BUFFER && loop.outBuffers.length < OUT_POOL) {
+        loop.outBuffers.push(buffer);
+        loop.outAddresses.push(address);
+      }
+    }
+    this.fly = this.out = null;
+    this.flyOff = this.flyLen = 0;
+    this.flyAddress = this.outAddress = 0;
   }
 
   /** Moves queued bytes into the in-flight half when it is free; returns the bytes to send. */

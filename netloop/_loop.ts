@@ -20,6 +20,7 @@ import type {
   ConnHandler,
   DialOptions,
   EventHandler,
+  Exhaustion,
   HandlerResult,
   Loop,
 } from "./event_handler.ts";
@@ -31,8 +32,30 @@ import { decodeSockaddr } from "./_sockaddr.ts";
 const SETTLE_AWAITS = 4;
 /** Longest a loop blocks in the kernel before giving the Worker's event loop a turn. */
 export const MAX_BLOCK_MS = 50;
+/**
+ * Longest block of a loop that has had no event for IDLE_AFTER_MS: each wake-up costs about
+ * 150 µs, and 20 a second were 0.3-0.4% of a core for a loop with nothing to do. A handler timer
+ * (`setTimeout`) in an idle loop may then run up to this late; timing that matters goes through
+ * `tick`/`tickWithin`, which bound every block.
+ */
+const IDLE_BLOCK_MS = 250;
+const IDLE_AFTER_MS = 1000;
 /** How often a busy loop yields to the Worker's event loop (timers, messages). */
 const YIELD_EVERY_MS = 2;
+
+/** Shortest and longest pause of accepting after running out of descriptors (it doubles). */
+const ACCEPT_PAUSE_MIN_MS = 10;
+const ACCEPT_PAUSE_MAX_MS = 1000;
+/** How often running out of descriptors is logged at most (with counts since the last line). */
+const EXHAUSTION_LOG_EVERY_MS = 10_000;
+
+/** The errno names that mean "no descriptor (or socket memory) for a new connection". */
+const EXHAUSTION_ERRNOS: ReadonlySet<string> = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
+
+/** Whether an errno name says the process or the system ran out of descriptors. */
+export function isExhaustion(name: string): boolean {
+  return EXHAUSTION_ERRNOS.has(name);
+}
 
 /** Everything a loop Worker is told at start. */
 export interface LoopConfig {
@@ -92,6 +115,8 @@ export abstract class LoopCore implements Loop {
    * (each reading of the real one is an op call, about 80 ns).
    */
   now: number = performance.now();
+  /** When the loop last came back from the kernel with events. */
+  lastEvent: number = this.now;
   /** Set when a handler returned `Action.Shutdown`. */
   shutdownRequested = false;
   protected nextTick = Infinity;
@@ -106,6 +131,28 @@ export abstract class LoopCore implements Loop {
   allocate: (size: number) => Uint8Array = (size) => new Uint8Array(size);
   /** The address of memory from `allocate` (FFI backends; 0 elsewhere). */
   pointerOf: (buffer: Uint8Array) => number = () => 0;
+  /** Outbound buffers idle connections gave back (see `ConnImpl.idleOutbound`), and addresses. */
+  readonly outBuffers: Uint8Array[] = [];
+  readonly outAddresses: number[] = [];
+  /** What running out of descriptors refused (see {@linkcode Loop.exhaustion}). */
+  readonly exhaustion: { -readonly [K in keyof Exhaustion]: Exhaustion[K] } = {
+    accepts: 0,
+    dials: 0,
+    pauses: 0,
+    paused: false,
+  };
+  /**
+   * Descriptors held while accepting, so that accepts cannot take the last free ones: given back
+   * while accepting is paused, taken again before it resumes (see `DescriptorReserve`).
+   */
+  protected reserve: { fill(): boolean; release(): void } | undefined;
+  /** While accepting is paused for lack of descriptors: when to try again; 0 while accepting. */
+  protected acceptResumeAt = 0;
+  private acceptPauseMs = 0;
+  /** A connection closed (a descriptor came free) while accepting was paused. */
+  private descriptorFreed = false;
+  private exhaustionLoggedAt = -Infinity;
+  private exhaustionUnlogged = 0;
 
   constructor(
     readonly config: LoopConfig,
@@ -250,6 +297,11 @@ export abstract class LoopCore implements Loop {
     conn.lastActive = this.now;
     this.conns.add(conn);
     this.connect(conn, address);
+    const error = conn.closeError;
+    if (error instanceof NetloopError && error.code === "descriptors_exhausted") {
+      this.exhaustion.dials++;
+      this.logExhaustion("dial", error.message);
+    }
     return conn;
   }
 
@@ -340,6 +392,7 @@ export abstract class LoopCore implements Loop {
     if (conn.state === State.Closed) return;
     conn.state = State.Closed;
     this.conns.delete(conn);
+    if (this.acceptResumeAt !== 0) this.freed();
     const reason = error ?? conn.closeError;
     let result: HandlerResult = undefined;
     try {
@@ -381,6 +434,84 @@ export abstract class LoopCore implements Loop {
     }
   }
 
+  /**
+   * accept(2) failed for lack of descriptors (`code`, an errno name such as `EMFILE`): the backend
+   * has stopped asking for connections; {@linkcode resumeAccept} is called when a connection
+   * closes or after a pause that doubles from 10 ms to 1 s while accepting keeps failing, so a
+   * full descriptor table costs a few system calls a second rather than a core. Connections
+   * waiting meanwhile stay in the listen backlog.
+   */
+  protected acceptExhausted(code: string): void {
+    this.reserve?.release();
+    this.exhaustion.accepts++;
+    if (this.acceptResumeAt === 0) this.exhaustion.pauses++;
+    this.exhaustion.paused = true;
+    this.acceptPauseMs = Math.min(
+      ACCEPT_PAUSE_MAX_MS,
+      Math.max(ACCEPT_PAUSE_MIN_MS, this.acceptPauseMs * 2),
+    );
+    this.acceptResumeAt = this.now + this.acceptPauseMs;
+    this.descriptorFreed = false;
+    this.logExhaustion("accept", code);
+  }
+
+  /** A connection was accepted: the next exhaustion pauses for the shortest time again. */
+  protected acceptWorked(): void {
+    this.acceptPauseMs = 0;
+  }
+
+  /** Backends that paused accepting start again (re-arm accept, watch the listener). */
+  protected resumeAccept(): void {}
+
+  /** A descriptor came free while accepting was paused (the portable backend waits on this). */
+  protected freed(): void {
+    this.descriptorFreed = true;
+  }
+
+  /** Ends a pause of accepting when it is due or a descriptor came free. */
+  protected acceptTimer(now: number): void {
+    if (this.acceptResumeAt === 0 || (now < this.acceptResumeAt && !this.descriptorFreed)) return;
+    this.acceptResumeAt = 0;
+    this.descriptorFreed = false;
+    this.exhaustion.paused = false;
+    if (this.stopping) return;
+    if (this.reserve !== undefined && !this.reserve.fill()) {
+      // No room for the reserve and a connection: accepting would take the runtime's last
+      // descriptors for nothing.
+      this.acceptExhausted("EMFILE");
+      return;
+    }
+    this.resumeAccept();
+  }
+
+  /** Logs running out of descriptors at most once per interval, with the counts. */
+  protected logExhaustion(what: "accept" | "dial", reason: string): void {
+    if (this.now - this.exhaustionLoggedAt < EXHAUSTION_LOG_EVERY_MS) {
+      this.exhaustionUnlogged++;
+      return;
+    }
+    this.exhaustionLoggedAt = this.now;
+    const since = this.exhaustionUnlogged;
+    this.exhaustionUnlogged = 0;
+    this.logger.warn(
+      what === "accept"
+        ? `out of descriptors (${reason}): accepting paused until a connection closes (retried within 1 s)`
+        : `out of descriptors: ${reason}`,
+      {
+        acceptFailures: this.exhaustion.accepts,
+        dialFailures: this.exhaustion.dials,
+        pauses: this.exhaustion.pauses,
+        unloggedSinceLast: since,
+        open: this.conns.size,
+      },
+    );
+  }
+
+  /** The longest the loop may block now: MAX_BLOCK_MS, or IDLE_BLOCK_MS once it is idle. */
+  maxBlock(now: number): number {
+    return now - this.lastEvent < IDLE_AFTER_MS ? MAX_BLOCK_MS : IDLE_BLOCK_MS;
+  }
+
   private idleScanEvery(): number {
     return Math.max(5, Math.min(1000, this.config.idleTimeoutMs! / 4));
   }
@@ -392,6 +523,7 @@ export abstract class LoopCore implements Loop {
    * @returns Milliseconds until the next timer is due (Infinity when none).
    */
   timers(now: number): number {
+    if (this.acceptResumeAt !== 0) this.acceptTimer(now);
     if (now >= this.nextTick) {
       this.nextTick = now + (this.config.tickMs ?? Infinity);
       try {
@@ -411,7 +543,9 @@ export abstract class LoopCore implements Loop {
         }
       }
     }
-    return Math.min(this.nextTick, this.nextIdleScan) - now;
+    const next = Math.min(this.nextTick, this.nextIdleScan) - now;
+    if (this.acceptResumeAt === 0) return next;
+    return Math.min(next, this.descriptorFreed ? 0 : this.acceptResumeAt - now);
   }
 
   /**

@@ -4,7 +4,8 @@
  * @module
  */
 import { parseSocketAddress, type SocketAddress } from "@triad/core";
-import { E, errno, libc, syscallError } from "./_ffi.ts";
+import { E, errno, errnoName, libc, syscallError } from "./_ffi.ts";
+import { NetloopError } from "./errors.ts";
 import { AF_INET, AF_INET6, decodeSockaddr, encodeSockaddr, SOCKADDR_MAX } from "./_sockaddr.ts";
 
 /** Socket constants (Linux, all architectures netloop supports). */
@@ -70,6 +71,74 @@ export function reserveFdTable(fd: number, slots: number = FD_TABLE_RESERVE): nu
     if (errno() !== E.EINVAL) return 0; // EMFILE: every number is taken; nothing to reserve
   }
   return 0;
+}
+
+/** The last descriptors under the limit, which dials leave to the runtime. */
+export const RUNTIME_DESCRIPTORS = 16;
+
+let nofile: number | undefined;
+
+/** This process's soft `RLIMIT_NOFILE`, read once. */
+export function openFileLimit(): number {
+  if (nofile === undefined) {
+    const limits = new BigUint64Array(2);
+    nofile = libc().getrlimit(RLIMIT_NOFILE, new Uint8Array(limits.buffer)) === 0
+      ? Number(limits[0]! > 1n << 31n ? 1n << 31n : limits[0]!)
+      : 2 ** 31;
+  }
+  return nofile;
+}
+
+const RLIMIT_NOFILE = 7;
+
+/** Descriptors a loop keeps in reserve for the runtime (see {@linkcode DescriptorReserve}). */
+export const DESCRIPTOR_RESERVE = 32;
+
+/**
+ * Descriptors a loop holds (copies of one of its own) so that accepting can never take the last
+ * free ones: a Deno process needs a few for itself now and then (a signal handler, a file, a
+ * Worker), and panics when it cannot get one. When accept fails with `EMFILE` the loop releases
+ * them (the runtime has room again) and stops accepting; it takes them back before it accepts
+ * again, and does not accept while it cannot.
+ */
+export class DescriptorReserve {
+  readonly #fds: number[] = [];
+
+  /**
+   * @param source An open descriptor of this process to copy.
+   * @param size Descriptors to hold.
+   */
+  constructor(readonly source: number, readonly size: number = DESCRIPTOR_RESERVE) {}
+
+  /**
+   * Takes the reserve back, if there is room for it and for at least one more descriptor (a
+   * connection to accept); otherwise holds none.
+   *
+   * @returns Whether accepting may resume.
+   */
+  fill(): boolean {
+    const lib = libc();
+    while (this.#fds.length < this.size) {
+      const fd = lib.fcntl(this.source, F_DUPFD_CLOEXEC, 0);
+      if (fd < 0) break;
+      this.#fds.push(fd);
+    }
+    const spare = this.#fds.length === this.size ? lib.fcntl(this.source, F_DUPFD_CLOEXEC, 0) : -1;
+    if (spare < 0) {
+      // Accepting now would fill the table at once and take the runtime's room for nothing.
+      this.release();
+      return false;
+    }
+    lib.close(spare);
+    return true;
+  }
+
+  /** Gives the reserve back to the process. */
+  release(): void {
+    const lib = libc();
+    for (const fd of this.#fds) lib.close(fd);
+    this.#fds.length = 0;
+  }
 }
 
 /** Turns Nagle off on a TCP socket (errors ignored: not fatal). */
@@ -270,7 +339,13 @@ export function openDialSocket(
     (nonblocking ? SOCK_NONBLOCK : 0);
   const lib = libc();
   const fd = lib.socket(family, type, 0);
-  if (fd < 0) throw syscallError(`socket(${network})`, errno());
+  if (fd < 0) throw dialSocketError(network, errno());
+  if (fd >= openFileLimit() - RUNTIME_DESCRIPTORS) {
+    // Descriptors are handed out lowest first: this one means fewer than RUNTIME_DESCRIPTORS
+    // are left, and those are the runtime's.
+    lib.close(fd);
+    throw dialSocketError(network, E.EMFILE);
+  }
   const { sockaddr, length } = encodedSockaddr(address);
   if (network === "tcp") setNoDelay(fd);
   let error = 0;
@@ -289,6 +364,24 @@ const drainBuffer = new Uint8Array(new ArrayBuffer(2048));
  * flight (dnsperf -q 500) to find its sockets kept; 256 opened and closed ~3% of a miss's time.
  */
 const POOL_MAX = 1024;
+
+/**
+ * The error for a socket(2) that failed: `descriptors_exhausted` when the process (`EMFILE`) or
+ * the system (`ENFILE`) has no descriptor left, so that a dialer can tell it from other failures.
+ */
+function dialSocketError(network: string, code: number): NetloopError {
+  if (code !== E.EMFILE && code !== E.ENFILE) return syscallError(`socket(${network})`, code);
+  const which = code === E.EMFILE
+    ? `this process is at its descriptor limit (RLIMIT_NOFILE ${openFileLimit()}, ulimit -n; ` +
+      `the last ${RUNTIME_DESCRIPTORS} are left to the runtime)`
+    : "the system is at its descriptor limit (fs.file-max)";
+  const error = new NetloopError(
+    `socket(${network}) failed: ${errnoName(code)}: ${which}; dials fail until connections close`,
+    { code: "descriptors_exhausted" },
+  );
+  (error as NetloopError & { errno: number }).errno = code;
+  return error;
+}
 
 /**
  * Dialed UDP sockets a loop keeps for its next dials, so a query-per-socket client (a DNS

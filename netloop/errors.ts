@@ -9,7 +9,9 @@ import { TriadError, type TriadErrorOptions } from "@triad/core";
  * An error from netloop: a bad option, a socket call that failed (with the errno name in the
  * message), a backend that cannot run here, or a loop Worker that died.
  *
- * Codes: `bad_option`, `syscall`, `backend_unavailable`, `loop_failed`, `closed`.
+ * Codes: `bad_option`, `syscall`, `descriptors_exhausted` (a socket call failed with `EMFILE` or
+ * `ENFILE`: the process or the system is out of descriptors), `backend_unavailable`,
+ * `loop_failed`, `closed`.
  *
  * @example
  * ```ts

@@ -77,6 +77,25 @@ export interface DialOptions {
   context?: unknown;
 }
 
+/**
+ * What running out of descriptors (`EMFILE`, `ENFILE`; socket memory: `ENOBUFS`, `ENOMEM`)
+ * refused on one loop. A loop that cannot accept stops asking the kernel for connections (they
+ * wait in the listen backlog), keeps serving the ones it holds, and accepts again when one of them
+ * closes or after a pause (10 ms doubling to 1 s); it logs this at most once every 10 s, with these
+ * counts. A dial that cannot get a socket fails at once with a `NetloopError` of code
+ * `descriptors_exhausted`, reported to its `onClose`.
+ */
+export interface Exhaustion {
+  /** accept(2) calls that failed for lack of descriptors. */
+  readonly accepts: number;
+  /** Dials that failed for lack of descriptors. */
+  readonly dials: number;
+  /** Times accepting was paused. */
+  readonly pauses: number;
+  /** Whether accepting is paused now. */
+  readonly paused: boolean;
+}
+
 /** One event loop: a Worker with its own listener and ring or epoll set. */
 export interface Loop {
   /** This loop's number, 0 to `loops - 1`. */
@@ -108,6 +127,8 @@ export interface Loop {
   postMessage(data: unknown): void;
   /** The number of open connections on this loop (accepted and dialed). */
   readonly connections: number;
+  /** What running out of descriptors refused on this loop (counters for metrics). */
+  readonly exhaustion: Exhaustion;
   /**
    * The clock of the current turn: `performance.now()` as read when the loop last came back from
    * the kernel with events (or, on `portable`, when the event arrived). Handlers can use it instead

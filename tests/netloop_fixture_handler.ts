@@ -161,7 +161,23 @@ const handler: EventHandler = {
         maxOutbound,
         ticks,
         closeErrors,
+        exhaustion: { ...loop.exhaustion },
       });
+    } else if (typeof message === "object" && message !== null && "dial" in message) {
+      // Dial the address this many times; each failure is counted under `dial:<code>`.
+      const { dial, count } = message as { dial: string; count: number };
+      for (let i = 0; i < count; i++) {
+        loop.dial({
+          network: "tcp",
+          address: dial,
+          handler: {
+            onClose(_c, error) {
+              const key = `dial:${(error as { code?: string } | undefined)?.code ?? "none"}`;
+              closeErrors[key] = (closeErrors[key] ?? 0) + 1;
+            },
+          },
+        });
+      }
     }
   },
 };

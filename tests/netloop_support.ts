@@ -21,6 +21,7 @@ export interface LoopStats {
   maxOutbound: number;
   ticks: number;
   closeErrors: Record<string, number>;
+  exhaustion: { accepts: number; dials: number; pauses: number; paused: boolean };
 }
 
 /** An engine running the fixture handler, with a way to ask its loops for their counters. */

@@ -170,6 +170,17 @@ export function command(name: string, debianPackage = name): Requirement {
   };
 }
 
+/** A C compiler (`cc`, `clang` or `gcc`, as `tests/servers/compile_c.ts` looks for). */
+export const cCompiler: Requirement = {
+  name: "a C compiler",
+  check: () => {
+    const names = ["cc", "clang", "gcc"].map((name) => command(name).check());
+    return names.some((reason) => reason === undefined)
+      ? undefined
+      : "needs a C compiler: apt-get install gcc (or clang)";
+  },
+};
+
 /**
  * A kernel at least of a version, for a feature it added.
  *

@@ -6,11 +6,12 @@
  */
 import type { SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
-import { LoopCore, MAX_BLOCK_MS, Yielder } from "../_loop.ts";
-import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
+import { isExhaustion, LoopCore, Yielder } from "../_loop.ts";
+import { addressOf, E, errno, errnoName, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
   connectDialSocket,
+  DescriptorReserve,
   DialSocketPool,
   openDialSocket,
   openListener,
@@ -101,6 +102,10 @@ export class EpollLoop extends LoopCore {
     this.listenFd = fd;
     this.address = address;
     this.ctl(EPOLL_CTL_ADD, fd, EPOLLIN);
+    if (this.config.network === "tcp") {
+      this.reserve = new DescriptorReserve(this.epfd);
+      this.reserve.fill();
+    }
     if (this.config.network === "udp") {
       this.udp = new UdpVectors(this.config.readBufferSize);
       this.replyFd = openReplySocket(spec, address);
@@ -126,10 +131,11 @@ export class EpollLoop extends LoopCore {
         const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
           ? 0
           // (a promise callback run by settle() may have asked for a sooner tick)
-          : Math.max(0, Math.ceil(Math.min(due, this.nextTick - now, MAX_BLOCK_MS)));
+          : Math.max(0, Math.ceil(Math.min(due, this.nextTick - now, this.maxBlock(now))));
         const unsettled = this.dialPool.unsettled;
         const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
         now = this.now = performance.now();
+        if (n > 0) this.lastEvent = now;
         let woken = false;
         if (n < 0 && errno() !== E.EINTR) throw syscallError("epoll_wait", errno());
         if (this.pendingOpen.length > 0) this.openPending();
@@ -161,6 +167,7 @@ export class EpollLoop extends LoopCore {
   }
 
   private closeAll(): void {
+    this.reserve?.release();
     if (this.replyFd >= 0) this.lib.close(this.replyFd);
     if (this.listenFd >= 0) this.lib.close(this.listenFd);
     this.listenFd = this.replyFd = -1;
@@ -177,11 +184,17 @@ export class EpollLoop extends LoopCore {
       const fd = this.lib.accept4(this.listenFd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         const code = errno();
-        if (code !== E.EAGAIN && code !== E.EINTR && code !== 103) {
-          this.logger.warn("accept4 failed", { errno: code });
+        if (isExhaustion(errnoName(code))) {
+          // The listener stays readable: watched, it would wake every wait, forever. Unwatched
+          // until LoopCore resumes accepting.
+          this.ctl(EPOLL_CTL_MOD, this.listenFd, 0);
+          this.acceptExhausted(errnoName(code));
+        } else if (code !== E.EAGAIN && code !== E.EINTR && code !== 103) {
+          this.logger.warn("accept4 failed", { error: errnoName(code) });
         }
         return;
       }
+      if (i === 0) this.acceptWorked();
       setNoDelay(fd);
       const conn = new ConnImpl(this, "tcp", this.handler, false);
       conn.fd = fd;
@@ -190,6 +203,11 @@ export class EpollLoop extends LoopCore {
       this.ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
       this.opened(conn);
     }
+  }
+
+  protected override resumeAccept(): void {
+    if (this.listenFd < 0) return;
+    this.ctl(EPOLL_CTL_MOD, this.listenFd, EPOLLIN);
   }
 
   private ready(conn: ConnImpl, events: number, now: number): void {
@@ -271,6 +289,7 @@ export class EpollLoop extends LoopCore {
       }
     }
     const unsent = conn.outboundBuffered;
+    if (unsent === 0) conn.idleOutbound();
     if (conn.paused && !this.overLimit(conn)) conn.paused = false;
     if (conn.state === State.Closing && unsent === 0) {
       this.finish(conn);

@@ -25,6 +25,53 @@ function toAddress(addr: Deno.Addr): SocketAddress {
   return { family, address: net.hostname, port: net.port };
 }
 
+/** Descriptors held back from accepting (see `LoopCore.reserve`). */
+const DESCRIPTOR_RESERVE = 32;
+
+/**
+ * The reserve of descriptors (as the FFI backends' `DescriptorReserve`): `/dev/null` opened for
+ * reading, when that is allowed (none otherwise).
+ */
+class NullReserve {
+  readonly #files: Deno.FsFile[] = [];
+  #allowed = true;
+
+  /** Takes the reserve back if there is room for it and one more (see `DescriptorReserve`). */
+  fill(): boolean {
+    try {
+      while (this.#allowed && this.#files.length < DESCRIPTOR_RESERVE) {
+        this.#files.push(Deno.openSync("/dev/null"));
+      }
+      if (this.#allowed) Deno.openSync("/dev/null").close();
+      return true;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.NotFound) {
+        this.#allowed = false;
+        this.release();
+        return true;
+      }
+      this.release();
+      return false;
+    }
+  }
+
+  release(): void {
+    for (const file of this.#files) file.close();
+    this.#files.length = 0;
+  }
+}
+
+/** Lets a pause end a timer's granularity early (setTimeout may fire a little before its time). */
+const ACCEPT_SLACK_MS = 2;
+
+/** `EMFILE` or `ENFILE` when a Deno error says the process or system ran out of descriptors. */
+function exhaustionCode(error: unknown): string | undefined {
+  const message = error instanceof Error ? error.message : "";
+  if (/os error 24\b/.test(message)) return "EMFILE";
+  if (/os error 23\b/.test(message)) return "ENFILE";
+  return undefined;
+}
+
 function state(conn: ConnImpl): PortableState {
   return conn.backendState as PortableState;
 }
@@ -45,6 +92,8 @@ export class PortableLoop extends LoopCore {
       if (this.config.reusePort && this.config.loops > 1) options.reusePort = true;
       this.listener = Deno.listen(options) as Deno.TcpListener;
       this.address = toAddress(this.listener.addr);
+      this.reserve = new NullReserve();
+      this.reserve.fill();
       return;
     }
     const socket = dgram.createSocket({
@@ -109,6 +158,7 @@ export class PortableLoop extends LoopCore {
       await new Promise<void>((resolve) => this.udp!.close(() => resolve()));
     }
     for (const conn of [...this.conns]) this.finish(conn);
+    this.reserve?.release();
     await Promise.allSettled([...this.readers]);
   }
 
@@ -124,10 +174,19 @@ export class PortableLoop extends LoopCore {
         tcp = await listener.accept();
       } catch (error) {
         if (this.stopping || error instanceof Deno.errors.BadResource) return;
+        const code = exhaustionCode(error);
+        if (code !== undefined) {
+          // Accepting again at once would fail again at once: wait for a close or the pause.
+          this.now = performance.now();
+          this.acceptExhausted(code);
+          do await this.acceptPause(); while (!this.stopping && this.exhaustion.paused);
+          continue;
+        }
         // A peer that reset before accept completed: that connection only.
         this.logger.debug("accept failed", { error });
         continue;
       }
+      this.acceptWorked();
       if (this.stopping) {
         tcp.close();
         return;
@@ -141,6 +200,28 @@ export class PortableLoop extends LoopCore {
       this.flushDirty();
       this.startReading(conn);
     }
+  }
+
+  /** Wakes {@linkcode acceptPause} (a descriptor came free, or the loop stops). */
+  private wakeAccept: (() => void) | undefined;
+
+  /** Waits out a pause of accepting: until a connection closes or the pause is over. */
+  private async acceptPause(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      this.wakeAccept = resolve;
+      timer = setTimeout(resolve, Math.max(0, this.acceptResumeAt - performance.now()));
+      void this.whenStopped.then(resolve);
+    });
+    clearTimeout(timer);
+    this.wakeAccept = undefined;
+    this.now = performance.now();
+    this.acceptTimer(this.now + ACCEPT_SLACK_MS);
+  }
+
+  protected override freed(): void {
+    super.freed();
+    this.wakeAccept?.();
   }
 
   private startReading(conn: ConnImpl): void {
@@ -233,6 +314,7 @@ export class PortableLoop extends LoopCore {
       return;
     }
     st.writing = false;
+    if (st.tcp !== undefined) conn.idleOutbound();
     if (conn.paused) {
       conn.paused = false;
       st.resume?.();
@@ -285,13 +367,16 @@ export class PortableLoop extends LoopCore {
       this.markDirty(conn);
       this.startReading(conn);
     }, (error) => {
-      this.finish(
-        conn,
-        new NetloopError(`Cannot connect to ${address.address}:${address.port}: ${error.message}`, {
-          code: "connect_failed",
-          cause: error,
-        }),
+      const exhausted = exhaustionCode(error) !== undefined;
+      const failure = new NetloopError(
+        `Cannot connect to ${address.address}:${address.port}: ${error.message}`,
+        { code: exhausted ? "descriptors_exhausted" : "connect_failed", cause: error },
       );
+      if (exhausted) {
+        this.exhaustion.dials++;
+        this.logExhaustion("dial", failure.message);
+      }
+      this.finish(conn, failure);
     });
   }
 

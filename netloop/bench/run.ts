@@ -13,6 +13,7 @@
 import { parseArgs } from "node:util";
 import dgram from "node:dgram";
 import { compileC } from "../../tests/servers/compile_c.ts";
+import { echoCommand } from "./conns_load.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -50,19 +51,7 @@ function netloop(backend: string, network: "tcp" | "udp"): Server {
   return {
     name: `netloop ${backend}`,
     network,
-    command: (port) => [
-      deno,
-      "run",
-      "-A",
-      `${here}../examples/echo.ts`,
-      "--port",
-      String(port),
-      "--backend",
-      backend,
-      "--loops",
-      "1",
-      ...(network === "udp" ? ["--udp"] : []),
-    ],
+    command: (port) => echoCommand(backend, port, network === "udp"),
   };
 }
 

@@ -8,7 +8,7 @@
  */
 import type { SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
-import { LoopCore, MAX_BLOCK_MS, Yielder } from "../../_loop.ts";
+import { isExhaustion, LoopCore, Yielder } from "../../_loop.ts";
 import {
   addressOf,
   E,
@@ -22,6 +22,7 @@ import {
 import { SOCKADDR_MAX } from "../../_sockaddr.ts";
 import {
   connectDialSocket,
+  DescriptorReserve,
   DialSocketPool,
   openDialSocket,
   openListener,
@@ -168,8 +169,11 @@ export class UringLoop extends LoopCore {
     const { fd, address } = openListener(spec);
     this.listenFd = fd;
     this.address = address;
-    if (this.config.network === "tcp") this.armAccept();
-    else {
+    if (this.config.network === "tcp") {
+      this.reserve = new DescriptorReserve(this.wakeFd);
+      this.reserve.fill();
+      this.armAccept();
+    } else {
       this.replyFd = openReplySocket(spec, address);
       this.armRecvMsg();
     }
@@ -298,7 +302,7 @@ export class UringLoop extends LoopCore {
           busy = true;
         }
         // (a promise callback run by settle() may have asked for a sooner tick)
-        const wait = Math.min(due, this.nextTick - now, MAX_BLOCK_MS);
+        const wait = Math.min(due, this.nextTick - now, this.maxBlock(now));
         const result = this.ring.enter(busy ? 0 : 1, wait);
         this.recycleSendSlots();
         if (
@@ -309,6 +313,7 @@ export class UringLoop extends LoopCore {
         }
         now = this.now = performance.now();
         const reaped = this.reap(now);
+        if (reaped > 0) this.lastEvent = now;
         const woken = this.woken;
         this.woken = false;
         await yielder.turn(woken || reaped === 0, now);
@@ -342,6 +347,7 @@ export class UringLoop extends LoopCore {
   }
 
   private closeAll(): void {
+    this.reserve?.release();
     if (this.listenFd >= 0) {
       this.lib.shutdown(this.listenFd, SHUT_RDWR);
       this.lib.close(this.listenFd);
@@ -420,6 +426,7 @@ export class UringLoop extends LoopCore {
         return;
       }
       setNoDelay(fd);
+      this.acceptWorked();
       const conn = new ConnImpl(this, "tcp", this.handler, false);
       conn.fd = fd;
       conn.lastActive = now;
@@ -429,10 +436,28 @@ export class UringLoop extends LoopCore {
     } else if (res === -E.EINVAL && this.features.multishotAccept) {
       this.features.multishotAccept = false;
       this.logger.warn("multishot accept refused (EINVAL); accepting one at a time");
-    } else if (!this.stopping) {
+    } else if (isExhaustion(errnoName(-res))) {
+      // Re-armed at once, accept would fail again at once, forever: pause it (see LoopCore).
+      if (flags & CqeFlag.MORE) this.cancelAccept();
+      if (!this.stopping) this.acceptExhausted(errnoName(-res));
+    } else if (res !== -E.ECANCELED && !this.stopping) {
       this.logger.warn("accept failed", { error: errnoName(-res) });
     }
-    if (!this.acceptArmed && !this.stopping && this.listenFd >= 0) this.armAccept();
+    if (!this.acceptArmed && !this.stopping && this.listenFd >= 0 && this.acceptResumeAt === 0) {
+      this.armAccept();
+    }
+  }
+
+  /** Cancels the armed (multishot) accept. */
+  private cancelAccept(): void {
+    const w = this.ring.prep(Op.ASYNC_CANCEL, -1, 0, 0, 0, OP_CANCEL, 0);
+    this.ring.sqe32[w + 4] = OP_ACCEPT;
+    this.ring.sqe32[w + 5] = 0;
+  }
+
+  protected override resumeAccept(): void {
+    if (this.listenFd < 0) return;
+    if (!this.acceptArmed) this.armAccept();
   }
 
   private onRecv(slot: number, gen: number, res: number, flags: number, now: number): void {
@@ -519,7 +544,7 @@ export class UringLoop extends LoopCore {
     conn.flyOff += res;
     if (conn.outboundBuffered > 0 || conn.state === State.Closing || conn.paused) {
       this.markDirty(conn);
-    }
+    } else conn.idleOutbound();
   }
 
   private onConnect(slot: number, gen: number, res: number): void {

@@ -1,0 +1,58 @@
+/**
+ * What an idle connection costs an FFI loop: 5,000 connections that echoed once and then stay
+ * quiet grow the server's RSS by little (no outbound buffer is kept per connection), and a loop
+ * holding them uses almost no CPU (it stops waking 20 times a second once idle).
+ */
+import assert from "node:assert/strict";
+import { cCompiler, ioUring, linux, testWith } from "./requirements.ts";
+import { buildLoadTool, echoCommand, LoadFleet } from "../netloop/bench/conns_load.ts";
+import { cpuSeconds } from "./process_support.ts";
+
+const COUNT = 5000;
+/** RSS growth per idle connection allowed (bytes); each kept a 4 KiB outbound buffer before. */
+const RSS_PER_CONN = 3000;
+const IDLE_WINDOW_MS = 10_000;
+
+function rss(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]) * 1024;
+}
+
+for (const backend of ["epoll", "uring"] as const) {
+  const needs = backend === "epoll" ? [linux, cCompiler] : [linux, ioUring, cCompiler];
+  testWith(`${backend}: idle connections cost little memory and CPU`, needs, async () => {
+    const dir = await Deno.makeTempDir();
+    const port = 23000 + Math.floor(Math.random() * 5000);
+    const [program, ...args] = echoCommand(backend, port);
+    const server = new Deno.Command(program!, {
+      args,
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    try {
+      const tool = await buildLoadTool(dir);
+      const lines = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      assert.match((await lines.read()).value ?? "", /^echo \(tcp\) on/);
+      await lines.cancel();
+      const before = rss(server.pid);
+      await using fleet = LoadFleet.start(tool, port, COUNT, { processes: 2 });
+      const opened = await fleet.opened();
+      assert.equal(opened.held, COUNT);
+      const perConn = (rss(server.pid) - before) / COUNT;
+      assert.ok(perConn <= RSS_PER_CONN, `RSS grew ${perConn.toFixed(0)} B per idle connection`);
+      // Idle: after a second without events the loop blocks longer.
+      const cpu0 = cpuSeconds(server.pid);
+      const t0 = performance.now();
+      await new Promise((resolve) => setTimeout(resolve, IDLE_WINDOW_MS));
+      const share = (cpuSeconds(server.pid) - cpu0) / ((performance.now() - t0) / 1000);
+      assert.ok(share <= 0.002, `${(share * 100).toFixed(2)}% of a core while idle`);
+      const pinged = await fleet.ping();
+      assert.equal(pinged.echoed, COUNT);
+    } finally {
+      try {
+        server.kill("SIGKILL");
+      } catch { /* gone */ }
+      await server.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
