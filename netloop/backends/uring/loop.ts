@@ -133,12 +133,17 @@ export class UringLoop extends LoopCore {
     this.pointerOf = addressOf;
     this.sliceSize = Math.min(this.config.readBufferSize, 16384);
     this.skipSendCompletions = false;
-    this.features = { ...probeUring(this.config.disable).features };
+    const probe = probeUring(this.config.disable);
+    this.features = { ...probe.features };
     // "defer" off: no SINGLE_ISSUER/DEFER_TASKRUN (completions run as they arrive).
     const flagSets = this.config.disable.includes("defer") ? FLAG_SETS.slice(2) : FLAG_SETS;
     this.ring = Ring.create({ entries: 1024, cqEntries: 16384, flagSets });
     this.skipSendCompletions = (this.ring.features & Feature.CQE_SKIP) !== 0;
-    this.fastSends = this.skipSendCompletions && !this.config.disable.includes("fastsend");
+    // From 6.1 (SENDMSG_ZC's generation) a short send's completion carries the bytes it sent
+    // ("io_uring/net: don't lose partial send/recv on fail"); older kernels keep one completion
+    // per send.
+    this.fastSends = this.skipSendCompletions && probe.lastOp >= Op.SENDMSG_ZC &&
+      !this.config.disable.includes("fastsend");
     try {
       if (this.features.registeredRing && !this.ring.registerRingFd()) {
         this.features.registeredRing = false;
