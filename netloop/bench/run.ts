@@ -332,7 +332,7 @@ for (const scenario of scenarios) {
   console.log(
     `  ${"server".padEnd(22)}${"runs".padStart(5)}${"msgs/s".padStart(10)}` +
       `${"vs C epoll".padStart(12)}${
-        (dRow?.name === "Deno.listen" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
+        (scenario.network === "tcp" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
       }` +
       `${"CPU us/msg".padStart(12)}${"CPU vs C".padStart(10)}${"user us".padStart(9)}` +
       `${"client busy".padStart(13)}`,
