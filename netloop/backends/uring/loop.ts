@@ -116,6 +116,8 @@ export class UringLoop extends LoopCore {
   private readonly fastSends: boolean;
   /** Connections whose fast SEND the next io_uring_enter issues. */
   private fastSent: ConnImpl[] = [];
+  /** The list `settleFastSends` walks while `fastSent` takes new ones (swapped, not reallocated). */
+  private fastSettling: ConnImpl[] = [];
   /** Results of fast SENDs that completed short or failed, by connection (see `settleFastSends`). */
   private readonly fastFailed = new Map<ConnImpl, number>();
   private woken = false;
@@ -370,9 +372,11 @@ export class UringLoop extends LoopCore {
       u32[w] = OP_CANCEL; // handled: the reap skips it
     }
     const sent = this.fastSent;
-    this.fastSent = [];
+    this.fastSent = this.fastSettling;
+    this.fastSettling = sent;
+    const anyFailed = this.fastFailed.size > 0;
     for (const conn of sent) {
-      const failed = this.fastFailed.get(conn);
+      const failed = anyFailed ? this.fastFailed.get(conn) : undefined;
       if (failed === undefined) this.onSend(conn, conn.flyLen - conn.flyOff);
       else {
         this.fastFailed.delete(conn);
@@ -381,6 +385,7 @@ export class UringLoop extends LoopCore {
         this.onSend(conn, failed === -E.EAGAIN ? 0 : failed);
       }
     }
+    sent.length = 0;
   }
 
   /** Sends what is queued at stop, waiting a bounded time for the sends to complete. */
