@@ -271,9 +271,10 @@ export class EpollLoop extends LoopCore {
       conn.datagrams.length = 0;
     } else {
       while (conn.takeOutbound() > 0) {
+        // (the whole buffer when sending from its start: a view would cost an allocation)
         const n = this.lib.sendto(
           conn.fd,
-          conn.fly!.subarray(conn.flyOff, conn.flyLen),
+          conn.flyOff === 0 ? conn.fly! : conn.fly!.subarray(conn.flyOff, conn.flyLen),
           conn.flyLen - conn.flyOff,
           MSG_NOSIGNAL,
           null,

@@ -5,8 +5,13 @@
  * `Deno.listenDatagram` echo and the C server (UDP). One loop each; the server is pinned to one
  * core and the load generator to the other with `taskset`. Prints medians side by side:
  * messages per second and server CPU microseconds per message (utime+stime from /proc/<pid>/stat).
+ * The fixed-rate TCP scenarios hold every server at the same load (the load generator paces its
+ * bursts), so their CPU per message compares servers even where the closed-loop rows are
+ * client-bound.
  *
  * Usage: deno task bench:netloop [--rounds 3] [--seconds 3] [--warmup 1] [--only tcp|udp]
+ *   [--servers "netloop uring,C epoll"] [--scenarios "16 in flight"] [--rate-1 60000]
+ *   [--rate-16 800000]
  *
  * @module
  */
@@ -22,6 +27,13 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "3" },
     warmup: { type: "string", default: "1" },
     only: { type: "string" },
+    /** Comma-separated server names to run (default: all). */
+    servers: { type: "string" },
+    /** Only scenarios whose name contains this. */
+    scenarios: { type: "string" },
+    /** Fixed rates (msgs/s over all connections) of the fixed-rate scenarios, 1 and 16 in flight. */
+    "rate-1": { type: "string", default: "60000" },
+    "rate-16": { type: "string", default: "800000" },
     "server-cpu": { type: "string", default: "1" },
     "client-cpu": { type: "string", default: "0" },
   },
@@ -45,6 +57,8 @@ interface Scenario {
   conns: number;
   depth: number;
   size: number;
+  /** A fixed rate (msgs/s) the load generator paces itself to; absent: closed loop. */
+  rate?: number;
 }
 
 function netloop(backend: string, network: "tcp" | "udp"): Server {
@@ -93,15 +107,40 @@ const allServers: Server[] = [
   },
   { name: "C epoll", network: "udp", command: (p) => [cEcho, String(p), "udp"] },
 ];
-const servers = allServers.filter((s) => values.only === undefined || s.network === values.only);
+const wanted = values.servers?.split(",").map((name) => name.trim());
+const servers = allServers.filter((s) =>
+  (values.only === undefined || s.network === values.only) &&
+  (wanted === undefined || wanted.includes(s.name))
+);
+const rate1 = Number(values["rate-1"]);
+const rate16 = Number(values["rate-16"]);
 
 const scenarios: Scenario[] = ([
   { name: "TCP 50 conns x 64 B, 1 in flight", network: "tcp", conns: 50, depth: 1, size: 64 },
   { name: "TCP 50 conns x 64 B, 16 in flight", network: "tcp", conns: 50, depth: 16, size: 64 },
   { name: "TCP 1000 conns x 64 B, 1 in flight", network: "tcp", conns: 1000, depth: 1, size: 64 },
+  {
+    name: `TCP 50 conns x 64 B, 1 in flight, fixed ${rate1} msg/s`,
+    network: "tcp",
+    conns: 50,
+    depth: 1,
+    size: 64,
+    rate: rate1,
+  },
+  {
+    name: `TCP 50 conns x 64 B, 16 in flight, fixed ${rate16} msg/s`,
+    network: "tcp",
+    conns: 50,
+    depth: 16,
+    size: 64,
+    rate: rate16,
+  },
   { name: "UDP 50 sockets x 64 B, 1 in flight", network: "udp", conns: 50, depth: 1, size: 64 },
   { name: "UDP 50 sockets x 64 B, 16 in flight", network: "udp", conns: 50, depth: 16, size: 64 },
-] as Scenario[]).filter((s) => values.only === undefined || s.network === values.only);
+] as Scenario[]).filter((s) =>
+  (values.only === undefined || s.network === values.only) &&
+  (values.scenarios === undefined || s.name.includes(values.scenarios))
+);
 
 /** utime and stime of a process (all threads), in clock ticks. */
 function cpuTicks(pid: number): { user: number; system: number } {
@@ -174,6 +213,7 @@ async function measure(server: Server, scenario: Scenario, pid: number): Promise
       String(scenario.size),
       String(seconds),
       String(warmup),
+      ...(scenario.rate === undefined ? [] : [String(scenario.rate)]),
     ],
     stdout: "piped",
     stderr: "piped",
@@ -281,7 +321,7 @@ for (const scenario of scenarios) {
   console.log(
     `  ${"server".padEnd(22)}${"runs".padStart(5)}${"msgs/s".padStart(10)}` +
       `${"vs C epoll".padStart(12)}${
-        (dRow?.name === "Deno.listen" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
+        (scenario.network === "tcp" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
       }` +
       `${"CPU us/msg".padStart(12)}${"CPU vs C".padStart(10)}${"user us".padStart(9)}` +
       `${"client busy".padStart(13)}`,
@@ -296,6 +336,16 @@ for (const scenario of scenarios) {
         `${(Number.isFinite(row.user) ? row.user.toFixed(2) : "-").padStart(9)}` +
         `${(Number.isFinite(row.client) ? `${(row.client * 100).toFixed(0)}%` : "-").padStart(13)}`,
     );
+  }
+  if (scenario.rate !== undefined) {
+    const short = rows.filter((row) => row.rate < scenario.rate! * 0.97).map((row) => row.name);
+    if (short.length > 0) {
+      console.log(
+        `  below the fixed rate (under 97% of it): ${short.join(", ")}; their CPU us/msg is at ` +
+          "their own ceiling, not comparable",
+      );
+    }
+    continue;
   }
   const clientBound = rows.filter((row) => row.client >= 0.95).map((row) => row.name);
   if (clientBound.length > 0) {

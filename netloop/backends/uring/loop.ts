@@ -2,7 +2,11 @@
  * The io_uring backend: one ring per loop Worker, one `io_uring_enter` per turn that submits every
  * queued SQE and waits for completions; multishot accept, multishot recv (recvmsg for UDP) into a
  * provided buffer ring, one SEND per connection in flight with everything written during the turn
- * gathered into it. Missing kernel features are downgraded one at a time (see `probe.ts`).
+ * gathered into it. A SEND is final when io_uring_enter issues it (MSG_DONTWAIT) and completes
+ * silently when whole (CQE_SKIP_SUCCESS), so a turn's replies cost no completions and the loop's
+ * next io_uring_enter waits for the next requests at once; a short or refused send posts its
+ * completion, and the rest goes out with a SEND that waits for room. Missing kernel features are
+ * downgraded one at a time (see `probe.ts`).
  *
  * @module
  */
@@ -44,14 +48,19 @@ const OP_WAKE = 5;
 const OP_RECVMSG = 6;
 const OP_SENDMSG = 7;
 const OP_CANCEL = 8;
+/** A SEND with MSG_DONTWAIT and CQE_SKIP_SUCCESS: only a short or failed one completes. */
+const OP_SEND_FAST = 9;
 
 const F_ARMED = 1;
 const F_SENDING = 2;
 const F_EOF = 4;
 const F_STASHED = 8;
+/** A fast SEND came back short or refused: the next sends wait for room (one completion each). */
+const F_SLOW = 16;
 
 const MSG_NOSIGNAL = 0x4000;
 const MSG_DONTWAIT = 0x40;
+const MSG_WAITALL = 0x100;
 const SHUT_RDWR = 2;
 const BUFFER_GROUP = 1;
 const RECVMSG_OUT = 16;
@@ -104,6 +113,14 @@ export class UringLoop extends LoopCore {
   /** Send slots whose SQEs the next io_uring_enter issues (CQE_SKIP_SUCCESS mode). */
   private submittedSendSlots: SendSlot[] = [];
   private readonly skipSendCompletions: boolean;
+  /** TCP sends are fast SENDs (CQE_SKIP_SUCCESS works; not disabled with `fastsend`). */
+  private readonly fastSends: boolean;
+  /** Connections whose fast SEND the next io_uring_enter issues. */
+  private fastSent: ConnImpl[] = [];
+  /** The list `settleFastSends` walks while `fastSent` takes new ones (swapped, not reallocated). */
+  private fastSettling: ConnImpl[] = [];
+  /** Results of fast SENDs that completed short or failed, by connection (see `settleFastSends`). */
+  private readonly fastFailed = new Map<ConnImpl, number>();
   private woken = false;
   /** Completions left in the CQ by a turn that hit TURN_BATCH. */
   private backlog = false;
@@ -119,11 +136,17 @@ export class UringLoop extends LoopCore {
     this.pointerOf = addressOf;
     this.sliceSize = Math.min(this.config.readBufferSize, 16384);
     this.skipSendCompletions = false;
-    this.features = { ...probeUring(this.config.disable).features };
+    const probe = probeUring(this.config.disable);
+    this.features = { ...probe.features };
     // "defer" off: no SINGLE_ISSUER/DEFER_TASKRUN (completions run as they arrive).
     const flagSets = this.config.disable.includes("defer") ? FLAG_SETS.slice(2) : FLAG_SETS;
     this.ring = Ring.create({ entries: 1024, cqEntries: 16384, flagSets });
     this.skipSendCompletions = (this.ring.features & Feature.CQE_SKIP) !== 0;
+    // From 6.1 (SENDMSG_ZC's generation) a short send's completion carries the bytes it sent
+    // ("io_uring/net: don't lose partial send/recv on fail"); older kernels keep one completion
+    // per send.
+    this.fastSends = this.skipSendCompletions && probe.lastOp >= Op.SENDMSG_ZC &&
+      !this.config.disable.includes("fastsend");
     try {
       if (this.features.registeredRing && !this.ring.registerRingFd()) {
         this.features.registeredRing = false;
@@ -305,6 +328,7 @@ export class UringLoop extends LoopCore {
         const wait = Math.min(due, this.nextTick - now, this.maxBlock(now));
         const result = this.ring.enter(busy ? 0 : 1, wait);
         this.recycleSendSlots();
+        this.settleFastSends();
         if (
           result < 0 && result !== -E.ETIME && result !== -E.EINTR && result !== -EBUSY &&
           result !== -E.EAGAIN
@@ -331,6 +355,44 @@ export class UringLoop extends LoopCore {
     this.submittedSendSlots = [];
   }
 
+  /**
+   * The fast SENDs io_uring_enter just issued are over: each completed whole (no completion),
+   * short or refused (a completion, already in the CQ). Those completions are taken out of the CQ
+   * first (the turn may not reach them, and the next flush reuses the sent buffer), then every
+   * connection is settled as its completion would have been.
+   */
+  private settleFastSends(): void {
+    if (this.fastSent.length === 0 || this.ring.pending > 0) return;
+    const ring = this.ring;
+    const u32 = ring.cqeU32;
+    const tail = ring.cqTail();
+    for (let head = ring.cqHead(); head !== tail; head = (head + 1) >>> 0) {
+      const w = ring.cqe(head);
+      const low = u32[w]!;
+      if ((low & 15) !== OP_SEND_FAST) continue;
+      const conn = this.slots[low >>> 4];
+      if (conn !== undefined && conn.gen === u32[w + 1]!) {
+        this.fastFailed.set(conn, ring.cqeI32[w + 2]!);
+      }
+      u32[w] = OP_CANCEL; // handled: the reap skips it
+    }
+    const sent = this.fastSent;
+    this.fastSent = this.fastSettling;
+    this.fastSettling = sent;
+    const anyFailed = this.fastFailed.size > 0;
+    for (const conn of sent) {
+      const failed = anyFailed ? this.fastFailed.get(conn) : undefined;
+      if (failed === undefined) this.onSend(conn, conn.flyLen - conn.flyOff);
+      else {
+        this.fastFailed.delete(conn);
+        // Short (bytes sent) or refused for want of room (EAGAIN): the rest waits for room.
+        if (failed >= 0 || failed === -E.EAGAIN) conn.flags |= F_SLOW;
+        this.onSend(conn, failed === -E.EAGAIN ? 0 : failed);
+      }
+    }
+    sent.length = 0;
+  }
+
   /** Sends what is queued at stop, waiting a bounded time for the sends to complete. */
   private drain(): void {
     const until = performance.now() + 200;
@@ -342,6 +404,7 @@ export class UringLoop extends LoopCore {
       if (performance.now() > until) return;
       this.ring.enter(1, 5);
       this.recycleSendSlots();
+      this.settleFastSends();
       this.reap(performance.now());
     }
   }
@@ -389,9 +452,11 @@ export class UringLoop extends LoopCore {
         case OP_RECV:
           this.onRecv(low >>> 4, high, res, flags, now);
           break;
-        case OP_SEND:
-          this.onSend(low >>> 4, high, res);
+        case OP_SEND: {
+          const conn = this.slots[low >>> 4];
+          if (conn !== undefined && conn.gen === high) this.onSend(conn, res);
           break;
+        }
         case OP_ACCEPT:
           this.onAccept(res, flags, now);
           break;
@@ -528,9 +593,7 @@ export class UringLoop extends LoopCore {
     this.ring.sqe32[w + 5] = conn.gen;
   }
 
-  private onSend(slot: number, gen: number, res: number): void {
-    const conn = this.slots[slot];
-    if (conn === undefined || conn.gen !== gen) return;
+  private onSend(conn: ConnImpl, res: number): void {
     conn.ops--;
     conn.flags &= ~F_SENDING;
     if (conn.state === State.Closed) {
@@ -542,7 +605,9 @@ export class UringLoop extends LoopCore {
       return;
     }
     conn.flyOff += res;
-    if (conn.outboundBuffered > 0 || conn.state === State.Closing || conn.paused) {
+    const left = conn.outboundBuffered;
+    if (left === 0) conn.flags &= ~F_SLOW;
+    if (left > 0 || conn.state === State.Closing || conn.paused) {
       this.markDirty(conn);
     } else conn.idleOutbound();
   }
@@ -592,16 +657,24 @@ export class UringLoop extends LoopCore {
       for (const datagram of conn.datagrams) sendConnected(conn.fd, datagram);
       conn.datagrams.length = 0;
     } else if (!(conn.flags & F_SENDING) && conn.takeOutbound() > 0) {
+      const fast = this.fastSends && !(conn.flags & F_SLOW);
       const w = this.ring.prep(
         Op.SEND,
         conn.fd,
         conn.flyAddress + conn.flyOff,
         conn.flyLen - conn.flyOff,
         0,
-        (conn.slot << 4) | OP_SEND,
+        (conn.slot << 4) | (fast ? OP_SEND_FAST : OP_SEND),
         conn.gen,
       );
-      this.ring.sqe32[w + 7] = MSG_NOSIGNAL;
+      if (fast) {
+        // MSG_WAITALL makes a short send a failure, so that it posts its completion.
+        this.ring.sqe32[w] = Op.SEND | (SqeFlag.CQE_SKIP_SUCCESS << 8);
+        this.ring.sqe32[w + 7] = MSG_NOSIGNAL | MSG_DONTWAIT | MSG_WAITALL;
+        this.fastSent.push(conn);
+      } else {
+        this.ring.sqe32[w + 7] = MSG_NOSIGNAL;
+      }
       conn.flags |= F_SENDING;
       conn.ops++;
     }

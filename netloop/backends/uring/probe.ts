@@ -26,6 +26,8 @@ export interface UringProbe {
   /** A human-readable summary: why not, or what is on and off. */
   summary: string;
   features: UringFeatures;
+  /** The last opcode the kernel knows (0 when not probed): tells the kernel generation. */
+  lastOp: number;
 }
 
 const REQUIRED: [number, string][] = [
@@ -62,8 +64,10 @@ function disabledSetting(): string {
  * @returns Whether the uring backend can run, and with what.
  */
 export function probeUring(disabled: readonly string[] = []): UringProbe {
-  if (Deno.build.os !== "linux") return { ok: false, summary: "not Linux", features: NONE };
-  if (!ffiAllowed()) return { ok: false, summary: "FFI not allowed", features: NONE };
+  if (Deno.build.os !== "linux") {
+    return { ok: false, summary: "not Linux", features: NONE, lastOp: 0 };
+  }
+  if (!ffiAllowed()) return { ok: false, summary: "FFI not allowed", features: NONE, lastOp: 0 };
   let ring: Ring;
   try {
     ring = Ring.create({ entries: 8, cqEntries: 16, flagSets: [0] });
@@ -74,7 +78,7 @@ export function probeUring(disabled: readonly string[] = []): UringProbe {
       : message.includes("ENOSYS")
       ? " (kernel without io_uring)"
       : "";
-    return { ok: false, summary: `${message}${hint}`, features: NONE };
+    return { ok: false, summary: `${message}${hint}`, features: NONE, lastOp: 0 };
   }
   try {
     if ((ring.features & Feature.EXT_ARG) === 0) {
@@ -82,6 +86,7 @@ export function probeUring(disabled: readonly string[] = []): UringProbe {
         ok: false,
         summary: "io_uring lacks IORING_FEAT_EXT_ARG (needs Linux 5.11)",
         features: NONE,
+        lastOp: 0,
       };
     }
     const { supported, lastOp } = ring.probe();
@@ -91,6 +96,7 @@ export function probeUring(disabled: readonly string[] = []): UringProbe {
         ok: false,
         summary: `io_uring lacks opcodes ${missing.join(", ")} (needs Linux 5.7)`,
         features: NONE,
+        lastOp,
       };
     }
     // Opcodes that arrived with a feature tell the kernel generation: SOCKET (45) with multishot
@@ -107,7 +113,7 @@ export function probeUring(disabled: readonly string[] = []): UringProbe {
     const off = Object.entries(features).filter(([, v]) => !v).map(([k]) => k);
     const summary = `opcodes up to ${lastOp}; on: ${on.join(", ") || "none"}` +
       (off.length > 0 ? `; off: ${off.join(", ")}` : "");
-    return { ok: true, summary, features };
+    return { ok: true, summary, features, lastOp };
   } finally {
     ring.close();
   }

@@ -31,6 +31,7 @@ export const Op = {
   SHUTDOWN: 34,
   SOCKET: 45,
   SEND_ZC: 47,
+  SENDMSG_ZC: 48,
 } as const;
 
 /** Setup flags. */
