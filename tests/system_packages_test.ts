@@ -117,6 +117,7 @@ const TABLE_MESSAGES = new Set([
   "tests/requirements.ts", // command(name, debianPackage): every call is checked below
   "ebpf/gen/compile.ts", // TOOL_PACKAGES
   "vm/box/build_box.ts", // BOX_BUILDER_PROGRAMS
+  "vm/_command.ts", // listedPackage(): .ci/packages.tsv itself
 ]);
 
 /** Checks one "apt-get install" message line; returns the problem, or undefined. */
