@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { capabilityCacheBlocked } from "../vm/_libvirt_daemon.ts";
 import { command, root, testWith } from "./requirements.ts";
 
 const FIXTURE = new URL("vm_fixtures/libvirt_start.ts", import.meta.url).pathname;
@@ -19,6 +20,9 @@ const NEEDS = [
   command("unshare", "util-linux"),
   command("nice", "coreutils"),
 ];
+
+/** /dev/kvm is open to the qemu user, as udev leaves it (`sudo deno task setup` does it here). */
+const kvmForQemuUser = { name: "/dev/kvm for group kvm", check: capabilityCacheBlocked };
 
 /**
  * Runs the fixture in a private mount namespace: its own /run (libvirt's sockets and pid files)
@@ -57,7 +61,7 @@ async function libvirtDirs(): Promise<{ cache: string; lib: string; log: string;
 
 testWith(
   "LibvirtDaemon.start() waits out a first start's QEMU probe on busy CPUs",
-  [...NEEDS, command("taskset", "util-linux"), command("timeout", "coreutils")],
+  [...NEEDS, kvmForQemuUser, command("taskset", "util-linux"), command("timeout", "coreutils")],
   async () => {
     const dirs = await libvirtDirs();
     const busy: Deno.ChildProcess[] = [];
@@ -121,22 +125,6 @@ testWith(
     }
   },
 );
-
-/** /dev/kvm is open to the qemu user, as udev leaves it (`sudo deno task setup` does it here). */
-const kvmForQemuUser = {
-  name: "/dev/kvm for group kvm",
-  check: () => {
-    try {
-      const { mode, gid } = Deno.statSync("/dev/kvm");
-      const kvm = Deno.readTextFileSync("/etc/group").match(/^kvm:[^:]*:(\d+):/m)?.[1];
-      return (mode! & 0o060) === 0o060 && String(gid) === kvm
-        ? undefined
-        : "needs /dev/kvm readable and writable by group kvm: sudo deno task setup";
-    } catch {
-      return undefined; // no KVM: nothing for libvirt to disagree about
-    }
-  },
-};
 
 testWith(
   "libvirtd keeps its QEMU capability cache across starts",

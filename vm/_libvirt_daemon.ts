@@ -66,6 +66,30 @@ function socketExists(): boolean {
   }
 }
 
+/**
+ * Why libvirtd cannot keep its QEMU capability cache, or `undefined`: where /dev/kvm is root's
+ * alone (no udev gave it to group kvm), libvirtd finds KVM when it probes QEMU (with
+ * CAP_DAC_OVERRIDE) and not when it checks its cache as the qemu user, so every lookup probes
+ * again; a first start then may not answer for many minutes under load.
+ */
+export function capabilityCacheBlocked(): string | undefined {
+  let mode: number;
+  let gid: number;
+  try {
+    const stat = Deno.statSync("/dev/kvm");
+    mode = stat.mode ?? 0;
+    gid = stat.gid ?? -1;
+  } catch {
+    return undefined; // no KVM: nothing for the probe and the check to disagree about
+  }
+  const kvmGroup = /^kvm:[^:]*:(\d+):/m.exec(Deno.readTextFileSync("/etc/group"))?.[1];
+  if ((mode & 0o006) === 0o006 || ((mode & 0o060) === 0o060 && String(gid) === kvmGroup)) {
+    return undefined;
+  }
+  return "/dev/kvm is not open to group kvm (the qemu user's), so libvirtd probes QEMU again " +
+    "at every capability lookup: sudo deno task setup gives it to group kvm, as udev does";
+}
+
 /** What libvirtd is doing while it does not answer yet, for the progress lines. */
 function waitingFor(): string {
   if (!socketExists()) return `its socket ${SOCKET} (not there yet)`;
@@ -75,8 +99,11 @@ function waitingFor(): string {
       if (entry.name.endsWith(".xml")) cached++;
     }
   } catch { /* not made yet */ }
-  return `an answer on ${SOCKET}: it is probing QEMU's capabilities (${cached} binaries cached ` +
-    `in ${CAPABILITY_CACHE}; a first start probes each, under load it takes minutes)`;
+  const blocked = capabilityCacheBlocked();
+  return `an answer on ${SOCKET}: it is probing QEMU's capabilities (capability files in ` +
+    `${CAPABILITY_CACHE}: ${cached}; ${
+      blocked ?? "a first start probes each QEMU binary, under load it takes minutes"
+    })`;
 }
 
 /**
@@ -124,6 +151,8 @@ export class LibvirtDaemon implements AsyncDisposable {
         { code: "busy" },
       );
     }
+    const blocked = capabilityCacheBlocked();
+    if (blocked) log(`libvirtd: ${blocked}`);
     const children: Deno.ChildProcess[] = [];
     const exited: Promise<string>[] = [];
     const spawn = (program: string) => {
