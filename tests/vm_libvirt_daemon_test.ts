@@ -92,12 +92,31 @@ testWith(
       assert.ok(cached.length >= 1, "no capabilities were cached");
       if (seconds > 6) assert.match(progress, /waiting for .*libvirt-sock/);
     } finally {
-      for (const child of busy) {
+      const spinners = busy.flatMap((child) => {
         try {
-          child.kill("SIGKILL");
+          return Deno.readTextFileSync(`/proc/${child.pid}/task/${child.pid}/children`).trim()
+            .split(" ").filter(Boolean);
+        } catch {
+          return [];
+        }
+      });
+      for (const child of busy) {
+        // SIGTERM: timeout(1) passes it on to its spinner and reaps it (a SIGKILL would orphan
+        // the spinner)
+        try {
+          child.kill("SIGTERM");
         } catch { /* gone */ }
         await child.status;
       }
+      const left = spinners.filter((pid) => {
+        try {
+          return Deno.statSync(`/proc/${pid}`).isDirectory;
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(spinners.length, busy.length, "a spinner did not run");
+      assert.deepEqual(left, [], "spinners left running");
       await Deno.remove(dirs.root, { recursive: true });
     }
   },
