@@ -21,7 +21,7 @@ const asked: Requirement = {
 };
 const qemu = command("qemu-system-x86_64", "qemu-system-x86");
 const libvirt = [
-  command("libvirtd", "libvirt-daemon-system"),
+  command("libvirtd", "libvirt-daemon"),
   command("virsh", "libvirt-clients"),
   command("vagrant"),
 ];

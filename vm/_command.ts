@@ -63,7 +63,16 @@ export async function runCommand(
       stderr: "piped",
     }).spawn();
   } catch (cause) {
-    throw new VmError(`Cannot start ${argv[0]}: ${cause}`, { code: "missing_tool", cause });
+    const debianPackage = cause instanceof Deno.errors.NotFound
+      ? listedPackage(argv[0]!)
+      : undefined;
+    throw new VmError(
+      debianPackage === undefined
+        ? `Cannot start ${argv[0]}: ${cause}`
+        : `Cannot start ${argv[0]}, it is not installed: apt-get install ${debianPackage} ` +
+          `(or sudo deno task setup)`,
+      { code: "missing_tool", cause },
+    );
   }
   if (options.stdin !== undefined) {
     const writer = child.stdin.getWriter();
@@ -126,6 +135,24 @@ export async function runCommand(
     );
   }
   return result;
+}
+
+/**
+ * The Debian package of a program, from the checkout's `.ci/packages.tsv` (the harness runs from a
+ * checkout); `undefined` when the list or the program is not there.
+ */
+export function listedPackage(program: string): string | undefined {
+  let list: string;
+  try {
+    list = Deno.readTextFileSync(new URL("../.ci/packages.tsv", import.meta.url));
+  } catch {
+    return undefined;
+  }
+  for (const line of list.split("\n")) {
+    const [what, debianPackage] = line.split("\t");
+    if (what === program && debianPackage) return debianPackage;
+  }
+  return undefined;
 }
 
 /** Returns whether a program is on PATH (or in /usr/sbin, /sbin). */

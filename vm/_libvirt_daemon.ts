@@ -17,6 +17,95 @@ async function answering(): Promise<boolean> {
   return code === 0;
 }
 
+/** Where libvirtd keeps what it learnt by probing each QEMU binary (one XML file per binary). */
+const CAPABILITY_CACHE = "/var/cache/libvirt/qemu/capabilities";
+
+/** Options of {@linkcode LibvirtDaemon.start}. */
+export interface LibvirtStartOptions {
+  /**
+   * How long libvirtd gets to answer. A first start probes every QEMU binary before it answers
+   * (about 12 s on an idle 2-CPU machine, several times that under load). @default {600000}
+   */
+  timeoutMs?: number;
+  /** Receives a line saying what is awaited, every `progressEveryMs` while waiting. */
+  log?: (line: string) => void;
+  /** @default {15000} */
+  progressEveryMs?: number;
+  /** Stops waiting (and the daemons) when aborted. */
+  signal?: AbortSignal;
+}
+
+/** The tail of what a daemon printed, kept while it runs. */
+class OutputTail {
+  #lines: string[] = [];
+  readonly done: Promise<void>;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = (async () => {
+      let partial = "";
+      for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+        const lines = (partial + text).split("\n");
+        partial = lines.pop() ?? "";
+        this.#lines.push(...lines);
+        if (this.#lines.length > 40) this.#lines.splice(0, this.#lines.length - 20);
+      }
+      if (partial) this.#lines.push(partial);
+    })().catch(() => {});
+  }
+
+  text(lines = 20): string {
+    return this.#lines.slice(-lines).join("\n");
+  }
+}
+
+function socketExists(): boolean {
+  try {
+    return Deno.statSync(SOCKET).isSocket === true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why libvirtd cannot keep its QEMU capability cache, or `undefined`: where /dev/kvm is root's
+ * alone (no udev gave it to group kvm), libvirtd finds KVM when it probes QEMU (with
+ * CAP_DAC_OVERRIDE) and not when it checks its cache as the qemu user, so every lookup probes
+ * again; a first start then may not answer for many minutes under load.
+ */
+export function capabilityCacheBlocked(): string | undefined {
+  let mode: number;
+  let gid: number;
+  try {
+    const stat = Deno.statSync("/dev/kvm");
+    mode = stat.mode ?? 0;
+    gid = stat.gid ?? -1;
+  } catch {
+    return undefined; // no KVM: nothing for the probe and the check to disagree about
+  }
+  const kvmGroup = /^kvm:[^:]*:(\d+):/m.exec(Deno.readTextFileSync("/etc/group"))?.[1];
+  if ((mode & 0o006) === 0o006 || ((mode & 0o060) === 0o060 && String(gid) === kvmGroup)) {
+    return undefined;
+  }
+  return "/dev/kvm is not open to group kvm (the qemu user's), so libvirtd probes QEMU again " +
+    "at every capability lookup: sudo deno task setup gives it to group kvm, as udev does";
+}
+
+/** What libvirtd is doing while it does not answer yet, for the progress lines. */
+function waitingFor(): string {
+  if (!socketExists()) return `its socket ${SOCKET} (not there yet)`;
+  let cached = 0;
+  try {
+    for (const entry of Deno.readDirSync(CAPABILITY_CACHE)) {
+      if (entry.name.endsWith(".xml")) cached++;
+    }
+  } catch { /* not made yet */ }
+  const blocked = capabilityCacheBlocked();
+  return `an answer on ${SOCKET}: it is probing QEMU's capabilities (capability files in ` +
+    `${CAPABILITY_CACHE}: ${cached}; ${
+      blocked ?? "a first start probes each QEMU binary, under load it takes minutes"
+    })`;
+}
+
 /**
  * libvirtd and virtlogd running as children of this process inside a network namespace, so the
  * networks libvirt makes (bridges, dnsmasq, NAT rules) exist only there. Refuses to start when
@@ -28,7 +117,7 @@ async function answering(): Promise<boolean> {
  * import { LibvirtDaemon } from "./_libvirt_daemon.ts";
  * import { NetworkNamespace } from "./_network_namespace.ts";
  * await using ns = await NetworkNamespace.create("triad-vm-x");
- * await using daemon = await LibvirtDaemon.start(ns.name);
+ * await using daemon = await LibvirtDaemon.start(ns.name, { log: console.error });
  * ```
  */
 export class LibvirtDaemon implements AsyncDisposable {
@@ -46,12 +135,15 @@ export class LibvirtDaemon implements AsyncDisposable {
   }
 
   /**
-   * Starts virtlogd and libvirtd inside a namespace and waits until libvirtd answers.
+   * Starts virtlogd and libvirtd inside a namespace and waits until libvirtd answers, however
+   * long its QEMU probe takes, up to `timeoutMs`; fails at once, with its last output, when either
+   * daemon exits before that.
    *
    * @param netns The namespace.
-   * @param timeoutMs How long libvirtd gets to answer. @default {30000}
+   * @param options Bound, progress lines, abort.
    */
-  static async start(netns: string, timeoutMs = 30_000): Promise<LibvirtDaemon> {
+  static async start(netns: string, options: LibvirtStartOptions = {}): Promise<LibvirtDaemon> {
+    const { timeoutMs = 600_000, log = () => {}, progressEveryMs = 15_000, signal } = options;
     if (await answering()) {
       throw new VmError(
         `A libvirtd is already running (${SOCKET}): stop it first, the harness runs its own ` +
@@ -59,27 +151,63 @@ export class LibvirtDaemon implements AsyncDisposable {
         { code: "busy" },
       );
     }
-    const spawn = (program: string) =>
-      new Deno.Command("ip", {
+    const blocked = capabilityCacheBlocked();
+    if (blocked) log(`libvirtd: ${blocked}`);
+    const children: Deno.ChildProcess[] = [];
+    const exited: Promise<string>[] = [];
+    const spawn = (program: string) => {
+      const child = new Deno.Command("ip", {
         args: ["netns", "exec", netns, program],
         stdin: "null",
         stdout: "null",
-        stderr: "null",
+        stderr: "piped",
       }).spawn();
-    const children: Deno.ChildProcess[] = [];
+      const output = new OutputTail(child.stderr);
+      children.push(child);
+      exited.push(
+        child.status.then(async (status) => {
+          await output.done;
+          const said = output.text();
+          return `${program} exited with ${
+            status.signal ? `signal ${status.signal}` : `code ${status.code}`
+          } while the harness waited for libvirtd to answer${
+            said ? `:\n${said}` : " (it printed nothing)"
+          }`;
+        }),
+      );
+    };
     const daemon = new LibvirtDaemon(children);
+    const started = Date.now();
+    let lastProgress = started;
     try {
-      children.push(spawn("virtlogd"));
-      children.push(spawn("libvirtd"));
-      const deadline = Date.now() + timeoutMs;
+      spawn("virtlogd");
+      spawn("libvirtd");
+      let death: string | undefined;
+      const died = Promise.race(exited).then((message) => {
+        death = message;
+      });
       while (!(await answering())) {
-        if (Date.now() > deadline) {
-          throw new VmError(`libvirtd did not answer on ${SOCKET} within ${timeoutMs / 1000} s`, {
-            code: "timeout",
-          });
+        if (death !== undefined) throw new VmError(death, { code: "command_failed" });
+        if (signal?.aborted) {
+          throw new VmError("libvirtd's start was interrupted", { code: "interrupted" });
         }
-        await new Promise((resolve) => setTimeout(resolve, 250));
+        const waited = Date.now() - started;
+        if (waited > timeoutMs) {
+          throw new VmError(
+            `libvirtd did not answer within ${Math.round(timeoutMs / 1000)} s; ` +
+              `waited for ${waitingFor()}`,
+            { code: "timeout" },
+          );
+        }
+        if (Date.now() - lastProgress >= progressEveryMs) {
+          lastProgress = Date.now();
+          log(`libvirtd: ${Math.round(waited / 1000)} s, waiting for ${waitingFor()}`);
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([new Promise((resolve) => timer = setTimeout(resolve, 250)), died]);
+        clearTimeout(timer);
       }
+      log(`libvirtd answered after ${((Date.now() - started) / 1000).toFixed(1)} s`);
     } catch (error) {
       await daemon.stop();
       throw error;

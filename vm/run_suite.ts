@@ -220,7 +220,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
       const ns = await NetworkNamespace.create(`triad-vm-${id}`);
       cleanup.defer(`network namespace ${ns.name}`, () => ns.remove());
       log(`libvirtd and virtlogd in network namespace ${ns.name}`);
-      const daemon = await LibvirtDaemon.start(ns.name);
+      const daemon = await LibvirtDaemon.start(ns.name, { log, ...(signal ? { signal } : {}) });
       cleanup.defer("libvirtd", () => daemon.stop());
       keepNotes.push(
         `  then:      kill ${daemon.pids.join(" ")}; ip netns delete ${ns.name}; rm -r ${workDir}`,

@@ -22,11 +22,17 @@ export class GenError extends TriadError {
   }
 }
 
+/** The programs bpf2ts runs, with the Debian package of each (as in `.ci/packages.tsv`). */
+export const TOOL_PACKAGES: Readonly<Record<"clang" | "bpftool" | "llvm-strip", string>> = {
+  clang: "clang",
+  bpftool: "bpftool",
+  "llvm-strip": "llvm",
+};
+
 async function run(
-  command: string,
+  command: keyof typeof TOOL_PACKAGES,
   args: string[],
   cwd?: string,
-  pkg = command,
 ): Promise<Uint8Array> {
   let output: Deno.CommandOutput;
   try {
@@ -39,7 +45,7 @@ async function run(
       .output();
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
-      throw new GenError(`bpf2ts needs ${command}: apt-get install ${pkg}`);
+      throw new GenError(`bpf2ts needs ${command}: apt-get install ${TOOL_PACKAGES[command]}`);
     }
     throw error;
   }
@@ -75,14 +81,12 @@ export async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
  * @returns The toolchain description; remove `includeDir` when done.
  */
 export async function prepareToolchain(btfPath = "/sys/kernel/btf/vmlinux"): Promise<Toolchain> {
-  const version = new TextDecoder().decode(await run("clang", ["--version"], undefined, "clang"));
+  const version = new TextDecoder().decode(await run("clang", ["--version"]));
   const includeDir = await Deno.makeTempDir({ prefix: "bpf2ts-" });
   try {
     const header = await run(
       "bpftool",
       ["btf", "dump", "file", btfPath, "format", "c"],
-      undefined,
-      "bpftool",
     );
     await Deno.writeFile(`${includeDir}/vmlinux.h`, header);
     return {
@@ -136,9 +140,8 @@ export async function compileBpf(
       output,
     ],
     dir,
-    "clang",
   );
-  await run("llvm-strip", ["-g", output], undefined, "llvm");
+  await run("llvm-strip", ["-g", output]);
   const bytes = await Deno.readFile(output);
   await Deno.remove(output);
   const names = elfSections(bytes, file).map((section) => section.name);

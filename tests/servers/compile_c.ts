@@ -24,7 +24,9 @@ export async function compileC(source: string, output: string): Promise<void> {
       }
     })
   );
-  if (compiler === undefined) throw new Error("no C compiler found (apt-get install clang or gcc)");
+  if (compiler === undefined) {
+    throw new Error("No C compiler on PATH (cc, clang or gcc): needs clang: apt-get install clang");
+  }
   const { code, stderr } = await new Deno.Command(compiler, {
     args: ["-O2", "-o", output, source],
     stderr: "piped",

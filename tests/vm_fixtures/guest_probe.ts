@@ -42,7 +42,7 @@ Deno.test("guest has the provisioned tools", () => {
     command("llvm-strip", "llvm"),
     command("etcd", "etcd-server"),
     command("unbound"),
-    command("dig", "dnsutils"),
+    command("dig", "bind9-dnsutils"),
   ];
   for (const tool of tools) assert.equal(tool.check(), undefined, tool.name);
 });

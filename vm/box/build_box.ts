@@ -9,6 +9,7 @@ import { hasProgram, runCommand } from "../_command.ts";
 import { DEFAULT_BOX, defaultCacheDir, DENO_VERSION, VM_DIR } from "../_paths.ts";
 import { boxMetadata, boxVagrantfile, debianMirror } from "./box_files.ts";
 import { INSECURE_PUBLIC_KEY } from "./insecure_key.ts";
+import { BOX_BUILDER_PROGRAMS } from "./_programs.ts";
 import { vagrantHasBox } from "../_locate.ts";
 
 /** Options of {@linkcode buildBox}. */
@@ -166,13 +167,13 @@ export async function buildBox(options: BuildBoxOptions = {}): Promise<BuiltBox>
     return { name, path: boxPath, key, cached: true, added };
   }
 
-  for (const tool of ["debootstrap", "qemu-img", "extlinux", "sfdisk", "mkfs.ext4", "chroot"]) {
-    if (!hasProgram(tool)) {
-      throw new VmError(
-        `The box builder needs ${tool}: apt-get install debootstrap qemu-utils extlinux syslinux-common`,
-        { code: "missing_tool" },
-      );
-    }
+  const missingTools = Object.keys(BOX_BUILDER_PROGRAMS).filter((tool) => !hasProgram(tool));
+  if (missingTools.length > 0) {
+    const packages = [...new Set(missingTools.map((tool) => BOX_BUILDER_PROGRAMS[tool]))];
+    throw new VmError(
+      `The box builder needs ${missingTools.join(", ")}: apt-get install ${packages.join(" ")}`,
+      { code: "missing_tool" },
+    );
   }
   if (Deno.uid() !== 0) {
     throw new VmError("The box builder needs root (debootstrap, chroot, loop mount)", {
