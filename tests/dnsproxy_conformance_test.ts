@@ -11,7 +11,7 @@ import { startDnsdist } from "./servers/dnsdist.ts";
 import { forward, startFakeUpstream } from "./dnsproxy_fake_upstream.ts";
 import { normalized, queryUdp } from "./dnsproxy_client.ts";
 
-const needs = [command("unbound"), command("dnsdist"), command("dig", "dnsutils")];
+const needs = [command("unbound"), command("dnsdist"), command("dig", "bind9-dnsutils")];
 
 const RD = 0x0100;
 const RA = 0x0080;

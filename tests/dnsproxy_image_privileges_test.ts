@@ -8,20 +8,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { command, type Requirement, root, testWith } from "./requirements.ts";
+import { cCompiler, command, root, testWith } from "./requirements.ts";
 import { compileC } from "./servers/compile_c.ts";
 
 const NET_BIND_SERVICE = 10;
 
-const compiler: Requirement = {
-  name: "C compiler",
-  check: () =>
-    ["cc", "clang", "gcc"].some((name) => command(name).check() === undefined)
-      ? undefined
-      : "needs a C compiler: apt-get install gcc (or clang)",
-};
-
-const NEEDS = [root, command("setcap", "libcap2-bin"), command("unshare", "util-linux"), compiler];
+const NEEDS = [root, command("setcap", "libcap2-bin"), command("unshare", "util-linux"), cCompiler];
 
 /**
  * Lays out what the image has, in a new world-readable directory: the runc-like launcher and a

@@ -177,7 +177,7 @@ export const cCompiler: Requirement = {
     const names = ["cc", "clang", "gcc"].map((name) => command(name).check());
     return names.some((reason) => reason === undefined)
       ? undefined
-      : "needs a C compiler: apt-get install gcc (or clang)";
+      : "needs a C compiler such as gcc: apt-get install gcc (or clang)";
   },
 };
 

@@ -25,7 +25,7 @@ export async function compileC(source: string, output: string): Promise<void> {
     })
   );
   if (compiler === undefined) {
-    throw new Error("No C compiler on PATH (cc, clang or gcc): needs clang: apt-get install clang");
+    throw new Error("No C compiler on PATH: needs clang: apt-get install clang (gcc works too)");
   }
   const { code, stderr } = await new Deno.Command(compiler, {
     args: ["-O2", "-o", output, source],
