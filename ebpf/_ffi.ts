@@ -88,6 +88,7 @@ const LIBBPF_SYMBOLS = {
   bpf_map_delete_batch: { parameters: ["i32", S, S, S], result: "i32" },
   bpf_obj_pin: { parameters: ["i32", S], result: "i32" },
   bpf_obj_get: { parameters: [S], result: "i32" },
+  bpf_map_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_obj_get_info_by_fd: { parameters: ["i32", S, S], result: "i32" },
   bpf_prog_load: { parameters: ["u32", S, S, S, "usize", S], result: "i32" },
   bpf_prog_test_run_opts: { parameters: ["i32", S], result: "i32" },
