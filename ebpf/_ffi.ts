@@ -53,6 +53,8 @@ const LIBBPF_SYMBOLS = {
   bpf_program__attach_cgroup: { parameters: [P, "i32"], result: P },
   bpf_program__attach_xdp: { parameters: [P, "i32"], result: P },
   bpf_program__attach_netns: { parameters: [P, "i32"], result: P },
+  bpf_program__attach_iter: { parameters: [P, S], result: P },
+  bpf_iter_create: { parameters: ["i32"], result: "i32" },
   // libbpf 1.3+: tcx links (kernel 6.6+). Older libbpf falls back to netlink tc.
   bpf_program__attach_tcx: { parameters: [P, "i32", S], result: P, optional: true },
 

@@ -45,3 +45,4 @@ export * from "./record_reader.ts";
 export * from "./ringbuf.ts";
 export * from "./perf.ts";
 export * from "./features.ts";
+export * from "./iter.ts";

@@ -9,6 +9,7 @@ import { addressOf, cString, errno, libbpf, libc, toCString } from "./_ffi.ts";
 import { assemble, type Instruction } from "./asm.ts";
 import { BpfError, UnsupportedFeatureError, VerifierError } from "./errors.ts";
 import { createLink, type Link, type LinkBackend } from "./link.ts";
+import type { BpfMap } from "./map.ts";
 import {
   ATTACH_TYPES,
   type AttachType,
@@ -338,6 +339,44 @@ export class Program implements Disposable {
     return this.#libbpfAttach(
       `raw tracepoint ${name}`,
       (p) => libbpf().bpf_program__attach_raw_tracepoint(p, toCString(name)),
+    );
+  }
+
+  /**
+   * Attaches an iterator program (`SEC("iter/task")`, `iter/tcp`, `iter/bpf_map_elem`, ...);
+   * read what it writes with {@linkcode readIterator}. An iterator over a map's elements needs
+   * that map.
+   *
+   * @example List processes with an `iter/task` program
+   * ```ts ignore
+   * import { BpfObject, readIterator } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("tasks.bpf.o");
+   * await obj.load();
+   * using link = obj.program("dump_task").attachIter();
+   * for await (const line of readIterator(link).lines()) console.log(line);
+   * ```
+   *
+   * @param options `map`: the map an `iter/bpf_map_elem` (or `iter/sockmap`) program walks.
+   * @returns The link; each {@linkcode readIterator} runs the program over the objects anew.
+   */
+  attachIter(options: { map?: BpfMap<unknown, unknown> } = {}): Link {
+    // struct bpf_iter_attach_opts { size_t sz; union bpf_iter_link_info *link_info; __u32 len; }
+    const opts = new Uint8Array(24);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 24n, true);
+    const linkInfo = new Uint8Array(16); // union bpf_iter_link_info; map.map_fd first
+    if (options.map !== undefined) {
+      new DataView(linkInfo.buffer).setUint32(0, options.map.fd, true);
+      view.setBigUint64(8, addressOf(linkInfo), true);
+      view.setUint32(16, linkInfo.length, true);
+    }
+    return this.#libbpfAttach(
+      options.map === undefined
+        ? `iterator ${this.section}`
+        : `iterator over map ${options.map.name}`,
+      (p) => libbpf().bpf_program__attach_iter(p, opts),
+      [linkInfo],
     );
   }
 
