@@ -1,7 +1,8 @@
 /**
  * Privileged tests of iterator programs (bpf_iter) on the real kernel: `iter/task` read as lines,
- * `iter/tcp` read as binary records while this process holds real TCP sockets, and
- * `iter/bpf_map_elem` over a map written from TypeScript (`ebpf_bpf/iter.bpf.c`).
+ * `iter/bpf_map_elem` over a map written from TypeScript (`ebpf_bpf/iter.bpf.c`), and the
+ * tracer's `iter/tcp` (`ebpf/bpf/tcp_snapshot.bpf.c`) read as binary records while this process
+ * holds real TCP sockets.
  *
  * @module
  */
@@ -9,7 +10,13 @@ import assert from "node:assert/strict";
 import { BpfError, readIterator } from "@triad/ebpf";
 import { bpfCapabilities, btf, command, kernelAtLeast, libbpf, testWith } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
-import { IterObject, TCP_SOCKET_SIZE, type TcpSocket, TcpSocketView } from "./ebpf_bpf/iter.gen.ts";
+import { IterObject } from "./ebpf_bpf/iter.gen.ts";
+import {
+  TCP_SOCKET_SIZE,
+  TcpSnapshotObject,
+  type TcpSocket,
+  TcpSocketView,
+} from "../ebpf/bpf/tcp_snapshot.gen.ts";
 
 const TCP_ESTABLISHED = 1;
 const TCP_LISTEN = 10;
@@ -45,6 +52,9 @@ testWith("Iterator programs list tasks, TCP sockets and map elements", needs, as
     using obj = loaded;
     for (const program of obj.object.programs) if (program.loaded) tracker.add("prog", program.id);
     for (const map of obj.object.maps) tracker.add("map", map.id);
+    using tcp = TcpSnapshotObject.open();
+    await tcp.load();
+    for (const program of tcp.object.programs) tracker.add("prog", program.id);
 
     await t.step("iter/task: one line per process, this one among them", async () => {
       using link = obj.programs.dump_task.attachIter();
@@ -65,7 +75,7 @@ testWith("Iterator programs list tasks, TCP sockets and map elements", needs, as
       using client = await Deno.connect({ hostname: "127.0.0.1", port });
       using server = await listener.accept();
       const clientPort = (client.localAddr as Deno.NetAddr).port;
-      using link = obj.programs.dump_tcp.attachIter();
+      using link = tcp.programs.list_tcp.attachIter();
       tracker.add("link", link.id);
       const sockets: TcpSocket[] = [];
       for await (const record of readIterator(link).records(TCP_SOCKET_SIZE)) {
@@ -124,7 +134,7 @@ testWith("Iterator programs list tasks, TCP sockets and map elements", needs, as
     });
 
     await t.step("records() of the wrong size says how many bytes were left over", async () => {
-      using link = obj.programs.dump_tcp.attachIter();
+      using link = tcp.programs.list_tcp.attachIter();
       tracker.add("link", link.id);
       await assert.rejects(async () => {
         for await (const _ of readIterator(link).records(TCP_SOCKET_SIZE + 5)) {

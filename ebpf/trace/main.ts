@@ -19,6 +19,7 @@ import {
 } from "./parse_trace_options.ts";
 import { checkTracePrerequisites } from "./check_trace_prerequisites.ts";
 import { TcpTracer } from "./tcp_tracer.ts";
+import { listTcpSockets } from "./tcp_snapshot.ts";
 
 const encoder = new TextEncoder();
 
@@ -111,6 +112,24 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 
   try {
+    if (options.snapshot) {
+      // Listed after the tracer attached: a socket opened meanwhile shows in both, none in neither.
+      let out = "";
+      let sockets;
+      try {
+        sockets = await listTcpSockets({
+          ...(options.port !== undefined && { port: options.port }),
+          ...(options.family !== undefined && { family: options.family }),
+        });
+      } catch (error) {
+        if (!(error instanceof TriadError)) throw error;
+        console.error(`trace: --snapshot: ${error.message}`);
+        return 1;
+      }
+      for (const event of sockets) out += `${formatter.format(event).join("\n")}\n`;
+      if (out) writeAll(Deno.stdout, out);
+      console.error(`trace: ${sockets.length} TCP sockets existed at start`);
+    }
     outer: for await (const batch of tracer.batches(stop.signal)) {
       let out = "";
       for (const event of batch) {

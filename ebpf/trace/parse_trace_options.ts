@@ -33,6 +33,8 @@ export interface TraceOptions {
   ringBytes?: number;
   /** How accept() is observed: `auto` (fexit, else syscall tracepoints), `fexit`, `syscall`. */
   acceptHook?: "auto" | "fexit" | "syscall";
+  /** First list the TCP sockets that exist at start (`socket` events, from a TCP iterator). */
+  snapshot: boolean;
   /** Print the usage and exit. */
   help: boolean;
 }
@@ -45,7 +47,8 @@ kernel tracepoint sock:inet_sock_set_state. Needs root (or CAP_BPF, CAP_PERFMON 
 CAP_SYS_RESOURCE), kernel BTF and libbpf.so.1.
 
 Events: connect (active open established), accept (passive open accepted), close (with duration
-and bytes), state (every transition, with --states), lost (events the kernel could not queue).
+and bytes), state (every transition, with --states), lost (events the kernel could not queue),
+socket (a socket that existed at start, with --snapshot).
 
 Options:
   --json               JSON Lines on stdout, one event per line
@@ -61,6 +64,8 @@ Options:
   --ring-size BYTES    kernel ring buffer size, a power of two from 4096 (default 8388608)
   --accept-hook HOOK   how accept() is seen: auto (default: fexit where it loads, else syscall),
                        fexit (fexit/inet_csk_accept), syscall (accept/accept4 tracepoints)
+  --snapshot           first list the TCP sockets that exist at start (socket events, with
+                       their state; --port and --family apply; needs kernel 5.9+ bpf_iter)
   --help               show this help
 
 Without --json the output is an aligned table on a terminal and plain columns otherwise.
@@ -137,6 +142,7 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
         interval: { type: "string" },
         "ring-size": { type: "string" },
         "accept-hook": { type: "string" },
+        snapshot: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -148,6 +154,7 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
   const options: TraceOptions = {
     json: values.json,
     states: values.states,
+    snapshot: values.snapshot,
     summary: values.summary,
     help: values.help,
   };
@@ -190,6 +197,23 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
       );
     }
     options.acceptHook = hook;
+  }
+  if (options.snapshot) {
+    const other = options.pid !== undefined
+      ? "--pid"
+      : options.comm !== undefined
+      ? "--comm"
+      : options.summary
+      ? "--summary"
+      : options.intervalSeconds !== undefined
+      ? "--interval"
+      : undefined;
+    if (other !== undefined) {
+      throw new TraceUsageError(
+        `--snapshot cannot be combined with ${other}: the sockets listed at start carry no ` +
+          "owning process and are not connections that close",
+      );
+    }
   }
   if (options.summary && options.intervalSeconds !== undefined) {
     throw new TraceUsageError(`--summary and --interval cannot be combined: pick one view`);
