@@ -104,6 +104,13 @@ const LIBBPF_SYMBOLS = {
   bpf_tc_detach: { parameters: [S, S], result: "i32" },
 
   btf__raw_data: { parameters: [P, S], result: P },
+
+  // libbpf 1.1+: user ring buffers (kernel 6.1+).
+  user_ring_buffer__new: { parameters: ["i32", S], result: P, optional: true },
+  user_ring_buffer__reserve: { parameters: [P, "u32"], result: P, optional: true },
+  user_ring_buffer__submit: { parameters: [P, P], result: "void", optional: true },
+  user_ring_buffer__discard: { parameters: [P, P], result: "void", optional: true },
+  user_ring_buffer__free: { parameters: [P], result: "void", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const LIBC_SYMBOLS = {

@@ -44,5 +44,6 @@ export * from "./skeleton.ts";
 export * from "./record_reader.ts";
 export * from "./ringbuf.ts";
 export * from "./perf.ts";
+export * from "./user_ringbuf.ts";
 export * from "./features.ts";
 export * from "./iter.ts";
