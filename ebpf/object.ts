@@ -333,11 +333,14 @@ export class BpfObject implements Disposable {
       throw new BpfError(`Object ${this.name} is already loaded`, { code: "loaded" });
     }
     const lib = libbpf();
-    // libbpf drops the key type of maps of maps when it creates them (the kernel takes no BTF
-    // for them): remember the declared one, so their keys keep their codec.
-    const declaredKeys = new Map<string, number>();
+    // libbpf drops the key and value types of maps the kernel takes no BTF for (maps of maps,
+    // socket maps) when it creates them: remember the declared ones, so they keep their codecs.
+    const declared = new Map<string, [key: number, value: number]>();
     for (const m of eachMap(this.#pointer!)) {
-      declaredKeys.set(cString(lib.bpf_map__name(m)), lib.bpf_map__btf_key_type_id(m));
+      declared.set(cString(lib.bpf_map__name(m)), [
+        lib.bpf_map__btf_key_type_id(m),
+        lib.bpf_map__btf_value_type_id(m),
+      ]);
     }
     // Each program gets its own log buffer: libbpf loads with the verifier log off and, when a
     // program is rejected, loads it again with the log on into that buffer. A log that does not
@@ -393,9 +396,12 @@ export class BpfObject implements Disposable {
         maxEntries: lib.bpf_map__max_entries(m),
         flags: lib.bpf_map__map_flags(m),
       };
-      const keyType = lib.bpf_map__btf_key_type_id(m) || (declaredKeys.get(name) ?? 0);
-      const key = this.#codecFor(keyType, info.keySize);
-      const value = this.#codecFor(lib.bpf_map__btf_value_type_id(m), info.valueSize);
+      const [declaredKey, declaredValue] = declared.get(name) ?? [0, 0];
+      const key = this.#codecFor(lib.bpf_map__btf_key_type_id(m) || declaredKey, info.keySize);
+      const value = this.#codecFor(
+        lib.bpf_map__btf_value_type_id(m) || declaredValue,
+        info.valueSize,
+      );
       this.#maps.set(name, new BpfMap(mapInternal, info, handle, key, value));
     }
   }

@@ -18,6 +18,14 @@ import {
   programTypeName,
 } from "./types.ts";
 
+/** The attach type of each socket map program section. */
+const SOCKET_MAP_ATTACH: Record<string, AttachType | undefined> = {
+  "sk_msg": "sk_msg_verdict",
+  "sk_skb/stream_verdict": "sk_skb_stream_verdict",
+  "sk_skb/stream_parser": "sk_skb_stream_parser",
+  "sk_skb/verdict": "sk_skb_verdict",
+};
+
 /** @internal What ties a program to its object. */
 export interface ProgramOwner {
   /** The object name, for messages. */
@@ -479,6 +487,77 @@ export class Program implements Disposable {
         );
       }
       throw error;
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  /**
+   * Attaches a socket map program (`sk_msg`, `sk_skb/stream_verdict`, `sk_skb/stream_parser`,
+   * `sk_skb/verdict`) to a `sockmap` or `sockhash`: it then runs for every socket in that map.
+   * The attach type comes from the section; `close()` detaches it.
+   *
+   * @example Redirect what sockets send
+   * ```ts ignore
+   * import { BpfObject } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("redirect.bpf.o");
+   * await obj.load();
+   * using link = obj.program("redirect").attachToMap(obj.map("redirect_hash"));
+   * const socketFd = 7; // a connected TCP socket of this process
+   * obj.map("redirect_hash").update(1, BigInt(socketFd));
+   * ```
+   *
+   * @param map The socket map.
+   * @returns The link.
+   */
+  attachToMap(map: BpfMap<unknown, unknown>): Link {
+    this.#checkOpen();
+    if (map.type !== "sockmap" && map.type !== "sockhash") {
+      throw new BpfError(
+        `Attach program ${this.name} to map ${map.name}: it is ${map.type}, not sockmap or ` +
+          `sockhash`,
+        { code: "bad_map_type" },
+      );
+    }
+    const attachType =
+      SOCKET_MAP_ATTACH[this.section.replace(/\/.*$/, "") === "sk_msg" ? "sk_msg" : this.section];
+    if (attachType === undefined) {
+      throw new BpfError(
+        `Attach program ${this.name} (section ${this.section}) to map ${map.name}: only ` +
+          `sk_msg, sk_skb/stream_verdict, sk_skb/stream_parser and sk_skb/verdict attach to ` +
+          `socket maps`,
+        { code: "unsupported" },
+      );
+    }
+    const programFd = this.fd;
+    const mapFd = map.fd;
+    const rc = libbpf().bpf_prog_attach(programFd, mapFd, ATTACH_TYPES[attachType], 0);
+    if (rc < 0) {
+      throw BpfError.fromErrno(`Attach program ${this.name} to ${map.type} ${map.name}`, rc);
+    }
+    return this.#makeLink(`${map.type} ${map.name} (${attachType})`, {
+      kind: "custom",
+      detach: () => {
+        libbpf().bpf_prog_detach2(programFd, mapFd, ATTACH_TYPES[attachType]);
+      },
+    });
+  }
+
+  /**
+   * Attaches a program to a network namespace: `sk_lookup` (kernel 5.9+) and `flow_dissector`.
+   *
+   * @param netns The namespace: a path such as `/proc/self/ns/net` or `/run/netns/test`.
+   * @returns The link (a BPF link: detached on close or when the namespace goes).
+   */
+  attachNetns(netns: string): Link {
+    const fd = libc().open(toCString(netns), 0, 0);
+    if (fd < 0) throw BpfError.fromErrno(`Open network namespace ${netns}`, -errno());
+    try {
+      return this.#libbpfAttach(
+        `network namespace ${netns}`,
+        (p) => libbpf().bpf_program__attach_netns(p, fd),
+      );
     } finally {
       libc().close(fd);
     }
