@@ -41,6 +41,9 @@ const LIBBPF_SYMBOLS = {
   bpf_program__set_log_level: { parameters: [P, "u32"], result: "i32" },
   bpf_program__autoload: { parameters: [P], result: "bool" },
   bpf_program__set_autoload: { parameters: [P, "bool"], result: "i32" },
+  bpf_program__set_type: { parameters: [P, "u32"], result: "i32" },
+  bpf_program__set_expected_attach_type: { parameters: [P, "u32"], result: "i32" },
+  bpf_program__attach_kprobe_multi_opts: { parameters: [P, S, S], result: P },
   bpf_program__pin: { parameters: [P, S], result: "i32" },
   bpf_program__unpin: { parameters: [P, S], result: "i32" },
   bpf_program__attach: { parameters: [P], result: P },
@@ -135,6 +138,8 @@ const LIBC_SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
   syscall: { parameters: ["i64", S, "i64", "i64", "i64", "u64"], result: "i64" },
+  // bpf(2) itself, for link kinds newer than libbpf 1.1 (uprobe_multi, netfilter, tcx).
+  bpf: { name: "syscall", parameters: ["i64", "i64", S, "u32"], result: "i64" },
   if_nametoindex: { parameters: [S], result: "u32" },
   vsnprintf: { parameters: [S, "usize", P, P], result: "i32" },
   getpid: { parameters: [], result: "i32" },

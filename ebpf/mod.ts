@@ -36,6 +36,7 @@ export {
   type TcOptions,
   type TestRunInput,
   type TestRunResult,
+  type UprobeMultiOptions,
   type UprobeOptions,
   type XdpOptions,
 } from "./program.ts";

@@ -21,7 +21,7 @@ import { BpfError, VerifierError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import { BpfMap, closeObjectMapHandle, mapInternal, objectMapHandle } from "./map.ts";
 import { Program, programInternal, type ProgramOwner } from "./program.ts";
-import { mapTypeName } from "./types.ts";
+import { ATTACH_TYPES, mapTypeName, PROGRAM_TYPES } from "./types.ts";
 
 const INITIAL_LOG_SIZE = 256 * 1024;
 const MAX_LOG_SIZE = 1 << 30;
@@ -175,6 +175,14 @@ export class BpfObject implements Disposable {
     }
     for (const [programName, load] of Object.entries(this.#options.autoload ?? {})) {
       lib.bpf_program__set_autoload(this.#programPointer(programName), load);
+    }
+    for (const p of eachProgram(this.#pointer!)) {
+      // Sections newer than libbpf 1.1 (which leaves their type unset): uprobe.multi (6.6+).
+      const section = cString(lib.bpf_program__section_name(p));
+      if (lib.bpf_program__type(p) === 0 && /^u(ret)?probe\.multi(\.s)?(\/|$)/.test(section)) {
+        lib.bpf_program__set_type(p, PROGRAM_TYPES.indexOf("kprobe"));
+        lib.bpf_program__set_expected_attach_type(p, ATTACH_TYPES.trace_uprobe_multi);
+      }
     }
     const values = new Map([...Object.entries(this.#options.globals ?? {}), ...this.#globalValues]);
     for (const [variable, value] of values) this.setGlobal(variable, value);

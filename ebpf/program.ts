@@ -7,7 +7,8 @@
  */
 import { addressOf, cString, errno, libbpf, libc, toCString } from "./_ffi.ts";
 import { assemble, type Instruction } from "./asm.ts";
-import { BpfError, UnsupportedFeatureError, VerifierError } from "./errors.ts";
+import { elfFunctionOffsets } from "./_elf.ts";
+import { BpfError, errnoName, UnsupportedFeatureError, VerifierError } from "./errors.ts";
 import { createLink, type Link, type LinkBackend } from "./link.ts";
 import type { BpfMap } from "./map.ts";
 import {
@@ -55,6 +56,21 @@ export interface UprobeOptions {
   /** A value the program reads with `bpf_get_attach_cookie`. */
   cookie?: bigint;
 }
+
+/** Options for {@linkcode Program.attachUprobeMulti}. */
+export interface UprobeMultiOptions {
+  /** Only this process (default: every process mapping the binary). */
+  pid?: number;
+  /** Attach to the functions' returns. */
+  retprobe?: boolean;
+  /** One cookie per function (default: its index). */
+  cookies?: readonly bigint[];
+  /** Told why, when one uprobe per function is attached instead of one multi link. */
+  onFallback?: (reason: string) => void;
+}
+
+const SYS_BPF = Deno.build.arch === "aarch64" ? 280 : 321;
+const BPF_LINK_CREATE = 28;
 
 const XDP_FLAGS_SKB_MODE = 2;
 const XDP_FLAGS_DRV_MODE = 4;
@@ -458,6 +474,147 @@ export class Program implements Disposable {
         BigInt(options.offset ?? 0),
         opts,
       ), [fnName]);
+  }
+
+  /**
+   * Attaches a `SEC("uprobe.multi")` program to several functions of a binary with one link
+   * (`BPF_TRACE_UPROBE_MULTI`, kernel 6.6+). Where the kernel refuses that link, it falls back to
+   * one uprobe per function and says why through `onFallback`. Function `i` gets cookie
+   * `cookies[i]` (default `i`), read with `bpf_get_attach_cookie`.
+   *
+   * @example Count calls to two functions
+   * ```ts ignore
+   * import { BpfObject } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("count.bpf.o");
+   * await obj.load();
+   * using link = obj.program("count_calls").attachUprobeMulti("/usr/bin/app", ["parse", "emit"], {
+   *   onFallback: (reason) => console.error(reason),
+   * });
+   * ```
+   *
+   * @param binary The executable or library path.
+   * @param functions The function symbols.
+   * @param options `pid`, `retprobe`, `cookies`, and `onFallback` (told the reason when one link
+   *   per function is used instead).
+   * @returns One link (closing it detaches every target, whichever way they were attached).
+   */
+  attachUprobeMulti(
+    binary: string,
+    functions: readonly string[],
+    options: UprobeMultiOptions = {},
+  ): Link {
+    this.#checkOpen();
+    if (functions.length === 0) {
+      throw new BpfError(`Attach program ${this.name} to ${binary}: no functions given`, {
+        code: "bad_value",
+      });
+    }
+    const offsets = elfFunctionOffsets(Deno.readFileSync(binary), functions, binary);
+    const cookies = functions.map((_, i) => options.cookies?.[i] ?? BigInt(i));
+    const where = `${options.retprobe ? "uretprobe" : "uprobe"}.multi ${binary}:` +
+      `{${functions.join(",")}}`;
+    const path = toCString(binary);
+    const offsetArray = new BigUint64Array(offsets.map(BigInt));
+    const cookieArray = new BigUint64Array(cookies);
+    const attr = new Uint8Array(64);
+    const view = new DataView(attr.buffer);
+    view.setUint32(0, this.fd, true);
+    view.setUint32(8, ATTACH_TYPES.trace_uprobe_multi, true);
+    view.setBigUint64(16, addressOf(path), true);
+    view.setBigUint64(24, addressOf(new Uint8Array(offsetArray.buffer)), true);
+    view.setBigUint64(40, addressOf(new Uint8Array(cookieArray.buffer)), true);
+    view.setUint32(48, functions.length, true);
+    view.setUint32(52, options.retprobe ? 1 : 0, true); // BPF_F_UPROBE_MULTI_RETURN
+    view.setUint32(56, options.pid ?? 0, true);
+    const fd = Number(libc().bpf(BigInt(SYS_BPF), BigInt(BPF_LINK_CREATE), attr, attr.length));
+    if (fd >= 0) return this.#makeLink(where, { kind: "fd", fd });
+    const code = errno();
+    const reason = `${where}: the kernel refused a uprobe_multi link (${errnoName(code)}` +
+      `${code === 22 ? "; they need Linux 6.6+ and a uprobe.multi program" : ""}); attaching ` +
+      `${functions.length} uprobes instead`;
+    options.onFallback?.(reason);
+    const links: Link[] = [];
+    try {
+      functions.forEach((fn, i) =>
+        links.push(this.attachUprobe(binary, {
+          function: fn,
+          cookie: cookies[i]!,
+          ...(options.pid !== undefined && { pid: options.pid }),
+          ...(options.retprobe !== undefined && { retprobe: options.retprobe }),
+        }))
+      );
+    } catch (error) {
+      for (const link of links) link.close();
+      throw error;
+    }
+    return this.#makeLink(`${where} (one uprobe each)`, {
+      kind: "custom",
+      detach: () => links.forEach((link) => link.close()),
+    });
+  }
+
+  /**
+   * Attaches a `SEC("kprobe.multi")` program to many kernel functions with one link (kernel
+   * 5.18+), by glob pattern (`tcp_*`) or by names; falls back to one kprobe per named function
+   * where the kernel refuses the multi link, telling `onFallback` why.
+   *
+   * @param target A glob pattern, or the function names.
+   * @param options `retprobe`, and `onFallback` (told the reason for the fallback).
+   * @returns One link.
+   */
+  attachKprobeMulti(
+    target: string | readonly string[],
+    options: { retprobe?: boolean; onFallback?: (reason: string) => void } = {},
+  ): Link {
+    this.#checkOpen();
+    if (!kprobesAvailable()) {
+      throw new UnsupportedFeatureError(
+        "kprobe.multi attachment",
+        "5.18",
+        "the kernel was built without CONFIG_KPROBE_EVENTS (kprobes are compiled out)",
+      );
+    }
+    const names = typeof target === "string" ? [] : target.map((name) => toCString(name));
+    const symbols = new BigUint64Array(names.map(addressOf));
+    // struct bpf_kprobe_multi_opts { sz; const char **syms; const unsigned long *addrs;
+    //   const __u64 *cookies; size_t cnt; bool retprobe; }
+    const opts = new Uint8Array(48);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 48n, true);
+    if (names.length > 0) {
+      view.setBigUint64(8, addressOf(new Uint8Array(symbols.buffer)), true);
+      view.setBigUint64(32, BigInt(names.length), true);
+    }
+    view.setUint8(40, options.retprobe ? 1 : 0);
+    const pattern = typeof target === "string" ? toCString(target) : null;
+    const where = `kprobe.multi ${typeof target === "string" ? target : target.join(",")}`;
+    try {
+      return this.#libbpfAttach(
+        where,
+        (p) => libbpf().bpf_program__attach_kprobe_multi_opts(p, pattern, opts),
+        [names, symbols],
+      );
+    } catch (error) {
+      if (typeof target === "string" || !(error instanceof BpfError)) throw error;
+      options.onFallback?.(
+        `${where}: the kernel refused a kprobe_multi link (${error.message}); attaching ` +
+          `${target.length} kprobes instead`,
+      );
+      const links: Link[] = [];
+      try {
+        for (const fn of target) {
+          links.push(this.attachKprobe(fn, { retprobe: options.retprobe ?? false }));
+        }
+      } catch (inner) {
+        for (const link of links) link.close();
+        throw inner;
+      }
+      return this.#makeLink(`${where} (one kprobe each)`, {
+        kind: "custom",
+        detach: () => links.forEach((link) => link.close()),
+      });
+    }
   }
 
   /**
