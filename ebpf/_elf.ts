@@ -128,3 +128,72 @@ export function elfFunctionOffsets(
     return offset;
   });
 }
+
+/** One USDT probe site from `.note.stapsdt`. */
+export interface UsdtNote {
+  /** The provider, such as `triad`. */
+  provider: string;
+  /** The probe name, such as `step`. */
+  name: string;
+  /** Where the probe instruction is, as a file offset (what uprobes take). */
+  offset: number;
+  /** The file offset of the probe's semaphore (0 when it has none). */
+  semaphoreOffset: number;
+  /** The argument specs, such as `-4@-4(%rsp) 8@%rax`. */
+  args: string;
+}
+
+/**
+ * Reads the SystemTap SDT notes (USDT probes) of an ELF file.
+ *
+ * @param bytes The file.
+ * @param where A name for the file in error messages.
+ * @returns Every probe site.
+ */
+export function elfUsdtNotes(bytes: Uint8Array, where: string): UsdtNote[] {
+  const sections = elfSections(bytes, where);
+  const notes = sections.find((section) => section.name === ".note.stapsdt");
+  if (notes === undefined) return [];
+  const base = sections.find((section) => section.name === ".stapsdt.base");
+  const toOffset = (address: number): number => {
+    const home = sections.find((s) =>
+      s.type !== 8 && s.address !== 0 && address >= s.address &&
+      address < s.address + s.data.length
+    );
+    if (home === undefined) {
+      throw new TriadError(`${where}: USDT address 0x${address.toString(16)} is in no section`, {
+        code: "bad_elf",
+      });
+    }
+    return address - home.address + home.offset;
+  };
+  const view = new DataView(notes.data.buffer, notes.data.byteOffset, notes.data.byteLength);
+  const decoder = new TextDecoder();
+  const out: UsdtNote[] = [];
+  const align = (n: number) => (n + 3) & ~3;
+  for (let at = 0; at + 12 <= notes.data.length;) {
+    const nameSize = view.getUint32(at, true);
+    const descSize = view.getUint32(at + 4, true);
+    const type = view.getUint32(at + 8, true);
+    const descStart = at + 12 + align(nameSize);
+    const owner = decoder.decode(notes.data.subarray(at + 12, at + 12 + nameSize - 1));
+    if (owner === "stapsdt" && type === 3 && descSize >= 24) {
+      let pc = Number(view.getBigUint64(descStart, true));
+      const noteBase = Number(view.getBigUint64(descStart + 8, true));
+      const semaphore = Number(view.getBigUint64(descStart + 16, true));
+      // A prelinked file moved its sections: the note's base says by how much.
+      if (base !== undefined && noteBase !== 0) pc += base.address - noteBase;
+      const strings = decoder.decode(notes.data.subarray(descStart + 24, descStart + descSize))
+        .split("\0");
+      out.push({
+        provider: strings[0] ?? "",
+        name: strings[1] ?? "",
+        offset: toOffset(pc),
+        semaphoreOffset: semaphore === 0 ? 0 : toOffset(semaphore),
+        args: strings[2] ?? "",
+      });
+    }
+    at = descStart + align(descSize);
+  }
+  return out;
+}

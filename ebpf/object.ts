@@ -98,7 +98,12 @@ export class BpfObject implements Disposable {
     this.name = name;
     this.#source = source;
     this.#options = options;
-    this.#owner = { name, closed: false, links: new Set<Link>() };
+    this.#owner = {
+      name,
+      closed: false,
+      links: new Set<Link>(),
+      map: (mapName) => this.#maps.get(mapName),
+    };
     this.#pointer = this.#openRaw();
     const lib = libbpf();
     const btfPointer = lib.bpf_object__btf(this.#pointer);

@@ -7,7 +7,9 @@
  */
 import { addressOf, cString, errno, libbpf, libc, toCString } from "./_ffi.ts";
 import { assemble, type Instruction } from "./asm.ts";
-import { elfFunctionOffsets } from "./_elf.ts";
+import { elfFunctionOffsets, elfUsdtNotes } from "./_elf.ts";
+import { encodeUsdtSpec, USDT_SPEC_SIZE } from "./_usdt.ts";
+import { Bytes, Uint32 as Uint32Codec } from "./codec.ts";
 import { BpfError, errnoName, UnsupportedFeatureError, VerifierError } from "./errors.ts";
 import { createLink, type Link, type LinkBackend } from "./link.ts";
 import type { BpfMap } from "./map.ts";
@@ -35,7 +37,12 @@ export interface ProgramOwner {
   closed: boolean;
   /** Links created from the object's programs, destroyed when the object closes. */
   links: Set<Link>;
+  /** The object's map of a name (after load). */
+  map?: (name: string) => BpfMap<unknown, unknown> | undefined;
 }
+
+/** The next free USDT spec slot of each object's `triad_usdt_specs` map. */
+const usdtNextSpec = new WeakMap<object, number>();
 
 /** Options for {@linkcode Program.attachKprobe}. */
 export interface KprobeOptions {
@@ -552,6 +559,102 @@ export class Program implements Disposable {
       kind: "custom",
       detach: () => links.forEach((link) => link.close()),
     });
+  }
+
+  /**
+   * Attaches a USDT program (`SEC("usdt")`, including `ebpf/bpf/usdt.bpf.h`) to every site of a
+   * probe compiled into a binary with `DTRACE_PROBE` (`<sys/sdt.h>`): reads the ELF notes,
+   * writes each site's argument specs for `triad_usdt_arg()`, increments the probe's semaphore
+   * while attached, and makes one uprobe per site. x86-64 argument specs only.
+   *
+   * @example Sum the first argument of a probe
+   * ```ts ignore
+   * import { BpfObject } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("usdt.bpf.o");
+   * await obj.load();
+   * using link = obj.program("on_step").attachUsdt("/usr/bin/app", "app", "step");
+   * ```
+   *
+   * @param binary The executable or library path.
+   * @param provider The probe's provider (first argument of `DTRACE_PROBE`).
+   * @param name The probe's name.
+   * @param options `pid`: only this process.
+   * @returns One link for every site.
+   */
+  attachUsdt(binary: string, provider: string, name: string, options: { pid?: number } = {}): Link {
+    this.#checkOpen();
+    const where = `USDT ${provider}:${name} in ${binary}`;
+    const specs = this.#owner.map?.("triad_usdt_specs");
+    if (specs === undefined) {
+      throw new BpfError(
+        `Attach program ${this.name} to ${where}: its object has no triad_usdt_specs map ` +
+          `(include ebpf/bpf/usdt.bpf.h)`,
+        { code: "unsupported" },
+      );
+    }
+    const sites = elfUsdtNotes(Deno.readFileSync(binary), binary).filter((note) =>
+      note.provider === provider && note.name === name
+    );
+    if (sites.length === 0) {
+      throw new BpfError(`Attach program ${this.name} to ${where}: no such probe in the binary`, {
+        code: "no_such_probe",
+      });
+    }
+    const links: Link[] = [];
+    try {
+      for (const site of sites) {
+        const id = usdtNextSpec.get(specs) ?? 0;
+        if (id >= specs.maxEntries) {
+          throw new BpfError(`Attach ${where}: all ${specs.maxEntries} USDT spec slots are used`, {
+            code: "full",
+          });
+        }
+        usdtNextSpec.set(specs, id + 1);
+        specs.withCodecs(Uint32Codec, Bytes(USDT_SPEC_SIZE)).update(
+          id,
+          encodeUsdtSpec(site.args, `${where} at 0x${site.offset.toString(16)}`),
+        );
+        links.push(this.#attachUprobeAt(binary, site.offset, site.semaphoreOffset, BigInt(id), {
+          ...options,
+          where: `${where} at 0x${site.offset.toString(16)}`,
+        }));
+      }
+    } catch (error) {
+      for (const link of links) link.close();
+      throw error;
+    }
+    return this.#makeLink(`${where} (${sites.length} sites)`, {
+      kind: "custom",
+      detach: () => links.forEach((link) => link.close()),
+    });
+  }
+
+  #attachUprobeAt(
+    binary: string,
+    offset: number,
+    semaphoreOffset: number,
+    cookie: bigint,
+    options: { pid?: number; where: string },
+  ): Link {
+    // struct bpf_uprobe_opts { sz; ref_ctr_offset; bpf_cookie; retprobe; func_name }
+    const opts = new Uint8Array(40);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 40n, true);
+    view.setBigUint64(8, BigInt(semaphoreOffset), true);
+    view.setBigUint64(16, cookie, true);
+    return this.#libbpfAttach(
+      options.where,
+      (p) =>
+        libbpf().bpf_program__attach_uprobe_opts(
+          p,
+          options.pid ?? -1,
+          toCString(binary),
+          BigInt(offset),
+          opts,
+        ),
+      [opts],
+    );
   }
 
   /**
