@@ -31,6 +31,7 @@ export {
 export {
   cgroup2Mounts,
   type KprobeOptions,
+  type NetfilterOptions,
   Program,
   type ProgramLoadOptions,
   type TcOptions,

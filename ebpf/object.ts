@@ -182,11 +182,16 @@ export class BpfObject implements Disposable {
       lib.bpf_program__set_autoload(this.#programPointer(programName), load);
     }
     for (const p of eachProgram(this.#pointer!)) {
-      // Sections newer than libbpf 1.1 (which leaves their type unset): uprobe.multi (6.6+).
+      // Sections newer than libbpf 1.1 (which leaves their type unset): uprobe.multi (6.6+),
+      // netfilter (6.4+).
       const section = cString(lib.bpf_program__section_name(p));
-      if (lib.bpf_program__type(p) === 0 && /^u(ret)?probe\.multi(\.s)?(\/|$)/.test(section)) {
+      if (lib.bpf_program__type(p) !== 0) continue;
+      if (/^u(ret)?probe\.multi(\.s)?(\/|$)/.test(section)) {
         lib.bpf_program__set_type(p, PROGRAM_TYPES.indexOf("kprobe"));
         lib.bpf_program__set_expected_attach_type(p, ATTACH_TYPES.trace_uprobe_multi);
+      } else if (section === "netfilter") {
+        lib.bpf_program__set_type(p, PROGRAM_TYPES.indexOf("netfilter"));
+        lib.bpf_program__set_expected_attach_type(p, ATTACH_TYPES.netfilter);
       }
     }
     const values = new Map([...Object.entries(this.#options.globals ?? {}), ...this.#globalValues]);

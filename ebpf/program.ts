@@ -76,6 +76,18 @@ export interface UprobeMultiOptions {
   onFallback?: (reason: string) => void;
 }
 
+/** Options for {@linkcode Program.attachNetfilter}. */
+export interface NetfilterOptions {
+  /** IPv4 or IPv6. */
+  family: 4 | 6;
+  /** The netfilter hook. */
+  hook: "prerouting" | "local_in" | "forward" | "local_out" | "postrouting";
+  /** The order among the hook's functions (default 0; lower runs first). */
+  priority?: number;
+  /** Reassemble IP fragments before the program runs. */
+  defrag?: boolean;
+}
+
 const SYS_BPF = Deno.build.arch === "aarch64" ? 280 : 321;
 const BPF_LINK_CREATE = 28;
 
@@ -534,9 +546,13 @@ export class Program implements Disposable {
     view.setUint32(48, functions.length, true);
     view.setUint32(52, options.retprobe ? 1 : 0, true); // BPF_F_UPROBE_MULTI_RETURN
     view.setUint32(56, options.pid ?? 0, true);
-    const fd = Number(libc().bpf(BigInt(SYS_BPF), BigInt(BPF_LINK_CREATE), attr, attr.length));
-    if (fd >= 0) return this.#makeLink(where, { kind: "fd", fd });
-    const code = errno();
+    let code: number;
+    try {
+      return this.#linkCreate(where, attr);
+    } catch (error) {
+      if (!(error instanceof BpfError)) throw error;
+      code = error.errno;
+    }
     const reason = `${where}: the kernel refused a uprobe_multi link (${errnoName(code)}` +
       `${code === 22 ? "; they need Linux 6.6+ and a uprobe.multi program" : ""}); attaching ` +
       `${functions.length} uprobes instead`;
@@ -559,6 +575,75 @@ export class Program implements Disposable {
       kind: "custom",
       detach: () => links.forEach((link) => link.close()),
     });
+  }
+
+  /**
+   * Attaches a `SEC("netfilter")` program to a netfilter hook of this process's network
+   * namespace with a BPF link (kernel 6.4+; made with raw `bpf()`, libbpf 1.1 has no API for it).
+   * The program returns `NF_ACCEPT` (1) or `NF_DROP` (0).
+   *
+   * @example Run a program on every IPv4 packet for this host
+   * ```ts ignore
+   * import { BpfObject } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("filter.bpf.o");
+   * await obj.load();
+   * using link = obj.program("block_port").attachNetfilter({ family: 4, hook: "local_in" });
+   * ```
+   *
+   * @param options `family` 4 or 6, `hook`, `priority` (default 0; lower runs first, and
+   *   `INT_MIN`/`INT_MAX` are reserved), `defrag` (reassemble fragments first).
+   * @returns The link.
+   */
+  attachNetfilter(options: NetfilterOptions): Link {
+    this.#checkOpen();
+    const hooks = ["prerouting", "local_in", "forward", "local_out", "postrouting"];
+    const hook = hooks.indexOf(options.hook);
+    if (hook < 0 || (options.family !== 4 && options.family !== 6)) {
+      throw new BpfError(
+        `Attach program ${this.name} to netfilter: expected family 4 or 6 and a hook of ` +
+          `${hooks.join(", ")}, got family ${options.family} hook ${options.hook}`,
+        { code: "bad_value" },
+      );
+    }
+    const where = `netfilter IPv${options.family} ${options.hook} priority ${
+      options.priority ?? 0
+    }`;
+    const attr = new Uint8Array(48);
+    const view = new DataView(attr.buffer);
+    view.setUint32(0, this.fd, true);
+    view.setUint32(8, ATTACH_TYPES.netfilter, true);
+    view.setUint32(16, options.family === 4 ? 2 : 10, true); // NFPROTO_IPV4, NFPROTO_IPV6
+    view.setUint32(20, hook, true);
+    view.setInt32(24, options.priority ?? 0, true);
+    view.setUint32(28, options.defrag ? 1 : 0, true); // BPF_F_NETFILTER_IP_DEFRAG
+    return this.#linkCreate(where, attr);
+  }
+
+  /**
+   * Attaches a `sched_cls` program to a netkit device (kernel 6.7+) with a BPF link: on the
+   * primary device or its peer.
+   *
+   * @param iface The netkit device (name or index).
+   * @param options `peer: true` for the peer side.
+   * @returns The link.
+   */
+  attachNetkit(iface: string | number, options: { peer?: boolean } = {}): Link {
+    this.#checkOpen();
+    const ifindex = interfaceIndex(iface);
+    const attr = new Uint8Array(48);
+    const view = new DataView(attr.buffer);
+    view.setUint32(0, this.fd, true);
+    view.setUint32(4, ifindex, true);
+    view.setUint32(8, options.peer ? ATTACH_TYPES.netkit_peer : ATTACH_TYPES.netkit_primary, true);
+    return this.#linkCreate(`netkit ${options.peer ? "peer" : "primary"} on ${iface}`, attr);
+  }
+
+  /** Makes a BPF link with raw `bpf(BPF_LINK_CREATE)`, for kinds libbpf 1.1 does not know. */
+  #linkCreate(where: string, attr: Uint8Array<ArrayBuffer>): Link {
+    const fd = Number(libc().bpf(BigInt(SYS_BPF), BigInt(BPF_LINK_CREATE), attr, attr.length));
+    if (fd < 0) throw BpfError.fromErrno(`Attach program ${this.name} to ${where}`, -errno());
+    return this.#makeLink(where, { kind: "fd", fd });
   }
 
   /**

@@ -115,6 +115,8 @@ export const ATTACH_TYPES = {
   tcx_ingress: 46,
   tcx_egress: 47,
   trace_uprobe_multi: 48,
+  netkit_primary: 54,
+  netkit_peer: 55,
 } as const;
 
 /** An attach type name. */

@@ -1,12 +1,13 @@
 /**
  * Run by `ebpf_sockets_test.ts` inside a network namespace it created (`ip netns exec`): loads
- * `ebpf_bpf/sockets.bpf.c`, makes real loopback TCP sockets with libc (socket maps take file
+ * `ebpf_bpf/sockets.bpf.c` (or, with `netfilter`, `ebpf_bpf/netfilter.bpf.c`), makes real loopback TCP sockets with libc (socket maps take file
  * descriptors, which Deno's own sockets do not show), lets the programs redirect real traffic,
  * and prints what happened as one JSON line (with the ids of what it created, for the leak check).
  *
  * @module
  */
 import { SocketsObject } from "./ebpf_bpf/sockets.gen.ts";
+import { NetfilterObject } from "./ebpf_bpf/netfilter.gen.ts";
 
 const libc = Deno.dlopen("libc.so.6", {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -23,6 +24,7 @@ const AF_INET = 2;
 const SOCK_STREAM = 1;
 const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
+const SO_SNDTIMEO = 21;
 
 function address(port: number): Uint8Array<ArrayBuffer> {
   const sa = new Uint8Array(16);
@@ -43,6 +45,9 @@ function tcpSocket(): number {
   // Bounded: a receive that gets nothing fails after 2 s instead of hanging the test.
   const timeout = new BigInt64Array([2n, 0n]);
   libc.symbols.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(timeout.buffer), 16);
+  // A connect whose SYN is dropped gives up after 0.5 s.
+  const connectTimeout = new BigInt64Array([0n, 500_000n]);
+  libc.symbols.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, new Uint8Array(connectTimeout.buffer), 16);
   return fd;
 }
 
@@ -78,6 +83,39 @@ const [listenPort, steeredPort] = [7301, 7302];
 const result: Record<string, unknown> = {};
 const ids = { prog: [] as number[], map: [] as number[], link: [] as number[] };
 const fds: number[] = [];
+if (Deno.args[0] === "netfilter") {
+  try {
+    using obj = NetfilterObject.open({ globals: { blocked_port: steeredPort } });
+    await obj.load();
+    for (const program of obj.object.programs) ids.prog.push(program.id);
+    for (const map of obj.object.maps) ids.map.push(map.id);
+    const listener = listenOn(listenPort);
+    fds.push(listener);
+    const outcome = (port: number) => {
+      const fd = tcpSocket();
+      fds.push(fd);
+      return libc.symbols.connect(fd, address(port), 16) === 0 ? "connected" : "failed";
+    };
+    {
+      using link = obj.programs.block_port.attachNetfilter({ family: 4, hook: "local_in" });
+      ids.link.push(link.id);
+      result.open = outcome(listenPort);
+      result.blocked = outcome(steeredPort);
+      result.dropped = Number(obj.readGlobal("dropped"));
+      result.seen = Number(obj.readGlobal("seen"));
+    }
+    const before = Number(obj.readGlobal("seen"));
+    result.afterDetach = outcome(steeredPort);
+    result.seenAfterDetach = Number(obj.readGlobal("seen")) - before;
+  } catch (error) {
+    result.error = String((error as Error).stack ?? error);
+  } finally {
+    for (const fd of fds) libc.symbols.close(fd);
+  }
+  console.log(JSON.stringify({ ...result, ids }));
+  Deno.exit(0);
+}
+
 try {
   using obj = SocketsObject.open({ globals: { steered_port: steeredPort } });
   await obj.load();

@@ -44,29 +44,38 @@ interface ChildResult {
   afterDetach?: string;
   skSkb?: { clientB: string; forwarded: number };
   skMsg?: { serverD: string; redirected: number };
+  open?: string;
+  blocked?: string;
+  dropped?: number;
+  seen?: number;
+  seenAfterDetach?: number;
   error?: string;
   ids: { prog: number[]; map: number[]; link: number[] };
 }
 
-testWith("Socket programs redirect real traffic in a network namespace", needs, async (t) => {
-  const tracker = new LeakTracker();
+/** Runs the child in a fresh network namespace and returns its result line. */
+async function runInNamespace(args: string[]): Promise<ChildResult> {
   const namespace = `triadsk${Deno.pid % 100000}`;
-  let result: ChildResult;
   await ip("netns", "add", namespace);
   try {
     await ip("-n", namespace, "link", "set", "lo", "up");
     const output = await new Deno.Command("ip", {
-      args: ["netns", "exec", namespace, Deno.execPath(), "run", "-A", CHILD],
+      args: ["netns", "exec", namespace, Deno.execPath(), "run", "-A", CHILD, ...args],
       stdout: "piped",
       stderr: "piped",
     }).output();
     const stdout = new TextDecoder().decode(output.stdout);
     const stderr = new TextDecoder().decode(output.stderr);
     assert.ok(output.success, `child failed: ${stderr}`);
-    result = JSON.parse(stdout.trim().split("\n").at(-1)!) as ChildResult;
+    return JSON.parse(stdout.trim().split("\n").at(-1)!) as ChildResult;
   } finally {
     await ip("netns", "del", namespace);
   }
+}
+
+testWith("Socket programs redirect real traffic in a network namespace", needs, async (t) => {
+  const tracker = new LeakTracker();
+  const result = await runInNamespace([]);
   for (const kind of ["prog", "map", "link"] as const) tracker.add(kind, ...result.ids[kind]);
   assert.equal(result.error, undefined);
 
@@ -86,6 +95,30 @@ testWith("Socket programs redirect real traffic in a network namespace", needs, 
   });
   await t.step("nothing left behind (bpftool)", async () => {
     assert.equal(result.ids.link.length, 3);
+    await tracker.assertReleased();
+  });
+});
+
+testWith("Program.attachNetfilter() drops real traffic in a network namespace", [
+  ...needs.filter((requirement) => !requirement.name.startsWith("Linux")),
+  kernelAtLeast(6, 4, "netfilter BPF links"),
+], async (t) => {
+  const tracker = new LeakTracker();
+  const result = await runInNamespace(["netfilter"]);
+  for (const kind of ["prog", "map", "link"] as const) tracker.add(kind, ...result.ids[kind]);
+  assert.equal(result.error, undefined);
+  await t.step("a connection to another port goes through", () => {
+    assert.equal(result.open, "connected");
+  });
+  await t.step("SYNs to the blocked port are dropped (the connect times out), and counted", () => {
+    assert.equal(result.blocked, "failed");
+    assert.ok(result.dropped! >= 1, `dropped ${result.dropped}`);
+  });
+  await t.step("after close the program no longer runs (refused, not dropped)", () => {
+    assert.equal(result.afterDetach, "failed");
+    assert.equal(result.seenAfterDetach, 0);
+  });
+  await t.step("nothing left behind (bpftool)", async () => {
     await tracker.assertReleased();
   });
 });
