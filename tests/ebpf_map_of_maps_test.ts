@@ -18,6 +18,7 @@ import {
   tracefs,
 } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
+import { getppid } from "./ebpf_getppid.ts";
 import { MapinmapObject } from "./ebpf_bpf/mapinmap.gen.ts";
 
 const needs = [
@@ -29,12 +30,6 @@ const needs = [
   // HASH_OF_MAPS and ARRAY_OF_MAPS came in 4.12; BTF-defined inner maps need libbpf only.
   kernelAtLeast(4, 12, "map-in-map (BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS)"),
 ];
-const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
-
-/** Makes `count` real getppid system calls. */
-function getppid(count: number): void {
-  for (let i = 0; i < count; i++) libc.symbols.getppid();
-}
 
 testWith("Maps of maps declared in C switch inner maps at run time", needs, async (t) => {
   const tracker = new LeakTracker();

@@ -16,17 +16,13 @@ import {
   libbpf,
   type Requirement,
   testWith,
+  uprobes,
 } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { MultiObject } from "./ebpf_bpf/multi.gen.ts";
 
 const SOURCE = new URL("./fixtures/multi_target.c", import.meta.url).pathname;
 
-const uprobes: Requirement = {
-  name: "uprobes",
-  check: () =>
-    features.attach("uprobe") ? undefined : "needs uprobes (CONFIG_UPROBE_EVENTS) in this kernel",
-};
 const kprobes: Requirement = {
   name: "kprobes",
   check: () => {

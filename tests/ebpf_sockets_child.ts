@@ -80,6 +80,14 @@ function receive(fd: number): string {
 }
 
 const [listenPort, steeredPort] = [7301, 7302];
+
+/** A connection to the listener on listenPort: its client and server ends (closed at exit). */
+function connection(listener: number): [client: number, server: number] {
+  const client = connectTo(listenPort);
+  const server = accept(listener);
+  fds.push(client, server);
+  return [client, server];
+}
 const result: Record<string, unknown> = {};
 const ids = { prog: [] as number[], map: [] as number[], link: [] as number[] };
 const fds: number[] = [];
@@ -145,12 +153,8 @@ try {
   }
   // sk_skb stream verdict: what server A receives goes out of server B to client B.
   {
-    const listener = fds[0]!;
-    const clientA = connectTo(listenPort);
-    const serverA = accept(listener);
-    const clientB = connectTo(listenPort);
-    const serverB = accept(listener);
-    fds.push(clientA, serverA, clientB, serverB);
+    const [clientA, serverA] = connection(fds[0]!);
+    const [clientB, serverB] = connection(fds[0]!);
     using link = obj.programs.forward.attachToMap(obj.maps.forward_map);
     ids.link.push(link.id);
     obj.maps.forward_map.update(0, BigInt(serverA));
@@ -163,12 +167,8 @@ try {
   }
   // sk_msg verdict: what client C sends lands in server D's receive queue.
   {
-    const listener = fds[0]!;
-    const clientC = connectTo(listenPort);
-    const serverC = accept(listener);
-    const clientD = connectTo(listenPort);
-    const serverD = accept(listener);
-    fds.push(clientC, serverC, clientD, serverD);
+    const [clientC] = connection(fds[0]!);
+    const [, serverD] = connection(fds[0]!);
     using link = obj.programs.redirect.attachToMap(obj.maps.redirect_hash);
     ids.link.push(link.id);
     obj.maps.redirect_hash.update(1, BigInt(clientC));

@@ -7,7 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { BpfError, features } from "@triad/ebpf";
+import { BpfError } from "@triad/ebpf";
 import {
   bpfCapabilities,
   btf,
@@ -15,6 +15,7 @@ import {
   libbpf,
   type Requirement,
   testWith,
+  uprobes,
 } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { UsdtObject } from "./ebpf_bpf/usdt.gen.ts";
@@ -41,10 +42,6 @@ const x86: Requirement = {
   name: "x86-64",
   check: () =>
     Deno.build.arch === "x86_64" ? undefined : `USDT argument specs are x86-64 only here`,
-};
-const uprobes: Requirement = {
-  name: "uprobes",
-  check: () => features.attach("uprobe") ? undefined : "needs uprobes (CONFIG_UPROBE_EVENTS)",
 };
 
 testWith("Program.attachUsdt() reads a DTRACE_PROBE's arguments", [

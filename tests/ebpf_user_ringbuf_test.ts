@@ -17,6 +17,7 @@ import {
   tracefs,
 } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
+import { getppid } from "./ebpf_getppid.ts";
 import { UserringObject } from "./ebpf_bpf/userring.gen.ts";
 
 const needs = [
@@ -27,7 +28,6 @@ const needs = [
   command("bpftool"),
   kernelAtLeast(6, 1, "user ring buffers (BPF_MAP_TYPE_USER_RINGBUF, bpf_user_ringbuf_drain)"),
 ];
-const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
 
 function record(value: bigint): DataView {
   const view = new DataView(new ArrayBuffer(8));
@@ -49,17 +49,17 @@ testWith("UserRingBuffer feeds records to a program that drains them", needs, as
     await t.step("records written are drained by the program's next run, in full", () => {
       for (const value of [1n, 20n, 300n]) ring.write(record(value));
       assert.equal(obj.readGlobal("records"), 0n);
-      libc.symbols.getppid();
+      getppid();
       assert.equal(obj.readGlobal("records"), 3n);
       assert.equal(obj.readGlobal("total"), 321n);
       assert.equal(obj.readGlobal("last_drained"), 3n);
-      libc.symbols.getppid();
+      getppid();
       assert.equal(obj.readGlobal("last_drained"), 0n);
     });
 
     await t.step("a short record reaches the program as short", () => {
       ring.write(new Uint8Array([1, 2, 3]));
-      libc.symbols.getppid();
+      getppid();
       assert.equal(obj.readGlobal("short_records"), 1n);
     });
 
@@ -73,7 +73,7 @@ testWith("UserRingBuffer feeds records to a program that drains them", needs, as
         (error: unknown) =>
           error instanceof BpfError && /commands is full \(4096 bytes\)/.test(error.message),
       );
-      libc.symbols.getppid();
+      getppid();
       assert.equal(obj.readGlobal("last_drained"), BigInt(written));
       ring.write(record(5n));
     });
