@@ -84,6 +84,23 @@ testWith("Program.attachUsdt() reads a DTRACE_PROBE's arguments", [
       assert.equal(obj.readGlobal("hits"), 5n);
     });
 
+    await t.step("a probe with a semaphore fires only while attached", async () => {
+      const gated = `${directory}/usdt_semaphore_target`;
+      const built = await new Deno.Command("clang", {
+        args: ["-O2", "-DWITH_SDT", "-DWITH_SDT_SEMAPHORE", "-o", gated, SOURCE],
+        stderr: "piped",
+      }).output();
+      assert.ok(built.success, new TextDecoder().decode(built.stderr));
+      const before = obj.readGlobal("hits");
+      {
+        using _link = obj.programs.on_step.attachUsdt(gated, "triad", "step");
+        // The kernel raised the semaphore in the new process: the probe fires.
+        assert.ok((await new Deno.Command(gated, { args: ["0", "3"] }).output()).success);
+        assert.equal(obj.readGlobal("hits") - before, 3n);
+        assert.equal(obj.readGlobal("bad_args"), 0n);
+      }
+    });
+
     await t.step("a probe the binary lacks is named", () => {
       assert.throws(
         () => obj.programs.on_step.attachUsdt(binary, "triad", "nope"),
