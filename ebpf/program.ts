@@ -72,7 +72,10 @@ export interface UprobeMultiOptions {
   retprobe?: boolean;
   /** One cookie per function (default: its index). */
   cookies?: readonly bigint[];
-  /** Told why, when one uprobe per function is attached instead of one multi link. */
+  /**
+   * Told why, when one uprobe per function is attached instead of one multi link (default: a
+   * `console.warn`).
+   */
   onFallback?: (reason: string) => void;
 }
 
@@ -86,6 +89,11 @@ export interface NetfilterOptions {
   priority?: number;
   /** Reassemble IP fragments before the program runs. */
   defrag?: boolean;
+}
+
+/** Where a multi-attach fallback is told when the caller gave no `onFallback`. */
+function warnFallback(reason: string): void {
+  console.warn(`@triad/ebpf: ${reason}`);
 }
 
 const SYS_BPF = Deno.build.arch === "aarch64" ? 280 : 321;
@@ -556,7 +564,7 @@ export class Program implements Disposable {
     const reason = `${where}: the kernel refused a uprobe_multi link (${errnoName(code)}` +
       `${code === 22 ? "; they need Linux 6.6+ and a uprobe.multi program" : ""}); attaching ` +
       `${functions.length} uprobes instead`;
-    options.onFallback?.(reason);
+    (options.onFallback ?? warnFallback)(reason);
     const links: Link[] = [];
     try {
       functions.forEach((fn, i) =>
@@ -748,7 +756,8 @@ export class Program implements Disposable {
    * where the kernel refuses the multi link, telling `onFallback` why.
    *
    * @param target A glob pattern, or the function names.
-   * @param options `retprobe`, and `onFallback` (told the reason for the fallback).
+   * @param options `retprobe`, and `onFallback` (told the reason for the fallback; default: a
+   *   `console.warn`).
    * @returns One link.
    */
   attachKprobeMulti(
@@ -785,7 +794,7 @@ export class Program implements Disposable {
       );
     } catch (error) {
       if (typeof target === "string" || !(error instanceof BpfError)) throw error;
-      options.onFallback?.(
+      (options.onFallback ?? warnFallback)(
         `${where}: the kernel refused a kprobe_multi link (${error.message}); attaching ` +
           `${target.length} kprobes instead`,
       );

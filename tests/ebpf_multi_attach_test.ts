@@ -114,6 +114,19 @@ testWith("Program.attachUprobeMulti() counts calls to several functions", needs,
       assert.deepEqual(counts(obj), after, "every uprobe detached on close");
     });
 
+    await t.step("without onFallback the fallback's reason is logged as a warning", () => {
+      const warned: string[] = [];
+      const warn = console.warn;
+      console.warn = (...args: unknown[]) => warned.push(args.join(" "));
+      try {
+        using _link = obj.programs.count_calls_plain.attachUprobeMulti(binary, ["triad_target_a"]);
+      } finally {
+        console.warn = warn;
+      }
+      assert.equal(warned.length, 1);
+      assert.match(warned[0]!, /^@triad\/ebpf: uprobe\.multi .*refused a uprobe_multi link/);
+    });
+
     await t.step("a function the binary lacks is named", () => {
       assert.throws(
         () => obj.programs.count_calls.attachUprobeMulti(binary, ["triad_target_a", "nope"]),
