@@ -41,6 +41,9 @@ const LIBBPF_SYMBOLS = {
   bpf_program__set_log_level: { parameters: [P, "u32"], result: "i32" },
   bpf_program__autoload: { parameters: [P], result: "bool" },
   bpf_program__set_autoload: { parameters: [P, "bool"], result: "i32" },
+  bpf_program__set_type: { parameters: [P, "u32"], result: "i32" },
+  bpf_program__set_expected_attach_type: { parameters: [P, "u32"], result: "i32" },
+  bpf_program__attach_kprobe_multi_opts: { parameters: [P, S, S], result: P },
   bpf_program__pin: { parameters: [P, S], result: "i32" },
   bpf_program__unpin: { parameters: [P, S], result: "i32" },
   bpf_program__attach: { parameters: [P], result: P },
@@ -53,6 +56,8 @@ const LIBBPF_SYMBOLS = {
   bpf_program__attach_cgroup: { parameters: [P, "i32"], result: P },
   bpf_program__attach_xdp: { parameters: [P, "i32"], result: P },
   bpf_program__attach_netns: { parameters: [P, "i32"], result: P },
+  bpf_program__attach_iter: { parameters: [P, S], result: P },
+  bpf_iter_create: { parameters: ["i32"], result: "i32" },
   // libbpf 1.3+: tcx links (kernel 6.6+). Older libbpf falls back to netlink tc.
   bpf_program__attach_tcx: { parameters: [P, "i32", S], result: P, optional: true },
 
@@ -88,6 +93,7 @@ const LIBBPF_SYMBOLS = {
   bpf_map_delete_batch: { parameters: ["i32", S, S, S], result: "i32" },
   bpf_obj_pin: { parameters: ["i32", S], result: "i32" },
   bpf_obj_get: { parameters: [S], result: "i32" },
+  bpf_map_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_obj_get_info_by_fd: { parameters: ["i32", S, S], result: "i32" },
   bpf_prog_load: { parameters: ["u32", S, S, S, "usize", S], result: "i32" },
   bpf_prog_test_run_opts: { parameters: ["i32", S], result: "i32" },
@@ -101,6 +107,13 @@ const LIBBPF_SYMBOLS = {
   bpf_tc_detach: { parameters: [S, S], result: "i32" },
 
   btf__raw_data: { parameters: [P, S], result: P },
+
+  // libbpf 1.1+: user ring buffers (kernel 6.1+).
+  user_ring_buffer__new: { parameters: ["i32", S], result: P, optional: true },
+  user_ring_buffer__reserve: { parameters: [P, "u32"], result: P, optional: true },
+  user_ring_buffer__submit: { parameters: [P, P], result: "void", optional: true },
+  user_ring_buffer__discard: { parameters: [P, P], result: "void", optional: true },
+  user_ring_buffer__free: { parameters: [P], result: "void", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const LIBC_SYMBOLS = {
@@ -125,6 +138,8 @@ const LIBC_SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
   syscall: { parameters: ["i64", S, "i64", "i64", "i64", "u64"], result: "i64" },
+  // bpf(2) itself, for link kinds newer than libbpf 1.1 (uprobe_multi, netfilter, tcx).
+  bpf: { name: "syscall", parameters: ["i64", "i64", S, "u32"], result: "i64" },
   if_nametoindex: { parameters: [S], result: "u32" },
   vsnprintf: { parameters: [S, "usize", P, P], result: "i32" },
   getpid: { parameters: [], result: "i32" },

@@ -61,6 +61,11 @@ export interface CreateMapOptions<K, V> {
   maxEntries: number;
   /** Map flags (`BPF_F_NO_PREALLOC` = 1, ...). */
   flags?: number;
+  /**
+   * For `array_of_maps` and `hash_of_maps`: a map of the shape every inner map must have (the
+   * kernel checks type, key and value size, max entries of inserted maps against it).
+   */
+  innerMap?: BpfMap<unknown, unknown>;
 }
 
 /** Options for {@linkcode BpfMap.fromPin}. */
@@ -149,12 +154,25 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
     const type = MAP_TYPES.indexOf(options.type);
     if (type <= 0) throw new BpfError(`Unknown map type ${options.type}`, { code: "bad_map_type" });
     const keySize = options.key?.size ?? options.keySize ?? 0;
-    const valueSize = options.value?.size ?? options.valueSize ?? 0;
+    const valueSize = options.value?.size ?? options.valueSize ??
+      (options.innerMap !== undefined ? 4 : 0);
     const name = options.name ?? "";
     const opts = new Uint8Array(48);
     const view = new DataView(opts.buffer);
     view.setBigUint64(0, 48n, true);
     view.setUint32(28, options.flags ?? 0, true);
+    const ofMaps = options.type === "array_of_maps" || options.type === "hash_of_maps";
+    if (ofMaps !== (options.innerMap !== undefined)) {
+      throw new BpfError(
+        ofMaps
+          ? `Create ${options.type} map ${name || "(unnamed)"}: innerMap is required (a map of ` +
+            `the inner maps' shape)`
+          : `Create ${options.type} map ${name || "(unnamed)"}: innerMap is only for ` +
+            `array_of_maps and hash_of_maps`,
+        { code: "bad_map_type" },
+      );
+    }
+    if (options.innerMap) view.setUint32(24, options.innerMap.fd, true);
     const fd = libbpf().bpf_map_create(
       type,
       name === "" ? null : toCString(name.slice(0, 15)),
@@ -200,9 +218,14 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
   ): BpfMap<K, V> {
     const fd = libbpf().bpf_obj_get(toCString(path));
     if (fd < 0) throw BpfError.fromErrno(`Open pinned map ${path}`, fd);
+    return BpfMap.#fromFd(fd, path, codecs);
+  }
+
+  /** Wraps a map fd this map will own (closed here when its info cannot be read). */
+  static #fromFd<K, V>(fd: number, where: string, codecs: MapCodecs<K, V>): BpfMap<K, V> {
     let info: MapInfo;
     try {
-      info = mapInfoByFd(fd, path);
+      info = mapInfoByFd(fd, where);
     } catch (error) {
       libc().close(fd);
       throw error;
@@ -499,6 +522,93 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
   }
 
   /**
+   * Puts a map into a map of maps (`array_of_maps`, `hash_of_maps`): programs looking the key up
+   * from then on use `inner`. The kernel checks that `inner` has the inner maps' shape; the slot
+   * keeps `inner` alive after it is closed here.
+   *
+   * @example Swap the inner map a program counts into
+   * ```ts ignore
+   * import { BpfMap, Uint32, Uint64 } from "@triad/ebpf";
+   *
+   * using template = BpfMap.create({ type: "array", key: Uint32, value: Uint64, maxEntries: 1 });
+   * using outer = BpfMap.create({
+   *   type: "array_of_maps", key: Uint32, maxEntries: 2, innerMap: template,
+   * });
+   * using next = BpfMap.create({ type: "array", key: Uint32, value: Uint64, maxEntries: 1 });
+   * outer.setInner(0, next);
+   * console.log(outer.innerId(0) === next.id); // true
+   * ```
+   *
+   * @param key The slot.
+   * @param inner The map to put there.
+   * @param flag As for `update`.
+   */
+  setInner(key: K, inner: BpfMap<unknown, unknown>, flag: UpdateFlag = "any"): void {
+    this.#ofMapsOnly("setInner");
+    new DataView(this.#valueBuffer.buffer).setUint32(0, inner.fd, true);
+    this.#encodeKey(key);
+    const rc = libbpf().bpf_map_update_elem(
+      this.fd,
+      this.#keyBuffer,
+      this.#valueBuffer,
+      UPDATE_FLAGS[flag],
+    );
+    if (rc < 0) {
+      throw BpfError.fromErrno(
+        `Put map ${inner.name || "(unnamed)"} (${inner.type}, key ${inner.keySize} B, value ` +
+          `${inner.valueSize} B, ${inner.maxEntries} entries) into ${this.type} map ${this.name}` +
+          (rc === -22 ? " (does its shape match the inner map template?)" : ""),
+        rc,
+      );
+    }
+  }
+
+  /**
+   * Reads which map a slot of a map of maps holds.
+   *
+   * @param key The slot.
+   * @returns The kernel id of the inner map (as `BpfMap.id` and `bpftool map list` show), or
+   *   `undefined` when the slot is empty.
+   */
+  innerId(key: K): number | undefined {
+    this.#ofMapsOnly("innerId");
+    if (!this.#lookupRaw(key)) return undefined;
+    return new DataView(this.#valueBuffer.buffer).getUint32(0, true);
+  }
+
+  /**
+   * Opens the map a slot of a map of maps holds, with the given codecs (raw bytes by default).
+   *
+   * @param key The slot.
+   * @param codecs Key and value codecs of the inner map.
+   * @returns The inner map (close it; the slot keeps the map alive), or `undefined` when empty.
+   */
+  inner<K2 = Uint8Array, V2 = Uint8Array>(
+    key: K,
+    codecs: MapCodecs<K2, V2> = {},
+  ): BpfMap<K2, V2> | undefined {
+    const id = this.innerId(key);
+    if (id === undefined) return undefined;
+    return BpfMap.fromId(id, codecs);
+  }
+
+  /**
+   * Opens a map by its kernel id (as `bpftool map list` shows it).
+   *
+   * @param id The map id.
+   * @param codecs Key and value codecs (raw bytes by default).
+   * @returns The map; close it (or `using`).
+   */
+  static fromId<K = Uint8Array, V = Uint8Array>(
+    id: number,
+    codecs: MapCodecs<K, V> = {},
+  ): BpfMap<K, V> {
+    const fd = libbpf().bpf_map_get_fd_by_id(id);
+    if (fd < 0) throw BpfError.fromErrno(`Open map id ${id}`, fd);
+    return BpfMap.#fromFd(fd, `id ${id}`, codecs);
+  }
+
+  /**
    * Pins the map to bpffs so it outlives this process.
    *
    * @param path The pin path, such as `/sys/fs/bpf/counts`.
@@ -583,6 +693,15 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
       UPDATE_FLAGS[flag],
     );
     if (rc < 0) throw BpfError.fromErrno(`Update of map ${this.name} (flag ${flag})`, rc);
+  }
+
+  #ofMapsOnly(method: string): void {
+    if (this.type !== "array_of_maps" && this.type !== "hash_of_maps") {
+      throw new BpfError(
+        `Map ${this.name} is ${this.type}: ${method} needs an array_of_maps or hash_of_maps map`,
+        { code: "bad_map_type" },
+      );
+    }
   }
 
   #notPerCpu(method: string): void {

@@ -31,11 +31,13 @@ export {
 export {
   cgroup2Mounts,
   type KprobeOptions,
+  type NetfilterOptions,
   Program,
   type ProgramLoadOptions,
   type TcOptions,
   type TestRunInput,
   type TestRunResult,
+  type UprobeMultiOptions,
   type UprobeOptions,
   type XdpOptions,
 } from "./program.ts";
@@ -44,4 +46,6 @@ export * from "./skeleton.ts";
 export * from "./record_reader.ts";
 export * from "./ringbuf.ts";
 export * from "./perf.ts";
+export * from "./user_ringbuf.ts";
 export * from "./features.ts";
+export * from "./iter.ts";

@@ -21,7 +21,7 @@ import { BpfError, VerifierError } from "./errors.ts";
 import type { Link } from "./link.ts";
 import { BpfMap, closeObjectMapHandle, mapInternal, objectMapHandle } from "./map.ts";
 import { Program, programInternal, type ProgramOwner } from "./program.ts";
-import { mapTypeName } from "./types.ts";
+import { ATTACH_TYPES, mapTypeName, PROGRAM_TYPES } from "./types.ts";
 
 const INITIAL_LOG_SIZE = 256 * 1024;
 const MAX_LOG_SIZE = 1 << 30;
@@ -98,7 +98,12 @@ export class BpfObject implements Disposable {
     this.name = name;
     this.#source = source;
     this.#options = options;
-    this.#owner = { name, closed: false, links: new Set<Link>() };
+    this.#owner = {
+      name,
+      closed: false,
+      links: new Set<Link>(),
+      map: (mapName) => this.#maps.get(mapName),
+    };
     this.#pointer = this.#openRaw();
     const lib = libbpf();
     const btfPointer = lib.bpf_object__btf(this.#pointer);
@@ -175,6 +180,19 @@ export class BpfObject implements Disposable {
     }
     for (const [programName, load] of Object.entries(this.#options.autoload ?? {})) {
       lib.bpf_program__set_autoload(this.#programPointer(programName), load);
+    }
+    for (const p of eachProgram(this.#pointer!)) {
+      // Sections newer than libbpf 1.1 (which leaves their type unset): uprobe.multi (6.6+),
+      // netfilter (6.4+).
+      const section = cString(lib.bpf_program__section_name(p));
+      if (lib.bpf_program__type(p) !== 0) continue;
+      if (/^u(ret)?probe\.multi(\.s)?(\/|$)/.test(section)) {
+        lib.bpf_program__set_type(p, PROGRAM_TYPES.indexOf("kprobe"));
+        lib.bpf_program__set_expected_attach_type(p, ATTACH_TYPES.trace_uprobe_multi);
+      } else if (section === "netfilter") {
+        lib.bpf_program__set_type(p, PROGRAM_TYPES.indexOf("netfilter"));
+        lib.bpf_program__set_expected_attach_type(p, ATTACH_TYPES.netfilter);
+      }
     }
     const values = new Map([...Object.entries(this.#options.globals ?? {}), ...this.#globalValues]);
     for (const [variable, value] of values) this.setGlobal(variable, value);
@@ -333,6 +351,15 @@ export class BpfObject implements Disposable {
       throw new BpfError(`Object ${this.name} is already loaded`, { code: "loaded" });
     }
     const lib = libbpf();
+    // libbpf drops the key and value types of maps the kernel takes no BTF for (maps of maps,
+    // socket maps) when it creates them: remember the declared ones, so they keep their codecs.
+    const declared = new Map<string, [key: number, value: number]>();
+    for (const m of eachMap(this.#pointer!)) {
+      declared.set(cString(lib.bpf_map__name(m)), [
+        lib.bpf_map__btf_key_type_id(m),
+        lib.bpf_map__btf_value_type_id(m),
+      ]);
+    }
     // Each program gets its own log buffer: libbpf loads with the verifier log off and, when a
     // program is rejected, loads it again with the log on into that buffer. A log that does not
     // fit fails with ENOSPC: the object is then opened again and loaded with a larger buffer,
@@ -387,8 +414,12 @@ export class BpfObject implements Disposable {
         maxEntries: lib.bpf_map__max_entries(m),
         flags: lib.bpf_map__map_flags(m),
       };
-      const key = this.#codecFor(lib.bpf_map__btf_key_type_id(m), info.keySize);
-      const value = this.#codecFor(lib.bpf_map__btf_value_type_id(m), info.valueSize);
+      const [declaredKey, declaredValue] = declared.get(name) ?? [0, 0];
+      const key = this.#codecFor(lib.bpf_map__btf_key_type_id(m) || declaredKey, info.keySize);
+      const value = this.#codecFor(
+        lib.bpf_map__btf_value_type_id(m) || declaredValue,
+        info.valueSize,
+      );
       this.#maps.set(name, new BpfMap(mapInternal, info, handle, key, value));
     }
   }

@@ -7,8 +7,12 @@
  */
 import { addressOf, cString, errno, libbpf, libc, toCString } from "./_ffi.ts";
 import { assemble, type Instruction } from "./asm.ts";
-import { BpfError, UnsupportedFeatureError, VerifierError } from "./errors.ts";
+import { elfFunctionOffsets, elfUsdtNotes } from "./_elf.ts";
+import { encodeUsdtSpec, USDT_SPEC_SIZE } from "./_usdt.ts";
+import { Bytes, Uint32 as Uint32Codec } from "./codec.ts";
+import { BpfError, errnoName, UnsupportedFeatureError, VerifierError } from "./errors.ts";
 import { createLink, type Link, type LinkBackend } from "./link.ts";
+import type { BpfMap } from "./map.ts";
 import {
   ATTACH_TYPES,
   type AttachType,
@@ -16,6 +20,14 @@ import {
   type ProgramType,
   programTypeName,
 } from "./types.ts";
+
+/** The attach type of each socket map program section. */
+const SOCKET_MAP_ATTACH: Record<string, AttachType | undefined> = {
+  "sk_msg": "sk_msg_verdict",
+  "sk_skb/stream_verdict": "sk_skb_stream_verdict",
+  "sk_skb/stream_parser": "sk_skb_stream_parser",
+  "sk_skb/verdict": "sk_skb_verdict",
+};
 
 /** @internal What ties a program to its object. */
 export interface ProgramOwner {
@@ -25,7 +37,12 @@ export interface ProgramOwner {
   closed: boolean;
   /** Links created from the object's programs, destroyed when the object closes. */
   links: Set<Link>;
+  /** The object's map of a name (after load). */
+  map?: (name: string) => BpfMap<unknown, unknown> | undefined;
 }
+
+/** The next free USDT spec slot of each object's `triad_usdt_specs` map. */
+const usdtNextSpec = new WeakMap<object, number>();
 
 /** Options for {@linkcode Program.attachKprobe}. */
 export interface KprobeOptions {
@@ -46,6 +63,41 @@ export interface UprobeOptions {
   /** A value the program reads with `bpf_get_attach_cookie`. */
   cookie?: bigint;
 }
+
+/** Options for {@linkcode Program.attachUprobeMulti}. */
+export interface UprobeMultiOptions {
+  /** Only this process (default: every process mapping the binary). */
+  pid?: number;
+  /** Attach to the functions' returns. */
+  retprobe?: boolean;
+  /** One cookie per function (default: its index). */
+  cookies?: readonly bigint[];
+  /**
+   * Told why, when one uprobe per function is attached instead of one multi link (default: a
+   * `console.warn`).
+   */
+  onFallback?: (reason: string) => void;
+}
+
+/** Options for {@linkcode Program.attachNetfilter}. */
+export interface NetfilterOptions {
+  /** IPv4 or IPv6. */
+  family: 4 | 6;
+  /** The netfilter hook. */
+  hook: "prerouting" | "local_in" | "forward" | "local_out" | "postrouting";
+  /** The order among the hook's functions (default 0; lower runs first). */
+  priority?: number;
+  /** Reassemble IP fragments before the program runs. */
+  defrag?: boolean;
+}
+
+/** Where a multi-attach fallback is told when the caller gave no `onFallback`. */
+function warnFallback(reason: string): void {
+  console.warn(`@triad/ebpf: ${reason}`);
+}
+
+const SYS_BPF = Deno.build.arch === "aarch64" ? 280 : 321;
+const BPF_LINK_CREATE = 28;
 
 const XDP_FLAGS_SKB_MODE = 2;
 const XDP_FLAGS_DRV_MODE = 4;
@@ -342,6 +394,44 @@ export class Program implements Disposable {
   }
 
   /**
+   * Attaches an iterator program (`SEC("iter/task")`, `iter/tcp`, `iter/bpf_map_elem`, ...);
+   * read what it writes with {@linkcode readIterator}. An iterator over a map's elements needs
+   * that map.
+   *
+   * @example List processes with an `iter/task` program
+   * ```ts ignore
+   * import { BpfObject, readIterator } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("tasks.bpf.o");
+   * await obj.load();
+   * using link = obj.program("dump_task").attachIter();
+   * for await (const line of readIterator(link).lines()) console.log(line);
+   * ```
+   *
+   * @param options `map`: the map an `iter/bpf_map_elem` (or `iter/sockmap`) program walks.
+   * @returns The link; each {@linkcode readIterator} runs the program over the objects anew.
+   */
+  attachIter(options: { map?: BpfMap<unknown, unknown> } = {}): Link {
+    // struct bpf_iter_attach_opts { size_t sz; union bpf_iter_link_info *link_info; __u32 len; }
+    const opts = new Uint8Array(24);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 24n, true);
+    const linkInfo = new Uint8Array(16); // union bpf_iter_link_info; map.map_fd first
+    if (options.map !== undefined) {
+      new DataView(linkInfo.buffer).setUint32(0, options.map.fd, true);
+      view.setBigUint64(8, addressOf(linkInfo), true);
+      view.setUint32(16, linkInfo.length, true);
+    }
+    return this.#libbpfAttach(
+      options.map === undefined
+        ? `iterator ${this.section}`
+        : `iterator over map ${options.map.name}`,
+      (p) => libbpf().bpf_program__attach_iter(p, opts),
+      [linkInfo],
+    );
+  }
+
+  /**
    * Attaches a tracing program (fentry/fexit/fmod_ret, `tp_btf`) to the target named in its
    * section; lsm programs attach to their LSM hook.
    *
@@ -414,6 +504,317 @@ export class Program implements Disposable {
   }
 
   /**
+   * Attaches a `SEC("uprobe.multi")` program to several functions of a binary with one link
+   * (`BPF_TRACE_UPROBE_MULTI`, kernel 6.6+). Where the kernel refuses that link, it falls back to
+   * one uprobe per function and says why through `onFallback`. Function `i` gets cookie
+   * `cookies[i]` (default `i`), read with `bpf_get_attach_cookie`.
+   *
+   * @example Count calls to two functions
+   * ```ts ignore
+   * import { BpfObject } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("count.bpf.o");
+   * await obj.load();
+   * using link = obj.program("count_calls").attachUprobeMulti("/usr/bin/app", ["parse", "emit"], {
+   *   onFallback: (reason) => console.error(reason),
+   * });
+   * ```
+   *
+   * @param binary The executable or library path.
+   * @param functions The function symbols.
+   * @param options `pid`, `retprobe`, `cookies`, and `onFallback` (told the reason when one link
+   *   per function is used instead).
+   * @returns One link (closing it detaches every target, whichever way they were attached).
+   */
+  attachUprobeMulti(
+    binary: string,
+    functions: readonly string[],
+    options: UprobeMultiOptions = {},
+  ): Link {
+    this.#checkOpen();
+    if (functions.length === 0) {
+      throw new BpfError(`Attach program ${this.name} to ${binary}: no functions given`, {
+        code: "bad_value",
+      });
+    }
+    const offsets = elfFunctionOffsets(Deno.readFileSync(binary), functions, binary);
+    const cookies = functions.map((_, i) => options.cookies?.[i] ?? BigInt(i));
+    const where = `${options.retprobe ? "uretprobe" : "uprobe"}.multi ${binary}:` +
+      `{${functions.join(",")}}`;
+    const path = toCString(binary);
+    const offsetArray = new BigUint64Array(offsets.map(BigInt));
+    const cookieArray = new BigUint64Array(cookies);
+    const attr = new Uint8Array(64);
+    const view = new DataView(attr.buffer);
+    view.setUint32(0, this.fd, true);
+    view.setUint32(8, ATTACH_TYPES.trace_uprobe_multi, true);
+    view.setBigUint64(16, addressOf(path), true);
+    view.setBigUint64(24, addressOf(new Uint8Array(offsetArray.buffer)), true);
+    view.setBigUint64(40, addressOf(new Uint8Array(cookieArray.buffer)), true);
+    view.setUint32(48, functions.length, true);
+    view.setUint32(52, options.retprobe ? 1 : 0, true); // BPF_F_UPROBE_MULTI_RETURN
+    view.setUint32(56, options.pid ?? 0, true);
+    let code: number;
+    try {
+      return this.#linkCreate(where, attr);
+    } catch (error) {
+      if (!(error instanceof BpfError)) throw error;
+      code = error.errno;
+    }
+    const reason = `${where}: the kernel refused a uprobe_multi link (${errnoName(code)}` +
+      `${code === 22 ? "; they need Linux 6.6+ and a uprobe.multi program" : ""}); attaching ` +
+      `${functions.length} uprobes instead`;
+    (options.onFallback ?? warnFallback)(reason);
+    const links: Link[] = [];
+    try {
+      functions.forEach((fn, i) =>
+        links.push(this.attachUprobe(binary, {
+          function: fn,
+          cookie: cookies[i]!,
+          ...(options.pid !== undefined && { pid: options.pid }),
+          ...(options.retprobe !== undefined && { retprobe: options.retprobe }),
+        }))
+      );
+    } catch (error) {
+      for (const link of links) link.close();
+      throw error;
+    }
+    return this.#makeLink(`${where} (one uprobe each)`, {
+      kind: "custom",
+      detach: () => links.forEach((link) => link.close()),
+    });
+  }
+
+  /**
+   * Attaches a `SEC("netfilter")` program to a netfilter hook of this process's network
+   * namespace with a BPF link (kernel 6.4+; made with raw `bpf()`, libbpf 1.1 has no API for it).
+   * The program returns `NF_ACCEPT` (1) or `NF_DROP` (0).
+   *
+   * @example Run a program on every IPv4 packet for this host
+   * ```ts ignore
+   * import { BpfObject } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("filter.bpf.o");
+   * await obj.load();
+   * using link = obj.program("block_port").attachNetfilter({ family: 4, hook: "local_in" });
+   * ```
+   *
+   * @param options `family` 4 or 6, `hook`, `priority` (default 0; lower runs first, and
+   *   `INT_MIN`/`INT_MAX` are reserved), `defrag` (reassemble fragments first).
+   * @returns The link.
+   */
+  attachNetfilter(options: NetfilterOptions): Link {
+    this.#checkOpen();
+    const hooks = ["prerouting", "local_in", "forward", "local_out", "postrouting"];
+    const hook = hooks.indexOf(options.hook);
+    if (hook < 0 || (options.family !== 4 && options.family !== 6)) {
+      throw new BpfError(
+        `Attach program ${this.name} to netfilter: expected family 4 or 6 and a hook of ` +
+          `${hooks.join(", ")}, got family ${options.family} hook ${options.hook}`,
+        { code: "bad_value" },
+      );
+    }
+    const where = `netfilter IPv${options.family} ${options.hook} priority ${
+      options.priority ?? 0
+    }`;
+    const attr = new Uint8Array(48);
+    const view = new DataView(attr.buffer);
+    view.setUint32(0, this.fd, true);
+    view.setUint32(8, ATTACH_TYPES.netfilter, true);
+    view.setUint32(16, options.family === 4 ? 2 : 10, true); // NFPROTO_IPV4, NFPROTO_IPV6
+    view.setUint32(20, hook, true);
+    view.setInt32(24, options.priority ?? 0, true);
+    view.setUint32(28, options.defrag ? 1 : 0, true); // BPF_F_NETFILTER_IP_DEFRAG
+    return this.#linkCreate(where, attr);
+  }
+
+  /**
+   * Attaches a `sched_cls` program to a netkit device (kernel 6.7+) with a BPF link: on the
+   * primary device or its peer.
+   *
+   * @param iface The netkit device (name or index).
+   * @param options `peer: true` for the peer side.
+   * @returns The link.
+   */
+  attachNetkit(iface: string | number, options: { peer?: boolean } = {}): Link {
+    this.#checkOpen();
+    const ifindex = interfaceIndex(iface);
+    const attr = new Uint8Array(48);
+    const view = new DataView(attr.buffer);
+    view.setUint32(0, this.fd, true);
+    view.setUint32(4, ifindex, true);
+    view.setUint32(8, options.peer ? ATTACH_TYPES.netkit_peer : ATTACH_TYPES.netkit_primary, true);
+    return this.#linkCreate(`netkit ${options.peer ? "peer" : "primary"} on ${iface}`, attr);
+  }
+
+  /** Makes a BPF link with raw `bpf(BPF_LINK_CREATE)`, for kinds libbpf 1.1 does not know. */
+  #linkCreate(where: string, attr: Uint8Array<ArrayBuffer>): Link {
+    const fd = Number(libc().bpf(BigInt(SYS_BPF), BigInt(BPF_LINK_CREATE), attr, attr.length));
+    if (fd < 0) throw BpfError.fromErrno(`Attach program ${this.name} to ${where}`, -errno());
+    return this.#makeLink(where, { kind: "fd", fd });
+  }
+
+  /**
+   * Attaches a USDT program (`SEC("usdt")`, including `ebpf/bpf/usdt.bpf.h`) to every site of a
+   * probe compiled into a binary with `DTRACE_PROBE` (`<sys/sdt.h>`): reads the ELF notes,
+   * writes each site's argument specs for `triad_usdt_arg()`, increments the probe's semaphore
+   * while attached, and makes one uprobe per site. x86-64 argument specs only.
+   *
+   * @example Sum the first argument of a probe
+   * ```ts ignore
+   * import { BpfObject } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("usdt.bpf.o");
+   * await obj.load();
+   * using link = obj.program("on_step").attachUsdt("/usr/bin/app", "app", "step");
+   * ```
+   *
+   * @param binary The executable or library path.
+   * @param provider The probe's provider (first argument of `DTRACE_PROBE`).
+   * @param name The probe's name.
+   * @param options `pid`: only this process.
+   * @returns One link for every site.
+   */
+  attachUsdt(binary: string, provider: string, name: string, options: { pid?: number } = {}): Link {
+    this.#checkOpen();
+    const where = `USDT ${provider}:${name} in ${binary}`;
+    const specs = this.#owner.map?.("triad_usdt_specs");
+    if (specs === undefined) {
+      throw new BpfError(
+        `Attach program ${this.name} to ${where}: its object has no triad_usdt_specs map ` +
+          `(include ebpf/bpf/usdt.bpf.h)`,
+        { code: "unsupported" },
+      );
+    }
+    const sites = elfUsdtNotes(Deno.readFileSync(binary), binary).filter((note) =>
+      note.provider === provider && note.name === name
+    );
+    if (sites.length === 0) {
+      throw new BpfError(`Attach program ${this.name} to ${where}: no such probe in the binary`, {
+        code: "no_such_probe",
+      });
+    }
+    const links: Link[] = [];
+    try {
+      for (const site of sites) {
+        const id = usdtNextSpec.get(specs) ?? 0;
+        if (id >= specs.maxEntries) {
+          throw new BpfError(`Attach ${where}: all ${specs.maxEntries} USDT spec slots are used`, {
+            code: "full",
+          });
+        }
+        usdtNextSpec.set(specs, id + 1);
+        specs.withCodecs(Uint32Codec, Bytes(USDT_SPEC_SIZE)).update(
+          id,
+          encodeUsdtSpec(site.args, `${where} at 0x${site.offset.toString(16)}`),
+        );
+        links.push(this.#attachUprobeAt(binary, site.offset, site.semaphoreOffset, BigInt(id), {
+          ...options,
+          where: `${where} at 0x${site.offset.toString(16)}`,
+        }));
+      }
+    } catch (error) {
+      for (const link of links) link.close();
+      throw error;
+    }
+    return this.#makeLink(`${where} (${sites.length} sites)`, {
+      kind: "custom",
+      detach: () => links.forEach((link) => link.close()),
+    });
+  }
+
+  #attachUprobeAt(
+    binary: string,
+    offset: number,
+    semaphoreOffset: number,
+    cookie: bigint,
+    options: { pid?: number; where: string },
+  ): Link {
+    // struct bpf_uprobe_opts { sz; ref_ctr_offset; bpf_cookie; retprobe; func_name }
+    const opts = new Uint8Array(40);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 40n, true);
+    view.setBigUint64(8, BigInt(semaphoreOffset), true);
+    view.setBigUint64(16, cookie, true);
+    return this.#libbpfAttach(
+      options.where,
+      (p) =>
+        libbpf().bpf_program__attach_uprobe_opts(
+          p,
+          options.pid ?? -1,
+          toCString(binary),
+          BigInt(offset),
+          opts,
+        ),
+      [opts],
+    );
+  }
+
+  /**
+   * Attaches a `SEC("kprobe.multi")` program to many kernel functions with one link (kernel
+   * 5.18+), by glob pattern (`tcp_*`) or by names; falls back to one kprobe per named function
+   * where the kernel refuses the multi link, telling `onFallback` why.
+   *
+   * @param target A glob pattern, or the function names.
+   * @param options `retprobe`, and `onFallback` (told the reason for the fallback; default: a
+   *   `console.warn`).
+   * @returns One link.
+   */
+  attachKprobeMulti(
+    target: string | readonly string[],
+    options: { retprobe?: boolean; onFallback?: (reason: string) => void } = {},
+  ): Link {
+    this.#checkOpen();
+    if (!kprobesAvailable()) {
+      throw new UnsupportedFeatureError(
+        "kprobe.multi attachment",
+        "5.18",
+        "the kernel was built without CONFIG_KPROBE_EVENTS (kprobes are compiled out)",
+      );
+    }
+    const names = typeof target === "string" ? [] : target.map((name) => toCString(name));
+    const symbols = new BigUint64Array(names.map(addressOf));
+    // struct bpf_kprobe_multi_opts { sz; const char **syms; const unsigned long *addrs;
+    //   const __u64 *cookies; size_t cnt; bool retprobe; }
+    const opts = new Uint8Array(48);
+    const view = new DataView(opts.buffer);
+    view.setBigUint64(0, 48n, true);
+    if (names.length > 0) {
+      view.setBigUint64(8, addressOf(new Uint8Array(symbols.buffer)), true);
+      view.setBigUint64(32, BigInt(names.length), true);
+    }
+    view.setUint8(40, options.retprobe ? 1 : 0);
+    const pattern = typeof target === "string" ? toCString(target) : null;
+    const where = `kprobe.multi ${typeof target === "string" ? target : target.join(",")}`;
+    try {
+      return this.#libbpfAttach(
+        where,
+        (p) => libbpf().bpf_program__attach_kprobe_multi_opts(p, pattern, opts),
+        [names, symbols],
+      );
+    } catch (error) {
+      if (typeof target === "string" || !(error instanceof BpfError)) throw error;
+      (options.onFallback ?? warnFallback)(
+        `${where}: the kernel refused a kprobe_multi link (${error.message}); attaching ` +
+          `${target.length} kprobes instead`,
+      );
+      const links: Link[] = [];
+      try {
+        for (const fn of target) {
+          links.push(this.attachKprobe(fn, { retprobe: options.retprobe ?? false }));
+        }
+      } catch (inner) {
+        for (const link of links) link.close();
+        throw inner;
+      }
+      return this.#makeLink(`${where} (one kprobe each)`, {
+        kind: "custom",
+        detach: () => links.forEach((link) => link.close()),
+      });
+    }
+  }
+
+  /**
    * Attaches a cgroup program (cgroup_skb, cgroup_sock, cgroup_sock_addr, sock_ops...) to a
    * cgroup, with the attach type from its section (`cgroup_skb/ingress`).
    *
@@ -440,6 +841,77 @@ export class Program implements Disposable {
         );
       }
       throw error;
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  /**
+   * Attaches a socket map program (`sk_msg`, `sk_skb/stream_verdict`, `sk_skb/stream_parser`,
+   * `sk_skb/verdict`) to a `sockmap` or `sockhash`: it then runs for every socket in that map.
+   * The attach type comes from the section; `close()` detaches it.
+   *
+   * @example Redirect what sockets send
+   * ```ts ignore
+   * import { BpfObject } from "@triad/ebpf";
+   *
+   * using obj = BpfObject.open("redirect.bpf.o");
+   * await obj.load();
+   * using link = obj.program("redirect").attachToMap(obj.map("redirect_hash"));
+   * const socketFd = 7; // a connected TCP socket of this process
+   * obj.map("redirect_hash").update(1, BigInt(socketFd));
+   * ```
+   *
+   * @param map The socket map.
+   * @returns The link.
+   */
+  attachToMap(map: BpfMap<unknown, unknown>): Link {
+    this.#checkOpen();
+    if (map.type !== "sockmap" && map.type !== "sockhash") {
+      throw new BpfError(
+        `Attach program ${this.name} to map ${map.name}: it is ${map.type}, not sockmap or ` +
+          `sockhash`,
+        { code: "bad_map_type" },
+      );
+    }
+    const attachType =
+      SOCKET_MAP_ATTACH[this.section.replace(/\/.*$/, "") === "sk_msg" ? "sk_msg" : this.section];
+    if (attachType === undefined) {
+      throw new BpfError(
+        `Attach program ${this.name} (section ${this.section}) to map ${map.name}: only ` +
+          `sk_msg, sk_skb/stream_verdict, sk_skb/stream_parser and sk_skb/verdict attach to ` +
+          `socket maps`,
+        { code: "unsupported" },
+      );
+    }
+    const programFd = this.fd;
+    const mapFd = map.fd;
+    const rc = libbpf().bpf_prog_attach(programFd, mapFd, ATTACH_TYPES[attachType], 0);
+    if (rc < 0) {
+      throw BpfError.fromErrno(`Attach program ${this.name} to ${map.type} ${map.name}`, rc);
+    }
+    return this.#makeLink(`${map.type} ${map.name} (${attachType})`, {
+      kind: "custom",
+      detach: () => {
+        libbpf().bpf_prog_detach2(programFd, mapFd, ATTACH_TYPES[attachType]);
+      },
+    });
+  }
+
+  /**
+   * Attaches a program to a network namespace: `sk_lookup` (kernel 5.9+) and `flow_dissector`.
+   *
+   * @param netns The namespace: a path such as `/proc/self/ns/net` or `/run/netns/test`.
+   * @returns The link (a BPF link: detached on close or when the namespace goes).
+   */
+  attachNetns(netns: string): Link {
+    const fd = libc().open(toCString(netns), 0, 0);
+    if (fd < 0) throw BpfError.fromErrno(`Open network namespace ${netns}`, -errno());
+    try {
+      return this.#libbpfAttach(
+        `network namespace ${netns}`,
+        (p) => libbpf().bpf_program__attach_netns(p, fd),
+      );
     } finally {
       libc().close(fd);
     }

@@ -16,6 +16,8 @@ const DISCARD_BIT = 0x40000000;
 const HEADER = 8;
 /** How long a `for await` over a busy ring runs before it lets the event loop turn. */
 const SLICE_MS = 5;
+/** The most records `for await` finds at a time. */
+const BATCH = 1024;
 
 /** Options for {@linkcode RingBufferReader}. */
 export interface RingBufferOptions {
@@ -255,6 +257,117 @@ export class RingBufferReader extends RecordReader {
   }
 
   /**
+   * Iterates over records until `close()`; each is valid until the next one unless `copy`.
+   * Under the iterator, records are found a batch at a time (up to 1024, without allocating),
+   * and a ready record is handed out without a wait, an `async` call or a promise of its own:
+   * the iterator keeps up with a producer at about half of what C's `ring_buffer__poll` drains.
+   *
+   * @param options `preventClose: true` keeps the reader open when the loop ends early.
+   * @returns The async iterator.
+   */
+  override values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
+    const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    // Offsets, lengths and the consumer position after each record of the current batch.
+    const offsets = new Int32Array(BATCH);
+    const lengths = new Int32Array(BATCH);
+    const ends = new Float64Array(BATCH);
+    let index = 0;
+    let count = 0;
+    let start = 0;
+    let sliceStart = performance.now();
+    const data = this.#data;
+    const copy = this.#copy;
+    const refill = async (): Promise<IteratorResult<DataView>> => {
+      for (;;) {
+        if (performance.now() - sliceStart > SLICE_MS) {
+          // Ready records resolve as microtasks, which run before timers and I/O: a loop over a
+          // ring that never runs dry would starve the event loop. Every few milliseconds, yield.
+          await yieldToEventLoop();
+          sliceStart = performance.now();
+        }
+        this.#records += index;
+        index = 0;
+        start = this.#consumed;
+        count = this.#scan(offsets, lengths, ends);
+        if (count > 0) return take();
+        if (this.closed) return done;
+        await this.wait(this.pollIntervalMs);
+        sliceStart = performance.now();
+      }
+    };
+    const take = (): IteratorResult<DataView> => {
+      const i = index++;
+      // The previous record's space goes back to the kernel every 64 records, and at a refill.
+      if ((i & 63) === 63) this.#commitTo(ends[i - 1]!);
+      const offset = offsets[i]!;
+      const length = lengths[i]!;
+      return {
+        done: false,
+        value: copy
+          ? new DataView(data.slice(offset, offset + length))
+          : new DataView(data, offset, length),
+      };
+    };
+    const iterator: AsyncIterableIterator<DataView> = {
+      // A plain result (not a promise) when a record is ready: `for await` awaits it all the same.
+      next: () =>
+        (index < count && !this.closed ? take() : refill()) as Promise<IteratorResult<DataView>>,
+      return: () => {
+        // Records found but not handed out stay for whoever reads next.
+        if (index < count && !this.closed) this.#consumed = index > 0 ? ends[index - 1]! : start;
+        this.#records += index;
+        index = count = 0;
+        if (!options.preventClose) this.close();
+        return Promise.resolve(done);
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
+   * Gives the previous batch back to the kernel, then finds the records ready now (up to a
+   * batch) without allocating: their offsets, lengths and the consumer position after each.
+   */
+  #scan(offsets: Int32Array, lengths: Int32Array, ends: Float64Array): number {
+    if (this.closed) return 0;
+    this.commit();
+    const headers = this.#headers;
+    const mask = this.#mask;
+    const page = this.#page;
+    const limit = offsets.length;
+    let consumed = this.#consumed;
+    const produced = Number(Atomics.load(this.#producerPos, 0));
+    let count = 0;
+    while (count < limit && consumed < produced) {
+      const offset = consumed & mask;
+      const header = Atomics.load(headers, offset / 4) >>> 0;
+      if ((header & BUSY_BIT) !== 0) break;
+      const length = header & ~(BUSY_BIT | DISCARD_BIT);
+      consumed += (length + HEADER + 7) & ~7;
+      if ((header & DISCARD_BIT) !== 0) continue;
+      offsets[count] = page + offset + HEADER;
+      lengths[count] = length;
+      ends[count] = consumed;
+      count++;
+    }
+    this.#consumed = consumed;
+    this.#produced = produced;
+    return count;
+  }
+
+  /** Gives the space up to `position` back to the kernel (a record still in use stays). */
+  #commitTo(position: number): void {
+    if (this.closed || position <= this.#committed) return;
+    if (Math.floor(position / 2 ** 32) === Math.floor(this.#committed / 2 ** 32)) {
+      Atomics.store(this.#consumerLow, 0, position >>> 0);
+    } else {
+      Atomics.store(this.#consumerPos, 0, BigInt(position));
+    }
+    this.#committed = position;
+  }
+
+  /**
    * Iterates over records in batches: one promise per batch instead of one per record, for high
    * rates. The views of a batch stay valid until the next batch is requested; `break` closes the
    * reader unless `preventClose`.
@@ -322,14 +435,6 @@ export class RingBufferReader extends RecordReader {
 
   /** Gives the space of the records read so far back to the kernel. */
   protected commit(): void {
-    const position = this.#consumed;
-    if (position === this.#committed || this.closed) return;
-    if (Math.floor(position / 2 ** 32) === Math.floor(this.#committed / 2 ** 32)) {
-      // Same high half: one 32-bit store of the low half is the 64-bit store.
-      Atomics.store(this.#consumerLow, 0, position >>> 0);
-    } else {
-      Atomics.store(this.#consumerPos, 0, BigInt(position));
-    }
-    this.#committed = position;
+    this.#commitTo(this.#consumed);
   }
 }

@@ -92,6 +92,9 @@ export const ATTACH_TYPES = {
   cgroup_inet_egress: 1,
   cgroup_inet_sock_create: 2,
   cgroup_sock_ops: 3,
+  sk_skb_stream_parser: 4,
+  sk_skb_stream_verdict: 5,
+  sk_msg_verdict: 7,
   cgroup_device: 6,
   cgroup_inet4_bind: 8,
   cgroup_inet6_bind: 9,
@@ -104,9 +107,16 @@ export const ATTACH_TYPES = {
   modify_return: 26,
   lsm_mac: 27,
   trace_iter: 28,
+  sk_lookup: 36,
   xdp: 37,
+  sk_skb_verdict: 38,
+  trace_kprobe_multi: 42,
+  netfilter: 45,
   tcx_ingress: 46,
   tcx_egress: 47,
+  trace_uprobe_multi: 48,
+  netkit_primary: 54,
+  netkit_peer: 55,
 } as const;
 
 /** An attach type name. */

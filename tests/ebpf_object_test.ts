@@ -197,6 +197,34 @@ testWith("BpfObject delivers exactly the triggered ring buffer events", needs, a
       closing.close();
       assert.throws(() => record.getUint32(0, true), TypeError);
     });
+
+    await t.step(
+      "for await hands out ready records without a promise each, and keeps the rest on break",
+      async () => {
+        await using iterated = new RingBufferReader(probe.maps.events);
+        getppid(100);
+        assert.equal(await iterated.wait(2000), true);
+        const seqs: bigint[] = [];
+        const iterator = iterated.values({ preventClose: true });
+        const first = await iterator.next();
+        assert.equal(first.done, false);
+        seqs.push(new EventView(first.value).seq);
+        for (let i = 1; i < 10; i++) {
+          // The batch under the iterator was found at once: a plain result, not a promise.
+          const result = iterator.next();
+          assert.equal(result instanceof Promise, false);
+          seqs.push(new EventView((await result).value).seq);
+        }
+        await iterator.return!();
+        using _deadline = deadline(iterated);
+        for await (const record of iterated) {
+          seqs.push(new EventView(record).seq);
+          if (seqs.length === 100) break;
+        }
+        assert.deepEqual(seqs, Array.from({ length: 100 }, (_, i) => 135n + BigInt(i)));
+        assert.equal(iterated.records, 100);
+      },
+    );
   }
   await tracker.assertReleased();
 });

@@ -110,6 +110,15 @@ export const tracefs: Requirement = {
       : "needs tracefs: mount -t tracefs tracefs /sys/kernel/tracing",
 };
 
+/** The kernel has uprobe events (CONFIG_UPROBE_EVENTS). */
+export const uprobes: Requirement = {
+  name: "uprobes",
+  check: () =>
+    exists("/sys/bus/event_source/devices/uprobe") || exists("/sys/kernel/tracing/uprobe_events")
+      ? undefined
+      : "needs uprobes (CONFIG_UPROBE_EVENTS) in this kernel",
+};
+
 /** bpffs is mounted at /sys/fs/bpf. */
 export const bpffs: Requirement = {
   name: "bpffs",

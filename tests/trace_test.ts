@@ -10,6 +10,7 @@ import {
   bpfCapabilities,
   btf,
   command,
+  kernelAtLeast,
   libbpf,
   type Requirement,
   root,
@@ -222,7 +223,7 @@ async function listTcptraceObjects(): Promise<string[]> {
     for (const item of items) {
       const name = item.name ?? "";
       if (
-        /^(inet_sock_set_s|sys_exit_accept|inet_csk_accept|tcptrac)/.test(name)
+        /^(inet_sock_set_s|sys_exit_accept|inet_csk_accept|tcptrac|list_tcp)/.test(name)
       ) {
         found.push(`${kind} ${item.id} ${name}`);
       }
@@ -349,6 +350,51 @@ testWith("deno task trace reports connect, accept and close exactly", NEEDS, asy
     assert.deepEqual(await tcptraceObjects(before), before);
   });
 });
+
+testWith(
+  "deno task trace --snapshot lists the TCP sockets that exist at start",
+  [...NEEDS, kernelAtLeast(5, 9, "the TCP iterator (bpf_iter tcp)")],
+  async (t) => {
+    const before = await tcptraceObjects();
+    using listener = listen(4);
+    const port = listener.addr.port;
+    using client = await Deno.connect({ hostname: "127.0.0.1", port });
+    using _server = await listener.accept();
+    const clientPort = (client.localAddr as Deno.NetAddr).port;
+    using other = listen(6);
+    const tracer = await Tracer.start(["--json", "--snapshot", "--port", String(port)]);
+    let status: Deno.CommandStatus | undefined;
+    try {
+      assert.ok(
+        await tracer.waitFor(() => /TCP sockets existed at start/.test(tracer.stderr)),
+        tracer.stderr,
+      );
+      const sockets = tracer.events().filter((e) => e.type === "socket");
+      await t.step("the listener and both ends of the connection, with their state", () => {
+        const seen = sockets.map((e) =>
+          `${e.family} ${e.saddr}:${e.sport} ${e.daddr}:${e.dport} ${e.newstate}`
+        ).toSorted();
+        assert.deepEqual(
+          seen,
+          [
+            `4 127.0.0.1:${clientPort} 127.0.0.1:${port} ESTABLISHED`,
+            `4 127.0.0.1:${port} 0.0.0.0:0 LISTEN`,
+            `4 127.0.0.1:${port} 127.0.0.1:${clientPort} ESTABLISHED`,
+          ].toSorted(),
+        );
+      });
+      await t.step("--port filters the snapshot: another listener is left out", () => {
+        assert.ok(sockets.every((e) => e.sport !== other.addr.port));
+      });
+    } finally {
+      status = await tracer.stop("SIGINT");
+    }
+    await t.step("SIGINT: exit 0; nothing left loaded or attached (bpftool)", async () => {
+      assert.equal(status!.code, 0, tracer.stderr);
+      assert.deepEqual(await tcptraceObjects(before), before);
+    });
+  },
+);
 
 /** fexit programs load here (the tracer's fexit flavour starts), else why not. */
 const fexit: Requirement = {

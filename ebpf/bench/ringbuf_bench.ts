@@ -15,6 +15,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import process from "node:process";
 import { RingBufferReader } from "@triad/ebpf";
 import { RingbenchObject } from "./ringbench.gen.ts";
 
@@ -45,6 +46,12 @@ interface Result {
   records: number;
   dropped: number;
   produced: number;
+}
+
+/** This process's user and system CPU time, in microseconds. */
+function cpuMicros(): number {
+  const usage = process.cpuUsage();
+  return usage.user + usage.system;
 }
 
 function median(xs: number[]): number {
@@ -280,23 +287,32 @@ try {
     },
   };
   const drainRates = new Map<string, number[]>(Object.keys(drainers).map((name) => [name, []]));
+  const drainCpu = new Map<string, number[]>(Object.keys(drainers).map((name) => [name, []]));
   console.log(`\ndrain a filled ring (${fillRecords} records), ${rounds} interleaved rounds:`);
   for (let r = 1; r <= rounds; r++) {
     for (const [name, drain] of Object.entries(drainers)) {
       fill();
+      // This process's own CPU time too: on a loaded machine wall time mostly measures how much
+      // CPU the scheduler gave (the C consumer is another process: its CPU is not counted here).
+      const cpuBefore = cpuMicros();
       const elapsed = await drain();
+      const cpuNs = (cpuMicros() - cpuBefore) * 1000 / fillRecords;
       drainRates.get(name)!.push(fillRecords / elapsed);
+      if (!name.startsWith("C ")) drainCpu.get(name)!.push(cpuNs);
       console.log(
-        `  round ${r} ${name.padEnd(28)} ${(fillRecords / elapsed / 1e6).toFixed(2)} M records/s`,
+        `  round ${r} ${name.padEnd(28)} ${(fillRecords / elapsed / 1e6).toFixed(2)} M records/s` +
+          (name.startsWith("C ") ? "" : `  (${cpuNs.toFixed(0)} ns of CPU per record)`),
       );
     }
   }
   const cDrain = median(drainRates.get("C ring_buffer__consume")!);
   console.log("\ndrain medians:");
   for (const [name, list] of drainRates) {
+    const cpu = drainCpu.get(name)!;
     console.log(
       `  ${name.padEnd(28)} ${(median(list) / 1e6).toFixed(2)} M records/s  ` +
-        `${(median(list) / cDrain).toFixed(2)}x C`,
+        `${(median(list) / cDrain).toFixed(2)}x C` +
+        (cpu.length > 0 ? `  ${median(cpu).toFixed(0)} ns of CPU per record` : ""),
     );
   }
   libcFfi.close();

@@ -27,6 +27,8 @@ function detail(event: TraceEvent): string {
       return `${event.oldstate}->${event.newstate}`;
     case "lost":
       return `${event.count} events lost`;
+    case "socket":
+      return event.newstate ?? "";
     default:
       return "";
   }

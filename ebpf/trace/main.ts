@@ -20,6 +20,7 @@ import {
 import { checkTracePrerequisites } from "./check_trace_prerequisites.ts";
 import { TcpTracer } from "./tcp_tracer.ts";
 import { serveTraceMetrics, TraceMetrics, type TraceMetricsServer } from "./trace_metrics.ts";
+import { listTcpSockets } from "./tcp_snapshot.ts";
 
 const encoder = new TextEncoder();
 
@@ -137,6 +138,24 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 
   try {
+    if (options.snapshot) {
+      // Listed after the tracer attached: a socket opened meanwhile shows in both, none in neither.
+      let out = "";
+      let sockets;
+      try {
+        sockets = await listTcpSockets({
+          ...(options.port !== undefined && { port: options.port }),
+          ...(options.family !== undefined && { family: options.family }),
+        });
+      } catch (error) {
+        if (!(error instanceof TriadError)) throw error;
+        console.error(`trace: --snapshot: ${error.message}`);
+        return 1;
+      }
+      for (const event of sockets) out += `${formatter.format(event).join("\n")}\n`;
+      if (out) writeAll(Deno.stdout, out);
+      console.error(`trace: ${sockets.length} TCP sockets existed at start`);
+    }
     outer: for await (const batch of tracer.batches(stop.signal)) {
       let out = "";
       for (const event of batch) {

@@ -35,6 +35,8 @@ export interface TraceOptions {
   acceptHook?: "auto" | "fexit" | "syscall";
   /** Serve `/metrics` and `/health/live` on this `host:port`. */
   metrics?: string;
+  /** First list the TCP sockets that exist at start (`socket` events, from a TCP iterator). */
+  snapshot: boolean;
   /** Print the usage and exit. */
   help: boolean;
 }
@@ -47,7 +49,8 @@ kernel tracepoint sock:inet_sock_set_state. Needs root (or CAP_BPF, CAP_PERFMON 
 CAP_SYS_RESOURCE), kernel BTF and libbpf.so.1.
 
 Events: connect (active open established), accept (passive open accepted), close (with duration
-and bytes), state (every transition, with --states), lost (events the kernel could not queue).
+and bytes), state (every transition, with --states), lost (events the kernel could not queue),
+socket (a socket that existed at start, with --snapshot).
 
 Options:
   --json               JSON Lines on stdout, one event per line
@@ -64,6 +67,8 @@ Options:
   --accept-hook HOOK   how accept() is seen: auto (default: fexit where it loads, else syscall),
                        fexit (fexit/inet_csk_accept), syscall (accept/accept4 tracepoints)
   --metrics HOST:PORT  serve Prometheus /metrics (events, lost events) and /health/live there
+  --snapshot           first list the TCP sockets that exist at start (socket events, with
+                       their state; --port and --family apply; needs kernel 5.9+ bpf_iter)
   --help               show this help
 
 Without --json the output is an aligned table on a terminal and plain columns otherwise.
@@ -141,6 +146,7 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
         "ring-size": { type: "string" },
         "accept-hook": { type: "string" },
         metrics: { type: "string" },
+        snapshot: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -152,6 +158,7 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
   const options: TraceOptions = {
     json: values.json,
     states: values.states,
+    snapshot: values.snapshot,
     summary: values.summary,
     help: values.help,
   };
@@ -205,6 +212,23 @@ export function parseTraceOptions(args: readonly string[]): TraceOptions {
       );
     }
     options.metrics = values.metrics;
+  }
+  if (options.snapshot) {
+    const other = options.pid !== undefined
+      ? "--pid"
+      : options.comm !== undefined
+      ? "--comm"
+      : options.summary
+      ? "--summary"
+      : options.intervalSeconds !== undefined
+      ? "--interval"
+      : undefined;
+    if (other !== undefined) {
+      throw new TraceUsageError(
+        `--snapshot cannot be combined with ${other}: the sockets listed at start carry no ` +
+          "owning process and are not connections that close",
+      );
+    }
   }
   if (options.summary && options.intervalSeconds !== undefined) {
     throw new TraceUsageError(`--summary and --interval cannot be combined: pick one view`);

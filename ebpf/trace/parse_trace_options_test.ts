@@ -6,6 +6,7 @@ Deno.test("parseTraceOptions() parses every option", async (t) => {
     assert.deepEqual(parseTraceOptions([]), {
       json: false,
       states: false,
+      snapshot: false,
       summary: false,
       help: false,
     });
@@ -29,6 +30,7 @@ Deno.test("parseTraceOptions() parses every option", async (t) => {
     assert.deepEqual(options, {
       json: true,
       states: true,
+      snapshot: false,
       summary: false,
       help: false,
       pid: 1234,
@@ -65,6 +67,8 @@ Deno.test("parseTraceOptions() rejects bad input naming the option", async (t) =
     [["--accept-hook", "kprobe"], /--accept-hook: expected auto, fexit or syscall, got "kprobe"/],
     [["--ring-size", "1024"], /--ring-size: expected an integer from 4096/],
     [["--summary", "--interval", "1"], /cannot be combined/],
+    [["--snapshot", "--pid", "1"], /--snapshot cannot be combined with --pid/],
+    [["--snapshot", "--summary"], /--snapshot cannot be combined with --summary/],
     [["--states", "--summary"], /--states/],
     [["--json", "--interval", "1"], /--json and --interval/],
     [["stray"], /positional|Unexpected argument/i],

@@ -4,15 +4,18 @@
  * @module
  */
 
-/** What happened: an active open, a passive open, a close, a state change, or lost events. */
-export type TraceEventType = "connect" | "accept" | "close" | "state" | "lost";
+/**
+ * What happened: an active open, a passive open, a close, a state change, lost events, or (with
+ * `--snapshot`) a socket that existed when the tracer started.
+ */
+export type TraceEventType = "connect" | "accept" | "close" | "state" | "lost" | "socket";
 
 /**
  * One traced event as printed with `--json` (field names and order are the contract).
  * `lost` events carry only `type`, `time` and `count`.
  */
 export interface TraceEvent {
-  /** `connect`, `accept`, `close`, `state` or `lost`. */
+  /** `connect`, `accept`, `close`, `state`, `lost` or `socket`. */
   type: TraceEventType;
   /** When it happened, ISO 8601 (UTC, millisecond precision). */
   time: string;
@@ -38,7 +41,7 @@ export interface TraceEvent {
   rxBytes?: number;
   /** `state`: the state left, such as `SYN_SENT`. */
   oldstate?: string;
-  /** `state`: the state entered, such as `ESTABLISHED`. */
+  /** `state`: the state entered, such as `ESTABLISHED`; `socket`: the socket's state. */
   newstate?: string;
   /** `lost`: how many events the kernel could not queue since the last report. */
   count?: number;
