@@ -578,18 +578,13 @@ export class TlsConn implements Conn {
     const lib = openssl();
     handshaking.delete(this);
     if (this.ssl === null) return;
-    if (error === undefined && this.error === undefined && !this.shutdown && !this.peerClosed) {
-      if (lib.BIO_ctrl_pending(this.rbio) > 0) {
-        stats.truncated++;
-        this.error = tlsError(
-          `Connection from ${addressText(this.inner)} ended in the middle of a TLS record`,
-          "tls_truncated",
-        );
-      }
-    } else if (
-      error !== undefined && this.error === undefined && lib.BIO_ctrl_pending(this.rbio) > 0
-    ) {
+    const partial = lib.SSL_has_pending(this.ssl) === 1 || lib.BIO_ctrl_pending(this.rbio) > 0;
+    if (this.error === undefined && !this.shutdown && !this.peerClosed && partial) {
       stats.truncated++;
+      this.error = error ?? tlsError(
+        `Connection from ${addressText(this.inner)} ended in the middle of a TLS record`,
+        "tls_truncated",
+      );
     }
     if (this.client) rememberSession(this);
     lib.SSL_free(this.ssl);

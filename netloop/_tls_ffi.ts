@@ -56,6 +56,7 @@ const SSL_SYMBOLS = {
   SSL_get_version: { parameters: ["pointer"], result: "pointer" },
   SSL_get_current_cipher: { parameters: ["pointer"], result: "pointer" },
   SSL_CIPHER_get_name: { parameters: ["pointer"], result: "pointer" },
+  SSL_has_pending: { parameters: ["pointer"], result: "i32" },
   SSL_session_reused: { parameters: ["pointer"], result: "i32" },
   SSL_get_early_data_status: { parameters: ["pointer"], result: "i32" },
   SSL_is_init_finished: { parameters: ["pointer"], result: "i32" },

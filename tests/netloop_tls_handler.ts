@@ -1,0 +1,60 @@
+/**
+ * The handler the TLS tests serve: echo, with `?info` answered by the connection's TLS details and
+ * early data marked; with `data.dial` set, it dials a TLS server at boot and reports the reply.
+ *
+ * @module
+ */
+import type { Conn, Loop } from "@triad/netloop";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+interface DialData {
+  port: number;
+  ca: string;
+  serverName?: string;
+  alpn?: string[];
+}
+
+/** Dials `data.dial` (a TLS server) and posts what it answers, or why it failed. */
+export function onBoot(loop: Loop): void {
+  const dial = (loop.data as { dial?: DialData } | undefined)?.dial;
+  if (dial === undefined) return;
+  let got = "";
+  loop.dial({
+    network: "tcp",
+    address: `127.0.0.1:${dial.port}`,
+    tls: {
+      ca: dial.ca,
+      ...(dial.serverName === undefined ? {} : { serverName: dial.serverName }),
+      ...(dial.alpn === undefined ? {} : { alpn: dial.alpn }),
+    },
+    handler: {
+      onOpen(conn: Conn) {
+        conn.write(encoder.encode("ping-netloop\n"));
+      },
+      onTraffic(conn: Conn) {
+        got += decoder.decode(conn.next());
+        if (got.includes("\n")) {
+          loop.postMessage({ reply: got, tls: { ...conn.tls } });
+          conn.close();
+        }
+      },
+      onClose(_conn: Conn, error?: Error) {
+        loop.postMessage({ closed: error?.message ?? null });
+      },
+    },
+  });
+}
+
+/** Echoes; `?info\n` gets the TLS details as JSON; early data is prefixed `[early N]`. */
+export function onTraffic(conn: Conn): void {
+  const early = conn.tls?.earlyBytes ?? 0;
+  if (early > 0) conn.write(encoder.encode(`[early ${early}]`));
+  const bytes = conn.next();
+  if (bytes.length === 6 && decoder.decode(bytes) === "?info\n") {
+    conn.write(encoder.encode(JSON.stringify(conn.tls) + "\n"));
+  } else {
+    conn.write(bytes);
+  }
+}
