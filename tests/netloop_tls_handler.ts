@@ -14,12 +14,18 @@ interface DialData {
   ca: string;
   serverName?: string;
   alpn?: string[];
+  /** Dial this many times, one after the other (the later ones can resume). */
+  times?: number;
 }
 
 /** Dials `data.dial` (a TLS server) and posts what it answers, or why it failed. */
 export function onBoot(loop: Loop): void {
   const dial = (loop.data as { dial?: DialData } | undefined)?.dial;
   if (dial === undefined) return;
+  dialOnce(loop, dial, dial.times ?? 1);
+}
+
+function dialOnce(loop: Loop, dial: DialData, left: number): void {
   let got = "";
   loop.dial({
     network: "tcp",
@@ -42,6 +48,7 @@ export function onBoot(loop: Loop): void {
       },
       onClose(_conn: Conn, error?: Error) {
         loop.postMessage({ closed: error?.message ?? null });
+        if (left > 1) dialOnce(loop, dial, left - 1);
       },
     },
   });

@@ -395,14 +395,18 @@ testWith(
         backend: "epoll",
         loops: 1,
         logger: createLogger({ level: "error" }),
-        data: { dial: { port, ca, alpn: ["echo"], serverName: "localhost" } },
+        data: { dial: { port, ca, alpn: ["echo"], serverName: "localhost", times: 2 } },
         onMessage: (m) => messages.push(m as Record<string, unknown>),
       });
       try {
         assert.ok(
-          await eventually(() => messages.some((m) => "closed" in m), 10_000),
+          await eventually(() => messages.filter((m) => "closed" in m).length === 2, 10_000),
           JSON.stringify(messages),
         );
+        const replies = messages.filter((m) => "reply" in m);
+        assert.equal(replies.length, 2);
+        assert.equal((replies[0]!.tls as Record<string, unknown>).resumed, false);
+        assert.equal((replies[1]!.tls as Record<string, unknown>).resumed, true);
         const reply = messages.find((m) => "reply" in m)!;
         assert.match(String(reply.reply), /nloop-gnip|teltenloop|pooltenlep|gnip/);
         const tls = reply.tls as Record<string, unknown>;
@@ -554,4 +558,57 @@ testWith("tls: a missing libssl names the Debian package", [ffi], async () => {
     stderr: "piped",
   }).output();
   assert.match(decoder.decode(out.stdout), /Debian package libssl3/);
+});
+
+testWith("tls: deno task echo --tls-cert --tls-key --alpn serves TLS", [
+  linux,
+  ffi,
+  libssl,
+  openssl,
+], async () => {
+  const c = await makeCerts();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../netloop/examples/echo.ts", import.meta.url).pathname,
+      "--port",
+      "0",
+      "--backend",
+      "epoll",
+      "--loops",
+      "1",
+      "--tls-cert",
+      c.cert,
+      "--tls-key",
+      c.key,
+      "--alpn",
+      "echo,h2",
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    const reader = child.stdout.getReader();
+    let banner = "";
+    while (!banner.includes("\n")) {
+      const next = await reader.read();
+      if (next.done) throw new Error(`echo ended: ${banner}`);
+      banner += decoder.decode(next.value);
+    }
+    reader.releaseLock();
+    assert.match(banner, /^echo \(tls\) on 127\.0\.0\.1:\d+/);
+    const port = Number(/:(\d+),/.exec(banner)![1]);
+    const out = await sClient(
+      ["-connect", `127.0.0.1:${port}`, "-alpn", "echo"],
+      "over tls\n",
+      "over tls",
+    );
+    assert.match(out, /ALPN protocol: echo/);
+    assert.match(out, /over tls/);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+  }
 });
