@@ -9,6 +9,7 @@ import { createLogger } from "@triad/core";
 import { type Engine, type NetloopError, serve, type ServeOptions } from "@triad/netloop";
 import { command, ffi, ioUring, linux, type Requirement, testWith } from "./requirements.ts";
 import { eventually, openFds } from "./netloop_support.ts";
+import { makeTestCerts } from "./tls_certs.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -38,81 +39,7 @@ const NEEDS: Record<Backend, Requirement[]> = {
   uring: [linux, ffi, libssl, ioUring],
 };
 
-/** A CA and two server pairs signed by it (localhost, 127.0.0.1), made with the openssl CLI. */
-interface Certs {
-  dir: string;
-  ca: string;
-  cert: string;
-  key: string;
-  cert2: string;
-  key2: string;
-}
-
-let certs: Certs | undefined;
-
-async function run(args: string[], cwd: string): Promise<void> {
-  const out = await new Deno.Command("openssl", { args, cwd, stdout: "null", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`openssl ${args[0]}: ${decoder.decode(out.stderr)}`);
-}
-
-async function makeCerts(): Promise<Certs> {
-  if (certs !== undefined) return certs;
-  const dir = await Deno.makeTempDir({ prefix: "netloop-tls-" });
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-  await run([
-    "req",
-    "-x509",
-    ...ec,
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=netloop test CA",
-  ], dir);
-  await Deno.writeTextFile(`${dir}/ext`, "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  for (const name of ["server", "server2"]) {
-    await run([
-      "req",
-      ...ec,
-      "-keyout",
-      `${name}.key`,
-      "-out",
-      `${name}.csr`,
-      "-subj",
-      `/CN=${name}`,
-    ], dir);
-    await run([
-      "x509",
-      "-req",
-      "-in",
-      `${name}.csr`,
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-out",
-      `${name}.pem`,
-      "-days",
-      "2",
-      "-extfile",
-      "ext",
-    ], dir);
-  }
-  certs = {
-    dir,
-    ca: `${dir}/ca.pem`,
-    cert: `${dir}/server.pem`,
-    key: `${dir}/server.key`,
-    cert2: `${dir}/server2.pem`,
-    key2: `${dir}/server2.key`,
-  };
-  return certs;
-}
+const makeCerts = makeTestCerts;
 
 async function start(
   backend: Backend,
