@@ -137,3 +137,44 @@ Deno.test("quic: a second connection resumes with 0-RTT", async () => {
     quic.close();
   }
 });
+
+Deno.test("quic: deno task echo --quic serves the echo on QUIC streams", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--unstable-net",
+      new URL("../netloop/examples/echo.ts", import.meta.url).pathname,
+      ...["--port", "0", "--backend", "epoll", "--loops", "1", "--quic"],
+      ...["--tls-cert", `${dir}/server.pem`, "--tls-key", `${dir}/server.key`],
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const quic = denoQuicTransport();
+  try {
+    const reader = child.stdout.getReader();
+    let banner = "";
+    while (!banner.includes("echo (quic)")) {
+      const next = await reader.read();
+      if (next.done) throw new Error(`echo ended: ${banner}`);
+      banner += decoder.decode(next.value);
+    }
+    reader.releaseLock();
+    const port = Number(/echo \(quic\) on [^ ]+:(\d+)/.exec(banner)![1]);
+    const session = await quic.connect({
+      hostname: "127.0.0.1",
+      port,
+      serverName: "localhost",
+      ca,
+      alpn: ["echo"],
+    });
+    assert.equal(await roundTrip((h) => session.openStream(h), "over quic"), "over quic");
+    session.close();
+  } finally {
+    quic.close();
+    child.kill("SIGTERM");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+  }
+});

@@ -27,7 +27,7 @@ testWith("quic: streams, identity, congestion control and 0-RTT over loopback", 
     }).output();
     const text = decoder.decode(out.stdout) + decoder.decode(out.stderr);
     assert.ok(out.success, text);
-    assert.match(text, /ok \| 5 passed \| 0 failed/);
+    assert.match(text, /ok \| 6 passed \| 0 failed/);
   }
 });
 
