@@ -16,6 +16,11 @@ interface DialData {
   alpn?: string[];
   /** Dial this many times, one after the other (the later ones can resume). */
   times?: number;
+  /**
+   * After the handshake, write this (hex) on the TCP connection under the TLS layer instead of
+   * the ping: a test of what the server does with a bad record.
+   */
+  raw?: string;
 }
 
 /** Dials `data.dial` (a TLS server) and posts what it answers, or why it failed. */
@@ -37,7 +42,13 @@ function dialOnce(loop: Loop, dial: DialData, left: number): void {
     },
     handler: {
       onOpen(conn: Conn) {
-        conn.write(encoder.encode("ping-netloop\n"));
+        if (dial.raw === undefined) conn.write(encoder.encode("ping-netloop\n"));
+        else {
+          // The TCP connection under the TLS layer (not public API: a test's way to misbehave).
+          const tcp = (conn as unknown as { inner: Conn }).inner;
+          tcp.write(new Uint8Array(dial.raw.match(/../g)!.map((h) => parseInt(h, 16))));
+          loop.postMessage({ rawSent: true });
+        }
       },
       onTraffic(conn: Conn) {
         got += decoder.decode(conn.next());

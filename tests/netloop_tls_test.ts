@@ -432,6 +432,32 @@ for (const backend of ["epoll", "uring"] as const) {
   );
 }
 
+testWith("tls: an oversized record after the handshake closes that connection, counted", [
+  linux,
+  ffi,
+  libssl,
+], async () => {
+  await using engine = await start("epoll");
+  const ca = await Deno.readTextFile((await makeCerts()).ca);
+  const messages: Record<string, unknown>[] = [];
+  // Application data announcing 0xffff bytes: more than a TLS 1.3 record may carry.
+  const raw = "170303ffff" + "00".repeat(64);
+  await using client = await serve(HANDLER, {
+    backend: "epoll",
+    loops: 1,
+    logger: createLogger({ level: "error" }),
+    data: { dial: { port: engine.address.port, ca, serverName: "localhost", raw } },
+    onMessage: (m) => messages.push(m as Record<string, unknown>),
+  });
+  assert.ok(await eventually(() => messages.some((m) => "closed" in m), 10_000));
+  assert.ok(messages.some((m) => "rawSent" in m));
+  const stats = await engine.tlsStats();
+  assert.equal(stats.recordErrors, 1, JSON.stringify(stats));
+  assert.equal(stats.handshakes, 1);
+  assert.equal((await info(engine.address.port)).protocol, "TLSv1.3");
+  void client;
+});
+
 for (const backend of BACKENDS) {
   testWith(
     `tls ${backend}: 1,000 concurrent connections, nothing left after stop`,
