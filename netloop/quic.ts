@@ -50,8 +50,9 @@ export interface QuicServeOptions {
   hostname?: string;
   /** The UDP port; 0 picks one. @default {0} */
   port?: number;
-  /** Certificate chain and key (PEM text). */
+  /** The certificate chain (PEM text). */
   cert: string;
+  /** The private key (PEM text). */
   key: string;
   /** ALPN protocols (QUIC requires one). */
   alpn: string[];
@@ -65,13 +66,17 @@ export interface QuicServeOptions {
 
 /** Options of a QUIC client connection. */
 export interface QuicDialOptions {
+  /** The server's address or name. */
   hostname: string;
+  /** The server's UDP port. */
   port: number;
   /** Checked against the certificate. @default {hostname} */
   serverName?: string;
   /** Trusted CA certificates (PEM text). */
   ca?: string;
+  /** ALPN protocols to offer (QUIC requires one). */
   alpn: string[];
+  /** The congestion controller. @default {"default"} */
   congestionControl?: CongestionControl;
   /**
    * Try 0-RTT with a ticket from an earlier connection to the same server (from this transport).
