@@ -18,7 +18,7 @@ interface DialData {
   times?: number;
   /**
    * After the handshake, write this (hex) on the TCP connection under the TLS layer instead of
-   * the ping: a test of what the server does with a bad record.
+   * the ping, and close it: a test of what the server does with a bad or cut record.
    */
   raw?: string;
 }
@@ -47,6 +47,7 @@ function dialOnce(loop: Loop, dial: DialData, left: number): void {
           // The TCP connection under the TLS layer (not public API: a test's way to misbehave).
           const tcp = (conn as unknown as { inner: Conn }).inner;
           tcp.write(new Uint8Array(dial.raw.match(/../g)!.map((h) => parseInt(h, 16))));
+          tcp.close();
           loop.postMessage({ rawSent: true });
         }
       },

@@ -432,17 +432,11 @@ for (const backend of ["epoll", "uring"] as const) {
   );
 }
 
-testWith("tls: an oversized record after the handshake closes that connection, counted", [
-  linux,
-  ffi,
-  libssl,
-], async () => {
-  await using engine = await start("epoll");
+/** Dials `engine` from another engine, and after the handshake sends `raw` (hex) and closes. */
+async function sendRaw(engine: Engine, raw: string): Promise<void> {
   const ca = await Deno.readTextFile((await makeCerts()).ca);
   const messages: Record<string, unknown>[] = [];
-  // Application data announcing 0xffff bytes: more than a TLS 1.3 record may carry.
-  const raw = "170303ffff" + "00".repeat(64);
-  await using client = await serve(HANDLER, {
+  await using _client = await serve(HANDLER, {
     backend: "epoll",
     loops: 1,
     logger: createLogger({ level: "error" }),
@@ -451,11 +445,25 @@ testWith("tls: an oversized record after the handshake closes that connection, c
   });
   assert.ok(await eventually(() => messages.some((m) => "closed" in m), 10_000));
   assert.ok(messages.some((m) => "rawSent" in m));
+}
+
+testWith("tls: an oversized or cut record after the handshake closes that connection, counted", [
+  linux,
+  ffi,
+  libssl,
+], async () => {
+  await using engine = await start("epoll");
+  // Application data announcing 0xffff bytes: more than a TLS 1.3 record may carry.
+  await sendRaw(engine, "170303ffff" + "00".repeat(64));
+  assert.ok(await eventually(async () => (await engine.tlsStats()).recordErrors === 1));
+  // A record announcing 256 bytes, 8 of them sent, then the connection ends.
+  await sendRaw(engine, "1703030100" + "00".repeat(8));
+  assert.ok(await eventually(async () => (await engine.tlsStats()).truncated === 1));
   const stats = await engine.tlsStats();
+  assert.equal(stats.handshakes, 2, JSON.stringify(stats));
   assert.equal(stats.recordErrors, 1, JSON.stringify(stats));
-  assert.equal(stats.handshakes, 1);
   assert.equal((await info(engine.address.port)).protocol, "TLSv1.3");
-  void client;
+  assert.ok(await eventually(async () => (await engine.tlsStats()).live === 0));
 });
 
 for (const backend of BACKENDS) {
