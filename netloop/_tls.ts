@@ -636,6 +636,35 @@ const dialInner: ConnHandler = {
   onClose: inner.onClose!,
 };
 
+/** A timer for the portable backend, whose loop does not call {@linkcode expireHandshakes}. */
+let portableTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Starts timing a handshake. */
+function watch(t: TlsConn, loop: Loop, ms: number): void {
+  handshaking.add(t);
+  if (loop.backend !== "portable" || portableTimer !== undefined) return;
+  const fire = () => {
+    portableTimer = undefined;
+    const next = expire(performance.now());
+    if (next !== Infinity) arm(next);
+  };
+  const arm = (after: number) => {
+    portableTimer = setTimeout(fire, after);
+    Deno.unrefTimer(portableTimer as unknown as number);
+  };
+  arm(ms);
+}
+
+/**
+ * Closes handshakes past their deadline (each loop turn, from `LoopCore.timers`).
+ *
+ * @param now The turn's clock.
+ * @returns Milliseconds until the next deadline (Infinity when no handshake runs).
+ */
+export function expireHandshakes(now: number): number {
+  return handshaking.size === 0 ? Infinity : expire(now);
+}
+
 /** Closes handshakes past their deadline; returns ms until the next deadline. */
 function expire(now: number): number {
   let next = Infinity;
@@ -682,11 +711,9 @@ export function tlsServerHandler(user: EventHandler, config: LoopTlsConfig): Eve
     alpn,
     callback,
   };
-  let loop: Loop | undefined;
   const s = server;
   const wrapped: EventHandler = {
     onOpen(conn: Conn): HandlerResult {
-      loop ??= conn.loop;
       const t = new TlsConn(
         conn.loop,
         s.ctx,
@@ -697,19 +724,11 @@ export function tlsServerHandler(user: EventHandler, config: LoopTlsConfig): Eve
       );
       t.inner = conn;
       conn.context = t;
-      if (handshaking.size === 0) conn.loop.tickWithin(config.handshakeTimeoutMs);
-      handshaking.add(t);
+      watch(t, conn.loop, config.handshakeTimeoutMs);
       return undefined;
     },
     onTraffic: inner.onTraffic!,
     onClose: inner.onClose!,
-    onTick(): HandlerResult {
-      if (loop !== undefined && handshaking.size > 0) {
-        const next = expire(loop.now);
-        if (next !== Infinity) loop.tickWithin(next);
-      }
-      return user.onTick?.();
-    },
     onShutdown(l: Loop): void {
       try {
         user.onShutdown?.(l);
@@ -720,6 +739,7 @@ export function tlsServerHandler(user: EventHandler, config: LoopTlsConfig): Eve
   };
   if (user.onBoot) wrapped.onBoot = user.onBoot.bind(user);
   if (user.onMessage) wrapped.onMessage = user.onMessage.bind(user);
+  if (user.onTick) wrapped.onTick = user.onTick.bind(user);
   return wrapped;
 }
 
@@ -823,7 +843,8 @@ export function dialTls(
     : address.slice(0, address.lastIndexOf(":"));
   const name = options.tls.serverName ?? host;
   const lib = openssl();
-  const t = new TlsConn(loop, clientContext(options.tls.ca), handler, true, false, 10_000);
+  const timeout = options.tls.handshakeTimeout ?? 10_000;
+  const t = new TlsConn(loop, clientContext(options.tls.ca), handler, true, false, timeout);
   const ssl = t.ssl!;
   if (IP.test(name)) {
     lib.X509_VERIFY_PARAM_set1_ip_asc(lib.SSL_get0_param(ssl), cBytes(name));
@@ -852,11 +873,14 @@ export function dialTls(
     context: t,
   };
   t.inner = dialPlain(plain);
+  watch(t, loop, timeout);
   return t;
 }
 
 /** Frees the server and client contexts and the remembered sessions (the loop is stopping). */
 export function freeAll(): void {
+  clearTimeout(portableTimer);
+  portableTimer = undefined;
   if (server === undefined && clientContexts.size === 0 && sessions.size === 0) return;
   const lib = openssl();
   if (server !== undefined) {

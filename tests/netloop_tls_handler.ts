@@ -21,6 +21,8 @@ interface DialData {
    * the ping, and close it: a test of what the server does with a bad or cut record.
    */
   raw?: string;
+  /** The dial's handshake timeout (ms). */
+  handshakeTimeout?: number;
 }
 
 /** Dials `data.dial` (a TLS server) and posts what it answers, or why it failed. */
@@ -39,6 +41,7 @@ function dialOnce(loop: Loop, dial: DialData, left: number): void {
       ca: dial.ca,
       ...(dial.serverName === undefined ? {} : { serverName: dial.serverName }),
       ...(dial.alpn === undefined ? {} : { alpn: dial.alpn }),
+      ...(dial.handshakeTimeout === undefined ? {} : { handshakeTimeout: dial.handshakeTimeout }),
     },
     handler: {
       onOpen(conn: Conn) {

@@ -396,7 +396,7 @@ testWith("tls: certificate reload; a bad pair is refused and the old kept", [
   }
 });
 
-for (const backend of ["epoll", "uring"] as const) {
+for (const backend of BACKENDS) {
   testWith(
     `tls ${backend}: bad input closes that connection alone, counted`,
     NEEDS[backend],
@@ -430,6 +430,36 @@ for (const backend of ["epoll", "uring"] as const) {
       assert.ok(await eventually(async () => (await engine.tlsStats()).live === 0));
     },
   );
+}
+
+for (const backend of BACKENDS) {
+  testWith(`tls ${backend}: a dialed handshake that stalls times out`, NEEDS[backend], async () => {
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of silent) held.push(conn);
+    })();
+    const messages: Record<string, unknown>[] = [];
+    try {
+      const ca = await Deno.readTextFile((await makeCerts()).ca);
+      const port = (silent.addr as Deno.NetAddr).port;
+      await using engine = await serve(HANDLER, {
+        backend,
+        loops: 1,
+        logger: createLogger({ level: "error" }),
+        data: { dial: { port, ca, serverName: "localhost", handshakeTimeout: 300 } },
+        onMessage: (m) => messages.push(m as Record<string, unknown>),
+      });
+      assert.ok(await eventually(() => messages.some((m) => "closed" in m), 5000));
+      const closed = messages.find((m) => "closed" in m)!;
+      assert.match(String(closed.closed), /did not finish in time/);
+      assert.equal((await engine.tlsStats()).handshakeTimeouts, 1);
+    } finally {
+      silent.close();
+      await accepting;
+      for (const conn of held) conn.close();
+    }
+  });
 }
 
 /** Dials `engine` from another engine, and after the handshake sends `raw` (hex) and closes. */
