@@ -43,6 +43,9 @@ type Ptr = NonNullable<Deno.PointerValue>;
 const WRITE_CHUNK = 64 * 1024;
 const scratch = new Uint8Array(WRITE_CHUNK + 1024);
 const sizeOut = new BigUint64Array(1);
+const EMPTY = new Uint8Array(0);
+/** Plaintext of the connection in `input` (one at a time: input never nests). */
+const shared = new Uint8Array(64 * 1024);
 const sizeOutBytes = new Uint8Array(sizeOut.buffer);
 
 /** Per-Worker counters (one loop per Worker). */
@@ -213,8 +216,12 @@ export class TlsConn implements Conn {
   /** The user's onOpen ran (it may run before the handshake ends, for early data). */
   announced = false;
   readingEarly: boolean;
-  /** Plaintext not yet consumed: `buf[start, end)`; the first `early` of it came as 0-RTT. */
-  buf = new Uint8Array(0);
+  /**
+   * Plaintext not yet consumed: `buf[start, end)`; the first `early` of it came as 0-RTT. While
+   * `input` runs this is the Worker's shared buffer unless bytes were left from before; what the
+   * handler leaves is copied out, so an idle connection holds no plaintext buffer.
+   */
+  buf: Uint8Array = EMPTY;
   start = 0;
   end = 0;
   early = 0;
@@ -414,6 +421,30 @@ export class TlsConn implements Conn {
    * @returns The action a user callback asked for.
    */
   input(bytes: Uint8Array): HandlerResult {
+    if (this.start === this.end) {
+      this.buf = shared;
+      this.start = this.end = 0;
+    }
+    try {
+      return this.advance(bytes);
+    } finally {
+      this.keepLeftover();
+    }
+  }
+
+  /** After `input`: copy what the handler left out of the shared buffer; drop an empty big one. */
+  private keepLeftover(): void {
+    if (this.start === this.end) {
+      if (this.buf === shared || this.buf.length > 64 * 1024) this.buf = EMPTY;
+      this.start = this.end = 0;
+    } else if (this.buf === shared) {
+      this.buf = shared.slice(this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+    }
+  }
+
+  private advance(bytes: Uint8Array): HandlerResult {
     const lib = openssl();
     if (this.ssl === null) return;
     if (bytes.length > 0 && lib.BIO_write(this.rbio, bytes, bytes.length) !== bytes.length) {

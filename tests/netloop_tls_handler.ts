@@ -69,8 +69,18 @@ function dialOnce(loop: Loop, dial: DialData, left: number): void {
   });
 }
 
-/** Echoes; `?info\n` gets the TLS details as JSON; early data is prefixed `[early N]`. */
+/**
+ * Echoes; `?info\n` gets the TLS details as JSON; early data is prefixed `[early N]`; a connection
+ * that starts with `?line:` gets whole lines back only.
+ */
 export function onTraffic(conn: Conn): void {
+  if (conn.context === "line" || decoder.decode(conn.peek(6)) === "?line:") {
+    // Line mode: echo whole lines only, leaving a partial line for next time.
+    conn.context = "line";
+    const nl = conn.peek().lastIndexOf(10);
+    if (nl >= 0) conn.write(conn.next(nl + 1));
+    return;
+  }
   const early = conn.tls?.earlyBytes ?? 0;
   if (early > 0) conn.write(encoder.encode(`[early ${early}]`));
   const bytes = conn.next();

@@ -165,6 +165,13 @@ for (const backend of BACKENDS) {
       assert.equal(echoed.length, big.length);
       conn.close();
       assert.equal((await info(engine.address.port)).alpn, undefined);
+      // Plaintext the handler leaves unconsumed comes first next time.
+      const lines = await connectTls(engine.address.port);
+      await writeAll(lines, encoder.encode("?line:ab\ncd"));
+      assert.equal(await readUntil(lines, "\n"), "?line:ab\n");
+      await writeAll(lines, encoder.encode("ef\n"));
+      assert.equal(await readUntil(lines, "\n"), "cdef\n");
+      lines.close();
     },
   );
 
