@@ -11,9 +11,14 @@
  *
  * @param source The `.c` file.
  * @param output The executable to write.
+ * @param libs Libraries to link (`["ssl", "crypto"]`: `-lssl -lcrypto`).
  * @throws {Error} When no compiler is installed, or with the compiler's messages when it fails.
  */
-export async function compileC(source: string, output: string): Promise<void> {
+export async function compileC(
+  source: string,
+  output: string,
+  libs: string[] = [],
+): Promise<void> {
   const path = (Deno.env.get("PATH") ?? "").split(":");
   const compiler = ["cc", "clang", "gcc"].find((name) =>
     path.some((dir) => {
@@ -28,7 +33,7 @@ export async function compileC(source: string, output: string): Promise<void> {
     throw new Error("No C compiler on PATH: needs clang: apt-get install clang (gcc works too)");
   }
   const { code, stderr } = await new Deno.Command(compiler, {
-    args: ["-O2", "-o", output, source],
+    args: ["-O2", "-o", output, source, ...libs.map((l) => `-l${l}`)],
     stderr: "piped",
   }).output();
   if (code !== 0) {
