@@ -135,6 +135,8 @@ class QuicLoop implements Loop {
   readonly data = undefined;
   readonly logger = logger;
   connections = 0;
+  /** Deno's QUIC owns its sockets: nothing here is refused for lack of descriptors. */
+  readonly exhaustion = { accepts: 0, dials: 0, pauses: 0, paused: false } as const;
   constructor(readonly address: SocketAddress) {}
   get now(): number {
     return performance.now();
