@@ -3,8 +3,8 @@
  *
  * @module
  */
-import { parseSocketAddress, type SocketAddress } from "@triad/core";
-import { E, errno, errnoName, libc, syscallError } from "./_ffi.ts";
+import { errnoName, parseSocketAddress, type SocketAddress } from "@triad/core";
+import { E, errno, libc, syscallError } from "./_ffi.ts";
 import { NetloopError } from "./errors.ts";
 import { AF_INET, AF_INET6, decodeSockaddr, encodeSockaddr, SOCKADDR_MAX } from "./_sockaddr.ts";
 
@@ -375,12 +375,10 @@ function dialSocketError(network: string, code: number): NetloopError {
     ? `this process is at its descriptor limit (RLIMIT_NOFILE ${openFileLimit()}, ulimit -n; ` +
       `the last ${RUNTIME_DESCRIPTORS} are left to the runtime)`
     : "the system is at its descriptor limit (fs.file-max)";
-  const error = new NetloopError(
+  return new NetloopError(
     `socket(${network}) failed: ${errnoName(code)}: ${which}; dials fail until connections close`,
-    { code: "descriptors_exhausted" },
+    { code: "descriptors_exhausted", errno: code },
   );
-  (error as NetloopError & { errno: number }).errno = code;
-  return error;
 }
 
 /**

@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { errno, errnoName, type Libc, libc, syscallError } from "../../_ffi.ts";
+import { errnoName } from "@triad/core";
+import { errno, type Libc, libc, syscallError } from "../../_ffi.ts";
 import type { NetloopError } from "../../errors.ts";
 
 const SYS_SETUP = 425;
