@@ -45,7 +45,7 @@ const NAME_STRIDE = 32;
 const F_EOF = 1;
 
 /** Builds the error for a failed read/write on a connection. */
-export function connError(call: string, code: number): NetloopError {
+function connError(call: string, code: number): NetloopError {
   return syscallError(call, code);
 }
 

@@ -81,7 +81,7 @@ function fail(what: string, code: number): NetloopError {
 }
 
 /** A region of memory from mmap(2), viewed from JS. */
-export class Mapping {
+class Mapping {
   readonly buffer: ArrayBuffer;
   constructor(readonly pointer: Deno.PointerObject, readonly length: number) {
     this.buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, length);
@@ -118,7 +118,7 @@ export class Mapping {
 }
 
 /** Options of {@linkcode Ring.create}. */
-export interface RingOptions {
+interface RingOptions {
   entries: number;
   cqEntries: number;
   /** Setup flag sets to try in order (the first the kernel accepts wins). */
