@@ -16,27 +16,11 @@ import {
   testWith,
   tracefs,
 } from "./requirements.ts";
+import type { TraceEvent } from "./support.ts";
+import { pollUntil } from "./wait_for.ts";
 
 const MAIN = new URL("../ebpf/trace/main.ts", import.meta.url).pathname;
 const NEEDS: Requirement[] = [root, bpfCapabilities, btf, tracefs, libbpf, command("bpftool")];
-
-interface Event {
-  type: string;
-  time: string;
-  pid?: number;
-  comm?: string;
-  family?: number;
-  saddr?: string;
-  sport?: number;
-  daddr?: string;
-  dport?: number;
-  durationMs?: number;
-  txBytes?: number;
-  rxBytes?: number;
-  oldstate?: string;
-  newstate?: string;
-  count?: number;
-}
 
 /** The tracer as a child process, started and waited for until it says it is attached. */
 class Tracer {
@@ -85,20 +69,15 @@ class Tracer {
     return this.#stdout;
   }
 
-  events(): Event[] {
+  events(): TraceEvent[] {
     return this.#stdout.split("\n").filter((line) => line.startsWith("{")).map((line) =>
-      JSON.parse(line) as Event
+      JSON.parse(line) as TraceEvent
     );
   }
 
-  /** Polls `done` every 20 ms until it holds or `timeoutMs` passed. */
+  /** Polls `done` until it holds or `timeoutMs` passed; returns whether it held. */
   async waitFor(done: () => boolean, timeoutMs = 5_000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (done()) return true;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    return done();
+    return await pollUntil(done, "the tracer's output", timeoutMs).then(() => true, () => done());
   }
 
   /** Sends a signal without waiting (SIGSTOP/SIGCONT). */
@@ -187,7 +166,7 @@ function listen(family: 4 | 6): Deno.TcpListener {
   return Deno.listen({ hostname: HOST[family], port: 0 });
 }
 
-function ofPort(events: Event[], port: number): Event[] {
+function ofPort(events: TraceEvent[], port: number): TraceEvent[] {
   return events.filter((e) => e.sport === port || e.dport === port);
 }
 
@@ -232,7 +211,7 @@ async function listTcptraceObjects(): Promise<string[]> {
 }
 
 function checkExchange(
-  events: Event[],
+  events: TraceEvent[],
   family: 4 | 6,
   ex: Exchange,
   up: number,
@@ -335,7 +314,9 @@ testWith("deno task trace reports connect, accept and close exactly", NEEDS, asy
       const port = other.addr.port;
       other.close();
       await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }));
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // A later connection's events come after any the refused one would have made.
+      const marker = await exchange(v4, 4, 1, 1, 0);
+      await tracer.waitFor(() => ofPort(tracer.events(), marker.serverPort).length >= 8);
       assert.deepEqual(ofPort(tracer.events(), port).filter((e) => e.type !== "lost"), []);
     });
   } finally {
@@ -400,9 +381,12 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
     try {
       const ex = await exchange(wanted, 4, 10, 20, 0);
       const skipped = await exchange(unwanted, 4, 10, 20, 0);
-      await tracer.waitFor(() => ofPort(tracer.events(), ex.serverPort).length >= 4);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      checkExchange(tracer.events(), 4, ex, 10, 20, 0);
+      // A later connection on the wanted port: its events come after any of the skipped one.
+      const marker = await exchange(wanted, 4, 1, 1, 0);
+      await tracer.waitFor(() => ofPort(tracer.events(), marker.serverPort).length >= 8);
+      const notMarker = (e: TraceEvent) =>
+        e.sport !== marker.clientPort && e.dport !== marker.clientPort;
+      checkExchange(tracer.events().filter(notMarker), 4, ex, 10, 20, 0);
       assert.deepEqual(ofPort(tracer.events(), skipped.serverPort), []);
       // nothing but the wanted port at all
       assert.deepEqual(ofPort(tracer.events(), ex.serverPort), tracer.events());
@@ -418,8 +402,8 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
     try {
       const ex4 = await exchange(v4, 4, 1, 1, 0);
       const ex6 = await exchange(v6, 6, 1, 1, 0);
+      // ex6 came after ex4: its events come after any of ex4's.
       await tracer.waitFor(() => ofPort(tracer.events(), ex6.serverPort).length >= 4);
-      await new Promise((resolve) => setTimeout(resolve, 200));
       checkExchange(tracer.events(), 6, ex6, 1, 1, 0);
       assert.deepEqual(ofPort(tracer.events(), ex4.serverPort), []);
       assert.ok(tracer.events().every((e) => e.type === "lost" || e.family === 6));
