@@ -446,7 +446,9 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
         parked = new Deno.Command("bash", {
           args: [
             "-c",
-            `read -r _; exec 3<>/dev/tcp/127.0.0.1/${port}; printf '%33s' '' >&3; sleep 0.1; exec 3>&-`,
+            `read -r _; exec 3<>/dev/tcp/127.0.0.1/${port}; printf '%33s' '' >&3; sleep 0.1; exec 3>&-; ` +
+            // a second connection when told: the barrier after this process's own connection
+            `read -r _; exec 3<>/dev/tcp/127.0.0.1/${port}; exec 3>&-`,
           ],
           stdin: "piped",
           stdout: "null",
@@ -460,11 +462,9 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
       try {
         const served = serveOne(listener, 33);
         let childPid: number;
+        const writer = parked?.stdin.getWriter();
         if (parked) {
-          const writer = parked.stdin.getWriter();
-          await writer.write(new TextEncoder().encode("go\n"));
-          await writer.close();
-          assert.equal((await parked.status).code, 0);
+          await writer!.write(new TextEncoder().encode("go\n"));
           childPid = parked.pid;
         } else {
           childPid = await bashConnect(port, 33);
@@ -472,10 +472,24 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
         await served;
         // this process's own connection to the same port must not show
         const ex = await exchange(listener, 4, 5, 5, 0);
-        await tracer.waitFor(() => ofPort(tracer.events(), port).length >= 2);
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        const mine = ofPort(tracer.events(), port);
-        assert.deepEqual(mine.map((e) => e.type), ["connect", "close"], JSON.stringify(mine));
+        // Barrier: the owner connects once more; its events come after any of ours.
+        const markerServed = serveOne(listener, 0);
+        if (parked) {
+          await writer!.write(new TextEncoder().encode("go\n"));
+          await writer!.close();
+          assert.equal((await parked.status).code, 0);
+        } else {
+          await bashConnect(port, 0);
+        }
+        await markerServed;
+        await tracer.waitFor(() => ofPort(tracer.events(), port).length >= 4);
+        const all = ofPort(tracer.events(), port);
+        assert.deepEqual(
+          all.map((e) => e.type),
+          ["connect", "close", "connect", "close"],
+          JSON.stringify(all),
+        );
+        const mine = all.slice(0, 2);
         for (const event of mine) {
           assert.equal(event.pid, childPid);
           assert.equal(event.comm, "bash");
