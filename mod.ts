@@ -13,9 +13,40 @@
  *
  * @module
  */
-export * from "./core/error.ts";
-export * from "./core/socket_address.ts";
-export * from "./core/duration.ts";
-export * from "./core/logger.ts";
-export * from "./core/metrics.ts";
-export * from "./core/bytes.ts";
+export { TriadError, type TriadErrorOptions } from "./core/error.ts";
+export { Errno, errnoName, SyscallError, type SyscallErrorOptions } from "./core/syscall_error.ts";
+export {
+  formatSocketAddress,
+  type IpFamily,
+  ipFamily,
+  ipFromBytes,
+  ipToBytes,
+  parseSocketAddress,
+  type ParseSocketAddressOptions,
+  type SocketAddress,
+} from "./core/socket_address.ts";
+export { formatDuration, parseDuration } from "./core/duration.ts";
+export {
+  createLogger,
+  type LogFields,
+  type Logger,
+  type LoggerOptions,
+  type LogLevel,
+  parseLogLevel,
+} from "./core/logger.ts";
+export {
+  Counter,
+  DEFAULT_BUCKETS,
+  formatPrometheus,
+  Gauge,
+  Histogram,
+  type HistogramOptions,
+  type Labels,
+  Metric,
+  type MetricKind,
+  type MetricOptions,
+  Metrics,
+  type MetricSnapshot,
+  type SeriesSnapshot,
+} from "./core/metrics.ts";
+export { BytePool } from "./core/bytes.ts";

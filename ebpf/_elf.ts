@@ -7,7 +7,7 @@
 import { TriadError } from "@triad/core";
 
 /** One section of an ELF file. */
-export interface ElfSection {
+interface ElfSection {
   /** The section name, such as `.BTF`. */
   name: string;
   /** The section type (`SHT_*`). */

@@ -146,7 +146,7 @@ const LIBC_SYMBOLS = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The libbpf symbols, with their C signatures. */
-export type Libbpf = Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS>["symbols"];
+type Libbpf = Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS>["symbols"];
 /** The libc symbols, with their C signatures. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 

@@ -5,35 +5,10 @@
  *
  * @module
  */
-import { TriadError } from "@triad/core";
+import { errnoName, SyscallError, TriadError } from "@triad/core";
 import { takeLibbpfMessages } from "./_ffi.ts";
 
 export { LibbpfMissingError } from "./_ffi.ts";
-
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  3: "ESRCH",
-  4: "EINTR",
-  5: "EIO",
-  7: "E2BIG",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  14: "EFAULT",
-  16: "EBUSY",
-  17: "EEXIST",
-  19: "ENODEV",
-  22: "EINVAL",
-  24: "EMFILE",
-  28: "ENOSPC",
-  34: "ERANGE",
-  38: "ENOSYS",
-  77: "EBADFD",
-  95: "EOPNOTSUPP",
-  524: "ENOTSUPP",
-};
 
 const ERRNO_FIXES: Record<string, string> = {
   EPERM: "needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, i.e. root); on some kernels lockdown " +
@@ -54,10 +29,8 @@ const ERRNO_FIXES: Record<string, string> = {
   EMFILE: "too many open files: close objects you no longer need (or use `using`)",
 };
 
-/** Returns the symbolic name of an errno (`EPERM`), or `errno N` when unknown. */
-export function errnoName(errno: number): string {
-  return ERRNO_NAMES[Math.abs(errno)] ?? `errno ${Math.abs(errno)}`;
-}
+/** Returns the symbolic name of an errno (`EPERM`), or `errno N` when unknown (from `@triad/core`). */
+export { errnoName };
 
 /** Options for {@linkcode BpfError}. */
 export interface BpfErrorOptions {
@@ -84,10 +57,7 @@ export interface BpfErrorOptions {
  * assert.match(error.message, /CAP_BPF/);
  * ```
  */
-export class BpfError extends TriadError {
-  /** The positive errno, 0 when the failure had none. */
-  readonly errno: number;
-
+export class BpfError extends SyscallError {
   /**
    * Creates an error.
    *
@@ -98,9 +68,9 @@ export class BpfError extends TriadError {
     const errno = Math.abs(options.errno ?? 0);
     super(message, {
       code: options.code ?? (errno === 0 ? "bpf" : errnoName(errno).toLowerCase()),
+      errno,
       cause: options.cause,
     });
-    this.errno = errno;
   }
 
   /**

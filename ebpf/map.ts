@@ -732,7 +732,7 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
  * @param where Where it came from, for errors.
  * @returns The shape.
  */
-export function mapInfoByFd(fd: number, where: string): MapInfo {
+function mapInfoByFd(fd: number, where: string): MapInfo {
   const info = new Uint8Array(96);
   const length = new Uint32Array([info.length]);
   const rc = libbpf().bpf_obj_get_info_by_fd(fd, info, new Uint8Array(length.buffer));

@@ -15,11 +15,92 @@
  * @module
  */
 export { TriadError } from "@triad/core";
-export * from "./errors.ts";
-export * from "./btf.ts";
-export * from "./codec.ts";
-export * from "./types.ts";
-export * from "./asm.ts";
+export {
+  BpfError,
+  type BpfErrorOptions,
+  errnoName,
+  LibbpfMissingError,
+  parseVerifierLog,
+  UnsupportedFeatureError,
+  VerifierError,
+  type VerifierFailure,
+} from "./errors.ts";
+export {
+  BTF,
+  type BtfArray,
+  type BtfBase,
+  type BtfComposite,
+  type BtfDatasec,
+  type BtfDeclTag,
+  type BtfEnum,
+  type BtfEnumValue,
+  BtfError,
+  type BtfFloat,
+  type BtfFunc,
+  type BtfFuncProto,
+  type BtfFwd,
+  type BtfInt,
+  type BtfKind,
+  type BtfMember,
+  type BtfParseOptions,
+  type BtfRef,
+  type BtfType,
+  type BtfTypeOfKind,
+  type BtfVar,
+  type BtfVarSecInfo,
+  type BtfVoid,
+} from "./btf.ts";
+export {
+  Bytes,
+  type Codec,
+  type CodecValue,
+  CString,
+  Int32,
+  Int64,
+  isCharType,
+  readBits,
+  readCString,
+  structCodec,
+  Uint16,
+  Uint32,
+  Uint64,
+  Uint8,
+} from "./codec.ts";
+export {
+  ATTACH_TYPES,
+  type AttachType,
+  isPerCpu,
+  MAP_TYPES,
+  type MapType,
+  mapTypeName,
+  PROGRAM_TYPES,
+  type ProgramType,
+  programTypeName,
+} from "./types.ts";
+export {
+  type AluOp,
+  asm,
+  assemble,
+  type HelperName,
+  HELPERS,
+  type Instruction,
+  type JumpOp,
+  R0,
+  R1,
+  R10,
+  R2,
+  R3,
+  R4,
+  R5,
+  R6,
+  R7,
+  R8,
+  R9,
+  reg,
+  type Register,
+  type RegisterOperand,
+  type Size,
+} from "./asm.ts";
 export { Link } from "./link.ts";
 export {
   BpfMap,
@@ -41,11 +122,18 @@ export {
   type UprobeOptions,
   type XdpOptions,
 } from "./program.ts";
-export * from "./object.ts";
-export * from "./skeleton.ts";
-export * from "./record_reader.ts";
-export * from "./ringbuf.ts";
-export * from "./perf.ts";
-export * from "./user_ringbuf.ts";
-export * from "./features.ts";
-export * from "./iter.ts";
+export { BpfObject, type OpenOptions } from "./object.ts";
+export { decodeObjectBytes, Skeleton } from "./skeleton.ts";
+export { RecordReader } from "./record_reader.ts";
+export { type RingBufferOptions, RingBufferReader } from "./ringbuf.ts";
+export { type PerfBufferOptions, PerfBufferReader } from "./perf.ts";
+export {
+  ATTACH_SINCE,
+  type AttachKind,
+  type Features,
+  features,
+  MAP_TYPE_SINCE,
+  PROGRAM_TYPE_SINCE,
+} from "./features.ts";
+export { UserRingBuffer } from "./user_ringbuf.ts";
+export { type IteratorOutput, readIterator, type ReadIteratorOptions } from "./iter.ts";

@@ -11,7 +11,7 @@ import type { LoopCore } from "./_loop.ts";
 
 const EMPTY = new Uint8Array(0);
 /** The size of pooled outbound buffers (a larger write grows one past it, then it is not pooled). */
-export const OUT_BUFFER = 4096;
+const OUT_BUFFER = 4096;
 /** Outbound buffers a loop keeps for reuse (4 MiB). */
 const OUT_POOL = 1024;
 

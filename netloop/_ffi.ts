@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { Errno, errnoName } from "@triad/core";
 import { NetloopError } from "./errors.ts";
 
 const SYMBOLS = {
@@ -89,63 +90,8 @@ export function errno(): number {
   return errnoView!.getInt32(0);
 }
 
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  4: "EINTR",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  16: "EBUSY",
-  17: "EEXIST",
-  22: "EINVAL",
-  23: "ENFILE",
-  24: "EMFILE",
-  32: "EPIPE",
-  38: "ENOSYS",
-  62: "ETIME",
-  95: "EOPNOTSUPP",
-  97: "EAFNOSUPPORT",
-  98: "EADDRINUSE",
-  99: "EADDRNOTAVAIL",
-  103: "ECONNABORTED",
-  104: "ECONNRESET",
-  105: "ENOBUFS",
-  107: "ENOTCONN",
-  110: "ETIMEDOUT",
-  111: "ECONNREFUSED",
-  113: "EHOSTUNREACH",
-  114: "EALREADY",
-  115: "EINPROGRESS",
-  125: "ECANCELED",
-};
-
-/** Errno values the loops branch on. */
-export const E = {
-  EINTR: 4,
-  EAGAIN: 11,
-  ENOMEM: 12,
-  EINVAL: 22,
-  ENFILE: 23,
-  EMFILE: 24,
-  EPIPE: 32,
-  ETIME: 62,
-  ECONNRESET: 104,
-  ENOBUFS: 105,
-  EINPROGRESS: 115,
-  ECANCELED: 125,
-} as const;
-
-/**
- * Names an errno value.
- *
- * @param code A positive errno.
- * @returns `ECONNRESET` and the like, or `errno N`.
- */
-export function errnoName(code: number): string {
-  return ERRNO_NAMES[code] ?? `errno ${code}`;
-}
+/** Errno values the loops branch on (`@triad/core`'s table). */
+export const E = Errno;
 
 /**
  * Builds the error for a failed system call.
@@ -155,9 +101,7 @@ export function errnoName(code: number): string {
  * @returns The error, code `syscall`, with `errno` set.
  */
 export function syscallError(what: string, code: number): NetloopError {
-  const error = new NetloopError(`${what} failed: ${errnoName(code)}`, { code: "syscall" });
-  (error as NetloopError & { errno: number }).errno = code;
-  return error;
+  return new NetloopError(`${what} failed: ${errnoName(code)}`, { code: "syscall", errno: code });
 }
 
 /**

@@ -32,7 +32,7 @@ import { dialTls, expireHandshakes, type LoopTlsConfig } from "./_tls.ts";
 /** Microtask turns {@linkcode LoopCore.settle} gives handlers' promise callbacks. */
 const SETTLE_AWAITS = 4;
 /** Longest a loop blocks in the kernel before giving the Worker's event loop a turn. */
-export const MAX_BLOCK_MS = 50;
+const MAX_BLOCK_MS = 50;
 /**
  * Longest block of a loop that has had no event for IDLE_AFTER_MS: each wake-up costs about
  * 150 µs, and 20 a second were 0.3-0.4% of a core for a loop with nothing to do. A handler timer
@@ -82,7 +82,7 @@ export interface LoopConfig {
 }
 
 /** The connection-close error for an idle timeout. */
-export function idleError(ms: number): NetloopError {
+function idleError(ms: number): NetloopError {
   return new NetloopError(`Connection was idle for more than ${ms} ms`, { code: "idle_timeout" });
 }
 

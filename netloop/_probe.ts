@@ -8,7 +8,7 @@ import { NetloopError } from "./errors.ts";
 import { ffiAllowed } from "./_ffi.ts";
 
 /** The chosen backend and the reason, for the log line. */
-export interface BackendChoice {
+interface BackendChoice {
   backend: BackendName;
   reason: string;
 }

@@ -3,15 +3,15 @@
  *
  * @module
  */
-import { parseSocketAddress, type SocketAddress } from "@triad/core";
-import { E, errno, errnoName, libc, syscallError } from "./_ffi.ts";
+import { errnoName, parseSocketAddress, type SocketAddress } from "@triad/core";
+import { E, errno, libc, syscallError } from "./_ffi.ts";
 import { NetloopError } from "./errors.ts";
 import { AF_INET, AF_INET6, decodeSockaddr, encodeSockaddr, SOCKADDR_MAX } from "./_sockaddr.ts";
 
 /** Socket constants (Linux, all architectures netloop supports). */
-export const SOCK_STREAM = 1;
+const SOCK_STREAM = 1;
 /** SOCK_DGRAM. */
-export const SOCK_DGRAM = 2;
+const SOCK_DGRAM = 2;
 /** SOCK_NONBLOCK. */
 export const SOCK_NONBLOCK = 0o4000;
 /** SOCK_CLOEXEC. */
@@ -43,7 +43,7 @@ function setInt(fd: number, level: number, name: number, value: number, what: st
 const F_DUPFD_CLOEXEC = 1030;
 
 /** File descriptor slots {@linkcode reserveFdTable} makes room for by default. */
-export const FD_TABLE_RESERVE = 8192;
+const FD_TABLE_RESERVE = 8192;
 
 /**
  * Grows the process's file descriptor table to `slots` entries now, while nothing waits on the
@@ -74,12 +74,12 @@ export function reserveFdTable(fd: number, slots: number = FD_TABLE_RESERVE): nu
 }
 
 /** The last descriptors under the limit, which dials leave to the runtime. */
-export const RUNTIME_DESCRIPTORS = 16;
+const RUNTIME_DESCRIPTORS = 16;
 
 let nofile: number | undefined;
 
 /** This process's soft `RLIMIT_NOFILE`, read once. */
-export function openFileLimit(): number {
+function openFileLimit(): number {
   if (nofile === undefined) {
     const limits = new BigUint64Array(2);
     nofile = libc().getrlimit(RLIMIT_NOFILE, new Uint8Array(limits.buffer)) === 0
@@ -179,7 +179,7 @@ export function socketAddress(fd: number, which: "local" | "remote"): SocketAddr
 }
 
 /** What {@linkcode openListener} needs. */
-export interface ListenerSpec {
+interface ListenerSpec {
   network: "tcp" | "udp";
   hostname: string;
   port: number;
@@ -375,12 +375,10 @@ function dialSocketError(network: string, code: number): NetloopError {
     ? `this process is at its descriptor limit (RLIMIT_NOFILE ${openFileLimit()}, ulimit -n; ` +
       `the last ${RUNTIME_DESCRIPTORS} are left to the runtime)`
     : "the system is at its descriptor limit (fs.file-max)";
-  const error = new NetloopError(
+  return new NetloopError(
     `socket(${network}) failed: ${errnoName(code)}: ${which}; dials fail until connections close`,
-    { code: "descriptors_exhausted" },
+    { code: "descriptors_exhausted", errno: code },
   );
-  (error as NetloopError & { errno: number }).errno = code;
-  return error;
 }
 
 /**

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { TriadError, type TriadErrorOptions } from "@triad/core";
+import { SyscallError, type SyscallErrorOptions } from "@triad/core";
 
 /**
  * An error from netloop: a bad option, a socket call that failed (with the errno name in the
@@ -11,7 +11,8 @@ import { TriadError, type TriadErrorOptions } from "@triad/core";
  *
  * Codes: `bad_option`, `syscall`, `descriptors_exhausted` (a socket call failed with `EMFILE` or
  * `ENFILE`: the process or the system is out of descriptors), `backend_unavailable`,
- * `loop_failed`, `closed`.
+ * `loop_failed`, `closed`. `errno` is the positive errno of the failed call (code `syscall` or
+ * `descriptors_exhausted`), 0 for the others.
  *
  * @example
  * ```ts
@@ -24,14 +25,14 @@ import { TriadError, type TriadErrorOptions } from "@triad/core";
  * assert.equal(error.code, "bad_option");
  * ```
  */
-export class NetloopError extends TriadError {
+export class NetloopError extends SyscallError {
   /**
    * Creates an error.
    *
    * @param message What failed and where, in sentence case.
-   * @param options The code and the cause.
+   * @param options The code, the errno of a failed system call, and the cause.
    */
-  constructor(message: string, options: TriadErrorOptions) {
+  constructor(message: string, options: SyscallErrorOptions) {
     super(message, options);
   }
 }

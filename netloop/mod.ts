@@ -16,16 +16,38 @@
  *
  * @module
  */
-export * from "./action.ts";
-export * from "./conn.ts";
-export * from "./event_handler.ts";
-export * from "./errors.ts";
-export * from "./serve.ts";
-export * from "./limits.ts";
-export * from "./tls.ts";
-export * from "./quic.ts";
-export * from "./codec.ts";
-export * from "./codec_error.ts";
-export * from "./length_field_codec.ts";
-export * from "./delimiter_codec.ts";
-export * from "./fixed_length_codec.ts";
+export { Action } from "./action.ts";
+export { type Conn } from "./conn.ts";
+export {
+  type BackendName,
+  type ConnHandler,
+  type DialOptions,
+  type EventHandler,
+  type Exhaustion,
+  type HandlerResult,
+  type Loop,
+} from "./event_handler.ts";
+export { NetloopError } from "./errors.ts";
+export { Engine, serve, type ServeOptions } from "./serve.ts";
+export {
+  checkLimits,
+  formatLimits,
+  type LimitCheck,
+  type LimitNeeds,
+  type LimitSources,
+} from "./limits.ts";
+export { type DialTlsOptions, type ServeTlsOptions, type TlsInfo, type TlsStats } from "./tls.ts";
+export {
+  type CongestionControl,
+  denoQuicTransport,
+  type QuicDialOptions,
+  type QuicServeOptions,
+  type QuicServer,
+  type QuicSession,
+  type QuicTransport,
+} from "./quic.ts";
+export { type Codec } from "./codec.ts";
+export { CodecError } from "./codec_error.ts";
+export { LengthFieldCodec, type LengthFieldCodecOptions } from "./length_field_codec.ts";
+export { DelimiterCodec, type DelimiterCodecOptions } from "./delimiter_codec.ts";
+export { FixedLengthCodec } from "./fixed_length_codec.ts";

@@ -13,6 +13,7 @@ import {
   socketAddress,
 } from "../netloop/_socket.ts";
 import { linux, testWith } from "./requirements.ts";
+import { pollUntil } from "./wait_for.ts";
 
 const MSG_DONTWAIT = 0x40;
 
@@ -42,7 +43,15 @@ function readNow(fd: number): string | undefined {
   return new TextDecoder().decode(buffer.subarray(0, n));
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Bytes (kernel accounting, per datagram the same for these small ones) queued on a port. */
+function queued(port: number): number {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  for (const line of Deno.readTextFileSync("/proc/net/udp").split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[1]?.endsWith(`:${hex}`)) return parseInt(fields[4]!.split(":")[1]!, 16);
+  }
+  return 0;
+}
 
 testWith("a kept dial socket loses its port and what it had queued", [linux], async () => {
   const a = await peer();
@@ -59,7 +68,7 @@ testWith("a kept dial socket loses its port and what it had queued", [linux], as
     assert.equal(error, 0);
     const first = socketAddress(fd, "local").port;
     for (const text of ["late 1", "late 2", "late 3"]) await send(a.socket, text, first);
-    await sleep(50);
+    await pollUntil(() => queued(first) > 0, "a late datagram queued on the dial socket");
     assert.ok(pool.disconnect(fd) && pool.park(fd, 4));
     await send(a.socket, "after", first); // to a port nobody holds now: dropped by the kernel
 
@@ -67,13 +76,12 @@ testWith("a kept dial socket loses its port and what it had queued", [linux], as
     assert.equal(pool.take(4), -1);
     assert.equal(connectDialSocket(fd, { family: 4, address: "127.0.0.1", port: b.port }), 0);
     const second = socketAddress(fd, "local").port;
-    await sleep(50);
-    assert.equal(readNow(fd), undefined, "nothing from before the disconnect is left");
     await send(b.socket, "fresh", second);
-    await sleep(50);
-    assert.equal(readNow(fd), "fresh");
+    await pollUntil(() => queued(second) > 0, "the fresh datagram on the reconnected socket");
+    assert.equal(readNow(fd), "fresh", "nothing from before the disconnect is left");
+    assert.equal(readNow(fd), undefined);
     assert.equal(libc().sendto(fd, new Uint8Array([0x68, 0x69]), 2, 0, null, 0), 2);
-    await sleep(50);
+    await pollUntil(() => b.received.length > 0, "the peer to receive hi");
     assert.deepEqual(b.received, ["hi"]);
     assert.deepEqual(a.received, []);
 
@@ -106,7 +114,8 @@ testWith(
       };
       const one = open();
       await send(a.socket, "late", one.port);
-      await sleep(50);
+      await pollUntil(() => queued(one.port) > 0, "the late datagram queued");
+      const perDatagram = queued(one.port);
       assert.ok(pool.keepUnread(one.fd, 4));
       assert.equal(pool.unsettled, 1);
       assert.equal(pool.take(4), -1, "no dial takes it before a wait has seen it");
@@ -129,7 +138,10 @@ testWith(
       assert.equal(connectDialSocket(two.fd, { family: 4, address: "127.0.0.1", port: a.port }), 0);
       const flooded = socketAddress(two.fd, "local").port;
       for (let i = 0; i < 80; i++) await send(a.socket, `flood ${i}`, flooded);
-      await sleep(50);
+      await pollUntil(
+        () => queued(flooded) >= 80 * perDatagram,
+        "80 datagrams queued on the flooded socket",
+      );
       assert.ok(pool.keepUnread(two.fd, 4));
       const beforeWait = pool.unsettled;
       assert.ok(pool.keepUnread(one.fd, 4)); // kept after the wait began

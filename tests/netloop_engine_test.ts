@@ -24,7 +24,7 @@ import {
   startFixture,
   total,
 } from "./netloop_support.ts";
-import { waitFor } from "./wait_for.ts";
+import { pollUntil, waitFor } from "./wait_for.ts";
 
 const encoder = new TextEncoder();
 const NEEDS: Record<(typeof BACKENDS)[number], Requirement[]> = {
@@ -524,8 +524,7 @@ for (const backend of BACKENDS) {
 
     await t.step("onTick runs every tick and Action.Shutdown stops the engine", async () => {
       await using fixture = await startFixture(backend, { mode: "quit" }, { tick: 20 });
-      await new Promise((r) => setTimeout(r, 300));
-      assert.ok((await fixture.stats())[0]!.ticks >= 4);
+      await pollUntil(async () => (await fixture.stats())[0]!.ticks >= 4, "4 ticks of 20 ms");
       const conn = await connect(fixture.port);
       await conn.write(encoder.encode("close"));
       assert.deepEqual(await readToEnd(conn), { bytes: 0, eof: true });

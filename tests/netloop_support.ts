@@ -6,6 +6,7 @@
  */
 import { type Engine, serve, type ServeOptions } from "@triad/netloop";
 import { createLogger } from "@triad/core";
+import { pollUntil } from "./wait_for.ts";
 
 /** The backends, in the order the tests run them. */
 export const BACKENDS = ["portable", "epoll", "uring"] as const;
@@ -59,10 +60,7 @@ export async function startFixture(
     async stats() {
       inbox.length = 0;
       engine.broadcast("stats");
-      const until = Date.now() + 5000;
-      while (inbox.length < engine.loops && Date.now() < until) {
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await pollUntil(() => inbox.length >= engine.loops, `stats from ${engine.loops} loops`);
       return [...inbox];
     },
     [Symbol.asyncDispose]: () => engine.stop(),
@@ -122,17 +120,12 @@ export function openFds(): Set<string> {
   return fds;
 }
 
-/** Waits until `check` passes or the time is up. */
+/** Waits until `check` passes or the time is up; returns whether it passed (see `pollUntil`). */
 export async function eventually(
   check: () => boolean | Promise<boolean>,
   ms = 5000,
 ): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return await check();
+  return await pollUntil(check, "a condition", ms).then(() => true, () => check());
 }
 
 /**

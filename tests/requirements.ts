@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { effectiveCapabilityBits, exists } from "./support.ts";
 
 /** One thing a test needs; `check()` returns why it is missing, or `undefined` when present. */
 export interface Requirement {
@@ -16,15 +17,6 @@ export interface Requirement {
   readonly name: string;
   /** Returns the reason the requirement is not met, with the fix, or `undefined` when it is. */
   check(): string | undefined;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function readText(path: string): string | undefined {
@@ -39,9 +31,7 @@ const CAPABILITY_BITS = { CAP_NET_ADMIN: 12, CAP_SYS_ADMIN: 21, CAP_PERFMON: 38,
 
 /** Returns the effective capabilities of this process, as names. */
 export function effectiveCapabilities(): Set<string> {
-  const status = readText("/proc/self/status") ?? "";
-  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0";
-  const bits = BigInt(`0x${hex}`);
+  const bits = effectiveCapabilityBits();
   const names = new Set<string>();
   for (const [name, bit] of Object.entries(CAPABILITY_BITS)) {
     if ((bits >> BigInt(bit)) & 1n) names.add(name);

@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import { TOOL_PACKAGES } from "../ebpf/gen/compile.ts";
 import { BOX_BUILDER_PROGRAMS } from "../vm/box/_programs.ts";
 import { command, root, testWith } from "./requirements.ts";
+import { isFile } from "./support.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const LIST = `${REPO}/.ci/packages.tsv`;
@@ -383,11 +384,3 @@ testWith(
     }
   },
 );
-
-function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}

@@ -17,27 +17,11 @@ import {
   testWith,
   tracefs,
 } from "./requirements.ts";
+import type { TraceEvent } from "./support.ts";
+import { pollUntil } from "./wait_for.ts";
 
 const MAIN = new URL("../ebpf/trace/main.ts", import.meta.url).pathname;
 const NEEDS: Requirement[] = [root, bpfCapabilities, btf, tracefs, libbpf, command("bpftool")];
-
-interface Event {
-  type: string;
-  time: string;
-  pid?: number;
-  comm?: string;
-  family?: number;
-  saddr?: string;
-  sport?: number;
-  daddr?: string;
-  dport?: number;
-  durationMs?: number;
-  txBytes?: number;
-  rxBytes?: number;
-  oldstate?: string;
-  newstate?: string;
-  count?: number;
-}
 
 /** The tracer as a child process, started and waited for until it says it is attached. */
 class Tracer {
@@ -86,20 +70,15 @@ class Tracer {
     return this.#stdout;
   }
 
-  events(): Event[] {
+  events(): TraceEvent[] {
     return this.#stdout.split("\n").filter((line) => line.startsWith("{")).map((line) =>
-      JSON.parse(line) as Event
+      JSON.parse(line) as TraceEvent
     );
   }
 
-  /** Polls `done` every 20 ms until it holds or `timeoutMs` passed. */
+  /** Polls `done` until it holds or `timeoutMs` passed; returns whether it held. */
   async waitFor(done: () => boolean, timeoutMs = 5_000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (done()) return true;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    return done();
+    return await pollUntil(done, "the tracer's output", timeoutMs).then(() => true, () => done());
   }
 
   /** Sends a signal without waiting (SIGSTOP/SIGCONT). */
@@ -188,7 +167,7 @@ function listen(family: 4 | 6): Deno.TcpListener {
   return Deno.listen({ hostname: HOST[family], port: 0 });
 }
 
-function ofPort(events: Event[], port: number): Event[] {
+function ofPort(events: TraceEvent[], port: number): TraceEvent[] {
   return events.filter((e) => e.sport === port || e.dport === port);
 }
 
@@ -233,7 +212,7 @@ async function listTcptraceObjects(): Promise<string[]> {
 }
 
 function checkExchange(
-  events: Event[],
+  events: TraceEvent[],
   family: 4 | 6,
   ex: Exchange,
   up: number,
@@ -336,7 +315,9 @@ testWith("deno task trace reports connect, accept and close exactly", NEEDS, asy
       const port = other.addr.port;
       other.close();
       await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }));
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // A later connection's events come after any the refused one would have made.
+      const marker = await exchange(v4, 4, 1, 1, 0);
+      await tracer.waitFor(() => ofPort(tracer.events(), marker.serverPort).length >= 8);
       assert.deepEqual(ofPort(tracer.events(), port).filter((e) => e.type !== "lost"), []);
     });
   } finally {
@@ -446,9 +427,12 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
     try {
       const ex = await exchange(wanted, 4, 10, 20, 0);
       const skipped = await exchange(unwanted, 4, 10, 20, 0);
-      await tracer.waitFor(() => ofPort(tracer.events(), ex.serverPort).length >= 4);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      checkExchange(tracer.events(), 4, ex, 10, 20, 0);
+      // A later connection on the wanted port: its events come after any of the skipped one.
+      const marker = await exchange(wanted, 4, 1, 1, 0);
+      await tracer.waitFor(() => ofPort(tracer.events(), marker.serverPort).length >= 8);
+      const notMarker = (e: TraceEvent) =>
+        e.sport !== marker.clientPort && e.dport !== marker.clientPort;
+      checkExchange(tracer.events().filter(notMarker), 4, ex, 10, 20, 0);
       assert.deepEqual(ofPort(tracer.events(), skipped.serverPort), []);
       // nothing but the wanted port at all
       assert.deepEqual(ofPort(tracer.events(), ex.serverPort), tracer.events());
@@ -464,8 +448,8 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
     try {
       const ex4 = await exchange(v4, 4, 1, 1, 0);
       const ex6 = await exchange(v6, 6, 1, 1, 0);
+      // ex6 came after ex4: its events come after any of ex4's.
       await tracer.waitFor(() => ofPort(tracer.events(), ex6.serverPort).length >= 4);
-      await new Promise((resolve) => setTimeout(resolve, 200));
       checkExchange(tracer.events(), 6, ex6, 1, 1, 0);
       assert.deepEqual(ofPort(tracer.events(), ex4.serverPort), []);
       assert.ok(tracer.events().every((e) => e.type === "lost" || e.family === 6));
@@ -508,7 +492,9 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
         parked = new Deno.Command("bash", {
           args: [
             "-c",
-            `read -r _; exec 3<>/dev/tcp/127.0.0.1/${port}; printf '%33s' '' >&3; sleep 0.1; exec 3>&-`,
+            `read -r _; exec 3<>/dev/tcp/127.0.0.1/${port}; printf '%33s' '' >&3; sleep 0.1; exec 3>&-; ` +
+            // a second connection when told: the barrier after this process's own connection
+            `read -r _; exec 3<>/dev/tcp/127.0.0.1/${port}; exec 3>&-`,
           ],
           stdin: "piped",
           stdout: "null",
@@ -522,11 +508,9 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
       try {
         const served = serveOne(listener, 33);
         let childPid: number;
+        const writer = parked?.stdin.getWriter();
         if (parked) {
-          const writer = parked.stdin.getWriter();
-          await writer.write(new TextEncoder().encode("go\n"));
-          await writer.close();
-          assert.equal((await parked.status).code, 0);
+          await writer!.write(new TextEncoder().encode("go\n"));
           childPid = parked.pid;
         } else {
           childPid = await bashConnect(port, 33);
@@ -534,10 +518,24 @@ testWith("deno task trace filters in the kernel", NEEDS, async (t) => {
         await served;
         // this process's own connection to the same port must not show
         const ex = await exchange(listener, 4, 5, 5, 0);
-        await tracer.waitFor(() => ofPort(tracer.events(), port).length >= 2);
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        const mine = ofPort(tracer.events(), port);
-        assert.deepEqual(mine.map((e) => e.type), ["connect", "close"], JSON.stringify(mine));
+        // Barrier: the owner connects once more; its events come after any of ours.
+        const markerServed = serveOne(listener, 0);
+        if (parked) {
+          await writer!.write(new TextEncoder().encode("go\n"));
+          await writer!.close();
+          assert.equal((await parked.status).code, 0);
+        } else {
+          await bashConnect(port, 0);
+        }
+        await markerServed;
+        await tracer.waitFor(() => ofPort(tracer.events(), port).length >= 4);
+        const all = ofPort(tracer.events(), port);
+        assert.deepEqual(
+          all.map((e) => e.type),
+          ["connect", "close", "connect", "close"],
+          JSON.stringify(all),
+        );
+        const mine = all.slice(0, 2);
         for (const event of mine) {
           assert.equal(event.pid, childPid);
           assert.equal(event.comm, "bash");

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { capabilityCacheBlocked } from "../vm/_libvirt_daemon.ts";
 import { command, root, testWith } from "./requirements.ts";
+import { stopChild } from "./support.ts";
 
 const FIXTURE = new URL("vm_fixtures/libvirt_start.ts", import.meta.url).pathname;
 
@@ -103,10 +104,7 @@ testWith(
       for (const child of busy) {
         // SIGTERM: timeout(1) passes it on to its spinner and reaps it (a SIGKILL would orphan
         // the spinner)
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-        await child.status;
+        await stopChild(child);
       }
       const left = spinners.filter((pid) => {
         try {

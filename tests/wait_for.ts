@@ -28,3 +28,22 @@ export function waitFor<T>(
     });
   });
 }
+
+/**
+ * Polls `condition` every 10 ms until it holds, or throws after `timeoutMs` naming `what`.
+ *
+ * @param condition What must come true.
+ * @param what What is awaited, for the timeout message (`the tracer's first event`).
+ * @param timeoutMs The timeout. @default {5000}
+ */
+export async function pollUntil(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 5000,
+): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() >= until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -7,7 +7,7 @@
 import { VmError } from "./errors.ts";
 
 /** Options of {@linkcode runCommand}. */
-export interface RunOptions {
+interface RunOptions {
   /** Working directory. */
   cwd?: string;
   /** Extra environment variables. */

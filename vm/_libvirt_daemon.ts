@@ -21,7 +21,7 @@ async function answering(): Promise<boolean> {
 const CAPABILITY_CACHE = "/var/cache/libvirt/qemu/capabilities";
 
 /** Options of {@linkcode LibvirtDaemon.start}. */
-export interface LibvirtStartOptions {
+interface LibvirtStartOptions {
   /**
    * How long libvirtd gets to answer. A first start probes every QEMU binary before it answers
    * (about 12 s on an idle 2-CPU machine, several times that under load). @default {600000}

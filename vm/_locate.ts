@@ -24,7 +24,7 @@ async function subdirs(dir: string): Promise<string[]> {
 }
 
 /** The directory Vagrant keeps boxes in. */
-export function vagrantBoxesDir(): string {
+function vagrantBoxesDir(): string {
   const home = Deno.env.get("VAGRANT_HOME") ?? `${Deno.env.get("HOME") ?? "/root"}/.vagrant.d`;
   return `${home}/boxes`;
 }

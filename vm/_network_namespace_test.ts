@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { NetworkNamespace } from "./_network_namespace.ts";
 import { hasProgram, runCommand } from "./_command.ts";
 import { VmError } from "./errors.ts";
+import { pollUntil } from "../tests/wait_for.ts";
 
 const reason = Deno.uid() !== 0
   ? `needs root to create network namespaces, running as uid ${Deno.uid()}`
@@ -37,9 +38,7 @@ Deno.test({
         stdout: "null",
         stderr: "null",
       }).spawn();
-      for (let i = 0; i < 50 && (await ns.pids()).length === 0; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      await pollUntil(async () => (await ns.pids()).length > 0, "the child in the namespace", 5000);
       assert.deepEqual(await ns.pids(), [child.pid]);
       // the child is still running when the namespace is disposed
       child.status.then(() => {});

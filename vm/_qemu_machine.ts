@@ -10,7 +10,7 @@ import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./_ma
 import { syncArgs } from "./_sync.ts";
 
 /** Options of {@linkcode QemuMachine}. */
-export interface QemuMachineOptions {
+interface QemuMachineOptions {
   /** The box's qcow2 disk (used as a read-only backing file). */
   boxImage: string;
   /** A private directory for the overlay disk, serial log and SSH config. */

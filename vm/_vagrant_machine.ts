@@ -9,7 +9,7 @@ import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./_ma
 import { VM_DIR } from "./_paths.ts";
 
 /** Options of {@linkcode VagrantMachine}. */
-export interface VagrantMachineOptions {
+interface VagrantMachineOptions {
   provider: "libvirt" | "virtualbox";
   box: string;
   /** A private directory: Vagrant's machine state, serial log, SSH config. */

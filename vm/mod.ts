@@ -20,11 +20,28 @@
  *
  * @module
  */
-export * from "./errors.ts";
-export * from "./options.ts";
-export * from "./cleanup_stack.ts";
-export * from "./junit_summary.ts";
-export * from "./acceleration.ts";
-export * from "./run_suite.ts";
-export * from "./box/box_files.ts";
-export * from "./box/build_box.ts";
+export { VmError } from "./errors.ts";
+export {
+  type Acceleration,
+  HARNESS_USAGE,
+  type HarnessOptions,
+  parseHarnessArgs,
+  type ProviderName,
+} from "./options.ts";
+export { CleanupStack } from "./cleanup_stack.ts";
+export { type JunitSummary, summarizeJunit } from "./junit_summary.ts";
+export { kvmUsable } from "./acceleration.ts";
+export { runSuite, type SuiteOptions, type SuiteResult } from "./run_suite.ts";
+export {
+  type BoxMetadata,
+  boxMetadata,
+  boxVagrantfile,
+  type BoxVagrantfileOptions,
+  debianMirror,
+} from "./box/box_files.ts";
+export {
+  buildBox,
+  type BuildBoxOptions,
+  type BuiltBox,
+  hostDebianMirror,
+} from "./box/build_box.ts";

@@ -14,7 +14,7 @@ import { isCharType } from "../codec.ts";
 import type { ObjectSpec } from "./inspect.ts";
 
 /** What the generated module records about how it was made. */
-export interface Provenance {
+interface Provenance {
   /** The source file name, such as `probe.bpf.c`. */
   source: string;
   /** sha256 of the source. */
@@ -26,7 +26,7 @@ export interface Provenance {
 }
 
 /** Options for {@linkcode generateModule}. */
-export interface GenerateOptions {
+interface GenerateOptions {
   /** The object name (the source name without `.bpf.c`), such as `probe`. */
   name: string;
   /** The compiled object. */
@@ -42,7 +42,7 @@ export interface GenerateOptions {
 }
 
 /** Converts `tcp_event` to `TcpEvent`. */
-export function pascalCase(name: string): string {
+function pascalCase(name: string): string {
   return name.split(/[^A-Za-z0-9]+/).filter((part) => part !== "")
     .map((part) => part[0]!.toUpperCase() + part.slice(1)).join("");
 }

@@ -59,7 +59,7 @@ async function run(
 }
 
 /** The toolchain bpf2ts found. */
-export interface Toolchain {
+interface Toolchain {
   /** clang's version line. */
   compiler: string;
   /** The directory holding `vmlinux.h`. */

@@ -10,7 +10,7 @@ import { BpfError } from "../errors.ts";
 import { mapTypeName, programTypeName } from "../types.ts";
 
 /** A program of the object. */
-export interface ProgramSpec {
+interface ProgramSpec {
   /** The C function name. */
   name: string;
   /** The ELF section. */
@@ -20,7 +20,7 @@ export interface ProgramSpec {
 }
 
 /** A map of the object. */
-export interface MapSpec {
+interface MapSpec {
   /** The map name. */
   name: string;
   /** The map type. */

@@ -14,7 +14,7 @@ import { TriadError } from "@triad/core";
 export class TracePrerequisiteError extends TriadError {}
 
 /** Where to look for things; tests point these at temp dirs. */
-export interface PreflightPaths {
+interface PreflightPaths {
   /** Kernel BTF. @default "/sys/kernel/btf/vmlinux" */
   btf?: string;
   /** The tracefs mount point. @default "/sys/kernel/tracing" */

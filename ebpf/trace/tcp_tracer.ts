@@ -12,7 +12,7 @@ import { KernelClock } from "./kernel_clock.ts";
 import { lostEvent, type TraceEvent } from "./trace_event.ts";
 
 /** Kernel-side filters and sizes. */
-export interface TracerOptions {
+interface TracerOptions {
   /** Only sockets owned by this pid. */
   pid?: number;
   /** Only sockets owned by processes with this command name. */

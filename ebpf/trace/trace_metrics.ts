@@ -8,7 +8,7 @@ import { formatSocketAddress, Metrics, parseSocketAddress } from "@triad/core";
 import type { Counter } from "@triad/core";
 
 /** Where the counters come from that the kernel side keeps. */
-export interface TraceCounterSources {
+interface TraceCounterSources {
   /** Events the kernel could not queue so far (`TcpTracer.lost()`). */
   lost(): number;
   /** Records that could not be decoded so far. */

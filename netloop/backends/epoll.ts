@@ -4,10 +4,10 @@
  *
  * @module
  */
-import type { SocketAddress } from "@triad/core";
+import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
 import { isExhaustion, LoopCore, Yielder } from "../_loop.ts";
-import { addressOf, E, errno, errnoName, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
+import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
   connectDialSocket,
@@ -24,7 +24,6 @@ import {
   socketAddress,
   socketError,
 } from "../_socket.ts";
-import type { NetloopError } from "../errors.ts";
 
 const EPOLLIN = 0x1;
 const EPOLLOUT = 0x4;
@@ -43,11 +42,6 @@ const NAME_STRIDE = 32;
 
 /** conn.flags bits. */
 const F_EOF = 1;
-
-/** Builds the error for a failed read/write on a connection. */
-export function connError(call: string, code: number): NetloopError {
-  return syscallError(call, code);
-}
 
 /** A loop on epoll. */
 export class EpollLoop extends LoopCore {
@@ -243,7 +237,7 @@ export class EpollLoop extends LoopCore {
     }
     const code = errno();
     if (code === E.EAGAIN || code === E.EINTR) return;
-    this.finish(conn, connError(`recv(${this.describe(conn)})`, code));
+    this.finish(conn, syscallError(`recv(${this.describe(conn)})`, code));
   }
 
   private describe(conn: ConnImpl): string {
@@ -264,7 +258,7 @@ export class EpollLoop extends LoopCore {
         const code = sendConnected(conn.fd, datagram);
         if (code !== 0 && code !== E.EAGAIN) {
           conn.datagrams.length = 0;
-          this.finish(conn, connError(`send(${this.describe(conn)})`, code));
+          this.finish(conn, syscallError(`send(${this.describe(conn)})`, code));
           return;
         }
       }
@@ -283,7 +277,7 @@ export class EpollLoop extends LoopCore {
         if (n < 0) {
           const code = errno();
           if (code === E.EAGAIN || code === E.EINTR) break;
-          this.finish(conn, connError(`send(${this.describe(conn)})`, code));
+          this.finish(conn, syscallError(`send(${this.describe(conn)})`, code));
           return;
         }
         conn.flyOff += n;
@@ -332,7 +326,7 @@ export class EpollLoop extends LoopCore {
         this.byFd[fd] = conn;
         const code = connectDialSocket(fd, address);
         if (code !== 0) {
-          conn.closeError = connError(`connect(${address.address}:${address.port})`, code);
+          conn.closeError = syscallError(`connect(${address.address}:${address.port})`, code);
         }
         this.pendingOpen.push(conn);
         return;
@@ -349,7 +343,7 @@ export class EpollLoop extends LoopCore {
     conn.fd = socket.fd;
     this.byFd[socket.fd] = conn;
     if (socket.error !== 0 && socket.error !== E.EINPROGRESS) {
-      conn.closeError = connError(
+      conn.closeError = syscallError(
         `connect(${address.address}:${address.port})`,
         socket.error,
       );
@@ -383,7 +377,7 @@ export class EpollLoop extends LoopCore {
     if (code !== 0) {
       this.finish(
         conn,
-        connError(`connect(${conn.remoteAddress.address}:${conn.remoteAddress.port})`, code),
+        syscallError(`connect(${conn.remoteAddress.address}:${conn.remoteAddress.port})`, code),
       );
       return;
     }

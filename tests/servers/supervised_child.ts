@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { stopChild } from "../support.ts";
 
 /** A child process under supervision. */
 export interface SupervisedChild {
@@ -34,10 +35,8 @@ export function supervise(child: Deno.ChildProcess): SupervisedChild {
     exited: () => exited !== undefined,
     stop: async () => {
       if (exited === undefined) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => exited === undefined && child.kill("SIGKILL"), 5000);
+        await stopChild(child, 5000);
         await status;
-        clearTimeout(timer);
       }
       await reading;
       return exited!;

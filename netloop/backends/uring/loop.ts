@@ -10,19 +10,10 @@
  *
  * @module
  */
-import type { SocketAddress } from "@triad/core";
+import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
 import { isExhaustion, LoopCore, Yielder } from "../../_loop.ts";
-import {
-  addressOf,
-  E,
-  errno,
-  errnoName,
-  type Libc,
-  libc,
-  offHeap,
-  syscallError,
-} from "../../_ffi.ts";
+import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../../_ffi.ts";
 import { SOCKADDR_MAX } from "../../_sockaddr.ts";
 import {
   connectDialSocket,

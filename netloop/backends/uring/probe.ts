@@ -21,7 +21,7 @@ export interface UringFeatures {
 }
 
 /** The outcome of {@linkcode probeUring}. */
-export interface UringProbe {
+interface UringProbe {
   ok: boolean;
   /** A human-readable summary: why not, or what is on and off. */
   summary: string;

@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { errno, errnoName, type Libc, libc, syscallError } from "../../_ffi.ts";
+import { errnoName } from "@triad/core";
+import { errno, type Libc, libc, syscallError } from "../../_ffi.ts";
 import type { NetloopError } from "../../errors.ts";
 
 const SYS_SETUP = 425;
@@ -80,7 +81,7 @@ function fail(what: string, code: number): NetloopError {
 }
 
 /** A region of memory from mmap(2), viewed from JS. */
-export class Mapping {
+class Mapping {
   readonly buffer: ArrayBuffer;
   constructor(readonly pointer: Deno.PointerObject, readonly length: number) {
     this.buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, length);
@@ -117,7 +118,7 @@ export class Mapping {
 }
 
 /** Options of {@linkcode Ring.create}. */
-export interface RingOptions {
+interface RingOptions {
   entries: number;
   cqEntries: number;
   /** Setup flag sets to try in order (the first the kernel accepts wins). */
