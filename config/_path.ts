@@ -68,9 +68,9 @@ export function splitPath(path: string): readonly Segment[] {
   return segments;
 }
 
-/** Joins segments back into a dotted path. */
-export function joinPath(segments: readonly Segment[]): string {
-  return segments.join(".");
+/** The dotted path of `key` (an object key or an array index) below `path`; `""` is the root. */
+export function childPath(path: string, key: string | number): string {
+  return path === "" ? String(key) : `${path}.${key}`;
 }
 
 /** Returns whether `value` is a plain object (not an array, not a class instance). */

@@ -34,7 +34,15 @@ import { CONFIG_EXTENSIONS, formatOfFile, parseConfigText } from "./sources/file
 import { buildFlagsLayer } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
-import { deepFreeze, getAt, isPlainObject, readPath, setAt, splitPath } from "./_path.ts";
+import {
+  childPath,
+  deepFreeze,
+  getAt,
+  isPlainObject,
+  readPath,
+  setAt,
+  splitPath,
+} from "./_path.ts";
 import type { ConfigPath, ConfigPathValue, Segment } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
 import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
@@ -740,27 +748,25 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       if (node === undefined || depth > 32) return;
       if (Array.isArray(value)) {
         if (info.typeOf(node) !== "array") return;
-        value.forEach((item, i) =>
-          walk(item, info.child(node, i), join(path, String(i)), depth + 1)
-        );
+        value.forEach((item, i) => walk(item, info.child(node, i), childPath(path, i), depth + 1));
         return;
       }
       if (!isPlainObject(value)) return;
       for (const [key, child] of Object.entries(value)) {
-        const childPath = join(path, key);
+        const keyPath = childPath(path, key);
         if (!info.allowsKey(node, key)) {
           const hint = closest(key, info.keysOf(node));
-          const origin = originAt(merged.origins, childPath);
+          const origin = originAt(merged.origins, keyPath);
           const issue: ConfigIssue = {
-            path: childPath,
-            message: `${childPath}: unknown key${
-              hint ? `, did you mean ${join(path, hint)}?` : ""
+            path: keyPath,
+            message: `${keyPath}: unknown key${
+              hint ? `, did you mean ${childPath(path, hint)}?` : ""
             }`,
           };
           issues.push(origin === undefined ? issue : { ...issue, origin });
           continue;
         }
-        walk(child, info.child(node, key), childPath, depth + 1);
+        walk(child, info.child(node, key), keyPath, depth + 1);
       }
     };
     walk(merged.tree, this.#info.resolve(this.#info.root), "", 0);
@@ -1219,11 +1225,11 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         const key = pair === undefined
           ? String(index)
           : String((pair.key as { value?: unknown }).value);
-        const childPath = nodePath === "" ? key : `${nodePath}.${key}`;
+        const keyPath = childPath(nodePath, key);
         const child = pair === undefined ? item : pair.value;
         if (isScalar(child) || ((isMap(child) || isSeq(child)) && child.items.length === 0)) {
-          const origin = originAt(state.merged.origins, childPath);
-          const inMerged = getAt(state.merged.tree, splitPath(childPath)) !== undefined;
+          const origin = originAt(state.merged.origins, keyPath);
+          const inMerged = getAt(state.merged.tree, splitPath(keyPath)) !== undefined;
           const from = !inMerged
             ? "schema default"
             : origin === undefined
@@ -1231,7 +1237,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
             : formatOrigin(origin);
           if (from !== undefined) (child as { comment?: string }).comment = ` ${from}`;
         } else {
-          annotate(child, childPath);
+          annotate(child, keyPath);
         }
       });
     };
@@ -1403,10 +1409,6 @@ function isArgv(args: readonly string[] | ArgsOptions): args is readonly string[
   return Array.isArray(args);
 }
 
-function join(path: string, key: string): string {
-  return path === "" ? key : `${path}.${key}`;
-}
-
 function lowerFirst(text: string): string {
   return text.charAt(0).toLowerCase() + text.slice(1);
 }
@@ -1449,7 +1451,7 @@ function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): 
   if (Array.isArray(value)) {
     let out: unknown[] | undefined;
     value.forEach((item, i) => {
-      const next = unwrapSecrets(item, join(path, String(i)), secretPaths);
+      const next = unwrapSecrets(item, childPath(path, i), secretPaths);
       if (next !== item) (out ??= [...value])[i] = next;
     });
     return out ?? value;
@@ -1459,7 +1461,7 @@ function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): 
     for (const key in value) {
       const child = value[key];
       if (child === null || typeof child !== "object") continue;
-      const next = unwrapSecrets(child, join(path, key), secretPaths);
+      const next = unwrapSecrets(child, childPath(path, key), secretPaths);
       if (next !== child) (out ??= { ...value })[key] = next;
     }
     return out ?? value;
@@ -1471,11 +1473,11 @@ function redactTree(value: unknown, state: State, path: string): unknown {
   if (value instanceof Secret || isSecretPath(state.secretPaths, path)) {
     return value === undefined ? undefined : REDACTED_TEXT;
   }
-  if (Array.isArray(value)) return value.map((v, i) => redactTree(v, state, join(path, String(i))));
+  if (Array.isArray(value)) return value.map((v, i) => redactTree(v, state, childPath(path, i)));
   if (isPlainObject(value)) {
     const out: Record<string, unknown> = {};
     for (const [key, child] of Object.entries(value)) {
-      out[key] = redactTree(child, state, join(path, key));
+      out[key] = redactTree(child, state, childPath(path, key));
     }
     return out;
   }

@@ -46,7 +46,7 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
  *
  * @throws {ConfigError} With code `parse` naming the source, key, revision and position.
  */
-export function documentLayer(
+function documentLayer(
   source: string,
   name: string,
   entry: RemoteEntry | undefined,
@@ -81,7 +81,7 @@ export function documentLayer(
  * Builds a layer from the keys under a prefix: `<prefix>dns/cache/size` → `dns.cache.size`, values
  * as strings (coerced to the schema's types later); numeric segments index arrays.
  */
-export function prefixLayer(
+function prefixLayer(
   source: string,
   name: string,
   prefix: string,

@@ -15,7 +15,7 @@ import { coerce } from "../_coerce.ts";
 import { closest, nearest, type SchemaInfo } from "../_schema_info.ts";
 
 /** A variable under the prefix that matches no key. */
-export interface UnknownEnvVar {
+interface UnknownEnvVar {
   /** The variable. */
   readonly name: string;
   /** A known variable close enough to be a typo of it (edit distance), if any. */
@@ -25,7 +25,7 @@ export interface UnknownEnvVar {
 }
 
 /** The environment layer and the problems found building it. */
-export interface EnvLayerResult {
+interface EnvLayerResult {
   readonly layer: Layer;
   /** Problems with variables that bind a key (a secret file that cannot be read). */
   readonly issues: ConfigIssue[];

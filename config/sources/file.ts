@@ -10,7 +10,7 @@ import { parse as parseToml } from "smol-toml";
 import { ConfigError } from "../errors.ts";
 import type { Layer } from "../layer.ts";
 import type { Origin } from "../origin.ts";
-import { isPlainObject } from "../_path.ts";
+import { childPath, isPlainObject } from "../_path.ts";
 import { JsonSyntaxError, parseJsonWithPositions } from "./_json.ts";
 
 /** The file formats configuration reads. */
@@ -84,13 +84,13 @@ export function parseConfigText(
           if (!isPair(pair)) continue;
           const keyNode = pair.key as YamlNode | null;
           const key = isScalar(keyNode) ? String(keyNode.value) : String(keyNode);
-          const child = path === "" ? key : `${path}.${key}`;
+          const child = childPath(path, key);
           mark(child, keyNode?.range?.[0]);
           walk(pair.value, child, depth + 1);
         }
       } else if (isSeq(node)) {
         node.items.forEach((item, index) => {
-          const child = path === "" ? `${index}` : `${path}.${index}`;
+          const child = childPath(path, index);
           mark(child, (item as YamlNode | null)?.range?.[0]);
           walk(item, child, depth + 1);
         });

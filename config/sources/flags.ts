@@ -12,7 +12,7 @@ import { coerce } from "../_coerce.ts";
 import { closest, type JsonSchema, type SchemaInfo } from "../_schema_info.ts";
 
 /** What the command line said. */
-export interface FlagsResult {
+interface FlagsResult {
   readonly layer: Layer;
   readonly issues: ConfigIssue[];
   readonly help: boolean;
@@ -22,7 +22,7 @@ export interface FlagsResult {
 }
 
 /** Special flags that are not configuration values. */
-export interface FlagNames {
+interface FlagNames {
   /** Flag that names the profile (without `--`), `undefined` for none. */
   readonly profile: string | undefined;
   /** Flag that names configuration files (without `--`), `undefined` for none. */
