@@ -44,7 +44,7 @@ export interface MergedLayers {
  *
  * @example
  * ```ts
- * import { mergeLayers } from "@triad/config";
+ * import { mergeLayers } from "./merge.ts";
  * import assert from "node:assert/strict";
  *
  * const merged = mergeLayers([

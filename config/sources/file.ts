@@ -45,7 +45,7 @@ export type FileLayerKind = "files" | "profile" | "configDir";
  *
  * @example
  * ```ts
- * import { parseConfigText } from "@triad/config";
+ * import { parseConfigText } from "./file.ts";
  * import assert from "node:assert/strict";
  *
  * const layer = parseConfigText("dns:\n  port: 53\n", "yaml", "app.yaml");
