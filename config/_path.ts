@@ -73,6 +73,17 @@ export function childPath(path: string, key: string | number): string {
   return path === "" ? String(key) : `${path}.${key}`;
 }
 
+/** A deep copy of arrays and plain objects, with every other value passed through `leaf`. */
+export function mapTree(value: unknown, leaf: (value: unknown) => unknown): unknown {
+  if (Array.isArray(value)) return value.map((item) => mapTree(item, leaf));
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [key, child] of Object.entries(value)) out[key] = mapTree(child, leaf);
+    return out;
+  }
+  return leaf(value);
+}
+
 /** Returns whether `value` is a plain object (not an array, not a class instance). */
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (value === null || typeof value !== "object") return false;

@@ -5,50 +5,34 @@
  */
 import { createLogger, parseDuration } from "@triad/core";
 import type { Logger } from "@triad/core";
-import {
-  Document as YamlDocument,
-  isMap,
-  isPair,
-  isScalar,
-  isSeq,
-  stringify as stringifyYaml,
-} from "yaml";
 import { diffConfig } from "./diff.ts";
 import type { ConfigChange } from "./diff.ts";
 import { ConfigError } from "./errors.ts";
 import type { ConfigIssue } from "./errors.ts";
+import { dumpAt, explainAt } from "./explain.ts";
+import type { DumpOptions, Explanation } from "./explain.ts";
 import { denoFileSystem } from "./file_system.ts";
 import type { ConfigFileSystem } from "./file_system.ts";
 import { formatHelp } from "./_help.ts";
 import type { Layer } from "./layer.ts";
-import { mergeLayers } from "./merge.ts";
-import type { ArrayStrategy, MergedLayers, OverriddenValue } from "./merge.ts";
+import type { ArrayStrategy } from "./merge.ts";
 import { envVarName, flagName } from "./names.ts";
-import { formatOrigin } from "./origin.ts";
 import type { LayerName, Origin } from "./origin.ts";
 import type { RemoteContext, RemoteLayer, RemoteSource } from "./remote.ts";
-import { REDACTED_TEXT, Secret } from "./secret.ts";
 import type { SchemaInput, SchemaOutput, StandardSchema } from "./standard_schema.ts";
 import { buildEnvLayer } from "./sources/env.ts";
 import { CONFIG_EXTENSIONS, formatOfFile, parseConfigText } from "./sources/file.ts";
 import { buildFlagsLayer } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
-import {
-  childPath,
-  deepFreeze,
-  getAt,
-  isPlainObject,
-  readPath,
-  setAt,
-  splitPath,
-} from "./_path.ts";
-import type { ConfigPath, ConfigPathValue, Segment } from "./_path.ts";
+import { getAt, isPlainObject, mapTree, readPath, setAt, splitPath } from "./_path.ts";
+import type { ConfigPath, ConfigPathValue } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
-import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
+import { SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
-import { originAt } from "./_origin_at.ts";
+import { asConfigError, issuesError, runPipeline } from "./_pipeline.ts";
+import type { PipelineResult, State } from "./_pipeline.ts";
 
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
 
@@ -153,22 +137,6 @@ export interface CreateConfigOptions<S extends StandardSchema> {
   readonly logger?: Logger;
 }
 
-/** Where one value came from and what it overrode. */
-export interface Explanation {
-  /** The path. */
-  readonly path: string;
-  /** The value (secrets redacted). */
-  readonly value: unknown;
-  /** The layer that set it: a file position, env variable, flag, remote key, defaults. */
-  readonly origin: Origin | undefined;
-  /** The values it overrode, lowest layer first (secrets redacted). */
-  readonly overridden: readonly OverriddenValue[];
-  /** Whether the value is secret. */
-  readonly secret: boolean;
-  /** `path = value from origin (overrode …)`. */
-  toString(): string;
-}
-
 /** The event `on("change")` listeners receive. */
 export interface ConfigChangeEvent<T> {
   /** What changed, one entry per changed value, paths typed from the schema. */
@@ -189,16 +157,6 @@ export interface ConfigEvents<T> {
   change: (event: ConfigChangeEvent<T>) => void;
   /** A reload failed; the last good configuration stays in place. */
   error: (error: ConfigError) => void;
-}
-
-/** Options of {@linkcode ConfigView.dump}. */
-export interface DumpOptions {
-  /** Replace secrets with `[redacted]`. @default {true} */
-  readonly redact?: boolean;
-  /** YAML or JSON. @default {"yaml"} */
-  readonly format?: "yaml" | "json";
-  /** In YAML, end every value's line with a comment naming where it came from. @default {false} */
-  readonly origins?: boolean;
 }
 
 /** A live, read-only view of a configuration or of part of it. */
@@ -224,12 +182,6 @@ export interface ConfigView<T> {
    * @param listener The listener.
    */
   on<E extends keyof ConfigEvents<T>>(event: E, listener: ConfigEvents<T>[E]): () => void;
-}
-
-interface State {
-  readonly value: unknown;
-  readonly merged: MergedLayers;
-  readonly secretPaths: ReadonlySet<string>;
 }
 
 interface FileCandidate {
@@ -414,7 +366,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
     }));
     if (issues.length > 0) throw issuesError(issues, "Cannot load configuration");
-    this.#state = await this.#compute();
+    this.#state = (await this.#compute(undefined)).next;
     // Sources unreachable at start keep retrying in the background, with backoff.
     for (const index of unreachable) this.#runRemote(index);
   }
@@ -457,7 +409,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The explanation; `String(explanation)` is one readable line.
    */
   explain(path: ConfigPath<T> | ""): Explanation {
-    return this.#explain(path);
+    return explainAt(this.#current(), path);
   }
 
   /**
@@ -467,7 +419,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The text.
    */
   dump(options: DumpOptions = {}): string {
-    return this.#dump("", options);
+    return dumpAt(this.#current(), "", options);
   }
 
   /**
@@ -634,6 +586,25 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return run;
   }
 
+  /** Runs the pipeline over the layers in order. */
+  #compute(previous: State | undefined): Promise<PipelineResult> {
+    const ordered: Layer[] = [];
+    for (const kind of this.#order) {
+      if (kind === "remote") {
+        for (const layer of this.#remoteLayers) if (layer !== undefined) ordered.push(layer);
+      } else {
+        ordered.push(...(this.#layers.get(kind) ?? []));
+      }
+    }
+    return runPipeline(ordered, previous, {
+      schema: this.#options.schema,
+      info: this.#info,
+      arrays: this.#options.arrays,
+      strict: this.#options.strict,
+      envPrefix: this.#options.env === false ? undefined : this.#prefix,
+    });
+  }
+
   /** Applies a layer update off to the side, validates, swaps, emits; reverts when invalid. */
   async #apply(
     cause: string,
@@ -642,150 +613,21 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   ): Promise<readonly ConfigChange<T>[]> {
     const saved = { layers: new Map(this.#layers), remote: [...this.#remoteLayers] };
     update();
-    let next: State;
+    const previous = this.#current();
+    let result: PipelineResult;
     try {
-      next = await this.#compute();
+      result = await this.#compute(previous);
     } catch (error) {
       this.#layers = saved.layers;
       this.#remoteLayers = saved.remote;
       revert?.();
       throw error;
     }
-    const previous = this.#current();
-    const changes = diffConfig(previous.value, next.value) as ConfigChange<T>[];
+    const { next } = result;
+    const changes = result.changes as readonly ConfigChange<T>[];
     this.#state = next;
     if (changes.length > 0) this.#emitChange(previous.value as T, next.value as T, changes, cause);
     return changes;
-  }
-
-  async #compute(): Promise<State> {
-    const ordered: Layer[] = [];
-    for (const kind of this.#order) {
-      if (kind === "remote") {
-        for (const layer of this.#remoteLayers) {
-          if (layer !== undefined) ordered.push(layer.coerce ? this.#coerceLayer(layer) : layer);
-        }
-      } else {
-        ordered.push(...(this.#layers.get(kind) ?? []));
-      }
-    }
-    const merged = mergeLayers(ordered, this.#options.arrays);
-    const issues: ConfigIssue[] = [];
-    if (this.#options.strict !== false && this.#info.root !== undefined) {
-      this.#checkUnknownKeys(merged, issues);
-    }
-    if (issues.length > 0) throw issuesError(issues, "Invalid configuration");
-    const secretPaths = new Set<string>();
-    const input = unwrapSecrets(merged.tree, "", secretPaths);
-    let result;
-    try {
-      result = this.#options.schema["~standard"].validate(input);
-      if (result instanceof Promise) result = await result;
-    } catch (error) {
-      // A transform that throws stops the validator without saying where: say what to do.
-      throw new ConfigError(
-        `Invalid configuration: the schema threw while validating: ${
-          (error as Error).message
-        } (a transform that throws loses the key and the position; report problems with ` +
-          `ctx.issues as duration() does)`,
-        { code: "invalid", cause: error },
-      );
-    }
-    if (result.issues !== undefined) {
-      for (const issue of result.issues) issues.push(this.#describeIssue(issue, merged));
-      throw issuesError(issues, "Invalid configuration");
-    }
-    for (const path of this.#writeOnlyPaths()) secretPaths.add(path);
-    return { value: deepFreeze(result.value), merged, secretPaths };
-  }
-
-  #writeOnlyPaths(): string[] {
-    this.#writeOnly ??= this.#info.leaves()
-      .filter((leaf) => leaf.node["writeOnly"] === true)
-      .map((leaf) => leaf.segments.join("."));
-    return this.#writeOnly;
-  }
-
-  #describeIssue(
-    issue: {
-      message: string;
-      path?: ReadonlyArray<PropertyKey | { key: PropertyKey }> | undefined;
-    },
-    merged: MergedLayers,
-  ): ConfigIssue {
-    const segments: Segment[] = (issue.path ?? []).map((p) => {
-      const key = typeof p === "object" && p !== null ? (p as { key: PropertyKey }).key : p;
-      return typeof key === "number" ? key : String(key);
-    });
-    const path = segments.join(".");
-    const value = getAt(merged.tree, segments);
-    const origin = originAt(merged.origins, path);
-    const node = this.#info.nodeAt(segments);
-    const expected = node === undefined ? undefined : describeType(node, this.#info);
-    const secret = value instanceof Secret || isSecretPath(new Set(this.#writeOnlyPaths()), path);
-    let message: string;
-    if (value === undefined) {
-      const leafish = segments.every((s) => typeof s === "string");
-      const hints = leafish && segments.length > 0
-        ? `; set it in a file, ${
-          this.#options.env === false ? "" : `${envVarName(this.#prefix, segments as string[])} or `
-        }${flagName(segments as string[])}`
-        : "";
-      message = `${path === "" ? "configuration" : path}: missing${
-        expected ? `, expected ${expected}` : ""
-      } (${lowerFirst(issue.message)})${hints}`;
-    } else {
-      message = `${path === "" ? "configuration" : path}: ${
-        expected ? `expected ${expected}, ` : ""
-      }got ${secret ? REDACTED_TEXT : show(value)} (${lowerFirst(issue.message)})`;
-    }
-    return origin === undefined ? { path, message } : { path, message, origin };
-  }
-
-  #checkUnknownKeys(merged: MergedLayers, issues: ConfigIssue[]) {
-    const info = this.#info;
-    const walk = (value: unknown, node: JsonSchema | undefined, path: string, depth: number) => {
-      if (node === undefined || depth > 32) return;
-      if (Array.isArray(value)) {
-        if (info.typeOf(node) !== "array") return;
-        value.forEach((item, i) => walk(item, info.child(node, i), childPath(path, i), depth + 1));
-        return;
-      }
-      if (!isPlainObject(value)) return;
-      for (const [key, child] of Object.entries(value)) {
-        const keyPath = childPath(path, key);
-        if (!info.allowsKey(node, key)) {
-          const hint = closest(key, info.keysOf(node));
-          const origin = originAt(merged.origins, keyPath);
-          const issue: ConfigIssue = {
-            path: keyPath,
-            message: `${keyPath}: unknown key${
-              hint ? `, did you mean ${childPath(path, hint)}?` : ""
-            }`,
-          };
-          issues.push(origin === undefined ? issue : { ...issue, origin });
-          continue;
-        }
-        walk(child, info.child(node, key), keyPath, depth + 1);
-      }
-    };
-    walk(merged.tree, this.#info.resolve(this.#info.root), "", 0);
-  }
-
-  #coerceLayer(layer: RemoteLayer): Layer {
-    const info = this.#info;
-    const walk = (value: unknown, segments: string[]): unknown => {
-      if (typeof value === "string") return coerce(value, info.nodeAt(segments), info);
-      if (isPlainObject(value)) {
-        const out: Record<string, unknown> = {};
-        for (const [key, child] of Object.entries(value)) {
-          out[key] = walk(child, [...segments, key]);
-        }
-        return out;
-      }
-      return value;
-    };
-    return { ...layer, tree: walk(layer.tree, []) as Record<string, unknown> };
   }
 
   // ---- sources ----
@@ -1175,84 +1017,14 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   // ---- reading helpers shared with views ----
 
-  #explain(path: string): Explanation {
-    const state = this.#current();
-    const value = getAt(state.value, splitPath(path));
-    const secret = isSecretPath(state.secretPaths, path) || value instanceof Secret;
-    let origin = originAt(state.merged.origins, path);
-    if (getAt(state.merged.tree, splitPath(path)) === undefined && value !== undefined) {
-      origin = { layer: "schema" };
-    }
-    const redact = (v: unknown) => secret ? REDACTED_TEXT : redactTree(v, state, path);
-    const overridden = (state.merged.overridden.get(path) ?? []).map((o) => ({
-      value: redact(o.value),
-      origin: o.origin,
-    }));
-    const shown = redact(value);
-    return {
-      path,
-      value: shown,
-      origin,
-      overridden,
-      secret,
-      toString() {
-        const from = origin === undefined ? "" : ` from ${formatOrigin(origin)}`;
-        const over = overridden.length === 0
-          ? ""
-          : ` (overrode ${
-            overridden.slice().reverse().map((o) =>
-              `${show(o.value)}${o.origin === undefined ? "" : ` from ${formatOrigin(o.origin)}`}`
-            ).join(", ")
-          })`;
-        return `${path === "" ? "(root)" : path} = ${
-          secret ? REDACTED_TEXT : show(shown)
-        }${from}${over}`;
-      },
-    };
-  }
-
-  #dump(path: string, options: DumpOptions): string {
-    const state = this.#current();
-    const value = getAt(state.value, splitPath(path));
-    const plain = options.redact === false ? revealTree(value) : redactTree(value, state, path);
-    if (options.format === "json") return `${JSON.stringify(plain, null, 2)}\n`;
-    if (options.origins !== true) return stringifyYaml(plain ?? null);
-    const doc = new YamlDocument(plain ?? null);
-    const annotate = (node: unknown, nodePath: string) => {
-      const items = isMap(node) || isSeq(node) ? node.items : [];
-      items.forEach((item, index) => {
-        const pair = isPair(item) ? item : undefined;
-        const key = pair === undefined
-          ? String(index)
-          : String((pair.key as { value?: unknown }).value);
-        const keyPath = childPath(nodePath, key);
-        const child = pair === undefined ? item : pair.value;
-        if (isScalar(child) || ((isMap(child) || isSeq(child)) && child.items.length === 0)) {
-          const origin = originAt(state.merged.origins, keyPath);
-          const inMerged = getAt(state.merged.tree, splitPath(keyPath)) !== undefined;
-          const from = !inMerged
-            ? "schema default"
-            : origin === undefined
-            ? undefined
-            : formatOrigin(origin);
-          if (from !== undefined) (child as { comment?: string }).comment = ` ${from}`;
-        } else {
-          annotate(child, keyPath);
-        }
-      });
-    };
-    annotate(doc.contents, path);
-    return doc.toString();
-  }
-
   #view(prefix: string): ConfigView<unknown> {
     const full = (
       path: string,
     ) => (prefix === "" ? path : path === "" ? prefix : `${prefix}.${path}`);
     const view: ConfigView<unknown> = {
       get: ((path: string) => getAt(this.#current().value, splitPath(full(path)))) as never,
-      explain: ((path: string) => this.#explain(full(path))) as never,
-      dump: (options: DumpOptions = {}) => this.#dump(prefix, options),
+      explain: ((path: string) => explainAt(this.#current(), full(path))) as never,
+      dump: (options: DumpOptions = {}) => dumpAt(this.#current(), prefix, options),
       sub: ((path: string) => this.#view(full(path))) as never,
       on: ((event: "change" | "error", listener: (arg: unknown) => void) => {
         if (event === "error") return this.on("error", listener as never);
@@ -1409,133 +1181,17 @@ function isArgv(args: readonly string[] | ArgsOptions): args is readonly string[
   return Array.isArray(args);
 }
 
-function lowerFirst(text: string): string {
-  return text.charAt(0).toLowerCase() + text.slice(1);
-}
-
 /** Whether a change at `changed` touches `path` (same, below or above). */
 function overlaps(changed: string, path: string): boolean {
   return changed === path || path === "" || changed === "" ||
     changed.startsWith(`${path}.`) || path.startsWith(`${changed}.`);
 }
 
-function isSecretPath(secretPaths: ReadonlySet<string>, path: string): boolean {
-  if (secretPaths.size === 0) return false;
-  for (let p = path;;) {
-    if (secretPaths.has(p)) return true;
-    if (p === "") return false;
-    const dot = p.lastIndexOf(".");
-    p = dot === -1 ? "" : p.slice(0, dot);
-  }
-}
-
-function show(value: unknown): string {
-  if (value === undefined) return "nothing";
-  if (value instanceof Secret) return REDACTED_TEXT;
-  if (typeof value === "string") return JSON.stringify(value);
-  try {
-    const text = JSON.stringify(value);
-    if (text === undefined) return String(value);
-    return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-  } catch {
-    return String(value);
-  }
-}
-
-/** Replaces secrets with their strings (for validation), sharing every subtree without one. */
-function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): unknown {
-  if (value instanceof Secret) {
-    secretPaths.add(path);
-    return value.reveal();
-  }
-  if (Array.isArray(value)) {
-    let out: unknown[] | undefined;
-    value.forEach((item, i) => {
-      const next = unwrapSecrets(item, childPath(path, i), secretPaths);
-      if (next !== item) (out ??= [...value])[i] = next;
-    });
-    return out ?? value;
-  }
-  if (isPlainObject(value)) {
-    let out: Record<string, unknown> | undefined;
-    for (const key in value) {
-      const child = value[key];
-      if (child === null || typeof child !== "object") continue;
-      const next = unwrapSecrets(child, childPath(path, key), secretPaths);
-      if (next !== child) (out ??= { ...value })[key] = next;
-    }
-    return out ?? value;
-  }
-  return value;
-}
-
-function redactTree(value: unknown, state: State, path: string): unknown {
-  if (value instanceof Secret || isSecretPath(state.secretPaths, path)) {
-    return value === undefined ? undefined : REDACTED_TEXT;
-  }
-  if (Array.isArray(value)) return value.map((v, i) => redactTree(v, state, childPath(path, i)));
-  if (isPlainObject(value)) {
-    const out: Record<string, unknown> = {};
-    for (const [key, child] of Object.entries(value)) {
-      out[key] = redactTree(child, state, childPath(path, key));
-    }
-    return out;
-  }
-  return value;
-}
-
-function revealTree(value: unknown): unknown {
-  if (value instanceof Secret) return value.reveal();
-  if (Array.isArray(value)) return value.map(revealTree);
-  if (isPlainObject(value)) {
-    const out: Record<string, unknown> = {};
-    for (const [key, child] of Object.entries(value)) out[key] = revealTree(child);
-    return out;
-  }
-  return value;
-}
-
 function structuredCloneTree(value: unknown): Record<string, unknown> {
-  const clone = (v: unknown): unknown => {
-    if (Array.isArray(v)) return v.map(clone);
-    if (isPlainObject(v)) {
-      const out: Record<string, unknown> = {};
-      for (const [key, child] of Object.entries(v)) out[key] = clone(child);
-      return out;
-    }
-    return v;
-  };
-  const out = clone(value);
+  const out = mapTree(value, (leaf) => leaf);
   return isPlainObject(out) ? out : {};
 }
 
 function setOrigins(_tree: Record<string, unknown>): Map<string, Origin> {
   return new Map([["", { layer: "set" }]]);
-}
-
-function asConfigError(error: unknown, context?: string): ConfigError {
-  if (error instanceof ConfigError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new ConfigError(context === undefined ? message : `${context}: ${message}`, {
-    code: "remote",
-    cause: error,
-  });
-}
-
-function issuesError(issues: readonly ConfigIssue[], headline: string): ConfigError {
-  const lines = issues.map((issue) => {
-    const where = issue.origin === undefined ? "" : `${formatOrigin(issue.origin)}: `;
-    return `${where}${issue.message}`;
-  });
-  const code = issues.some((i) => /unknown (key|flag|environment)/.test(i.message))
-    ? "unknown_key"
-    : issues.some((i) => i.origin !== undefined && "line" in i.origin && i.path === "")
-    ? "parse"
-    : issues.some((i) => i.message.startsWith("secret reference"))
-    ? "secret"
-    : issues.some((i) => / not found$|^No configuration file/.test(i.message))
-    ? "not_found"
-    : "invalid";
-  const message = lines.length === 1 ? lines[0]! : `${headline}:\n  ${lines.join("\n  ")}`;
-  return new ConfigError(message, { code, issues });
 }

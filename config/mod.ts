@@ -39,11 +39,10 @@ export {
   type CreateConfigOptions,
   type DeepPartial,
   DEFAULT_LAYER_ORDER,
-  type DumpOptions,
   type EnvOptions,
-  type Explanation,
   type FileSearch,
 } from "./config.ts";
+export type { DumpOptions, Explanation } from "./explain.ts";
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
 export { type ConfigChange, diffConfig } from "./diff.ts";
 export { duration } from "./duration.ts";
