@@ -18,7 +18,7 @@ import type { Layer } from "./layer.ts";
 import type { ArrayStrategy } from "./merge.ts";
 import { envVarName, flagName } from "./names.ts";
 import type { LayerName, Origin } from "./origin.ts";
-import type { RemoteContext, RemoteLayer, RemoteSource } from "./remote.ts";
+import type { Source, SourceContext, SourceLayer } from "./source.ts";
 import type { SchemaInput, SchemaOutput, StandardSchema } from "./standard_schema.ts";
 import { buildEnvLayer } from "./sources/env.ts";
 import { CONFIG_EXTENSIONS, formatOfFile, parseConfigText } from "./sources/file.ts";
@@ -115,7 +115,12 @@ export interface CreateConfigOptions<S extends StandardSchema> {
   /** Command-line arguments, or options with aliases. */
   readonly args?: readonly string[] | ArgsOptions;
   /** Remote sources (`etcdSource()`, `consulSource()`), merged in the given order. */
-  readonly remote?: readonly RemoteSource[];
+  readonly remote?: readonly Source[];
+  /**
+   * Sources of your own (see {@linkcode Source}): each layer goes where its `kind` is in the
+   * order, after the built-in layers of that kind and the `remote` sources.
+   */
+  readonly sources?: readonly Source[];
   /** Array merge strategies by path (`*` for array indices). */
   readonly arrays?: Readonly<Record<string, ArrayStrategy>>;
   /** The layer order, lowest priority first. @default {DEFAULT_LAYER_ORDER} */
@@ -261,9 +266,11 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   readonly #changeListeners = new Set<(event: ConfigChangeEvent<T>) => void>();
   readonly #errorListeners = new Set<(error: ConfigError) => void>();
   #layers = new Map<LayerName, Layer[]>();
-  #remoteLayers: (RemoteLayer | undefined)[] = [];
-  #remoteRunning = new Set<number>();
-  #remoteTasks: Promise<void>[] = [];
+  /** `remote` then `sources`: each one's last layer, by index; their watchers and tasks. */
+  readonly #sources: readonly Source[];
+  #sourceLayers: (SourceLayer | undefined)[] = [];
+  #sourcesWatched = new Set<number>();
+  #sourceTasks: Promise<void>[] = [];
   #state: State | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #watchers: DirectoryWatcher[] = [];
@@ -312,6 +319,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const jsonSchema = options.jsonSchema ?? standardJsonSchema(options.schema);
     this.#info = new SchemaInfo(jsonSchema as JsonSchema | undefined);
     this.#fs = options.fs ?? denoFileSystem;
+    this.#sources = [...(options.remote ?? []), ...(options.sources ?? [])];
     this.#order = options.order ?? DEFAULT_LAYER_ORDER;
     for (const kind of this.#order) {
       if (!LAYER_KINDS.has(kind)) {
@@ -347,12 +355,12 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#setFileLayers(files);
     this.#layers.set("env", [env]);
     this.#layers.set("flags", [flags]);
-    const remote = this.#options.remote ?? [];
-    this.#remoteLayers = remote.map(() => undefined);
+    const remote = this.#sources;
+    this.#sourceLayers = remote.map(() => undefined);
     const unreachable: number[] = [];
     await Promise.all(remote.map(async (source, index) => {
       try {
-        this.#remoteLayers[index] = await source.load(this.#remoteContext());
+        this.#sourceLayers[index] = await source.load(this.#sourceContext());
       } catch (error) {
         const configError = asConfigError(error, `Remote source ${source.name}`);
         if (source.required || configError.code === "parse") {
@@ -368,7 +376,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     if (issues.length > 0) throw issuesError(issues, "Cannot load configuration");
     this.#state = (await this.#compute(undefined)).next;
     // Sources unreachable at start keep retrying in the background, with backoff.
-    for (const index of unreachable) this.#runRemote(index);
+    for (const index of unreachable) this.#watchSource(index);
   }
 
   /** The current snapshot, deeply frozen. A reload swaps it; it never changes in place. */
@@ -485,7 +493,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       });
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
-    (this.#options.remote ?? []).forEach((_, index) => this.#runRemote(index));
+    this.#sources.forEach((_, index) => this.#watchSource(index));
     return Promise.resolve();
   }
 
@@ -502,12 +510,11 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       const files = await this.#readFiles(issues);
       const env = await this.#readEnv(issues);
       this.#watchSecrets();
-      const remote = this.#options.remote ?? [];
-      const remoteLayers = [...this.#remoteLayers];
-      await Promise.all(remote.map(async (source, index) => {
-        if (this.#remoteRunning.has(index)) return; // its watcher keeps it current
+      const sourceLayers = [...this.#sourceLayers];
+      await Promise.all(this.#sources.map(async (source, index) => {
+        if (this.#sourcesWatched.has(index)) return; // its watcher keeps it current
         try {
-          remoteLayers[index] = await source.load(this.#remoteContext());
+          sourceLayers[index] = await source.load(this.#sourceContext());
         } catch (error) {
           if (source.required) issues.push({ path: "", message: asConfigError(error).message });
         }
@@ -516,7 +523,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       return await this.#apply("reload()", () => {
         this.#setFileLayers(files);
         this.#layers.set("env", [env]);
-        this.#remoteLayers = remoteLayers;
+        this.#sourceLayers = sourceLayers;
       });
     });
   }
@@ -561,7 +568,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#abort.abort();
     for (const watcher of this.#watchers) watcher.close();
     this.#watchers = [];
-    await Promise.allSettled(this.#remoteTasks);
+    await Promise.allSettled(this.#sourceTasks);
     await this.#queue.catch(() => {});
   }
 
@@ -590,11 +597,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #compute(previous: State | undefined): Promise<PipelineResult> {
     const ordered: Layer[] = [];
     for (const kind of this.#order) {
-      if (kind === "remote") {
-        for (const layer of this.#remoteLayers) if (layer !== undefined) ordered.push(layer);
-      } else {
-        ordered.push(...(this.#layers.get(kind) ?? []));
-      }
+      ordered.push(...(this.#layers.get(kind) ?? []));
+      for (const layer of this.#sourceLayers) if (layer?.kind === kind) ordered.push(layer);
     }
     return runPipeline(ordered, previous, {
       schema: this.#options.schema,
@@ -611,7 +615,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     update: () => void,
     revert?: () => void,
   ): Promise<readonly ConfigChange<T>[]> {
-    const saved = { layers: new Map(this.#layers), remote: [...this.#remoteLayers] };
+    const saved = { layers: new Map(this.#layers), sources: [...this.#sourceLayers] };
     update();
     const previous = this.#current();
     let result: PipelineResult;
@@ -619,7 +623,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       result = await this.#compute(previous);
     } catch (error) {
       this.#layers = saved.layers;
-      this.#remoteLayers = saved.remote;
+      this.#sourceLayers = saved.sources;
       revert?.();
       throw error;
     }
@@ -940,17 +944,18 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
   }
 
-  #remoteContext(): RemoteContext {
-    return { fetch: this.#options.fetch ?? fetch, signal: this.#abort.signal };
+  #sourceContext(): SourceContext {
+    return { fetch: this.#options.fetch ?? fetch, signal: this.#abort.signal, fs: this.#fs };
   }
 
-  #runRemote(index: number) {
-    if (this.#remoteRunning.has(index) || this.#disposed) return;
-    const source = this.#options.remote?.[index];
-    if (source === undefined) return;
-    this.#remoteRunning.add(index);
+  /** Follows a source with a `watch()`; one without is read at start and by `reload()`. */
+  #watchSource(index: number) {
+    if (this.#sourcesWatched.has(index) || this.#disposed) return;
+    const source = this.#sources[index];
+    if (source?.watch === undefined) return;
+    this.#sourcesWatched.add(index);
     const task = source.watch(
-      this.#remoteContext(),
+      this.#sourceContext(),
       (layer) => {
         void this.#enqueue(async () => {
           if (this.#disposed) return;
@@ -962,7 +967,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
           }
           try {
             await this.#apply(source.name, () => {
-              this.#remoteLayers[index] = { ...resolved, coerce: layer.coerce };
+              this.#sourceLayers[index] = layer.coerce === undefined
+                ? resolved
+                : { ...resolved, coerce: layer.coerce };
             });
           } catch (error) {
             this.#emitError(asConfigError(error));
@@ -973,7 +980,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     ).catch((error) => {
       if (!this.#disposed) this.#emitError(asConfigError(error, `Remote source ${source.name}`));
     });
-    this.#remoteTasks.push(task);
+    this.#sourceTasks.push(task);
   }
 
   // ---- events ----

@@ -58,7 +58,15 @@ export type { Layer } from "./layer.ts";
 export type { ArrayStrategy, OverriddenValue } from "./merge.ts";
 export { envVarName, flagName } from "./names.ts";
 export { formatOrigin, type LayerName, type Origin } from "./origin.ts";
-export type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from "./remote.ts";
+export type {
+  BackoffOptions,
+  RemoteContext,
+  RemoteLayer,
+  RemoteSource,
+  Source,
+  SourceContext,
+  SourceLayer,
+} from "./source.ts";
 export { REDACTED_TEXT, Secret, secret } from "./secret.ts";
 export type {
   SchemaInput,

@@ -6,7 +6,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import type { Origin } from "../origin.ts";
-import type { BackoffOptions, RemoteLayer } from "../remote.ts";
+import type { BackoffOptions, RemoteLayer } from "../source.ts";
 import { setAt } from "../_path.ts";
 import type { Segment } from "../_path.ts";
 import { type ConfigFormat, parseConfigText } from "./file.ts";
