@@ -226,16 +226,6 @@ function lowerFirst(text: string): string {
   return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
-/** A thrown value as a {@linkcode ConfigError} (code `remote` unless it is one already). */
-export function asConfigError(error: unknown, context?: string): ConfigError {
-  if (error instanceof ConfigError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new ConfigError(context === undefined ? message : `${context}: ${message}`, {
-    code: "remote",
-    cause: error,
-  });
-}
-
 /** One error for several issues, its code from the most telling of them. */
 export function issuesError(issues: readonly ConfigIssue[], headline: string): ConfigError {
   const lines = issues.map((issue) => {

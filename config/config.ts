@@ -7,7 +7,7 @@ import { createLogger, parseDuration } from "@triad/core";
 import type { Logger } from "@triad/core";
 import { diffConfig } from "./diff.ts";
 import type { ConfigChange } from "./diff.ts";
-import { ConfigError } from "./errors.ts";
+import { asConfigError, ConfigError } from "./errors.ts";
 import type { ConfigIssue } from "./errors.ts";
 import { dumpAt, explainAt } from "./explain.ts";
 import type { DumpOptions, Explanation } from "./explain.ts";
@@ -21,7 +21,8 @@ import type { LayerName, Origin } from "./origin.ts";
 import type { Source, SourceContext, SourceLayer } from "./source.ts";
 import type { SchemaInput, SchemaOutput, StandardSchema } from "./standard_schema.ts";
 import { buildEnvLayer } from "./sources/env.ts";
-import { CONFIG_EXTENSIONS, formatOfFile, parseConfigText } from "./sources/file.ts";
+import { dirOf, readConfigFiles } from "./sources/file.ts";
+import type { FileSearch } from "./sources/file.ts";
 import { buildFlagsLayer } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
@@ -31,7 +32,7 @@ import { coerce } from "./_coerce.ts";
 import { SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
-import { asConfigError, issuesError, runPipeline } from "./_pipeline.ts";
+import { issuesError, runPipeline } from "./_pipeline.ts";
 import type { PipelineResult, State } from "./_pipeline.ts";
 
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
@@ -52,16 +53,6 @@ export const DEFAULT_LAYER_ORDER: readonly LayerName[] = [
 export type DeepPartial<T> = T extends readonly (infer E)[] ? readonly E[]
   : T extends Record<string, unknown> ? { [K in keyof T]?: DeepPartial<T[K]> }
   : T;
-
-/** Search for `<name>.{yaml,yml,json,toml}` in directories: the first directory with a hit wins. */
-export interface FileSearch {
-  /** The file name without extension, such as `"app"`. */
-  readonly name: string;
-  /** Directories to search, in order, such as `[".", "/etc/app"]`. */
-  readonly paths: readonly string[];
-  /** Fail when no file is found. @default {false} */
-  readonly required?: boolean;
-}
 
 /** Environment options. */
 export interface EnvOptions {
@@ -187,14 +178,6 @@ export interface ConfigView<T> {
    * @param listener The listener.
    */
   on<E extends keyof ConfigEvents<T>>(event: E, listener: ConfigEvents<T>[E]): () => void;
-}
-
-interface FileCandidate {
-  readonly path: string;
-  readonly kind: "files" | "profile" | "configDir";
-  readonly required: boolean;
-  /** The contents, when the search already read them (read once, never twice). */
-  readonly text?: string;
 }
 
 const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
@@ -721,159 +704,25 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return result.layer;
   }
 
-  /** Which files to read: `--config` files, explicit files, or the first search hit; then profile. */
-  async #fileCandidates(): Promise<FileCandidate[]> {
-    const out: FileCandidate[] = [];
-    const files = this.#options.files;
-    const profile = this.#profile;
-    const remember = (path: string) => {
-      this.#watchDirs.add(dirOf(path));
-      this.#watchNames.add(path.slice(path.lastIndexOf("/") + 1));
-    };
-    const profileOf = (path: string) => {
-      const format = formatOfFile(path);
-      const ext = CONFIG_EXTENSIONS.find(([e]) => path.toLowerCase().endsWith(e))?.[0] ?? "";
-      return format === undefined
-        ? undefined
-        : `${path.slice(0, path.length - ext.length)}.${profile}${ext}`;
-    };
-    const explicit = this.#configFiles.length > 0
-      ? this.#configFiles
-      : Array.isArray(files)
-      ? files as readonly string[]
-      : undefined;
-    if (explicit !== undefined) {
-      for (const path of explicit) {
-        out.push({ path, kind: "files", required: true });
-        remember(path);
-        if (profile !== undefined) {
-          const profilePath = profileOf(path);
-          if (profilePath !== undefined) {
-            out.push({ path: profilePath, kind: "profile", required: false });
-            remember(profilePath);
-          }
-        }
-      }
-    } else if (files !== undefined) {
-      const search = files as FileSearch;
-      let found = false;
-      for (const dir of search.paths) {
-        for (const [ext] of CONFIG_EXTENSIONS) {
-          remember(`${dir}/${search.name}${ext}`);
-          if (profile !== undefined) remember(`${dir}/${search.name}.${profile}${ext}`);
-        }
-        if (found) continue;
-        for (const [ext] of CONFIG_EXTENSIONS) {
-          const path = `${dir}/${search.name}${ext}`;
-          const text = await this.#tryRead(path);
-          if (text !== undefined) {
-            out.push({ path, kind: "files", required: false, text });
-            found = true;
-            break;
-          }
-        }
-        if (found && profile !== undefined) {
-          for (const [ext] of CONFIG_EXTENSIONS) {
-            const path = `${dir}/${search.name}.${profile}${ext}`;
-            const text = await this.#tryRead(path);
-            if (text !== undefined) {
-              out.push({ path, kind: "profile", required: false, text });
-              break;
-            }
-          }
-        }
-      }
-      if (!found && search.required === true) {
-        throw new ConfigError(
-          `No configuration file ${search.name}.{yaml,yml,json,toml} in ${search.paths.join(", ")}`,
-          { code: "not_found" },
-        );
-      }
-    }
-    const configDir = this.#options.configDir;
-    if (configDir !== undefined) {
-      this.#watchDirs.add(configDir);
-      this.#watchNames.add(`${configDir}/*`);
-      const names: string[] = [];
-      try {
-        for await (const entry of this.#fs.readDir(configDir)) {
-          if (entry.isFile && !entry.name.startsWith(".") && formatOfFile(entry.name)) {
-            names.push(entry.name);
-          }
-        }
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
-      }
-      names.sort();
-      for (const name of names) {
-        out.push({ path: `${configDir}/${name}`, kind: "configDir", required: false });
-        this.#watchNames.add(name);
-      }
-    }
-    return out;
-  }
-
-  async #tryRead(path: string): Promise<string | undefined> {
-    try {
-      return await this.#fs.readTextFile(path);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw error;
-    }
-  }
-
   async #readFiles(issues: ConfigIssue[]): Promise<Layer[]> {
     const texts = new Map<string, string>();
     try {
-      return await this.#readFileLayers(issues, texts);
+      return await readConfigFiles(
+        this.#fs,
+        {
+          files: this.#options.files,
+          configDir: this.#options.configDir,
+          profile: this.#profile,
+          configFiles: this.#configFiles,
+        },
+        { dirs: this.#watchDirs, names: this.#watchNames },
+        (layer, issues) => this.#secrets(layer, issues),
+        issues,
+        texts,
+      );
     } finally {
       this.#fileTexts = texts;
     }
-  }
-
-  async #readFileLayers(issues: ConfigIssue[], texts: Map<string, string>): Promise<Layer[]> {
-    let candidates: FileCandidate[];
-    try {
-      candidates = await this.#fileCandidates();
-    } catch (error) {
-      issues.push({ path: "", message: asConfigError(error).message });
-      return [];
-    }
-    const layers = await Promise.all(candidates.map(async (candidate) => {
-      const format = formatOfFile(candidate.path);
-      if (format === undefined) {
-        issues.push({
-          path: "",
-          message: `${candidate.path}: unknown format, expected .yaml, .yml, .json or .toml`,
-        });
-        return undefined;
-      }
-      let text: string;
-      try {
-        text = candidate.text ?? await this.#fs.readTextFile(candidate.path);
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound && !candidate.required) return undefined;
-        issues.push({
-          path: "",
-          message: error instanceof Deno.errors.NotFound
-            ? `Configuration file ${candidate.path} not found`
-            : `Cannot read ${candidate.path}: ${(error as Error).message}`,
-        });
-        return undefined;
-      }
-      texts.set(candidate.path, text);
-      try {
-        return await this.#secrets(
-          parseConfigText(text, format, candidate.path, candidate.kind),
-          issues,
-        );
-      } catch (error) {
-        issues.push(...(error instanceof ConfigError ? error.issues : []));
-        if (!(error instanceof ConfigError)) throw error;
-        return undefined;
-      }
-    }));
-    return layers.filter((layer): layer is Layer => layer !== undefined);
   }
 
   #setFileLayers(files: Layer[]) {
@@ -1155,11 +1004,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 }
 
 // ---- small helpers ----
-
-function dirOf(path: string): string {
-  const slash = path.lastIndexOf("/");
-  return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-}
 
 /**
  * The first event path that concerns a watched file: its own name, else a Kubernetes `..` name

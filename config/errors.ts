@@ -62,3 +62,13 @@ export class ConfigError extends TriadError {
     this.issues = options.issues ?? [];
   }
 }
+
+/** A thrown value as a {@linkcode ConfigError} (code `remote` unless it is one already). */
+export function asConfigError(error: unknown, context?: string): ConfigError {
+  if (error instanceof ConfigError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new ConfigError(context === undefined ? message : `${context}: ${message}`, {
+    code: "remote",
+    cause: error,
+  });
+}

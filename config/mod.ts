@@ -40,7 +40,6 @@ export {
   type DeepPartial,
   DEFAULT_LAYER_ORDER,
   type EnvOptions,
-  type FileSearch,
 } from "./config.ts";
 export type { DumpOptions, Explanation } from "./explain.ts";
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
@@ -75,7 +74,7 @@ export type {
   StandardResult,
   StandardSchema,
 } from "./standard_schema.ts";
-export type { ConfigFormat } from "./sources/file.ts";
+export type { ConfigFormat, FileSearch } from "./sources/file.ts";
 export { etcdSource, type EtcdSourceOptions } from "./sources/etcd.ts";
 export { consulSource, type ConsulSourceOptions } from "./sources/consul.ts";
 export { type JsonSchemaObject, toJsonSchema, toOpenApiComponent } from "./json_schema.ts";

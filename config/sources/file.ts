@@ -7,7 +7,9 @@
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import type { Node as YamlNode } from "yaml";
 import { parse as parseToml } from "smol-toml";
-import { ConfigError } from "../errors.ts";
+import { asConfigError, ConfigError } from "../errors.ts";
+import type { ConfigIssue } from "../errors.ts";
+import type { ConfigFileSystem } from "../file_system.ts";
 import type { Layer } from "../layer.ts";
 import type { Origin } from "../origin.ts";
 import { childPath, isPlainObject } from "../_path.ts";
@@ -201,4 +203,210 @@ function tomlPositions(text: string, mark: (path: string, line: number, column: 
       }
     }
   }
+}
+
+/** Search for `<name>.{yaml,yml,json,toml}` in directories: the first directory with a hit wins. */
+export interface FileSearch {
+  /** The file name without extension, such as `"app"`. */
+  readonly name: string;
+  /** Directories to search, in order, such as `[".", "/etc/app"]`. */
+  readonly paths: readonly string[];
+  /** Fail when no file is found. @default {false} */
+  readonly required?: boolean;
+}
+
+/** What to read: the files option, the config directory, the profile, `--config` files. */
+export interface FilePlan {
+  readonly files?: readonly string[] | FileSearch | undefined;
+  readonly configDir?: string | undefined;
+  readonly profile?: string | undefined;
+  /** Files named by `--config`: they replace `files`. */
+  readonly configFiles: readonly string[];
+}
+
+/** Directories to watch and the file names in them that matter (`<dir>/*`: every file). */
+export interface WatchTargets {
+  readonly dirs: Set<string>;
+  readonly names: Set<string>;
+}
+
+/** A configuration file to read, for one layer; `text` when the search read it already. */
+export interface FileCandidate {
+  readonly path: string;
+  readonly kind: "files" | "profile" | "configDir";
+  readonly required: boolean;
+  /** The contents, when the search already read them (read once, never twice). */
+  readonly text?: string;
+}
+
+/**
+ * Which files to read: `--config` files, explicit files, or the first search hit; then the
+ * profile's file beside each, then the config directory's files in name order. Adds what to
+ * watch to `watch`.
+ *
+ * @throws {ConfigError} With code `not_found` when a required search finds nothing.
+ */
+export async function findConfigFiles(
+  fs: ConfigFileSystem,
+  plan: FilePlan,
+  watch: WatchTargets,
+): Promise<FileCandidate[]> {
+  const out: FileCandidate[] = [];
+  const { files, profile } = plan;
+  const remember = (path: string) => {
+    watch.dirs.add(dirOf(path));
+    watch.names.add(path.slice(path.lastIndexOf("/") + 1));
+  };
+  const profileOf = (path: string) => {
+    const format = formatOfFile(path);
+    const ext = CONFIG_EXTENSIONS.find(([e]) => path.toLowerCase().endsWith(e))?.[0] ?? "";
+    return format === undefined
+      ? undefined
+      : `${path.slice(0, path.length - ext.length)}.${profile}${ext}`;
+  };
+  const explicit = plan.configFiles.length > 0
+    ? plan.configFiles
+    : Array.isArray(files)
+    ? files as readonly string[]
+    : undefined;
+  if (explicit !== undefined) {
+    for (const path of explicit) {
+      out.push({ path, kind: "files", required: true });
+      remember(path);
+      if (profile !== undefined) {
+        const profilePath = profileOf(path);
+        if (profilePath !== undefined) {
+          out.push({ path: profilePath, kind: "profile", required: false });
+          remember(profilePath);
+        }
+      }
+    }
+  } else if (files !== undefined) {
+    const search = files as FileSearch;
+    let found = false;
+    for (const dir of search.paths) {
+      for (const [ext] of CONFIG_EXTENSIONS) {
+        remember(`${dir}/${search.name}${ext}`);
+        if (profile !== undefined) remember(`${dir}/${search.name}.${profile}${ext}`);
+      }
+      if (found) continue;
+      for (const [ext] of CONFIG_EXTENSIONS) {
+        const path = `${dir}/${search.name}${ext}`;
+        const text = await tryRead(fs, path);
+        if (text !== undefined) {
+          out.push({ path, kind: "files", required: false, text });
+          found = true;
+          break;
+        }
+      }
+      if (found && profile !== undefined) {
+        for (const [ext] of CONFIG_EXTENSIONS) {
+          const path = `${dir}/${search.name}.${profile}${ext}`;
+          const text = await tryRead(fs, path);
+          if (text !== undefined) {
+            out.push({ path, kind: "profile", required: false, text });
+            break;
+          }
+        }
+      }
+    }
+    if (!found && search.required === true) {
+      throw new ConfigError(
+        `No configuration file ${search.name}.{yaml,yml,json,toml} in ${search.paths.join(", ")}`,
+        { code: "not_found" },
+      );
+    }
+  }
+  const configDir = plan.configDir;
+  if (configDir !== undefined) {
+    watch.dirs.add(configDir);
+    watch.names.add(`${configDir}/*`);
+    const names: string[] = [];
+    try {
+      for await (const entry of fs.readDir(configDir)) {
+        if (entry.isFile && !entry.name.startsWith(".") && formatOfFile(entry.name)) {
+          names.push(entry.name);
+        }
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    names.sort();
+    for (const name of names) {
+      out.push({ path: `${configDir}/${name}`, kind: "configDir", required: false });
+      watch.names.add(name);
+    }
+  }
+  return out;
+}
+
+async function tryRead(fs: ConfigFileSystem, path: string): Promise<string | undefined> {
+  try {
+    return await fs.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Reads and parses the files {@linkcode findConfigFiles} names into layers (secret references
+ * resolved by `resolve`), the texts read into `texts`; every problem is added to `issues`.
+ */
+export async function readConfigFiles(
+  fs: ConfigFileSystem,
+  plan: FilePlan,
+  watch: WatchTargets,
+  resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer>,
+  issues: ConfigIssue[],
+  texts: Map<string, string>,
+): Promise<Layer[]> {
+  let candidates: FileCandidate[];
+  try {
+    candidates = await findConfigFiles(fs, plan, watch);
+  } catch (error) {
+    issues.push({ path: "", message: asConfigError(error).message });
+    return [];
+  }
+  const layers = await Promise.all(candidates.map(async (candidate) => {
+    const format = formatOfFile(candidate.path);
+    if (format === undefined) {
+      issues.push({
+        path: "",
+        message: `${candidate.path}: unknown format, expected .yaml, .yml, .json or .toml`,
+      });
+      return undefined;
+    }
+    let text: string;
+    try {
+      text = candidate.text ?? await fs.readTextFile(candidate.path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound && !candidate.required) return undefined;
+      issues.push({
+        path: "",
+        message: error instanceof Deno.errors.NotFound
+          ? `Configuration file ${candidate.path} not found`
+          : `Cannot read ${candidate.path}: ${(error as Error).message}`,
+      });
+      return undefined;
+    }
+    texts.set(candidate.path, text);
+    try {
+      return await resolve(
+        parseConfigText(text, format, candidate.path, candidate.kind),
+        issues,
+      );
+    } catch (error) {
+      issues.push(...(error instanceof ConfigError ? error.issues : []));
+      if (!(error instanceof ConfigError)) throw error;
+      return undefined;
+    }
+  }));
+  return layers.filter((layer): layer is Layer => layer !== undefined);
+}
+
+/** The directory of a file path (`.` for a bare name). */
+export function dirOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
 }
