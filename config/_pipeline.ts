@@ -6,14 +6,13 @@
  */
 import { diffConfig } from "./diff.ts";
 import type { ConfigChange } from "./diff.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, issuesError } from "./errors.ts";
 import type { ConfigIssue } from "./errors.ts";
 import { isSecretPath, show } from "./explain.ts";
 import type { Layer } from "./layer.ts";
 import { mergeLayers } from "./merge.ts";
 import type { ArrayStrategy, MergedLayers } from "./merge.ts";
 import { envVarName, flagName } from "./names.ts";
-import { formatOrigin } from "./origin.ts";
 import { REDACTED_TEXT, Secret } from "./secret.ts";
 import type { StandardSchema } from "./standard_schema.ts";
 import { coerce } from "./_coerce.ts";
@@ -224,23 +223,4 @@ function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): 
 
 function lowerFirst(text: string): string {
   return text.charAt(0).toLowerCase() + text.slice(1);
-}
-
-/** One error for several issues, its code from the most telling of them. */
-export function issuesError(issues: readonly ConfigIssue[], headline: string): ConfigError {
-  const lines = issues.map((issue) => {
-    const where = issue.origin === undefined ? "" : `${formatOrigin(issue.origin)}: `;
-    return `${where}${issue.message}`;
-  });
-  const code = issues.some((i) => /unknown (key|flag|environment)/.test(i.message))
-    ? "unknown_key"
-    : issues.some((i) => i.origin !== undefined && "line" in i.origin && i.path === "")
-    ? "parse"
-    : issues.some((i) => i.message.startsWith("secret reference"))
-    ? "secret"
-    : issues.some((i) => / not found$|^No configuration file/.test(i.message))
-    ? "not_found"
-    : "invalid";
-  const message = lines.length === 1 ? lines[0]! : `${headline}:\n  ${lines.join("\n  ")}`;
-  return new ConfigError(message, { code, issues });
 }

@@ -7,7 +7,7 @@ import { createLogger, parseDuration } from "@triad/core";
 import type { Logger } from "@triad/core";
 import { diffConfig } from "./diff.ts";
 import type { ConfigChange } from "./diff.ts";
-import { asConfigError, ConfigError } from "./errors.ts";
+import { asConfigError, ConfigError, issuesError } from "./errors.ts";
 import type { ConfigIssue } from "./errors.ts";
 import { dumpAt, explainAt } from "./explain.ts";
 import type { DumpOptions, Explanation } from "./explain.ts";
@@ -20,10 +20,11 @@ import { envVarName, flagName } from "./names.ts";
 import type { LayerName, Origin } from "./origin.ts";
 import type { Source, SourceContext, SourceLayer } from "./source.ts";
 import type { SchemaInput, SchemaOutput, StandardSchema } from "./standard_schema.ts";
-import { buildEnvLayer } from "./sources/env.ts";
+import { DefaultsSource } from "./sources/defaults.ts";
+import { EnvSource } from "./sources/env.ts";
 import { dirOf, readConfigFiles } from "./sources/file.ts";
 import type { FileSearch } from "./sources/file.ts";
-import { buildFlagsLayer } from "./sources/flags.ts";
+import { FlagsSource } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
 import { getAt, isPlainObject, mapTree, readPath, setAt, splitPath } from "./_path.ts";
@@ -32,7 +33,7 @@ import { coerce } from "./_coerce.ts";
 import { SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
-import { issuesError, runPipeline } from "./_pipeline.ts";
+import { runPipeline } from "./_pipeline.ts";
 import type { PipelineResult, State } from "./_pipeline.ts";
 
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
@@ -259,10 +260,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #watchers: DirectoryWatcher[] = [];
   #watching = false;
   #disposed = false;
-  #help = false;
+  readonly #defaults: DefaultsSource;
+  readonly #env: EnvSource;
+  readonly #flags: FlagsSource;
   #profile: string | undefined;
-  #configFiles: string[] = [];
-  #positionals: string[] = [];
   #watchDirs = new Set<string>();
   #watchNames = new Set<string>();
   /** Files read for secrets (`${file:…}`, `NAME_FILE`), and the directories watched for them. */
@@ -292,8 +293,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   };
   #setLayer: Record<string, unknown> = {};
   #writeOnly: string[] | undefined;
-  /** Unknown environment variables already warned about (once each, not at every reload). */
-  #warnedVars = new Set<string>();
   #defaultLogger: Logger | undefined;
 
   /** @internal Use {@linkcode createConfig}. */
@@ -310,6 +309,24 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
     }
     this.#prefix = options.env === false ? "" : options.env?.prefix ?? "APP";
+    this.#defaults = new DefaultsSource(options.defaults);
+    this.#env = new EnvSource({
+      info: this.#info,
+      enabled: options.env !== false,
+      prefix: this.#prefix,
+      vars: options.env === false ? undefined : options.env?.vars,
+      strict: options.env !== false && options.env?.strict === true,
+      logger: () => this.#logger(),
+      fs: this.#secretFs,
+    });
+    const args = this.#argsOptions();
+    this.#flags = new FlagsSource(this.#info, args.argv, {
+      profile: args.profileFlag === false || options.profile === false
+        ? undefined
+        : args.profileFlag ?? "profile",
+      config: args.configFlag === false ? undefined : args.configFlag ?? "config",
+      aliases: args.aliases ?? {},
+    });
     this.#checkNameCollisions();
     this.#checkReservedNames();
   }
@@ -325,15 +342,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const flags = await this.#secrets(this.#readFlags(issues), issues);
     const env = await this.#readEnv(issues);
     const files = await this.#readFiles(issues);
-    const defaults = await this.#secrets(
-      {
-        kind: "defaults",
-        name: "defaults",
-        tree: structuredCloneTree(this.#options.defaults ?? {}),
-        origins: new Map([["", { layer: "defaults" }]]),
-      },
-      issues,
-    );
+    const defaults = await this.#secrets(this.#defaults.read(), issues);
     this.#layers.set("defaults", [defaults]);
     this.#setFileLayers(files);
     this.#layers.set("env", [env]);
@@ -369,7 +378,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   /** Whether `--help` or `-h` was on the command line (print {@linkcode Config.help} then). */
   get helpRequested(): boolean {
-    return this.#help;
+    return this.#flags.help;
   }
 
   /** The active profile, if any. */
@@ -379,7 +388,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   /** Command-line arguments that are not flags. */
   get positionals(): readonly string[] {
-    return this.#positionals;
+    return this.#flags.positionals;
   }
 
   /**
@@ -625,72 +634,20 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return isArgv(args) ? { argv: args } : args;
   }
 
+  /** Reads the flags, then settles the profile: the option, else the flag, else the variable. */
   #readFlags(issues: ConfigIssue[]): Layer {
-    const args = this.#argsOptions();
-    const result = buildFlagsLayer(this.#info, args.argv, {
-      profile: args.profileFlag === false || this.#options.profile === false
-        ? undefined
-        : args.profileFlag ?? "profile",
-      config: args.configFlag === false ? undefined : args.configFlag ?? "config",
-      aliases: args.aliases ?? {},
-    });
-    issues.push(...result.issues);
-    this.#help = result.help;
-    this.#configFiles = result.configFiles;
-    this.#positionals = result.positionals;
-    const envVars = this.#envVars();
+    const layer = this.#flags.read(issues);
     this.#profile = typeof this.#options.profile === "string"
       ? this.#options.profile
       : this.#options.profile === false
       ? undefined
-      : result.profile ?? (this.#prefix === "" ? undefined : envVars[`${this.#prefix}_PROFILE`]);
-    return result.layer;
-  }
-
-  #envVars(): Readonly<Record<string, string | undefined>> {
-    const env = this.#options.env;
-    if (env === false) return {};
-    if (env?.vars !== undefined) return env.vars;
-    try {
-      return Deno.env.toObject();
-    } catch {
-      return {};
-    }
+      : this.#flags.profile ??
+        (this.#prefix === "" ? undefined : this.#env.vars()[`${this.#prefix}_PROFILE`]);
+    return layer;
   }
 
   async #readEnv(issues: ConfigIssue[]): Promise<Layer> {
-    if (this.#options.env === false) {
-      return { kind: "env", name: "env", tree: {}, origins: new Map() };
-    }
-    const vars = this.#envVars();
-    const reserved = new Set<string>([`${this.#prefix}_PROFILE`]);
-    const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#secretFs, reserved);
-    issues.push(...result.issues);
-    const strict = this.#options.env?.strict === true;
-    for (const { name, hint, nearest } of result.unknown) {
-      if (strict) {
-        issues.push({
-          path: "",
-          message: `unknown environment variable ${name}${hint ? `, did you mean ${hint}?` : ""}`,
-          origin: { layer: "env", name },
-        });
-        continue;
-      }
-      if (this.#warnedVars.has(name)) continue;
-      this.#warnedVars.add(name);
-      const suggestion = nearest === undefined
-        ? ""
-        : nearest.variable === hint
-        ? `; did you mean ${hint} (${nearest.key})?`
-        : hint !== undefined
-        ? `; did you mean ${hint}?`
-        : `; the closest key is ${nearest.key} (${nearest.variable})`;
-      this.#logger().warn(`unknown environment variable ${name} ignored${suggestion}`, {
-        variable: name,
-        ...(nearest === undefined ? {} : { closest: nearest.variable, key: nearest.key }),
-      });
-    }
-    return await this.#secrets(result.layer, issues);
+    return await this.#secrets(await this.#env.read(issues), issues);
   }
 
   #logger(): Logger {
@@ -698,7 +655,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   async #secrets(layer: Layer, issues: ConfigIssue[]): Promise<Layer> {
-    const vars = this.#envVars();
+    const vars = this.#env.vars();
     const result = await resolveSecretReferences(layer, (name) => vars[name], this.#secretFs);
     issues.push(...result.issues);
     return result.layer;
@@ -713,7 +670,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
           files: this.#options.files,
           configDir: this.#options.configDir,
           profile: this.#profile,
-          configFiles: this.#configFiles,
+          configFiles: this.#flags.configFiles,
         },
         { dirs: this.#watchDirs, names: this.#watchNames },
         (layer, issues) => this.#secrets(layer, issues),

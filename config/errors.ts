@@ -4,6 +4,7 @@
  * @module
  */
 import { TriadError } from "@triad/core";
+import { formatOrigin } from "./origin.ts";
 import type { Origin } from "./origin.ts";
 
 /** One problem found while loading or validating configuration. */
@@ -71,4 +72,23 @@ export function asConfigError(error: unknown, context?: string): ConfigError {
     code: "remote",
     cause: error,
   });
+}
+
+/** One error for several issues, its code from the most telling of them. */
+export function issuesError(issues: readonly ConfigIssue[], headline: string): ConfigError {
+  const lines = issues.map((issue) => {
+    const where = issue.origin === undefined ? "" : `${formatOrigin(issue.origin)}: `;
+    return `${where}${issue.message}`;
+  });
+  const code = issues.some((i) => /unknown (key|flag|environment)/.test(i.message))
+    ? "unknown_key"
+    : issues.some((i) => i.origin !== undefined && "line" in i.origin && i.path === "")
+    ? "parse"
+    : issues.some((i) => i.message.startsWith("secret reference"))
+    ? "secret"
+    : issues.some((i) => / not found$|^No configuration file/.test(i.message))
+    ? "not_found"
+    : "invalid";
+  const message = lines.length === 1 ? lines[0]! : `${headline}:\n  ${lines.join("\n  ")}`;
+  return new ConfigError(message, { code, issues });
 }

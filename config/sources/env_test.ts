@@ -3,7 +3,8 @@ import { z } from "zod";
 import { denoFileSystem } from "../file_system.ts";
 import { Secret } from "../secret.ts";
 import { SchemaInfo, standardJsonSchema } from "../_schema_info.ts";
-import { buildEnvLayer } from "./env.ts";
+import { buildEnvLayer, EnvSource } from "./env.ts";
+import { createLogger } from "@triad/core";
 
 const info = new SchemaInfo(standardJsonSchema(z.object({
   dns: z.object({ cacheSize: z.number().int(), enabled: z.boolean() }),
@@ -67,4 +68,27 @@ Deno.test("the env source reads NAME_FILE into a Secret and reports unknown vari
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("EnvSource warns once per unknown variable, or fails on them when strict", async () => {
+  const lines: string[] = [];
+  const options = {
+    info,
+    enabled: true,
+    prefix: "APP",
+    vars: { APP_DNS__CACHE_SIZ: "1" },
+    strict: false,
+    logger: () => createLogger({ write: (line) => lines.push(line) }),
+    fs: denoFileSystem,
+  };
+  const source = new EnvSource(options);
+  assert.deepEqual((await source.load()).tree, {});
+  await source.load();
+  assert.equal(lines.length, 1, lines.join("\n"));
+  assert.match(lines[0]!, /unknown environment variable APP_DNS__CACHE_SIZ ignored; did you mean/);
+  await assert.rejects(
+    new EnvSource({ ...options, strict: true }).load(),
+    /unknown environment variable APP_DNS__CACHE_SIZ, did you mean APP_DNS__CACHE_SIZE\?/,
+  );
+  assert.deepEqual(new EnvSource({ ...options, enabled: false }).vars(), {});
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
 import { SchemaInfo, standardJsonSchema } from "../_schema_info.ts";
-import { buildFlagsLayer } from "./flags.ts";
+import { buildFlagsLayer, FlagsSource } from "./flags.ts";
 
 const info = new SchemaInfo(standardJsonSchema(z.object({
   dns: z.object({ cacheSize: z.number().int(), enabled: z.boolean() }),
@@ -44,4 +44,11 @@ Deno.test("the flags source reports unknown flags and bad values, and sees --hel
   assert.match(messages, /unknown flag --dns\.cache-siz, did you mean --dns\.cache-size\?/);
   assert.match(messages, /--dns\.cache-size/);
   assert.equal(result.help, true);
+});
+
+Deno.test("FlagsSource keeps what the command line said besides values; load() fails on errors", async () => {
+  const source = new FlagsSource(info, ["--listen", "a:1", "run", "--profile=dev"], names);
+  assert.deepEqual((await source.load()).tree, { listen: "a:1" });
+  assert.deepEqual([source.profile, source.positionals, source.help], ["dev", ["run"], false]);
+  await assert.rejects(new FlagsSource(info, ["--nope"], names).load(), /unknown flag --nope/);
 });
