@@ -16,13 +16,12 @@ import type { ConfigFileSystem } from "./file_system.ts";
 import { formatHelp } from "./_help.ts";
 import type { Layer } from "./layer.ts";
 import type { ArrayStrategy } from "./merge.ts";
-import { envVarName, flagName } from "./names.ts";
 import type { LayerName, Origin } from "./origin.ts";
 import type { Source, SourceContext, SourceLayer } from "./source.ts";
 import type { SchemaInput, SchemaOutput, StandardSchema } from "./standard_schema.ts";
 import { DefaultsSource } from "./sources/defaults.ts";
 import { EnvSource } from "./sources/env.ts";
-import { dirOf, readConfigFiles } from "./sources/file.ts";
+import { dirOf, FileSource } from "./sources/file.ts";
 import type { FileSearch } from "./sources/file.ts";
 import { FlagsSource } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
@@ -34,6 +33,7 @@ import { SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
 import { runPipeline } from "./_pipeline.ts";
+import { checkNameCollisions, checkReservedNames } from "./_name_checks.ts";
 import type { PipelineResult, State } from "./_pipeline.ts";
 
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
@@ -252,7 +252,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #layers = new Map<LayerName, Layer[]>();
   /** `remote` then `sources`: each one's last layer, by index; their watchers and tasks. */
   readonly #sources: readonly Source[];
-  #sourceLayers: (SourceLayer | undefined)[] = [];
+  #sourceLayers: (readonly SourceLayer[] | undefined)[] = [];
   #sourcesWatched = new Set<number>();
   #sourceTasks: Promise<void>[] = [];
   #state: State | undefined;
@@ -263,17 +263,14 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   readonly #defaults: DefaultsSource;
   readonly #env: EnvSource;
   readonly #flags: FlagsSource;
+  readonly #files: FileSource;
   #profile: string | undefined;
-  #watchDirs = new Set<string>();
-  #watchNames = new Set<string>();
   /** Files read for secrets (`${file:…}`, `NAME_FILE`), and the directories watched for them. */
   #secretFiles = new Set<string>();
   /** Per watched directory, the names of the secret files in it. */
   #secretDirs = new Map<string, Set<string>>();
   /** The contents of the secret files last read, to name the ones a reload found changed. */
   #secretTexts = new Map<string, string>();
-  /** The contents of the configuration files last read, by path, for the same purpose. */
-  #fileTexts = new Map<string, string>();
   #debounceMs = 50;
   /** The file system, recording the files read for secrets. */
   readonly #secretFs: ConfigFileSystem = {
@@ -320,6 +317,12 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       fs: this.#secretFs,
     });
     const args = this.#argsOptions();
+    this.#files = new FileSource(this.#fs, () => ({
+      files: options.files,
+      configDir: options.configDir,
+      profile: this.#profile,
+      configFiles: this.#flags.configFiles,
+    }), (layer, issues) => this.#secrets(layer, issues));
     this.#flags = new FlagsSource(this.#info, args.argv, {
       profile: args.profileFlag === false || options.profile === false
         ? undefined
@@ -327,8 +330,14 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       config: args.configFlag === false ? undefined : args.configFlag ?? "config",
       aliases: args.aliases ?? {},
     });
-    this.#checkNameCollisions();
-    this.#checkReservedNames();
+    const names = {
+      env: options.env !== false,
+      prefix: this.#prefix,
+      profile: options.profile,
+      args: options.args === undefined ? undefined : this.#argsOptions(),
+    };
+    checkNameCollisions(this.#info, names);
+    checkReservedNames(this.#info, names);
   }
 
   static {
@@ -341,7 +350,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const issues: ConfigIssue[] = [];
     const flags = await this.#secrets(this.#readFlags(issues), issues);
     const env = await this.#readEnv(issues);
-    const files = await this.#readFiles(issues);
+    const files = await this.#files.read(issues);
     const defaults = await this.#secrets(this.#defaults.read(), issues);
     this.#layers.set("defaults", [defaults]);
     this.#setFileLayers(files);
@@ -352,7 +361,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const unreachable: number[] = [];
     await Promise.all(remote.map(async (source, index) => {
       try {
-        this.#sourceLayers[index] = await source.load(this.#sourceContext());
+        this.#sourceLayers[index] = layersOf(await source.load(this.#sourceContext()));
       } catch (error) {
         const configError = asConfigError(error, `Remote source ${source.name}`);
         if (source.required || configError.code === "parse") {
@@ -477,8 +486,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       : parseDuration(this.#options.debounce);
     this.#debounceMs = debounce;
     this.#watchSecrets();
-    const names = this.#watchNames;
-    for (const dir of this.#watchDirs) {
+    const names = this.#files.watchTargets.names;
+    for (const dir of this.#files.watchTargets.dirs) {
       const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
         const relevant = firstRelevant(paths, (base) => names.has(base) || names.has(`${dir}/*`));
         if (relevant !== undefined) void this.#reloadFiles({ label: "file", dir, relevant });
@@ -499,14 +508,14 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#assertOpen();
     return this.#enqueue(async () => {
       const issues: ConfigIssue[] = [];
-      const files = await this.#readFiles(issues);
+      const files = await this.#files.read(issues);
       const env = await this.#readEnv(issues);
       this.#watchSecrets();
       const sourceLayers = [...this.#sourceLayers];
       await Promise.all(this.#sources.map(async (source, index) => {
         if (this.#sourcesWatched.has(index)) return; // its watcher keeps it current
         try {
-          sourceLayers[index] = await source.load(this.#sourceContext());
+          sourceLayers[index] = layersOf(await source.load(this.#sourceContext()));
         } catch (error) {
           if (source.required) issues.push({ path: "", message: asConfigError(error).message });
         }
@@ -590,7 +599,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const ordered: Layer[] = [];
     for (const kind of this.#order) {
       ordered.push(...(this.#layers.get(kind) ?? []));
-      for (const layer of this.#sourceLayers) if (layer?.kind === kind) ordered.push(layer);
+      for (const layers of this.#sourceLayers) {
+        for (const layer of layers ?? []) if (layer.kind === kind) ordered.push(layer);
+      }
     }
     return runPipeline(ordered, previous, {
       schema: this.#options.schema,
@@ -661,27 +672,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return result.layer;
   }
 
-  async #readFiles(issues: ConfigIssue[]): Promise<Layer[]> {
-    const texts = new Map<string, string>();
-    try {
-      return await readConfigFiles(
-        this.#fs,
-        {
-          files: this.#options.files,
-          configDir: this.#options.configDir,
-          profile: this.#profile,
-          configFiles: this.#flags.configFiles,
-        },
-        { dirs: this.#watchDirs, names: this.#watchNames },
-        (layer, issues) => this.#secrets(layer, issues),
-        issues,
-        texts,
-      );
-    } finally {
-      this.#fileTexts = texts;
-    }
-  }
-
   #setFileLayers(files: Layer[]) {
     for (const kind of ["files", "profile", "configDir"] as const) {
       this.#layers.set(kind, files.filter((layer) => layer.kind === kind));
@@ -697,12 +687,12 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return this.#enqueue(async () => {
       if (this.#disposed) return;
       const issues: ConfigIssue[] = [];
-      const beforeFiles = this.#fileTexts;
+      const beforeFiles = this.#files.texts;
       const beforeSecrets = new Map(this.#secretTexts);
-      const files = await this.#readFiles(issues);
+      const files = await this.#files.read(issues);
       const env = withEnv ? await this.#readEnv(issues) : undefined;
       const changed = trigger.label === "file"
-        ? changedIn(trigger.dir, beforeFiles, this.#fileTexts)
+        ? changedIn(trigger.dir, beforeFiles, this.#files.texts)
         : changedIn(trigger.dir, beforeSecrets, this.#secretTexts);
       const cause = `${trigger.label} ${
         changed.length > 0 ? changed.join(", ") : trigger.relevant
@@ -762,20 +752,24 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#sourcesWatched.add(index);
     const task = source.watch(
       this.#sourceContext(),
-      (layer) => {
+      (loaded) => {
         void this.#enqueue(async () => {
           if (this.#disposed) return;
           const issues: ConfigIssue[] = [];
-          const resolved = await this.#secrets(layer, issues);
+          const resolved: SourceLayer[] = [];
+          for (const layer of layersOf(loaded)) {
+            const secret = await this.#secrets(layer, issues);
+            resolved.push(
+              layer.coerce === undefined ? secret : { ...secret, coerce: layer.coerce },
+            );
+          }
           if (issues.length > 0) {
             this.#emitError(issuesError(issues, `Cannot apply ${source.name}`));
             return;
           }
           try {
             await this.#apply(source.name, () => {
-              this.#sourceLayers[index] = layer.coerce === undefined
-                ? resolved
-                : { ...resolved, coerce: layer.coerce };
+              this.#sourceLayers[index] = resolved;
             });
           } catch (error) {
             this.#emitError(asConfigError(error));
@@ -866,98 +860,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     });
     return view;
   }
-
-  /**
-   * Fails when a key's (or an alias's) flag or variable is one the configuration itself reads:
-   * `--config`, `--profile`, `<PREFIX>_PROFILE`, `--help`; the key could never be set through it.
-   */
-  #checkReservedNames() {
-    type Purpose = "config" | "profile" | "help";
-    const reservedFlags = new Map<string, Purpose>();
-    const args = this.#options.args === undefined ? undefined : this.#argsOptions();
-    if (args !== undefined) {
-      reservedFlags.set("--help", "help");
-      if (args.configFlag !== false) {
-        reservedFlags.set(`--${args.configFlag ?? "config"}`, "config");
-      }
-      if (args.profileFlag !== false && this.#options.profile !== false) {
-        reservedFlags.set(`--${args.profileFlag ?? "profile"}`, "profile");
-      }
-    }
-    const profileVar = this.#options.profile === undefined && this.#options.env !== false &&
-        this.#prefix !== ""
-      ? `${this.#prefix}_PROFILE`
-      : undefined;
-    const hits = new Map<string, { purpose: Purpose; alias: boolean; names: string[] }>();
-    const hit = (subject: string, alias: boolean, purpose: Purpose, name: string) => {
-      const entry = hits.get(subject) ?? { purpose, alias, names: [] };
-      entry.names.push(name);
-      hits.set(subject, entry);
-    };
-    for (const { segments } of this.#info.leaves()) {
-      const path = segments.join(".");
-      for (const flag of new Set([flagName(segments), `--${path}`])) {
-        const purpose = reservedFlags.get(flag);
-        if (purpose !== undefined) hit(`Key ${path}`, false, purpose, `flag ${flag}`);
-      }
-      if (profileVar !== undefined && envVarName(this.#prefix, segments) === profileVar) {
-        hit(`Key ${path}`, false, "profile", `environment variable ${profileVar}`);
-      }
-    }
-    for (const [alias, path] of Object.entries(args?.aliases ?? {})) {
-      const purpose = reservedFlags.get(`--${alias}`);
-      if (purpose !== undefined) {
-        hit(`Alias --${alias} (for ${path})`, true, purpose, `flag --${alias}`);
-      }
-    }
-    if (hits.size === 0) return;
-    const lines = [...hits].map(([subject, { purpose, alias, names }]) => {
-      const several = names.length > 1;
-      const what = names.join(" and ");
-      const does = purpose === "help"
-        ? "asks for the help text"
-        : `${several ? "name" : "names"} ${
-          purpose === "profile" ? "the profile" : "configuration files"
-        }`;
-      const free = purpose === "help"
-        ? ""
-        : `, or free ${several ? "them" : "it"} with ${
-          purpose === "config"
-            ? "args.configFlag (another name, or false)"
-            : names.every((n) => n.startsWith("flag "))
-            ? "args.profileFlag (another name, or false)"
-            : names.some((n) => n.startsWith("flag "))
-            ? "args.profileFlag and the profile option (a name, or false)"
-            : "the profile option (a name, or false)"
-        }`;
-      return `${subject} collides with the reserved ${what}, which ${does}: rename the ${
-        alias ? "alias" : "key"
-      }${free}`;
-    });
-    throw new ConfigError(
-      lines.length === 1
-        ? lines[0]!
-        : `Schema keys collide with reserved names:\n  ${lines.join("\n  ")}`,
-      { code: "bad_option" },
-    );
-  }
-
-  #checkNameCollisions() {
-    if (this.#options.env === false) return;
-    const seen = new Map<string, string>();
-    for (const leaf of this.#info.leaves()) {
-      const name = envVarName(this.#prefix, leaf.segments);
-      const path = leaf.segments.join(".");
-      const other = seen.get(name);
-      if (other !== undefined) {
-        throw new ConfigError(
-          `Keys ${other} and ${path} both map to environment variable ${name}; rename one`,
-          { code: "bad_option" },
-        );
-      }
-      seen.set(name, path);
-    }
-  }
 }
 
 // ---- small helpers ----
@@ -983,6 +885,11 @@ function changedIn(
     if (dirOf(path) === dir && before.get(path) !== after.get(path)) out.push(path);
   }
   return out.sort();
+}
+
+/** A source's layer, or layers, as an array. */
+function layersOf(loaded: SourceLayer | readonly SourceLayer[]): readonly SourceLayer[] {
+  return Array.isArray(loaded) ? loaded : [loaded as SourceLayer];
 }
 
 function isArgv(args: readonly string[] | ArgsOptions): args is readonly string[] {

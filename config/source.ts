@@ -29,8 +29,8 @@ export interface SourceLayer extends Layer {
 }
 
 /**
- * A source of configuration: reads its contents into a layer, and optionally watches them and
- * hands over a new layer after every change. The layer's `kind` says where it goes in the layer
+ * A source of configuration: reads its contents into layers, and optionally watches them and
+ * hands over new layers after every change. Each layer's `kind` says where it goes in the layer
  * order (`"remote"` for etcd and Consul); its origins say where each value came from, for
  * `explain()`, `dump({ origins: true })` and error messages. Strings in it may hold secret
  * references (`${file:…}`, `${env:…}`), resolved by the configuration.
@@ -71,11 +71,12 @@ export interface Source {
   /** Whether configuration fails to start when the source cannot be read. @default {false} */
   readonly required?: boolean;
   /**
-   * Reads the current contents once.
+   * Reads the current contents once: one layer, or several (a file source's file, profile file
+   * and config directory).
    *
    * @throws {ConfigError} With code `remote` when unreachable, `parse` on garbage.
    */
-  load(context: SourceContext): Promise<SourceLayer>;
+  load(context: SourceContext): Promise<SourceLayer | readonly SourceLayer[]>;
   /**
    * Watches until `context.signal` aborts: reads the contents (again), then reports every change
    * with `onLayer`, and every failure with `onError` before retrying with backoff. Resolves once
@@ -83,7 +84,7 @@ export interface Source {
    */
   watch?(
     context: SourceContext,
-    onLayer: (layer: SourceLayer) => void,
+    onLayer: (layers: SourceLayer | readonly SourceLayer[]) => void,
     onError: (error: ConfigError) => void,
   ): Promise<void>;
 }

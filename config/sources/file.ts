@@ -7,10 +7,11 @@
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import type { Node as YamlNode } from "yaml";
 import { parse as parseToml } from "smol-toml";
-import { asConfigError, ConfigError } from "../errors.ts";
+import { asConfigError, ConfigError, issuesError } from "../errors.ts";
 import type { ConfigIssue } from "../errors.ts";
 import type { ConfigFileSystem } from "../file_system.ts";
 import type { Layer } from "../layer.ts";
+import type { Source, SourceLayer } from "../source.ts";
 import type { Origin } from "../origin.ts";
 import { childPath, isPlainObject } from "../_path.ts";
 import { JsonSyntaxError, parseJsonWithPositions } from "./_json.ts";
@@ -403,6 +404,63 @@ export async function readConfigFiles(
     }
   }));
   return layers.filter((layer): layer is Layer => layer !== undefined);
+}
+
+/**
+ * The configuration files as a {@linkcode Source}: the files option (explicit, or a search), the
+ * profile's file beside each, the config directory; one layer per file. It remembers what to
+ * watch and the texts it read, so a reload can name the files whose contents changed.
+ */
+export class FileSource implements Source {
+  readonly name = "files";
+  /** Directories to watch and the names in them that matter; grows with each read. */
+  readonly watchTargets: WatchTargets = { dirs: new Set(), names: new Set() };
+  /** The texts the last read found, by path. */
+  texts: ReadonlyMap<string, string> = new Map();
+  readonly #fs: ConfigFileSystem;
+  readonly #plan: () => FilePlan;
+  readonly #resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer>;
+
+  /**
+   * @param fs The file system.
+   * @param plan What to read, asked at each read (the profile and `--config` come from flags).
+   * @param resolve Resolves secret references in a layer.
+   */
+  constructor(
+    fs: ConfigFileSystem,
+    plan: () => FilePlan,
+    resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer> = (layer) =>
+      Promise.resolve(layer),
+  ) {
+    this.#fs = fs;
+    this.#plan = plan;
+    this.#resolve = resolve;
+  }
+
+  /** @throws {ConfigError} Naming every file that is missing, unreadable or invalid. */
+  async load(): Promise<readonly SourceLayer[]> {
+    const issues: ConfigIssue[] = [];
+    const layers = await this.read(issues);
+    if (issues.length > 0) throw issuesError(issues, "Cannot read configuration files");
+    return layers;
+  }
+
+  /** Reads every file into a layer, adding every problem to `issues`. */
+  async read(issues: ConfigIssue[]): Promise<Layer[]> {
+    const texts = new Map<string, string>();
+    try {
+      return await readConfigFiles(
+        this.#fs,
+        this.#plan(),
+        this.watchTargets,
+        this.#resolve,
+        issues,
+        texts,
+      );
+    } finally {
+      this.texts = texts;
+    }
+  }
 }
 
 /** The directory of a file path (`.` for a bare name). */

@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { denoFileSystem } from "../file_system.ts";
 import type { ConfigIssue } from "../errors.ts";
 import type { Layer } from "../layer.ts";
-import { findConfigFiles, formatOfFile, parseConfigText, readConfigFiles } from "./file.ts";
+import {
+  FileSource,
+  findConfigFiles,
+  formatOfFile,
+  parseConfigText,
+  readConfigFiles,
+} from "./file.ts";
 import type { FilePlan, WatchTargets } from "./file.ts";
 
 async function tree(files: Record<string, string>): Promise<string> {
@@ -109,5 +115,27 @@ Deno.test("one parser per format, with positions", () => {
     assert.deepEqual(plain(layer.tree), { dns: { port: 53 } }, format);
     const origin = layer.origins.get("dns.port");
     assert.ok(origin !== undefined && "line" in origin && origin.line === 2, format);
+  }
+});
+
+Deno.test("FileSource loads layers, remembers texts and what to watch; load() fails on misses", async () => {
+  const dir = await tree({ "app.yaml": "port: 1\n" });
+  try {
+    const source = new FileSource(denoFileSystem, () => ({
+      files: [`${dir}/app.yaml`],
+      profile: "dev",
+      configFiles: [],
+    }));
+    const layers = await source.load();
+    assert.deepEqual(layers.map((l) => [l.kind, l.tree]), [["files", { port: 1 }]]);
+    assert.deepEqual([...source.texts.keys()], [`${dir}/app.yaml`]);
+    assert.deepEqual([...source.watchTargets.names], ["app.yaml", "app.dev.yaml"]);
+    await assert.rejects(
+      new FileSource(denoFileSystem, () => ({ files: [`${dir}/gone.yaml`], configFiles: [] }))
+        .load(),
+      /gone\.yaml not found/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
