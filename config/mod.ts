@@ -74,7 +74,8 @@ export type {
   StandardResult,
   StandardSchema,
 } from "./standard_schema.ts";
-export type { ConfigFormat, FileSearch } from "./sources/file.ts";
+export type { FileSearch } from "./sources/file.ts";
+export type { ConfigFormat } from "./sources/parsers.ts";
 export { etcdSource, type EtcdSourceOptions } from "./sources/etcd.ts";
 export { consulSource, type ConsulSourceOptions } from "./sources/consul.ts";
 export { type JsonSchemaObject, toJsonSchema, toOpenApiComponent } from "./json_schema.ts";

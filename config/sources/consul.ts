@@ -6,7 +6,7 @@
 import { ConfigError } from "../errors.ts";
 import type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from "../source.ts";
 import { parseDuration } from "@triad/core";
-import type { ConfigFormat } from "./file.ts";
+import type { ConfigFormat } from "./parsers.ts";
 import {
   backoffDelay,
   fromBase64,
