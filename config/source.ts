@@ -89,8 +89,22 @@ export interface Source {
   ): Promise<void>;
 }
 
-/** A {@linkcode Source} (its earlier name, for etcd and Consul). */
-export type RemoteSource = Source;
+/**
+ * A {@linkcode Source} that loads one layer and always watches, as etcd and Consul do (the type
+ * `etcdSource()` and `consulSource()` return).
+ */
+export interface RemoteSource extends Source {
+  /** Whether configuration fails to start when the source is unreachable. */
+  readonly required: boolean;
+  /** Reads the current contents once. */
+  load(context: SourceContext): Promise<SourceLayer>;
+  /** Watches until `context.signal` aborts, as {@linkcode Source.watch} does. */
+  watch(
+    context: SourceContext,
+    onLayer: (layer: SourceLayer) => void,
+    onError: (error: ConfigError) => void,
+  ): Promise<void>;
+}
 /** A {@linkcode SourceContext} (its earlier name). */
 export type RemoteContext = SourceContext;
 /** A {@linkcode SourceLayer} (its earlier name). */
