@@ -10,7 +10,7 @@ import { envVarName, flagName } from "./names.ts";
 import type { SchemaInfo } from "./_schema_info.ts";
 
 /** The options the checks depend on. */
-export interface NameOptions {
+interface NameOptions {
   /** Whether there is an environment layer. */
   readonly env: boolean;
   /** The variable prefix. */

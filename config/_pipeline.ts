@@ -179,7 +179,7 @@ function checkUnknownKeys(info: SchemaInfo, merged: MergedLayers, issues: Config
 }
 
 /** A layer whose string leaves are coerced to the schema's types (remote prefix trees). */
-export function coerceLayer(layer: Layer, info: SchemaInfo): Layer {
+function coerceLayer(layer: Layer, info: SchemaInfo): Layer {
   const walk = (value: unknown, segments: string[]): unknown => {
     if (typeof value === "string") return coerce(value, info.nodeAt(segments), info);
     if (isPlainObject(value)) {

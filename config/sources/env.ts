@@ -134,7 +134,7 @@ export async function buildEnvLayer(
 }
 
 /** What the environment source reads. */
-export interface EnvSourceOptions {
+interface EnvSourceOptions {
   readonly info: SchemaInfo;
   /** `false` for no environment layer (an empty one). */
   readonly enabled: boolean;

@@ -15,7 +15,7 @@ import { isPlainObject } from "../_path.ts";
 import { type ConfigFormat, ParseFailure, PARSERS } from "./parsers.ts";
 
 /** File extensions and their format, in search order. */
-export const CONFIG_EXTENSIONS: readonly (readonly [string, ConfigFormat])[] = [
+const CONFIG_EXTENSIONS: readonly (readonly [string, ConfigFormat])[] = [
   [".yaml", "yaml"],
   [".yml", "yaml"],
   [".json", "json"],
@@ -29,7 +29,7 @@ export function formatOfFile(path: string): ConfigFormat | undefined {
 }
 
 /** The layers a configuration file can belong to. */
-export type FileLayerKind = "files" | "profile" | "configDir";
+type FileLayerKind = "files" | "profile" | "configDir";
 
 /**
  * Parses configuration text into a layer, with the position of every key.
@@ -111,7 +111,7 @@ export interface WatchTargets {
 }
 
 /** A configuration file to read, for one layer; `text` when the search read it already. */
-export interface FileCandidate {
+interface FileCandidate {
   readonly path: string;
   readonly kind: "files" | "profile" | "configDir";
   readonly required: boolean;

@@ -21,10 +21,10 @@ export class ParseFailure extends Error {
 }
 
 /** Reports the 1-based position of the key or item at a dotted path. */
-export type MarkPosition = (path: string, line: number, column: number) => void;
+type MarkPosition = (path: string, line: number, column: number) => void;
 
 /** A parser of one format. */
-export interface Parser {
+interface Parser {
   /**
    * Parses `text` into a tree, calling `mark` for every key and array item.
    *
@@ -34,7 +34,7 @@ export interface Parser {
 }
 
 /** YAML 1.2: duplicate keys are errors; aliases are expanded (at most 1,000). */
-export const yamlParser: Parser = {
+const yamlParser: Parser = {
   parse(text, markAt) {
     const lineCounter = new LineCounter();
     const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -75,7 +75,7 @@ export const yamlParser: Parser = {
 };
 
 /** Strict JSON (duplicate keys are errors). */
-export const jsonParser: Parser = {
+const jsonParser: Parser = {
   parse(text, mark) {
     try {
       return parseJsonWithPositions(text, (path, offset) => {
@@ -92,7 +92,7 @@ export const jsonParser: Parser = {
 };
 
 /** TOML 1.0. */
-export const tomlParser: Parser = {
+const tomlParser: Parser = {
   parse(text, mark) {
     let tree: unknown;
     try {
