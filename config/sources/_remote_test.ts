@@ -5,6 +5,13 @@ import type { RemoteEntry } from "./_remote.ts";
 const entries = (list: [string, string][]) =>
   new Map<string, RemoteEntry>(list.map(([key, value]) => [key, { key, value, revision: 7 }]));
 
+const remoteOrigin = (source: string, key: string) => ({
+  layer: "remote",
+  source,
+  key,
+  revision: 7,
+});
+
 Deno.test("a key prefix maps to a tree of strings to coerce, numeric segments index arrays", () => {
   const layer = remoteLayer(
     "etcd",
@@ -19,12 +26,7 @@ Deno.test("a key prefix maps to a tree of strings to coerce, numeric segments in
   );
   assert.equal(layer.coerce, true);
   assert.deepEqual(layer.tree, { dns: { port: "53" }, upstreams: ["a", "b"] });
-  assert.deepEqual(layer.origins.get("dns.port"), {
-    layer: "remote",
-    source: "etcd",
-    key: "/app/dns/port",
-    revision: 7,
-  });
+  assert.deepEqual(layer.origins.get("dns.port"), remoteOrigin("etcd", "/app/dns/port"));
 });
 
 Deno.test("one key holds a document: parsed, origins at key:line:col, garbage names the key", () => {
@@ -38,12 +40,7 @@ Deno.test("one key holds a document: parsed, origins at key:line:col, garbage na
   );
   assert.equal(layer.coerce, false);
   assert.deepEqual(layer.tree, { dns: { port: 53 } });
-  assert.deepEqual(layer.origins.get("dns.port"), {
-    layer: "remote",
-    source: "consul",
-    key: "app/config:2:3",
-    revision: 7,
-  });
+  assert.deepEqual(layer.origins.get("dns.port"), remoteOrigin("consul", "app/config:2:3"));
   assert.deepEqual(
     remoteLayer("consul", "c", { key: "app/config" }, entries([])).tree,
     {},
