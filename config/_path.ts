@@ -68,9 +68,20 @@ export function splitPath(path: string): readonly Segment[] {
   return segments;
 }
 
-/** Joins segments back into a dotted path. */
-export function joinPath(segments: readonly Segment[]): string {
-  return segments.join(".");
+/** The dotted path of `key` (an object key or an array index) below `path`; `""` is the root. */
+export function childPath(path: string, key: string | number): string {
+  return path === "" ? String(key) : `${path}.${key}`;
+}
+
+/** A deep copy of arrays and plain objects, with every other value passed through `leaf`. */
+export function mapTree(value: unknown, leaf: (value: unknown) => unknown): unknown {
+  if (Array.isArray(value)) return value.map((item) => mapTree(item, leaf));
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [key, child] of Object.entries(value)) out[key] = mapTree(child, leaf);
+    return out;
+  }
+  return leaf(value);
 }
 
 /** Returns whether `value` is a plain object (not an array, not a class instance). */

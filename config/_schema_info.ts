@@ -11,13 +11,13 @@ import { isPlainObject } from "./_path.ts";
 export type JsonSchema = Record<string, unknown>;
 
 /** A leaf of the schema's fixed-key object tree: a scalar, an array, or a map with free keys. */
-export interface SchemaLeaf {
+interface SchemaLeaf {
   readonly segments: readonly string[];
   readonly node: JsonSchema;
 }
 
 /** JSON Schema primitive type names, plus `unknown` when the schema does not say. */
-export type SchemaType =
+type SchemaType =
   | "string"
   | "number"
   | "integer"

@@ -7,7 +7,7 @@ import type { ConfigIssue } from "./errors.ts";
 import type { ConfigFileSystem } from "./file_system.ts";
 import type { Layer } from "./layer.ts";
 import { originAt } from "./_origin_at.ts";
-import { isPlainObject } from "./_path.ts";
+import { childPath, isPlainObject } from "./_path.ts";
 import { Secret } from "./secret.ts";
 
 const REFERENCE = /\$?\$\{(env|file):([^}]+)\}/g;
@@ -74,12 +74,12 @@ export async function resolveSecretReferences(
   const walk = async (value: unknown, path: string): Promise<unknown> => {
     if (typeof value === "string") return await resolveString(value, path);
     if (Array.isArray(value)) {
-      return await Promise.all(value.map((v, i) => walk(v, path === "" ? `${i}` : `${path}.${i}`)));
+      return await Promise.all(value.map((v, i) => walk(v, childPath(path, i))));
     }
     if (isPlainObject(value)) {
       const out: Record<string, unknown> = {};
       for (const [key, child] of Object.entries(value)) {
-        out[key] = await walk(child, path === "" ? key : `${path}.${key}`);
+        out[key] = await walk(child, childPath(path, key));
       }
       return out;
     }

@@ -5,42 +5,36 @@
  */
 import { createLogger, parseDuration } from "@triad/core";
 import type { Logger } from "@triad/core";
-import {
-  Document as YamlDocument,
-  isMap,
-  isPair,
-  isScalar,
-  isSeq,
-  stringify as stringifyYaml,
-} from "yaml";
 import { diffConfig } from "./diff.ts";
 import type { ConfigChange } from "./diff.ts";
-import { ConfigError } from "./errors.ts";
+import { asConfigError, ConfigError, issuesError } from "./errors.ts";
 import type { ConfigIssue } from "./errors.ts";
+import { dumpAt, explainAt } from "./explain.ts";
+import type { DumpOptions, Explanation } from "./explain.ts";
 import { denoFileSystem } from "./file_system.ts";
 import type { ConfigFileSystem } from "./file_system.ts";
 import { formatHelp } from "./_help.ts";
 import type { Layer } from "./layer.ts";
-import { mergeLayers } from "./merge.ts";
-import type { ArrayStrategy, MergedLayers, OverriddenValue } from "./merge.ts";
-import { envVarName, flagName } from "./names.ts";
-import { formatOrigin } from "./origin.ts";
+import type { ArrayStrategy } from "./merge.ts";
 import type { LayerName, Origin } from "./origin.ts";
-import type { RemoteContext, RemoteLayer, RemoteSource } from "./remote.ts";
-import { REDACTED_TEXT, Secret } from "./secret.ts";
+import type { Source, SourceContext, SourceLayer } from "./source.ts";
 import type { SchemaInput, SchemaOutput, StandardSchema } from "./standard_schema.ts";
-import { buildEnvLayer } from "./sources/env.ts";
-import { CONFIG_EXTENSIONS, formatOfFile, parseConfigText } from "./sources/file.ts";
-import { buildFlagsLayer } from "./sources/flags.ts";
+import { DefaultsSource } from "./sources/defaults.ts";
+import { EnvSource } from "./sources/env.ts";
+import { dirOf, FileSource } from "./sources/file.ts";
+import type { FileSearch } from "./sources/file.ts";
+import { FlagsSource } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
-import { deepFreeze, getAt, isPlainObject, readPath, setAt, splitPath } from "./_path.ts";
-import type { ConfigPath, ConfigPathValue, Segment } from "./_path.ts";
+import { getAt, isPlainObject, mapTree, readPath, setAt, splitPath } from "./_path.ts";
+import type { ConfigPath, ConfigPathValue } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
-import { closest, describeType, SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
+import { SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
 import type { JsonSchema } from "./_schema_info.ts";
 import { resolveSecretReferences } from "./_secrets.ts";
-import { originAt } from "./_origin_at.ts";
+import { runPipeline } from "./_pipeline.ts";
+import { checkNameCollisions, checkReservedNames } from "./_name_checks.ts";
+import type { PipelineResult, State } from "./_pipeline.ts";
 
 export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
 
@@ -60,16 +54,6 @@ export const DEFAULT_LAYER_ORDER: readonly LayerName[] = [
 export type DeepPartial<T> = T extends readonly (infer E)[] ? readonly E[]
   : T extends Record<string, unknown> ? { [K in keyof T]?: DeepPartial<T[K]> }
   : T;
-
-/** Search for `<name>.{yaml,yml,json,toml}` in directories: the first directory with a hit wins. */
-export interface FileSearch {
-  /** The file name without extension, such as `"app"`. */
-  readonly name: string;
-  /** Directories to search, in order, such as `[".", "/etc/app"]`. */
-  readonly paths: readonly string[];
-  /** Fail when no file is found. @default {false} */
-  readonly required?: boolean;
-}
 
 /** Environment options. */
 export interface EnvOptions {
@@ -123,7 +107,12 @@ export interface CreateConfigOptions<S extends StandardSchema> {
   /** Command-line arguments, or options with aliases. */
   readonly args?: readonly string[] | ArgsOptions;
   /** Remote sources (`etcdSource()`, `consulSource()`), merged in the given order. */
-  readonly remote?: readonly RemoteSource[];
+  readonly remote?: readonly Source[];
+  /**
+   * Sources of your own (see {@linkcode Source}): each layer goes where its `kind` is in the
+   * order, after the built-in layers of that kind and the `remote` sources.
+   */
+  readonly sources?: readonly Source[];
   /** Array merge strategies by path (`*` for array indices). */
   readonly arrays?: Readonly<Record<string, ArrayStrategy>>;
   /** The layer order, lowest priority first. @default {DEFAULT_LAYER_ORDER} */
@@ -143,22 +132,6 @@ export interface CreateConfigOptions<S extends StandardSchema> {
    * @default {createLogger() from @triad/core: JSON lines on stderr}
    */
   readonly logger?: Logger;
-}
-
-/** Where one value came from and what it overrode. */
-export interface Explanation {
-  /** The path. */
-  readonly path: string;
-  /** The value (secrets redacted). */
-  readonly value: unknown;
-  /** The layer that set it: a file position, env variable, flag, remote key, defaults. */
-  readonly origin: Origin | undefined;
-  /** The values it overrode, lowest layer first (secrets redacted). */
-  readonly overridden: readonly OverriddenValue[];
-  /** Whether the value is secret. */
-  readonly secret: boolean;
-  /** `path = value from origin (overrode …)`. */
-  toString(): string;
 }
 
 /** The event `on("change")` listeners receive. */
@@ -181,16 +154,6 @@ export interface ConfigEvents<T> {
   change: (event: ConfigChangeEvent<T>) => void;
   /** A reload failed; the last good configuration stays in place. */
   error: (error: ConfigError) => void;
-}
-
-/** Options of {@linkcode ConfigView.dump}. */
-export interface DumpOptions {
-  /** Replace secrets with `[redacted]`. @default {true} */
-  readonly redact?: boolean;
-  /** YAML or JSON. @default {"yaml"} */
-  readonly format?: "yaml" | "json";
-  /** In YAML, end every value's line with a comment naming where it came from. @default {false} */
-  readonly origins?: boolean;
 }
 
 /** A live, read-only view of a configuration or of part of it. */
@@ -216,20 +179,6 @@ export interface ConfigView<T> {
    * @param listener The listener.
    */
   on<E extends keyof ConfigEvents<T>>(event: E, listener: ConfigEvents<T>[E]): () => void;
-}
-
-interface State {
-  readonly value: unknown;
-  readonly merged: MergedLayers;
-  readonly secretPaths: ReadonlySet<string>;
-}
-
-interface FileCandidate {
-  readonly path: string;
-  readonly kind: "files" | "profile" | "configDir";
-  readonly required: boolean;
-  /** The contents, when the search already read them (read once, never twice). */
-  readonly text?: string;
 }
 
 const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
@@ -301,28 +250,27 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   readonly #changeListeners = new Set<(event: ConfigChangeEvent<T>) => void>();
   readonly #errorListeners = new Set<(error: ConfigError) => void>();
   #layers = new Map<LayerName, Layer[]>();
-  #remoteLayers: (RemoteLayer | undefined)[] = [];
-  #remoteRunning = new Set<number>();
-  #remoteTasks: Promise<void>[] = [];
+  /** `remote` then `sources`: each one's last layer, by index; their watchers and tasks. */
+  readonly #sources: readonly Source[];
+  #sourceLayers: (readonly SourceLayer[] | undefined)[] = [];
+  #sourcesWatched = new Set<number>();
+  #sourceTasks: Promise<void>[] = [];
   #state: State | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #watchers: DirectoryWatcher[] = [];
   #watching = false;
   #disposed = false;
-  #help = false;
+  readonly #defaults: DefaultsSource;
+  readonly #env: EnvSource;
+  readonly #flags: FlagsSource;
+  readonly #files: FileSource;
   #profile: string | undefined;
-  #configFiles: string[] = [];
-  #positionals: string[] = [];
-  #watchDirs = new Set<string>();
-  #watchNames = new Set<string>();
   /** Files read for secrets (`${file:…}`, `NAME_FILE`), and the directories watched for them. */
   #secretFiles = new Set<string>();
   /** Per watched directory, the names of the secret files in it. */
   #secretDirs = new Map<string, Set<string>>();
   /** The contents of the secret files last read, to name the ones a reload found changed. */
   #secretTexts = new Map<string, string>();
-  /** The contents of the configuration files last read, by path, for the same purpose. */
-  #fileTexts = new Map<string, string>();
   #debounceMs = 50;
   /** The file system, recording the files read for secrets. */
   readonly #secretFs: ConfigFileSystem = {
@@ -342,8 +290,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   };
   #setLayer: Record<string, unknown> = {};
   #writeOnly: string[] | undefined;
-  /** Unknown environment variables already warned about (once each, not at every reload). */
-  #warnedVars = new Set<string>();
   #defaultLogger: Logger | undefined;
 
   /** @internal Use {@linkcode createConfig}. */
@@ -352,6 +298,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const jsonSchema = options.jsonSchema ?? standardJsonSchema(options.schema);
     this.#info = new SchemaInfo(jsonSchema as JsonSchema | undefined);
     this.#fs = options.fs ?? denoFileSystem;
+    this.#sources = [...(options.remote ?? []), ...(options.sources ?? [])];
     this.#order = options.order ?? DEFAULT_LAYER_ORDER;
     for (const kind of this.#order) {
       if (!LAYER_KINDS.has(kind)) {
@@ -359,8 +306,38 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
     }
     this.#prefix = options.env === false ? "" : options.env?.prefix ?? "APP";
-    this.#checkNameCollisions();
-    this.#checkReservedNames();
+    this.#defaults = new DefaultsSource(options.defaults);
+    this.#env = new EnvSource({
+      info: this.#info,
+      enabled: options.env !== false,
+      prefix: this.#prefix,
+      vars: options.env === false ? undefined : options.env?.vars,
+      strict: options.env !== false && options.env?.strict === true,
+      logger: () => this.#logger(),
+      fs: this.#secretFs,
+    });
+    const args = this.#argsOptions();
+    this.#files = new FileSource(this.#fs, () => ({
+      files: options.files,
+      configDir: options.configDir,
+      profile: this.#profile,
+      configFiles: this.#flags.configFiles,
+    }), (layer, issues) => this.#secrets(layer, issues));
+    this.#flags = new FlagsSource(this.#info, args.argv, {
+      profile: args.profileFlag === false || options.profile === false
+        ? undefined
+        : args.profileFlag ?? "profile",
+      config: args.configFlag === false ? undefined : args.configFlag ?? "config",
+      aliases: args.aliases ?? {},
+    });
+    const names = {
+      env: options.env !== false,
+      prefix: this.#prefix,
+      profile: options.profile,
+      args: options.args === undefined ? undefined : this.#argsOptions(),
+    };
+    checkNameCollisions(this.#info, names);
+    checkReservedNames(this.#info, names);
   }
 
   static {
@@ -373,26 +350,18 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const issues: ConfigIssue[] = [];
     const flags = await this.#secrets(this.#readFlags(issues), issues);
     const env = await this.#readEnv(issues);
-    const files = await this.#readFiles(issues);
-    const defaults = await this.#secrets(
-      {
-        kind: "defaults",
-        name: "defaults",
-        tree: structuredCloneTree(this.#options.defaults ?? {}),
-        origins: new Map([["", { layer: "defaults" }]]),
-      },
-      issues,
-    );
+    const files = await this.#files.read(issues);
+    const defaults = await this.#secrets(this.#defaults.read(), issues);
     this.#layers.set("defaults", [defaults]);
     this.#setFileLayers(files);
     this.#layers.set("env", [env]);
     this.#layers.set("flags", [flags]);
-    const remote = this.#options.remote ?? [];
-    this.#remoteLayers = remote.map(() => undefined);
+    const remote = this.#sources;
+    this.#sourceLayers = remote.map(() => undefined);
     const unreachable: number[] = [];
     await Promise.all(remote.map(async (source, index) => {
       try {
-        this.#remoteLayers[index] = await source.load(this.#remoteContext());
+        this.#sourceLayers[index] = layersOf(await source.load(this.#sourceContext()));
       } catch (error) {
         const configError = asConfigError(error, `Remote source ${source.name}`);
         if (source.required || configError.code === "parse") {
@@ -406,9 +375,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
     }));
     if (issues.length > 0) throw issuesError(issues, "Cannot load configuration");
-    this.#state = await this.#compute();
+    this.#state = (await this.#compute(undefined)).next;
     // Sources unreachable at start keep retrying in the background, with backoff.
-    for (const index of unreachable) this.#runRemote(index);
+    for (const index of unreachable) this.#watchSource(index);
   }
 
   /** The current snapshot, deeply frozen. A reload swaps it; it never changes in place. */
@@ -418,7 +387,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   /** Whether `--help` or `-h` was on the command line (print {@linkcode Config.help} then). */
   get helpRequested(): boolean {
-    return this.#help;
+    return this.#flags.help;
   }
 
   /** The active profile, if any. */
@@ -428,7 +397,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   /** Command-line arguments that are not flags. */
   get positionals(): readonly string[] {
-    return this.#positionals;
+    return this.#flags.positionals;
   }
 
   /**
@@ -449,7 +418,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The explanation; `String(explanation)` is one readable line.
    */
   explain(path: ConfigPath<T> | ""): Explanation {
-    return this.#explain(path);
+    return explainAt(this.#current(), path);
   }
 
   /**
@@ -459,7 +428,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * @returns The text.
    */
   dump(options: DumpOptions = {}): string {
-    return this.#dump("", options);
+    return dumpAt(this.#current(), "", options);
   }
 
   /**
@@ -517,15 +486,15 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       : parseDuration(this.#options.debounce);
     this.#debounceMs = debounce;
     this.#watchSecrets();
-    const names = this.#watchNames;
-    for (const dir of this.#watchDirs) {
+    const names = this.#files.watchTargets.names;
+    for (const dir of this.#files.watchTargets.dirs) {
       const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
         const relevant = firstRelevant(paths, (base) => names.has(base) || names.has(`${dir}/*`));
         if (relevant !== undefined) void this.#reloadFiles({ label: "file", dir, relevant });
       });
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
-    (this.#options.remote ?? []).forEach((_, index) => this.#runRemote(index));
+    this.#sources.forEach((_, index) => this.#watchSource(index));
     return Promise.resolve();
   }
 
@@ -539,15 +508,14 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#assertOpen();
     return this.#enqueue(async () => {
       const issues: ConfigIssue[] = [];
-      const files = await this.#readFiles(issues);
+      const files = await this.#files.read(issues);
       const env = await this.#readEnv(issues);
       this.#watchSecrets();
-      const remote = this.#options.remote ?? [];
-      const remoteLayers = [...this.#remoteLayers];
-      await Promise.all(remote.map(async (source, index) => {
-        if (this.#remoteRunning.has(index)) return; // its watcher keeps it current
+      const sourceLayers = [...this.#sourceLayers];
+      await Promise.all(this.#sources.map(async (source, index) => {
+        if (this.#sourcesWatched.has(index)) return; // its watcher keeps it current
         try {
-          remoteLayers[index] = await source.load(this.#remoteContext());
+          sourceLayers[index] = layersOf(await source.load(this.#sourceContext()));
         } catch (error) {
           if (source.required) issues.push({ path: "", message: asConfigError(error).message });
         }
@@ -556,7 +524,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       return await this.#apply("reload()", () => {
         this.#setFileLayers(files);
         this.#layers.set("env", [env]);
-        this.#remoteLayers = remoteLayers;
+        this.#sourceLayers = sourceLayers;
       });
     });
   }
@@ -601,7 +569,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#abort.abort();
     for (const watcher of this.#watchers) watcher.close();
     this.#watchers = [];
-    await Promise.allSettled(this.#remoteTasks);
+    await Promise.allSettled(this.#sourceTasks);
     await this.#queue.catch(() => {});
   }
 
@@ -626,160 +594,47 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return run;
   }
 
+  /** Runs the pipeline over the layers in order. */
+  #compute(previous: State | undefined): Promise<PipelineResult> {
+    const ordered: Layer[] = [];
+    for (const kind of this.#order) {
+      ordered.push(...(this.#layers.get(kind) ?? []));
+      for (const layers of this.#sourceLayers) {
+        for (const layer of layers ?? []) if (layer.kind === kind) ordered.push(layer);
+      }
+    }
+    return runPipeline(ordered, previous, {
+      schema: this.#options.schema,
+      info: this.#info,
+      arrays: this.#options.arrays,
+      strict: this.#options.strict,
+      envPrefix: this.#options.env === false ? undefined : this.#prefix,
+    });
+  }
+
   /** Applies a layer update off to the side, validates, swaps, emits; reverts when invalid. */
   async #apply(
     cause: string,
     update: () => void,
     revert?: () => void,
   ): Promise<readonly ConfigChange<T>[]> {
-    const saved = { layers: new Map(this.#layers), remote: [...this.#remoteLayers] };
+    const saved = { layers: new Map(this.#layers), sources: [...this.#sourceLayers] };
     update();
-    let next: State;
+    const previous = this.#current();
+    let result: PipelineResult;
     try {
-      next = await this.#compute();
+      result = await this.#compute(previous);
     } catch (error) {
       this.#layers = saved.layers;
-      this.#remoteLayers = saved.remote;
+      this.#sourceLayers = saved.sources;
       revert?.();
       throw error;
     }
-    const previous = this.#current();
-    const changes = diffConfig(previous.value, next.value) as ConfigChange<T>[];
+    const { next } = result;
+    const changes = result.changes as readonly ConfigChange<T>[];
     this.#state = next;
     if (changes.length > 0) this.#emitChange(previous.value as T, next.value as T, changes, cause);
     return changes;
-  }
-
-  async #compute(): Promise<State> {
-    const ordered: Layer[] = [];
-    for (const kind of this.#order) {
-      if (kind === "remote") {
-        for (const layer of this.#remoteLayers) {
-          if (layer !== undefined) ordered.push(layer.coerce ? this.#coerceLayer(layer) : layer);
-        }
-      } else {
-        ordered.push(...(this.#layers.get(kind) ?? []));
-      }
-    }
-    const merged = mergeLayers(ordered, this.#options.arrays);
-    const issues: ConfigIssue[] = [];
-    if (this.#options.strict !== false && this.#info.root !== undefined) {
-      this.#checkUnknownKeys(merged, issues);
-    }
-    if (issues.length > 0) throw issuesError(issues, "Invalid configuration");
-    const secretPaths = new Set<string>();
-    const input = unwrapSecrets(merged.tree, "", secretPaths);
-    let result;
-    try {
-      result = this.#options.schema["~standard"].validate(input);
-      if (result instanceof Promise) result = await result;
-    } catch (error) {
-      // A transform that throws stops the validator without saying where: say what to do.
-      throw new ConfigError(
-        `Invalid configuration: the schema threw while validating: ${
-          (error as Error).message
-        } (a transform that throws loses the key and the position; report problems with ` +
-          `ctx.issues as duration() does)`,
-        { code: "invalid", cause: error },
-      );
-    }
-    if (result.issues !== undefined) {
-      for (const issue of result.issues) issues.push(this.#describeIssue(issue, merged));
-      throw issuesError(issues, "Invalid configuration");
-    }
-    for (const path of this.#writeOnlyPaths()) secretPaths.add(path);
-    return { value: deepFreeze(result.value), merged, secretPaths };
-  }
-
-  #writeOnlyPaths(): string[] {
-    this.#writeOnly ??= this.#info.leaves()
-      .filter((leaf) => leaf.node["writeOnly"] === true)
-      .map((leaf) => leaf.segments.join("."));
-    return this.#writeOnly;
-  }
-
-  #describeIssue(
-    issue: {
-      message: string;
-      path?: ReadonlyArray<PropertyKey | { key: PropertyKey }> | undefined;
-    },
-    merged: MergedLayers,
-  ): ConfigIssue {
-    const segments: Segment[] = (issue.path ?? []).map((p) => {
-      const key = typeof p === "object" && p !== null ? (p as { key: PropertyKey }).key : p;
-      return typeof key === "number" ? key : String(key);
-    });
-    const path = segments.join(".");
-    const value = getAt(merged.tree, segments);
-    const origin = originAt(merged.origins, path);
-    const node = this.#info.nodeAt(segments);
-    const expected = node === undefined ? undefined : describeType(node, this.#info);
-    const secret = value instanceof Secret || isSecretPath(new Set(this.#writeOnlyPaths()), path);
-    let message: string;
-    if (value === undefined) {
-      const leafish = segments.every((s) => typeof s === "string");
-      const hints = leafish && segments.length > 0
-        ? `; set it in a file, ${
-          this.#options.env === false ? "" : `${envVarName(this.#prefix, segments as string[])} or `
-        }${flagName(segments as string[])}`
-        : "";
-      message = `${path === "" ? "configuration" : path}: missing${
-        expected ? `, expected ${expected}` : ""
-      } (${lowerFirst(issue.message)})${hints}`;
-    } else {
-      message = `${path === "" ? "configuration" : path}: ${
-        expected ? `expected ${expected}, ` : ""
-      }got ${secret ? REDACTED_TEXT : show(value)} (${lowerFirst(issue.message)})`;
-    }
-    return origin === undefined ? { path, message } : { path, message, origin };
-  }
-
-  #checkUnknownKeys(merged: MergedLayers, issues: ConfigIssue[]) {
-    const info = this.#info;
-    const walk = (value: unknown, node: JsonSchema | undefined, path: string, depth: number) => {
-      if (node === undefined || depth > 32) return;
-      if (Array.isArray(value)) {
-        if (info.typeOf(node) !== "array") return;
-        value.forEach((item, i) =>
-          walk(item, info.child(node, i), join(path, String(i)), depth + 1)
-        );
-        return;
-      }
-      if (!isPlainObject(value)) return;
-      for (const [key, child] of Object.entries(value)) {
-        const childPath = join(path, key);
-        if (!info.allowsKey(node, key)) {
-          const hint = closest(key, info.keysOf(node));
-          const origin = originAt(merged.origins, childPath);
-          const issue: ConfigIssue = {
-            path: childPath,
-            message: `${childPath}: unknown key${
-              hint ? `, did you mean ${join(path, hint)}?` : ""
-            }`,
-          };
-          issues.push(origin === undefined ? issue : { ...issue, origin });
-          continue;
-        }
-        walk(child, info.child(node, key), childPath, depth + 1);
-      }
-    };
-    walk(merged.tree, this.#info.resolve(this.#info.root), "", 0);
-  }
-
-  #coerceLayer(layer: RemoteLayer): Layer {
-    const info = this.#info;
-    const walk = (value: unknown, segments: string[]): unknown => {
-      if (typeof value === "string") return coerce(value, info.nodeAt(segments), info);
-      if (isPlainObject(value)) {
-        const out: Record<string, unknown> = {};
-        for (const [key, child] of Object.entries(value)) {
-          out[key] = walk(child, [...segments, key]);
-        }
-        return out;
-      }
-      return value;
-    };
-    return { ...layer, tree: walk(layer.tree, []) as Record<string, unknown> };
   }
 
   // ---- sources ----
@@ -790,72 +645,20 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return isArgv(args) ? { argv: args } : args;
   }
 
+  /** Reads the flags, then settles the profile: the option, else the flag, else the variable. */
   #readFlags(issues: ConfigIssue[]): Layer {
-    const args = this.#argsOptions();
-    const result = buildFlagsLayer(this.#info, args.argv, {
-      profile: args.profileFlag === false || this.#options.profile === false
-        ? undefined
-        : args.profileFlag ?? "profile",
-      config: args.configFlag === false ? undefined : args.configFlag ?? "config",
-      aliases: args.aliases ?? {},
-    });
-    issues.push(...result.issues);
-    this.#help = result.help;
-    this.#configFiles = result.configFiles;
-    this.#positionals = result.positionals;
-    const envVars = this.#envVars();
+    const layer = this.#flags.read(issues);
     this.#profile = typeof this.#options.profile === "string"
       ? this.#options.profile
       : this.#options.profile === false
       ? undefined
-      : result.profile ?? (this.#prefix === "" ? undefined : envVars[`${this.#prefix}_PROFILE`]);
-    return result.layer;
-  }
-
-  #envVars(): Readonly<Record<string, string | undefined>> {
-    const env = this.#options.env;
-    if (env === false) return {};
-    if (env?.vars !== undefined) return env.vars;
-    try {
-      return Deno.env.toObject();
-    } catch {
-      return {};
-    }
+      : this.#flags.profile ??
+        (this.#prefix === "" ? undefined : this.#env.vars()[`${this.#prefix}_PROFILE`]);
+    return layer;
   }
 
   async #readEnv(issues: ConfigIssue[]): Promise<Layer> {
-    if (this.#options.env === false) {
-      return { kind: "env", name: "env", tree: {}, origins: new Map() };
-    }
-    const vars = this.#envVars();
-    const reserved = new Set<string>([`${this.#prefix}_PROFILE`]);
-    const result = await buildEnvLayer(this.#info, vars, this.#prefix, this.#secretFs, reserved);
-    issues.push(...result.issues);
-    const strict = this.#options.env?.strict === true;
-    for (const { name, hint, nearest } of result.unknown) {
-      if (strict) {
-        issues.push({
-          path: "",
-          message: `unknown environment variable ${name}${hint ? `, did you mean ${hint}?` : ""}`,
-          origin: { layer: "env", name },
-        });
-        continue;
-      }
-      if (this.#warnedVars.has(name)) continue;
-      this.#warnedVars.add(name);
-      const suggestion = nearest === undefined
-        ? ""
-        : nearest.variable === hint
-        ? `; did you mean ${hint} (${nearest.key})?`
-        : hint !== undefined
-        ? `; did you mean ${hint}?`
-        : `; the closest key is ${nearest.key} (${nearest.variable})`;
-      this.#logger().warn(`unknown environment variable ${name} ignored${suggestion}`, {
-        variable: name,
-        ...(nearest === undefined ? {} : { closest: nearest.variable, key: nearest.key }),
-      });
-    }
-    return await this.#secrets(result.layer, issues);
+    return await this.#secrets(await this.#env.read(issues), issues);
   }
 
   #logger(): Logger {
@@ -863,165 +666,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   async #secrets(layer: Layer, issues: ConfigIssue[]): Promise<Layer> {
-    const vars = this.#envVars();
+    const vars = this.#env.vars();
     const result = await resolveSecretReferences(layer, (name) => vars[name], this.#secretFs);
     issues.push(...result.issues);
     return result.layer;
-  }
-
-  /** Which files to read: `--config` files, explicit files, or the first search hit; then profile. */
-  async #fileCandidates(): Promise<FileCandidate[]> {
-    const out: FileCandidate[] = [];
-    const files = this.#options.files;
-    const profile = this.#profile;
-    const remember = (path: string) => {
-      this.#watchDirs.add(dirOf(path));
-      this.#watchNames.add(path.slice(path.lastIndexOf("/") + 1));
-    };
-    const profileOf = (path: string) => {
-      const format = formatOfFile(path);
-      const ext = CONFIG_EXTENSIONS.find(([e]) => path.toLowerCase().endsWith(e))?.[0] ?? "";
-      return format === undefined
-        ? undefined
-        : `${path.slice(0, path.length - ext.length)}.${profile}${ext}`;
-    };
-    const explicit = this.#configFiles.length > 0
-      ? this.#configFiles
-      : Array.isArray(files)
-      ? files as readonly string[]
-      : undefined;
-    if (explicit !== undefined) {
-      for (const path of explicit) {
-        out.push({ path, kind: "files", required: true });
-        remember(path);
-        if (profile !== undefined) {
-          const profilePath = profileOf(path);
-          if (profilePath !== undefined) {
-            out.push({ path: profilePath, kind: "profile", required: false });
-            remember(profilePath);
-          }
-        }
-      }
-    } else if (files !== undefined) {
-      const search = files as FileSearch;
-      let found = false;
-      for (const dir of search.paths) {
-        for (const [ext] of CONFIG_EXTENSIONS) {
-          remember(`${dir}/${search.name}${ext}`);
-          if (profile !== undefined) remember(`${dir}/${search.name}.${profile}${ext}`);
-        }
-        if (found) continue;
-        for (const [ext] of CONFIG_EXTENSIONS) {
-          const path = `${dir}/${search.name}${ext}`;
-          const text = await this.#tryRead(path);
-          if (text !== undefined) {
-            out.push({ path, kind: "files", required: false, text });
-            found = true;
-            break;
-          }
-        }
-        if (found && profile !== undefined) {
-          for (const [ext] of CONFIG_EXTENSIONS) {
-            const path = `${dir}/${search.name}.${profile}${ext}`;
-            const text = await this.#tryRead(path);
-            if (text !== undefined) {
-              out.push({ path, kind: "profile", required: false, text });
-              break;
-            }
-          }
-        }
-      }
-      if (!found && search.required === true) {
-        throw new ConfigError(
-          `No configuration file ${search.name}.{yaml,yml,json,toml} in ${search.paths.join(", ")}`,
-          { code: "not_found" },
-        );
-      }
-    }
-    const configDir = this.#options.configDir;
-    if (configDir !== undefined) {
-      this.#watchDirs.add(configDir);
-      this.#watchNames.add(`${configDir}/*`);
-      const names: string[] = [];
-      try {
-        for await (const entry of this.#fs.readDir(configDir)) {
-          if (entry.isFile && !entry.name.startsWith(".") && formatOfFile(entry.name)) {
-            names.push(entry.name);
-          }
-        }
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
-      }
-      names.sort();
-      for (const name of names) {
-        out.push({ path: `${configDir}/${name}`, kind: "configDir", required: false });
-        this.#watchNames.add(name);
-      }
-    }
-    return out;
-  }
-
-  async #tryRead(path: string): Promise<string | undefined> {
-    try {
-      return await this.#fs.readTextFile(path);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw error;
-    }
-  }
-
-  async #readFiles(issues: ConfigIssue[]): Promise<Layer[]> {
-    const texts = new Map<string, string>();
-    try {
-      return await this.#readFileLayers(issues, texts);
-    } finally {
-      this.#fileTexts = texts;
-    }
-  }
-
-  async #readFileLayers(issues: ConfigIssue[], texts: Map<string, string>): Promise<Layer[]> {
-    let candidates: FileCandidate[];
-    try {
-      candidates = await this.#fileCandidates();
-    } catch (error) {
-      issues.push({ path: "", message: asConfigError(error).message });
-      return [];
-    }
-    const layers = await Promise.all(candidates.map(async (candidate) => {
-      const format = formatOfFile(candidate.path);
-      if (format === undefined) {
-        issues.push({
-          path: "",
-          message: `${candidate.path}: unknown format, expected .yaml, .yml, .json or .toml`,
-        });
-        return undefined;
-      }
-      let text: string;
-      try {
-        text = candidate.text ?? await this.#fs.readTextFile(candidate.path);
-      } catch (error) {
-        if (error instanceof Deno.errors.NotFound && !candidate.required) return undefined;
-        issues.push({
-          path: "",
-          message: error instanceof Deno.errors.NotFound
-            ? `Configuration file ${candidate.path} not found`
-            : `Cannot read ${candidate.path}: ${(error as Error).message}`,
-        });
-        return undefined;
-      }
-      texts.set(candidate.path, text);
-      try {
-        return await this.#secrets(
-          parseConfigText(text, format, candidate.path, candidate.kind),
-          issues,
-        );
-      } catch (error) {
-        issues.push(...(error instanceof ConfigError ? error.issues : []));
-        if (!(error instanceof ConfigError)) throw error;
-        return undefined;
-      }
-    }));
-    return layers.filter((layer): layer is Layer => layer !== undefined);
   }
 
   #setFileLayers(files: Layer[]) {
@@ -1039,12 +687,12 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return this.#enqueue(async () => {
       if (this.#disposed) return;
       const issues: ConfigIssue[] = [];
-      const beforeFiles = this.#fileTexts;
+      const beforeFiles = this.#files.texts;
       const beforeSecrets = new Map(this.#secretTexts);
-      const files = await this.#readFiles(issues);
+      const files = await this.#files.read(issues);
       const env = withEnv ? await this.#readEnv(issues) : undefined;
       const changed = trigger.label === "file"
-        ? changedIn(trigger.dir, beforeFiles, this.#fileTexts)
+        ? changedIn(trigger.dir, beforeFiles, this.#files.texts)
         : changedIn(trigger.dir, beforeSecrets, this.#secretTexts);
       const cause = `${trigger.label} ${
         changed.length > 0 ? changed.join(", ") : trigger.relevant
@@ -1092,29 +740,36 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     }
   }
 
-  #remoteContext(): RemoteContext {
-    return { fetch: this.#options.fetch ?? fetch, signal: this.#abort.signal };
+  #sourceContext(): SourceContext {
+    return { fetch: this.#options.fetch ?? fetch, signal: this.#abort.signal, fs: this.#fs };
   }
 
-  #runRemote(index: number) {
-    if (this.#remoteRunning.has(index) || this.#disposed) return;
-    const source = this.#options.remote?.[index];
-    if (source === undefined) return;
-    this.#remoteRunning.add(index);
+  /** Follows a source with a `watch()`; one without is read at start and by `reload()`. */
+  #watchSource(index: number) {
+    if (this.#sourcesWatched.has(index) || this.#disposed) return;
+    const source = this.#sources[index];
+    if (source?.watch === undefined) return;
+    this.#sourcesWatched.add(index);
     const task = source.watch(
-      this.#remoteContext(),
-      (layer) => {
+      this.#sourceContext(),
+      (loaded) => {
         void this.#enqueue(async () => {
           if (this.#disposed) return;
           const issues: ConfigIssue[] = [];
-          const resolved = await this.#secrets(layer, issues);
+          const resolved: SourceLayer[] = [];
+          for (const layer of layersOf(loaded)) {
+            const secret = await this.#secrets(layer, issues);
+            resolved.push(
+              layer.coerce === undefined ? secret : { ...secret, coerce: layer.coerce },
+            );
+          }
           if (issues.length > 0) {
             this.#emitError(issuesError(issues, `Cannot apply ${source.name}`));
             return;
           }
           try {
             await this.#apply(source.name, () => {
-              this.#remoteLayers[index] = { ...resolved, coerce: layer.coerce };
+              this.#sourceLayers[index] = resolved;
             });
           } catch (error) {
             this.#emitError(asConfigError(error));
@@ -1125,7 +780,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     ).catch((error) => {
       if (!this.#disposed) this.#emitError(asConfigError(error, `Remote source ${source.name}`));
     });
-    this.#remoteTasks.push(task);
+    this.#sourceTasks.push(task);
   }
 
   // ---- events ----
@@ -1169,84 +824,14 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   // ---- reading helpers shared with views ----
 
-  #explain(path: string): Explanation {
-    const state = this.#current();
-    const value = getAt(state.value, splitPath(path));
-    const secret = isSecretPath(state.secretPaths, path) || value instanceof Secret;
-    let origin = originAt(state.merged.origins, path);
-    if (getAt(state.merged.tree, splitPath(path)) === undefined && value !== undefined) {
-      origin = { layer: "schema" };
-    }
-    const redact = (v: unknown) => secret ? REDACTED_TEXT : redactTree(v, state, path);
-    const overridden = (state.merged.overridden.get(path) ?? []).map((o) => ({
-      value: redact(o.value),
-      origin: o.origin,
-    }));
-    const shown = redact(value);
-    return {
-      path,
-      value: shown,
-      origin,
-      overridden,
-      secret,
-      toString() {
-        const from = origin === undefined ? "" : ` from ${formatOrigin(origin)}`;
-        const over = overridden.length === 0
-          ? ""
-          : ` (overrode ${
-            overridden.slice().reverse().map((o) =>
-              `${show(o.value)}${o.origin === undefined ? "" : ` from ${formatOrigin(o.origin)}`}`
-            ).join(", ")
-          })`;
-        return `${path === "" ? "(root)" : path} = ${
-          secret ? REDACTED_TEXT : show(shown)
-        }${from}${over}`;
-      },
-    };
-  }
-
-  #dump(path: string, options: DumpOptions): string {
-    const state = this.#current();
-    const value = getAt(state.value, splitPath(path));
-    const plain = options.redact === false ? revealTree(value) : redactTree(value, state, path);
-    if (options.format === "json") return `${JSON.stringify(plain, null, 2)}\n`;
-    if (options.origins !== true) return stringifyYaml(plain ?? null);
-    const doc = new YamlDocument(plain ?? null);
-    const annotate = (node: unknown, nodePath: string) => {
-      const items = isMap(node) || isSeq(node) ? node.items : [];
-      items.forEach((item, index) => {
-        const pair = isPair(item) ? item : undefined;
-        const key = pair === undefined
-          ? String(index)
-          : String((pair.key as { value?: unknown }).value);
-        const childPath = nodePath === "" ? key : `${nodePath}.${key}`;
-        const child = pair === undefined ? item : pair.value;
-        if (isScalar(child) || ((isMap(child) || isSeq(child)) && child.items.length === 0)) {
-          const origin = originAt(state.merged.origins, childPath);
-          const inMerged = getAt(state.merged.tree, splitPath(childPath)) !== undefined;
-          const from = !inMerged
-            ? "schema default"
-            : origin === undefined
-            ? undefined
-            : formatOrigin(origin);
-          if (from !== undefined) (child as { comment?: string }).comment = ` ${from}`;
-        } else {
-          annotate(child, childPath);
-        }
-      });
-    };
-    annotate(doc.contents, path);
-    return doc.toString();
-  }
-
   #view(prefix: string): ConfigView<unknown> {
     const full = (
       path: string,
     ) => (prefix === "" ? path : path === "" ? prefix : `${prefix}.${path}`);
     const view: ConfigView<unknown> = {
       get: ((path: string) => getAt(this.#current().value, splitPath(full(path)))) as never,
-      explain: ((path: string) => this.#explain(full(path))) as never,
-      dump: (options: DumpOptions = {}) => this.#dump(prefix, options),
+      explain: ((path: string) => explainAt(this.#current(), full(path))) as never,
+      dump: (options: DumpOptions = {}) => dumpAt(this.#current(), prefix, options),
       sub: ((path: string) => this.#view(full(path))) as never,
       on: ((event: "change" | "error", listener: (arg: unknown) => void) => {
         if (event === "error") return this.on("error", listener as never);
@@ -1275,106 +860,9 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     });
     return view;
   }
-
-  /**
-   * Fails when a key's (or an alias's) flag or variable is one the configuration itself reads:
-   * `--config`, `--profile`, `<PREFIX>_PROFILE`, `--help`; the key could never be set through it.
-   */
-  #checkReservedNames() {
-    type Purpose = "config" | "profile" | "help";
-    const reservedFlags = new Map<string, Purpose>();
-    const args = this.#options.args === undefined ? undefined : this.#argsOptions();
-    if (args !== undefined) {
-      reservedFlags.set("--help", "help");
-      if (args.configFlag !== false) {
-        reservedFlags.set(`--${args.configFlag ?? "config"}`, "config");
-      }
-      if (args.profileFlag !== false && this.#options.profile !== false) {
-        reservedFlags.set(`--${args.profileFlag ?? "profile"}`, "profile");
-      }
-    }
-    const profileVar = this.#options.profile === undefined && this.#options.env !== false &&
-        this.#prefix !== ""
-      ? `${this.#prefix}_PROFILE`
-      : undefined;
-    const hits = new Map<string, { purpose: Purpose; alias: boolean; names: string[] }>();
-    const hit = (subject: string, alias: boolean, purpose: Purpose, name: string) => {
-      const entry = hits.get(subject) ?? { purpose, alias, names: [] };
-      entry.names.push(name);
-      hits.set(subject, entry);
-    };
-    for (const { segments } of this.#info.leaves()) {
-      const path = segments.join(".");
-      for (const flag of new Set([flagName(segments), `--${path}`])) {
-        const purpose = reservedFlags.get(flag);
-        if (purpose !== undefined) hit(`Key ${path}`, false, purpose, `flag ${flag}`);
-      }
-      if (profileVar !== undefined && envVarName(this.#prefix, segments) === profileVar) {
-        hit(`Key ${path}`, false, "profile", `environment variable ${profileVar}`);
-      }
-    }
-    for (const [alias, path] of Object.entries(args?.aliases ?? {})) {
-      const purpose = reservedFlags.get(`--${alias}`);
-      if (purpose !== undefined) {
-        hit(`Alias --${alias} (for ${path})`, true, purpose, `flag --${alias}`);
-      }
-    }
-    if (hits.size === 0) return;
-    const lines = [...hits].map(([subject, { purpose, alias, names }]) => {
-      const several = names.length > 1;
-      const what = names.join(" and ");
-      const does = purpose === "help"
-        ? "asks for the help text"
-        : `${several ? "name" : "names"} ${
-          purpose === "profile" ? "the profile" : "configuration files"
-        }`;
-      const free = purpose === "help"
-        ? ""
-        : `, or free ${several ? "them" : "it"} with ${
-          purpose === "config"
-            ? "args.configFlag (another name, or false)"
-            : names.every((n) => n.startsWith("flag "))
-            ? "args.profileFlag (another name, or false)"
-            : names.some((n) => n.startsWith("flag "))
-            ? "args.profileFlag and the profile option (a name, or false)"
-            : "the profile option (a name, or false)"
-        }`;
-      return `${subject} collides with the reserved ${what}, which ${does}: rename the ${
-        alias ? "alias" : "key"
-      }${free}`;
-    });
-    throw new ConfigError(
-      lines.length === 1
-        ? lines[0]!
-        : `Schema keys collide with reserved names:\n  ${lines.join("\n  ")}`,
-      { code: "bad_option" },
-    );
-  }
-
-  #checkNameCollisions() {
-    if (this.#options.env === false) return;
-    const seen = new Map<string, string>();
-    for (const leaf of this.#info.leaves()) {
-      const name = envVarName(this.#prefix, leaf.segments);
-      const path = leaf.segments.join(".");
-      const other = seen.get(name);
-      if (other !== undefined) {
-        throw new ConfigError(
-          `Keys ${other} and ${path} both map to environment variable ${name}; rename one`,
-          { code: "bad_option" },
-        );
-      }
-      seen.set(name, path);
-    }
-  }
 }
 
 // ---- small helpers ----
-
-function dirOf(path: string): string {
-  const slash = path.lastIndexOf("/");
-  return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-}
 
 /**
  * The first event path that concerns a watched file: its own name, else a Kubernetes `..` name
@@ -1399,16 +887,13 @@ function changedIn(
   return out.sort();
 }
 
+/** A source's layer, or layers, as an array. */
+function layersOf(loaded: SourceLayer | readonly SourceLayer[]): readonly SourceLayer[] {
+  return Array.isArray(loaded) ? loaded : [loaded as SourceLayer];
+}
+
 function isArgv(args: readonly string[] | ArgsOptions): args is readonly string[] {
   return Array.isArray(args);
-}
-
-function join(path: string, key: string): string {
-  return path === "" ? key : `${path}.${key}`;
-}
-
-function lowerFirst(text: string): string {
-  return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
 /** Whether a change at `changed` touches `path` (same, below or above). */
@@ -1417,123 +902,11 @@ function overlaps(changed: string, path: string): boolean {
     changed.startsWith(`${path}.`) || path.startsWith(`${changed}.`);
 }
 
-function isSecretPath(secretPaths: ReadonlySet<string>, path: string): boolean {
-  if (secretPaths.size === 0) return false;
-  for (let p = path;;) {
-    if (secretPaths.has(p)) return true;
-    if (p === "") return false;
-    const dot = p.lastIndexOf(".");
-    p = dot === -1 ? "" : p.slice(0, dot);
-  }
-}
-
-function show(value: unknown): string {
-  if (value === undefined) return "nothing";
-  if (value instanceof Secret) return REDACTED_TEXT;
-  if (typeof value === "string") return JSON.stringify(value);
-  try {
-    const text = JSON.stringify(value);
-    if (text === undefined) return String(value);
-    return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-  } catch {
-    return String(value);
-  }
-}
-
-/** Replaces secrets with their strings (for validation), sharing every subtree without one. */
-function unwrapSecrets(value: unknown, path: string, secretPaths: Set<string>): unknown {
-  if (value instanceof Secret) {
-    secretPaths.add(path);
-    return value.reveal();
-  }
-  if (Array.isArray(value)) {
-    let out: unknown[] | undefined;
-    value.forEach((item, i) => {
-      const next = unwrapSecrets(item, join(path, String(i)), secretPaths);
-      if (next !== item) (out ??= [...value])[i] = next;
-    });
-    return out ?? value;
-  }
-  if (isPlainObject(value)) {
-    let out: Record<string, unknown> | undefined;
-    for (const key in value) {
-      const child = value[key];
-      if (child === null || typeof child !== "object") continue;
-      const next = unwrapSecrets(child, join(path, key), secretPaths);
-      if (next !== child) (out ??= { ...value })[key] = next;
-    }
-    return out ?? value;
-  }
-  return value;
-}
-
-function redactTree(value: unknown, state: State, path: string): unknown {
-  if (value instanceof Secret || isSecretPath(state.secretPaths, path)) {
-    return value === undefined ? undefined : REDACTED_TEXT;
-  }
-  if (Array.isArray(value)) return value.map((v, i) => redactTree(v, state, join(path, String(i))));
-  if (isPlainObject(value)) {
-    const out: Record<string, unknown> = {};
-    for (const [key, child] of Object.entries(value)) {
-      out[key] = redactTree(child, state, join(path, key));
-    }
-    return out;
-  }
-  return value;
-}
-
-function revealTree(value: unknown): unknown {
-  if (value instanceof Secret) return value.reveal();
-  if (Array.isArray(value)) return value.map(revealTree);
-  if (isPlainObject(value)) {
-    const out: Record<string, unknown> = {};
-    for (const [key, child] of Object.entries(value)) out[key] = revealTree(child);
-    return out;
-  }
-  return value;
-}
-
 function structuredCloneTree(value: unknown): Record<string, unknown> {
-  const clone = (v: unknown): unknown => {
-    if (Array.isArray(v)) return v.map(clone);
-    if (isPlainObject(v)) {
-      const out: Record<string, unknown> = {};
-      for (const [key, child] of Object.entries(v)) out[key] = clone(child);
-      return out;
-    }
-    return v;
-  };
-  const out = clone(value);
+  const out = mapTree(value, (leaf) => leaf);
   return isPlainObject(out) ? out : {};
 }
 
 function setOrigins(_tree: Record<string, unknown>): Map<string, Origin> {
   return new Map([["", { layer: "set" }]]);
-}
-
-function asConfigError(error: unknown, context?: string): ConfigError {
-  if (error instanceof ConfigError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new ConfigError(context === undefined ? message : `${context}: ${message}`, {
-    code: "remote",
-    cause: error,
-  });
-}
-
-function issuesError(issues: readonly ConfigIssue[], headline: string): ConfigError {
-  const lines = issues.map((issue) => {
-    const where = issue.origin === undefined ? "" : `${formatOrigin(issue.origin)}: `;
-    return `${where}${issue.message}`;
-  });
-  const code = issues.some((i) => /unknown (key|flag|environment)/.test(i.message))
-    ? "unknown_key"
-    : issues.some((i) => i.origin !== undefined && "line" in i.origin && i.path === "")
-    ? "parse"
-    : issues.some((i) => i.message.startsWith("secret reference"))
-    ? "secret"
-    : issues.some((i) => / not found$|^No configuration file/.test(i.message))
-    ? "not_found"
-    : "invalid";
-  const message = lines.length === 1 ? lines[0]! : `${headline}:\n  ${lines.join("\n  ")}`;
-  return new ConfigError(message, { code, issues });
 }

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
 import { createLogger } from "@triad/core";
-import { ConfigError, createConfig, duration, Secret, secret } from "./mod.ts";
+import { ConfigError, createConfig, denoFileSystem, duration, Secret, secret } from "./mod.ts";
+import type { ConfigFileSystem } from "./mod.ts";
+import { pollUntil, waitFor } from "../tests/wait_for.ts";
 
 const schema = z.object({
   dns: z.object({
@@ -32,17 +34,21 @@ async function tempDir(files: Record<string, string>): Promise<string> {
 }
 
 function nextEvent<T>(subscribe: (fn: (value: T) => void) => () => void, ms = 3000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no event within ${ms} ms`));
-    }, ms);
-    const off = subscribe((value) => {
-      clearTimeout(timer);
-      off();
-      resolve(value);
-    });
-  });
+  return waitFor(subscribe, "the next event", ms);
+}
+
+/** The real file system, counting the reads of each file. */
+function countingFileSystem(): ConfigFileSystem & { reads(path: string): number } {
+  const reads = new Map<string, number>();
+  return {
+    readTextFile: (path) => {
+      reads.set(path, (reads.get(path) ?? 0) + 1);
+      return denoFileSystem.readTextFile(path);
+    },
+    readDir: (path) => denoFileSystem.readDir(path),
+    watch: (paths) => denoFileSystem.watch(paths),
+    reads: (path) => reads.get(path) ?? 0,
+  };
 }
 
 const noEnv = { prefix: "APP", vars: {} };
@@ -505,12 +511,14 @@ Deno.test("createConfig() resolves secrets and redacts them", async (t) => {
 Deno.test("Config.watch() reloads files", async (t) => {
   await t.step("one change event per save, with a diff; invalid keeps last good", async () => {
     const dir = await tempDir({ "app.yaml": "dns:\n  cache:\n    size: 10\n" });
+    const fs = countingFileSystem();
     try {
       await using config = await createConfig({
         schema,
         files: { name: "app", paths: [dir] },
         env: noEnv,
         debounce: 30,
+        fs,
       });
       await config.watch();
       const events: string[][] = [];
@@ -539,10 +547,16 @@ Deno.test("Config.watch() reloads files", async (t) => {
       );
       assert.equal(config.get("dns.cache.size"), 30);
 
-      // A save that changes nothing emits nothing.
+      // A save that changes nothing emits nothing: once its reload has read the file, a later
+      // save's event (the barrier) comes after any event of its own.
+      const reads = fs.reads(`${dir}/app.yaml`);
       await Deno.writeTextFile(`${dir}/app.yaml`, "dns:\n  cache:\n    size: 30\n");
-      await new Promise((r) => setTimeout(r, 300));
+      await pollUntil(() => fs.reads(`${dir}/app.yaml`) > reads, "the reload after the save");
       assert.deepEqual(events, [["dns.cache.size"], ["dns.cache.size"]]);
+      next = nextEvent<unknown>((fn) => config.on("change", fn));
+      await Deno.writeTextFile(`${dir}/app.yaml`, "dns:\n  cache:\n    size: 40\n");
+      await next;
+      assert.deepEqual(events, [["dns.cache.size"], ["dns.cache.size"], ["dns.cache.size"]]);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -620,8 +634,15 @@ Deno.test("Config.watch() reloads files", async (t) => {
       await Deno.remove(`${dir}/..v1`, { recursive: true });
       await next;
       assert.equal(config.get("dns.listen"), "b:2");
-      await new Promise((r) => setTimeout(r, 200));
-      assert.equal(changes.length, 1);
+      // Barrier: a second swap; any further event of the first comes before its event.
+      const barrier = nextEvent<unknown>((fn) => config.on("change", fn));
+      await Deno.mkdir(`${dir}/..v3`);
+      await Deno.writeTextFile(`${dir}/..v3/app.yaml`, "dns:\n  listen: c:3\n");
+      await Deno.symlink("..v3", `${dir}/..data_tmp`);
+      await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
+      await barrier;
+      assert.equal(config.get("dns.listen"), "c:3");
+      assert.equal(changes.length, 2);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { type ConfigPath, isPlainObject } from "./_path.ts";
+import { childPath, type ConfigPath, isPlainObject } from "./_path.ts";
 import { Secret } from "./secret.ts";
 
 /**
@@ -43,14 +43,14 @@ export function diffConfig(before: unknown, after: unknown): ConfigChange[] {
   const walk = (a: unknown, b: unknown, path: string) => {
     if (isPlainObject(a) && isPlainObject(b)) {
       for (const key of Object.keys(a)) {
-        const child = path === "" ? key : `${path}.${key}`;
+        const child = childPath(path, key);
         if (!Object.hasOwn(b, key)) changes.push({ path: child, before: a[key], after: undefined });
         else walk(a[key], b[key], child);
       }
       for (const key of Object.keys(b)) {
         if (!Object.hasOwn(a, key)) {
           changes.push({
-            path: path === "" ? key : `${path}.${key}`,
+            path: childPath(path, key),
             before: undefined,
             after: b[key],
           });

@@ -4,6 +4,7 @@
  * @module
  */
 import { TriadError } from "@triad/core";
+import { formatOrigin } from "./origin.ts";
 import type { Origin } from "./origin.ts";
 
 /** One problem found while loading or validating configuration. */
@@ -61,4 +62,33 @@ export class ConfigError extends TriadError {
     this.code = options.code;
     this.issues = options.issues ?? [];
   }
+}
+
+/** A thrown value as a {@linkcode ConfigError} (code `remote` unless it is one already). */
+export function asConfigError(error: unknown, context?: string): ConfigError {
+  if (error instanceof ConfigError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new ConfigError(context === undefined ? message : `${context}: ${message}`, {
+    code: "remote",
+    cause: error,
+  });
+}
+
+/** One error for several issues, its code from the most telling of them. */
+export function issuesError(issues: readonly ConfigIssue[], headline: string): ConfigError {
+  const lines = issues.map((issue) => {
+    const where = issue.origin === undefined ? "" : `${formatOrigin(issue.origin)}: `;
+    return `${where}${issue.message}`;
+  });
+  const code = issues.some((i) => /unknown (key|flag|environment)/.test(i.message))
+    ? "unknown_key"
+    : issues.some((i) => i.origin !== undefined && "line" in i.origin && i.path === "")
+    ? "parse"
+    : issues.some((i) => i.message.startsWith("secret reference"))
+    ? "secret"
+    : issues.some((i) => / not found$|^No configuration file/.test(i.message))
+    ? "not_found"
+    : "invalid";
+  const message = lines.length === 1 ? lines[0]! : `${headline}:\n  ${lines.join("\n  ")}`;
+  return new ConfigError(message, { code, issues });
 }

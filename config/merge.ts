@@ -6,7 +6,7 @@
  */
 import type { Layer } from "./layer.ts";
 import type { Origin } from "./origin.ts";
-import { isPlainObject } from "./_path.ts";
+import { childPath, isPlainObject } from "./_path.ts";
 import { ArrayPatch } from "./_array_patch.ts";
 
 /**
@@ -44,7 +44,7 @@ export interface MergedLayers {
  *
  * @example
  * ```ts
- * import { mergeLayers } from "@triad/config";
+ * import { mergeLayers } from "./merge.ts";
  * import assert from "node:assert/strict";
  *
  * const merged = mergeLayers([
@@ -84,14 +84,12 @@ export function mergeLayers(
       const origin = originOf(src, inherited);
       if (origin !== undefined) origins.set(dst, origin);
       if (Array.isArray(value)) {
-        return value.map((item, i) =>
-          copy(item, join(src, String(i)), join(dst, String(i)), origin)
-        );
+        return value.map((item, i) => copy(item, childPath(src, i), childPath(dst, i), origin));
       }
       if (isPlainObject(value)) {
         const out: Record<string, unknown> = {};
         for (const [key, child] of Object.entries(value)) {
-          out[key] = copy(child, join(src, key), join(dst, key), origin);
+          out[key] = copy(child, childPath(src, key), childPath(dst, key), origin);
         }
         return out;
       }
@@ -107,8 +105,8 @@ export function mergeLayers(
     ) => {
       for (const [key, value] of Object.entries(source)) {
         if (value === undefined) continue;
-        const srcPath = join(src, key);
-        const dstPath = join(dst, key);
+        const srcPath = childPath(src, key);
+        const dstPath = childPath(dst, key);
         const origin = originOf(srcPath, inherited);
         const existing = Object.hasOwn(target, key) ? target[key] : undefined;
         if (isPlainObject(value) && isPlainObject(existing)) {
@@ -118,8 +116,8 @@ export function mergeLayers(
         if (value instanceof ArrayPatch) {
           const array = Array.isArray(existing) ? existing : [];
           for (const [index, item] of value.items) {
-            const itemSrc = join(srcPath, String(index));
-            const itemDst = join(dstPath, String(index));
+            const itemSrc = childPath(srcPath, index);
+            const itemDst = childPath(dstPath, index);
             if (isPlainObject(item) && isPlainObject(array[index])) {
               mergeObject(array[index] as Record<string, unknown>, item, itemSrc, itemDst, origin);
             } else {
@@ -135,7 +133,7 @@ export function mergeLayers(
             const offset = existing.length;
             value.forEach((item, i) => {
               existing.push(
-                copy(item, join(srcPath, String(i)), join(dstPath, String(offset + i)), origin),
+                copy(item, childPath(srcPath, i), childPath(dstPath, offset + i), origin),
               );
             });
             continue;
@@ -163,7 +161,7 @@ export function mergeLayers(
       inherited: Origin | undefined,
     ) => {
       source.forEach((item, i) => {
-        const itemSrc = join(src, String(i));
+        const itemSrc = childPath(src, i);
         const key = isPlainObject(item) ? item[keyName] : undefined;
         const index = key === undefined
           ? -1
@@ -174,11 +172,11 @@ export function mergeLayers(
             existing,
             item,
             itemSrc,
-            join(dst, String(index)),
+            childPath(dst, index),
             originOf(itemSrc, inherited),
           );
         } else {
-          target.push(copy(item, itemSrc, join(dst, String(target.length)), inherited));
+          target.push(copy(item, itemSrc, childPath(dst, target.length), inherited));
         }
       });
     };
@@ -186,8 +184,4 @@ export function mergeLayers(
     mergeObject(tree, layer.tree, "", "", layer.origins.get(""));
   }
   return { tree, origins, overridden };
-}
-
-function join(path: string, key: string): string {
-  return path === "" ? key : `${path}.${key}`;
 }

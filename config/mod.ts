@@ -28,29 +28,55 @@
  *
  * @module
  */
-export { TriadError } from "@triad/core";
-export * from "./config.ts";
-export * from "./diff.ts";
-export * from "./duration.ts";
-export * from "./errors.ts";
-export * from "./file_system.ts";
-export * from "./help.ts";
-export * from "./layer.ts";
-export * from "./merge.ts";
-export * from "./names.ts";
-export * from "./origin.ts";
-export * from "./remote.ts";
-export * from "./secret.ts";
-export * from "./standard_schema.ts";
-export * from "./zod_schema.ts";
+export { type LogFields, type Logger, type LogLevel, TriadError } from "@triad/core";
 export {
-  CONFIG_EXTENSIONS,
-  type ConfigFormat,
-  type FileLayerKind,
-  formatOfFile,
-  parseConfigText,
-} from "./sources/file.ts";
-export * from "./sources/etcd.ts";
-export * from "./sources/consul.ts";
-export * from "./json_schema.ts";
-export * from "./example_config.ts";
+  type ArgsOptions,
+  Config,
+  type ConfigChangeEvent,
+  type ConfigEvents,
+  type ConfigView,
+  createConfig,
+  type CreateConfigOptions,
+  type DeepPartial,
+  DEFAULT_LAYER_ORDER,
+  type EnvOptions,
+} from "./config.ts";
+export type { DumpOptions, Explanation } from "./explain.ts";
+export type { ConfigLeaf, ConfigPath, ConfigPathDepth, ConfigPathValue } from "./_path.ts";
+export { type ConfigChange, diffConfig } from "./diff.ts";
+export { duration } from "./duration.ts";
+export { ConfigError, type ConfigErrorCode, type ConfigIssue } from "./errors.ts";
+export {
+  type ConfigDirEntry,
+  type ConfigFileSystem,
+  type ConfigFsWatcher,
+  denoFileSystem,
+} from "./file_system.ts";
+export { type HelpOptions, helpText } from "./help.ts";
+export type { Layer } from "./layer.ts";
+export type { ArrayStrategy, OverriddenValue } from "./merge.ts";
+export { envVarName, flagName } from "./names.ts";
+export { formatOrigin, type LayerName, type Origin } from "./origin.ts";
+export type {
+  BackoffOptions,
+  RemoteContext,
+  RemoteLayer,
+  RemoteSource,
+  Source,
+  SourceContext,
+  SourceLayer,
+} from "./source.ts";
+export { REDACTED_TEXT, Secret, secret } from "./secret.ts";
+export type {
+  SchemaInput,
+  SchemaOutput,
+  StandardIssue,
+  StandardResult,
+  StandardSchema,
+} from "./standard_schema.ts";
+export type { FileSearch } from "./sources/file.ts";
+export type { ConfigFormat } from "./sources/parsers.ts";
+export { etcdSource, type EtcdSourceOptions } from "./sources/etcd.ts";
+export { consulSource, type ConsulSourceOptions } from "./sources/consul.ts";
+export { type JsonSchemaObject, toJsonSchema, toOpenApiComponent } from "./json_schema.ts";
+export { envExample, exampleConfig, type ExampleOptions } from "./example_config.ts";

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { z } from "zod";
 import { type ConfigError, consulSource, createConfig } from "@triad/config";
 import { startConsul } from "./servers/consul.ts";
-import { waitFor } from "./wait_for.ts";
+import { pollUntil, waitFor } from "./wait_for.ts";
 
 const schema = z.object({
   dns: z.object({
@@ -17,8 +17,6 @@ const schema = z.object({
 
 const noEnv = { prefix: "APP", vars: {} };
 const fast = { initial: 20, max: 200 };
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("consulSource() follows a key prefix with blocking queries", async (t) => {
   await using consul = await startConsul({ token: "t0ken" });
@@ -43,7 +41,10 @@ Deno.test("consulSource() follows a key prefix with blocking queries", async (t)
   await config.watch();
 
   await t.step("a put wakes the blocking query and emits one change", async () => {
-    await pause(100);
+    await pollUntil(
+      () => consul.requests.some((r) => r.method === "GET" && r.index > 0),
+      "the first blocking query",
+    );
     const next = waitFor((fn) => config.on("change", fn), "the change");
     consul.put("app/dns/cache/size", "64");
     await next;
@@ -55,9 +56,20 @@ Deno.test("consulSource() follows a key prefix with blocking queries", async (t)
 
   await t.step("an index change without a content change emits nothing", async () => {
     consul.touch();
-    consul.put("app/dns/port", "5300"); // same value again
-    await pause(300);
+    const index = consul.put("app/dns/port", "5300"); // same value again
+    // The client has read both and blocks again on the newest index.
+    await pollUntil(
+      () => consul.requests.some((r) => r.method === "GET" && r.index >= index),
+      `a blocking query at index ${index}`,
+    );
     assert.deepEqual(changes, [["dns.cache.size"]]);
+    assert.deepEqual(errors, []);
+    // Barrier: a real change after them arrives through the same queue, so an event for either
+    // of them would come first.
+    const next = waitFor((fn) => config.on("change", fn), "the change after them");
+    consul.put("app/dns/cache/size", "65");
+    await next;
+    assert.deepEqual(changes, [["dns.cache.size"], ["dns.cache.size"]]);
     assert.deepEqual(errors, []);
   });
 
@@ -68,7 +80,11 @@ Deno.test("consulSource() follows a key prefix with blocking queries", async (t)
       const before = consul.requests.length;
       const next = waitFor((fn) => config.on("change", fn), "the change after the rewind", 8000);
       // The open query (index > server index) times out after wait, the client then restarts at 0.
-      await pause(2400);
+      await pollUntil(
+        () => consul.requests.slice(before).some((r) => r.method === "GET" && r.index === 0),
+        "a query with index 0 after the rewind",
+        8000,
+      );
       consul.put("app/dns/port", "5301");
       await next;
       assert.equal(config.get("dns.port"), 5301);
@@ -80,11 +96,15 @@ Deno.test("consulSource() follows a key prefix with blocking queries", async (t)
   await t.step("an index of 0 from the server is never used, and does not spin", async () => {
     consul.forceIndex(0);
     const before = consul.requests.length;
-    await pause(1000);
-    const during = consul.requests.slice(before).filter((r) => r.method === "GET");
+    const started = performance.now();
+    const gets = () => consul.requests.slice(before).filter((r) => r.method === "GET");
+    await pollUntil(() => gets().length >= 8, "eight queries while the index is 0");
+    const seconds = (performance.now() - started) / 1000;
+    const during = gets();
     consul.forceIndex(undefined);
     assert.ok(during.every((r) => r.index >= 1), `indexes used: ${during.map((r) => r.index)}`);
-    assert.ok(during.length < 25, `${during.length} queries in 1 s: rate-limited`);
+    const rate = during.length / seconds;
+    assert.ok(rate < 25, `${during.length} queries in ${seconds.toFixed(2)} s: rate-limited`);
   });
 
   await t.step("a wrong token is reported and the last good config stays", async () => {
@@ -150,7 +170,7 @@ Deno.test("consulSource() unreachable at start keeps retrying", async () => {
   const errors: string[] = [];
   config.on("error", (error) => errors.push(error.message));
   assert.equal(config.get("dns.port"), 5353);
-  await pause(300);
+  await pollUntil(() => errors.length >= 2, "two failed attempts");
   assert.ok(errors.length >= 2, `retried: ${errors.length} errors`);
   assert.match(errors[0]!, /consul http:\/\/127\.0\.0\.1:\d+ app\/: /);
 });

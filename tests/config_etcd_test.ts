@@ -6,7 +6,7 @@ import { z } from "zod";
 import { type ConfigError, createConfig, etcdSource } from "@triad/config";
 import { command, testWith } from "./requirements.ts";
 import { startEtcd } from "./servers/etcd.ts";
-import { waitFor } from "./wait_for.ts";
+import { pollUntil, waitFor } from "./wait_for.ts";
 
 const schema = z.object({
   dns: z.object({
@@ -16,9 +16,14 @@ const schema = z.object({
   upstreams: z.array(z.string()).default([]),
 });
 
-/** A fetch that counts requests by path and can cut the network (failing new and open requests). */
+/**
+ * A fetch that counts requests by path and can cut the network (failing new and open requests).
+ * It also reads the watch streams as they pass: the highest revision a response header carried,
+ * and how many progress notifications (a header, no events) were delivered.
+ */
 function partitionableFetch() {
   const counts = new Map<string, number>();
+  const watchSeen = { revision: 0, progress: 0 };
   const open = new Set<AbortController>();
   const frozen = new Set<AbortController>();
   let down = false;
@@ -36,10 +41,15 @@ function partitionableFetch() {
         open.delete(controller);
         return response;
       }
+      const readWatch = url.pathname === "/v3/watch" ? watchReader(watchSeen) : undefined;
       const body = response.body.pipeThrough(
         new TransformStream({
           // A frozen connection stays open and silent, like a half-open TCP connection.
-          transform: (chunk, stream) => void (frozen.has(controller) || stream.enqueue(chunk)),
+          transform: (chunk, stream) => {
+            if (frozen.has(controller)) return;
+            readWatch?.(chunk);
+            stream.enqueue(chunk);
+          },
           flush: () => void open.delete(controller),
         }),
       );
@@ -52,6 +62,10 @@ function partitionableFetch() {
   return {
     fetch: wrapped,
     count: (path: string) => counts.get(path) ?? 0,
+    /** The highest revision seen in a watch response header. */
+    watchRevision: () => watchSeen.revision,
+    /** Progress notifications delivered on watch streams. */
+    progressNotifications: () => watchSeen.progress,
     cut() {
       down = true;
       for (const controller of open) {
@@ -69,12 +83,31 @@ function partitionableFetch() {
   };
 }
 
-async function until(condition: () => boolean, what: string, ms = 5000) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** Reads etcd's JSON watch stream (one message a line) into `seen`. */
+function watchReader(seen: { revision: number; progress: number }) {
+  const decoder = new TextDecoder();
+  let buffered = "";
+  return (chunk: Uint8Array) => {
+    buffered += decoder.decode(chunk, { stream: true });
+    const lines = buffered.split("\n");
+    buffered = lines.pop()!;
+    for (const line of lines) {
+      let result: {
+        header?: { revision?: string };
+        events?: unknown[];
+        created?: boolean;
+        canceled?: boolean;
+      };
+      try {
+        result = JSON.parse(line).result ?? {};
+      } catch {
+        continue;
+      }
+      seen.revision = Math.max(seen.revision, Number(result.header?.revision ?? 0));
+      const progress = !result.created && !result.canceled && (result.events ?? []).length === 0;
+      if (progress) seen.progress++;
+    }
+  };
 }
 
 const etcdRequirement = [command("etcd", "etcd-server")];
@@ -118,8 +151,12 @@ testWith("etcdSource() reads and watches a key prefix", etcdRequirement, async (
     const before = changes.length;
     await etcd.put("/app/dns/cache/size", "42");
     await etcd.put("/other/x", "unrelated");
-    await new Promise((r) => setTimeout(r, 300));
-    assert.equal(changes.length, before);
+    // Barrier: the watch delivers in revision order, so an event for the puts above comes first.
+    const next = waitFor((fn) => config.on("change", fn), "the change after them");
+    await etcd.put("/app/dns/cache/size", "43");
+    await next;
+    assert.equal(changes.length, before + 1);
+    assert.deepEqual(changes.at(-1), ["dns.cache.size"]);
   });
 
   await t.step("a delete falls back to the lower layers", async () => {
@@ -206,9 +243,9 @@ testWith(
     await config.watch();
 
     await t.step("a restart of etcd mid-watch resumes the watch without re-reading", async () => {
-      await until(() => net.count("/v3/watch") === 1, "the watch");
+      await pollUntil(() => net.count("/v3/watch") === 1, "the watch");
       await etcd.stop();
-      await until(() => errors.length > 0, "an error while etcd is down");
+      await pollUntil(() => errors.length > 0, "an error while etcd is down");
       await etcd.start();
       const next = waitFor((fn) => config.on("change", fn), "the change after the restart", 10_000);
       await etcd.put("/app/dns/port", "5301");
@@ -235,13 +272,20 @@ testWith(
         // Writes outside the prefix advance the store; only progress notifications tell the watcher.
         let revision = 0;
         for (let i = 0; i < 3; i++) revision = await etcd.put("/elsewhere/x", String(i));
-        await new Promise((r) => setTimeout(r, 900)); // > 2 progress intervals
+        await pollUntil(
+          () => net.watchRevision() >= revision,
+          `a progress notification at revision ${revision}`,
+        );
         net.cut();
         await etcd.compact(revision);
         const watches = net.count("/v3/watch");
         net.heal();
-        await until(() => net.count("/v3/watch") > watches, "the watch to resume");
-        await new Promise((r) => setTimeout(r, 200));
+        await pollUntil(() => net.count("/v3/watch") > watches, "the watch to resume");
+        // Barrier: a change delivered by the resumed watch; a re-read would have come before it.
+        const next = waitFor((fn) => config.on("change", fn), "a change over the resumed watch");
+        await etcd.put("/app/dns/cache/size", "13");
+        await next;
+        assert.equal(config.get("dns.cache.size"), 13);
         assert.equal(net.count("/v3/kv/range"), ranges, "resumed after the compacted revision");
       },
     );
@@ -363,7 +407,7 @@ testWith("etcdSource() unreachable at start", etcdRequirement, async (t) => {
     });
     config.on("error", () => {});
     assert.equal(config.get("dns.port"), 5353);
-    await until(() => net.count("/v3/kv/range") >= 3, "retries");
+    await pollUntil(() => net.count("/v3/kv/range") >= 3, "retries");
     const next = waitFor((fn) => config.on("change", fn), "the change once reachable");
     net.heal();
     await next;
@@ -397,6 +441,17 @@ testWith(
       await using etcd = await startEtcd();
       pid = etcd.pid;
       await etcd.put("/app/dns/cache/size", "5");
+      // A live twin sees what the disposed one must not: the barrier for "nothing happened".
+      await using twin = await createConfig({
+        schema,
+        env: noEnv,
+        files: [`${dir}/app.yaml`],
+        debounce: 20,
+        remote: [etcdSource({ endpoints: [etcd.endpoint], prefix: "/app/", backoff: fast })],
+      });
+      await twin.watch();
+      let twinErrors = 0;
+      twin.on("error", () => twinErrors++);
       {
         await using config = await createConfig({
           schema,
@@ -415,8 +470,12 @@ testWith(
       disposed = true;
       await Deno.writeTextFile(`${dir}/app.yaml`, "dns:\n  port: 5301\n");
       await etcd.put("/app/dns/cache/size", "6");
-      await etcd.stop(); // a live watcher would now reconnect in a loop
-      await new Promise((r) => setTimeout(r, 400));
+      await pollUntil(
+        () => twin.get("dns.port") === 5301 && twin.get("dns.cache.size") === 6,
+        "the live twin to see both changes",
+      );
+      await etcd.stop(); // a live watcher now reconnects in a loop
+      await pollUntil(() => twinErrors >= 2, "the live twin to fail to reconnect twice");
       assert.equal(changes, 0, "no change after disposal");
       assert.equal(errors, 0, "no error after disposal");
       assert.deepEqual(requestsAfterDispose, [], "no request after disposal");
@@ -445,8 +504,9 @@ testWith("etcdSource() reconnects a silent watch after idleTimeout", etcdRequire
   const errors: string[] = [];
   config.on("error", (error) => errors.push(error.message));
   await config.watch();
-  await until(() => net.count("/v3/watch") === 1, "the watch");
-  await new Promise((r) => setTimeout(r, 500)); // progress notifications keep it alive
+  await pollUntil(() => net.count("/v3/watch") === 1, "the watch");
+  // Five progress notifications, 200 ms apart, span longer than idleTimeout: they keep it alive.
+  await pollUntil(() => net.progressNotifications() >= 5, "five progress notifications");
   assert.equal(net.count("/v3/watch"), 1, "progress notifications count as traffic");
   net.freeze();
   const next = waitFor((fn) => config.on("change", fn), "the change over a new connection");

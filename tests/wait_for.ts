@@ -1,5 +1,6 @@
 /**
- * Waits for the first value a subscription delivers, bounded by a timeout.
+ * Waiting in tests without fixed sleeps: for the first value a subscription delivers, or for a
+ * condition to hold, each bounded by a timeout that names what was awaited.
  *
  * @module
  */
@@ -30,20 +31,25 @@ export function waitFor<T>(
 }
 
 /**
- * Polls `condition` every 10 ms until it holds, or throws after `timeoutMs` naming `what`.
+ * Resolves once `condition()` holds (checked now, then every `interval` ms), or rejects after
+ * `timeout` ms naming `what`. A condition that throws rejects at once.
  *
- * @param condition What must come true.
- * @param what What is awaited, for the timeout message (`the tracer's first event`).
- * @param timeoutMs The timeout. @default {5000}
+ * @param condition Checked until it returns true (may be async).
+ * @param what What is awaited, for the timeout message.
+ * @param timeout The timeout in ms. @default {5000}
+ * @param interval The delay between checks in ms. @default {20}
  */
 export async function pollUntil(
   condition: () => boolean | Promise<boolean>,
   what: string,
-  timeoutMs = 5000,
+  timeout = 5000,
+  interval = 20,
 ): Promise<void> {
-  const until = Date.now() + timeoutMs;
+  const deadline = Date.now() + timeout;
   while (!(await condition())) {
-    if (Date.now() >= until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, interval));
   }
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { childPath } from "../_path.ts";
 
 /** A JSON syntax error at a 1-based line and column. */
 export class JsonSyntaxError extends Error {
@@ -74,12 +75,12 @@ export function parseJsonWithPositions(
         const keyAt = at;
         const key = string();
         if (Object.hasOwn(out, key)) fail(`Duplicate key ${JSON.stringify(key)}`, keyAt);
-        const childPath = path === "" ? key : `${path}.${key}`;
-        mark(childPath, keyAt);
+        const keyPath = childPath(path, key);
+        mark(keyPath, keyAt);
         space();
         if (text[at] !== ":") fail(`Expected ":" after key, got ${describe()}`);
         at++;
-        out[key] = value(childPath, depth + 1);
+        out[key] = value(keyPath, depth + 1);
         space();
         if (text[at] === ",") {
           at++;
@@ -102,9 +103,9 @@ export function parseJsonWithPositions(
       }
       for (;;) {
         space();
-        const childPath = path === "" ? `${out.length}` : `${path}.${out.length}`;
-        mark(childPath, at);
-        out.push(value(childPath, depth + 1));
+        const itemPath = childPath(path, out.length);
+        mark(itemPath, at);
+        out.push(value(itemPath, depth + 1));
         space();
         if (text[at] === ",") {
           at++;

@@ -6,10 +6,11 @@
  */
 import { ConfigError } from "../errors.ts";
 import type { Origin } from "../origin.ts";
-import type { BackoffOptions, RemoteLayer } from "../remote.ts";
+import type { BackoffOptions, RemoteLayer } from "../source.ts";
 import { setAt } from "../_path.ts";
 import type { Segment } from "../_path.ts";
-import { type ConfigFormat, parseConfigText } from "./file.ts";
+import { parseConfigText } from "./file.ts";
+import type { ConfigFormat } from "./parsers.ts";
 
 /** One remote key and its value. */
 export interface RemoteEntry {
@@ -46,7 +47,7 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
  *
  * @throws {ConfigError} With code `parse` naming the source, key, revision and position.
  */
-export function documentLayer(
+function documentLayer(
   source: string,
   name: string,
   entry: RemoteEntry | undefined,
@@ -81,7 +82,7 @@ export function documentLayer(
  * Builds a layer from the keys under a prefix: `<prefix>dns/cache/size` → `dns.cache.size`, values
  * as strings (coerced to the schema's types later); numeric segments index arrays.
  */
-export function prefixLayer(
+function prefixLayer(
   source: string,
   name: string,
   prefix: string,
@@ -155,18 +156,31 @@ export function toBase64(text: string): string {
  */
 export async function readText(response: Response, signal: AbortSignal): Promise<string> {
   if (response.body === null) return "";
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  for await (const chunk of readChunks(response.body, signal)) text += chunk;
+  return text;
+}
+
+/**
+ * Yields a body's text as it arrives, cancelling the read itself when `signal` aborts (a wrapped
+ * or injected fetch may not error its body when aborted); throws the abort reason then.
+ */
+export async function* readChunks(
+  body: ReadableStream<Uint8Array>,
+  signal: AbortSignal,
+): AsyncGenerator<string, void> {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   const cancel = () => void reader.cancel(signal.reason).catch(() => {});
   signal.addEventListener("abort", cancel, { once: true });
-  let text = "";
   try {
     for (;;) {
       const { value, done } = await reader.read();
       if (signal.aborted) throw signal.reason;
-      if (done) return text;
-      text += value;
+      if (done) return;
+      yield value;
     }
   } finally {
     signal.removeEventListener("abort", cancel);
+    reader.cancel().catch(() => {});
   }
 }

@@ -4,9 +4,9 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from "../remote.ts";
+import type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from "../source.ts";
 import { parseDuration } from "@triad/core";
-import type { ConfigFormat } from "./file.ts";
+import type { ConfigFormat } from "./parsers.ts";
 import {
   backoffDelay,
   fromBase64,

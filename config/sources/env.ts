@@ -3,9 +3,12 @@
  *
  * @module
  */
+import type { Logger } from "@triad/core";
+import { issuesError } from "../errors.ts";
 import type { ConfigIssue } from "../errors.ts";
 import type { ConfigFileSystem } from "../file_system.ts";
 import type { Layer } from "../layer.ts";
+import type { Source, SourceLayer } from "../source.ts";
 import { envVarName } from "../names.ts";
 import type { Origin } from "../origin.ts";
 import { Secret } from "../secret.ts";
@@ -15,7 +18,7 @@ import { coerce } from "../_coerce.ts";
 import { closest, nearest, type SchemaInfo } from "../_schema_info.ts";
 
 /** A variable under the prefix that matches no key. */
-export interface UnknownEnvVar {
+interface UnknownEnvVar {
   /** The variable. */
   readonly name: string;
   /** A known variable close enough to be a typo of it (edit distance), if any. */
@@ -25,7 +28,7 @@ export interface UnknownEnvVar {
 }
 
 /** The environment layer and the problems found building it. */
-export interface EnvLayerResult {
+interface EnvLayerResult {
   readonly layer: Layer;
   /** Problems with variables that bind a key (a secret file that cannot be read). */
   readonly issues: ConfigIssue[];
@@ -128,4 +131,84 @@ export async function buildEnvLayer(
     }
   }
   return { layer: { kind: "env", name: "env", tree, origins }, issues, unknown };
+}
+
+/** What the environment source reads. */
+interface EnvSourceOptions {
+  readonly info: SchemaInfo;
+  /** `false` for no environment layer (an empty one). */
+  readonly enabled: boolean;
+  readonly prefix: string;
+  /** The variables; the process environment at each read when absent. */
+  readonly vars?: Readonly<Record<string, string | undefined>> | undefined;
+  /** Fail on unknown variables under the prefix instead of warning once about each. */
+  readonly strict: boolean;
+  /** Where the warnings go. */
+  readonly logger: () => Logger;
+  /** The file system for `NAME_FILE` (the configuration's, recording secret files). */
+  readonly fs: ConfigFileSystem;
+}
+
+/** The environment as a {@linkcode Source}: one variable per schema leaf. */
+export class EnvSource implements Source {
+  readonly name = "env";
+  readonly #options: EnvSourceOptions;
+  /** Unknown variables already warned about (once each, not at every reload). */
+  readonly #warned = new Set<string>();
+
+  constructor(options: EnvSourceOptions) {
+    this.#options = options;
+  }
+
+  /** The variables: the given ones, else the process environment (`{}` without access). */
+  vars(): Readonly<Record<string, string | undefined>> {
+    if (!this.#options.enabled) return {};
+    if (this.#options.vars !== undefined) return this.#options.vars;
+    try {
+      return Deno.env.toObject();
+    } catch {
+      return {};
+    }
+  }
+
+  /** @throws {ConfigError} Naming every problem. */
+  async load(): Promise<SourceLayer> {
+    const issues: ConfigIssue[] = [];
+    const layer = await this.read(issues);
+    if (issues.length > 0) throw issuesError(issues, "Cannot read the environment");
+    return layer;
+  }
+
+  /** Reads the layer, adding problems (and, when strict, unknown variables) to `issues`. */
+  async read(issues: ConfigIssue[]): Promise<Layer> {
+    const { info, prefix, strict } = this.#options;
+    if (!this.#options.enabled) return { kind: "env", name: "env", tree: {}, origins: new Map() };
+    const reserved = new Set<string>([`${prefix}_PROFILE`]);
+    const result = await buildEnvLayer(info, this.vars(), prefix, this.#options.fs, reserved);
+    issues.push(...result.issues);
+    for (const { name, hint, nearest } of result.unknown) {
+      if (strict) {
+        issues.push({
+          path: "",
+          message: `unknown environment variable ${name}${hint ? `, did you mean ${hint}?` : ""}`,
+          origin: { layer: "env", name },
+        });
+        continue;
+      }
+      if (this.#warned.has(name)) continue;
+      this.#warned.add(name);
+      const suggestion = nearest === undefined
+        ? ""
+        : nearest.variable === hint
+        ? `; did you mean ${hint} (${nearest.key})?`
+        : hint !== undefined
+        ? `; did you mean ${hint}?`
+        : `; the closest key is ${nearest.key} (${nearest.variable})`;
+      this.#options.logger().warn(`unknown environment variable ${name} ignored${suggestion}`, {
+        variable: name,
+        ...(nearest === undefined ? {} : { closest: nearest.variable, key: nearest.key }),
+      });
+    }
+    return result.layer;
+  }
 }

@@ -4,11 +4,12 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from "../remote.ts";
-import type { ConfigFormat } from "./file.ts";
+import type { BackoffOptions, RemoteContext, RemoteLayer, RemoteSource } from "../source.ts";
+import type { ConfigFormat } from "./parsers.ts";
 import {
   backoffDelay,
   fromBase64,
+  readChunks,
   readText,
   type RemoteEntry,
   remoteError,
@@ -307,16 +308,9 @@ class EtcdSource implements RemoteSource {
       idleTimer = setTimeout(() => local.abort(new Error(`watch silent for ${idle} ms`)), idle);
     };
     armIdle();
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    // Cancel the read on abort ourselves: a wrapped fetch may not error its body when aborted.
-    const cancel = () => void reader.cancel(signal.reason).catch(() => {});
-    signal.addEventListener("abort", cancel, { once: true });
     let buffer = "";
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (signal.aborted) throw signal.reason;
-        if (done) return;
+      for await (const value of readChunks(response.body, signal)) {
         armIdle();
         buffer += value;
         let newline: number;
@@ -330,10 +324,8 @@ class EtcdSource implements RemoteSource {
       if (local.signal.aborted && !context.signal.aborted) throw local.signal.reason;
       throw error;
     } finally {
-      signal.removeEventListener("abort", cancel);
       if (idleTimer !== undefined) clearTimeout(idleTimer);
       local.abort();
-      reader.cancel().catch(() => {});
     }
   }
 

@@ -1,23 +1,21 @@
 /**
- * Configuration files: YAML, JSON and TOML parsed into a {@linkcode Layer} that keeps the
+ * The file source: configuration files found by search paths, profiles and the config directory,
+ * each parsed (YAML, JSON or TOML, see `parsers.ts`) into a {@linkcode Layer} that keeps the
  * `file:line:col` of every key.
  *
  * @module
  */
-import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
-import type { Node as YamlNode } from "yaml";
-import { parse as parseToml } from "smol-toml";
-import { ConfigError } from "../errors.ts";
+import { asConfigError, ConfigError, issuesError } from "../errors.ts";
+import type { ConfigIssue } from "../errors.ts";
+import type { ConfigFileSystem } from "../file_system.ts";
 import type { Layer } from "../layer.ts";
+import type { Source, SourceLayer } from "../source.ts";
 import type { Origin } from "../origin.ts";
 import { isPlainObject } from "../_path.ts";
-import { JsonSyntaxError, parseJsonWithPositions } from "./_json.ts";
-
-/** The file formats configuration reads. */
-export type ConfigFormat = "yaml" | "json" | "toml";
+import { type ConfigFormat, ParseFailure, PARSERS } from "./parsers.ts";
 
 /** File extensions and their format, in search order. */
-export const CONFIG_EXTENSIONS: readonly (readonly [string, ConfigFormat])[] = [
+const CONFIG_EXTENSIONS: readonly (readonly [string, ConfigFormat])[] = [
   [".yaml", "yaml"],
   [".yml", "yaml"],
   [".json", "json"],
@@ -31,7 +29,7 @@ export function formatOfFile(path: string): ConfigFormat | undefined {
 }
 
 /** The layers a configuration file can belong to. */
-export type FileLayerKind = "files" | "profile" | "configDir";
+type FileLayerKind = "files" | "profile" | "configDir";
 
 /**
  * Parses configuration text into a layer, with the position of every key.
@@ -45,7 +43,7 @@ export type FileLayerKind = "files" | "profile" | "configDir";
  *
  * @example
  * ```ts
- * import { parseConfigText } from "@triad/config";
+ * import { parseConfigText } from "./file.ts";
  * import assert from "node:assert/strict";
  *
  * const layer = parseConfigText("dns:\n  port: 53\n", "yaml", "app.yaml");
@@ -62,70 +60,13 @@ export function parseConfigText(
   const origins = new Map<string, Origin>();
   const at = (line: number, column: number): Origin => ({ layer: kind, file, line, column });
   let tree: unknown;
-  if (format === "yaml") {
-    const lineCounter = new LineCounter();
-    const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-    const error = doc.errors[0];
-    if (error !== undefined) {
-      const pos = error.linePos?.[0] ?? lineCounter.linePos(error.pos[0]);
-      const message = error.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "");
-      throw parseError(file, pos.line, pos.col, message);
+  try {
+    tree = PARSERS[format].parse(text, (path, line, column) => origins.set(path, at(line, column)));
+  } catch (error) {
+    if (error instanceof ParseFailure) {
+      throw parseError(file, error.line, error.column, error.message);
     }
-    tree = doc.toJS({ maxAliasCount: 1000 }) ?? {};
-    const mark = (path: string, offset: number | undefined) => {
-      if (offset === undefined) return;
-      const pos = lineCounter.linePos(offset);
-      origins.set(path, at(pos.line, pos.col));
-    };
-    const walk = (node: unknown, path: string, depth: number) => {
-      if (depth > 64) return;
-      if (isMap(node)) {
-        for (const pair of node.items) {
-          if (!isPair(pair)) continue;
-          const keyNode = pair.key as YamlNode | null;
-          const key = isScalar(keyNode) ? String(keyNode.value) : String(keyNode);
-          const child = path === "" ? key : `${path}.${key}`;
-          mark(child, keyNode?.range?.[0]);
-          walk(pair.value, child, depth + 1);
-        }
-      } else if (isSeq(node)) {
-        node.items.forEach((item, index) => {
-          const child = path === "" ? `${index}` : `${path}.${index}`;
-          mark(child, (item as YamlNode | null)?.range?.[0]);
-          walk(item, child, depth + 1);
-        });
-      }
-    };
-    walk(doc.contents, "", 0);
-  } else if (format === "json") {
-    try {
-      tree = parseJsonWithPositions(text, (path, offset) => {
-        const { line, column } = lineAndColumn(text, offset);
-        origins.set(path, at(line, column));
-      });
-    } catch (error) {
-      if (error instanceof JsonSyntaxError) {
-        throw parseError(file, error.line, error.column, error.message);
-      }
-      throw error;
-    }
-  } else {
-    try {
-      tree = parseToml(text);
-    } catch (error) {
-      const { line, column, message } = error as {
-        line?: number;
-        column?: number;
-        message: string;
-      };
-      throw parseError(
-        file,
-        line ?? 1,
-        column ?? 1,
-        message.split("\n")[0]!.replace(/^Invalid TOML document: /, ""),
-      );
-    }
-    tomlPositions(text, (path, line, column) => origins.set(path, at(line, column)));
+    throw error;
   }
   if (!isPlainObject(tree)) {
     throw new ConfigError(`${file}:1:1: expected a mapping of keys at the top level`, {
@@ -144,61 +85,265 @@ function parseError(file: string, line: number, column: number, message: string)
   });
 }
 
-/** 1-based line and column of an offset (columns count UTF-16 units). */
-function lineAndColumn(text: string, offset: number): { line: number; column: number } {
-  let line = 1;
-  let lineStart = 0;
-  let index = text.indexOf("\n");
-  while (index !== -1 && index < offset) {
-    line++;
-    lineStart = index + 1;
-    index = text.indexOf("\n", lineStart);
-  }
-  return { line, column: offset - lineStart + 1 };
+/** Search for `<name>.{yaml,yml,json,toml}` in directories: the first directory with a hit wins. */
+export interface FileSearch {
+  /** The file name without extension, such as `"app"`. */
+  readonly name: string;
+  /** Directories to search, in order, such as `[".", "/etc/app"]`. */
+  readonly paths: readonly string[];
+  /** Fail when no file is found. @default {false} */
+  readonly required?: boolean;
 }
 
-const TOML_KEY =
-  /^(\s*)((?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'))*)\s*=/;
-const TOML_TABLE = /^(\s*)\[(\[)?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$/;
+/** What to read: the files option, the config directory, the profile, `--config` files. */
+export interface FilePlan {
+  readonly files?: readonly string[] | FileSearch | undefined;
+  readonly configDir?: string | undefined;
+  readonly profile?: string | undefined;
+  /** Files named by `--config`: they replace `files`. */
+  readonly configFiles: readonly string[];
+}
 
-/** Positions of TOML keys: a line scanner for `[table]`, `[[array]]` and `key = value` lines. */
-function tomlPositions(text: string, mark: (path: string, line: number, column: number) => void) {
-  const splitKey = (key: string) =>
-    [...key.matchAll(/[A-Za-z0-9_-]+|"((?:[^"\\]|\\.)*)"|'([^']*)'/g)].map((m) =>
-      m[1] !== undefined ? JSON.parse(`"${m[1]}"`) as string : m[2] ?? m[0]
-    );
-  let table: string[] = [];
-  const arrayCounts = new Map<string, number>();
-  let inMultiline: string | undefined;
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (inMultiline !== undefined) {
-      if (line.split(inMultiline).length % 2 === 0) inMultiline = undefined;
-      continue;
-    }
-    const header = TOML_TABLE.exec(line);
-    if (header !== null) {
-      const keys = splitKey(header[3]!);
-      const base = keys.join(".");
-      if (header[2] !== undefined) {
-        const index = arrayCounts.get(base) ?? 0;
-        arrayCounts.set(base, index + 1);
-        table = [...keys, String(index)];
-      } else {
-        table = keys;
+/** Directories to watch and the file names in them that matter (`<dir>/*`: every file). */
+export interface WatchTargets {
+  readonly dirs: Set<string>;
+  readonly names: Set<string>;
+}
+
+/** A configuration file to read, for one layer; `text` when the search read it already. */
+interface FileCandidate {
+  readonly path: string;
+  readonly kind: "files" | "profile" | "configDir";
+  readonly required: boolean;
+  /** The contents, when the search already read them (read once, never twice). */
+  readonly text?: string;
+}
+
+/**
+ * Which files to read: `--config` files, explicit files, or the first search hit; then the
+ * profile's file beside each, then the config directory's files in name order. Adds what to
+ * watch to `watch`.
+ *
+ * @throws {ConfigError} With code `not_found` when a required search finds nothing.
+ */
+export async function findConfigFiles(
+  fs: ConfigFileSystem,
+  plan: FilePlan,
+  watch: WatchTargets,
+): Promise<FileCandidate[]> {
+  const out: FileCandidate[] = [];
+  const { files, profile } = plan;
+  const remember = (path: string) => {
+    watch.dirs.add(dirOf(path));
+    watch.names.add(path.slice(path.lastIndexOf("/") + 1));
+  };
+  const profileOf = (path: string) => {
+    const format = formatOfFile(path);
+    const ext = CONFIG_EXTENSIONS.find(([e]) => path.toLowerCase().endsWith(e))?.[0] ?? "";
+    return format === undefined
+      ? undefined
+      : `${path.slice(0, path.length - ext.length)}.${profile}${ext}`;
+  };
+  const explicit = plan.configFiles.length > 0
+    ? plan.configFiles
+    : Array.isArray(files)
+    ? files as readonly string[]
+    : undefined;
+  if (explicit !== undefined) {
+    for (const path of explicit) {
+      out.push({ path, kind: "files", required: true });
+      remember(path);
+      if (profile !== undefined) {
+        const profilePath = profileOf(path);
+        if (profilePath !== undefined) {
+          out.push({ path: profilePath, kind: "profile", required: false });
+          remember(profilePath);
+        }
       }
-      mark(table.join("."), i + 1, header[1]!.length + 1);
-      continue;
     }
-    const assignment = TOML_KEY.exec(line);
-    if (assignment !== null) {
-      const path = [...table, ...splitKey(assignment[2]!)].join(".");
-      mark(path, i + 1, assignment[1]!.length + 1);
-      const rest = line.slice(assignment[0].length);
-      for (const quote of ['"""', "'''"]) {
-        if (rest.split(quote).length === 2) inMultiline = quote;
+  } else if (files !== undefined) {
+    const search = files as FileSearch;
+    let found = false;
+    for (const dir of search.paths) {
+      for (const [ext] of CONFIG_EXTENSIONS) {
+        remember(`${dir}/${search.name}${ext}`);
+        if (profile !== undefined) remember(`${dir}/${search.name}.${profile}${ext}`);
       }
+      if (found) continue;
+      for (const [ext] of CONFIG_EXTENSIONS) {
+        const path = `${dir}/${search.name}${ext}`;
+        const text = await tryRead(fs, path);
+        if (text !== undefined) {
+          out.push({ path, kind: "files", required: false, text });
+          found = true;
+          break;
+        }
+      }
+      if (found && profile !== undefined) {
+        for (const [ext] of CONFIG_EXTENSIONS) {
+          const path = `${dir}/${search.name}.${profile}${ext}`;
+          const text = await tryRead(fs, path);
+          if (text !== undefined) {
+            out.push({ path, kind: "profile", required: false, text });
+            break;
+          }
+        }
+      }
+    }
+    if (!found && search.required === true) {
+      throw new ConfigError(
+        `No configuration file ${search.name}.{yaml,yml,json,toml} in ${search.paths.join(", ")}`,
+        { code: "not_found" },
+      );
     }
   }
+  const configDir = plan.configDir;
+  if (configDir !== undefined) {
+    watch.dirs.add(configDir);
+    watch.names.add(`${configDir}/*`);
+    const names: string[] = [];
+    try {
+      for await (const entry of fs.readDir(configDir)) {
+        if (entry.isFile && !entry.name.startsWith(".") && formatOfFile(entry.name)) {
+          names.push(entry.name);
+        }
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    names.sort();
+    for (const name of names) {
+      out.push({ path: `${configDir}/${name}`, kind: "configDir", required: false });
+      watch.names.add(name);
+    }
+  }
+  return out;
+}
+
+async function tryRead(fs: ConfigFileSystem, path: string): Promise<string | undefined> {
+  try {
+    return await fs.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Reads and parses the files {@linkcode findConfigFiles} names into layers (secret references
+ * resolved by `resolve`), the texts read into `texts`; every problem is added to `issues`.
+ */
+export async function readConfigFiles(
+  fs: ConfigFileSystem,
+  plan: FilePlan,
+  watch: WatchTargets,
+  resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer>,
+  issues: ConfigIssue[],
+  texts: Map<string, string>,
+): Promise<Layer[]> {
+  let candidates: FileCandidate[];
+  try {
+    candidates = await findConfigFiles(fs, plan, watch);
+  } catch (error) {
+    issues.push({ path: "", message: asConfigError(error).message });
+    return [];
+  }
+  const layers = await Promise.all(candidates.map(async (candidate) => {
+    const format = formatOfFile(candidate.path);
+    if (format === undefined) {
+      issues.push({
+        path: "",
+        message: `${candidate.path}: unknown format, expected .yaml, .yml, .json or .toml`,
+      });
+      return undefined;
+    }
+    let text: string;
+    try {
+      text = candidate.text ?? await fs.readTextFile(candidate.path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound && !candidate.required) return undefined;
+      issues.push({
+        path: "",
+        message: error instanceof Deno.errors.NotFound
+          ? `Configuration file ${candidate.path} not found`
+          : `Cannot read ${candidate.path}: ${(error as Error).message}`,
+      });
+      return undefined;
+    }
+    texts.set(candidate.path, text);
+    try {
+      return await resolve(
+        parseConfigText(text, format, candidate.path, candidate.kind),
+        issues,
+      );
+    } catch (error) {
+      issues.push(...(error instanceof ConfigError ? error.issues : []));
+      if (!(error instanceof ConfigError)) throw error;
+      return undefined;
+    }
+  }));
+  return layers.filter((layer): layer is Layer => layer !== undefined);
+}
+
+/**
+ * The configuration files as a {@linkcode Source}: the files option (explicit, or a search), the
+ * profile's file beside each, the config directory; one layer per file. It remembers what to
+ * watch and the texts it read, so a reload can name the files whose contents changed.
+ */
+export class FileSource implements Source {
+  readonly name = "files";
+  /** Directories to watch and the names in them that matter; grows with each read. */
+  readonly watchTargets: WatchTargets = { dirs: new Set(), names: new Set() };
+  /** The texts the last read found, by path. */
+  texts: ReadonlyMap<string, string> = new Map();
+  readonly #fs: ConfigFileSystem;
+  readonly #plan: () => FilePlan;
+  readonly #resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer>;
+
+  /**
+   * @param fs The file system.
+   * @param plan What to read, asked at each read (the profile and `--config` come from flags).
+   * @param resolve Resolves secret references in a layer.
+   */
+  constructor(
+    fs: ConfigFileSystem,
+    plan: () => FilePlan,
+    resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer> = (layer) =>
+      Promise.resolve(layer),
+  ) {
+    this.#fs = fs;
+    this.#plan = plan;
+    this.#resolve = resolve;
+  }
+
+  /** @throws {ConfigError} Naming every file that is missing, unreadable or invalid. */
+  async load(): Promise<readonly SourceLayer[]> {
+    const issues: ConfigIssue[] = [];
+    const layers = await this.read(issues);
+    if (issues.length > 0) throw issuesError(issues, "Cannot read configuration files");
+    return layers;
+  }
+
+  /** Reads every file into a layer, adding every problem to `issues`. */
+  async read(issues: ConfigIssue[]): Promise<Layer[]> {
+    const texts = new Map<string, string>();
+    try {
+      return await readConfigFiles(
+        this.#fs,
+        this.#plan(),
+        this.watchTargets,
+        this.#resolve,
+        issues,
+        texts,
+      );
+    } finally {
+      this.texts = texts;
+    }
+  }
+}
+
+/** The directory of a file path (`.` for a bare name). */
+export function dirOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
 }

@@ -3,8 +3,10 @@
  *
  * @module
  */
+import { issuesError } from "../errors.ts";
 import type { ConfigIssue } from "../errors.ts";
 import type { Layer } from "../layer.ts";
+import type { Source, SourceLayer } from "../source.ts";
 import { flagName } from "../names.ts";
 import type { Origin } from "../origin.ts";
 import { getAt, setAt } from "../_path.ts";
@@ -12,7 +14,7 @@ import { coerce } from "../_coerce.ts";
 import { closest, type JsonSchema, type SchemaInfo } from "../_schema_info.ts";
 
 /** What the command line said. */
-export interface FlagsResult {
+interface FlagsResult {
   readonly layer: Layer;
   readonly issues: ConfigIssue[];
   readonly help: boolean;
@@ -22,7 +24,7 @@ export interface FlagsResult {
 }
 
 /** Special flags that are not configuration values. */
-export interface FlagNames {
+interface FlagNames {
   /** Flag that names the profile (without `--`), `undefined` for none. */
   readonly profile: string | undefined;
   /** Flag that names configuration files (without `--`), `undefined` for none. */
@@ -147,4 +149,45 @@ export function buildFlagsLayer(
     configFiles,
     positionals,
   };
+}
+
+/**
+ * The command line as a {@linkcode Source}: one flag per schema leaf. Reading it also says
+ * whether `--help` was given, the profile and `--config` files it names, and the positionals.
+ */
+export class FlagsSource implements Source {
+  readonly name = "flags";
+  readonly #info: SchemaInfo;
+  readonly #argv: readonly string[];
+  readonly #names: FlagNames;
+  /** What the last read found besides the layer. */
+  help = false;
+  profile: string | undefined;
+  configFiles: string[] = [];
+  positionals: string[] = [];
+
+  constructor(info: SchemaInfo, argv: readonly string[], names: FlagNames) {
+    this.#info = info;
+    this.#argv = argv;
+    this.#names = names;
+  }
+
+  /** @throws {ConfigError} Naming every unknown flag and bad value. */
+  load(): Promise<SourceLayer> {
+    const issues: ConfigIssue[] = [];
+    const layer = this.read(issues);
+    if (issues.length > 0) return Promise.reject(issuesError(issues, "Bad command line"));
+    return Promise.resolve(layer);
+  }
+
+  /** Reads the layer, adding every problem to `issues`. */
+  read(issues: ConfigIssue[]): Layer {
+    const result = buildFlagsLayer(this.#info, this.#argv, this.#names);
+    issues.push(...result.issues);
+    this.help = result.help;
+    this.profile = result.profile;
+    this.configFiles = result.configFiles;
+    this.positionals = result.positionals;
+    return result.layer;
+  }
 }

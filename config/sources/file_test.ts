@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { denoFileSystem } from "../file_system.ts";
+import type { ConfigIssue } from "../errors.ts";
+import type { Layer } from "../layer.ts";
+import {
+  FileSource,
+  findConfigFiles,
+  formatOfFile,
+  parseConfigText,
+  readConfigFiles,
+} from "./file.ts";
+import type { FilePlan, WatchTargets } from "./file.ts";
+
+async function tree(files: Record<string, string>): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "triad-file-source-" });
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.mkdir(`${dir}/${name}`.slice(0, `${dir}/${name}`.lastIndexOf("/")), {
+      recursive: true,
+    });
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+  }
+  return dir;
+}
+
+const keep = (layer: Layer) => Promise.resolve(layer);
+/** TOML trees have null prototypes: compare contents. */
+const plain = (value: unknown) => JSON.parse(JSON.stringify(value));
+const watchTargets = (): WatchTargets => ({ dirs: new Set(), names: new Set() });
+
+Deno.test("the file source searches paths, adds the profile's file, then the config directory", async () => {
+  const dir = await tree({
+    "a/other.yaml": "x: 0\n",
+    "b/app.toml": "port = 1\n",
+    "b/app.prod.toml": "port = 2\n",
+    "c/app.yaml": "port: 9\n",
+    "conf.d/20-b.json": '{"name": "b"}',
+    "conf.d/10-a.yaml": "name: a\n",
+    "conf.d/.hidden.yaml": "name: hidden\n",
+    "conf.d/notes.txt": "ignored",
+  });
+  try {
+    const plan: FilePlan = {
+      files: { name: "app", paths: [`${dir}/a`, `${dir}/b`, `${dir}/c`] },
+      configDir: `${dir}/conf.d`,
+      profile: "prod",
+      configFiles: [],
+    };
+    const watch = watchTargets();
+    const found = await findConfigFiles(denoFileSystem, plan, watch);
+    assert.deepEqual(found.map((f) => [f.path.slice(dir.length + 1), f.kind]), [
+      ["b/app.toml", "files"],
+      ["b/app.prod.toml", "profile"],
+      ["conf.d/10-a.yaml", "configDir"],
+      ["conf.d/20-b.json", "configDir"],
+    ]);
+    assert.ok(watch.dirs.has(`${dir}/c`), "every search directory is watched");
+    assert.ok(watch.names.has("app.yaml") && watch.names.has(`${dir}/conf.d/*`));
+
+    const issues: ConfigIssue[] = [];
+    const texts = new Map<string, string>();
+    const layers = await readConfigFiles(denoFileSystem, plan, watch, keep, issues, texts);
+    assert.deepEqual(issues, []);
+    assert.deepEqual(plain(layers.map((l) => l.tree)), [{ port: 1 }, { port: 2 }, { name: "a" }, {
+      name: "b",
+    }]);
+    assert.equal(texts.get(`${dir}/b/app.toml`), "port = 1\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the file source: --config files replace the files option; misses are issues", async () => {
+  const dir = await tree({ "x.yaml": "port: 5\n", "bad.yaml": "port: [\n" });
+  try {
+    const issues: ConfigIssue[] = [];
+    const layers = await readConfigFiles(
+      denoFileSystem,
+      {
+        files: [`${dir}/ignored.yaml`],
+        configFiles: [`${dir}/x.yaml`, `${dir}/bad.yaml`, `${dir}/gone.yaml`, `${dir}/x.ini`],
+      },
+      watchTargets(),
+      keep,
+      issues,
+      new Map(),
+    );
+    assert.deepEqual(layers.map((l) => l.tree), [{ port: 5 }]);
+    const messages = issues.map((i) => i.message).join("\n");
+    assert.match(messages, /gone\.yaml not found/);
+    assert.match(messages, /x\.ini: unknown format, expected \.yaml, \.yml, \.json or \.toml/);
+    assert.ok(issues.some((i) => i.origin !== undefined && "line" in i.origin), messages);
+
+    await assert.rejects(
+      findConfigFiles(denoFileSystem, {
+        files: { name: "none", paths: [dir], required: true },
+        configFiles: [],
+      }, watchTargets()),
+      /No configuration file none\.\{yaml,yml,json,toml\} in /,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("one parser per format, with positions", () => {
+  assert.equal(formatOfFile("a.YML"), "yaml");
+  for (
+    const [format, text] of [
+      ["yaml", "dns:\n  port: 53\n"],
+      ["json", '{\n  "dns": {"port": 53}\n}'],
+      ["toml", "[dns]\nport = 53\n"],
+    ] as const
+  ) {
+    const layer = parseConfigText(text, format, `app.${format}`);
+    assert.deepEqual(plain(layer.tree), { dns: { port: 53 } }, format);
+    const origin = layer.origins.get("dns.port");
+    assert.ok(origin !== undefined && "line" in origin && origin.line === 2, format);
+  }
+});
+
+Deno.test("FileSource loads layers, remembers texts and what to watch; load() fails on misses", async () => {
+  const dir = await tree({ "app.yaml": "port: 1\n" });
+  try {
+    const source = new FileSource(denoFileSystem, () => ({
+      files: [`${dir}/app.yaml`],
+      profile: "dev",
+      configFiles: [],
+    }));
+    const layers = await source.load();
+    assert.deepEqual(layers.map((l) => [l.kind, l.tree]), [["files", { port: 1 }]]);
+    assert.deepEqual([...source.texts.keys()], [`${dir}/app.yaml`]);
+    assert.deepEqual([...source.watchTargets.names], ["app.yaml", "app.dev.yaml"]);
+    await assert.rejects(
+      new FileSource(denoFileSystem, () => ({ files: [`${dir}/gone.yaml`], configFiles: [] }))
+        .load(),
+      /gone\.yaml not found/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
