@@ -12,7 +12,12 @@ import { orderUpstreams } from "./policy.ts";
 import type { UpstreamPolicy } from "./policy.ts";
 import type { MismatchReason } from "./reply_check.ts";
 import { Upstream } from "./upstream.ts";
-import type { UpstreamOptions, UpstreamReply, UpstreamTransport } from "./upstream.ts";
+import type {
+  UdpSocketOptions,
+  UpstreamOptions,
+  UpstreamReply,
+  UpstreamTransport,
+} from "./upstream.ts";
 import { randomId } from "./tcp_pool.ts";
 
 /** Settings of an {@linkcode UpstreamGroup}. */
@@ -31,6 +36,8 @@ export interface UpstreamGroupOptions {
   maxFails?: number;
   /** Interval of active probes (`. IN NS`) of upstreams marked down (ms); 0 is off. @default {500} */
   healthCheck?: number;
+  /** Where UDP queries leave from (a pool of sockets per upstream by default). */
+  udpSockets?: UdpSocketOptions;
   /** Reports refused replies. */
   onMismatch?: (upstream: string, reason: MismatchReason) => void;
   /** Reports every upstream round trip. */
@@ -83,6 +90,9 @@ export class UpstreamGroup {
         : { ...spec };
       if (options.maxFails !== undefined && upstreamOptions.maxFails === undefined) {
         upstreamOptions.maxFails = options.maxFails;
+      }
+      if (options.udpSockets !== undefined && upstreamOptions.udpSockets === undefined) {
+        upstreamOptions.udpSockets = options.udpSockets;
       }
       if (options.transport !== undefined && upstreamOptions.transport === undefined) {
         upstreamOptions.transport = options.transport;
