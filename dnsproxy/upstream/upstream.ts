@@ -35,8 +35,19 @@ export interface UpstreamOptions {
   maxFails?: number;
   /** Most TCP/TLS connections kept. @default {4} */
   maxConnections?: number;
-  /** TCP/TLS connections idle this long are closed (ms). @default {10000} */
+  /** TCP/TLS connections idle this long are closed (ms). @default {30000} */
   idleTimeout?: number;
+  /** A round trip longer than this (ms) is slow. @default {200} */
+  slowRtt?: number;
+  /**
+   * After this many slow round trips in a row the upstream is deprioritised (tried after the
+   * others, and probed) until a round trip is fast again. @default {3}
+   */
+  slowAfter?: number;
+  /** Called when the upstream is deprioritised (`true`) or fast again (`false`). */
+  onSlow?: (slow: boolean, rtt: number) => void;
+  /** Called when an idle TCP/TLS connection is closed. */
+  onIdleClose?: () => void;
   /** Called for every refused reply. */
   onMismatch?: (reason: MismatchReason) => void;
   /** How UDP queries pick their source socket (a pool by default). */
@@ -159,7 +170,12 @@ export class Upstream {
   fails = 0;
   /** Queries in flight. */
   inFlight = 0;
+  /** Slow round trips in a row (see {@linkcode UpstreamOptions.slowAfter}). */
+  slowStreak = 0;
   readonly #maxFails: number;
+  readonly #slowRtt: number;
+  readonly #slowAfter: number;
+  readonly #onSlow: (slow: boolean, rtt: number) => void;
   readonly #pool: TcpPool;
   readonly #onMismatch: (reason: MismatchReason) => void;
   readonly #udpQuery: UdpQuery;
@@ -177,6 +193,9 @@ export class Upstream {
     this.protocol = protocol;
     this.address = Object.freeze(address); // frozen: netloop keeps its encoded sockaddr
     this.#maxFails = options.maxFails ?? 2;
+    this.#slowRtt = options.slowRtt ?? 200;
+    this.#slowAfter = Math.max(1, options.slowAfter ?? 3);
+    this.#onSlow = options.onSlow ?? (() => {});
     this.#onMismatch = options.onMismatch ?? (() => {});
     this.#now = options.transport?.now ?? (() => performance.now());
     const exchange = options.transport?.udpExchange ?? udpExchange;
@@ -222,12 +241,18 @@ export class Upstream {
     };
     if (options.maxConnections !== undefined) poolOptions.maxConnections = options.maxConnections;
     if (options.idleTimeout !== undefined) poolOptions.idleTimeout = options.idleTimeout;
+    if (options.onIdleClose !== undefined) poolOptions.onIdleClose = options.onIdleClose;
     this.#pool = new TcpPool(poolOptions);
   }
 
   /** Whether the last failure is the one that marked it down (the `maxFails`th in a row). */
   get justWentDown(): boolean {
     return this.fails === this.#maxFails;
+  }
+
+  /** Whether it is deprioritised: its last `slowAfter` round trips each took over `slowRtt`. */
+  get slow(): boolean {
+    return this.slowStreak >= this.#slowAfter;
   }
 
   /** Whether it counts as up (fewer than `maxFails` consecutive failures). */
@@ -286,6 +311,13 @@ export class Upstream {
       const rtt = this.#now() - started;
       this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
       this.fails = 0;
+      if (rtt > this.#slowRtt) {
+        if (++this.slowStreak === this.#slowAfter) this.#onSlow(true, rtt);
+      } else if (this.slowStreak !== 0) {
+        const was = this.slow;
+        this.slowStreak = 0;
+        if (was) this.#onSlow(false, rtt);
+      }
       done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
     };
     if (this.protocol !== "udp") {
