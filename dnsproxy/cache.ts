@@ -245,7 +245,8 @@ class Slots {
   /** Makes room for `slots` slots (the table stays at most half full). */
   grow(slots: number): void {
     if (slots <= this.capacity) return;
-    const capacity = Math.max(slots, 64);
+    // Doubled: a store past the capacity copies every array, so that must be rare.
+    const capacity = Math.max(slots, 64, this.capacity * 2);
     const copy = <T extends Int32Array | Uint32Array | Uint16Array | Uint8Array | Float64Array>(
       old: T,
       make: (n: number) => T,
