@@ -148,7 +148,8 @@ try {
     }
     const redirect = peer.gcLog === undefined ? "/dev/null" : peer.gcLog;
     peer.process = new Deno.Command("sh", {
-      args: ["-c", `exec taskset -c 0 ${command.join(" ")} > ${redirect} 2>/dev/null`],
+      // Line-buffered: V8 prints --trace-gc through stdio, which would hold lines back in a file.
+      args: ["-c", `exec stdbuf -oL taskset -c 0 ${command.join(" ")} > ${redirect} 2>/dev/null`],
     }).spawn();
   }
   for (const peer of peers) await waitReady(peer.port);
