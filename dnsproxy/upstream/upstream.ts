@@ -90,8 +90,9 @@ export interface UpstreamTransport {
   /** The same, callback style (preferred over `udpExchange` when both are given). */
   udpQuery?: UdpQuery;
   /**
-   * Opens a pool of UDP sockets to one upstream (`udpSockets.mode` `pool`); without it the
-   * upstream uses Deno's sockets ({@linkcode denoUdpPool}).
+   * Opens a pool of UDP sockets to one upstream (`udpSockets.mode` `pool`). Without it, a
+   * transport that has `udpQuery` or `udpExchange` carries every query on those (per query), and
+   * an upstream with no transport pools Deno's sockets ({@linkcode denoUdpPool}).
    */
   udpPool?: (
     server: SocketAddress,
