@@ -15,6 +15,8 @@ import type { UdpQueryDone } from "./upstream/udp_exchange.ts";
 import { checkReply } from "./upstream/reply_check.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { UpstreamError } from "./upstream/upstream_error.ts";
+import { UdpPool } from "./upstream/udp_pool.ts";
+import type { PoolSocketEvents, PoolSocketOpener } from "./upstream/udp_pool.ts";
 
 /**
  * Replies, copied out of the loop's receive buffer for the rest of their exchange (one turn: the
@@ -104,6 +106,23 @@ const UPSTREAM_HANDLER: ConnHandler = {
   },
 };
 
+/** One handler for every pool socket (the pool's socket is the connection's context). */
+const POOL_HANDLER: ConnHandler = {
+  onOpen: () => Action.None,
+  onTraffic: (conn) => {
+    (conn.context as PoolSocketEvents).datagram(conn.next());
+    return Action.None;
+  },
+  onClose: (conn, error) => {
+    // Closed by the pool itself (io.close) or by a socket error: the pool tells them apart.
+    if (!closing.has(conn)) (conn.context as PoolSocketEvents).closed(error);
+    return Action.None;
+  },
+};
+
+/** Pool sockets being closed by their pool (their `onClose` is not a failure). */
+const closing = new WeakSet<Conn>();
+
 /** How often {@linkcode LoopTransport.sweep} looks for expired queries (ms). */
 const SWEEP_EVERY_MS = 10;
 
@@ -134,13 +153,48 @@ export interface LoopTransport extends UpstreamTransport {
 export function loopTransport(loop: Loop): LoopTransport {
   let pending: PendingQuery[] = [];
   let nextSweep = 0;
+  const pools = new Set<UdpPool>();
+  const opener: PoolSocketOpener = {
+    open(server, events) {
+      const conn = loop.dial({
+        network: "udp",
+        address: server,
+        handler: POOL_HANDLER,
+        context: events,
+      });
+      return {
+        send: (bytes) => conn.write(bytes),
+        close() {
+          if (conn.closed) return;
+          closing.add(conn);
+          conn.close();
+        },
+      };
+    },
+    copy: (view) => replies.copy(view),
+    now: () => loop.now,
+    sweepWithin: (ms) => loop.tickWithin(ms),
+  };
   return {
+    udpPool(server, options, onMismatch) {
+      const pool = new UdpPool(server, options, onMismatch, opener);
+      pools.add(pool);
+      return {
+        query: pool.query,
+        close() {
+          pools.delete(pool);
+          pool.close();
+        },
+      };
+    },
     get pending() {
       let n = 0;
+      for (const pool of pools) n += pool.pending;
       for (const query of pending) if (!query.done) n++;
       return n;
     },
     sweep(now) {
+      for (const pool of pools) pool.sweep(now);
       if (pending.length === 0) return;
       if (now >= nextSweep) {
         nextSweep = now + SWEEP_EVERY_MS;

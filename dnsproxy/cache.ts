@@ -98,10 +98,10 @@ const ENTRY_OVERHEAD = 160;
  * (with this and the replies' copies in slabs, a miss cost 17.6 instead of 19.1 µs).
  */
 const SLAB_SIZE = 256 * 1024;
-/** Answers larger than this get a buffer of their own (they are rare: over TCP only). */
-const SLAB_MAX_ANSWER = 16 * 1024;
+/** Records larger than this get a slab of their own (they are rare: over TCP only). */
+const SLAB_MAX_RECORD = 16 * 1024;
 
-/** Answers moved out of old slabs per store while a compaction runs (bounds its pause). */
+/** Entries whose records are moved out of old slabs per store while a compaction runs. */
 const COMPACT_STEP = 16;
 
 /**
@@ -110,42 +110,307 @@ const COMPACT_STEP = 16;
  */
 const MAX_CHAIN = 8;
 
-/** A slab of cached answers: what it has handed out, and how much of that is still cached. */
+/** Entry flags (`#flags`). */
+const NEGATIVE = 2;
+const USED = 4;
+const PREFETCHING = 8;
+
+/** A slab of cached records: what it has handed out, and how much of that is still cached. */
 class Slab {
   used = 0;
   live = 0;
-  /** The compaction epoch it was made in (answers in slabs of earlier epochs get moved). */
+  /** The compaction epoch it was made in (records in slabs of earlier epochs get moved). */
   constructor(readonly bytes: Uint8Array, readonly epoch: number) {}
 }
 
-/** The entries the cache keeps: a {@linkcode CacheEntry} and the slab its bytes are in. */
-class Entry implements CacheEntry {
-  hits = 0;
-  prefetching = false;
-  used = false;
-  plain: CachedAnswer | undefined = undefined;
-  /** The next entry whose key has the same hash (rare: see #entries). */
-  nextSame: Entry | undefined = undefined;
+/**
+ * What {@linkcode DnsCache.lookup} returns for an entry: its fields as they were at the lookup (an
+ * entry is a slot of the cache's typed arrays, not an object, and a slot may later hold another
+ * entry), its record's bytes (slab bytes are never written twice, so they stay valid), and the
+ * counters (`hits`, `used`, `prefetching`) read and written through while the slot still holds it.
+ * Made per lookup and dropped within the turn (or kept by a query waiting to serve stale).
+ */
+class EntryView implements CacheEntry {
   constructor(
+    readonly slots: Slots,
+    readonly slot: number,
+    readonly generation: number,
     readonly key: string,
-    /** keyHash(key): where it is in the Map. */
-    readonly hash: number,
-    public bytes: Uint8Array,
-    readonly ttlOffsets: readonly number[],
+    readonly slab: Uint8Array,
+    /** Where its record starts in `slab`: the answer, then TTL offsets (2 bytes each). */
+    readonly at: number,
+    readonly length: number,
+    readonly ttlCount: number,
     readonly questionEnd: number,
-    readonly hasOpt: boolean,
+    readonly flags: number,
     readonly rcode: number,
     readonly storedAt: number,
     readonly expiresAt: number,
     readonly lifetime: number,
-    readonly negative: boolean,
     readonly size: number,
-    public slab: Slab | undefined,
   ) {}
 
-  /** The clamped TTLs: the cache's copy of the answer carries them (no array kept per entry). */
+  get bytes(): Uint8Array {
+    return this.slab.subarray(this.at, this.at + this.length);
+  }
+
+  get ttlOffsets(): readonly number[] {
+    const out: number[] = [];
+    const base = this.at + this.length;
+    for (let i = 0; i < this.ttlCount; i++) {
+      out.push((this.slab[base + 2 * i]! << 8) | this.slab[base + 2 * i + 1]!);
+    }
+    return out;
+  }
+
   get ttls(): readonly number[] {
-    return this.ttlOffsets.map((at) => readTtl(this.bytes, at));
+    return this.ttlOffsets.map((at) => readTtl(this.slab, this.at + at));
+  }
+
+  get hasOpt(): boolean {
+    return false; // kept without its OPT record (see `CachedAnswer.bytes`)
+  }
+
+  get negative(): boolean {
+    return (this.flags & NEGATIVE) !== 0;
+  }
+
+  get hits(): number {
+    return this.slots.hitsOf(this);
+  }
+
+  set hits(value: number) {
+    this.slots.setHits(this, value);
+  }
+
+  get used(): boolean {
+    return this.slots.flag(this, USED);
+  }
+
+  set used(value: boolean) {
+    this.slots.setFlag(this, USED, value);
+  }
+
+  get prefetching(): boolean {
+    return this.slots.flag(this, PREFETCHING);
+  }
+
+  set prefetching(value: boolean) {
+    this.slots.setFlag(this, PREFETCHING, value);
+  }
+
+  get plain(): CachedAnswer | undefined {
+    return undefined; // see `CacheEntry.plain`
+  }
+}
+
+/**
+ * The entries: one slot each in typed arrays (no object per entry, so storing an answer leaves
+ * nothing for a scavenge to copy), found through an open-addressing table of slot numbers (linear
+ * probing over `keyHash`, deletion by backward shift: no tombstones). An entry's record (the
+ * answer, its TTL offsets, its key) is carved from a slab.
+ */
+class Slots {
+  capacity = 0;
+  /** Slots ever handed out: [0, high). */
+  high = 0;
+  hash = new Int32Array(0);
+  generation = new Uint32Array(0);
+  slab = new Int32Array(0);
+  at = new Uint32Array(0);
+  length = new Uint32Array(0);
+  ttlCount = new Uint16Array(0);
+  keyLength = new Uint16Array(0);
+  questionEnd = new Uint16Array(0);
+  flags = new Uint8Array(0);
+  rcode = new Uint8Array(0);
+  hits = new Uint32Array(0);
+  size = new Uint32Array(0);
+  lifetime = new Uint32Array(0);
+  storedAt = new Float64Array(0);
+  expiresAt = new Float64Array(0);
+  /** Free slots below `high` (a stack). */
+  free = new Int32Array(0);
+  freeCount = 0;
+  /** slot + 1 per table position, 0 when empty. */
+  table = new Int32Array(0);
+  mask = 0;
+  /** The slabs by number (a hole where one was let go), and the numbers free for reuse. */
+  slabs: (Slab | undefined)[] = [];
+  freeSlabs: number[] = [];
+
+  /** Makes room for `slots` slots (the table stays at most half full). */
+  grow(slots: number): void {
+    if (slots <= this.capacity) return;
+    // Doubled: a store past the capacity copies every array, so that must be rare.
+    const capacity = Math.max(slots, 64, this.capacity * 2);
+    const copy = <T extends Int32Array | Uint32Array | Uint16Array | Uint8Array | Float64Array>(
+      old: T,
+      make: (n: number) => T,
+    ): T => {
+      const next = make(capacity);
+      next.set(old);
+      return next;
+    };
+    this.hash = copy(this.hash, (n) => new Int32Array(n));
+    this.generation = copy(this.generation, (n) => new Uint32Array(n));
+    this.slab = copy(this.slab, (n) => new Int32Array(n));
+    this.at = copy(this.at, (n) => new Uint32Array(n));
+    this.length = copy(this.length, (n) => new Uint32Array(n));
+    this.ttlCount = copy(this.ttlCount, (n) => new Uint16Array(n));
+    this.keyLength = copy(this.keyLength, (n) => new Uint16Array(n));
+    this.questionEnd = copy(this.questionEnd, (n) => new Uint16Array(n));
+    this.flags = copy(this.flags, (n) => new Uint8Array(n));
+    this.rcode = copy(this.rcode, (n) => new Uint8Array(n));
+    this.hits = copy(this.hits, (n) => new Uint32Array(n));
+    this.size = copy(this.size, (n) => new Uint32Array(n));
+    this.lifetime = copy(this.lifetime, (n) => new Uint32Array(n));
+    this.storedAt = copy(this.storedAt, (n) => new Float64Array(n));
+    this.expiresAt = copy(this.expiresAt, (n) => new Float64Array(n));
+    this.free = copy(this.free, (n) => new Int32Array(n));
+    this.capacity = capacity;
+    let positions = 16;
+    while (positions < capacity * 2) positions *= 2;
+    if (positions > this.table.length) {
+      const old = this.table;
+      this.table = new Int32Array(positions);
+      this.mask = positions - 1;
+      for (let i = 0; i < old.length; i++) {
+        const held = old[i]!;
+        if (held === 0) continue;
+        let p = this.hash[held - 1]! & this.mask;
+        while (this.table[p] !== 0) p = (p + 1) & this.mask;
+        this.table[p] = held;
+      }
+    }
+  }
+
+  /** Whether the slot's record holds `key`. */
+  keyIs(slot: number, key: string): boolean {
+    const length = key.length;
+    if (this.keyLength[slot] !== length) return false;
+    const bytes = this.slabs[this.slab[slot]!]!.bytes;
+    let p = this.at[slot]! + this.length[slot]! + 2 * this.ttlCount[slot]!;
+    for (let i = 0; i < length; i++, p += 2) {
+      if (((bytes[p]! << 8) | bytes[p + 1]!) !== key.charCodeAt(i)) return false;
+    }
+    return true;
+  }
+
+  /** The slot's key (read back from its record). */
+  keyOf(slot: number): string {
+    const bytes = this.slabs[this.slab[slot]!]!.bytes;
+    const start = this.at[slot]! + this.length[slot]! + 2 * this.ttlCount[slot]!;
+    let key = "";
+    for (let i = 0; i < this.keyLength[slot]!; i++) {
+      key += String.fromCharCode((bytes[start + 2 * i]! << 8) | bytes[start + 2 * i + 1]!);
+    }
+    return key;
+  }
+
+  /** The table position holding `key`, or -1. */
+  find(key: string, hash: number): number {
+    const table = this.table;
+    const mask = this.mask;
+    for (let p = hash & mask;; p = (p + 1) & mask) {
+      const held = table[p]!;
+      if (held === 0) return -1;
+      if (this.hash[held - 1] === hash && this.keyIs(held - 1, key)) return p;
+    }
+  }
+
+  /** Entries held under `hash` (a store of a new key past {@linkcode MAX_CHAIN} is refused). */
+  chain(hash: number): number {
+    let n = 0;
+    for (let p = hash & this.mask;; p = (p + 1) & this.mask) {
+      const held = this.table[p]!;
+      if (held === 0) return n;
+      if (this.hash[held - 1] === hash) n++;
+    }
+  }
+
+  /** Puts a slot (its hash set) into the table. */
+  insert(slot: number): void {
+    let p = this.hash[slot]! & this.mask;
+    while (this.table[p] !== 0) p = (p + 1) & this.mask;
+    this.table[p] = slot + 1;
+  }
+
+  /** Takes the slot at table position `p` out of the table (backward shift). */
+  unlink(p: number): void {
+    const table = this.table;
+    const mask = this.mask;
+    let hole = p;
+    table[hole] = 0;
+    for (let q = (hole + 1) & mask;; q = (q + 1) & mask) {
+      const held = table[q]!;
+      if (held === 0) return;
+      const home = this.hash[held - 1]! & mask;
+      // Moves back into the hole when its home is not in (hole, q] (cyclically).
+      const between = hole <= q ? home > hole && home <= q : home > hole || home <= q;
+      if (!between) {
+        table[hole] = held;
+        table[q] = 0;
+        hole = q;
+      }
+    }
+  }
+
+  /** The table position of a slot (it must be held). */
+  positionOf(slot: number): number {
+    for (let p = this.hash[slot]! & this.mask;; p = (p + 1) & this.mask) {
+      if (this.table[p] === slot + 1) return p;
+    }
+  }
+
+  /** A free slot (`capacity` must allow one more). */
+  take(): number {
+    if (this.freeCount > 0) return this.free[--this.freeCount]!;
+    if (this.high === this.capacity) this.grow(this.capacity * 2);
+    return this.high++;
+  }
+
+  /** Whether a view still describes what its slot holds. */
+  holds(view: EntryView): boolean {
+    return this.generation[view.slot] === view.generation && this.slab[view.slot]! >= 0;
+  }
+
+  hitsOf(view: EntryView): number {
+    return this.holds(view) ? this.hits[view.slot]! : 0;
+  }
+
+  setHits(view: EntryView, value: number): void {
+    if (this.holds(view)) this.hits[view.slot] = value;
+  }
+
+  flag(view: EntryView, flag: number): boolean {
+    return this.holds(view) && (this.flags[view.slot]! & flag) !== 0;
+  }
+
+  setFlag(view: EntryView, flag: number, value: boolean): void {
+    if (!this.holds(view)) return;
+    const slot = view.slot;
+    this.flags[slot] = value ? this.flags[slot]! | flag : this.flags[slot]! & ~flag;
+  }
+
+  view(cache: Slots, slot: number, key: string): EntryView {
+    return new EntryView(
+      cache,
+      slot,
+      this.generation[slot]!,
+      key,
+      this.slabs[this.slab[slot]!]!.bytes,
+      this.at[slot]!,
+      this.length[slot]!,
+      this.ttlCount[slot]!,
+      this.questionEnd[slot]!,
+      this.flags[slot]!,
+      this.rcode[slot]!,
+      this.storedAt[slot]!,
+      this.expiresAt[slot]!,
+      this.lifetime[slot]!,
+      this.size[slot]!,
+    );
   }
 }
 
@@ -178,8 +443,10 @@ export function cacheKey(info: MessageInfo): string {
  * hit marks its entry, eviction gives a marked one a second chance); positive answers live for
  * their smallest answer TTL, negative ones per RFC 2308 (SOA TTL capped by SOA MINIMUM); expired
  * entries may be served stale (RFC 8767); popular entries are flagged for prefetch near expiry.
- * Answers are copied into shared 256 KiB slabs; when the slabs hold more than about twice the bytes
- * of the answers cached (plus 1 MiB), the cached ones are moved into new slabs, 16 per store.
+ * Entries are slots of typed arrays found through an open-addressing table (no object per entry);
+ * each entry's answer (without its OPT record), TTL offsets and key are copied into shared 256 KiB
+ * slabs; when the slabs hold more than about twice the bytes of the entries cached (plus 1 MiB),
+ * the cached ones are moved into new slabs, 16 per store.
  *
  * @example
  * ```ts
@@ -204,31 +471,22 @@ export function cacheKey(info: MessageInfo): string {
  * ```
  */
 export class DnsCache {
-  /**
-   * In the order stored (a Map iterates in insertion order), which is the order the eviction's
-   * clock hand walks. An entry never moves: in V8 a delete and set of the same key, repeated, gets
-   * slower with the table's size until it rehashes (20,000 of them in a 100,000-entry Map cost
-   * 20 µs each, 0.8 µs with rotating keys: as if each delete left a hole in that key's chain).
-   * Keyed by `keyHash(key)`: what is found is checked against the key, and an entry whose key
-   * shares its hash with another's is chained behind that one (`nextSame`; the two share a place
-   * in the clock hand's order).
-   */
-  #entries = new Map<number, Entry>();
-  /** Entries held, the chained ones included. */
+  #s = new Slots();
+  /** Entries held. */
   #count = 0;
-  /** The clock hand: walks #entries across evictions, back to the start at the end (see #evict). */
-  #oldest: MapIterator<Entry> | undefined;
+  /** The clock hand: the next slot eviction looks at (slots in turn, wrapping at `high`). */
+  #hand = 0;
   #bytes = 0;
-  /** The slab answers are carved from now. */
-  #slab: Slab | undefined;
-  /** Bytes of the slabs that still hold a cached answer (the current one included). */
+  /** The slab records are carved from now (its number in `#s.slabs`), or -1. */
+  #slab = -1;
+  /** Bytes of the slabs that still hold a cached record (the current one included). */
   #slabBytes = 0;
-  /** Bytes of the cached answers in slabs. */
+  /** Bytes of the cached records in slabs. */
   #slabLive = 0;
   /** Compactions started so far. */
   #epoch = 0;
-  /** The running compaction's walk over the entries, or `undefined`. */
-  #compacting: MapIterator<Entry> | undefined;
+  /** The running compaction's next slot, or -1. */
+  #compacting = -1;
   #maxEntries: number;
   #maxBytes: number;
   #minTtl: number;
@@ -298,18 +556,21 @@ export class DnsCache {
    * @returns The entry and whether it is stale, or `undefined`.
    */
   lookup(key: string): CacheLookup | undefined {
-    let entry = this.#entries.get(this.#hash(key));
-    if (entry !== undefined && entry.key !== key) entry = chained(entry, key);
-    if (entry === undefined) return undefined;
+    const s = this.#s;
+    if (this.#count === 0) return undefined;
+    const p = s.find(key, this.#hash(key));
+    if (p < 0) return undefined;
+    const slot = s.table[p]! - 1;
     const now = this.#now();
-    if (now >= entry.expiresAt + this.#staleMs) {
-      this.#remove(entry);
+    const expiresAt = s.expiresAt[slot]!;
+    if (now >= expiresAt + this.#staleMs) {
+      this.#remove(slot, p);
       return undefined;
     }
     // Only marked: the eviction's clock hand passes over a served entry once (LRU as CLOCK
     // approximates it).
-    entry.used = true;
-    return { entry, stale: now >= entry.expiresAt, now };
+    s.flags[slot] = s.flags[slot]! | USED;
+    return { entry: s.view(s, slot, key), stale: now >= expiresAt, now };
   }
 
   /**
@@ -364,70 +625,79 @@ export class DnsCache {
     const cutFrom = edns?.offset ?? response.length;
     const cut = edns === undefined ? 0 : edns.end - edns.offset;
     const length = response.length - cut;
-    const size = length + key.length * 2 + info.ttlOffsets.length * 8 + ENTRY_OVERHEAD;
-    if (size > this.#maxBytes) return false;
+    // Records after the OPT record move up (it is usually the last: then nothing moves).
+    const shift = cut > 0 && info.ttlOffsets.length > 0 &&
+      info.ttlOffsets[info.ttlOffsets.length - 1]! > cutFrom;
+    const offsets = info.ttlOffsets;
+    const size = length + key.length * 2 + offsets.length * 8 + ENTRY_OVERHEAD;
+    if (size > this.#maxBytes || key.length > 0xffff || offsets.length > 0xffff) return false;
+    const s = this.#s;
     const now = this.#now();
     const hash = this.#hash(key);
-    const head = this.#entries.get(hash);
-    const old = head === undefined || head.key === key ? head : chained(head, key);
-    if (old === undefined && head !== undefined && chainLength(head) >= MAX_CHAIN) return false;
-    // Replaced where it stands (see #entries), and marked: a refreshed answer was just asked for.
-    if (old !== undefined) this.#forget(old);
-    // The parsed message is not kept: only the offsets a hit rewrites (each entry outlives a few
-    // scavenges, which copy all it holds; the parsed form was over 40% of it).
-    let bytes: Uint8Array;
-    let slab: Slab | undefined;
-    if (length > SLAB_MAX_ANSWER) {
-      bytes = new Uint8Array(length);
-      copyCut(response, cutFrom, cut, bytes);
+    const p = this.#count === 0 ? -1 : s.find(key, hash);
+    let slot: number;
+    if (p >= 0) {
+      // Replaced where it stands (its place in the clock hand's walk), and marked: a refreshed
+      // answer was just asked for.
+      slot = s.table[p]! - 1;
+      this.#forget(slot);
+      s.flags[slot] = USED;
     } else {
-      bytes = this.#copyIn(response, cutFrom, cut);
-      slab = this.#slab;
+      if (this.#count > 0 && s.chain(hash) >= MAX_CHAIN) return false;
+      s.grow(this.#count + 1);
+      slot = s.take();
+      s.hash[slot] = hash;
+      s.insert(slot);
+      s.flags[slot] = 0;
+      this.#count++;
     }
-    // Records after the OPT record moved up (it is usually the last: then nothing moved).
-    let offsets = info.ttlOffsets;
-    if (cut > 0 && offsets.length > 0 && offsets[offsets.length - 1]! > cutFrom) {
-      offsets = offsets.map((at) => at > cutFrom ? at - cut : at);
+    s.generation[slot] = (s.generation[slot]! + 1) >>> 0;
+    // The record: the answer, its TTL offsets (2 bytes each), the key (2 bytes a character).
+    const record = length + 2 * offsets.length + 2 * key.length;
+    const slabNumber = this.#carve(record);
+    const slab = s.slabs[slabNumber]!;
+    const bytes = slab.bytes;
+    const at = slab.used;
+    slab.used += (record + 7) & ~7;
+    slab.live += record;
+    this.#slabLive += record;
+    if (cut === 0) {
+      bytes.set(response, at);
+    } else {
+      bytes.set(response.subarray(0, cutFrom), at);
+      bytes.set(response.subarray(cutFrom + cut), at + cutFrom);
+      const arcount = ((bytes[at + 10]! << 8) | bytes[at + 11]!) - 1;
+      bytes[at + 10] = arcount >> 8;
+      bytes[at + 11] = arcount & 0xff;
     }
     // The copy keeps the clamped TTLs (RFC 2181 §8: the top bit set reads as zero), so a hit
     // subtracts the time spent from what it copies.
-    if (cut > 0) {
-      const arcount = ((bytes[10]! << 8) | bytes[11]!) - 1;
-      bytes[10] = arcount >> 8;
-      bytes[11] = arcount & 0xff;
+    let q = at + length;
+    for (let i = 0; i < offsets.length; i++, q += 2) {
+      const offset = shift && offsets[i]! > cutFrom ? offsets[i]! - cut : offsets[i]!;
+      const ttl = readTtl(bytes, at + offset);
+      writeTtl(bytes, at + offset, Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl));
+      bytes[q] = offset >> 8;
+      bytes[q + 1] = offset & 0xff;
     }
-    for (let i = 0; i < offsets.length; i++) {
-      const ttl = readTtl(bytes, offsets[i]!);
-      writeTtl(bytes, offsets[i]!, Math.min(Math.max(ttl, this.#minTtl), this.#maxTtl));
+    for (let i = 0; i < key.length; i++, q += 2) {
+      const c = key.charCodeAt(i);
+      bytes[q] = c >> 8;
+      bytes[q + 1] = c & 0xff;
     }
-    const entry = new Entry(
-      key,
-      hash,
-      bytes,
-      offsets,
-      info.question.end,
-      false,
-      info.rcode,
-      now,
-      now + lifetime * 1000,
-      lifetime,
-      negative,
-      size,
-      slab,
-    );
-    entry.used = old !== undefined;
-    if (old !== undefined) {
-      entry.nextSame = old.nextSame;
-      if (old === head) this.#entries.set(hash, entry);
-      else this.#before(old)!.nextSame = entry;
-    } else {
-      if (head === undefined) this.#entries.set(hash, entry);
-      else {
-        entry.nextSame = head.nextSame;
-        head.nextSame = entry;
-      }
-      this.#count++;
-    }
+    s.slab[slot] = slabNumber;
+    s.at[slot] = at;
+    s.length[slot] = length;
+    s.ttlCount[slot] = offsets.length;
+    s.keyLength[slot] = key.length;
+    s.questionEnd[slot] = info.question.end;
+    if (negative) s.flags[slot] = s.flags[slot]! | NEGATIVE;
+    s.rcode[slot] = info.rcode;
+    s.hits[slot] = 0;
+    s.size[slot] = size;
+    s.lifetime[slot] = lifetime;
+    s.storedAt[slot] = now;
+    s.expiresAt[slot] = now + lifetime * 1000;
     this.#bytes += size;
     this.#evict();
     this.#compactSome();
@@ -451,32 +721,59 @@ export class DnsCache {
   answer(lookup: CacheLookup, query: Uint8Array, plain = false, into?: Uint8Array): Uint8Array {
     const { entry, stale } = lookup;
     entry.hits++;
-    const { bytes, ttlOffsets: offsets, questionEnd } = entry;
-    const length = bytes.length + (plain ? 0 : OWN_OPT_LENGTH);
-    let out: Uint8Array;
-    if (into !== undefined && into.length >= length) {
-      out = into.subarray(0, length);
+    let source: Uint8Array;
+    let start: number;
+    let length: number;
+    let offsets: readonly number[] | undefined;
+    let questionEnd: number;
+    let base = 0;
+    let count: number;
+    if (!(entry instanceof EntryView)) {
+      source = entry.bytes;
+      start = 0;
+      length = source.length;
+      offsets = entry.ttlOffsets;
+      questionEnd = entry.questionEnd;
+      count = offsets.length;
     } else {
-      out = new Uint8Array(length);
+      // The record itself: the TTL offsets are read from it, no array made.
+      source = entry.slab;
+      start = entry.at;
+      length = entry.length;
+      questionEnd = entry.questionEnd;
+      base = start + length;
+      count = entry.ttlCount;
     }
-    out.set(bytes);
+    const outLength = length + (plain ? 0 : OWN_OPT_LENGTH);
+    let out: Uint8Array;
+    if (into !== undefined && into.length >= outLength) {
+      out = into.subarray(0, outLength);
+    } else {
+      out = new Uint8Array(outLength);
+    }
+    out.set(
+      start === 0 && length === source.length ? source : source.subarray(start, start + length),
+    );
     const key = entry.key;
     const dnssecOk = (key.charCodeAt(key.length - 1) & 1) !== 0; // see cacheKey
     if (!plain) {
-      writeOwnOpt(out, bytes.length, dnssecOk);
+      writeOwnOpt(out, length, dnssecOk);
       const arcount = ((out[10]! << 8) | out[11]!) + 1;
       out[10] = arcount >> 8;
       out[11] = arcount & 0xff;
     }
     setAnswerHeader(out, query, dnssecOk);
     copyQuestionCase(out, questionEnd, query);
-    if (stale) {
-      for (let i = 0; i < offsets.length; i++) writeTtl(out, offsets[i]!, this.#staleAnswerTtl);
-    } else {
-      const elapsed = Math.floor((lookup.now - entry.storedAt) / 1000);
-      for (let i = 0; i < offsets.length; i++) {
-        const ttl = readTtl(out, offsets[i]!) - elapsed; // the clamped TTL, copied from the entry
-        writeTtl(out, offsets[i]!, ttl > 0 ? ttl : 0);
+    const elapsed = stale ? 0 : Math.floor((lookup.now - entry.storedAt) / 1000);
+    for (let i = 0; i < count; i++) {
+      const at = offsets !== undefined
+        ? offsets[i]!
+        : (source[base + 2 * i]! << 8) | source[base + 2 * i + 1]!;
+      if (stale) {
+        writeTtl(out, at, this.#staleAnswerTtl);
+      } else {
+        const ttl = readTtl(out, at) - elapsed; // the clamped TTL, copied from the entry
+        writeTtl(out, at, ttl > 0 ? ttl : 0);
       }
     }
     return out;
@@ -496,14 +793,14 @@ export class DnsCache {
 
   /** Removes every entry. */
   clear(): void {
-    this.#entries.clear();
+    this.#s = new Slots();
     this.#count = 0;
-    this.#oldest = undefined;
+    this.#hand = 0;
     this.#bytes = 0;
-    this.#slab = undefined;
+    this.#slab = -1;
     this.#slabBytes = 0;
     this.#slabLive = 0;
-    this.#compacting = undefined;
+    this.#compacting = -1;
   }
 
   /** Bytes of the slabs that cached answers are carved from (held while any answer in one is). */
@@ -511,149 +808,138 @@ export class DnsCache {
     return this.#slabBytes;
   }
 
-  /**
-   * Copies an answer, less `cut` bytes at `cutFrom`, into the slab being filled (a new one when
-   * it is full); returns the copy.
-   */
-  #copyIn(source: Uint8Array, cutFrom = source.length, cut = 0): Uint8Array {
-    const length = source.length - cut;
-    let slab = this.#slab;
-    if (slab === undefined || slab.used + length > SLAB_SIZE) {
-      this.#retireSlab();
-      this.#slabBytes += SLAB_SIZE;
-      slab = this.#slab = new Slab(new Uint8Array(SLAB_SIZE), this.#epoch);
+  /** The number of a slab with room for `length` bytes: the current one, or a new one. */
+  #carve(length: number): number {
+    const s = this.#s;
+    if (length > SLAB_MAX_RECORD) {
+      // A slab of its own, not the current one: released when its entry goes.
+      this.#slabBytes += length;
+      return this.#newSlab(new Slab(new Uint8Array(length), this.#epoch));
     }
-    const bytes = slab.bytes.subarray(slab.used, slab.used + length);
-    copyCut(source, cutFrom, cut, bytes);
-    slab.used += (length + 7) & ~7;
-    slab.live += length;
-    this.#slabLive += length;
-    return bytes;
+    const current = this.#slab >= 0 ? s.slabs[this.#slab]! : undefined;
+    if (current !== undefined && current.used + length <= SLAB_SIZE) return this.#slab;
+    this.#retireSlab();
+    this.#slabBytes += SLAB_SIZE;
+    this.#slab = this.#newSlab(new Slab(new Uint8Array(SLAB_SIZE), this.#epoch));
+    return this.#slab;
+  }
+
+  #newSlab(slab: Slab): number {
+    const s = this.#s;
+    const number = s.freeSlabs.pop() ?? s.slabs.length;
+    s.slabs[number] = slab;
+    return number;
   }
 
   /**
    * Stops filling the current slab. It was held while filled even if empty (see #release): held
-   * on now only while an answer in it is cached.
+   * on now only while a record in it is cached.
    */
   #retireSlab(): void {
-    const slab = this.#slab;
-    if (slab !== undefined && slab.live === 0) this.#slabBytes -= SLAB_SIZE; // to the collector
-    this.#slab = undefined;
+    if (this.#slab < 0) return;
+    const number = this.#slab;
+    this.#slab = -1;
+    if (this.#s.slabs[number]!.live === 0) this.#dropSlab(number);
   }
 
-  /** Uncounts an entry's bytes and lets go of its answer (the caller drops or replaces it). */
-  #forget(entry: Entry): void {
-    this.#bytes -= entry.size;
-    this.#release(entry);
+  #dropSlab(number: number): void {
+    const s = this.#s;
+    const slab = s.slabs[number]!;
+    this.#slabBytes -= slab.bytes.length; // to the collector
+    s.slabs[number] = undefined;
+    s.freeSlabs.push(number);
   }
 
-  /** Lets go of an entry's answer in its slab; a slab left empty is no longer held. */
-  #release(entry: Entry): void {
-    const slab = entry.slab;
-    if (slab === undefined) return;
-    slab.live -= entry.bytes.length;
-    this.#slabLive -= entry.bytes.length;
-    if (slab.live === 0 && slab !== this.#slab) this.#slabBytes -= SLAB_SIZE;
+  /** Uncounts a slot's bytes and lets go of its record (the caller drops or rewrites the slot). */
+  #forget(slot: number): void {
+    const s = this.#s;
+    this.#bytes -= s.size[slot]!;
+    this.#release(slot);
+  }
+
+  /** Lets go of a slot's record in its slab; a slab left empty is no longer held. */
+  #release(slot: number): void {
+    const s = this.#s;
+    const number = s.slab[slot]!;
+    const slab = s.slabs[number]!;
+    const record = s.length[slot]! + 2 * s.ttlCount[slot]! + 2 * s.keyLength[slot]!;
+    slab.live -= record;
+    this.#slabLive -= record;
+    if (slab.live === 0 && number !== this.#slab) this.#dropSlab(number);
   }
 
   /**
-   * A slab stays alive while any answer in it is cached. When evicted and expired answers leave
-   * more than half of the slabs' bytes unused, a compaction starts: every answer in a slab made
+   * A slab stays alive while any record in it is cached. When evicted and expired records leave
+   * more than half of the slabs' bytes unused, a compaction starts: every record in a slab made
    * before it is copied into new slabs, a few per store (so no store pauses for the whole cache),
    * and the old slabs go once emptied. Amortised: the bytes copied are fewer than those freed since
    * the last compaction.
    */
   #compactSome(): void {
-    if (this.#compacting === undefined) {
+    const s = this.#s;
+    if (this.#compacting < 0) {
       if (this.#slabBytes <= 2 * this.#slabLive + 4 * SLAB_SIZE) return;
       this.#epoch++;
-      this.#compacting = this.#entries.values();
+      this.#compacting = 0;
       this.#retireSlab(); // it is from before the compaction too
     }
-    for (let i = 0; i < COMPACT_STEP; i++) {
-      const next = this.#compacting.next();
-      if (next.done) {
-        this.#compacting = undefined;
+    let moved = 0;
+    while (moved < COMPACT_STEP) {
+      const slot = this.#compacting;
+      if (slot >= s.high) {
+        this.#compacting = -1;
         return;
       }
-      for (let entry: Entry | undefined = next.value; entry !== undefined; entry = entry.nextSame) {
-        if (entry.slab === undefined || entry.slab.epoch === this.#epoch) continue;
-        const bytes = this.#copyIn(entry.bytes);
-        this.#release(entry);
-        entry.bytes = bytes;
-        entry.slab = this.#slab;
-      }
+      this.#compacting++;
+      const number = s.slab[slot]!;
+      if (number < 0) continue; // free
+      const old = s.slabs[number]!;
+      // Up to date, or a record with a slab of its own (nothing to gain by moving it).
+      if (old.epoch === this.#epoch || old.bytes.length !== SLAB_SIZE) continue;
+      moved++;
+      const record = s.length[slot]! + 2 * s.ttlCount[slot]! + 2 * s.keyLength[slot]!;
+      const target = this.#carve(record);
+      const slab = s.slabs[target]!;
+      const at = slab.used;
+      slab.bytes.set(old.bytes.subarray(s.at[slot]!, s.at[slot]! + record), at);
+      slab.used += (record + 7) & ~7;
+      slab.live += record;
+      this.#slabLive += record;
+      this.#release(slot);
+      s.slab[slot] = target;
+      s.at[slot] = at;
     }
   }
 
-  /** The entry chained just before `entry` (`undefined` when it is the first, or not held). */
-  #before(entry: Entry): Entry | undefined {
-    let at = this.#entries.get(entry.hash);
-    while (at !== undefined && at.nextSame !== entry) at = at.nextSame;
-    return at;
-  }
-
-  #remove(entry: Entry): void {
-    if (this.#entries.get(entry.hash) === entry) {
-      // The next one with its hash, if any, takes its place.
-      if (entry.nextSame === undefined) this.#entries.delete(entry.hash);
-      else this.#entries.set(entry.hash, entry.nextSame);
-    } else {
-      const before = this.#before(entry);
-      if (before === undefined) return; // not held (removed already)
-      before.nextSame = entry.nextSame;
-    }
-    entry.nextSame = undefined;
+  /** Drops the entry in `slot`, at table position `p`. */
+  #remove(slot: number, p: number): void {
+    const s = this.#s;
+    s.unlink(p);
+    this.#forget(slot);
+    s.slab[slot] = -1;
+    s.generation[slot] = (s.generation[slot]! + 1) >>> 0;
+    s.free[s.freeCount++] = slot;
     this.#count--;
-    this.#forget(entry);
   }
 
   #evict(): void {
+    const s = this.#s;
     let chances = this.#count;
     while (this.#count > this.#maxEntries || this.#bytes > this.#maxBytes) {
-      // One iterator kept across calls: a fresh one would step over every hole that the
-      // evictions before it left at the front of the table, each time.
-      this.#oldest ??= this.#entries.values();
-      let next = this.#oldest.next();
-      if (next.done) {
-        this.#oldest = this.#entries.values();
-        next = this.#oldest.next();
-      }
-      const oldest = next.value;
-      if (oldest === undefined) break;
-      if (oldest.used && chances-- > 0) {
+      if (this.#count === 0) break;
+      if (this.#hand >= s.high) this.#hand = 0;
+      const slot = this.#hand++;
+      if (s.slab[slot]! < 0) continue; // free
+      const flags = s.flags[slot]!;
+      if ((flags & USED) !== 0 && chances-- > 0) {
         // Served since it was stored or the hand last passed: a second chance, unmarked.
-        oldest.used = false;
+        s.flags[slot] = flags & ~USED;
         continue;
       }
-      this.#remove(oldest);
+      this.#remove(slot, s.positionOf(slot));
       this.evictions++;
     }
   }
-}
-
-/** How many entries share `head`'s hash, `head` included. */
-function chainLength(head: Entry): number {
-  let n = 1;
-  for (let entry = head.nextSame; entry !== undefined; entry = entry.nextSame) n++;
-  return n;
-}
-
-/** The entry for `key` chained behind `head` (another key with the same hash), if any. */
-function chained(head: Entry, key: string): Entry | undefined {
-  let entry = head.nextSame;
-  while (entry !== undefined && entry.key !== key) entry = entry.nextSame;
-  return entry;
-}
-
-/** Copies `source` less `cut` bytes at `cutFrom` into `out` (as long as what is copied). */
-function copyCut(source: Uint8Array, cutFrom: number, cut: number, out: Uint8Array): void {
-  if (cut === 0) {
-    out.set(source);
-    return;
-  }
-  out.set(source.subarray(0, cutFrom));
-  out.set(source.subarray(cutFrom + cut), cutFrom);
 }
 
 function writeTtl(out: Uint8Array, at: number, ttl: number): void {

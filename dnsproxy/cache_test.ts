@@ -403,3 +403,36 @@ Deno.test("DnsCache answers carry AD only to those who asked with AD or DO (RFC 
     }
   }
 });
+
+Deno.test("DnsCache keeps no object per entry: a few heap bytes each", async () => {
+  // A child with --expose-gc: a full collection each side of 20,000 stores.
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--v8-flags=--expose-gc",
+      new URL("./bench/heap_per_entry.ts", import.meta.url).pathname,
+      "20000",
+    ],
+    stderr: "inherit",
+  }).output();
+  assert.ok(output.success, "heap_per_entry.ts ran");
+  const result = JSON.parse(new TextDecoder().decode(output.stdout));
+  assert.equal(result.entries, 20_000);
+  // An object per entry (with its key and TTL offsets) cost 442 heap bytes; slots cost none.
+  assert.ok(result.heapBytesPerEntry < 32, `${result.heapBytesPerEntry} heap bytes per entry`);
+});
+
+Deno.test("DnsCache: a lookup held while its slot is reused still answers as itself", () => {
+  const cache = new DnsCache({ maxEntries: 1, now: () => 0 });
+  store(cache, answer("first.", 60));
+  const held = lookup(cache, "first.")!;
+  held.entry.used = false; // no second chance
+  store(cache, answer("second.", 60)); // evicts first. and takes its slot
+  assert.ok(lookup(cache, "first.") === undefined);
+  assert.equal(held.entry.lifetime, 60);
+  const expected = answer("first.", 60);
+  expected[1] = 5;
+  const query = buildQuery({ id: 5, name: "first.", type: 1, edns: false });
+  assert.deepEqual(cache.answer(held, query, true), expected);
+  assert.equal(nameToText(lookup(cache, "second.")!.entry.bytes, 12), "second.");
+});

@@ -65,6 +65,26 @@ const schema = z.object({
     health_check: duration("500ms").describe("Probe interval of upstreams that are down."),
     tls_server_name: z.string().default("").describe("Name to verify for tls:// upstreams."),
     ca_file: z.string().default("").describe("Extra CA certificates (PEM) for tls:// upstreams."),
+    idle_timeout: duration("30s").describe(
+      "TCP/TLS upstream connections idle this long are closed.",
+    ),
+    slow_rtt: duration("200ms").describe("An upstream round trip longer than this is slow."),
+    slow_after: z.number().int().min(1).default(3).describe(
+      "Slow round trips in a row that deprioritise an upstream until it answers fast again.",
+    ),
+    sockets: z.enum(["pool", "per_query"]).default("pool").describe(
+      "UDP source sockets: pool (random sockets of a pool, moved to new ports over time) or " +
+        "per_query (a new random port per query).",
+    ),
+    pool_size: z.number().int().min(1).max(4096).default(256).describe(
+      "UDP sockets per upstream in pool mode.",
+    ),
+    pool_rotate_queries: z.number().int().min(1).default(1000).describe(
+      "A pool socket moves to a new random port after this many queries.",
+    ),
+    pool_rotate_after: duration("10s").describe(
+      "A pool socket moves to a new random port after this long.",
+    ),
   }).default({
     servers: [],
     policy: "random",
@@ -75,6 +95,13 @@ const schema = z.object({
     health_check: "500ms",
     tls_server_name: "",
     ca_file: "",
+    idle_timeout: "30s",
+    slow_rtt: "200ms",
+    slow_after: 3,
+    sockets: "pool",
+    pool_size: 256,
+    pool_rotate_queries: 1000,
+    pool_rotate_after: "10s",
   }),
   cache: z.object({
     max_entries: z.number().int().min(0).default(100_000).describe("Most cached answers."),
@@ -149,6 +176,13 @@ export interface DnsConfig {
     health_check: string;
     tls_server_name: string;
     ca_file: string;
+    idle_timeout: string;
+    slow_rtt: string;
+    slow_after: number;
+    sockets: "pool" | "per_query";
+    pool_size: number;
+    pool_rotate_queries: number;
+    pool_rotate_after: string;
   };
   /** Cache. */
   cache: {
@@ -301,6 +335,15 @@ export function toProxySettings(config: DnsConfig, caCerts?: string[]): ProxySet
       attempts: upstream.attempts,
       maxFails: upstream.max_fails,
       healthCheck: parseDuration(upstream.health_check),
+      idleTimeout: parseDuration(upstream.idle_timeout),
+      slowRtt: parseDuration(upstream.slow_rtt),
+      slowAfter: upstream.slow_after,
+      udpSockets: {
+        mode: upstream.sockets,
+        size: upstream.pool_size,
+        rotateQueries: upstream.pool_rotate_queries,
+        rotateAfter: parseDuration(upstream.pool_rotate_after),
+      },
     },
     cache: {
       maxEntries: cache.max_entries,

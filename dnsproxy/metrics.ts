@@ -50,8 +50,14 @@ export class DnsMetrics {
   readonly cacheBytes: Gauge;
   /** Upstream up (1) or down (0). */
   readonly upstreamHealthy: Gauge;
+  /** Upstream deprioritised for slow round trips (1) or not (0). */
+  readonly upstreamSlow: Gauge;
+  /** Open TCP/TLS connections per upstream. */
+  readonly upstreamConnections: Gauge;
   readonly #descriptorFailures: Counter;
   readonly #descriptorsSeen = { accept: 0, dial: 0 };
+  readonly #upstreamSlowTotal: Counter;
+  readonly #idleClosed: Counter;
   readonly #queries: Counter;
   readonly #responses: Counter;
   readonly #upstreamLatency: Histogram;
@@ -98,6 +104,26 @@ export class DnsMetrics {
       help: "Whether the upstream is up (1) or down (0).",
       labels: ["upstream"],
     });
+    this.upstreamSlow = registry.gauge({
+      name: "dns_upstream_slow",
+      help: "Whether the upstream is deprioritised for slow round trips (1) or not (0).",
+      labels: ["upstream"],
+    });
+    this.upstreamConnections = registry.gauge({
+      name: "dns_upstream_connections",
+      help: "Open TCP/TLS connections to the upstream.",
+      labels: ["upstream"],
+    });
+    this.#upstreamSlowTotal = registry.counter({
+      name: "dns_upstream_slow_total",
+      help: "Times the upstream was deprioritised for slow round trips.",
+      labels: ["upstream"],
+    });
+    this.#idleClosed = registry.counter({
+      name: "dns_upstream_idle_closed_total",
+      help: "TCP/TLS connections to the upstream closed for being idle.",
+      labels: ["upstream"],
+    });
     this.#upstreamLatency = registry.histogram({
       name: "dns_upstream_latency_seconds",
       help: "Upstream round-trip time of answered queries.",
@@ -119,6 +145,16 @@ export class DnsMetrics {
       help: "Replies refused: wrong source, ID or question, or malformed.",
       labels: ["upstream", "reason"],
     });
+  }
+
+  /** Counts an upstream deprioritised for slow round trips. */
+  upstreamWentSlow(upstream: string): void {
+    this.#upstreamSlowTotal.inc({ upstream });
+  }
+
+  /** Counts an idle TCP/TLS connection closed. */
+  idleClosed(upstream: string): void {
+    this.#idleClosed.inc({ upstream });
   }
 
   /** Counts a query. */

@@ -44,7 +44,10 @@ export interface ClientInfo {
 /** Everything that can change at run time (hot reload). */
 export interface ProxySettings {
   /** Upstreams and their behaviour. */
-  upstream: Omit<UpstreamGroupOptions, "onMismatch" | "onReply" | "logger" | "transport">;
+  upstream: Omit<
+    UpstreamGroupOptions,
+    "onMismatch" | "onReply" | "onSlow" | "onIdleClose" | "logger" | "transport"
+  >;
   /** Cache limits and behaviour. */
   cache?: CacheOptions;
   /** Client prefixes allowed and denied; loopback and private ranges by default. */
@@ -142,12 +145,21 @@ export class DnsProxy {
       this.metrics.cacheBytes.set(this.cache.bytes);
       const exposed = new Set<string>();
       for (const upstream of this.#group.upstreams) {
-        this.metrics.upstreamHealthy.set(upstream.healthy ? 1 : 0, { upstream: upstream.name });
+        const labels = { upstream: upstream.name };
+        this.metrics.upstreamHealthy.set(upstream.healthy ? 1 : 0, labels);
+        this.metrics.upstreamSlow.set(upstream.slow ? 1 : 0, labels);
+        if (upstream.protocol !== "udp") {
+          this.metrics.upstreamConnections.set(upstream.connections, labels);
+        }
         exposed.add(upstream.name);
       }
       // an upstream a reload removed is no longer "up": its series goes
       for (const name of this.#healthExposed) {
-        if (!exposed.has(name)) this.metrics.upstreamHealthy.remove({ upstream: name });
+        if (exposed.has(name)) continue;
+        const labels = { upstream: name };
+        this.metrics.upstreamHealthy.remove(labels);
+        this.metrics.upstreamSlow.remove(labels);
+        this.metrics.upstreamConnections.remove(labels);
       }
       this.#healthExposed = exposed;
     });
@@ -163,6 +175,10 @@ export class DnsProxy {
       ...options,
       onMismatch: (upstream, reason) => this.metrics.mismatch(upstream, reason),
       onReply: (upstream, rtt, ok) => this.metrics.upstreamReply(upstream, rtt, ok),
+      onSlow: (upstream, slow) => {
+        if (slow) this.metrics.upstreamWentSlow(upstream);
+      },
+      onIdleClose: (upstream) => this.metrics.idleClosed(upstream),
     };
     if (this.#logger !== undefined) groupOptions.logger = this.#logger;
     if (this.#transport !== undefined) groupOptions.transport = this.#transport;
@@ -521,6 +537,12 @@ export class DnsProxy {
       cache,
     };
     if (upstream !== undefined) fields.upstream = upstream;
+    // Upstreams passed over for slow round trips (rare: a loop only when one is).
+    let slow: string | undefined;
+    for (const u of this.#group.upstreams) {
+      if (u.slow) slow = slow === undefined ? u.name : `${slow},${u.name}`;
+    }
+    if (slow !== undefined) fields.deprioritized = slow;
     this.#logger.info("query", fields);
   }
 

@@ -1,14 +1,25 @@
 /**
- * The upstream side of the proxy on netloop: every UDP upstream query leaves from its own socket
- * (a fresh random source port, closed after the reply, never reused) with a random ID, replies
- * with a wrong ID are refused, and a silent upstream fails within the timeout (the loop's sweep).
+ * The upstream side of the proxy on netloop: in `per_query` mode every UDP upstream query leaves
+ * from its own socket (a fresh random source port, closed after the reply, never reused) with a
+ * random ID; in `pool` mode (the default, on netloop and on the builtin sockets) from a random
+ * socket of a pool of at most `size`, each moved to a new port after `rotateQueries` queries or
+ * `rotateAfter` ms. Either way replies from another port, with a wrong ID or for another question
+ * are refused, and a silent upstream fails within the timeout (the loop's sweep).
  *
  * @module
  */
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { buildQuery, parseMessage, Rcode, serveDnsOnNetloop } from "@triad/dnsproxy";
-import { createLogger } from "@triad/core";
+import {
+  buildQuery,
+  DnsProxy,
+  parseMessage,
+  Rcode,
+  serveDns,
+  serveDnsOnNetloop,
+} from "@triad/dnsproxy";
+import type { ProxySettings, UdpSocketOptions } from "@triad/dnsproxy";
+import { createLogger, formatPrometheus } from "@triad/core";
 import { ioUring, testWith } from "./requirements.ts";
 import { openSockets, queryUdp, settledSockets } from "./dnsproxy_client.ts";
 
@@ -22,7 +33,8 @@ interface Seen {
 /**
  * A UDP upstream on loopback that records the source port and ID of every query and answers
  * `A 10.0.0.1`; names starting with `silent` get nothing, names starting with `spoof` first get a
- * reply with a wrong ID, and while `hold` is set replies wait until it is cleared.
+ * reply with a wrong ID, names starting with `wrongq` first get a reply for another question
+ * (the last letter of the name changed), and while `hold` is set replies wait until it is cleared.
  */
 async function recordingUpstream() {
   const socket = dgram.createSocket("udp4");
@@ -51,6 +63,11 @@ async function recordingUpstream() {
         wrong[1] = wrong[1]! ^ 0xff;
         socket.send(wrong, from.port, from.address);
       }
+      if (name.includes("wrongq")) {
+        const wrong = reply.slice();
+        wrong[end - 6] = 0x71; // the name's last letter (before the root label, type, class): "q"
+        socket.send(wrong, from.port, from.address);
+      }
       socket.send(reply, from.port, from.address);
     };
     if (state.hold) held.push(send);
@@ -72,71 +89,298 @@ async function recordingUpstream() {
 
 for (const backend of ["uring", "epoll"] as const) {
   const needs = backend === "uring" ? [ioUring] : [];
-  testWith(`serveDnsOnNetloop() on ${backend} asks upstreams safely`, needs, async (t) => {
+  testWith(
+    `serveDnsOnNetloop() on ${backend} per_query asks upstreams safely`,
+    needs,
+    async (t) => {
+      const socketsBefore = openSockets();
+      const upstream = await recordingUpstream();
+      try {
+        await using server = await serveDnsOnNetloop(
+          {
+            upstream: {
+              upstreams: [upstream.address],
+              healthCheck: 0,
+              timeout: 300,
+              attempts: 1,
+              udpSockets: { mode: "per_query" },
+            },
+          },
+          { listen: "127.0.0.1:0", backend, loops: 1, logger: createLogger({ level: "error" }) },
+        );
+        const port = server.address.port;
+
+        await t.step("each query has its own source port, never reused", async () => {
+          const before = upstream.seen.length;
+          for (let i = 0; i < 20; i++) {
+            const reply = await queryUdp(
+              port,
+              buildQuery({ id: 100 + i, name: `seq${i}.x`, type: 1 }),
+            );
+            assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
+            assert.equal(parseMessage(reply!).id, 100 + i);
+          }
+          const seen = upstream.seen.slice(before);
+          assert.equal(seen.length, 20);
+          // Sockets are closed after their reply; the kernel picks a fresh random port each time (a
+          // repeat of a freed port is possible, rarely: allow one).
+          assert.ok(
+            new Set(seen.map((s) => s.port)).size >= 19,
+            `ports ${seen.map((s) => s.port)}`,
+          );
+          assert.ok(new Set(seen.map((s) => s.id)).size >= 19, "random IDs");
+        });
+
+        await t.step("queries in flight together use distinct ports", async () => {
+          const before = upstream.seen.length;
+          upstream.state.hold = true;
+          const answers = Array.from(
+            { length: 30 },
+            (_, i) => queryUdp(port, buildQuery({ id: i, name: `par${i}.x`, type: 1 }), 2000),
+          );
+          for (let i = 0; i < 100 && upstream.seen.length - before < 30; i++) {
+            await new Promise((resolve) => setTimeout(resolve, 10));
+          }
+          upstream.release();
+          const replies = await Promise.all(answers);
+          for (const reply of replies) assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
+          const ports = upstream.seen.slice(before).map((s) => s.port);
+          assert.equal(new Set(ports).size, 30, `ports ${ports}`);
+        });
+
+        await t.step("a reply with a wrong ID is refused and counted", async () => {
+          const reply = await queryUdp(port, buildQuery({ id: 7, name: "spoof.x", type: 1 }));
+          assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
+          assert.match(
+            await server.metrics(),
+            /dns_upstream_mismatches_total\{[^}]*reason="id"[^}]*\} [1-9]/,
+          );
+        });
+
+        await t.step("a silent upstream gives SERVFAIL within the timeout", async () => {
+          // The loop's own tick is 1 s; the transport asks for one every 10 ms while a query is in
+          // flight. Without that, the second and third queries (each sent just after a sweep)
+          // would wait for the next 1 s tick.
+          for (let i = 0; i < 3; i++) {
+            const started = performance.now();
+            const query = buildQuery({ id: 9 + i, name: `silent${i}.x`, type: 1 });
+            const reply = await queryUdp(port, query, 3000);
+            const elapsed = performance.now() - started;
+            assert.equal(parseMessage(reply!).rcode, Rcode.SERVFAIL);
+            assert.ok(elapsed >= 250 && elapsed < 700, `answered after ${elapsed.toFixed(0)} ms`);
+          }
+        });
+      } finally {
+        await upstream.close();
+      }
+      assert.equal(await settledSockets(socketsBefore), socketsBefore, "no socket left open");
+    },
+  );
+}
+
+/** A proxy in front of `upstream` with the given UDP sockets, on a netloop backend or builtin. */
+async function proxyWith(
+  kind: "uring" | "epoll" | "builtin",
+  upstream: string,
+  udpSockets: UdpSocketOptions,
+): Promise<{ port: number; metrics(): Promise<string>; close(): Promise<void> }> {
+  const settings: ProxySettings = {
+    upstream: { upstreams: [upstream], healthCheck: 0, timeout: 300, attempts: 1, udpSockets },
+  };
+  const logger = createLogger({ level: "error" });
+  if (kind !== "builtin") {
+    const server = await serveDnsOnNetloop(settings, {
+      listen: "127.0.0.1:0",
+      backend: kind,
+      loops: 1,
+      logger,
+    });
+    return { port: server.address.port, metrics: () => server.metrics(), close: server.close };
+  }
+  const proxy = new DnsProxy({ ...settings, logger });
+  const server = await serveDns(proxy, { listen: "127.0.0.1:0", logger });
+  return {
+    port: server.address.port,
+    metrics: () => Promise.resolve(formatPrometheus(proxy.metrics.registry.snapshot())),
+    async close() {
+      await server.close();
+      proxy.close();
+    },
+  };
+}
+
+/** Mismatches counted for `reason` in Prometheus text. */
+function mismatches(text: string, reason: string): number {
+  const pattern = `dns_upstream_mismatches_total\\{[^}]*reason="${reason}"[^}]*\\} (\\d+)`;
+  return Number(new RegExp(pattern).exec(text)?.[1] ?? 0);
+}
+
+/**
+ * The address of the first answer record, which follows the question as `recordingUpstream` writes
+ * it (a name pointer, then 10 bytes before RDATA); the answer ends with the proxy's OPT record.
+ */
+function firstAddress(bytes: Uint8Array): number[] {
+  const at = parseMessage(bytes).question!.end + 12;
+  return [...bytes.subarray(at, at + 4)];
+}
+
+/** Polls until `upstream` has seen `count` more queries than `before` (bounded: 2 s). */
+async function seenAtLeast(upstream: { seen: Seen[] }, count: number): Promise<void> {
+  for (let i = 0; i < 200 && upstream.seen.length < count; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.ok(upstream.seen.length >= count, `upstream saw ${upstream.seen.length} of ${count}`);
+}
+
+for (const kind of ["uring", "epoll", "builtin"] as const) {
+  const needs = kind === "uring" ? [ioUring] : [];
+  testWith(`UDP socket pool on ${kind}: size, rotation, refused replies`, needs, async (t) => {
     const socketsBefore = openSockets();
     const upstream = await recordingUpstream();
     try {
-      await using server = await serveDnsOnNetloop(
-        { upstream: { upstreams: [upstream.address], healthCheck: 0, timeout: 300, attempts: 1 } },
-        { listen: "127.0.0.1:0", backend, loops: 1, logger: createLogger({ level: "error" }) },
-      );
-      const port = server.address.port;
+      const noRotation = { rotateQueries: 1_000_000, rotateAfter: 3_600_000 };
+      const server = await proxyWith(kind, upstream.address, { size: 4, ...noRotation });
+      try {
+        await t.step("queries leave from at most `size` sockets, with random IDs", async () => {
+          const before = upstream.seen.length;
+          for (let i = 0; i < 60; i++) {
+            const reply = await queryUdp(
+              server.port,
+              buildQuery({ id: i, name: `p${i}.x`, type: 1 }),
+            );
+            assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
+            assert.equal(parseMessage(reply!).id, i);
+          }
+          const seen = upstream.seen.slice(before);
+          const ports = new Set(seen.map((s) => s.port));
+          // 60 random picks among 4 sockets: all four, but for a chance of 4 * (3/4)^60 < 1e-7.
+          assert.equal(ports.size, 4, `ports ${[...ports]}`);
+          assert.ok(new Set(seen.map((s) => s.id)).size >= 55, "random IDs");
+        });
 
-      await t.step("each query has its own source port, never reused", async () => {
-        const before = upstream.seen.length;
-        for (let i = 0; i < 20; i++) {
-          const reply = await queryUdp(
-            port,
-            buildQuery({ id: 100 + i, name: `seq${i}.x`, type: 1 }),
+        await t.step("many queries in flight share the sockets", async () => {
+          const before = upstream.seen.length;
+          upstream.state.hold = true;
+          const answers = Array.from(
+            { length: 40 },
+            (_, i) => queryUdp(server.port, buildQuery({ id: i, name: `q${i}.x`, type: 1 }), 2000),
           );
-          assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
-          assert.equal(parseMessage(reply!).id, 100 + i);
-        }
-        const seen = upstream.seen.slice(before);
-        assert.equal(seen.length, 20);
-        // Sockets are closed after their reply; the kernel picks a fresh random port each time (a
-        // repeat of a freed port is possible, rarely: allow one).
-        assert.ok(new Set(seen.map((s) => s.port)).size >= 19, `ports ${seen.map((s) => s.port)}`);
-        assert.ok(new Set(seen.map((s) => s.id)).size >= 19, "random IDs");
-      });
+          await seenAtLeast(upstream, before + 40);
+          upstream.release();
+          for (const reply of await Promise.all(answers)) {
+            assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
+          }
+          const seen = upstream.seen.slice(before);
+          assert.ok(new Set(seen.map((s) => s.port)).size <= 4);
+          const pairs = new Set(seen.map((s) => `${s.port}/${s.id}`));
+          assert.equal(pairs.size, 40, "no two queries in flight share a socket and an ID");
+        });
 
-      await t.step("queries in flight together use distinct ports", async () => {
-        const before = upstream.seen.length;
-        upstream.state.hold = true;
-        const answers = Array.from(
-          { length: 30 },
-          (_, i) => queryUdp(port, buildQuery({ id: i, name: `par${i}.x`, type: 1 }), 2000),
-        );
-        for (let i = 0; i < 100 && upstream.seen.length - before < 30; i++) {
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
-        upstream.release();
-        const replies = await Promise.all(answers);
-        for (const reply of replies) assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
-        const ports = upstream.seen.slice(before).map((s) => s.port);
-        assert.equal(new Set(ports).size, 30, `ports ${ports}`);
-      });
+        await t.step("a reply from another port is refused", async () => {
+          const before = upstream.seen.length;
+          upstream.state.hold = true;
+          const answer = queryUdp(server.port, buildQuery({ id: 5, name: "forged.x", type: 1 }));
+          await seenAtLeast(upstream, before + 1);
+          const { port, id } = upstream.seen[before]!;
+          // The right ID and question with another address (6.6.6.6), from another port.
+          const query = buildQuery({ id, name: "forged.x", type: 1 });
+          const end = parseMessage(query).question!.end;
+          const forged = new Uint8Array(end + 16);
+          forged.set(query.subarray(0, end));
+          forged[2] = 0x81;
+          forged[3] = 0x80;
+          forged[7] = 1;
+          forged[10] = 0;
+          forged[11] = 0;
+          forged.set([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 6, 6, 6, 6], end);
+          const attacker = dgram.createSocket("udp4");
+          await new Promise<void>((resolve) => attacker.bind(0, "127.0.0.1", resolve));
+          await new Promise<void>((resolve) =>
+            attacker.send(forged, port, "127.0.0.1", () => resolve())
+          );
+          attacker.close();
+          upstream.release();
+          const reply = parseMessage((await answer)!);
+          assert.equal(reply.rcode, Rcode.NOERROR);
+          // netloop's sockets are connected: the kernel drops it before the proxy could count it.
+          if (kind === "builtin") assert.equal(mismatches(await server.metrics(), "source"), 1);
+          const bytes =
+            (await queryUdp(server.port, buildQuery({ id: 6, name: "forged.x", type: 1 })))!;
+          assert.deepEqual(firstAddress(bytes), [10, 0, 0, 1]);
+        });
 
-      await t.step("a reply with a wrong ID is refused and counted", async () => {
-        const reply = await queryUdp(port, buildQuery({ id: 7, name: "spoof.x", type: 1 }));
-        assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
-        assert.match(
-          await server.metrics(),
-          /dns_upstream_mismatches_total\{[^}]*reason="id"[^}]*\} [1-9]/,
-        );
-      });
+        await t.step("replies with a wrong ID or for another question are refused", async () => {
+          const ids = mismatches(await server.metrics(), "id");
+          const questions = mismatches(await server.metrics(), "question");
+          for (const name of ["spoof1.x", "wrongq1.x"]) {
+            const bytes = (await queryUdp(server.port, buildQuery({ id: 8, name, type: 1 })))!;
+            assert.equal(parseMessage(bytes).rcode, Rcode.NOERROR);
+            assert.deepEqual(firstAddress(bytes), [10, 0, 0, 1]);
+          }
+          const text = await server.metrics();
+          assert.equal(mismatches(text, "id"), ids + 1);
+          assert.equal(mismatches(text, "question"), questions + 1);
+        });
 
-      await t.step("a silent upstream gives SERVFAIL within the timeout", async () => {
-        // The loop's own tick is 1 s; the transport asks for one every 10 ms while a query is in
-        // flight. Without that, the second and third queries (each sent just after a sweep)
-        // would wait for the next 1 s tick.
-        for (let i = 0; i < 3; i++) {
+        await t.step("a silent upstream gives SERVFAIL within the timeout", async () => {
           const started = performance.now();
-          const query = buildQuery({ id: 9 + i, name: `silent${i}.x`, type: 1 });
-          const reply = await queryUdp(port, query, 3000);
+          const reply = await queryUdp(
+            server.port,
+            buildQuery({ id: 9, name: "silent.x", type: 1 }),
+            3000,
+          );
           const elapsed = performance.now() - started;
           assert.equal(parseMessage(reply!).rcode, Rcode.SERVFAIL);
           assert.ok(elapsed >= 250 && elapsed < 700, `answered after ${elapsed.toFixed(0)} ms`);
+        });
+      } finally {
+        await server.close();
+      }
+
+      await t.step("sockets move to a new port after rotateQueries queries", async () => {
+        const rotating = await proxyWith(kind, upstream.address, {
+          size: 2,
+          rotateQueries: 5,
+          rotateAfter: 3_600_000,
+        });
+        try {
+          const before = upstream.seen.length;
+          for (let i = 0; i < 40; i++) {
+            await queryUdp(rotating.port, buildQuery({ id: i, name: `r${i}.x`, type: 1 }));
+          }
+          const uses = new Map<number, number>();
+          for (const s of upstream.seen.slice(before)) {
+            uses.set(s.port, (uses.get(s.port) ?? 0) + 1);
+          }
+          assert.ok(uses.size >= 8, `${uses.size} ports for 40 queries`);
+          assert.ok(Math.max(...uses.values()) <= 5, `uses ${[...uses.values()]}`);
+        } finally {
+          await rotating.close();
+        }
+      });
+
+      await t.step("sockets move to a new port after rotateAfter ms", async () => {
+        const rotating = await proxyWith(kind, upstream.address, {
+          size: 1,
+          rotateQueries: 1_000_000,
+          rotateAfter: 50,
+        });
+        try {
+          const before = upstream.seen.length;
+          const started = performance.now();
+          // Polls with queries until the one socket's port changes (bounded: 400 queries).
+          for (let i = 0; i < 400; i++) {
+            await queryUdp(rotating.port, buildQuery({ id: i, name: `t${i}.x`, type: 1 }));
+            const ports = new Set(upstream.seen.slice(before).map((s) => s.port));
+            if (ports.size > 1) break;
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+          const seen = upstream.seen.slice(before);
+          const first = seen.findIndex((s) => s.port !== seen[0]!.port);
+          assert.ok(first > 0, "the port changed");
+          assert.ok(performance.now() - started >= 50, "not before rotateAfter");
+        } finally {
+          await rotating.close();
         }
       });
     } finally {

@@ -1,6 +1,7 @@
 /**
- * `deno task bench:dns`: dnsperf against this proxy (on netloop's auto-chosen backend, one loop, and on its builtin
- * listeners), dnsdist and dnsmasq, all forwarding to the
+ * `deno task bench:dns`: dnsperf against this proxy (on netloop's auto-chosen backend, one loop,
+ * with its default pool of upstream sockets and with `--upstream.sockets per_query` as
+ * `triad-per-query`, and on its builtin listeners), dnsdist and dnsmasq, all forwarding to the
  * same unbound (local zones only: nothing leaves the machine), printed side by side.
  *
  * Three floors run the cache-miss load only: `udp_forwarder.c`, a C forwarder with no cache that
@@ -35,7 +36,8 @@ const { values: flags } = parseArgs({
     peers: {
       type: "string",
       default:
-        "triad,triad-builtin,dnsdist,dnsmasq,c-forwarder,c-forwarder-1socket,netloop-forwarder",
+        "triad,triad-per-query,triad-builtin,dnsdist,dnsmasq,c-forwarder,c-forwarder-1socket," +
+        "netloop-forwarder",
     },
   },
 });
@@ -206,7 +208,9 @@ const unbound = await startUnbound({ cpus: LOAD_CPU, socketBuffer: "4m" });
 const peers: Peer[] = flags.peers.split(",").map((name) => ({ name, port: freePort() }));
 for (const peer of peers) {
   if (
-    !["triad", "triad-builtin", "dnsdist", "dnsmasq", ...FLOORS].includes(peer.name)
+    !["triad", "triad-per-query", "triad-builtin", "dnsdist", "dnsmasq", ...FLOORS].includes(
+      peer.name,
+    )
   ) {
     throw new Error(`Unknown peer "${peer.name}" in --peers`);
   }
@@ -247,6 +251,14 @@ try {
   }
   const commands: Record<string, string[]> = {
     triad: triadCommand("triad", ["--backend", "auto", "--loops", "1"]),
+    "triad-per-query": triadCommand("triad-per-query", [
+      "--backend",
+      "auto",
+      "--loops",
+      "1",
+      "--upstream.sockets",
+      "per_query",
+    ]),
     "triad-builtin": triadCommand("triad-builtin", ["--backend", "builtin"]),
     dnsdist: ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`],
     dnsmasq: [

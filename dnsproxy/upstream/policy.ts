@@ -17,8 +17,9 @@ export const UPSTREAM_POLICIES: readonly UpstreamPolicy[] = [
 ];
 
 /**
- * Orders upstreams for one query: healthy ones first in policy order, then the down ones (still
- * worth a try when every upstream is down, as CoreDNS does).
+ * Orders upstreams for one query: healthy ones first in policy order, then the slow ones
+ * (deprioritised: see `UpstreamOptions.slowAfter`), then the down ones (still worth a try when
+ * every upstream is down, as CoreDNS does).
  *
  * - `random`: uniform shuffle.
  * - `round_robin`: rotate the start by one per query.
@@ -52,14 +53,21 @@ export function orderUpstreams(
   // One upstream (the common case) has one order: no arrays per query.
   if (upstreams.length === 1) return upstreams;
   const healthy: Upstream[] = [];
+  const slow: Upstream[] = [];
   const down: Upstream[] = [];
   const n = upstreams.length;
   for (let i = 0; i < n; i++) {
     const upstream = upstreams[policy === "round_robin" ? (i + turn) % n : i]!;
-    (upstream.healthy ? healthy : down).push(upstream);
+    (!upstream.healthy ? down : upstream.slow ? slow : healthy).push(upstream);
   }
-  if (policy === "random") shuffle(healthy, random);
-  else if (policy === "fastest") weightedByRtt(healthy, random);
+  if (policy === "random") {
+    shuffle(healthy, random);
+    shuffle(slow, random);
+  } else if (policy === "fastest") {
+    weightedByRtt(healthy, random);
+    weightedByRtt(slow, random);
+  }
+  for (const upstream of slow) healthy.push(upstream);
   for (const upstream of down) healthy.push(upstream);
   return healthy;
 }

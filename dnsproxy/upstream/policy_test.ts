@@ -34,5 +34,12 @@ Deno.test("orderUpstreams() follows each policy", async (t) => {
     assert.equal(orderUpstreams(list, "sequential", 0).at(-1), b);
     assert.equal(orderUpstreams(list, "fastest", 0).at(-1), b);
   });
+  await t.step("slow upstreams go after healthy ones, before down ones", () => {
+    a.slowStreak = 3;
+    assert.deepEqual(orderUpstreams(list, "sequential", 0), [c, a, b]);
+    assert.deepEqual(orderUpstreams(list, "round_robin", 0), [c, a, b]);
+    a.slowStreak = 0;
+    assert.deepEqual(orderUpstreams(list, "sequential", 0), [a, c, b]);
+  });
   for (const upstream of list) upstream.close();
 });

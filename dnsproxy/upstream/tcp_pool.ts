@@ -19,8 +19,10 @@ export interface TcpPoolOptions {
   maxConnections?: number;
   /** Most queries in flight on one connection before another is opened. @default {64} */
   maxPipelined?: number;
-  /** A connection with nothing in flight for this long is closed (ms). @default {10000} */
+  /** A connection with nothing in flight for this long is closed (ms). @default {30000} */
   idleTimeout?: number;
+  /** Called when a connection is closed for being idle. */
+  onIdleClose?: () => void;
   /** Called for every refused reply. */
   onMismatch?: (reason: MismatchReason) => void;
 }
@@ -162,7 +164,7 @@ export class TcpPool {
     this.#options = options;
     this.label = options.label;
     this.#hooks.label = options.label;
-    const idle = options.idleTimeout ?? 10_000;
+    const idle = options.idleTimeout ?? 30_000;
     this.#idleTimer = setInterval(() => this.#closeIdle(idle), Math.max(50, idle / 2));
     Deno.unrefTimer(this.#idleTimer);
   }
@@ -191,7 +193,10 @@ export class TcpPool {
       if (connection.pending.size > 0) continue;
       // Idle, or much slower than its siblings (RTT-based eviction): reconnect later.
       const slow = connection.rtt > 50 && connection.rtt > fastest * 4;
-      if (slow || now - connection.lastUsed >= idle) connection.close(undefined);
+      if (now - connection.lastUsed >= idle) {
+        connection.close(undefined);
+        this.#options.onIdleClose?.();
+      } else if (slow) connection.close(undefined);
     }
   }
 

@@ -9,6 +9,9 @@ import type { MessageInfo } from "../wire/message.ts";
 import { checkReply } from "./reply_check.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { UpstreamError } from "./upstream_error.ts";
+import { UdpPool } from "./udp_pool.ts";
+import type { PoolSocketOpener } from "./udp_pool.ts";
+import type { UdpSocketOptions, UdpSocketPool } from "./upstream.ts";
 
 /** The signature of {@linkcode udpExchange}, so a server can supply its own UDP transport. */
 export type UdpExchange = (
@@ -179,3 +182,69 @@ const denoExchange =
  */
 const RECEIVE_BUFFER = 4096;
 const freeBuffers: Uint8Array[] = [];
+
+/**
+ * A pool of UDP sockets to one upstream on Deno's sockets (`Deno.listenDatagram` where the
+ * runtime has it, `node:dgram` otherwise): each socket is bound to a kernel-chosen random port
+ * and not connected, so datagrams from any other address or port are refused here (`source`).
+ *
+ * @param server The upstream.
+ * @param options Size and rotation.
+ * @param onMismatch Called for every refused datagram.
+ * @returns The pool.
+ */
+export function denoUdpPool(
+  server: SocketAddress,
+  options: Required<Omit<UdpSocketOptions, "mode">>,
+  onMismatch: (reason: MismatchReason) => void,
+): UdpSocketPool {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const opener: PoolSocketOpener = {
+    open(to, events) {
+      const socket = dgram.createSocket(to.family === 6 ? "udp6" : "udp4");
+      socket.on("error", (error: Error) => {
+        try {
+          socket.close();
+        } catch { /* already closed */ }
+        events.closed(error);
+      });
+      socket.on("message", (message: Uint8Array, from: { address: string; port: number }) => {
+        if (from.port !== to.port || from.address !== to.address) {
+          onMismatch("source");
+          return;
+        }
+        events.datagram(new Uint8Array(message.buffer, message.byteOffset, message.byteLength));
+      });
+      // An unbound socket's first send binds it to a random port (the kernel's choice).
+      return {
+        send(bytes) {
+          socket.send(bytes, to.port, to.address);
+        },
+        close() {
+          try {
+            socket.close();
+          } catch { /* already closed */ }
+        },
+      };
+    },
+    copy: (view) => view.slice(),
+    now: () => performance.now(),
+    sweepWithin(ms) {
+      if (timer !== undefined) return;
+      timer = setTimeout(() => {
+        timer = undefined;
+        pool.sweep(performance.now());
+      }, ms);
+    },
+  };
+  const pool = new UdpPool(server, options, onMismatch, opener);
+  const close = pool.close.bind(pool);
+  return {
+    query: pool.query,
+    close() {
+      clearTimeout(timer);
+      timer = undefined;
+      close();
+    },
+  };
+}

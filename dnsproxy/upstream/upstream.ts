@@ -9,7 +9,7 @@ import { Flag } from "../wire/constants.ts";
 import type { MessageInfo } from "../wire/message.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { randomId, TcpPool } from "./tcp_pool.ts";
-import { udpExchange } from "./udp_exchange.ts";
+import { denoUdpPool, udpExchange } from "./udp_exchange.ts";
 import { UpstreamError } from "./upstream_error.ts";
 import { QUERY_SLAB } from "../_query_slab.ts";
 import type { UdpExchange, UdpQuery } from "./udp_exchange.ts";
@@ -35,12 +35,52 @@ export interface UpstreamOptions {
   maxFails?: number;
   /** Most TCP/TLS connections kept. @default {4} */
   maxConnections?: number;
-  /** TCP/TLS connections idle this long are closed (ms). @default {10000} */
+  /** TCP/TLS connections idle this long are closed (ms). @default {30000} */
   idleTimeout?: number;
+  /** A round trip longer than this (ms) is slow. @default {200} */
+  slowRtt?: number;
+  /**
+   * After this many slow round trips in a row the upstream is deprioritised (tried after the
+   * others, and probed) until a round trip is fast again. @default {3}
+   */
+  slowAfter?: number;
+  /** Called when the upstream is deprioritised (`true`) or fast again (`false`). */
+  onSlow?: (slow: boolean, rtt: number) => void;
+  /** Called when an idle TCP/TLS connection is closed. */
+  onIdleClose?: () => void;
   /** Called for every refused reply. */
   onMismatch?: (reason: MismatchReason) => void;
+  /** How UDP queries pick their source socket (a pool by default). */
+  udpSockets?: UdpSocketOptions;
   /** How queries travel; Deno's sockets by default. */
   transport?: UpstreamTransport;
+}
+
+/**
+ * Where an upstream's UDP queries leave from. `pool` (the default), like unbound's outgoing range:
+ * `size` sockets per upstream, each on a kernel-chosen random port, every query on a randomly
+ * chosen one with a random ID; a socket moves to a fresh random port after `rotateQueries` queries
+ * or `rotateAfter` ms. `per_query`: a socket on a fresh random port for every query (one more
+ * `connect` and one more disconnect per query, about 30 bits of entropy against 24-31 for the
+ * pool: see the README).
+ */
+export interface UdpSocketOptions {
+  /** `pool` or `per_query`. @default {"pool"} */
+  mode?: "pool" | "per_query";
+  /** Sockets per upstream in `pool` mode. @default {256} */
+  size?: number;
+  /** A pool socket moves to a new port after this many queries. @default {1000} */
+  rotateQueries?: number;
+  /** A pool socket moves to a new port after this many ms. @default {10000} */
+  rotateAfter?: number;
+}
+
+/** A pool of UDP sockets to one upstream: {@linkcode UdpQuery} and a way to close it. */
+export interface UdpSocketPool {
+  /** Sends a query from a random socket of the pool. */
+  readonly query: UdpQuery;
+  /** Closes every socket; queries in flight fail. */
+  close(): void;
 }
 
 /** How an upstream's queries travel: replaceable so an event loop can carry them itself. */
@@ -49,6 +89,16 @@ export interface UpstreamTransport {
   udpExchange?: UdpExchange;
   /** The same, callback style (preferred over `udpExchange` when both are given). */
   udpQuery?: UdpQuery;
+  /**
+   * Opens a pool of UDP sockets to one upstream (`udpSockets.mode` `pool`). Without it, a
+   * transport that has `udpQuery` or `udpExchange` carries every query on those (per query), and
+   * an upstream with no transport pools Deno's sockets ({@linkcode denoUdpPool}).
+   */
+  udpPool?: (
+    server: SocketAddress,
+    options: Required<Omit<UdpSocketOptions, "mode">>,
+    onMismatch: (reason: MismatchReason) => void,
+  ) => UdpSocketPool;
   /** Opens a plain TCP connection (TLS is always `Deno.connect` + `Deno.startTls`). */
   tcpConnect?: (hostname: string, port: number) => Promise<Deno.Conn>;
   /**
@@ -121,10 +171,16 @@ export class Upstream {
   fails = 0;
   /** Queries in flight. */
   inFlight = 0;
+  /** Slow round trips in a row (see {@linkcode UpstreamOptions.slowAfter}). */
+  slowStreak = 0;
   readonly #maxFails: number;
+  readonly #slowRtt: number;
+  readonly #slowAfter: number;
+  readonly #onSlow: (slow: boolean, rtt: number) => void;
   readonly #pool: TcpPool;
   readonly #onMismatch: (reason: MismatchReason) => void;
   readonly #udpQuery: UdpQuery;
+  readonly #udpPool: UdpSocketPool | undefined;
   readonly #now: () => number;
 
   /**
@@ -138,10 +194,26 @@ export class Upstream {
     this.protocol = protocol;
     this.address = Object.freeze(address); // frozen: netloop keeps its encoded sockaddr
     this.#maxFails = options.maxFails ?? 2;
+    this.#slowRtt = options.slowRtt ?? 200;
+    this.#slowAfter = Math.max(1, options.slowAfter ?? 3);
+    this.#onSlow = options.onSlow ?? (() => {});
     this.#onMismatch = options.onMismatch ?? (() => {});
     this.#now = options.transport?.now ?? (() => performance.now());
     const exchange = options.transport?.udpExchange ?? udpExchange;
-    this.#udpQuery = options.transport?.udpQuery ??
+    const sockets = options.udpSockets ?? {};
+    if (protocol === "udp" && (sockets.mode ?? "pool") === "pool") {
+      const poolOptions = {
+        size: sockets.size ?? 256,
+        rotateQueries: sockets.rotateQueries ?? 1000,
+        rotateAfter: sockets.rotateAfter ?? 10_000,
+      };
+      const open = options.transport?.udpPool ??
+        (options.transport?.udpQuery === undefined && options.transport?.udpExchange === undefined
+          ? denoUdpPool
+          : undefined);
+      this.#udpPool = open?.(this.address, poolOptions, this.#onMismatch);
+    }
+    this.#udpQuery = this.#udpPool?.query ?? options.transport?.udpQuery ??
       ((server, query, id, info, timeoutMs, onMismatch, done) =>
         exchange(server, query, id, info, timeoutMs, onMismatch).then(
           (reply) => done(undefined, reply),
@@ -170,12 +242,18 @@ export class Upstream {
     };
     if (options.maxConnections !== undefined) poolOptions.maxConnections = options.maxConnections;
     if (options.idleTimeout !== undefined) poolOptions.idleTimeout = options.idleTimeout;
+    if (options.onIdleClose !== undefined) poolOptions.onIdleClose = options.onIdleClose;
     this.#pool = new TcpPool(poolOptions);
   }
 
   /** Whether the last failure is the one that marked it down (the `maxFails`th in a row). */
   get justWentDown(): boolean {
     return this.fails === this.#maxFails;
+  }
+
+  /** Whether it is deprioritised: its last `slowAfter` round trips each took over `slowRtt`. */
+  get slow(): boolean {
+    return this.slowStreak >= this.#slowAfter;
   }
 
   /** Whether it counts as up (fewer than `maxFails` consecutive failures). */
@@ -234,6 +312,13 @@ export class Upstream {
       const rtt = this.#now() - started;
       this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
       this.fails = 0;
+      if (rtt > this.#slowRtt) {
+        if (++this.slowStreak === this.#slowAfter) this.#onSlow(true, rtt);
+      } else if (this.slowStreak !== 0) {
+        const was = this.slow;
+        this.slowStreak = 0;
+        if (was) this.#onSlow(false, rtt);
+      }
       done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
     };
     if (this.protocol !== "udp") {
@@ -277,9 +362,10 @@ export class Upstream {
     return this.#pool.connections;
   }
 
-  /** Closes pooled connections; queries in flight over TCP fail. */
+  /** Closes pooled connections and sockets; queries in flight over them fail. */
   close(): void {
     this.#pool.close();
+    this.#udpPool?.close();
   }
 }
 

@@ -12,7 +12,12 @@ import { orderUpstreams } from "./policy.ts";
 import type { UpstreamPolicy } from "./policy.ts";
 import type { MismatchReason } from "./reply_check.ts";
 import { Upstream } from "./upstream.ts";
-import type { UpstreamOptions, UpstreamReply, UpstreamTransport } from "./upstream.ts";
+import type {
+  UdpSocketOptions,
+  UpstreamOptions,
+  UpstreamReply,
+  UpstreamTransport,
+} from "./upstream.ts";
 import { randomId } from "./tcp_pool.ts";
 
 /** Settings of an {@linkcode UpstreamGroup}. */
@@ -31,6 +36,21 @@ export interface UpstreamGroupOptions {
   maxFails?: number;
   /** Interval of active probes (`. IN NS`) of upstreams marked down (ms); 0 is off. @default {500} */
   healthCheck?: number;
+  /** TCP/TLS connections idle this long are closed (ms). @default {30000} */
+  idleTimeout?: number;
+  /** A round trip longer than this (ms) is slow. @default {200} */
+  slowRtt?: number;
+  /**
+   * Slow round trips in a row that deprioritise an upstream: it is tried after the others and
+   * probed every `healthCheck` until a round trip is fast again. @default {3}
+   */
+  slowAfter?: number;
+  /** Reports an upstream deprioritised (`true`) or fast again (`false`). */
+  onSlow?: (upstream: string, slow: boolean) => void;
+  /** Reports an idle TCP/TLS connection closed. */
+  onIdleClose?: (upstream: string) => void;
+  /** Where UDP queries leave from (a pool of sockets per upstream by default). */
+  udpSockets?: UdpSocketOptions;
   /** Reports refused replies. */
   onMismatch?: (upstream: string, reason: MismatchReason) => void;
   /** Reports every upstream round trip. */
@@ -84,11 +104,26 @@ export class UpstreamGroup {
       if (options.maxFails !== undefined && upstreamOptions.maxFails === undefined) {
         upstreamOptions.maxFails = options.maxFails;
       }
+      if (options.udpSockets !== undefined && upstreamOptions.udpSockets === undefined) {
+        upstreamOptions.udpSockets = options.udpSockets;
+      }
       if (options.transport !== undefined && upstreamOptions.transport === undefined) {
         upstreamOptions.transport = options.transport;
       }
+      for (const key of ["idleTimeout", "slowRtt", "slowAfter"] as const) {
+        if (options[key] !== undefined && upstreamOptions[key] === undefined) {
+          upstreamOptions[key] = options[key];
+        }
+      }
       const name = upstreamOptions.address;
       upstreamOptions.onMismatch = (reason) => options.onMismatch?.(name, reason);
+      upstreamOptions.onSlow = (slow, rtt) => {
+        const fields = { upstream: name, rttMs: Math.round(rtt) };
+        if (slow) options.logger?.warn("upstream slow", fields);
+        else options.logger?.info("upstream fast again", fields);
+        options.onSlow?.(name, slow);
+      };
+      upstreamOptions.onIdleClose = () => options.onIdleClose?.(name);
       return new Upstream(upstreamOptions);
     });
     const interval = options.healthCheck ?? 500;
@@ -164,11 +199,19 @@ export class UpstreamGroup {
 
   #probeDown(): void {
     for (const upstream of this.upstreams) {
-      if (upstream.healthy || this.#probing.has(upstream) || this.#closed) continue;
+      // Down ones, and slow ones: a fast reply to a probe brings either back.
+      if ((upstream.healthy && !upstream.slow) || this.#probing.has(upstream) || this.#closed) {
+        continue;
+      }
       this.#probing.add(upstream);
+      const wasDown = !upstream.healthy;
       const probe = buildQuery({ id: randomId(), name: ".", type: 2 });
       upstream.exchange(probe, parseMessage(probe), this.#options.timeout ?? 2000)
-        .then(() => this.#options.logger?.info("upstream up", { upstream: upstream.name }))
+        .then(() => {
+          if (upstream.fails === 0 && wasDown) {
+            this.#options.logger?.info("upstream up", { upstream: upstream.name });
+          }
+        })
         .catch(() => {})
         .finally(() => this.#probing.delete(upstream));
     }

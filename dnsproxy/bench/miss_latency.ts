@@ -1,0 +1,226 @@
+/**
+ * Latency under a cache-miss load: dnsdist's saturated miss rate is measured first, then each
+ * server gets half of it (unique names, so every query is a miss) for a 3 s fill and a 4 s
+ * measure, rounds interleaved; `dnsperf -v` gives each query's latency (written to a file, read
+ * after the run), and the proxy runs with `--trace-gc`, whose scavenge pauses during the measure
+ * are counted. Peers: `triad` (this tree), `dnsdist`, and `triad-at=<dir>` for another checkout's
+ * proxy (an earlier commit, say).
+ *
+ * ```sh
+ * deno run -A dnsproxy/bench/miss_latency.ts [--rounds 5] [--peers triad,dnsdist,triad-at=/tmp/old]
+ * ```
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { startUnbound } from "../../tests/servers/unbound.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    rounds: { type: "string", default: "5" },
+    peers: { type: "string", default: "triad,dnsdist" },
+  },
+});
+const ROUNDS = Number(flags.rounds);
+const dir = await Deno.makeTempDir({ prefix: "triad-misslat-" });
+const unbound = await startUnbound({ cpus: "1", socketBuffer: "4m" });
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+interface Peer {
+  name: string;
+  port: number;
+  gcLog?: string;
+  process?: Deno.ChildProcess;
+}
+
+const peers: Peer[] = flags.peers.split(",").map((name) => ({ name, port: freePort() }));
+let files = 0;
+let localPorts = 0;
+
+async function names(count: number): Promise<string> {
+  const file = `${dir}/names-${++files}.txt`;
+  await Deno.writeTextFile(
+    file,
+    Array.from({ length: count }, (_, i) => `l${files}-${i}.bench A\n`).join(""),
+  );
+  return file;
+}
+
+async function dnsperf(port: number, args: string[], out?: string): Promise<string> {
+  const command = [
+    "taskset",
+    "-c",
+    "1",
+    "dnsperf",
+    "-s",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-c",
+    "10",
+    "-x",
+    String(11_000 + (localPorts++ % 50) * 16),
+    ...args,
+  ];
+  if (out === undefined) {
+    const { stdout } = await new Deno.Command(command[0]!, { args: command.slice(1) }).output();
+    return new TextDecoder().decode(stdout);
+  }
+  const shell = `exec ${command.join(" ")} > ${out}`;
+  await new Deno.Command("sh", { args: ["-c", shell] }).output();
+  return await Deno.readTextFile(out);
+}
+
+async function waitReady(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const { stdout } = await new Deno.Command("dig", {
+      args: ["@127.0.0.1", "-p", String(port), "h0.bench", "+short", "+time=1", "+tries=1"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (new TextDecoder().decode(stdout).includes("10.9.9.9")) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`Server on port ${port} did not answer`);
+}
+
+/** Scavenge pauses (ms) that `--trace-gc` logged in the log's bytes from `from` on. */
+async function scavenges(log: string, from: number): Promise<{ pauses: number[]; end: number }> {
+  const text = await Deno.readTextFile(log);
+  const pauses: number[] = [];
+  for (const line of text.slice(from).split("\n")) {
+    const match = /Scavenge.*?MB, ([\d.]+) \//.exec(line);
+    if (match !== null) pauses.push(Number(match[1]));
+  }
+  return { pauses, end: text.length };
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+try {
+  await Deno.writeTextFile(
+    `${dir}/dnsdist.conf`,
+    [
+      `setLocal("127.0.0.1:${peers.find((p) => p.name === "dnsdist")?.port ?? freePort()}")`,
+      'setACL({"127.0.0.0/8"})',
+      'setSecurityPollSuffix("")',
+      `newServer({address="${unbound.address}", checkName="h0.bench."})`,
+      "pc = newPacketCache(100000)",
+      'getPool(""):setCache(pc)',
+    ].join("\n") + "\n",
+  );
+  for (const peer of peers) {
+    let command: string[];
+    if (peer.name === "dnsdist") {
+      command = ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`];
+    } else {
+      const tree = peer.name.startsWith("triad-at=")
+        ? peer.name.slice("triad-at=".length)
+        : new URL("../..", import.meta.url).pathname;
+      peer.gcLog = `${dir}/gc-${peer.port}.log`;
+      command = [
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--unstable-net",
+        "--v8-flags=--trace-gc",
+        `${tree}/dnsproxy/main.ts`,
+        "--listen",
+        `127.0.0.1:${peer.port}`,
+        "--upstream",
+        unbound.address,
+        "--log.level",
+        "error",
+        "--cache.prefetch-hits",
+        "0",
+      ];
+    }
+    const redirect = peer.gcLog === undefined ? "/dev/null" : peer.gcLog;
+    peer.process = new Deno.Command("sh", {
+      // Line-buffered: V8 prints --trace-gc through stdio, which would hold lines back in a file.
+      args: ["-c", `exec stdbuf -oL taskset -c 0 ${command.join(" ")} > ${redirect} 2>/dev/null`],
+    }).spawn();
+  }
+  for (const peer of peers) await waitReady(peer.port);
+  const dnsdist = peers.find((p) => p.name === "dnsdist")!;
+  const saturated = Number(
+    /Queries per second:\s+([\d.]+)/.exec(
+      await dnsperf(dnsdist.port, ["-d", await names(600_000), "-l", "3", "-n", "1", "-q", "500"]),
+    )?.[1],
+  );
+  const rate = Math.round(saturated / 2);
+  console.error(`dnsdist saturated at ${saturated.toFixed(0)} misses/s: measuring at ${rate}/s`);
+  const results = new Map<
+    string,
+    { mean: number[]; p99: number[]; over1: number[]; max: number[] }
+  >();
+  for (const peer of peers) results.set(peer.name, { mean: [], p99: [], over1: [], max: [] });
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = peers.map((_, i) => peers[(i + round) % peers.length]!);
+    for (const peer of order) {
+      const q = ["-Q", String(rate), "-q", "2000", "-n", "1"];
+      await dnsperf(peer.port, ["-d", await names(rate * 3 + 1000), "-l", "3", ...q]);
+      const gcFrom = peer.gcLog === undefined ? 0 : (await scavenges(peer.gcLog, 0)).end;
+      const out = `${dir}/v-${peer.port}-${round}.txt`;
+      const text = await dnsperf(
+        peer.port,
+        ["-d", await names(rate * 4 + 1000), "-l", "4", "-v", ...q],
+        out,
+      );
+      const latencies: number[] = [];
+      for (const line of text.split("\n")) {
+        const match = /^> \S+ .* ([\d.]+)$/.exec(line);
+        if (match !== null) latencies.push(Number(match[1]) * 1000);
+      }
+      latencies.sort((a, b) => a - b);
+      const into = results.get(peer.name)!;
+      into.mean.push(latencies.reduce((a, b) => a + b, 0) / Math.max(1, latencies.length));
+      into.p99.push(latencies[Math.floor(latencies.length * 0.99)] ?? NaN);
+      if (peer.gcLog !== undefined) {
+        const { pauses } = await scavenges(peer.gcLog, gcFrom);
+        into.over1.push(pauses.filter((p) => p > 1).length);
+        into.max.push(pauses.length === 0 ? 0 : Math.max(...pauses));
+      }
+      await Deno.remove(out);
+      console.error(
+        `round ${round + 1} ${peer.name}: ${latencies.length} answers, mean ${
+          into.mean.at(-1)!.toFixed(3)
+        } ms, p99 ${into.p99.at(-1)!.toFixed(3)} ms` +
+          (peer.gcLog === undefined
+            ? ""
+            : `, scavenges over 1 ms ${into.over1.at(-1)}, longest ${into.max.at(-1)} ms`),
+      );
+    }
+  }
+  console.log(`\nat ${rate} misses/s (half dnsdist's ${saturated.toFixed(0)}), ${ROUNDS} rounds`);
+  for (const [name, r] of results) {
+    console.log(
+      `${name.padEnd(30)} mean ${median(r.mean).toFixed(3)} ms (${
+        r.mean.map((x) => x.toFixed(2)).join(" ")
+      })  p99 ${median(r.p99).toFixed(3)} ms (${r.p99.map((x) => x.toFixed(2)).join(" ")})` +
+        (r.over1.length === 0
+          ? ""
+          : `  scavenges >1 ms per 4 s: ${r.over1.join(" ")}, longest ${r.max.join(" ")} ms`),
+    );
+  }
+} finally {
+  for (const peer of peers) {
+    try {
+      peer.process?.kill("SIGTERM");
+      await peer.process?.status;
+    } catch { /* gone */ }
+  }
+  await unbound.stop();
+  await Deno.remove(dir, { recursive: true });
+}
