@@ -3,6 +3,7 @@
  *
  * ```sh
  * deno task dns [--listen ADDR] [--upstream ADDR]... [--config FILE] [--metrics ADDR] [--loops N]
+ *   [--xdp IFACE]...
  * ```
  *
  * Configuration comes from `@triad/config`: defaults < the YAML/JSON/TOML file (`--config`, or
@@ -22,6 +23,9 @@ import { DnsProxy } from "./proxy.ts";
 import type { ProxySettings } from "./proxy.ts";
 import { serveDns } from "./server.ts";
 import { serveDnsOnNetloop } from "./netloop_server.ts";
+import { startDefence } from "./defence/controller.ts";
+import type { Defence } from "./defence/controller.ts";
+import type { DefenceEvent } from "./defence/rules.ts";
 
 /** Options of {@linkcode runDnsProxy}. */
 export interface RunDnsProxyOptions {
@@ -49,6 +53,8 @@ export interface RunningDnsProxy extends AsyncDisposable {
   readonly metricsAddress: string | undefined;
   /** Resolves after each applied reload (tests wait on it). */
   readonly reloads: { applied: number; failed: number };
+  /** The defence (kernel filter state), see `defence/`. */
+  readonly defence: Defence;
   /** Stops everything. */
   close(): Promise<void>;
 }
@@ -67,6 +73,7 @@ async function startFrontend(
   value: DnsConfig,
   settings: ProxySettings,
   logger: Logger,
+  onDefence: (event: DefenceEvent) => void,
 ): Promise<Frontend> {
   const idleTimeout = parseDuration(value.tcp.idle_timeout);
   if (value.backend !== "builtin") {
@@ -76,6 +83,7 @@ async function startFrontend(
       backend: value.backend,
       idleTimeout,
       logger,
+      onDefence,
     });
     logger.info("listening", {
       address: formatSocketAddress(server.address),
@@ -95,7 +103,7 @@ async function startFrontend(
   if (value.loops > 1) {
     logger.warn("the builtin backend serves on one loop", { loops: value.loops });
   }
-  const proxy = new DnsProxy({ ...settings, logger });
+  const proxy = new DnsProxy({ ...settings, logger, onDefence });
   try {
     const server = await serveDns(proxy, {
       listen: value.listen,
@@ -157,7 +165,7 @@ async function loadDnsConfig(
     schema: dnsConfigSchema,
     files: { name: "dnsproxy", paths: [".", "/etc/triad"] },
     env: { prefix: "DNSPROXY", vars: env },
-    args: { argv, aliases: { upstream: "upstream.servers" } },
+    args: { argv, aliases: { upstream: "upstream.servers", xdp: "defence.xdp" } },
     program: "deno task dns",
   }) as unknown as Config<DnsConfig>;
 }
@@ -183,12 +191,25 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     logger.warn("no upstreams: every miss is answered SERVFAIL", { resolvConf });
   }
   let frontend: Frontend;
+  // Blocks the loops start reach the kernel filter, once it is loaded (it needs the port).
+  const sink: { defence?: Defence } = {};
   try {
-    frontend = await startFrontend(value, settings, logger);
+    frontend = await startFrontend(
+      value,
+      settings,
+      logger,
+      (event) => sink.defence?.onEvent(event),
+    );
   } catch (error) {
     await config[Symbol.asyncDispose]();
     throw error;
   }
+  const running = sink.defence = await startDefence({
+    interfaces: value.defence.xdp,
+    port: frontend.address.port,
+    settings: settings.defence!,
+    logger,
+  });
   let metricsServer: Deno.HttpServer | undefined;
   let metricsAddress: string | undefined;
   if (value.metrics !== "") {
@@ -202,7 +223,9 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
         return new Response("Not found: try /metrics\n", { status: 404 });
       }
       return frontend.metrics().then((text) =>
-        new Response(text, { headers: { "content-type": "text/plain; version=0.0.4" } })
+        new Response(text + running.metrics(), {
+          headers: { "content-type": "text/plain; version=0.0.4" },
+        })
       );
     });
     const addr = metricsServer.addr as Deno.NetAddr;
@@ -213,6 +236,7 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
   config.on("change", (event) => {
     settingsOf(event.current, resolvConf, logger).then((next) => {
       frontend.reconfigure(next);
+      running.reconfigure(next.defence!);
       reloads.applied++;
       const fixed = ["listen", "loops", "backend", "metrics", "tcp"].filter((path) =>
         event.changed(path as "listen")
@@ -235,15 +259,17 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     closed = true;
     await config[Symbol.asyncDispose]();
     await frontend.close();
+    running.close();
     await metricsServer?.shutdown();
   };
   return {
     address: frontend.address,
     backend: frontend.backend,
     proxy: frontend.proxy,
-    metrics: () => frontend.metrics(),
+    metrics: () => frontend.metrics().then((text) => text + running.metrics()),
     metricsAddress,
     reloads,
+    defence: running,
     close,
     [Symbol.asyncDispose]: close,
   };

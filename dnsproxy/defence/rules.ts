@@ -107,9 +107,17 @@ export interface DefenceRulesOptions {
   maxClients?: number;
 }
 
-type Next<C> = (
+/** Who asked, and how (the proxy's `ClientInfo` or more). */
+export interface DefenceClient {
+  /** The client's address. */
+  readonly address: string;
+  /** The transport. */
+  readonly transport: "udp" | "tcp";
+}
+
+type Next<C, K extends DefenceClient> = (
   packet: Uint8Array,
-  client: { address: string; transport: "udp" | "tcp" },
+  client: K,
   respond: (answer: Uint8Array | null, context: C) => void,
   context: C,
 ) => Uint8Array | null | undefined;
@@ -244,12 +252,12 @@ export class DefenceRules {
    * @param next The proxy's own answer path.
    * @returns As the proxy's `answer`.
    */
-  answer<C>(
+  answer<C, K extends DefenceClient>(
     packet: Uint8Array,
-    client: { address: string; transport: "udp" | "tcp" },
+    client: K,
     respond: (answer: Uint8Array | null, context: C) => void,
     context: C,
-    next: Next<C>,
+    next: Next<C, K>,
   ): Uint8Array | null | undefined {
     const now = this.#now();
     if (now >= this.#nextSweep) this.#sweep(now);
@@ -372,14 +380,14 @@ export class DefenceRules {
     this.#nextSweep = next;
   }
 
-  #enforce<C>(
+  #enforce<C, K extends DefenceClient>(
     rule: string,
     action: DefenceAction,
     packet: Uint8Array,
-    client: { address: string; transport: "udp" | "tcp" },
+    client: K,
     respond: (answer: Uint8Array | null, context: C) => void,
     context: C,
-    next: Next<C>,
+    next: Next<C, K>,
   ): Uint8Array | null | undefined {
     this.#handled?.({ rule, action });
     const headerOk = packet.length >= 12 && (packet[2]! & 0x80) === 0;
