@@ -98,6 +98,21 @@ export async function startDefence(options: DefenceOptions): Promise<Defence> {
     },
     reason,
     onEvent(event) {
+      if (event.type === "start") {
+        options.logger?.warn("block started", {
+          client: event.client,
+          rule: event.rule,
+          action: event.action,
+          duration: `${event.durationMs}ms`,
+          kernel: filter !== undefined && event.action === "drop",
+        });
+      } else {
+        options.logger?.info("block ended", {
+          client: event.client,
+          rule: event.rule,
+          action: event.action,
+        });
+      }
       if (filter === undefined || event.action !== "drop") return;
       // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d; the filter sees IPv4.
       event = { ...event, client: event.client.replace(/^::ffff:(?=\d+\.)/i, "") };

@@ -178,6 +178,20 @@ export class KernelFilter implements Disposable {
   }
 
   /**
+   * Whether a prefix is in the filter's maps (expired or not).
+   *
+   * @param prefix As given to {@linkcode KernelFilter.blockPrefix}.
+   * @returns Whether it is there.
+   */
+  hasPrefix(prefix: string): boolean {
+    const { v6, key } = prefixKey(prefix);
+    const map = v6 ? this.#object.maps.dnsfilter_v6 : this.#object.maps.dnsfilter_v4;
+    // An LPM lookup finds the longest match: the entry is this prefix when the lengths agree.
+    return map.lookup(key) !== undefined &&
+      [...map.keys()].some((k) => k.prefixlen === key.prefixlen && equal(k.addr, key.addr));
+  }
+
+  /**
    * Drops queries for a name and every name under it.
    *
    * @param name Such as `example.com`.
@@ -227,4 +241,8 @@ export class KernelFilter implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

@@ -338,12 +338,15 @@ export class DefenceRules {
       until: now + rule.duration,
     });
     this.#started?.({ rule: rule.name, action: rule.action });
-    this.#logger?.warn("block started", {
-      client: address,
-      rule: rule.name,
-      action: rule.action,
-      duration: `${rule.duration}ms`,
-    });
+    // With an event sink (the proxy program's), the sink logs: loops may log elsewhere.
+    if (this.#onEvent === undefined) {
+      this.#logger?.warn("block started", {
+        client: address,
+        rule: rule.name,
+        action: rule.action,
+        duration: `${rule.duration}ms`,
+      });
+    }
     this.#onEvent?.({
       type: "start",
       client: address,
@@ -363,11 +366,13 @@ export class DefenceRules {
         continue;
       }
       this.#blocks.delete(address);
-      this.#logger?.info("block ended", {
-        client: address,
-        rule: block.rule,
-        action: block.action,
-      });
+      if (this.#onEvent === undefined) {
+        this.#logger?.info("block ended", {
+          client: address,
+          rule: block.rule,
+          action: block.action,
+        });
+      }
       this.#onEvent?.({
         type: "end",
         client: address,
