@@ -86,10 +86,15 @@ interface Window {
   count: number;
 }
 
-interface Block {
+/** A block in force. */
+export interface DefenceBlock {
+  /** The rule's name. */
   rule: string;
+  /** The rule's kernel counter id. */
   ruleId: number;
+  /** The action. */
   action: DefenceAction;
+  /** When it ends (the rules' clock, ms). */
   until: number;
 }
 
@@ -115,7 +120,8 @@ export interface DefenceClient {
   readonly transport: "udp" | "tcp";
 }
 
-type Next<C, K extends DefenceClient> = (
+/** The proxy's own answer path, which the rules wrap. */
+export type DefenceNext<C, K extends DefenceClient> = (
   packet: Uint8Array,
   client: K,
   respond: (answer: Uint8Array | null, context: C) => void,
@@ -150,7 +156,7 @@ export class DefenceRules {
   #staticClients: Acl | undefined;
   #staticNames: Set<string>;
   #windows: Map<string, Window>[];
-  readonly #blocks = new Map<string, Block>();
+  readonly #blocks = new Map<string, DefenceBlock>();
   readonly #logger: Logger | undefined;
   readonly #onEvent: ((event: DefenceEvent) => void) | undefined;
   readonly #now: () => number;
@@ -236,7 +242,7 @@ export class DefenceRules {
   }
 
   /** The clients blocked now, with their rule and action. */
-  get blocks(): ReadonlyMap<string, Readonly<Block>> {
+  get blocks(): ReadonlyMap<string, Readonly<DefenceBlock>> {
     this.#sweep(this.#now());
     return this.#blocks;
   }
@@ -257,7 +263,7 @@ export class DefenceRules {
     client: K,
     respond: (answer: Uint8Array | null, context: C) => void,
     context: C,
-    next: Next<C, K>,
+    next: DefenceNext<C, K>,
   ): Uint8Array | null | undefined {
     const now = this.#now();
     if (now >= this.#nextSweep) this.#sweep(now);
@@ -392,7 +398,7 @@ export class DefenceRules {
     client: K,
     respond: (answer: Uint8Array | null, context: C) => void,
     context: C,
-    next: Next<C, K>,
+    next: DefenceNext<C, K>,
   ): Uint8Array | null | undefined {
     this.#handled?.({ rule, action });
     const headerOk = packet.length >= 12 && (packet[2]! & 0x80) === 0;
