@@ -138,30 +138,19 @@ for (const object of await shippedObjects()) {
       await loaded.load();
     } catch (error) {
       loaded?.close();
-      if (error instanceof VerifierError) {
-        failures++;
-        rows.push([
-          key,
-          "-",
-          "-",
-          "-",
-          "-",
-          "-",
-          "-",
-          `FAIL: rejected: ${error.message.split("\n")[0]}`,
-        ]);
-      } else {
-        rows.push([
-          key,
-          "-",
-          "-",
-          "-",
-          "-",
-          "-",
-          "-",
-          `skipped: ${(error as Error).message.split("\n")[0]}`,
-        ]);
-      }
+      const rejected = error instanceof VerifierError;
+      if (rejected) failures++;
+      const why = (error as Error).message.split("\n")[0];
+      rows.push([
+        key,
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        `${rejected ? "FAIL: rejected" : "skipped"}: ${why}`,
+      ]);
       continue;
     }
     try {
