@@ -10,7 +10,8 @@ import { buildQuery } from "../dnsproxy/wire/builders.ts";
 import { KernelFilter, ktimeNs } from "../dnsproxy/defence/kernel_filter.ts";
 import { DnsfilterObject } from "../dnsproxy/bpf/dnsfilter.gen.ts";
 import { nameHash } from "../dnsproxy/defence/name_hash.ts";
-import { bpfCapabilities, btf, command, libbpf, testWith } from "./requirements.ts";
+import { bpfCapabilities, btf, command, libbpf, netAdmin, testWith } from "./requirements.ts";
+import { createVethPair } from "./ebpf_netns.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, command("bpftool")];
@@ -134,3 +135,54 @@ testWith(
     await leaks.assertReleased();
   },
 );
+
+for (const mode of ["native", "generic", "tc"] as const) {
+  testWith(
+    `the defence filter drops queries from a blocked client on a veth (${mode})`,
+    [...needs, netAdmin, command("ip")],
+    async () => {
+      const leaks = new LeakTracker();
+      {
+        await using pair = await createVethPair();
+        const peer = pair.hostAddress.replace(/\.1$/, ".2");
+        using filter = await KernelFilter.open({
+          interfaces: [pair.hostInterface],
+          port: 5399,
+          mode,
+        });
+        assert.deepEqual(filter.attachments, [{ iface: pair.hostInterface, mode }]);
+        leaks.add("prog", ...filter.ids.progs);
+        leaks.add("map", ...filter.ids.maps);
+        leaks.add("link", ...filter.ids.links);
+        filter.blockPrefix(`${peer}/32`, 9, 0n);
+        const flood = new URL("./dnsproxy_defence_flood.ts", import.meta.url).pathname;
+        const output = await new Deno.Command("ip", {
+          args: [
+            "netns",
+            "exec",
+            pair.namespace,
+            Deno.execPath(),
+            "run",
+            "-A",
+            flood,
+            peer,
+            pair.hostAddress,
+            "5399",
+            "20",
+            "veth.test",
+            "0",
+          ],
+          stdout: "piped",
+        }).output();
+        assert.ok(output.success);
+        const deadline = Date.now() + 5000;
+        while ((filter.drops().get(9)?.packets ?? 0n) < 20n) {
+          assert.ok(Date.now() < deadline, `drops: ${filter.drops().get(9)?.packets}`);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        assert.equal(filter.drops().get(9)?.packets, 20n);
+      }
+      await leaks.assertReleased();
+    },
+  );
+}
