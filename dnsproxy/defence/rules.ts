@@ -174,10 +174,7 @@ export class DefenceRules {
    */
   constructor(settings: DefenceSettings, options: DefenceRulesOptions = {}) {
     this.#settings = settings;
-    this.#staticClients = settings.clients.length > 0
-      ? new Acl({ allow: settings.clients })
-      : undefined;
-    this.#staticNames = new Set(settings.names.map((name) => nameLabels(name).join(".")));
+    [this.#staticClients, this.#staticNames] = staticLists(settings);
     this.#windows = settings.rules.map(() => new Map());
     this.#logger = options.logger;
     this.#onEvent = options.onEvent;
@@ -225,10 +222,7 @@ export class DefenceRules {
    * @param settings The new settings.
    */
   reconfigure(settings: DefenceSettings): void {
-    const staticClients = settings.clients.length > 0
-      ? new Acl({ allow: settings.clients })
-      : undefined;
-    const staticNames = new Set(settings.names.map((name) => nameLabels(name).join(".")));
+    const [staticClients, staticNames] = staticLists(settings);
     const windows = settings.rules.map((rule) => {
       const i = this.#settings.rules.findIndex((old) =>
         JSON.stringify(old) === JSON.stringify(rule)
@@ -435,4 +429,12 @@ export class DefenceRules {
     }
     return false;
   }
+}
+
+/** The static lists in matching form (a prefix list; names lower-cased, no final dot). */
+function staticLists(settings: DefenceSettings): [Acl | undefined, Set<string>] {
+  return [
+    settings.clients.length > 0 ? new Acl({ allow: settings.clients }) : undefined,
+    new Set(settings.names.map((name) => nameLabels(name).join("."))),
+  ];
 }
