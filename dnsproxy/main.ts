@@ -3,18 +3,19 @@
  *
  * ```sh
  * deno task dns [--listen ADDR] [--upstream ADDR]... [--config FILE] [--metrics ADDR] [--loops N]
- *   [--xdp IFACE]...
+ *   [--xdp IFACE]... [--etcd URL[,URL] [--etcd-key KEY]]
  * ```
  *
  * Configuration comes from `@triad/config`: defaults < the YAML/JSON/TOML file (`--config`, or
- * `dnsproxy.yaml` in `.` or `/etc/triad`) < `DNSPROXY_*` environment variables < flags. The file
- * is watched: upstreams, cache limits, ACLs and the rate limit change in place without dropping a
- * query; an invalid file keeps the running configuration and logs why.
+ * `dnsproxy.yaml` in `.` or `/etc/triad`) < an etcd key (`--etcd`) < `DNSPROXY_*` environment
+ * variables < flags. The file and the key are watched: upstreams, cache limits, ACLs, the rate
+ * limit and the defence's rules and block lists change in place without dropping a query; an
+ * invalid file keeps the running configuration and logs why.
  *
  * @module
  */
-import { createConfig } from "@triad/config";
-import type { Config } from "@triad/config";
+import { createConfig, etcdSource } from "@triad/config";
+import type { Config, RemoteSource } from "@triad/config";
 import { createLogger, formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
 import { dnsConfigSchema, toProxySettings, upstreamsFromResolvConf } from "./config.ts";
@@ -161,13 +162,38 @@ async function loadDnsConfig(
   argv: readonly string[],
   env: Record<string, string | undefined>,
 ): Promise<Config<DnsConfig>> {
+  const { rest, etcd } = etcdFlags(argv);
   return await createConfig({
     schema: dnsConfigSchema,
     files: { name: "dnsproxy", paths: [".", "/etc/triad"] },
     env: { prefix: "DNSPROXY", vars: env },
-    args: { argv, aliases: { upstream: "upstream.servers", xdp: "defence.xdp" } },
+    args: { argv: rest, aliases: { upstream: "upstream.servers", xdp: "defence.xdp" } },
     program: "deno task dns",
+    ...(etcd === undefined ? {} : { remote: [etcd] }),
   }) as unknown as Config<DnsConfig>;
+}
+
+/**
+ * Takes `--etcd URL[,URL]` and `--etcd-key KEY` (default `/triad/dnsproxy.yaml`) out of the
+ * arguments: one etcd key holding a YAML document, merged over the file and watched.
+ */
+function etcdFlags(argv: readonly string[]): { rest: string[]; etcd?: RemoteSource } {
+  const rest: string[] = [];
+  let endpoints: string[] = [];
+  let key = "/triad/dnsproxy.yaml";
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.split(/=(.*)/s, 2) as [string, string | undefined];
+    if (flag !== "--etcd" && flag !== "--etcd-key") {
+      rest.push(arg);
+      continue;
+    }
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw new TypeError(`${flag} needs a value`);
+    if (flag === "--etcd") endpoints = value.split(",");
+    else key = value;
+  }
+  return endpoints.length === 0 ? { rest } : { rest, etcd: etcdSource({ endpoints, key }) };
 }
 
 /**

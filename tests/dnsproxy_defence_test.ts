@@ -253,3 +253,39 @@ testWith(
     assert.ok(reply !== null, "answered as before");
   },
 );
+
+testWith(
+  "static blocks from an etcd key are added and removed live (user space, refused)",
+  [command("etcd")],
+  async () => {
+    const { startEtcd } = await import("./servers/etcd.ts");
+    const { queryUdp } = await import("./dnsproxy_client.ts");
+    const { buildQuery } = await import("../dnsproxy/wire/builders.ts");
+    await using etcd = await startEtcd();
+    await using upstream = await startFakeUpstream((query, reply) => {
+      reply(buildErrorResponse(query, 0, parseMessage(query)));
+    });
+    const doc = (clients: string[]) =>
+      `defence:\n  block:\n    clients: ${JSON.stringify(clients)}\n    action: refused\n`;
+    await etcd.put("/triad/dnsproxy.yaml", doc(["127.0.0.0/8"]));
+    await using running = await runDnsProxy({
+      argv: ["--listen", "127.0.0.1:0", "--upstream", upstream.address, "--etcd", etcd.endpoint],
+      env: {},
+      logger: createLogger({ write: () => {}, level: "error" }),
+    });
+    const rcode = async () => {
+      const reply = await queryUdp(
+        running.address.port,
+        buildQuery({ id: 2, name: "a.", type: 1 }),
+      );
+      return reply === null ? -1 : reply[3]! & 0xf;
+    };
+    assert.equal(await rcode(), 5, "REFUSED: blocked by the etcd document");
+    const applied = running.reloads.applied;
+    await etcd.put("/triad/dnsproxy.yaml", doc(["192.0.2.0/24"]));
+    await until(() => running.reloads.applied > applied, 10_000, "the etcd change");
+    assert.equal(await rcode(), 0, "answered once the block is gone");
+    await etcd.put("/triad/dnsproxy.yaml", doc(["127.0.0.1/32"]));
+    await until(async () => (await rcode()) === 5, 10_000, "the block to come back");
+  },
+);
