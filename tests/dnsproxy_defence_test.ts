@@ -61,6 +61,25 @@ async function clientNamespace(hosts: number[]) {
   return { namespace, hostInterface, subnet, [Symbol.asyncDispose]: cleanup };
 }
 
+/** Adds a TXT answer of about `size` bytes to a response (for the response-bytes rule). */
+function withTxt(response: Uint8Array, size: number): Uint8Array {
+  const text = new Uint8Array(size).fill(0x61);
+  const record = new Uint8Array(12 + 1 + size);
+  const view = new DataView(record.buffer);
+  view.setUint16(0, 0xc00c); // the question's name
+  view.setUint16(2, 16); // TXT
+  view.setUint16(4, 1);
+  view.setUint32(6, 60);
+  view.setUint16(10, 1 + size);
+  record[12] = size;
+  record.set(text, 13);
+  const out = new Uint8Array(response.length + record.length);
+  out.set(response);
+  out.set(record, response.length);
+  new DataView(out.buffer).setUint16(6, 1); // ANCOUNT
+  return out;
+}
+
 /** Polls `check` every 20 ms until it returns true (bounded). */
 async function until(check: () => boolean | Promise<boolean>, ms: number, what: string) {
   const deadline = Date.now() + ms;
@@ -92,11 +111,18 @@ testWith(
     const dir = await Deno.makeTempDir({ prefix: "triad-defence-" });
     const logs: string[] = [];
     try {
-      await using net = await clientNamespace([2, 10, 11, 12, 13]);
+      await using net = await clientNamespace([2, 10, 11, 12, 13, 14, 15]);
       const at = (host: number) => `${net.subnet}.${host}`;
       await using upstream = await startFakeUpstream((query, reply) => {
         const name = new TextDecoder().decode(query.subarray(13, 40));
-        reply(buildErrorResponse(query, name.includes("nx") ? 3 : 0, parseMessage(query)));
+        const info = parseMessage(query);
+        const rcode = name.includes("nx") ? 3 : name.includes("sf") ? 2 : 0;
+        // A big answer is sent without OPT, so that its record can simply be appended.
+        reply(
+          name.includes("big")
+            ? withTxt(buildErrorResponse(query, 0, { ...info, edns: undefined }), 400)
+            : buildErrorResponse(query, rcode, info),
+        );
       });
       const file = `${dir}/dnsproxy.yaml`;
       const write = (clients: string[]) =>
@@ -107,6 +133,10 @@ testWith(
             `    - { name: qps, measure: queries, rate: 40, window: 1s, action: drop, ` +
             `duration: 1500ms }\n` +
             `    - { name: nx, measure: nxdomain, rate: 5, window: 1s, action: drop, ` +
+            `duration: 60s }\n` +
+            `    - { name: sf, measure: servfail, rate: 5, window: 1s, action: drop, ` +
+            `duration: 60s }\n` +
+            `    - { name: big, measure: bytes, rate: 4000, window: 1s, action: drop, ` +
             `duration: 60s }\n` +
             `  block:\n    clients: ${JSON.stringify(clients)}\n    names: ["blocked.test"]\n`,
         ).then(() => Deno.rename(`${file}.tmp`, file));
@@ -181,6 +211,16 @@ testWith(
         await until(async () => (await kernel("nx")) >= before + 30, 5000, "nx drops");
         await legitAnswered();
       });
+
+      for (const [host, rule, name] of [[14, "sf", "sf.test"], [15, "big", "big.test"]] as const) {
+        await t.step(`a ${rule} flood trips the ${rule} rule`, async () => {
+          await flood(host, 20, name, 3000);
+          await until(() => filter.hasPrefix(`${at(host)}/32`), 5000, `the ${rule} block`);
+          const before = await kernel(rule);
+          await flood(host, 30, "other.test", 0);
+          await until(async () => (await kernel(rule)) >= before + 30, 5000, `${rule} drops`);
+        });
+      }
 
       await t.step("static lists drop a prefix and a name in the kernel", async () => {
         await flood(12, 25, "static.test", 0);
