@@ -12,6 +12,8 @@
 import type { Labels, Logger, Metrics } from "@triad/core";
 import { Acl } from "../acl.ts";
 import { buildErrorResponse } from "../wire/builders.ts";
+import { parseMessage } from "../wire/message.ts";
+import type { MessageInfo } from "../wire/message.ts";
 import { nameLabels } from "./name_hash.ts";
 
 /** What a block does to a client's queries. */
@@ -395,17 +397,22 @@ export class DefenceRules {
     next: DefenceNext<C, K>,
   ): Uint8Array | null | undefined {
     this.#handled?.({ rule, action });
-    const headerOk = packet.length >= 12 && (packet[2]! & 0x80) === 0;
-    if (action === "truncate") {
-      // Over TCP the client did what truncation asks: answer it.
-      if (client.transport === "tcp") return next(packet, client, respond, context);
-      if (!headerOk) return null;
-      const out = buildErrorResponse(packet.subarray(0, 12), 0);
-      out[2] = out[2]! | 0x02; // TC
-      return out;
+    // Over TCP the client did what truncation asks: answer it.
+    if (action === "truncate" && client.transport === "tcp") {
+      return next(packet, client, respond, context);
     }
     if (action === "drop" && client.transport === "udp") return null;
-    return headerOk ? buildErrorResponse(packet.subarray(0, 12), 5) : null;
+    if (packet.length < 12 || (packet[2]! & 0x80) !== 0) return null;
+    let info: MessageInfo | undefined;
+    try {
+      info = parseMessage(packet); // to echo the question (and the OPT's DO bit)
+    } catch {
+      // The header alone, then.
+    }
+    const truncate = action === "truncate";
+    const out = buildErrorResponse(info ? packet : packet.subarray(0, 12), truncate ? 0 : 5, info);
+    if (truncate) out[2] = out[2]! | 0x02; // TC: retry over TCP
+    return out;
   }
 
   /** Whether the question's name is a blocked name or under one. */
