@@ -102,6 +102,8 @@ testWith(
       assert.equal(run({ source: "198.51.101.77" }), XDP_PASS, "outside the prefix");
       assert.equal(run({ source: "2001:db8::99" }), XDP_DROP, "blocked IPv6 prefix");
       assert.equal(run({ source: "2001:db9::99" }), XDP_PASS);
+      assert.equal(run({ source: "10.0.0.1", name: "bad.example." }), XDP_PASS, "no walk: count 0");
+      object.object.writeGlobal("name_blocks", 1);
       assert.equal(run({ source: "10.0.0.1", name: "bad.example." }), XDP_DROP, "blocked name");
       assert.equal(run({ source: "10.0.0.1", name: "x.Y.BAD.example." }), XDP_DROP, "under it");
       assert.equal(run({ source: "10.0.0.1", name: "notbad.example." }), XDP_PASS, "label edge");

@@ -25,6 +25,9 @@ char LICENSE[] SEC("license") = "GPL";
 /** The UDP port the proxy listens on (network order is handled here). */
 const volatile __u16 dns_port = 53;
 
+/** How many names are blocked (user space keeps it): 0 skips the name walk. */
+__u32 name_blocks = 0;
+
 /** The value of every block: when it ends (ktime ns, 0 = never) and the rule that made it. */
 struct dnsfilter_block {
 	__u64 expires_ns;
@@ -264,6 +267,8 @@ int dnsfilter_xdp(struct xdp_md *ctx)
 	int verdict = decide(data, data_end, &offset);
 	if (verdict >= 0)
 		return verdict ? XDP_DROP : XDP_PASS;
+	if (name_blocks == 0)
+		return XDP_PASS;
 	__u64 bytes = data_end - data;
 	__u32 length = clamp_length(bytes, offset);
 	if (length == 0)
@@ -284,6 +289,8 @@ int dnsfilter_tc(struct __sk_buff *skb)
 	int verdict = decide(data, data_end, &offset);
 	if (verdict >= 0)
 		return verdict ? TC_ACT_SHOT : TC_ACT_OK;
+	if (name_blocks == 0)
+		return TC_ACT_OK;
 	__u64 bytes = data_end - data;
 	__u32 length = clamp_length(bytes, offset);
 	if (length == 0)

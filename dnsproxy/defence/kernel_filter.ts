@@ -90,6 +90,7 @@ export class KernelFilter implements Disposable {
   readonly attachments: { iface: string; mode: AttachMode }[] = [];
   readonly #object: DnsfilterObject;
   readonly #links: Link[] = [];
+  readonly #names = new Set<bigint>();
 
   private constructor(object: DnsfilterObject) {
     this.#object = object;
@@ -199,11 +200,10 @@ export class KernelFilter implements Disposable {
    * @param expiresNs When the block ends, `0n` for never.
    */
   blockName(name: string, rule: number, expiresNs: bigint): void {
-    this.#object.maps.dnsfilter_names.update(nameHash(name), {
-      expires_ns: expiresNs,
-      rule,
-      action: 0,
-    });
+    const hash = nameHash(name);
+    this.#object.maps.dnsfilter_names.update(hash, { expires_ns: expiresNs, rule, action: 0 });
+    this.#names.add(hash);
+    this.#object.object.writeGlobal("name_blocks", this.#names.size);
   }
 
   /**
@@ -213,7 +213,11 @@ export class KernelFilter implements Disposable {
    * @returns Whether it was there.
    */
   unblockName(name: string): boolean {
-    return this.#object.maps.dnsfilter_names.delete(nameHash(name));
+    const hash = nameHash(name);
+    const found = this.#object.maps.dnsfilter_names.delete(hash);
+    this.#names.delete(hash);
+    this.#object.object.writeGlobal("name_blocks", this.#names.size);
+    return found;
   }
 
   /** Drops per rule id, summed over CPUs (rules without drops are left out). */
