@@ -37,6 +37,8 @@ interface Sample {
   systemTicks: number;
   serverTicks: number;
   generatorCpu: number;
+  /** ns per packet in the server's BPF filter (XDP or socket filter), from the kernel's stats. */
+  filterNs: number;
 }
 
 async function run(args: string[], check = true): Promise<string> {
@@ -79,6 +81,49 @@ function treeTicks(pid: number): number {
   return ticks;
 }
 
+interface ProgInfo {
+  id: number;
+  type?: string;
+  name?: string;
+  run_time_ns?: number;
+  run_cnt?: number;
+}
+
+function progList(): ProgInfo[] {
+  // bpftool fails when a program vanishes while it walks the list (other sessions' tests): retry.
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const output = new Deno.Command("bpftool", { args: ["prog", "show", "-j"], stdout: "piped" })
+      .outputSync();
+    if (output.success) {
+      return JSON.parse(new TextDecoder().decode(output.stdout) || "[]") as ProgInfo[];
+    }
+  }
+  return [];
+}
+
+/**
+ * The BPF programs a server loaded (those that appeared while it started): the XDP filter by
+ * name, dnsdist's socket filter by type (bpftool 7.1 here does not list owners' pids).
+ */
+function serverPrograms(peer: string, before: Set<number>): number[] {
+  return progList().filter((prog) =>
+    !before.has(prog.id) &&
+    (peer === "dnsdist" ? prog.type === "socket_filter" : prog.name === "dnsfilter_xdp")
+  ).map((prog) => prog.id);
+}
+
+/** Run time and count of programs (`kernel.bpf_stats_enabled`). */
+function filterStats(ids: number[]): { ns: number; count: number } {
+  let ns = 0;
+  let count = 0;
+  for (const prog of progList()) {
+    if (!ids.includes(prog.id)) continue;
+    ns += prog.run_time_ns ?? 0;
+    count += prog.run_cnt ?? 0;
+  }
+  return { ns, count };
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
@@ -102,6 +147,9 @@ export async function runFloodBench(args: string[]): Promise<void> {
   const rates = values.rates.split(",").map(Number);
   const peers = values.peers.split(",");
   const dir = await Deno.makeTempDir({ prefix: "triad-flood-" });
+  // The kernel's per-program run time (restored at the end): the filters' own cost per packet.
+  const statsBefore = (await run(["sysctl", "-n", "kernel.bpf_stats_enabled"])).trim();
+  await run(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"]);
   const flood = `${dir}/udp_flood`;
   await compileC(`${here}udp_flood.c`, flood);
   const tag = `${Deno.pid % 1000}`;
@@ -136,6 +184,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
     let nextPort = 25_300;
     const startServer = async (peer: string) => {
       const port = nextPort++;
+      const before = new Set(progList().map((prog) => prog.id));
       let child: Deno.ChildProcess;
       if (peer === "dnsdist") {
         const conf = `${dir}/dnsdist.conf`;
@@ -195,10 +244,16 @@ export async function runFloodBench(args: string[]): Promise<void> {
         if (out.trim() !== "") break;
         if (Date.now() > deadline) throw new Error(`${peer} did not answer on ${port}`);
       }
-      return { port, child };
+      // The proxy loads its filter after it answers: wait for the program (bounded).
+      let programs = serverPrograms(peer, before);
+      for (let i = 0; i < 50 && programs.length === 0 && peer !== "triad-user"; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        programs = serverPrograms(peer, before);
+      }
+      return { port, child, programs };
     };
     const measure = async (peer: string, rate: number): Promise<Sample> => {
-      const { port, child } = await startServer(peer);
+      const { port, child, programs } = await startServer(peer);
       try {
         const warmup = 2;
         const floodRun = rate > 0
@@ -221,6 +276,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
           : Promise.resolve('{"sent":0,"seconds":1,"cpu":0}');
         // The block forms during the warm-up (a bench, not a test: a fixed warm-up is the method).
         await new Promise((resolve) => setTimeout(resolve, warmup * 1000));
+        const filter0 = filterStats(programs);
         const system0 = busyTicks();
         const server0 = treeTicks(child.pid);
         const legit = JSON.parse(
@@ -244,6 +300,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
           ]),
         ) as { sent: number; answered: number; p99Ms: number };
         const systemTicks = busyTicks() - system0;
+        const filter1 = filterStats(programs);
         const serverTicks = treeTicks(child.pid) - server0;
         const floodResult = JSON.parse(await floodRun) as {
           sent: number;
@@ -259,6 +316,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
           systemTicks,
           serverTicks,
           generatorCpu: floodResult.cpu,
+          filterNs: (filter1.ns - filter0.ns) / Math.max(1, filter1.count - filter0.count),
         };
       } finally {
         child.kill("SIGTERM");
@@ -276,7 +334,8 @@ export async function runFloodBench(args: string[]): Promise<void> {
           console.error(
             `round ${round + 1} ${key}: answered ${(sample.answered * 100).toFixed(1)}% p99 ` +
               `${sample.p99Ms.toFixed(2)} ms, flood ${Math.round(sample.floodRate)}/s, ` +
-              `system ${sample.systemTicks} ticks, server ${sample.serverTicks} ticks`,
+              `system ${sample.systemTicks} ticks, server ${sample.serverTicks} ticks, ` +
+              `filter ${sample.filterNs.toFixed(0)} ns/packet`,
           );
         }
       }
@@ -286,7 +345,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
         `packet in µs (system-wide minus the same server without flood; server process)`,
     );
     console.log(
-      ["peer", "flood/s", "answered %", "p99 ms", "sys µs/pkt", "server µs/pkt"]
+      ["peer", "flood/s", "answered %", "p99 ms", "sys µs/pkt", "server µs/pkt", "filter ns/pkt"]
         .map((h) => h.padEnd(13)).join(""),
     );
     for (const rate of rates) {
@@ -305,11 +364,13 @@ export async function runFloodBench(args: string[]): Promise<void> {
             median(list.map((s) => s.p99Ms)).toFixed(2),
             perPacket((s) => s.systemTicks).toFixed(2),
             perPacket((s) => s.serverTicks).toFixed(2),
+            peer === "triad-user" ? "-" : median(list.map((s) => s.filterNs)).toFixed(0),
           ].map((c) => c.padEnd(13)).join(""),
         );
       }
     }
   } finally {
+    await run(["sysctl", "-q", "-w", `kernel.bpf_stats_enabled=${statsBefore}`], false);
     await cleanup();
     await Deno.remove(dir, { recursive: true });
   }
