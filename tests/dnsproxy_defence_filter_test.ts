@@ -93,6 +93,16 @@ testWith(
       maps.dnsfilter_v6.update({ prefixlen: 32, addr: ipToBytes("2001:db8::") }, block(4));
       maps.dnsfilter_names.update(nameHash("bad.example"), block(5));
       maps.dnsfilter_v4.update({ prefixlen: 32, addr: ipToBytes("203.0.113.9") }, block(6, 1n));
+      // Single addresses go into the hash maps (key: the address bytes as a little-endian u32).
+      maps.dnsfilter_hosts4.update(
+        new DataView(ipToBytes("192.0.2.77").buffer).getUint32(0, true),
+        block(7),
+      );
+      maps.dnsfilter_hosts6.update({ addr: ipToBytes("2001:db8:1::5") }, block(7));
+      const run0 = (source: string) =>
+        object.programs.dnsfilter_xdp.testRun(frame({ source })).retval;
+      assert.equal(run0("198.51.100.77"), XDP_PASS, "the tries are skipped while the count is 0");
+      object.object.writeGlobal("prefix_blocks", 2);
       const run = (options: FrameOptions) =>
         object.programs.dnsfilter_xdp.testRun(frame(options)).retval;
       const tc = (options: FrameOptions) =>
@@ -102,6 +112,9 @@ testWith(
       assert.equal(run({ source: "198.51.101.77" }), XDP_PASS, "outside the prefix");
       assert.equal(run({ source: "2001:db8::99" }), XDP_DROP, "blocked IPv6 prefix");
       assert.equal(run({ source: "2001:db9::99" }), XDP_PASS);
+      assert.equal(run({ source: "192.0.2.77" }), XDP_DROP, "a blocked IPv4 host (hash)");
+      assert.equal(run({ source: "192.0.2.78" }), XDP_PASS);
+      assert.equal(run({ source: "2001:db8:1::5" }), XDP_DROP, "a blocked IPv6 host (hash)");
       assert.equal(run({ source: "10.0.0.1", name: "bad.example." }), XDP_PASS, "no walk: count 0");
       object.object.writeGlobal("name_blocks", 1);
       assert.equal(run({ source: "10.0.0.1", name: "bad.example." }), XDP_DROP, "blocked name");
@@ -131,7 +144,7 @@ testWith(
       }
       assert.deepEqual(
         Object.fromEntries(drops),
-        { 3: 4n, 4: 1n, 5: 3n, 6: 1n },
+        { 3: 4n, 4: 1n, 5: 3n, 6: 1n, 7: 2n },
       );
     }
     await leaks.assertReleased();

@@ -27,6 +27,8 @@ const volatile __u16 dns_port = 53;
 
 /** How many names are blocked (user space keeps it): 0 skips the name walk. */
 __u32 name_blocks = 0;
+/** How many shorter-than-host prefixes are blocked: 0 skips the LPM lookups. */
+__u32 prefix_blocks = 0;
 
 /** The value of every block: when it ends (ktime ns, 0 = never) and the rule that made it. */
 struct dnsfilter_block {
@@ -38,6 +40,10 @@ struct dnsfilter_block {
 struct dnsfilter_v4_key {
 	__u32 prefixlen;
 	__u8 addr[4];
+};
+
+struct dnsfilter_host6 {
+	__u8 addr[16];
 };
 
 struct dnsfilter_v6_key {
@@ -66,6 +72,21 @@ struct {
 	__type(key, struct dnsfilter_v6_key);
 	__type(value, struct dnsfilter_block);
 } dnsfilter_v6 SEC(".maps");
+
+/** Single addresses (dynamic blocks, /32 and /128 entries): one hash lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct dnsfilter_block);
+} dnsfilter_hosts4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dnsfilter_host6);
+	__type(value, struct dnsfilter_block);
+} dnsfilter_hosts6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -176,7 +197,6 @@ static __always_inline int decide(void *data, void *data_end, __u32 *qname_offse
 		proto = vlan->h_vlan_encapsulated_proto;
 		cursor = vlan + 1;
 	}
-	__u64 now = bpf_ktime_get_ns();
 	struct dnsfilter_block *block = 0;
 	struct udphdr *udp;
 	if (proto == bpf_htons(ETH_P_IP)) {
@@ -188,9 +208,13 @@ static __always_inline int decide(void *data, void *data_end, __u32 *qname_offse
 		udp = cursor + ip->ihl * 4;
 		if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(dns_port))
 			return 0;
-		struct dnsfilter_v4_key key = { .prefixlen = 32 };
-		__builtin_memcpy(key.addr, &ip->saddr, 4);
-		block = bpf_map_lookup_elem(&dnsfilter_v4, &key);
+		__u32 saddr = ip->saddr;
+		block = bpf_map_lookup_elem(&dnsfilter_hosts4, &saddr);
+		if (!block && prefix_blocks) {
+			struct dnsfilter_v4_key key = { .prefixlen = 32 };
+			__builtin_memcpy(key.addr, &saddr, 4);
+			block = bpf_map_lookup_elem(&dnsfilter_v4, &key);
+		}
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cursor;
 		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
@@ -198,14 +222,19 @@ static __always_inline int decide(void *data, void *data_end, __u32 *qname_offse
 		udp = (void *)(ip6 + 1);
 		if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(dns_port))
 			return 0;
-		struct dnsfilter_v6_key key = { .prefixlen = 128 };
-		__builtin_memcpy(key.addr, &ip6->saddr, 16);
-		block = bpf_map_lookup_elem(&dnsfilter_v6, &key);
+		struct dnsfilter_host6 saddr;
+		__builtin_memcpy(saddr.addr, &ip6->saddr, 16);
+		block = bpf_map_lookup_elem(&dnsfilter_hosts6, &saddr);
+		if (!block && prefix_blocks) {
+			struct dnsfilter_v6_key key = { .prefixlen = 128 };
+			__builtin_memcpy(key.addr, &saddr, 16);
+			block = bpf_map_lookup_elem(&dnsfilter_v6, &key);
+		}
 	} else {
 		return 0;
 	}
 	__u64 bytes = data_end - data;
-	if (block && active(block, now)) {
+	if (block && active(block, bpf_ktime_get_ns())) {
 		count(block->rule, bytes);
 		return 1;
 	}

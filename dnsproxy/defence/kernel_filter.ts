@@ -91,6 +91,7 @@ export class KernelFilter implements Disposable {
   readonly #object: DnsfilterObject;
   readonly #links: Link[] = [];
   readonly #names = new Set<bigint>();
+  readonly #prefixes = new Set<string>();
 
   private constructor(object: DnsfilterObject) {
     this.#object = object;
@@ -161,8 +162,17 @@ export class KernelFilter implements Disposable {
   blockPrefix(prefix: string, rule: number, expiresNs: bigint): void {
     const { v6, key } = prefixKey(prefix);
     const value: DnsfilterBlock = { expires_ns: expiresNs, rule, action: 0 };
-    if (v6) this.#object.maps.dnsfilter_v6.update(key, value);
-    else this.#object.maps.dnsfilter_v4.update(key, value);
+    const maps = this.#object.maps;
+    if (key.prefixlen === key.addr.length * 8) {
+      // A single address: the hash maps (one lookup, no trie walk).
+      if (v6) maps.dnsfilter_hosts6.update({ addr: key.addr }, value);
+      else maps.dnsfilter_hosts4.update(hostKey(key.addr), value);
+      return;
+    }
+    if (v6) maps.dnsfilter_v6.update(key, value);
+    else maps.dnsfilter_v4.update(key, value);
+    this.#prefixes.add(`${v6}/${key.prefixlen}/${key.addr.join(".")}`);
+    this.#object.object.writeGlobal("prefix_blocks", this.#prefixes.size);
   }
 
   /**
@@ -173,9 +183,16 @@ export class KernelFilter implements Disposable {
    */
   unblockPrefix(prefix: string): boolean {
     const { v6, key } = prefixKey(prefix);
-    return v6
-      ? this.#object.maps.dnsfilter_v6.delete(key)
-      : this.#object.maps.dnsfilter_v4.delete(key);
+    const maps = this.#object.maps;
+    if (key.prefixlen === key.addr.length * 8) {
+      return v6
+        ? maps.dnsfilter_hosts6.delete({ addr: key.addr })
+        : maps.dnsfilter_hosts4.delete(hostKey(key.addr));
+    }
+    const found = v6 ? maps.dnsfilter_v6.delete(key) : maps.dnsfilter_v4.delete(key);
+    this.#prefixes.delete(`${v6}/${key.prefixlen}/${key.addr.join(".")}`);
+    this.#object.object.writeGlobal("prefix_blocks", this.#prefixes.size);
+    return found;
   }
 
   /**
@@ -186,6 +203,11 @@ export class KernelFilter implements Disposable {
    */
   hasPrefix(prefix: string): boolean {
     const { v6, key } = prefixKey(prefix);
+    if (key.prefixlen === key.addr.length * 8) {
+      return v6
+        ? this.#object.maps.dnsfilter_hosts6.lookup({ addr: key.addr }) !== undefined
+        : this.#object.maps.dnsfilter_hosts4.lookup(hostKey(key.addr)) !== undefined;
+    }
     const map = v6 ? this.#object.maps.dnsfilter_v6 : this.#object.maps.dnsfilter_v4;
     // An LPM lookup finds the longest match: the entry is this prefix when the lengths agree.
     return map.lookup(key) !== undefined &&
@@ -249,4 +271,9 @@ export class KernelFilter implements Disposable {
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+/** The hash key of an IPv4 address: its network-order bytes read as a little-endian `__u32`. */
+function hostKey(addr: Uint8Array): number {
+  return new DataView(addr.buffer, addr.byteOffset, 4).getUint32(0, true);
 }
