@@ -43,6 +43,7 @@ export function onBoot(loop: Loop): Action {
     logger: loop.logger,
     metrics: new DnsMetrics(),
     transport: transport = loopTransport(loop),
+    onDefence: (event) => loop.postMessage({ type: "defence", event }),
   });
   return Action.None;
 }

@@ -8,6 +8,8 @@ import { formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/c
 import type { StandardSchema } from "@triad/config";
 import { z } from "zod";
 import { DEFAULT_ALLOW } from "./acl.ts";
+import { defenceSchema, toDefenceSettings } from "./defence/config.ts";
+import type { DefenceConfig } from "./defence/config.ts";
 import type { ProxySettings } from "./proxy.ts";
 import { UPSTREAM_POLICIES } from "./upstream/policy.ts";
 import { parseUpstreamAddress } from "./upstream/upstream.ts";
@@ -151,6 +153,7 @@ const schema = z.object({
       "Queries in flight per TCP client.",
     ),
   }).default({ idle_timeout: "10s", max_connections: 0, max_pipelined: 100 }),
+  defence: defenceSchema,
 });
 
 /** The validated configuration (see the schema's descriptions, and the README). */
@@ -202,6 +205,8 @@ export interface DnsConfig {
   rate_limit: { rate: number; burst: number };
   /** TCP serving. */
   tcp: { idle_timeout: string; max_connections: number; max_pipelined: number };
+  /** Dynamic and static blocks, and the kernel filter's interfaces (`defence/config.ts`). */
+  defence: DefenceConfig;
 }
 
 /**
@@ -358,6 +363,7 @@ export function toProxySettings(config: DnsConfig, caCerts?: string[]): ProxySet
     acl: { allow: config.acl.allow, deny: config.acl.deny },
     staleAnswerTimeout: parseDuration(cache.stale_answer_timeout),
     queryLog: config.log.queries,
+    defence: toDefenceSettings(config.defence),
   };
   if (config.rate_limit.rate > 0) {
     settings.rateLimit = {

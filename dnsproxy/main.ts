@@ -3,17 +3,19 @@
  *
  * ```sh
  * deno task dns [--listen ADDR] [--upstream ADDR]... [--config FILE] [--metrics ADDR] [--loops N]
+ *   [--xdp IFACE]... [--etcd URL[,URL] [--etcd-key KEY]]
  * ```
  *
  * Configuration comes from `@triad/config`: defaults < the YAML/JSON/TOML file (`--config`, or
- * `dnsproxy.yaml` in `.` or `/etc/triad`) < `DNSPROXY_*` environment variables < flags. The file
- * is watched: upstreams, cache limits, ACLs and the rate limit change in place without dropping a
- * query; an invalid file keeps the running configuration and logs why.
+ * `dnsproxy.yaml` in `.` or `/etc/triad`) < an etcd key (`--etcd`) < `DNSPROXY_*` environment
+ * variables < flags. The file and the key are watched: upstreams, cache limits, ACLs, the rate
+ * limit and the defence's rules and block lists change in place without dropping a query; an
+ * invalid file keeps the running configuration and logs why.
  *
  * @module
  */
-import { createConfig } from "@triad/config";
-import type { Config } from "@triad/config";
+import { createConfig, etcdSource } from "@triad/config";
+import type { Config, RemoteSource } from "@triad/config";
 import { createLogger, formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
 import {
@@ -30,6 +32,9 @@ import { serveDnsOnNetloop } from "./netloop_server.ts";
 import { readinessOf } from "./health.ts";
 import type { Readiness } from "./health.ts";
 import { checkLimits } from "@triad/netloop";
+import { startDefence } from "./defence/controller.ts";
+import type { Defence } from "./defence/controller.ts";
+import type { DefenceEvent } from "./defence/rules.ts";
 
 /** Options of {@linkcode runDnsProxy}. */
 export interface RunDnsProxyOptions {
@@ -62,6 +67,8 @@ export interface RunningDnsProxy extends AsyncDisposable {
   readonly metricsAddress: string | undefined;
   /** Resolves after each applied reload (tests wait on it). */
   readonly reloads: { applied: number; failed: number };
+  /** The defence (kernel filter state), see `defence/`. */
+  readonly defence: Defence;
   /** Stops everything. */
   close(): Promise<void>;
 }
@@ -82,6 +89,7 @@ async function startFrontend(
   value: DnsConfig,
   settings: ProxySettings,
   logger: Logger,
+  onDefence: (event: DefenceEvent) => void,
 ): Promise<Frontend> {
   const idleTimeout = parseDuration(value.tcp.idle_timeout);
   if (value.backend !== "builtin") {
@@ -104,6 +112,7 @@ async function startFrontend(
       idleTimeout,
       maxConnections: maxTcpConnections(value),
       logger,
+      onDefence,
     });
     logger.info("listening", {
       address: formatSocketAddress(server.address),
@@ -124,7 +133,7 @@ async function startFrontend(
   if (value.loops > 1) {
     logger.warn("the builtin backend serves on one loop", { loops: value.loops });
   }
-  const proxy = new DnsProxy({ ...settings, logger });
+  const proxy = new DnsProxy({ ...settings, logger, onDefence });
   try {
     const server = await serveDns(proxy, {
       listen: value.listen,
@@ -183,13 +192,38 @@ async function loadDnsConfig(
   argv: readonly string[],
   env: Record<string, string | undefined>,
 ): Promise<Config<DnsConfig>> {
+  const { rest, etcd } = etcdFlags(argv);
   return await createConfig({
     schema: dnsConfigSchema,
     files: { name: "dnsproxy", paths: [".", "/etc/triad"] },
     env: { prefix: "DNSPROXY", vars: env },
-    args: { argv, aliases: { upstream: "upstream.servers" } },
+    args: { argv: rest, aliases: { upstream: "upstream.servers", xdp: "defence.xdp" } },
     program: "deno task dns",
+    ...(etcd === undefined ? {} : { remote: [etcd] }),
   }) as unknown as Config<DnsConfig>;
+}
+
+/**
+ * Takes `--etcd URL[,URL]` and `--etcd-key KEY` (default `/triad/dnsproxy.yaml`) out of the
+ * arguments: one etcd key holding a YAML document, merged over the file and watched.
+ */
+function etcdFlags(argv: readonly string[]): { rest: string[]; etcd?: RemoteSource } {
+  const rest: string[] = [];
+  let endpoints: string[] = [];
+  let key = "/triad/dnsproxy.yaml";
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.split(/=(.*)/s, 2) as [string, string | undefined];
+    if (flag !== "--etcd" && flag !== "--etcd-key") {
+      rest.push(arg);
+      continue;
+    }
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw new TypeError(`${flag} needs a value`);
+    if (flag === "--etcd") endpoints = value.split(",");
+    else key = value;
+  }
+  return endpoints.length === 0 ? { rest } : { rest, etcd: etcdSource({ endpoints, key }) };
 }
 
 /**
@@ -213,8 +247,15 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     logger.warn("no upstreams: every miss is answered SERVFAIL", { resolvConf });
   }
   let frontend: Frontend;
+  // Blocks the loops start reach the kernel filter, once it is loaded (it needs the port).
+  const sink: { defence?: Defence } = {};
   try {
-    frontend = await startFrontend(value, settings, logger);
+    frontend = await startFrontend(
+      value,
+      settings,
+      logger,
+      (event) => sink.defence?.onEvent(event),
+    );
   } catch (error) {
     await config[Symbol.asyncDispose]();
     throw error;
@@ -224,6 +265,12 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     closing
       ? { ready: false, reason: "shutting down" }
       : readinessOf(await frontend.metrics(), frontend.loops);
+  const running = sink.defence = await startDefence({
+    interfaces: value.defence.xdp,
+    port: frontend.address.port,
+    settings: settings.defence!,
+    logger,
+  });
   let metricsServer: Deno.HttpServer | undefined;
   let metricsAddress: string | undefined;
   if (value.metrics !== "") {
@@ -235,7 +282,7 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     }, async (request) => {
       const path = new URL(request.url).pathname;
       if (path === "/metrics") {
-        return new Response(await frontend.metrics(), {
+        return new Response((await frontend.metrics()) + running.metrics(), {
           headers: { "content-type": "text/plain; version=0.0.4" },
         });
       }
@@ -260,6 +307,7 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
   config.on("change", (event) => {
     settingsOf(event.current, resolvConf, logger).then((next) => {
       frontend.reconfigure(next);
+      running.reconfigure(next.defence!);
       reloads.applied++;
       const fixed = ["listen", "loops", "backend", "metrics", "tcp"].filter((path) =>
         event.changed(path as "listen")
@@ -281,16 +329,18 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     closing = true;
     await config[Symbol.asyncDispose]();
     await frontend.close();
+    running.close();
     await metricsServer?.shutdown();
   };
   return {
     address: frontend.address,
     backend: frontend.backend,
     proxy: frontend.proxy,
-    metrics: () => frontend.metrics(),
+    metrics: () => frontend.metrics().then((text) => text + running.metrics()),
     readiness,
     metricsAddress,
     reloads,
+    defence: running,
     close,
     [Symbol.asyncDispose]: close,
   };

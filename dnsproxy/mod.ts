@@ -42,3 +42,18 @@ export {
 } from "./config.ts";
 export type { DnsConfig, DnsConfigInput } from "./config.ts";
 export * from "./main.ts";
+export {
+  type DefenceAction,
+  type DefenceBlock,
+  type DefenceClient,
+  type DefenceEvent,
+  type DefenceMeasure,
+  type DefenceNext,
+  type DefenceRule,
+  DefenceRules,
+  type DefenceRulesOptions,
+  type DefenceSettings,
+} from "./defence/rules.ts";
+export type { DefenceConfig } from "./defence/config.ts";
+export type { Defence } from "./defence/controller.ts";
+export { type AttachMode, type KernelDrops, KernelFilter } from "./defence/kernel_filter.ts";

@@ -10,6 +10,7 @@ import { NetloopError, serve } from "@triad/netloop";
 import type { Engine } from "@triad/netloop";
 import type { LoopData, LoopMessage } from "./_netloop_handler.ts";
 import type { ProxySettings } from "./proxy.ts";
+import type { DefenceEvent } from "./defence/rules.ts";
 
 /** Options of {@linkcode serveDnsOnNetloop}. */
 export interface NetloopDnsOptions {
@@ -28,6 +29,8 @@ export interface NetloopDnsOptions {
   maxConnections?: number;
   /** Where the engines log. */
   logger?: Logger;
+  /** Receives defence blocks starting and ending in the loops (for the kernel filter). */
+  onDefence?: (event: DefenceEvent) => void;
 }
 
 /** The proxy running on netloop. */
@@ -75,7 +78,13 @@ export async function serveDnsOnNetloop(
     { snapshots: MetricSnapshot[]; left: number; done: () => void }
   >();
   const onMessage = (message: unknown) => {
-    const reply = message as { type: string; id: number; snapshot: MetricSnapshot[] };
+    const reply = message as {
+      type: string;
+      id: number;
+      snapshot: MetricSnapshot[];
+      event: DefenceEvent;
+    };
+    if (reply.type === "defence") options.onDefence?.(reply.event);
     const waiting = reply.type === "metrics" ? pending.get(reply.id) : undefined;
     if (waiting === undefined) return;
     waiting.snapshots.push(...reply.snapshot);

@@ -10,6 +10,8 @@ import { QUERY_SLAB } from "./_query_slab.ts";
 import { Acl } from "./acl.ts";
 import { cacheKey, copyQuestionCase, DnsCache } from "./cache.ts";
 import type { CacheLookup, CacheOptions } from "./cache.ts";
+import { DefenceRules } from "./defence/rules.ts";
+import type { DefenceEvent, DefenceSettings } from "./defence/rules.ts";
 import { DnsMetrics } from "./metrics.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import type { RateLimitOptions } from "./rate_limit.ts";
@@ -58,6 +60,8 @@ export interface ProxySettings {
   staleAnswerTimeout?: number;
   /** Log every query at info level. @default {false} */
   queryLog?: boolean;
+  /** Dynamic block rules and static block lists (`defence/`); off when absent. */
+  defence?: DefenceSettings;
 }
 
 /** Options of a {@linkcode DnsProxy}. */
@@ -68,6 +72,8 @@ export interface DnsProxyOptions extends ProxySettings {
   metrics?: DnsMetrics;
   /** How upstream queries travel (an event loop's own sockets); Deno's sockets by default. */
   transport?: UpstreamTransport;
+  /** Receives blocks starting and ending (for the kernel filter). */
+  onDefence?: (event: DefenceEvent) => void;
 }
 
 type Fetched =
@@ -122,6 +128,10 @@ export class DnsProxy {
   #draining = new Set<UpstreamGroup>();
   #healthExposed = new Set<string>();
   #closed = false;
+  #defence: DefenceRules | undefined;
+  #defenceOn = false;
+  #onDefence: ((event: DefenceEvent) => void) | undefined;
+  readonly #undefended = this.#answer.bind(this);
 
   /**
    * Creates the proxy.
@@ -140,6 +150,8 @@ export class DnsProxy {
       ? undefined
       : new RateLimiter(options.rateLimit);
     this.#group = this.#makeGroup(options.upstream);
+    this.#onDefence = options.onDefence;
+    this.#configureDefence(options.defence);
     this.metrics.registry.onCollect(() => {
       this.metrics.cacheEntries.set(this.cache.size);
       this.metrics.cacheBytes.set(this.cache.bytes);
@@ -203,12 +215,28 @@ export class DnsProxy {
       ? undefined
       : new RateLimiter(settings.rateLimit);
     this.cache.configure(settings.cache ?? {});
+    this.#configureDefence(settings.defence);
     if (group !== this.#group) {
       const old = this.#group;
       this.#group = group;
       this.#drain(old);
     }
     this.#settings = settings;
+  }
+
+  #configureDefence(settings: DefenceSettings | undefined): void {
+    const on = settings !== undefined &&
+      settings.rules.length + settings.clients.length + settings.names.length > 0;
+    if (on && this.#defence === undefined) {
+      this.#defence = new DefenceRules(settings, {
+        metrics: this.metrics.registry,
+        ...(this.#logger === undefined ? {} : { logger: this.#logger }),
+        ...(this.#onDefence === undefined ? {} : { onEvent: this.#onDefence }),
+      });
+    } else if (settings !== undefined) {
+      this.#defence?.reconfigure(settings);
+    }
+    this.#defenceOn = on;
   }
 
   #drain(old: UpstreamGroup): void {
@@ -261,6 +289,18 @@ export class DnsProxy {
    * @returns The answer, `null` to send nothing, or `undefined` when `respond` will be called.
    */
   answer<C>(
+    packet: Uint8Array,
+    client: ClientInfo,
+    respond: ProxyResponder<C>,
+    context: C,
+  ): ProxyAnswer | undefined {
+    if (this.#defenceOn) {
+      return this.#defence!.answer(packet, client, respond, context, this.#undefended);
+    }
+    return this.#answer(packet, client, respond, context);
+  }
+
+  #answer<C>(
     packet: Uint8Array,
     client: ClientInfo,
     respond: ProxyResponder<C>,

@@ -49,6 +49,12 @@ export interface OpenOptions {
    * @default {262144}
    */
   logSize?: number;
+  /**
+   * The verifier log level of every program on a successful load too (1, 2, or 4 for
+   * `BPF_LOG_STATS`: instructions processed, peak states, verification time), read from each
+   * program's `verifierLog`. @default {0}
+   */
+  logLevel?: number;
 }
 
 interface GlobalSlot {
@@ -364,6 +370,7 @@ export class BpfObject implements Disposable {
     // program is rejected, loads it again with the log on into that buffer. A log that does not
     // fit fails with ENOSPC: the object is then opened again and loaded with a larger buffer,
     // until the whole log fits.
+    const successLogs = new Map<string, string>();
     for (let logSize = this.#options.logSize ?? INITIAL_LOG_SIZE;; logSize *= 8) {
       takeLibbpfMessages();
       const logs = new Map<string, Uint8Array<ArrayBuffer>>();
@@ -371,11 +378,19 @@ export class BpfObject implements Disposable {
         if (!lib.bpf_program__autoload(p)) continue;
         const buffer = new Uint8Array(logSize);
         lib.bpf_program__set_log_buf(p, buffer, BigInt(logSize));
+        if (this.#options.logLevel) lib.bpf_program__set_log_level(p, this.#options.logLevel);
         logs.set(cString(lib.bpf_program__name(p)), buffer);
       }
       const rc = lib.bpf_object__load(this.#pointer!);
       for (const p of eachProgram(this.#pointer!)) lib.bpf_program__set_log_buf(p, null, 0n);
-      if (rc >= 0) break;
+      if (rc >= 0) {
+        if (this.#options.logLevel) {
+          for (const [name, buffer] of logs) {
+            successLogs.set(name, cString(Deno.UnsafePointer.of(buffer)));
+          }
+        }
+        break;
+      }
       const messages = takeLibbpfMessages();
       const failed = [...logs].find(([, buffer]) => buffer[0] !== 0);
       if (failed !== undefined) {
@@ -399,7 +414,8 @@ export class BpfObject implements Disposable {
     }
     this.#loaded = true;
     for (const p of eachProgram(this.#pointer!)) {
-      const program = new Program(programInternal, p, -1, this.#owner);
+      const log = successLogs.get(cString(lib.bpf_program__name(p))) ?? "";
+      const program = new Program(programInternal, p, -1, this.#owner, log);
       this.#programs.set(program.name, program);
     }
     for (const m of eachMap(this.#pointer!)) {

@@ -27,6 +27,12 @@ import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 
+if (Deno.args.includes("--flood")) {
+  const { runFloodBench } = await import("./flood_bench.ts");
+  await runFloodBench(Deno.args.filter((arg) => arg !== "--flood"));
+  Deno.exit(0);
+}
+
 const { values: flags } = parseArgs({
   args: Deno.args,
   options: {

@@ -1,7 +1,7 @@
 /**
- * `deno task gen`: bpf2ts. For every `*.bpf.c` under `ebpf/bpf/`, `tests/ebpf_bpf/` and
- * `ebpf/bench/` (or the folders given), generate `vmlinux.h` from the running kernel's BTF,
- * compile with clang (CO-RE), strip DWARF, and write `<name>.gen.ts`.
+ * `deno task gen`: bpf2ts. For every `*.bpf.c` under `ebpf/bpf/`, `tests/ebpf_bpf/`,
+ * `ebpf/bench/` and `dnsproxy/bpf/` (or the folders given), generate `vmlinux.h` from the running
+ * kernel's BTF, compile with clang (CO-RE), strip DWARF, and write `<name>.gen.ts`.
  *
  * `--check` regenerates in memory and fails on any difference from the committed files (CI).
  * When the committed files were generated against another kernel's BTF or another clang, the
@@ -17,7 +17,7 @@ import { compileBpf, GenError, prepareToolchain, sha256 } from "./compile.ts";
 import { inspectObject } from "./inspect.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
-const DEFAULT_DIRS = ["ebpf/bpf", "tests/ebpf_bpf", "ebpf/bench"];
+const DEFAULT_DIRS = ["ebpf/bpf", "tests/ebpf_bpf", "ebpf/bench", "dnsproxy/bpf"];
 
 const { values, positionals } = parseArgs({
   args: Deno.args,

@@ -1,0 +1,377 @@
+/**
+ * `deno task bench:dns --flood`: legitimate clients at a fixed rate from one network namespace
+ * while a flood from 16 addresses in another namespace rises, against
+ *
+ * - `triad-xdp`: this proxy with a dynamic block rule (queries over 500/s for 1 s: drop for 10
+ *   minutes) and `--xdp` on both host ends: blocked queries are dropped in XDP;
+ * - `triad-user`: the same rule without `--xdp`: blocked queries are dropped in user space;
+ * - `dnsdist`: dnsdist with the same rule (`dynBlockRulesGroup():setQueryRate`, action drop) and
+ *   `newBPFFilter` as its default filter, so dynamic blocks go into its eBPF socket filter.
+ *
+ * Each measurement starts the server (pinned to CPU 0), floods for a 2 s warm-up (the block forms)
+ * and then for `--seconds` while the legitimate load runs; the flood generator (`udp_flood.c`) and
+ * the legitimate client (`legit_load.ts`) run on CPU 1. Per flood rate it prints the legitimate
+ * clients' answered fraction and p99, the system-wide CPU (all CPUs, softirq included, from
+ * /proc/stat) per flood packet over the same server with no flood, and the server process's own
+ * CPU per flood packet. Rounds are interleaved (peers rotated) and medians printed.
+ *
+ * ```sh
+ * deno task bench:dns --flood [--rounds 3] [--seconds 4] [--legit 200] [--rates 0,20000,...]
+ * ```
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { compileC } from "../../tests/servers/compile_c.ts";
+import { startUnbound } from "../../tests/servers/unbound.ts";
+
+const here = new URL(".", import.meta.url).pathname;
+const root = new URL("../../", import.meta.url).pathname;
+const TICKS = 100;
+
+interface Sample {
+  answered: number;
+  p99Ms: number;
+  floodSent: number;
+  floodRate: number;
+  systemTicks: number;
+  serverTicks: number;
+  generatorCpu: number;
+  /** ns per packet in the server's BPF filter (XDP or socket filter), from the kernel's stats. */
+  filterNs: number;
+}
+
+async function run(args: string[], check = true): Promise<string> {
+  const output = await new Deno.Command(args[0]!, {
+    args: args.slice(1),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (check && !output.success) {
+    throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(output.stderr)}`);
+  }
+  return new TextDecoder().decode(output.stdout);
+}
+
+function busyTicks(): number {
+  const line = Deno.readTextFileSync("/proc/stat").split("\n")[0]!.trim().split(/\s+/).slice(1);
+  const values = line.map(Number);
+  const total = values.slice(0, 8).reduce((a, b) => a + b, 0);
+  return total - values[3]! - values[4]!; // minus idle and iowait
+}
+
+function processTicks(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
+    return Number(stat[11]) + Number(stat[12]);
+  } catch {
+    return 0;
+  }
+}
+
+/** Ticks of a process and all its threads' children (Workers are threads: one stat). */
+function treeTicks(pid: number): number {
+  let ticks = processTicks(pid);
+  try {
+    const children = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim();
+    for (const child of children.split(/\s+/).filter(Boolean)) ticks += treeTicks(Number(child));
+  } catch {
+    // gone
+  }
+  return ticks;
+}
+
+interface ProgInfo {
+  id: number;
+  type?: string;
+  name?: string;
+  run_time_ns?: number;
+  run_cnt?: number;
+}
+
+function progList(): ProgInfo[] {
+  // bpftool fails when a program vanishes while it walks the list (other sessions' tests): retry.
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const output = new Deno.Command("bpftool", { args: ["prog", "show", "-j"], stdout: "piped" })
+      .outputSync();
+    if (output.success) {
+      return JSON.parse(new TextDecoder().decode(output.stdout) || "[]") as ProgInfo[];
+    }
+  }
+  return [];
+}
+
+/**
+ * The BPF programs a server loaded (those that appeared while it started): the XDP filter by
+ * name, dnsdist's socket filter by type (bpftool 7.1 here does not list owners' pids).
+ */
+function serverPrograms(peer: string, before: Set<number>): number[] {
+  return progList().filter((prog) =>
+    !before.has(prog.id) &&
+    (peer === "dnsdist" ? prog.type === "socket_filter" : prog.name === "dnsfilter_xdp")
+  ).map((prog) => prog.id);
+}
+
+/** Run time and count of programs (`kernel.bpf_stats_enabled`). */
+function filterStats(ids: number[]): { ns: number; count: number } {
+  let ns = 0;
+  let count = 0;
+  for (const prog of progList()) {
+    if (!ids.includes(prog.id)) continue;
+    ns += prog.run_time_ns ?? 0;
+    count += prog.run_cnt ?? 0;
+  }
+  return { ns, count };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+/** Runs the flood benchmark. */
+export async function runFloodBench(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      rounds: { type: "string", default: "3" },
+      seconds: { type: "string", default: "4" },
+      legit: { type: "string", default: "200" },
+      rates: { type: "string", default: "0,20000,50000,100000,200000" },
+      peers: { type: "string", default: "triad-xdp,triad-user,dnsdist" },
+    },
+  });
+  const rounds = Number(values.rounds);
+  const seconds = Number(values.seconds);
+  const legitRate = Number(values.legit);
+  const rates = values.rates.split(",").map(Number);
+  const peers = values.peers.split(",");
+  const dir = await Deno.makeTempDir({ prefix: "triad-flood-" });
+  // The kernel's per-program run time (restored at the end): the filters' own cost per packet.
+  const statsBefore = (await run(["sysctl", "-n", "kernel.bpf_stats_enabled"])).trim();
+  await run(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"]);
+  const flood = `${dir}/udp_flood`;
+  await compileC(`${here}udp_flood.c`, flood);
+  const tag = `${Deno.pid % 1000}`;
+  const nsLegit = `tfl${tag}`;
+  const nsFlood = `tff${tag}`;
+  const ifLegit = `tfl${tag}a`;
+  const ifFlood = `tff${tag}a`;
+  const cleanup = async () => {
+    for (const iface of [ifLegit, ifFlood]) await run(["ip", "link", "del", iface], false);
+    for (const ns of [nsLegit, nsFlood]) await run(["ip", "netns", "del", ns], false);
+  };
+  await cleanup();
+  await using unbound = await startUnbound({ cpus: "1" });
+  try {
+    for (
+      const [ns, iface, net, hosts] of [
+        [nsLegit, ifLegit, "10.254.1", [2]],
+        [nsFlood, ifFlood, "10.254.2", Array.from({ length: 16 }, (_, i) => 10 + i)],
+      ] as const
+    ) {
+      await run(["ip", "netns", "add", ns]);
+      await run(["ip", "link", "add", iface, "type", "veth", "peer", "name", `${iface}b`]);
+      await run(["ip", "link", "set", `${iface}b`, "netns", ns]);
+      await run(["ip", "addr", "add", `${net}.1/24`, "dev", iface]);
+      await run(["ip", "link", "set", iface, "up"]);
+      for (const host of hosts) {
+        await run(["ip", "-n", ns, "addr", "add", `${net}.${host}/24`, "dev", `${iface}b`]);
+      }
+      await run(["ip", "-n", ns, "link", "set", `${iface}b`, "up"]);
+      await run(["ip", "-n", ns, "route", "add", "default", "via", `${net}.1`]);
+    }
+    let nextPort = 25_300;
+    const startServer = async (peer: string) => {
+      const port = nextPort++;
+      const before = new Set(progList().map((prog) => prog.id));
+      let child: Deno.ChildProcess;
+      if (peer === "dnsdist") {
+        const conf = `${dir}/dnsdist.conf`;
+        await Deno.writeTextFile(
+          conf,
+          [
+            `setLocal("0.0.0.0:${port}")`,
+            `setSecurityPollSuffix("")`,
+            `setACL({"0.0.0.0/0"})`,
+            `newServer({address="${unbound.address}"})`,
+            `pc = newPacketCache(10000)`,
+            `getPool(""):setCache(pc)`,
+            `bpf = newBPFFilter({maxItems=1024}, {maxItems=1024}, {maxItems=1024})`,
+            `setDefaultBPFFilter(bpf)`,
+            `dbr = dynBlockRulesGroup()`,
+            `dbr:setQueryRate(500, 1, "flood", 600, DNSAction.Drop)`,
+            `function maintenance() dbr:apply() end`,
+          ].join("\n"),
+        );
+        child = new Deno.Command("taskset", {
+          args: ["-c", "0", "dnsdist", "--supervised", "--disable-syslog", "-C", conf],
+          stdout: "null",
+          stderr: "piped",
+        }).spawn();
+      } else {
+        const conf = `${dir}/dnsproxy-${port}.yaml`;
+        await Deno.writeTextFile(
+          conf,
+          `listen: "0.0.0.0:${port}"\nupstream:\n  servers: ["${unbound.address}"]\n` +
+            `log:\n  level: warn\n` +
+            `defence:\n  xdp: ${peer === "triad-xdp" ? `[${ifLegit}, ${ifFlood}]` : "[]"}\n` +
+            `  rules:\n    - { name: flood, measure: queries, rate: 500, window: 1s, ` +
+            `action: drop, duration: 10m }\n`,
+        );
+        child = new Deno.Command("taskset", {
+          args: [
+            "-c",
+            "0",
+            Deno.execPath(),
+            "run",
+            "-A",
+            `${root}dnsproxy/main.ts`,
+            "--config",
+            conf,
+          ],
+          stdout: "null",
+          stderr: "piped",
+        }).spawn();
+      }
+      // Ready when it answers.
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const out = await run(
+          ["dig", "+short", "+tries=1", "+time=1", "-p", String(port), "@10.254.1.1", "a.test"],
+          false,
+        );
+        if (out.trim() !== "") break;
+        if (Date.now() > deadline) throw new Error(`${peer} did not answer on ${port}`);
+      }
+      // The proxy loads its filter after it answers: wait for the program (bounded).
+      let programs = serverPrograms(peer, before);
+      for (let i = 0; i < 50 && programs.length === 0 && peer !== "triad-user"; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        programs = serverPrograms(peer, before);
+      }
+      return { port, child, programs };
+    };
+    const measure = async (peer: string, rate: number): Promise<Sample> => {
+      const { port, child, programs } = await startServer(peer);
+      try {
+        const warmup = 2;
+        const floodRun = rate > 0
+          ? run([
+            "ip",
+            "netns",
+            "exec",
+            nsFlood,
+            "taskset",
+            "-c",
+            "1",
+            flood,
+            "10.254.2.10",
+            "16",
+            "10.254.1.1",
+            String(port),
+            String(rate),
+            String(warmup + seconds + 1),
+          ])
+          : Promise.resolve('{"sent":0,"seconds":1,"cpu":0}');
+        // The block forms during the warm-up (a bench, not a test: a fixed warm-up is the method).
+        await new Promise((resolve) => setTimeout(resolve, warmup * 1000));
+        const filter0 = filterStats(programs);
+        const system0 = busyTicks();
+        const server0 = treeTicks(child.pid);
+        const legit = JSON.parse(
+          await run([
+            "ip",
+            "netns",
+            "exec",
+            nsLegit,
+            "taskset",
+            "-c",
+            "1",
+            Deno.execPath(),
+            "run",
+            "-A",
+            `${here}legit_load.ts`,
+            "10.254.1.2",
+            "10.254.1.1",
+            String(port),
+            String(legitRate),
+            String(seconds),
+          ]),
+        ) as { sent: number; answered: number; p99Ms: number };
+        const systemTicks = busyTicks() - system0;
+        const filter1 = filterStats(programs);
+        const serverTicks = treeTicks(child.pid) - server0;
+        const floodResult = JSON.parse(await floodRun) as {
+          sent: number;
+          seconds: number;
+          cpu: number;
+        };
+        const floodRate = floodResult.sent / floodResult.seconds;
+        return {
+          answered: legit.answered / legit.sent,
+          p99Ms: legit.p99Ms,
+          floodSent: floodRate * (seconds + 1), // the legit run lasts its seconds plus 1 s of grace
+          floodRate,
+          systemTicks,
+          serverTicks,
+          generatorCpu: floodResult.cpu,
+          filterNs: (filter1.ns - filter0.ns) / Math.max(1, filter1.count - filter0.count),
+        };
+      } finally {
+        child.kill("SIGTERM");
+        await child.status;
+      }
+    };
+    const samples = new Map<string, Sample[]>();
+    for (let round = 0; round < rounds; round++) {
+      for (const rate of rates) {
+        const order = peers.map((_, i) => peers[(i + round) % peers.length]!);
+        for (const peer of order) {
+          const sample = await measure(peer, rate);
+          const key = `${peer}@${rate}`;
+          samples.set(key, [...(samples.get(key) ?? []), sample]);
+          console.error(
+            `round ${round + 1} ${key}: answered ${(sample.answered * 100).toFixed(1)}% p99 ` +
+              `${sample.p99Ms.toFixed(2)} ms, flood ${Math.round(sample.floodRate)}/s, ` +
+              `system ${sample.systemTicks} ticks, server ${sample.serverTicks} ticks, ` +
+              `filter ${sample.filterNs.toFixed(0)} ns/packet`,
+          );
+        }
+      }
+    }
+    console.log(
+      `\nlegit ${legitRate} q/s for ${seconds} s; medians of ${rounds} rounds; CPU per flood ` +
+        `packet in µs (system-wide minus the same server without flood; server process)`,
+    );
+    console.log(
+      ["peer", "flood/s", "answered %", "p99 ms", "sys µs/pkt", "server µs/pkt", "filter ns/pkt"]
+        .map((h) => h.padEnd(13)).join(""),
+    );
+    for (const rate of rates) {
+      for (const peer of peers) {
+        const list = samples.get(`${peer}@${rate}`) ?? [];
+        const base = samples.get(`${peer}@0`) ?? [];
+        const perPacket = (pick: (s: Sample) => number) =>
+          rate === 0 ? NaN : median(
+            list.map((s, i) => ((pick(s) - pick(base[i] ?? s)) / TICKS) * 1e6 / s.floodSent),
+          );
+        console.log(
+          [
+            peer,
+            String(Math.round(median(list.map((s) => s.floodRate)))),
+            (median(list.map((s) => s.answered)) * 100).toFixed(1),
+            median(list.map((s) => s.p99Ms)).toFixed(2),
+            perPacket((s) => s.systemTicks).toFixed(2),
+            perPacket((s) => s.serverTicks).toFixed(2),
+            peer === "triad-user" ? "-" : median(list.map((s) => s.filterNs)).toFixed(0),
+          ].map((c) => c.padEnd(13)).join(""),
+        );
+      }
+    }
+  } finally {
+    await run(["sysctl", "-q", "-w", `kernel.bpf_stats_enabled=${statsBefore}`], false);
+    await cleanup();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
