@@ -154,7 +154,7 @@ testWith(
 for (const mode of ["native", "generic", "tc"] as const) {
   testWith(
     `the defence filter drops queries from a blocked client on a veth (${mode})`,
-    [...needs, netAdmin, command("ip")],
+    [...needs, netAdmin, command("ip", "iproute2")],
     async () => {
       const leaks = new LeakTracker();
       {

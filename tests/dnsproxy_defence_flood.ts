@@ -32,7 +32,7 @@ for (let i = 0; i < count; i++) {
 }
 const wait = Number(waitText);
 if (wait > 0) {
-  let timer = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([all, new Promise((resolve) => timer = setTimeout(resolve, wait))]);
   clearTimeout(timer);
 }

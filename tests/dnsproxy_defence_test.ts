@@ -16,7 +16,7 @@ import { bpfCapabilities, btf, command, libbpf, netAdmin, testWith } from "./req
 import { startFakeUpstream } from "./dnsproxy_fake_upstream.ts";
 import { bpftoolIds } from "./ebpf_leak_check.ts";
 
-const needs = [bpfCapabilities, netAdmin, btf, libbpf, command("bpftool"), command("ip")];
+const needs = [bpfCapabilities, netAdmin, btf, libbpf, command("bpftool"), command("ip", "iproute2")];
 const FLOOD = new URL("./dnsproxy_defence_flood.ts", import.meta.url).pathname;
 
 async function run(args: string[]): Promise<string> {
@@ -301,7 +301,7 @@ testWith(
 
 testWith(
   "static blocks from an etcd key are added and removed live (user space, refused)",
-  [command("etcd")],
+  [command("etcd", "etcd-server")],
   async () => {
     const { startEtcd } = await import("./servers/etcd.ts");
     const { queryUdp } = await import("./dnsproxy_client.ts");
