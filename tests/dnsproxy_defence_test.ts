@@ -16,7 +16,14 @@ import { bpfCapabilities, btf, command, libbpf, netAdmin, testWith } from "./req
 import { startFakeUpstream } from "./dnsproxy_fake_upstream.ts";
 import { bpftoolIds } from "./ebpf_leak_check.ts";
 
-const needs = [bpfCapabilities, netAdmin, btf, libbpf, command("bpftool"), command("ip", "iproute2")];
+const needs = [
+  bpfCapabilities,
+  netAdmin,
+  btf,
+  libbpf,
+  command("bpftool"),
+  command("ip", "iproute2"),
+];
 const FLOOD = new URL("./dnsproxy_defence_flood.ts", import.meta.url).pathname;
 
 async function run(args: string[]): Promise<string> {
