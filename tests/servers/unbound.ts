@@ -121,7 +121,7 @@ async function openssl(args: string[]): Promise<void> {
 
 /** A throwaway CA and a server certificate for IP 127.0.0.1 signed by it (webpki refuses a CA
  * certificate used as the server's own). */
-async function testCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+export async function testCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   await openssl([
     "req",
