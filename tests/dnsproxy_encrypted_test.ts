@@ -1,0 +1,246 @@
+/**
+ * DNS over TLS, HTTPS and QUIC served by the proxy, against real clients (BIND's dig, Knot's kdig,
+ * Deno's fetch and QUIC), with unbound as the upstream; malformed input on each transport gets the
+ * RFC's error or a closed connection, and the proxy keeps answering.
+ */
+import assert from "node:assert/strict";
+import { buildQuery, DnsProxy, encodeBase64Url, parseMessage, serveDns } from "@triad/dnsproxy";
+import type { DnsServer } from "@triad/dnsproxy";
+import { command, testWith } from "./requirements.ts";
+import type { Requirement } from "./requirements.ts";
+import { startUnbound, testCertificates } from "./servers/unbound.ts";
+import { frame, readFrames } from "./dnsproxy_client.ts";
+
+const quic: Requirement = {
+  name: "QUIC",
+  check: () =>
+    typeof (Deno as { QuicEndpoint?: unknown }).QuicEndpoint === "function"
+      ? undefined
+      : "needs Deno's QUIC: run deno test with --unstable-net",
+};
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  const { code, stdout, stderr } = await new Deno.Command(cmd, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  const out = new TextDecoder().decode(stdout);
+  assert.equal(code, 0, `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(stderr)}${out}`);
+  return out;
+}
+
+interface Setup extends AsyncDisposable {
+  server: DnsServer;
+  proxy: DnsProxy;
+  ca: string;
+  dir: string;
+  port(transport: string): number;
+}
+
+async function setup(withQuic: boolean): Promise<Setup> {
+  const dir = await Deno.makeTempDir({ prefix: "triad-edns-" });
+  const certs = await testCertificates(dir);
+  const unbound = await startUnbound();
+  const proxy = new DnsProxy({ upstream: { upstreams: [unbound.address] } });
+  const server = await serveDns(proxy, {
+    listen: "127.0.0.1:0",
+    idleTimeout: 2000,
+    encrypted: {
+      tls: "127.0.0.1:0",
+      https: "127.0.0.1:0",
+      ...(withQuic ? { quic: "127.0.0.1:0" } : {}),
+      certificate: {
+        cert: await Deno.readTextFile(certs.cert),
+        key: await Deno.readTextFile(certs.key),
+      },
+    },
+  });
+  return {
+    server,
+    proxy,
+    ca: await Deno.readTextFile(certs.ca),
+    dir,
+    port: (transport) => server.listeners.find((l) => l.transport === transport)!.address.port,
+    async [Symbol.asyncDispose]() {
+      await server.close();
+      proxy.close();
+      await unbound.stop();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+const ANSWER = /^a\.test\.\s+\d+\s+IN\s+A\s+10\.0\.0\.1$/m;
+
+testWith("DoT and DoH answer dig (BIND 9.18) and kdig", [
+  command("dig", "dnsutils"),
+  command("kdig", "knot-dnsutils"),
+  command("unbound"),
+  command("openssl"),
+], async () => {
+  await using s = await setup(false);
+  const tls = String(s.port("tls"));
+  const https = String(s.port("https"));
+  const caFile = `${s.dir}/ca.pem`;
+  const digs: [string, string[]][] = [
+    ["dig", ["+tls", `+tls-ca=${caFile}`, "@127.0.0.1", "-p", tls, "a.test", "A"]],
+    ["dig", ["+https", "@127.0.0.1", "-p", https, "a.test", "A"]],
+    ["dig", ["+https-get", "@127.0.0.1", "-p", https, "a.test", "A"]],
+    ["kdig", ["+tls-ca=" + caFile, "@127.0.0.1", "-p", tls, "a.test", "A"]],
+    ["kdig", ["+https", "+tls-ca=" + caFile, "@127.0.0.1", "-p", https, "a.test", "A"]],
+    ["kdig", ["+https-get", "+tls-ca=" + caFile, "@127.0.0.1", "-p", https, "a.test", "A"]],
+  ];
+  for (const [cmd, args] of digs) {
+    const out = await run(cmd, args);
+    assert.match(out, ANSWER, `${cmd} ${args.join(" ")}:\n${out}`);
+  }
+  const metrics = s.proxy.metrics.registry.expose();
+  assert.match(metrics, /^dns_queries_total\{type="A",transport="tls"\} 2$/m);
+  assert.match(metrics, /^dns_queries_total\{type="A",transport="https"\} 4$/m);
+  assert.match(metrics, /^dns_tls_handshakes_total\{transport="tls",result="ok"\} 2$/m);
+});
+
+testWith("DoH: status codes of RFC 8484, Cache-Control from the lowest TTL", [
+  command("unbound"),
+  command("openssl"),
+], async () => {
+  await using s = await setup(false);
+  using client = Deno.createHttpClient({ caCerts: [s.ca] });
+  const base = `https://127.0.0.1:${s.port("https")}/dns-query`;
+  const query = buildQuery({ id: 0, name: "a.test.", type: 1 }) as Uint8Array<ArrayBuffer>;
+  const get = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client });
+  assert.equal(get.status, 200);
+  assert.equal(get.headers.get("content-type"), "application/dns-message");
+  const answer = new Uint8Array(await get.arrayBuffer());
+  assert.equal(parseMessage(answer).counts[1], 2);
+  assert.match(get.headers.get("cache-control")!, /^max-age=(300|29\d)$/);
+  const post = await fetch(base, {
+    client,
+    method: "POST",
+    headers: { "content-type": "application/dns-message" },
+    body: query,
+  });
+  assert.equal(post.status, 200);
+  assert.equal(parseMessage(new Uint8Array(await post.arrayBuffer())).counts[1], 2);
+  const statuses: [string, RequestInit, number][] = [
+    [`${base}?dns=${encodeBase64Url(query)}==`, {}, 400], // padding
+    [`${base}?dns=AA*A`, {}, 400], // not base64url
+    [`${base}?dns=AAAA`, {}, 400], // shorter than a header
+    [base, {}, 400], // no parameter
+    [base, { method: "POST", headers: { "content-type": "text/plain" }, body: query }, 415],
+    [base, {
+      method: "POST",
+      headers: { "content-type": "application/dns-message" },
+      body: new Uint8Array(70_000),
+    }, 413],
+    [`${base.replace("/dns-query", "/other")}?dns=${encodeBase64Url(query)}`, {}, 404],
+    [base, { method: "PUT", body: query }, 405],
+  ];
+  for (const [url, init, status] of statuses) {
+    const response = await fetch(url, { ...init, client });
+    await response.body?.cancel();
+    assert.equal(response.status, status, `${init.method ?? "GET"} ${url}`);
+  }
+  // HTTP/1.1 as well as HTTP/2.
+  using http1 = Deno.createHttpClient({ caCerts: [s.ca], http2: false, http1: true });
+  const old = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client: http1 });
+  assert.equal(old.status, 200);
+  assert.equal(parseMessage(new Uint8Array(await old.arrayBuffer())).counts[1], 2);
+  // Still answering after all that.
+  const again = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client });
+  assert.equal(again.status, 200);
+  await again.body?.cancel();
+});
+
+testWith("DoT: a garbage ClientHello closes the connection; pipelined queries on a good one", [
+  command("unbound"),
+  command("openssl"),
+], async () => {
+  await using s = await setup(false);
+  const bad = await Deno.connect({ hostname: "127.0.0.1", port: s.port("tls") });
+  await bad.write(new TextEncoder().encode("GET / HTTP/1.1\r\nhost: x\r\n\r\n".repeat(4)));
+  const buffer = new Uint8Array(1024);
+  // A TLS alert or nothing, then the end of the stream: never a DNS answer.
+  let ended = false;
+  for (let i = 0; i < 10 && !ended; i++) {
+    const n = await bad.read(buffer).catch(() => null);
+    if (n === null) ended = true;
+    else assert.ok(buffer[0] === 21, `not a TLS alert: ${buffer[0]}`);
+  }
+  assert.ok(ended);
+  bad.close();
+  const conn = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port: s.port("tls"),
+    caCerts: [s.ca],
+    alpnProtocols: ["dot"],
+  });
+  assert.equal((await conn.handshake()).alpnProtocol, "dot");
+  const queries = [1, 2, 3].map((id) => buildQuery({ id, name: "a.test.", type: 1 }));
+  await conn.write(new Uint8Array(queries.flatMap((q) => [...frame(q)])));
+  const answers = await readFrames(conn, 3);
+  assert.deepEqual(answers.map((a) => parseMessage(a).id).sort(), [1, 2, 3]);
+  conn.close();
+  const metrics = s.proxy.metrics.registry.expose();
+  assert.match(metrics, /^dns_tls_handshakes_total\{transport="tls",result="failed"\} 1$/m);
+});
+
+async function doqQuery(
+  conn: Deno.QuicConn,
+  bytes: Uint8Array,
+  finish = true,
+): Promise<Uint8Array | null> {
+  const stream = await conn.createBidirectionalStream();
+  const writer = stream.writable.getWriter();
+  await writer.write(bytes);
+  if (finish) await writer.close();
+  const chunks: number[] = [];
+  try {
+    for await (const chunk of stream.readable) chunks.push(...chunk);
+  } catch {
+    return null;
+  }
+  return new Uint8Array(chunks);
+}
+
+testWith("DoQ: one query per stream, ID 0, RFC 9250 errors close the connection", [
+  quic,
+  command("unbound"),
+  command("openssl"),
+], async () => {
+  await using s = await setup(true);
+  const connect = () =>
+    Deno.connectQuic({
+      hostname: "127.0.0.1",
+      port: s.port("quic"),
+      caCerts: [s.ca],
+      alpnProtocols: ["doq"],
+    });
+  const conn = await connect();
+  const query = buildQuery({ id: 0, name: "a.test.", type: 1 });
+  const replies = await Promise.all([1, 2, 3].map(() => doqQuery(conn, frame(query))));
+  for (const reply of replies) {
+    assert.equal((reply![0]! << 8) | reply![1]!, reply!.length - 2);
+    const info = parseMessage(reply!.subarray(2));
+    assert.equal(info.id, 0);
+    assert.equal(info.counts[1], 2);
+  }
+  // A stream that stops mid-message: DOQ_PROTOCOL_ERROR on the connection.
+  await doqQuery(conn, frame(query).subarray(0, 10));
+  const info = await conn.closed;
+  assert.equal(info.closeCode, 2);
+  // A non-zero ID: DOQ_PROTOCOL_ERROR too.
+  const second = await connect();
+  await doqQuery(second, frame(buildQuery({ id: 7, name: "a.test.", type: 1 })));
+  assert.equal((await second.closed).closeCode, 2);
+  // Still answering.
+  const third = await connect();
+  const reply = await doqQuery(third, frame(query));
+  assert.equal(parseMessage(reply!.subarray(2)).counts[1], 2);
+  third.close({ closeCode: 0, reason: "" });
+  const metrics = s.proxy.metrics.registry.expose();
+  assert.match(metrics, /^dns_queries_total\{type="A",transport="quic"\} 4$/m);
+  assert.match(metrics, /^dns_tls_handshakes_total\{transport="quic",result="ok"\} 3$/m);
+});
