@@ -32,6 +32,18 @@ const socketAddress: z.ZodString = parsedBy(
   'expected an address with a port, such as "127.0.0.1:5353" or "[::1]:5353"',
 );
 
+const optionalAddress = (what: string): z.ZodType<string, string | undefined> =>
+  z.string().refine((text) => {
+    if (text === "") return true;
+    try {
+      parseSocketAddress(text);
+      return true;
+    } catch {
+      return false;
+    }
+  }, { message: 'expected an address with a port, such as "127.0.0.1:853", or ""' }).default("")
+    .describe(`${what} address; "" for none.`);
+
 const upstreamAddress: z.ZodString = parsedBy(
   parseUpstreamAddress,
   'expected an upstream such as "127.0.0.1:53", "tcp://10.0.0.1" or "tls://1.1.1.1"',
@@ -122,6 +134,20 @@ const schema = z.object({
       "Queries in flight per TCP client.",
     ),
   }).default({ idle_timeout: "10s", max_connections: 1000, max_pipelined: 100 }),
+  tls: z.object({
+    listen: optionalAddress("DNS over TLS (RFC 7858)"),
+    cert: z.string().default("").describe(
+      "Certificate chain (PEM file) of DoT, DoH and DoQ; reloaded when it changes.",
+    ),
+    key: z.string().default("").describe("Private key (PEM file) of the certificate."),
+  }).default({ listen: "", cert: "", key: "" }),
+  https: z.object({
+    listen: optionalAddress("DNS over HTTPS (RFC 8484)"),
+    path: z.string().startsWith("/").default("/dns-query").describe("URL path of DoH queries."),
+  }).default({ listen: "", path: "/dns-query" }),
+  quic: z.object({
+    listen: optionalAddress("DNS over QUIC (RFC 9250, UDP)"),
+  }).default({ listen: "" }),
 });
 
 /** The validated configuration (see the schema's descriptions, and the README). */
@@ -166,6 +192,12 @@ export interface DnsConfig {
   rate_limit: { rate: number; burst: number };
   /** TCP serving. */
   tcp: { idle_timeout: string; max_connections: number; max_pipelined: number };
+  /** DNS over TLS, and the certificate of every encrypted transport. */
+  tls: { listen: string; cert: string; key: string };
+  /** DNS over HTTPS. */
+  https: { listen: string; path: string };
+  /** DNS over QUIC. */
+  quic: { listen: string };
 }
 
 /** What a file, env or flags may give: any part of {@linkcode DnsConfig}. */

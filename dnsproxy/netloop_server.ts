@@ -35,8 +35,8 @@ export interface NetloopDnsServer extends AsyncDisposable {
   readonly loops: number;
   /** Sends new settings to every loop (hot reload). */
   reconfigure(settings: ProxySettings): void;
-  /** Prometheus text merged from every loop. */
-  metrics(): Promise<string>;
+  /** Prometheus text merged from every loop (and `extra`, say a main-thread proxy's). */
+  metrics(extra?: readonly MetricSnapshot[]): Promise<string>;
   /** Stops both engines. */
   close(): Promise<void>;
 }
@@ -152,7 +152,7 @@ export async function serveDnsOnNetloop(
       const message: LoopMessage = { type: "reconfigure", settings: next };
       for (const engine of engines) engine.broadcast(message);
     },
-    metrics() {
+    metrics(extra = []) {
       const id = ++nextId;
       const loops = engines.reduce((sum, engine) => sum + engine.loops, 0);
       return new Promise<string>((resolve) => {
@@ -162,7 +162,7 @@ export async function serveDnsOnNetloop(
           done: () => {
             clearTimeout(timer);
             pending.delete(id);
-            resolve(formatPrometheus(entry.snapshots));
+            resolve(formatPrometheus([...entry.snapshots, ...extra]));
           },
         };
         // A loop that does not answer within a second is left out rather than hanging /metrics.

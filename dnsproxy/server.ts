@@ -12,6 +12,7 @@ import { bindRetrying } from "./frontend/listener.ts";
 import type { CertificatePair, CertifiedListener, FrontendListener } from "./frontend/listener.ts";
 import { bindUdpSocket, serveUdp } from "./frontend/udp.ts";
 import type { UdpSocket } from "./frontend/udp.ts";
+import type { StreamOptions } from "./frontend/stream.ts";
 import { listenTcp, serveTcp } from "./frontend/tcp.ts";
 import { serveTls } from "./frontend/tls.ts";
 import { serveHttps } from "./frontend/https.ts";
@@ -122,57 +123,20 @@ export async function serveDns(proxy: DnsProxy, options: ServeDnsOptions): Promi
     serveUdp(udpSocket, wanted, proxy, logger),
     serveTcp(listener, wanted, proxy, streamOptions),
   ];
-  const certified: CertifiedListener[] = [];
-  const closeAll = () => Promise.allSettled(listeners.map((l) => l.close()));
+  let encrypted: EncryptedDnsServer;
   try {
-    const encrypted = options.encrypted ?? {};
-    const certificate = encrypted.certificate;
-    const needCertificate = (what: string) => {
-      if (certificate !== undefined) return certificate;
-      throw new TriadError(`${what} needs a certificate and key (--tls-cert, --tls-key)`, {
-        code: "listen_failed",
-      });
-    };
-    if (encrypted.tls !== undefined) {
-      const tls = await serveTls(proxy, {
-        ...streamOptions,
-        listen: encrypted.tls,
-        certificate: needCertificate("DNS over TLS"),
-      });
-      listeners.push(tls);
-      certified.push(tls);
-    }
-    if (encrypted.https !== undefined) {
-      const https = await serveHttps(proxy, {
-        listen: encrypted.https,
-        certificate,
-        path: encrypted.httpsPath,
-        logger,
-      });
-      listeners.push(https);
-      certified.push(https);
-    }
-    if (encrypted.quic !== undefined) {
-      const quic = await serveQuic(proxy, {
-        listen: encrypted.quic,
-        certificate: needCertificate("DNS over QUIC"),
-        idleTimeout: options.idleTimeout,
-        maxPipelined: options.maxPipelined,
-        logger,
-      });
-      listeners.push(quic);
-      certified.push(quic);
-    }
+    encrypted = await serveEncryptedDns(proxy, options.encrypted ?? {}, streamOptions);
   } catch (error) {
-    await closeAll();
+    await Promise.allSettled(listeners.map((l) => l.close()));
     throw error;
   }
+  listeners.push(...encrypted.listeners);
   const address: SocketAddress = listeners[0]!.address;
   let closed = false;
   const close = async () => {
     if (closed) return;
     closed = true;
-    await closeAll();
+    await Promise.allSettled(listeners.map((l) => l.close()));
   };
   for (const served of listeners) {
     logger?.info("listening", {
@@ -189,10 +153,87 @@ export async function serveDns(proxy: DnsProxy, options: ServeDnsOptions): Promi
       return listeners[1]!.connections;
     },
     listeners,
-    async setCertificate(pair) {
-      for (const served of certified) await served.setCertificate(pair);
-    },
+    setCertificate: (pair) => encrypted.setCertificate(pair),
     close,
     [Symbol.asyncDispose]: close,
+  };
+}
+
+/** The encrypted listeners of {@linkcode serveEncryptedDns}. */
+export interface EncryptedDnsServer {
+  /** The listeners started (none when no address was given). */
+  readonly listeners: readonly FrontendListener[];
+  /** Serves new connections with this pair; a bad pair throws and the running one stays. */
+  setCertificate(pair: CertificatePair): Promise<void>;
+  /** Stops them. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves a {@linkcode DnsProxy} over TLS, HTTPS and QUIC, on the addresses given (any of them).
+ *
+ * @param proxy The query path.
+ * @param options Addresses, DoH path, certificate.
+ * @param limits Stream limits and logger (as {@linkcode ServeDnsOptions}).
+ * @returns The running listeners.
+ * @throws {TriadError} With code `listen_failed` (an address taken, a certificate refused, or
+ *   none given for DoT or DoQ).
+ */
+export async function serveEncryptedDns(
+  proxy: DnsProxy,
+  options: EncryptedListenOptions,
+  limits: StreamOptions,
+): Promise<EncryptedDnsServer> {
+  const listeners: CertifiedListener[] = [];
+  const certificate = options.certificate;
+  const needCertificate = (what: string) => {
+    if (certificate !== undefined) return certificate;
+    throw new TriadError(`${what} needs a certificate and key (--tls-cert, --tls-key)`, {
+      code: "listen_failed",
+    });
+  };
+  try {
+    if (options.tls !== undefined) {
+      listeners.push(
+        await serveTls(proxy, {
+          ...limits,
+          listen: options.tls,
+          certificate: needCertificate("DNS over TLS"),
+        }),
+      );
+    }
+    if (options.https !== undefined) {
+      listeners.push(
+        await serveHttps(proxy, {
+          listen: options.https,
+          certificate,
+          path: options.httpsPath,
+          logger: limits.logger,
+        }),
+      );
+    }
+    if (options.quic !== undefined) {
+      listeners.push(
+        await serveQuic(proxy, {
+          listen: options.quic,
+          certificate: needCertificate("DNS over QUIC"),
+          idleTimeout: limits.idleTimeout,
+          maxPipelined: limits.maxPipelined,
+          logger: limits.logger,
+        }),
+      );
+    }
+  } catch (error) {
+    await Promise.allSettled(listeners.map((l) => l.close()));
+    throw error;
+  }
+  return {
+    listeners,
+    async setCertificate(pair) {
+      for (const served of listeners) await served.setCertificate(pair);
+    },
+    async close() {
+      await Promise.allSettled(listeners.map((l) => l.close()));
+    },
   };
 }

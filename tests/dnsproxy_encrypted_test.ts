@@ -4,7 +4,15 @@
  * RFC's error or a closed connection, and the proxy keeps answering.
  */
 import assert from "node:assert/strict";
-import { buildQuery, DnsProxy, encodeBase64Url, parseMessage, serveDns } from "@triad/dnsproxy";
+import {
+  buildQuery,
+  DnsProxy,
+  encodeBase64Url,
+  parseMessage,
+  runDnsProxy,
+  serveDns,
+} from "@triad/dnsproxy";
+import { createLogger } from "@triad/core";
 import type { DnsServer } from "@triad/dnsproxy";
 import { command, testWith } from "./requirements.ts";
 import type { Requirement } from "./requirements.ts";
@@ -244,3 +252,88 @@ testWith("DoQ: one query per stream, ID 0, RFC 9250 errors close the connection"
   assert.match(metrics, /^dns_queries_total\{type="A",transport="quic"\} 4$/m);
   assert.match(metrics, /^dns_tls_handshakes_total\{transport="quic",result="ok"\} 3$/m);
 });
+
+async function pollUntil(check: () => boolean, what: string): Promise<void> {
+  const deadline = performance.now() + 5000;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+for (const backend of ["builtin", "epoll"]) {
+  testWith(`deno task dns --tls-listen/--https-listen (${backend}): certificates reload`, [
+    command("dig", "dnsutils"),
+    command("unbound"),
+    command("openssl"),
+  ], async () => {
+    const dir = await Deno.makeTempDir({ prefix: "triad-edns-cli-" });
+    const logs: string[] = [];
+    try {
+      await using unbound = await startUnbound();
+      const first = await testCertificates(await Deno.makeTempDir({ dir }));
+      const cert = `${dir}/server.pem`;
+      const key = `${dir}/server.key`;
+      const install = async (from: { cert: string; key: string }) => {
+        await Deno.copyFile(from.cert, `${cert}.tmp`);
+        await Deno.copyFile(from.key, `${key}.tmp`);
+        await Deno.rename(`${cert}.tmp`, cert);
+        await Deno.rename(`${key}.tmp`, key);
+      };
+      await install(first);
+      await using running = await runDnsProxy({
+        argv: [
+          "--listen=127.0.0.1:0",
+          "--tls-listen=127.0.0.1:0",
+          "--https-listen=127.0.0.1:0",
+          `--tls-cert=${cert}`,
+          `--tls-key=${key}`,
+          `--upstream=${unbound.address}`,
+          `--backend=${backend}`,
+        ],
+        env: {},
+        resolvConf: "/dev/null",
+        logger: createLogger({ write: (line) => logs.push(line), level: "info" }),
+      });
+      const listening = logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "listening");
+      const portOf = (transport: string) =>
+        listening.find((l) => l.transport === transport)!.address.split(":")[1];
+      const dot = (caFile: string) =>
+        new Deno.Command("dig", {
+          args: [
+            "+tls",
+            `+tls-ca=${caFile}`,
+            "+tries=1",
+            "@127.0.0.1",
+            "-p",
+            portOf("tls"),
+            "a.test",
+          ],
+          stdout: "piped",
+        }).output().then((o) => new TextDecoder().decode(o.stdout));
+      assert.match(await dot(first.ca), ANSWER);
+      assert.match(
+        await run("dig", ["+https", "@127.0.0.1", "-p", portOf("https"), "a.test"]),
+        ANSWER,
+      );
+      // A bad pair: the running one stays, with an error naming the file.
+      await Deno.writeTextFile(cert, "not a certificate\n");
+      await pollUntil(() => running.certificateReloads.failed > 0, "a refused certificate");
+      assert.ok(logs.some((l) => l.includes("keeping the running one") && l.includes(cert)));
+      assert.match(await dot(first.ca), ANSWER);
+      // A good new pair from another CA: new connections get it.
+      const second = await testCertificates(await Deno.makeTempDir({ dir }));
+      await install(second);
+      await pollUntil(() => running.certificateReloads.applied > 0, "a new certificate").catch((e) => {
+        console.log(logs.join("\n"));
+        throw e;
+      });
+      assert.match(await dot(second.ca), ANSWER);
+      assert.doesNotMatch(await dot(first.ca), ANSWER);
+      const metrics = await running.metrics();
+      assert.match(metrics, /^dns_queries_total\{type="A",transport="tls"\} [34]$/m);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

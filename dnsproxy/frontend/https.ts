@@ -10,7 +10,7 @@
 import type { Logger, SocketAddress } from "@triad/core";
 import type { ClientInfo, DnsProxy } from "../proxy.ts";
 import { parseMessage } from "../wire/message.ts";
-import { ask, bindRetrying, readAll } from "./listener.ts";
+import { ask, bindRetrying, readAll, rebind } from "./listener.ts";
 import type { CertificatePair, CertifiedListener } from "./listener.ts";
 
 /** The media type of a DNS message (RFC 8484 §6). */
@@ -178,7 +178,7 @@ export async function serveHttps(
       const old = server;
       await old.shutdown();
       if (closed) return;
-      server = bind(address, options, pair, proxy);
+      server = await rebind(() => bind(address, options, pair, proxy));
     },
     async close() {
       closed = true;

@@ -137,3 +137,21 @@ export async function readAll(
   }
   return out;
 }
+
+/**
+ * Binds again on a port just closed: the runtime releases a closed listener's socket once its
+ * pending accept is cancelled, a moment later, so `AddrInUse` is retried for up to a second.
+ *
+ * @param bind Binds; throws `Deno.errors.AddrInUse` while the port is still held.
+ * @returns What `bind` returned.
+ */
+export async function rebind<T>(bind: () => T): Promise<T> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return bind();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse) || attempt === 100) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+}

@@ -7,7 +7,7 @@
  */
 import type { SocketAddress } from "@triad/core";
 import type { DnsProxy } from "../proxy.ts";
-import { bindRetrying } from "./listener.ts";
+import { bindRetrying, rebind } from "./listener.ts";
 import type { CertificatePair, CertifiedListener } from "./listener.ts";
 import { acceptorOf, serveStream } from "./stream.ts";
 import type { StreamOptions } from "./stream.ts";
@@ -64,14 +64,13 @@ export async function serveTls(
     get connections() {
       return served.connections;
     },
-    setCertificate(pair) {
+    async setCertificate(pair) {
       // Check the pair on a throwaway port first (throws on a bad pair, the old one serving on).
       bind({ ...address, port: 0 }, pair).close();
       // Linux refuses a second listener on the port while the old one is open: close it first
       // (a connect in between is refused; open connections are untouched).
       served.replaceAcceptor(CLOSED);
-      served.replaceAcceptor(acceptorOf(bind(address, pair)));
-      return Promise.resolve();
+      served.replaceAcceptor(acceptorOf(await rebind(() => bind(address, pair))));
     },
     close: () => served.close(),
   };
