@@ -46,7 +46,8 @@ const optionalAddress = (what: string): z.ZodType<string, string | undefined> =>
 
 const upstreamAddress: z.ZodString = parsedBy(
   parseUpstreamAddress,
-  'expected an upstream such as "127.0.0.1:53", "tcp://10.0.0.1" or "tls://1.1.1.1"',
+  'expected an upstream such as "127.0.0.1:53", "tcp://10.0.0.1", "tls://1.1.1.1", ' +
+    '"https://1.1.1.1/dns-query" or "quic://94.140.14.14"',
 );
 
 const schema = z.object({
@@ -75,8 +76,12 @@ const schema = z.object({
     attempts: z.number().int().min(1).max(10).default(3).describe("Upstreams tried per query."),
     max_fails: z.number().int().min(1).default(2).describe("Failures that mark an upstream down."),
     health_check: duration("500ms").describe("Probe interval of upstreams that are down."),
-    tls_server_name: z.string().default("").describe("Name to verify for tls:// upstreams."),
-    ca_file: z.string().default("").describe("Extra CA certificates (PEM) for tls:// upstreams."),
+    tls_server_name: z.string().default("").describe(
+      "Name to verify for tls://, https:// and quic:// upstreams.",
+    ),
+    ca_file: z.string().default("").describe(
+      "Extra CA certificates (PEM) for tls://, https:// and quic:// upstreams.",
+    ),
   }).default({
     servers: [],
     policy: "random",

@@ -11,6 +11,7 @@ import {
   parseMessage,
   runDnsProxy,
   serveDns,
+  Upstream,
 } from "@triad/dnsproxy";
 import { createLogger } from "@triad/core";
 import type { DnsServer } from "@triad/dnsproxy";
@@ -324,10 +325,12 @@ for (const backend of ["builtin", "epoll"]) {
       // A good new pair from another CA: new connections get it.
       const second = await testCertificates(await Deno.makeTempDir({ dir }));
       await install(second);
-      await pollUntil(() => running.certificateReloads.applied > 0, "a new certificate").catch((e) => {
-        console.log(logs.join("\n"));
-        throw e;
-      });
+      await pollUntil(() => running.certificateReloads.applied > 0, "a new certificate").catch(
+        (e) => {
+          console.log(logs.join("\n"));
+          throw e;
+        },
+      );
       assert.match(await dot(second.ca), ANSWER);
       assert.doesNotMatch(await dot(first.ca), ANSWER);
       const metrics = await running.metrics();
@@ -337,3 +340,50 @@ for (const backend of ["builtin", "epoll"]) {
     }
   });
 }
+
+testWith("upstreams over DoT and DoH (unbound), DoQ (the proxy's own server)", [
+  quic,
+  command("unbound"),
+  command("openssl"),
+], async () => {
+  await using unbound = await startUnbound({ tls: true, https: true });
+  await using s = await setup(true); // a DoQ server in front of another unbound
+  const ca = [unbound.tlsCert!];
+  const upstreams: [string, string[]][] = [
+    [`tls://${unbound.tlsAddress}`, ca],
+    [`https://${unbound.httpsAddress}/dns-query`, ca],
+    [`quic://127.0.0.1:${s.port("quic")}`, [s.ca]],
+  ];
+  for (const [address, caCerts] of upstreams) {
+    const upstream = new Upstream({ address, caCerts });
+    try {
+      // Twenty queries at once share one connection (HTTP/2 and QUIC streams, pipelined TLS).
+      const names = Array.from({ length: 20 }, (_, i) => i % 2 === 0 ? "a.test." : "ns.test.");
+      const queries = names.map((name, i) => buildQuery({ id: i + 1, name, type: 1 }));
+      const replies = await Promise.all(
+        queries.map((query) => upstream.exchange(query, parseMessage(query), 3000)),
+      );
+      for (const [i, reply] of replies.entries()) {
+        assert.equal(reply.info.question!.key, parseMessage(queries[i]!).question!.key, address);
+        assert.ok(reply.info.counts[1] >= 1, address);
+      }
+      assert.equal(upstream.connections, 1, `${address}: one connection`);
+      assert.equal(upstream.healthy, true);
+    } finally {
+      upstream.close();
+    }
+    // And through a proxy, with its checks and cache.
+    using proxy = new DnsProxy({ upstream: { upstreams: [{ address, caCerts }] } });
+    const client = { address: "127.0.0.1", port: 1, transport: "udp" } as const;
+    const answer = await proxy.handle(buildQuery({ id: 99, name: "a.test.", type: 1 }), client);
+    const info = parseMessage(answer!);
+    assert.equal(info.id, 99);
+    assert.equal(info.counts[1], 2, address);
+  }
+  // A DoH upstream refusing the certificate (no CA given) fails and is marked down.
+  const untrusted = new Upstream({ address: `https://${unbound.httpsAddress}`, maxFails: 1 });
+  const query = buildQuery({ id: 1, name: "a.test.", type: 1 });
+  await assert.rejects(untrusted.exchange(query, parseMessage(query), 2000));
+  assert.equal(untrusted.healthy, false);
+  untrusted.close();
+});

@@ -8,6 +8,7 @@ import { parseSocketAddress, TriadError } from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
 import type { ClientInfo, DnsProxy, ProxyAnswer } from "../proxy.ts";
 import type { ClientTransport } from "../metrics.ts";
+export { readAll } from "../_bytes.ts";
 
 /** A running listener of one transport. */
 export interface FrontendListener {
@@ -109,33 +110,6 @@ export function ask(
     logger?.error("query failed", { error, transport: client.transport });
     return null;
   }
-}
-
-/**
- * Reads a whole stream, at most `limit` bytes.
- *
- * @param stream The stream.
- * @param limit Most bytes kept; beyond, `undefined`.
- * @returns The bytes up to the peer's FIN.
- */
-export async function readAll(
-  stream: ReadableStream<Uint8Array>,
-  limit: number,
-): Promise<Uint8Array | undefined> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of stream) {
-    total += chunk.length;
-    if (total > limit) return undefined;
-    chunks.push(chunk);
-  }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
 }
 
 /**
