@@ -26,6 +26,7 @@ import type {
 import { NetloopError } from "./errors.ts";
 import { ConnImpl, type PacketConn, State } from "./_conn.ts";
 import { decodeSockaddr } from "./_sockaddr.ts";
+import { dialTls, type LoopTlsConfig } from "./_tls.ts";
 
 /** Microtask turns {@linkcode LoopCore.settle} gives handlers' promise callbacks. */
 const SETTLE_AWAITS = 4;
@@ -53,6 +54,8 @@ export interface LoopConfig {
   logLevel: LogLevel;
   /** uring features to leave off (tests of the downgrade paths). */
   disable: string[];
+  /** Terminate TLS on accepted connections. */
+  tls?: LoopTlsConfig;
 }
 
 /** The connection-close error for an idle timeout. */
@@ -100,6 +103,11 @@ export abstract class LoopCore implements Loop {
   control: Int32Array | undefined;
   /** Messages from the main thread handled so far. */
   handledMessages = 0;
+  /**
+   * The handler module's own handler: dialed connections fall back to it (the loop's `handler`
+   * may be the TLS layer wrapped around it).
+   */
+  userHandler: EventHandler;
   /** Short-lived copies (queued datagrams) without a malloc each. */
   readonly bytes: BytePool = new BytePool();
   /** Allocates memory the kernel may be handed by address. */
@@ -116,6 +124,7 @@ export abstract class LoopCore implements Loop {
     this.loops = config.loops;
     this.backend = config.backend;
     this.data = config.data;
+    this.userHandler = handler;
     this.logger = createLogger({
       level: config.logLevel,
       fields: { module: "netloop", loop: config.index },
@@ -240,6 +249,15 @@ export abstract class LoopCore implements Loop {
   }
 
   dial(options: DialOptions): Conn {
+    if (options.tls !== undefined) {
+      const { tls } = options;
+      return dialTls(
+        this,
+        { ...options, tls },
+        this.mergeHandler(options.handler),
+        (o) => this.dial(o),
+      );
+    }
     const address = typeof options.address === "string"
       ? parseSocketAddress(options.address)
       : options.address;
@@ -257,7 +275,7 @@ export abstract class LoopCore implements Loop {
   private readonly merged = new WeakMap<ConnHandler, ConnHandler>();
 
   private mergeHandler(over: ConnHandler | undefined): ConnHandler {
-    const base = this.handler;
+    const base = this.userHandler;
     if (over === undefined) return base;
     let merged = this.merged.get(over);
     if (merged === undefined) {

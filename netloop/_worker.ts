@@ -6,12 +6,23 @@
  */
 import type { EventHandler } from "./event_handler.ts";
 import type { LoopConfig, LoopCore } from "./_loop.ts";
+import type { TlsStats } from "./tls.ts";
 
 /** Main thread → loop. */
 export type ToLoop =
   | { type: "start"; config: LoopConfig; handlerUrl: string; control: Int32Array }
   | { type: "stop" }
-  | { type: "message"; data: unknown };
+  | { type: "message"; data: unknown }
+  | { type: "tls"; id: number; op: "stats" }
+  | {
+    type: "tls";
+    id: number;
+    op: "reload";
+    cert: string;
+    key: string;
+    certName: string;
+    keyName: string;
+  };
 
 /** Loop → main thread. */
 export type FromLoop =
@@ -19,7 +30,8 @@ export type FromLoop =
   | { type: "failed"; message: string; code: string }
   | { type: "stopped" }
   | { type: "shutdown" }
-  | { type: "message"; data: unknown };
+  | { type: "message"; data: unknown }
+  | { type: "tls"; id: number; error?: string; stats?: TlsStats };
 
 let loop: LoopCore | undefined;
 let stopEarly = false;
@@ -56,8 +68,14 @@ async function createLoop(config: LoopConfig, handler: EventHandler): Promise<Lo
 
 async function start(config: LoopConfig, handlerUrl: string): Promise<void> {
   const module = await import(handlerUrl);
-  const handler: EventHandler = (module.default ?? module) as EventHandler;
+  const user: EventHandler = (module.default ?? module) as EventHandler;
+  let handler = user;
+  if (config.tls !== undefined) {
+    const { tlsServerHandler } = await import("./_tls.ts");
+    handler = tlsServerHandler(user, config.tls);
+  }
   loop = await createLoop(config, handler);
+  loop.userHandler = user;
   loop.control = control;
   loop.handledMessages = handled;
   await loop.listen();
@@ -95,5 +113,19 @@ scope.onmessage = (event: MessageEvent<ToLoop>) => {
     else loop.requestStop();
   } else if (message.type === "message") {
     loop?.message(message.data);
+  } else if (message.type === "tls") {
+    tlsControl(message).then(post);
   }
 };
+
+async function tlsControl(message: Extract<ToLoop, { type: "tls" }>): Promise<FromLoop> {
+  const tls = await import("./_tls.ts");
+  try {
+    if (message.op === "reload") {
+      tls.reloadServer(message.cert, message.key, message.certName, message.keyName);
+    }
+    return { type: "tls", id: message.id, stats: tls.tlsStats() };
+  } catch (error) {
+    return { type: "tls", id: message.id, error: (error as Error).message };
+  }
+}

@@ -5,6 +5,7 @@
  */
 import type { SocketAddress } from "@triad/core";
 import type { Loop } from "./event_handler.ts";
+import type { TlsInfo } from "./tls.ts";
 
 /**
  * One TCP connection, or one UDP datagram and its sender, as an {@linkcode EventHandler} sees it.
@@ -38,6 +39,11 @@ export interface Conn {
   readonly outboundBuffered: number;
   /** Whether the connection is closed or closing. */
   readonly closed: boolean;
+  /**
+   * What was negotiated, on a TLS connection (`serve()`'s or `dial()`'s `tls` option); absent
+   * otherwise.
+   */
+  readonly tls?: TlsInfo;
 
   /**
    * Returns up to `n` unconsumed bytes without consuming them (all of them when `n` is omitted).

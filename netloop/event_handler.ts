@@ -6,6 +6,7 @@
 import type { Logger, SocketAddress } from "@triad/core";
 import type { Action } from "./action.ts";
 import type { Conn } from "./conn.ts";
+import type { DialTlsOptions } from "./tls.ts";
 
 /** A backend name: how a loop talks to the kernel. */
 export type BackendName = "uring" | "epoll" | "portable";
@@ -75,6 +76,11 @@ export interface DialOptions {
   handler?: ConnHandler;
   /** Initial {@linkcode Conn.context}. */
   context?: unknown;
+  /**
+   * Speak TLS over the connection (TCP only; system OpenSSL): the handler sees plaintext, and
+   * `onOpen` runs once the handshake is done. The certificate is checked against `serverName`.
+   */
+  tls?: DialTlsOptions;
 }
 
 /** One event loop: a Worker with its own listener and ring or epoll set. */

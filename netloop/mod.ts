@@ -21,6 +21,8 @@ export * from "./conn.ts";
 export * from "./event_handler.ts";
 export * from "./errors.ts";
 export * from "./serve.ts";
+export * from "./tls.ts";
+export * from "./quic.ts";
 export * from "./codec.ts";
 export * from "./codec_error.ts";
 export * from "./length_field_codec.ts";

@@ -16,6 +16,8 @@ import { chooseBackend } from "./_probe.ts";
 import type { LoopConfig } from "./_loop.ts";
 import type { FromLoop, ToLoop } from "./_worker.ts";
 import { libc } from "./_ffi.ts";
+import type { ServeTlsOptions, TlsStats } from "./tls.ts";
+import { emptyTlsStats, type LoopTlsConfig } from "./_tls.ts";
 
 /** Options of {@linkcode serve}. */
 export interface ServeOptions {
@@ -56,7 +58,69 @@ export interface ServeOptions {
   logger?: Logger;
   /** The level loops log at. @default {"info"} */
   logLevel?: LogLevel;
+  /**
+   * Serve TLS (TCP only): every accepted connection does a TLS handshake on the loop (system
+   * OpenSSL, `libssl3`), and the handler sees plaintext, with {@linkcode Conn.tls}. `onOpen`
+   * runs once the handshake is done (or when 0-RTT early data arrives).
+   */
+  tls?: ServeTlsOptions;
 }
+
+/** A certificate or key: PEM text as given, or read from the file named. */
+function pemSource(what: "cert" | "key", value: string): { text: string; name: string } {
+  if (typeof value !== "string" || value.length === 0) {
+    throw new NetloopError(`Option tls.${what} must be PEM text or a file path`, {
+      code: "bad_option",
+    });
+  }
+  if (value.includes("-----BEGIN")) return { text: value, name: `(tls.${what} PEM text)` };
+  try {
+    return { text: Deno.readTextFileSync(value), name: value };
+  } catch (cause) {
+    throw new NetloopError(`Cannot read tls.${what} file ${value}: ${(cause as Error).message}`, {
+      code: "bad_tls",
+      cause,
+    });
+  }
+}
+
+async function resolveTls(tls: ServeTlsOptions): Promise<LoopTlsConfig> {
+  const cert = pemSource("cert", tls.cert);
+  const key = pemSource("key", tls.key);
+  const minVersion = tls.minVersion ?? "1.3";
+  if (minVersion !== "1.2" && minVersion !== "1.3") {
+    throw new NetloopError(`Option tls.minVersion must be "1.2" or "1.3", got "${minVersion}"`, {
+      code: "bad_option",
+    });
+  }
+  const early = tls.earlyData === true ? 16384 : tls.earlyData === false ? 0 : tls.earlyData ?? 0;
+  if (!Number.isInteger(early) || early < 0) {
+    throw new NetloopError(`Option tls.earlyData must be a boolean or a byte count, got ${early}`, {
+      code: "bad_option",
+    });
+  }
+  const ticketKeys = new Uint8Array(80);
+  crypto.getRandomValues(ticketKeys);
+  const config: LoopTlsConfig = {
+    cert: cert.text,
+    key: key.text,
+    certName: cert.name,
+    keyName: key.name,
+    alpn: tls.alpn ?? [],
+    sessionTickets: tls.sessionTickets ?? true,
+    earlyData: early,
+    minVersion: minVersion === "1.2" ? 0x0303 : 0x0304,
+    handshakeTimeoutMs: milliseconds("tls.handshakeTimeout", tls.handshakeTimeout) ?? 10_000,
+    ticketKeys,
+  };
+  const { alpnWire, checkServerConfig } = await import("./_tls.ts");
+  alpnWire(config.alpn);
+  checkServerConfig(config);
+  return config;
+}
+
+let tlsRequests = 0;
+const tlsReplies = new Map<number, (reply: Extract<FromLoop, { type: "tls" }>) => void>();
 
 interface LoopWorker {
   worker: Worker;
@@ -118,6 +182,7 @@ export class Engine implements AsyncDisposable {
   #workers: LoopWorker[];
   #stopping: Promise<void> | undefined;
   #logger: Logger;
+  #tls: LoopTlsConfig | undefined;
 
   /**
    * Wraps started loops; use {@linkcode serve} instead.
@@ -130,7 +195,9 @@ export class Engine implements AsyncDisposable {
     reason: string;
     workers: unknown[];
     logger: Logger;
+    tls?: LoopTlsConfig | undefined;
   }) {
+    this.#tls = init.tls;
     this.address = init.address;
     this.backend = init.backend;
     this.reason = init.reason;
@@ -151,6 +218,77 @@ export class Engine implements AsyncDisposable {
       Atomics.add(w.control, 0, 1);
       wake(w);
     }
+  }
+
+  /**
+   * Replaces the TLS certificate and key without a restart: new handshakes use the new pair,
+   * connections already up keep theirs.
+   *
+   * @param pair The certificate chain and key, as PEM text or file paths.
+   * @throws {NetloopError} `bad_tls` when the pair cannot be read or does not match (the old pair
+   *   stays in use); `bad_option` when the engine does not serve TLS.
+   */
+  async reloadTls(pair: { cert: string; key: string }): Promise<void> {
+    if (this.#tls === undefined) {
+      throw new NetloopError("reloadTls: this engine does not serve TLS", { code: "bad_option" });
+    }
+    const cert = pemSource("cert", pair.cert);
+    const key = pemSource("key", pair.key);
+    const next = {
+      ...this.#tls,
+      cert: cert.text,
+      key: key.text,
+      certName: cert.name,
+      keyName: key.name,
+    };
+    const { checkServerConfig } = await import("./_tls.ts");
+    checkServerConfig(next);
+    const replies = await this.#askTls({
+      op: "reload",
+      cert: next.cert,
+      key: next.key,
+      certName: next.certName,
+      keyName: next.keyName,
+    });
+    this.#tls = next;
+    const failed = replies.find((r) => r.error !== undefined);
+    if (failed) throw new NetloopError(failed.error!, { code: "bad_tls" });
+  }
+
+  /**
+   * The TLS counters, summed over the loops: handshakes, resumptions, and connections closed for
+   * bad input.
+   *
+   * @returns The counters (all 0 when the engine serves no TLS and dialed none).
+   */
+  async tlsStats(): Promise<TlsStats> {
+    const replies = await this.#askTls({ op: "stats" });
+    const sum = emptyTlsStats();
+    for (const r of replies) {
+      for (const k of Object.keys(sum) as (keyof TlsStats)[]) sum[k] += r.stats?.[k] ?? 0;
+    }
+    return sum;
+  }
+
+  #askTls(
+    request:
+      | { op: "stats" }
+      | { op: "reload"; cert: string; key: string; certName: string; keyName: string },
+  ): Promise<Extract<FromLoop, { type: "tls" }>[]> {
+    return Promise.all(
+      this.#workers.map((w) =>
+        new Promise<Extract<FromLoop, { type: "tls" }>>((resolve) => {
+          const id = ++tlsRequests;
+          tlsReplies.set(id, (reply) => {
+            tlsReplies.delete(id);
+            resolve(reply);
+          });
+          w.worker.postMessage({ type: "tls", id, ...request } satisfies ToLoop);
+          Atomics.add(w.control, 0, 1);
+          wake(w);
+        })
+      ),
+    );
   }
 
   /**
@@ -233,6 +371,9 @@ function startLoop(
         case "message":
           options.onMessage?.(message.data, config.index);
           break;
+        case "tls":
+          tlsReplies.get(message.id)?.(message);
+          break;
       }
     };
     worker.onerror = (event) => {
@@ -312,6 +453,15 @@ export async function serve(handler: string | URL, options: ServeOptions = {}): 
       loops = 1;
     }
   }
+  let tls: LoopTlsConfig | undefined;
+  if (options.tls !== undefined) {
+    if (network !== "tcp") {
+      throw new NetloopError(`Option tls needs network "tcp", got "${network}"`, {
+        code: "bad_option",
+      });
+    }
+    tls = await resolveTls(options.tls);
+  }
   logger.info(`netloop: ${choice.backend} backend (${reason})`, {
     backend: choice.backend,
     reason,
@@ -335,6 +485,7 @@ export async function serve(handler: string | URL, options: ServeOptions = {}): 
     data: options.data,
     logLevel: options.logLevel ?? "info",
     disable,
+    ...(tls === undefined ? {} : { tls }),
   };
   const handlerUrl = resolveHandler(handler);
   let engine: Engine | undefined;
@@ -362,6 +513,7 @@ export async function serve(handler: string | URL, options: ServeOptions = {}): 
       reason,
       workers: started,
       logger,
+      tls,
     });
     return engine;
   } catch (error) {

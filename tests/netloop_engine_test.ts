@@ -8,6 +8,7 @@ import dgram from "node:dgram";
 import { LengthFieldCodec } from "@triad/netloop";
 import {
   effectiveCapabilities,
+  ffi,
   ioUring,
   linux,
   type Requirement,
@@ -26,13 +27,6 @@ import {
 import { waitFor } from "./wait_for.ts";
 
 const encoder = new TextEncoder();
-const ffi: Requirement = {
-  name: "FFI",
-  check: () =>
-    Deno.permissions.querySync({ name: "ffi" }).state === "granted"
-      ? undefined
-      : "needs --allow-ffi",
-};
 const NEEDS: Record<(typeof BACKENDS)[number], Requirement[]> = {
   portable: [],
   epoll: [linux, ffi],

@@ -151,6 +151,15 @@ export const ioUring: Requirement = {
   },
 };
 
+/** Foreign function calls are allowed (`--allow-ffi`). */
+export const ffi: Requirement = {
+  name: "FFI",
+  check: () =>
+    Deno.permissions.querySync({ name: "ffi" }).state === "granted"
+      ? undefined
+      : "needs --allow-ffi",
+};
+
 /**
  * A program on PATH.
  *

@@ -6,13 +6,15 @@
  * core and the load generator to the other with `taskset`. Prints medians side by side:
  * messages per second and server CPU microseconds per message (utime+stime from /proc/<pid>/stat).
  *
- * Usage: deno task bench:netloop [--rounds 3] [--seconds 3] [--warmup 1] [--only tcp|udp]
+ * Usage: deno task bench:netloop [--rounds 3] [--seconds 3] [--warmup 1] [--only tcp|udp] [--tls]
+ * (`--tls`: the TLS rows instead, see run_tls.ts)
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import dgram from "node:dgram";
 import { compileC } from "../../tests/servers/compile_c.ts";
+import { cpuTicks, median, stop } from "./_util.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -23,8 +25,20 @@ const { values } = parseArgs({
     only: { type: "string" },
     "server-cpu": { type: "string", default: "1" },
     "client-cpu": { type: "string", default: "0" },
+    tls: { type: "boolean", default: false },
   },
 });
+if (values.tls) {
+  const { runTls } = await import("./run_tls.ts");
+  await runTls({
+    rounds: Number(values.rounds),
+    seconds: Number(values.seconds),
+    warmup: Number(values.warmup),
+    serverCpu: values["server-cpu"]!,
+    clientCpu: values["client-cpu"]!,
+  });
+  Deno.exit(0);
+}
 const rounds = Number(values.rounds);
 const seconds = Number(values.seconds);
 const warmup = Number(values.warmup);
@@ -114,13 +128,6 @@ const scenarios: Scenario[] = ([
   { name: "UDP 50 sockets x 64 B, 16 in flight", network: "udp", conns: 50, depth: 16, size: 64 },
 ] as Scenario[]).filter((s) => values.only === undefined || s.network === values.only);
 
-/** utime and stime of a process (all threads), in clock ticks. */
-function cpuTicks(pid: number): { user: number; system: number } {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { user: Number(fields[11]), system: Number(fields[12]) };
-}
-
 async function ready(network: "tcp" | "udp", port: number): Promise<void> {
   const until = Date.now() + 15_000;
   while (Date.now() < until) {
@@ -143,19 +150,6 @@ async function ready(network: "tcp" | "udp", port: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`server on ${network} port ${port} did not come up`);
-}
-
-async function stop(child: Deno.ChildProcess): Promise<void> {
-  try {
-    child.kill("SIGTERM");
-  } catch { /* gone */ }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 3000);
-  await child.status;
-  clearTimeout(timer);
 }
 
 interface Sample {
@@ -256,13 +250,6 @@ try {
 } finally {
   for (const child of running) await stop(child);
   await Deno.remove(dir, { recursive: true });
-}
-
-function median(values: number[]): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 console.log(

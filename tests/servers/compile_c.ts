@@ -11,9 +11,14 @@
  *
  * @param source The `.c` file.
  * @param output The executable to write.
+ * @param libs Libraries to link (`["ssl", "crypto"]`: `-lssl -lcrypto`).
  * @throws {Error} When no compiler is installed, or with the compiler's messages when it fails.
  */
-export async function compileC(source: string, output: string): Promise<void> {
+export async function compileC(
+  source: string,
+  output: string,
+  libs: string[] = [],
+): Promise<void> {
   const path = (Deno.env.get("PATH") ?? "").split(":");
   const compiler = ["cc", "clang", "gcc"].find((name) =>
     path.some((dir) => {
@@ -26,7 +31,7 @@ export async function compileC(source: string, output: string): Promise<void> {
   );
   if (compiler === undefined) throw new Error("no C compiler found (apt-get install clang or gcc)");
   const { code, stderr } = await new Deno.Command(compiler, {
-    args: ["-O2", "-o", output, source],
+    args: ["-O2", "-o", output, source, ...libs.map((l) => `-l${l}`)],
     stderr: "piped",
   }).output();
   if (code !== 0) {

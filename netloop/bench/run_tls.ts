@@ -1,0 +1,346 @@
+/**
+ * `deno task bench:netloop --tls`: netloop's TLS (uring, epoll) against a C OpenSSL+epoll echo
+ * server, `Deno.listenTls` (rustls) and `node:tls`, driven by one C OpenSSL load generator
+ * (forked processes, blocking sockets). Interleaved rounds, medians; server and load generator
+ * pinned to different cores. Rows: full and resumed handshakes/s, echo of 64 B at depth 1 and 16,
+ * 16 KiB echo throughput; each with the server's CPU per operation and the load generator's own
+ * CPU. Needs libssl-dev (headers) to compile the C peers, and the openssl CLI for the certificate.
+ *
+ * @module
+ */
+import { compileC } from "../../tests/servers/compile_c.ts";
+import { cpuTicks, median, stop } from "./_util.ts";
+
+/** What run.ts passes on. */
+export interface TlsBenchOptions {
+  rounds: number;
+  seconds: number;
+  warmup: number;
+  serverCpu: string;
+  clientCpu: string;
+}
+
+interface Server {
+  name: string;
+  command(port: number, cert: string, key: string): string[];
+}
+
+interface Scenario {
+  name: string;
+  mode: "full" | "resumed" | "echo";
+  procs: number;
+  depth: number;
+  size: number;
+  unit: string;
+}
+
+interface Sample {
+  rate: number;
+  cpuPerOp: number;
+  userPerOp: number;
+  clientBusy: number;
+}
+
+const here = new URL(".", import.meta.url).pathname;
+const deno = Deno.execPath();
+const CLK_TCK = 100;
+
+const SCENARIOS: Scenario[] = [
+  { name: "full handshakes, 8 clients", mode: "full", procs: 8, depth: 1, size: 1, unit: "hs" },
+  {
+    name: "resumed handshakes, 8 clients",
+    mode: "resumed",
+    procs: 8,
+    depth: 1,
+    size: 1,
+    unit: "hs",
+  },
+  {
+    name: "echo 64 B, 16 conns, depth 1",
+    mode: "echo",
+    procs: 16,
+    depth: 1,
+    size: 64,
+    unit: "msg",
+  },
+  {
+    name: "echo 64 B, 16 conns, depth 16",
+    mode: "echo",
+    procs: 16,
+    depth: 16,
+    size: 64,
+    unit: "msg",
+  },
+  {
+    name: "echo 16 KiB, 4 conns, depth 1",
+    mode: "echo",
+    procs: 4,
+    depth: 1,
+    size: 16384,
+    unit: "msg",
+  },
+];
+
+async function ready(port: number): Promise<void> {
+  const until = Date.now() + 15_000;
+  while (Date.now() < until) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server on port ${port} did not come up`);
+}
+
+async function makeCert(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const run = async (args: string[]) => {
+    const out = await new Deno.Command("openssl", {
+      args,
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    })
+      .output();
+    if (!out.success) {
+      throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
+    }
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  await run([
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=bench CA",
+  ]);
+  await Deno.writeTextFile(`${dir}/ext`, "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  await run([
+    "req",
+    ...ec,
+    "-keyout",
+    "server.key",
+    "-out",
+    "server.csr",
+    "-subj",
+    "/CN=localhost",
+  ]);
+  await run([
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "server.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "ext",
+  ]);
+  return { ca: `${dir}/ca.pem`, cert: `${dir}/server.pem`, key: `${dir}/server.key` };
+}
+
+/**
+ * Runs the TLS rows and prints the medians.
+ *
+ * @param options Rounds, seconds and cores.
+ */
+export async function runTls(options: TlsBenchOptions): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "netloop-bench-tls-" });
+  const running = new Set<Deno.ChildProcess>();
+  const results = new Map<string, Sample[]>();
+  let port = 19200 + Math.floor(Math.random() * 2000);
+  try {
+    const loadgen = `${dir}/tls_loadgen`;
+    const cServer = `${dir}/tls_echo`;
+    await compileC(`${here}tls_loadgen.c`, loadgen, ["ssl", "crypto"]);
+    await compileC(`${here}tls_echo.c`, cServer, ["ssl", "crypto"]);
+    const pair = await makeCert(dir);
+    const netloop = (backend: string): Server => ({
+      name: `netloop ${backend}`,
+      command: (p, cert, key) => [
+        deno,
+        "run",
+        "-A",
+        `${here}../examples/echo.ts`,
+        "--port",
+        String(p),
+        "--backend",
+        backend,
+        "--loops",
+        "1",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+      ],
+    });
+    const servers: Server[] = [
+      netloop("uring"),
+      netloop("epoll"),
+      {
+        name: "Deno.listenTls",
+        command: (
+          p,
+          c,
+          k,
+        ) => [
+          deno,
+          "run",
+          "--allow-net",
+          "--allow-read",
+          `${here}deno_tls_echo.ts`,
+          String(p),
+          c,
+          k,
+        ],
+      },
+      {
+        name: "node:tls",
+        command: (p, c, k) => [
+          deno,
+          "run",
+          "--allow-net",
+          "--allow-read",
+          "--allow-env",
+          `${here}node_tls_echo.mjs`,
+          String(p),
+          c,
+          k,
+        ],
+      },
+      { name: "C OpenSSL epoll", command: (p, c, k) => [cServer, String(p), c, k] },
+    ];
+    for (let round = 1; round <= options.rounds; round++) {
+      for (const server of servers) {
+        port++;
+        const child = new Deno.Command("taskset", {
+          args: ["-c", options.serverCpu, ...server.command(port, pair.cert, pair.key)],
+          stdout: "null",
+          stderr: "null",
+        }).spawn();
+        running.add(child);
+        try {
+          await ready(port);
+          for (const scenario of SCENARIOS) {
+            const client = new Deno.Command("taskset", {
+              args: [
+                "-c",
+                options.clientCpu,
+                loadgen,
+                scenario.mode,
+                "127.0.0.1",
+                String(port),
+                String(scenario.procs),
+                String(scenario.depth),
+                String(scenario.size),
+                String(options.seconds),
+                String(options.warmup),
+                pair.ca,
+              ],
+              stdout: "piped",
+              stderr: "piped",
+            }).spawn();
+            await new Promise((r) => setTimeout(r, options.warmup * 1000));
+            const cpu0 = cpuTicks(child.pid);
+            const t0 = performance.now();
+            const output = await client.output();
+            const cpu1 = cpuTicks(child.pid);
+            const elapsed = (performance.now() - t0) / 1000;
+            const text = new TextDecoder().decode(output.stdout);
+            const ops = Number(/ops=(\d+)/.exec(text)?.[1] ?? 0);
+            if (!output.success || ops === 0) {
+              console.error(
+                `round ${round}: ${server.name} / ${scenario.name}: load generator failed: ${text}` +
+                  new TextDecoder().decode(output.stderr).slice(0, 400),
+              );
+              continue;
+            }
+            const rate = ops / options.seconds;
+            const perOp = (ticks: number) => (ticks / CLK_TCK / (rate * elapsed)) * 1e6;
+            const sample: Sample = {
+              rate,
+              cpuPerOp: perOp(cpu1.user + cpu1.system - cpu0.user - cpu0.system),
+              userPerOp: perOp(cpu1.user - cpu0.user),
+              clientBusy: Number(/cpu=([\d.]+)/.exec(text)?.[1] ?? NaN) / options.seconds,
+            };
+            const key = `${scenario.name}\u0000${server.name}`;
+            results.set(key, [...(results.get(key) ?? []), sample]);
+            const reused = /reused=(\d+)/.exec(text)?.[1];
+            console.error(
+              `round ${round}: ${server.name.padEnd(16)} ${scenario.name.padEnd(32)} ` +
+                `${Math.round(rate)} ${scenario.unit}/s, ${sample.cpuPerOp.toFixed(1)} us/op ` +
+                `(user ${sample.userPerOp.toFixed(1)}), client ${
+                  (sample.clientBusy * 100).toFixed(0)
+                }%` +
+                (scenario.mode === "resumed" ? `, reused ${reused}/${ops}` : ""),
+            );
+          }
+        } catch (error) {
+          console.error(`round ${round}: ${server.name}: ${error}`);
+        } finally {
+          await stop(child);
+          running.delete(child);
+        }
+      }
+    }
+    console.log(
+      `\nnetloop TLS benchmark: ${options.rounds} interleaved rounds, ${options.seconds} s each ` +
+        `after ${options.warmup} s warm-up, one loop, server on CPU ${options.serverCpu}, load on ` +
+        `CPU ${options.clientCpu}; medians`,
+    );
+    for (const scenario of SCENARIOS) {
+      const rows = servers.map((server) => {
+        const samples = results.get(`${scenario.name}\u0000${server.name}`) ?? [];
+        return {
+          name: server.name,
+          runs: samples.length,
+          rate: median(samples.map((s) => s.rate)),
+          cpu: median(samples.map((s) => s.cpuPerOp)),
+          user: median(samples.map((s) => s.userPerOp)),
+          client: median(samples.map((s) => s.clientBusy)),
+        };
+      });
+      const c = rows.find((r) => r.name === "C OpenSSL epoll");
+      const d = rows.find((r) => r.name === "Deno.listenTls");
+      const ratio = (a: number, b: number | undefined) =>
+        b === undefined || !Number.isFinite(a) || !Number.isFinite(b)
+          ? "-"
+          : `${(a / b).toFixed(2)}x`;
+      const num = (v: number, digits: number) => Number.isFinite(v) ? v.toFixed(digits) : "-";
+      console.log(`\n${scenario.name}`);
+      console.log(
+        `  ${"server".padEnd(18)}${"runs".padStart(5)}${`${scenario.unit}/s`.padStart(10)}` +
+          `${"vs C".padStart(8)}${"vs listenTls".padStart(14)}${"CPU us/op".padStart(11)}` +
+          `${"CPU vs C".padStart(10)}${"user us".padStart(9)}${"client busy".padStart(13)}`,
+      );
+      for (const row of rows) {
+        console.log(
+          `  ${row.name.padEnd(18)}${String(row.runs).padStart(5)}${
+            num(row.rate, 0).padStart(10)
+          }` +
+            `${ratio(row.rate, c?.rate).padStart(8)}${ratio(row.rate, d?.rate).padStart(14)}` +
+            `${num(row.cpu, 1).padStart(11)}${ratio(row.cpu, c?.cpu).padStart(10)}` +
+            `${num(row.user, 1).padStart(9)}` +
+            `${
+              (Number.isFinite(row.client) ? `${(row.client * 100).toFixed(0)}%` : "-").padStart(13)
+            }`,
+        );
+      }
+    }
+  } finally {
+    for (const child of running) await stop(child);
+    await Deno.remove(dir, { recursive: true });
+  }
+}
