@@ -45,7 +45,7 @@ export function onBoot(loop: Loop): Action {
   return Action.None;
 }
 
-function client(conn: Conn, transport: "udp" | "tcp"): ClientInfo {
+function client(conn: Conn, transport: "udp" | "tcp" | "tls"): ClientInfo {
   const remote = conn.remoteAddress;
   return { address: remote.address, port: remote.port, transport };
 }
@@ -77,7 +77,7 @@ export function onTraffic(conn: Conn): Action {
     if (answer) conn.write(answer);
     return Action.None;
   }
-  const from = client(conn, "tcp");
+  const from = client(conn, conn.tls === undefined ? "tcp" : "tls");
   for (;;) {
     let frame: Uint8Array | undefined;
     try {

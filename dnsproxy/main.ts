@@ -124,8 +124,10 @@ async function startEncrypted(
   settings: ProxySettings,
   logger: Logger,
   idleTimeout: number,
+  withTls: boolean,
 ): Promise<Encrypted | undefined> {
   const options = await encryptedOptions(value);
+  if (!withTls) options.tls = undefined;
   if (options.tls === undefined && options.https === undefined && options.quic === undefined) {
     return undefined;
   }
@@ -231,13 +233,27 @@ async function startFrontend(
 ): Promise<Frontend> {
   const idleTimeout = parseDuration(value.tcp.idle_timeout);
   if (value.backend !== "builtin") {
+    // DoT on netloop's own TLS; DoH and DoQ on the main thread.
+    const certificate = await readCertificate(value);
     const server = await serveDnsOnNetloop(settings, {
       listen: value.listen,
       loops: value.loops,
       backend: value.backend,
       idleTimeout,
       logger,
+      tls: value.tls.listen === "" ? undefined : {
+        listen: value.tls.listen,
+        cert: certificate?.cert ?? value.tls.cert,
+        key: certificate?.key ?? value.tls.key,
+      },
     });
+    if (server.tlsAddress !== undefined) {
+      logger.info("listening", {
+        address: formatSocketAddress(server.tlsAddress),
+        transport: "tls",
+        backend: "netloop",
+      });
+    }
     logger.info("listening", {
       address: formatSocketAddress(server.address),
       transports: "udp+tcp",
@@ -247,7 +263,7 @@ async function startFrontend(
     // The encrypted transports run on the main thread, with a proxy (and cache) of their own.
     let encrypted: Encrypted | undefined;
     try {
-      encrypted = await startEncrypted(value, settings, logger, idleTimeout);
+      encrypted = await startEncrypted(value, settings, logger, idleTimeout, false);
     } catch (error) {
       await server.close();
       throw error;
@@ -257,7 +273,12 @@ async function startFrontend(
       backend: `netloop ${server.backend}`,
       proxy: undefined,
       loops: server.loops + (encrypted === undefined ? 0 : 1),
-      encrypted: encrypted?.server,
+      encrypted: {
+        async setCertificate(pair) {
+          await server.reloadTls(pair);
+          await encrypted?.server.setCertificate(pair);
+        },
+      },
       reconfigure: (next) => {
         server.reconfigure(next);
         encrypted?.proxy.reconfigure(next);

@@ -7,7 +7,8 @@
 import { formatPrometheus, parseSocketAddress, TriadError } from "@triad/core";
 import type { Logger, MetricSnapshot, SocketAddress } from "@triad/core";
 import { NetloopError, serve } from "@triad/netloop";
-import type { Engine } from "@triad/netloop";
+import type { Engine, TlsStats } from "@triad/netloop";
+import { bindRetrying } from "./frontend/listener.ts";
 import type { LoopData, LoopMessage } from "./_netloop_handler.ts";
 import type { ProxySettings } from "./proxy.ts";
 
@@ -23,6 +24,11 @@ export interface NetloopDnsOptions {
   idleTimeout?: number;
   /** Where the engines log. */
   logger?: Logger;
+  /**
+   * Also serve DNS over TLS (RFC 7858) on netloop's TLS (OpenSSL on the loop, ALPN `dot`): a third
+   * engine on its own address, the same handler and the same pipelined TCP path.
+   */
+  tls?: { listen: string; cert: string; key: string } | undefined;
 }
 
 /** The proxy running on netloop. */
@@ -33,6 +39,10 @@ export interface NetloopDnsServer extends AsyncDisposable {
   readonly backend: string;
   /** How many loops serve, UDP and TCP together (each has its own proxy and upstream health). */
   readonly loops: number;
+  /** The DNS over TLS address, when asked for. */
+  readonly tlsAddress: SocketAddress | undefined;
+  /** Serves new TLS handshakes with this pair (PEM); a bad pair throws and the old one stays. */
+  reloadTls(pair: { cert: string; key: string }): Promise<void>;
   /** Sends new settings to every loop (hot reload). */
   reconfigure(settings: ProxySettings): void;
   /** Prometheus text merged from every loop (and `extra`, say a main-thread proxy's). */
@@ -133,6 +143,25 @@ export async function serveDnsOnNetloop(
     }
   }
   const engines = [udp!, tcp!];
+  let tlsEngine: Engine | undefined;
+  if (options.tls !== undefined) {
+    const tls = options.tls;
+    try {
+      tlsEngine = await bindRetrying(tls.listen, (at) =>
+        serve(HANDLER, {
+          ...common,
+          hostname: at.address,
+          network: "tcp",
+          port: at.port,
+          idleTimeout: options.idleTimeout ?? 10_000,
+          tls: { cert: tls.cert, key: tls.key, alpn: ["dot"] },
+        }));
+    } catch (error) {
+      await Promise.all(engines.map((engine) => engine.stop()));
+      throw error;
+    }
+    engines.push(tlsEngine);
+  }
   let nextId = 0;
   let closed = false;
   const close = async () => {
@@ -152,7 +181,16 @@ export async function serveDnsOnNetloop(
       const message: LoopMessage = { type: "reconfigure", settings: next };
       for (const engine of engines) engine.broadcast(message);
     },
-    metrics(extra = []) {
+    tlsAddress: tlsEngine === undefined
+      ? undefined
+      : { ...parseSocketAddress(options.tls!.listen), port: tlsEngine.address.port },
+    async reloadTls(pair) {
+      await tlsEngine?.reloadTls(pair);
+    },
+    async metrics(extra = []) {
+      const handshakes = tlsEngine === undefined
+        ? []
+        : [handshakeSnapshot(await tlsEngine.tlsStats())];
       const id = ++nextId;
       const loops = engines.reduce((sum, engine) => sum + engine.loops, 0);
       return new Promise<string>((resolve) => {
@@ -162,7 +200,7 @@ export async function serveDnsOnNetloop(
           done: () => {
             clearTimeout(timer);
             pending.delete(id);
-            resolve(formatPrometheus([...entry.snapshots, ...extra]));
+            resolve(formatPrometheus([...entry.snapshots, ...extra, ...handshakes]));
           },
         };
         // A loop that does not answer within a second is left out rather than hanging /metrics.
@@ -174,5 +212,21 @@ export async function serveDnsOnNetloop(
     },
     close,
     [Symbol.asyncDispose]: close,
+  };
+}
+
+/** netloop's TLS counters as `dns_tls_handshakes_total{transport="tls",result}`. */
+function handshakeSnapshot(stats: TlsStats): MetricSnapshot {
+  const series = (result: string, value: number) => ({ values: ["tls", result], value });
+  return {
+    kind: "counter",
+    name: "dns_tls_handshakes_total",
+    help: "TLS and QUIC handshakes of client connections, by transport and result.",
+    labels: ["transport", "result"],
+    series: [
+      series("ok", stats.handshakes),
+      series("resumed", stats.resumed),
+      series("failed", stats.handshakeErrors + stats.handshakeTimeouts),
+    ],
   };
 }

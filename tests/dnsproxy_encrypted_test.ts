@@ -11,6 +11,7 @@ import {
   parseMessage,
   runDnsProxy,
   serveDns,
+  serveDnsOnNetloop,
   Upstream,
 } from "@triad/dnsproxy";
 import { createLogger } from "@triad/core";
@@ -82,6 +83,37 @@ async function setup(withQuic: boolean): Promise<Setup> {
 }
 
 const ANSWER = /^a\.test\.\s+\d+\s+IN\s+A\s+10\.0\.0\.1$/m;
+
+/** A ClientHello of garbage gets a TLS alert or nothing, then the end: never a DNS answer. */
+async function garbageClientHelloCloses(port: number): Promise<void> {
+  const bad = await Deno.connect({ hostname: "127.0.0.1", port });
+  await bad.write(new TextEncoder().encode("GET / HTTP/1.1\r\nhost: x\r\n\r\n".repeat(4)));
+  const buffer = new Uint8Array(1024);
+  let ended = false;
+  for (let i = 0; i < 10 && !ended; i++) {
+    const n = await bad.read(buffer).catch(() => null);
+    if (n === null) ended = true;
+    else assert.ok(buffer[0] === 21, `not a TLS alert: ${buffer[0]}`);
+  }
+  assert.ok(ended);
+  bad.close();
+}
+
+/** Three queries written at once on one DoT connection (ALPN `dot`) are all answered. */
+async function pipelinedDot(port: number, ca: string): Promise<void> {
+  const conn = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port,
+    caCerts: [ca],
+    alpnProtocols: ["dot"],
+  });
+  assert.equal((await conn.handshake()).alpnProtocol, "dot");
+  const queries = [1, 2, 3].map((id) => buildQuery({ id, name: "a.test.", type: 1 }));
+  await conn.write(new Uint8Array(queries.flatMap((q) => [...frame(q)])));
+  const answers = await readFrames(conn, 3);
+  assert.deepEqual(answers.map((a) => parseMessage(a).id).sort(), [1, 2, 3]);
+  conn.close();
+}
 
 testWith("DoT and DoH answer dig (BIND 9.18) and kdig", [
   command("dig", "dnsutils"),
@@ -168,30 +200,8 @@ testWith("DoT: a garbage ClientHello closes the connection; pipelined queries on
   command("openssl"),
 ], async () => {
   await using s = await setup(false);
-  const bad = await Deno.connect({ hostname: "127.0.0.1", port: s.port("tls") });
-  await bad.write(new TextEncoder().encode("GET / HTTP/1.1\r\nhost: x\r\n\r\n".repeat(4)));
-  const buffer = new Uint8Array(1024);
-  // A TLS alert or nothing, then the end of the stream: never a DNS answer.
-  let ended = false;
-  for (let i = 0; i < 10 && !ended; i++) {
-    const n = await bad.read(buffer).catch(() => null);
-    if (n === null) ended = true;
-    else assert.ok(buffer[0] === 21, `not a TLS alert: ${buffer[0]}`);
-  }
-  assert.ok(ended);
-  bad.close();
-  const conn = await Deno.connectTls({
-    hostname: "127.0.0.1",
-    port: s.port("tls"),
-    caCerts: [s.ca],
-    alpnProtocols: ["dot"],
-  });
-  assert.equal((await conn.handshake()).alpnProtocol, "dot");
-  const queries = [1, 2, 3].map((id) => buildQuery({ id, name: "a.test.", type: 1 }));
-  await conn.write(new Uint8Array(queries.flatMap((q) => [...frame(q)])));
-  const answers = await readFrames(conn, 3);
-  assert.deepEqual(answers.map((a) => parseMessage(a).id).sort(), [1, 2, 3]);
-  conn.close();
+  await garbageClientHelloCloses(s.port("tls"));
+  await pipelinedDot(s.port("tls"), s.ca);
   const metrics = s.proxy.metrics.registry.expose();
   assert.match(metrics, /^dns_tls_handshakes_total\{transport="tls",result="failed"\} 1$/m);
 });
@@ -335,6 +345,10 @@ for (const backend of ["builtin", "epoll"]) {
       assert.doesNotMatch(await dot(first.ca), ANSWER);
       const metrics = await running.metrics();
       assert.match(metrics, /^dns_queries_total\{type="A",transport="tls"\} [34]$/m);
+      assert.match(metrics, /^dns_tls_handshakes_total\{transport="tls",result="ok"\} [3-9]$/m);
+      // DoT runs on netloop's own TLS with a netloop backend, on Deno's with the builtin one.
+      const dotLine = listening.find((l) => l.transport === "tls")!;
+      assert.equal(dotLine.backend, backend === "builtin" ? undefined : "netloop");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -386,4 +400,41 @@ testWith("upstreams over DoT and DoH (unbound), DoQ (the proxy's own server)", [
   await assert.rejects(untrusted.exchange(query, parseMessage(query), 2000));
   assert.equal(untrusted.healthy, false);
   untrusted.close();
+});
+
+testWith("DoT on netloop's TLS: kdig, pipelining, a garbage ClientHello", [
+  command("kdig", "knot-dnsutils"),
+  command("unbound"),
+  command("openssl"),
+], async () => {
+  const dir = await Deno.makeTempDir({ prefix: "triad-edns-netloop-" });
+  try {
+    await using unbound = await startUnbound();
+    const certs = await testCertificates(dir);
+    await using server = await serveDnsOnNetloop(
+      { upstream: { upstreams: [unbound.address] } },
+      {
+        listen: "127.0.0.1:0",
+        backend: "epoll",
+        tls: { listen: "127.0.0.1:0", cert: certs.cert, key: certs.key },
+      },
+    );
+    const port = server.tlsAddress!.port;
+    await garbageClientHelloCloses(port);
+    const out = await run("kdig", [
+      `+tls-ca=${certs.ca}`,
+      "@127.0.0.1",
+      "-p",
+      String(port),
+      "a.test",
+    ]);
+    assert.match(out, ANSWER);
+    await pipelinedDot(port, await Deno.readTextFile(certs.ca));
+    const metrics = await server.metrics();
+    assert.match(metrics, /^dns_queries_total\{type="A",transport="tls"\} 4$/m);
+    assert.match(metrics, /^dns_tls_handshakes_total\{transport="tls",result="ok"\} 2$/m);
+    assert.match(metrics, /^dns_tls_handshakes_total\{transport="tls",result="failed"\} 1$/m);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
