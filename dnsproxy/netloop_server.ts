@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { formatPrometheus, parseSocketAddress, TriadError } from "@triad/core";
+import { formatPrometheus, parseSocketAddress } from "@triad/core";
 import type { Logger, MetricSnapshot, SocketAddress } from "@triad/core";
 import { NetloopError, serve } from "@triad/netloop";
 import type { Engine, TlsStats } from "@triad/netloop";
@@ -101,48 +101,45 @@ export async function serveDnsOnNetloop(
     onMessage,
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   } as const;
-  let udp: Engine | undefined;
-  let tcp: Engine | undefined;
   // `auto` carries UDP on epoll where it can run: on the benchmark's kernel recvmmsg/sendmmsg
   // answered at 40,000 q/s with lower latency than netloop's io_uring path (85 against 111 µs,
   // median of 4 interleaved rounds) at the same CPU per query. TCP stays on `auto` (uring).
   let udpBackend: "auto" | "uring" | "epoll" | "portable" = common.backend === "auto"
     ? "epoll"
     : common.backend;
-  for (let attempt = 0; attempt < 10 && tcp === undefined; attempt++) {
+  // With port 0, find a port free for both transports (the one retry loop, frontend/listener.ts).
+  const [udp, tcp] = await bindRetrying(options.listen, async (): Promise<[Engine, Engine]> => {
+    let bound: Engine;
     try {
-      try {
-        udp = await serve(HANDLER, {
-          ...common,
-          backend: udpBackend,
-          network: "udp",
-          port: at.port,
-        });
-      } catch (error) {
-        // No FFI (or no epoll): let netloop pick, as for TCP.
-        if (udpBackend !== "epoll" || common.backend !== "auto") throw error;
-        if (!(error instanceof NetloopError) || error.code !== "backend_unavailable") throw error;
-        udpBackend = "auto";
-        udp = await serve(HANDLER, { ...common, network: "udp", port: at.port });
-      }
-      tcp = await serve(HANDLER, {
+      bound = await serve(HANDLER, {
         ...common,
-        network: "tcp",
-        port: udp.address.port,
-        idleTimeout: options.idleTimeout ?? 10_000,
+        backend: udpBackend,
+        network: "udp",
+        port: at.port,
       });
-    } catch (cause) {
-      await udp?.stop();
-      udp = undefined;
-      if (at.port !== 0 || attempt === 9) {
-        throw new TriadError(`Cannot listen on ${options.listen}: ${String(cause)}`, {
-          code: "listen_failed",
-          cause,
-        });
-      }
+    } catch (error) {
+      // No FFI (or no epoll): let netloop pick, as for TCP.
+      if (udpBackend !== "epoll" || common.backend !== "auto") throw error;
+      if (!(error instanceof NetloopError) || error.code !== "backend_unavailable") throw error;
+      udpBackend = "auto";
+      bound = await serve(HANDLER, { ...common, network: "udp", port: at.port });
     }
-  }
-  const engines = [udp!, tcp!];
+    try {
+      return [
+        bound,
+        await serve(HANDLER, {
+          ...common,
+          network: "tcp",
+          port: bound.address.port,
+          idleTimeout: options.idleTimeout ?? 10_000,
+        }),
+      ];
+    } catch (error) {
+      await bound.stop();
+      throw error;
+    }
+  });
+  const engines = [udp, tcp];
   let tlsEngine: Engine | undefined;
   if (options.tls !== undefined) {
     const tls = options.tls;
@@ -170,12 +167,10 @@ export async function serveDnsOnNetloop(
     await Promise.all(engines.map((engine) => engine.stop()));
   };
   return {
-    address: { ...at, port: udp!.address.port },
+    address: { ...at, port: udp.address.port },
     backend: common.backend === "auto" && udpBackend === "epoll"
-      ? `epoll for UDP (lower latency than io_uring for UDP), ${tcp!.backend} for TCP (${
-        tcp!.reason
-      })`
-      : `${udp!.backend} (${udp!.reason})`,
+      ? `epoll for UDP (lower latency than io_uring for UDP), ${tcp.backend} for TCP (${tcp.reason})`
+      : `${udp.backend} (${udp.reason})`,
     loops: engines.reduce((sum, engine) => sum + engine.loops, 0),
     reconfigure(next) {
       const message: LoopMessage = { type: "reconfigure", settings: next };
