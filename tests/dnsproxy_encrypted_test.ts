@@ -438,3 +438,87 @@ testWith("DoT on netloop's TLS: kdig, pipelining, a garbage ClientHello", [
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+testWith("rate limit and query log cover DoT, DoH and DoQ; a DoT frame cut off", [
+  quic,
+  command("unbound"),
+  command("openssl"),
+], async () => {
+  const dir = await Deno.makeTempDir({ prefix: "triad-edns-policy-" });
+  const logs: string[] = [];
+  try {
+    await using unbound = await startUnbound();
+    const certs = await testCertificates(dir);
+    const ca = await Deno.readTextFile(certs.ca);
+    using proxy = new DnsProxy({
+      upstream: { upstreams: [unbound.address] },
+      // 127.0.0.1 may ask 3 queries in a burst, then is refused (the ACL is the same check
+      // before it, on the same client address).
+      rateLimit: { rate: 0.001, burst: 3 },
+      queryLog: true,
+      logger: createLogger({ write: (line) => logs.push(line), level: "info" }),
+    });
+    await using server = await serveDns(proxy, {
+      listen: "127.0.0.1:0",
+      encrypted: {
+        tls: "127.0.0.1:0",
+        https: "127.0.0.1:0",
+        quic: "127.0.0.1:0",
+        certificate: {
+          cert: await Deno.readTextFile(certs.cert),
+          key: await Deno.readTextFile(certs.key),
+        },
+      },
+    });
+    const port = (t: string) => server.listeners.find((l) => l.transport === t)!.address.port;
+    const query = buildQuery({ id: 0, name: "a.test.", type: 1 }) as Uint8Array<ArrayBuffer>;
+    using client = Deno.createHttpClient({ caCerts: [ca] });
+    const doh = async () => {
+      const response = await fetch(`https://127.0.0.1:${port("https")}/dns-query`, {
+        client,
+        method: "POST",
+        headers: { "content-type": "application/dns-message" },
+        body: query,
+      });
+      return parseMessage(new Uint8Array(await response.arrayBuffer())).rcode;
+    };
+    const quicConn = await Deno.connectQuic({
+      hostname: "127.0.0.1",
+      port: port("quic"),
+      caCerts: [ca],
+      alpnProtocols: ["doq"],
+    });
+    const doq = async () =>
+      parseMessage((await doqQuery(quicConn, frame(query)))!.subarray(2)).rcode;
+    // The burst of 3 is spent over DoH, DoQ and DoT; then each transport is refused.
+    const dot = await Deno.connectTls({ hostname: "127.0.0.1", port: port("tls"), caCerts: [ca] });
+    const dotQuery = async () => {
+      await dot.write(frame(buildQuery({ id: 5, name: "a.test.", type: 1 })));
+      const [answer] = await readFrames(dot, 1);
+      return parseMessage(answer!).rcode;
+    };
+    assert.equal(await doh(), 0);
+    assert.equal(await doq(), 0);
+    assert.equal(await dotQuery(), 0);
+    assert.equal(await dotQuery(), 5);
+    assert.equal(await doh(), 5);
+    assert.equal(await doq(), 5);
+    quicConn.close({ closeCode: 0, reason: "" });
+    // A DoT frame announcing 100 bytes and sending 10, then the end: closed, nothing answered.
+    const cut = new Uint8Array([0, 100, ...new Uint8Array(10)]);
+    await dot.write(cut);
+    await dot.closeWrite();
+    assert.deepEqual(await readFrames(dot, 1), []);
+    dot.close();
+    const metrics = proxy.metrics.registry.expose();
+    for (const transport of ["tls", "https", "quic"]) {
+      assert.ok(
+        logs.some((l) => l.includes('"msg":"query"') && l.includes(`"transport":"${transport}"`)),
+        `query log of ${transport}`,
+      );
+    }
+    assert.match(metrics, /^dns_rate_limited_total 3$/m);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
