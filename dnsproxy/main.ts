@@ -31,6 +31,7 @@ import { serveDns, serveEncryptedDns } from "./server.ts";
 import type { CertificatePair, EncryptedDnsServer, EncryptedListenOptions } from "./server.ts";
 import { serveDnsOnNetloop } from "./netloop_server.ts";
 import { readinessOf } from "./health.ts";
+import { needCertificate } from "./frontend/listener.ts";
 import type { Readiness } from "./health.ts";
 
 /** Options of {@linkcode runDnsProxy}. */
@@ -243,8 +244,7 @@ async function startFrontend(
       logger,
       tls: value.tls.listen === "" ? undefined : {
         listen: value.tls.listen,
-        cert: certificate?.cert ?? value.tls.cert,
-        key: certificate?.key ?? value.tls.key,
+        ...needCertificate(certificate, "DNS over TLS"),
       },
     });
     if (server.tlsAddress !== undefined) {

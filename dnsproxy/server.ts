@@ -5,10 +5,10 @@
  *
  * @module
  */
-import { formatSocketAddress, TriadError } from "@triad/core";
+import { formatSocketAddress } from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
 import type { DnsProxy } from "./proxy.ts";
-import { bindRetrying } from "./frontend/listener.ts";
+import { bindRetrying, needCertificate } from "./frontend/listener.ts";
 import type { CertificatePair, CertifiedListener, FrontendListener } from "./frontend/listener.ts";
 import { bindUdpSocket, serveUdp } from "./frontend/udp.ts";
 import type { UdpSocket } from "./frontend/udp.ts";
@@ -186,19 +186,13 @@ export async function serveEncryptedDns(
 ): Promise<EncryptedDnsServer> {
   const listeners: CertifiedListener[] = [];
   const certificate = options.certificate;
-  const needCertificate = (what: string) => {
-    if (certificate !== undefined) return certificate;
-    throw new TriadError(`${what} needs a certificate and key (--tls-cert, --tls-key)`, {
-      code: "listen_failed",
-    });
-  };
   try {
     if (options.tls !== undefined) {
       listeners.push(
         await serveTls(proxy, {
           ...limits,
           listen: options.tls,
-          certificate: needCertificate("DNS over TLS"),
+          certificate: needCertificate(certificate, "DNS over TLS"),
         }),
       );
     }
@@ -216,7 +210,7 @@ export async function serveEncryptedDns(
       listeners.push(
         await serveQuic(proxy, {
           listen: options.quic,
-          certificate: needCertificate("DNS over QUIC"),
+          certificate: needCertificate(certificate, "DNS over QUIC"),
           idleTimeout: limits.idleTimeout,
           maxPipelined: limits.maxPipelined,
           logger: limits.logger,

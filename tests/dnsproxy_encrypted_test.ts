@@ -522,3 +522,20 @@ testWith("rate limit and query log cover DoT, DoH and DoQ; a DoT frame cut off",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("--tls-listen or --quic-listen without --tls-cert: an error saying so", async () => {
+  for (const argv of [["--tls-listen=127.0.0.1:0"], ["--quic-listen=127.0.0.1:0"]]) {
+    for (const backend of ["builtin", "epoll"]) {
+      await assert.rejects(
+        runDnsProxy({
+          argv: ["--listen=127.0.0.1:0", `--backend=${backend}`, ...argv],
+          env: {},
+          resolvConf: "/dev/null",
+          logger: createLogger({ write: () => {}, level: "error" }),
+        }),
+        /needs a certificate and key \(--tls-cert, --tls-key\)/,
+        `${backend} ${argv}`,
+      );
+    }
+  }
+});

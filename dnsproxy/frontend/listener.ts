@@ -129,3 +129,18 @@ export async function rebind<T>(bind: () => T): Promise<T> {
     }
   }
 }
+
+/**
+ * The certificate pair, or a `listen_failed` error saying which transport needs one.
+ *
+ * @param pair The configured pair, if any.
+ * @param what The transport (`DNS over TLS`).
+ * @returns The pair.
+ * @throws {TriadError} With code `listen_failed` when there is none.
+ */
+export function needCertificate(pair: CertificatePair | undefined, what: string): CertificatePair {
+  if (pair !== undefined) return pair;
+  throw new TriadError(`${what} needs a certificate and key (--tls-cert, --tls-key)`, {
+    code: "listen_failed",
+  });
+}
