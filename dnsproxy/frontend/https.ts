@@ -39,6 +39,22 @@ const MAX_MESSAGE = 65_535;
  * @param path The query path of the URL.
  * @param logger Where a failed query is logged.
  * @returns The HTTP response.
+ *
+ * @example
+ * ```ts
+ * import { answerDohRequest, buildQuery, DnsProxy, encodeBase64Url, parseMessage, Rcode } from "@triad/dnsproxy";
+ * import assert from "node:assert/strict";
+ *
+ * using proxy = new DnsProxy({ upstream: { upstreams: [], healthCheck: 0 } });
+ * const dns = encodeBase64Url(buildQuery({ id: 0, name: "x.", type: 1 }));
+ * const remote = { hostname: "8.8.8.8", port: 1000 }; // not an allowed client
+ * const ok = await answerDohRequest(new Request(`https://p/dns-query?dns=${dns}`), remote, proxy);
+ * assert.equal(ok.headers.get("content-type"), "application/dns-message");
+ * assert.equal(parseMessage(new Uint8Array(await ok.arrayBuffer())).rcode, Rcode.REFUSED);
+ * const bad = await answerDohRequest(new Request("https://p/dns-query?dns=a="), remote, proxy);
+ * assert.equal(bad.status, 400);
+ * await bad.body?.cancel();
+ * ```
  */
 export async function answerDohRequest(
   request: Request,
@@ -100,6 +116,16 @@ function maxAge(answer: Uint8Array): number {
  *
  * @param text The encoded text.
  * @returns The bytes, or `undefined` for anything else (padding included).
+ *
+ * @example
+ * ```ts
+ * import { decodeBase64Url, encodeBase64Url } from "@triad/dnsproxy";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(encodeBase64Url(new Uint8Array([0xfb, 0xff])), "-_8");
+ * assert.deepEqual(decodeBase64Url("-_8"), new Uint8Array([0xfb, 0xff]));
+ * assert.equal(decodeBase64Url("-_8="), undefined); // padding is refused (RFC 8484 §4.1)
+ * ```
  */
 export function decodeBase64Url(text: string): Uint8Array | undefined {
   if (!/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) return undefined;
