@@ -2,7 +2,9 @@
  * `deno task bench:dns --transport dot|doh`: cache-hit queries/s and server CPU per query over DNS
  * over TLS (dnsperf `-m dot`) or over HTTPS (h2load, GET and POST, HTTP/2), at 1 and at 100
  * concurrent client connections, against this proxy (netloop backend and builtin), dnsdist and
- * unbound (answering its own local zone), all behind or being the same unbound.
+ * unbound (answering its own local zone), all behind or being the same unbound. For DoH the
+ * `deno-serve-floor` peer (`doh_floor.ts`: `Deno.serve` answering a fixed message) shows what
+ * Deno's HTTP/2 server costs before any DNS work.
  *
  * Servers run on CPU 0, the load generator and the upstream unbound on CPU 1 (taskset). Rounds are
  * interleaved (A B C D, B C D A, ...) and medians printed with the load generator's own CPU.
@@ -137,7 +139,16 @@ interface Files {
   get: string;
 }
 
-async function ready(port: number): Promise<boolean> {
+async function ready(port: number, name: string): Promise<boolean> {
+  if (name === "deno-serve-floor") {
+    // It answers with ID 0 whatever is asked (dig would refuse it): listening is enough.
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return true;
+    } catch {
+      return false;
+    }
+  }
   const args = TRANSPORT === "dot" ? ["+tls"] : ["+https"];
   const { stdout } = await new Deno.Command("dig", {
     args: [...args, "@127.0.0.1", "-p", String(port), "h0.bench", "+short", "+time=1", "+tries=1"],
@@ -225,6 +236,19 @@ try {
         `${dir}/dnsdist.conf`,
       ]);
       peers.push({ name, port, pid: child.pid, stop: stopper(child) });
+    } else if (name === "deno-serve-floor") {
+      if (TRANSPORT !== "doh") throw new Error("deno-serve-floor is a DoH peer");
+      const floor = new URL("doh_floor.ts", import.meta.url).pathname;
+      const child = spawn([
+        Deno.execPath(),
+        "run",
+        "-A",
+        floor,
+        String(port),
+        certs.cert,
+        certs.key,
+      ]);
+      peers.push({ name, port, pid: child.pid, stop: stopper(child) });
     } else if (name === "unbound") {
       servingUnbound = await startUnbound({ tls: true, https: true, cpus: SERVER_CPU });
       const address = TRANSPORT === "dot"
@@ -241,7 +265,7 @@ try {
   for (const peer of peers) {
     let up = false;
     for (let i = 0; i < 100 && !up; i++) {
-      up = await ready(peer.port);
+      up = await ready(peer.port, peer.name);
       if (!up) await new Promise((resolve) => setTimeout(resolve, 100));
     }
     if (!up) throw new Error(`${peer.name} did not answer on ${peer.port}`);
