@@ -78,10 +78,14 @@ export async function answerDohRequest(
   } else if (request.method === "POST") {
     const type = (request.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
     if (type !== DNS_MESSAGE) return problem(415, `Content-Type must be ${DNS_MESSAGE}`);
-    const declared = Number(request.headers.get("content-length") ?? "0");
-    if (declared > MAX_MESSAGE) return problem(413, "Message over 64 KiB");
+    const length = request.headers.get("content-length");
+    if (Number(length ?? "0") > MAX_MESSAGE) return problem(413, "Message over 64 KiB");
+    // With a declared length (which the HTTP layer holds the body to) read it in one call: the
+    // chunk-by-chunk read cost a third of a POST's CPU.
     const body = request.body === null
       ? new Uint8Array(0)
+      : length !== null
+      ? new Uint8Array(await request.arrayBuffer())
       : await readAll(request.body, MAX_MESSAGE);
     if (body === undefined) return problem(413, "Message over 64 KiB");
     message = body;
