@@ -26,7 +26,7 @@ import type {
 import { NetloopError } from "./errors.ts";
 import { ConnImpl, type PacketConn, State } from "./_conn.ts";
 import { decodeSockaddr } from "./_sockaddr.ts";
-import { dialTls, type LoopTlsConfig } from "./_tls.ts";
+import { dialTls, expireHandshakes, type LoopTlsConfig } from "./_tls.ts";
 
 /** Microtask turns {@linkcode LoopCore.settle} gives handlers' promise callbacks. */
 const SETTLE_AWAITS = 4;
@@ -429,7 +429,7 @@ export abstract class LoopCore implements Loop {
         }
       }
     }
-    return Math.min(this.nextTick, this.nextIdleScan) - now;
+    return Math.min(this.nextTick - now, this.nextIdleScan - now, expireHandshakes(now));
   }
 
   /**

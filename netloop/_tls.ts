@@ -43,6 +43,9 @@ type Ptr = NonNullable<Deno.PointerValue>;
 const WRITE_CHUNK = 64 * 1024;
 const scratch = new Uint8Array(WRITE_CHUNK + 1024);
 const sizeOut = new BigUint64Array(1);
+const EMPTY = new Uint8Array(0);
+/** Plaintext of the connection in `input` (one at a time: input never nests). */
+const shared = new Uint8Array(64 * 1024);
 const sizeOutBytes = new Uint8Array(sizeOut.buffer);
 
 /** Per-Worker counters (one loop per Worker). */
@@ -213,8 +216,12 @@ export class TlsConn implements Conn {
   /** The user's onOpen ran (it may run before the handshake ends, for early data). */
   announced = false;
   readingEarly: boolean;
-  /** Plaintext not yet consumed: `buf[start, end)`; the first `early` of it came as 0-RTT. */
-  buf = new Uint8Array(0);
+  /**
+   * Plaintext not yet consumed: `buf[start, end)`; the first `early` of it came as 0-RTT. While
+   * `input` runs this is the Worker's shared buffer unless bytes were left from before; what the
+   * handler leaves is copied out, so an idle connection holds no plaintext buffer.
+   */
+  buf: Uint8Array = EMPTY;
   start = 0;
   end = 0;
   early = 0;
@@ -414,6 +421,30 @@ export class TlsConn implements Conn {
    * @returns The action a user callback asked for.
    */
   input(bytes: Uint8Array): HandlerResult {
+    if (this.start === this.end) {
+      this.buf = shared;
+      this.start = this.end = 0;
+    }
+    try {
+      return this.advance(bytes);
+    } finally {
+      this.keepLeftover();
+    }
+  }
+
+  /** After `input`: copy what the handler left out of the shared buffer; drop an empty big one. */
+  private keepLeftover(): void {
+    if (this.start === this.end) {
+      if (this.buf === shared || this.buf.length > 64 * 1024) this.buf = EMPTY;
+      this.start = this.end = 0;
+    } else if (this.buf === shared) {
+      this.buf = shared.slice(this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+    }
+  }
+
+  private advance(bytes: Uint8Array): HandlerResult {
     const lib = openssl();
     if (this.ssl === null) return;
     if (bytes.length > 0 && lib.BIO_write(this.rbio, bytes, bytes.length) !== bytes.length) {
@@ -636,6 +667,35 @@ const dialInner: ConnHandler = {
   onClose: inner.onClose!,
 };
 
+/** A timer for the portable backend, whose loop does not call {@linkcode expireHandshakes}. */
+let portableTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Starts timing a handshake. */
+function watch(t: TlsConn, loop: Loop, ms: number): void {
+  handshaking.add(t);
+  if (loop.backend !== "portable" || portableTimer !== undefined) return;
+  const fire = () => {
+    portableTimer = undefined;
+    const next = expire(performance.now());
+    if (next !== Infinity) arm(next);
+  };
+  const arm = (after: number) => {
+    portableTimer = setTimeout(fire, after);
+    Deno.unrefTimer(portableTimer as unknown as number);
+  };
+  arm(ms);
+}
+
+/**
+ * Closes handshakes past their deadline (each loop turn, from `LoopCore.timers`).
+ *
+ * @param now The turn's clock.
+ * @returns Milliseconds until the next deadline (Infinity when no handshake runs).
+ */
+export function expireHandshakes(now: number): number {
+  return handshaking.size === 0 ? Infinity : expire(now);
+}
+
 /** Closes handshakes past their deadline; returns ms until the next deadline. */
 function expire(now: number): number {
   let next = Infinity;
@@ -682,11 +742,9 @@ export function tlsServerHandler(user: EventHandler, config: LoopTlsConfig): Eve
     alpn,
     callback,
   };
-  let loop: Loop | undefined;
   const s = server;
   const wrapped: EventHandler = {
     onOpen(conn: Conn): HandlerResult {
-      loop ??= conn.loop;
       const t = new TlsConn(
         conn.loop,
         s.ctx,
@@ -697,19 +755,11 @@ export function tlsServerHandler(user: EventHandler, config: LoopTlsConfig): Eve
       );
       t.inner = conn;
       conn.context = t;
-      if (handshaking.size === 0) conn.loop.tickWithin(config.handshakeTimeoutMs);
-      handshaking.add(t);
+      watch(t, conn.loop, config.handshakeTimeoutMs);
       return undefined;
     },
     onTraffic: inner.onTraffic!,
     onClose: inner.onClose!,
-    onTick(): HandlerResult {
-      if (loop !== undefined && handshaking.size > 0) {
-        const next = expire(loop.now);
-        if (next !== Infinity) loop.tickWithin(next);
-      }
-      return user.onTick?.();
-    },
     onShutdown(l: Loop): void {
       try {
         user.onShutdown?.(l);
@@ -720,6 +770,7 @@ export function tlsServerHandler(user: EventHandler, config: LoopTlsConfig): Eve
   };
   if (user.onBoot) wrapped.onBoot = user.onBoot.bind(user);
   if (user.onMessage) wrapped.onMessage = user.onMessage.bind(user);
+  if (user.onTick) wrapped.onTick = user.onTick.bind(user);
   return wrapped;
 }
 
@@ -823,7 +874,8 @@ export function dialTls(
     : address.slice(0, address.lastIndexOf(":"));
   const name = options.tls.serverName ?? host;
   const lib = openssl();
-  const t = new TlsConn(loop, clientContext(options.tls.ca), handler, true, false, 10_000);
+  const timeout = options.tls.handshakeTimeout ?? 10_000;
+  const t = new TlsConn(loop, clientContext(options.tls.ca), handler, true, false, timeout);
   const ssl = t.ssl!;
   if (IP.test(name)) {
     lib.X509_VERIFY_PARAM_set1_ip_asc(lib.SSL_get0_param(ssl), cBytes(name));
@@ -852,11 +904,14 @@ export function dialTls(
     context: t,
   };
   t.inner = dialPlain(plain);
+  watch(t, loop, timeout);
   return t;
 }
 
 /** Frees the server and client contexts and the remembered sessions (the loop is stopping). */
 export function freeAll(): void {
+  clearTimeout(portableTimer);
+  portableTimer = undefined;
   if (server === undefined && clientContexts.size === 0 && sessions.size === 0) return;
   const lib = openssl();
   if (server !== undefined) {

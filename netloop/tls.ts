@@ -37,6 +37,8 @@ export interface DialTlsOptions {
   ca?: string;
   /** ALPN protocols to offer. */
   alpn?: string[];
+  /** Close the connection if its handshake has not finished in this many ms. @default {10000} */
+  handshakeTimeout?: number;
 }
 
 /** What was negotiated on a TLS connection ({@linkcode Conn.tls}). */

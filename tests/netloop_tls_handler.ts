@@ -18,9 +18,11 @@ interface DialData {
   times?: number;
   /**
    * After the handshake, write this (hex) on the TCP connection under the TLS layer instead of
-   * the ping: a test of what the server does with a bad record.
+   * the ping, and close it: a test of what the server does with a bad or cut record.
    */
   raw?: string;
+  /** The dial's handshake timeout (ms). */
+  handshakeTimeout?: number;
 }
 
 /** Dials `data.dial` (a TLS server) and posts what it answers, or why it failed. */
@@ -39,6 +41,7 @@ function dialOnce(loop: Loop, dial: DialData, left: number): void {
       ca: dial.ca,
       ...(dial.serverName === undefined ? {} : { serverName: dial.serverName }),
       ...(dial.alpn === undefined ? {} : { alpn: dial.alpn }),
+      ...(dial.handshakeTimeout === undefined ? {} : { handshakeTimeout: dial.handshakeTimeout }),
     },
     handler: {
       onOpen(conn: Conn) {
@@ -47,6 +50,7 @@ function dialOnce(loop: Loop, dial: DialData, left: number): void {
           // The TCP connection under the TLS layer (not public API: a test's way to misbehave).
           const tcp = (conn as unknown as { inner: Conn }).inner;
           tcp.write(new Uint8Array(dial.raw.match(/../g)!.map((h) => parseInt(h, 16))));
+          tcp.close();
           loop.postMessage({ rawSent: true });
         }
       },
@@ -65,8 +69,18 @@ function dialOnce(loop: Loop, dial: DialData, left: number): void {
   });
 }
 
-/** Echoes; `?info\n` gets the TLS details as JSON; early data is prefixed `[early N]`. */
+/**
+ * Echoes; `?info\n` gets the TLS details as JSON; early data is prefixed `[early N]`; a connection
+ * that starts with `?line:` gets whole lines back only.
+ */
 export function onTraffic(conn: Conn): void {
+  if (conn.context === "line" || decoder.decode(conn.peek(6)) === "?line:") {
+    // Line mode: echo whole lines only, leaving a partial line for next time.
+    conn.context = "line";
+    const nl = conn.peek().lastIndexOf(10);
+    if (nl >= 0) conn.write(conn.next(nl + 1));
+    return;
+  }
   const early = conn.tls?.earlyBytes ?? 0;
   if (early > 0) conn.write(encoder.encode(`[early ${early}]`));
   const bytes = conn.next();

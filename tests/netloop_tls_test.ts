@@ -165,6 +165,13 @@ for (const backend of BACKENDS) {
       assert.equal(echoed.length, big.length);
       conn.close();
       assert.equal((await info(engine.address.port)).alpn, undefined);
+      // Plaintext the handler leaves unconsumed comes first next time.
+      const lines = await connectTls(engine.address.port);
+      await writeAll(lines, encoder.encode("?line:ab\ncd"));
+      assert.equal(await readUntil(lines, "\n"), "?line:ab\n");
+      await writeAll(lines, encoder.encode("ef\n"));
+      assert.equal(await readUntil(lines, "\n"), "cdef\n");
+      lines.close();
     },
   );
 
@@ -396,7 +403,7 @@ testWith("tls: certificate reload; a bad pair is refused and the old kept", [
   }
 });
 
-for (const backend of ["epoll", "uring"] as const) {
+for (const backend of BACKENDS) {
   testWith(
     `tls ${backend}: bad input closes that connection alone, counted`,
     NEEDS[backend],
@@ -432,17 +439,41 @@ for (const backend of ["epoll", "uring"] as const) {
   );
 }
 
-testWith("tls: an oversized record after the handshake closes that connection, counted", [
-  linux,
-  ffi,
-  libssl,
-], async () => {
-  await using engine = await start("epoll");
+for (const backend of BACKENDS) {
+  testWith(`tls ${backend}: a dialed handshake that stalls times out`, NEEDS[backend], async () => {
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of silent) held.push(conn);
+    })();
+    const messages: Record<string, unknown>[] = [];
+    try {
+      const ca = await Deno.readTextFile((await makeCerts()).ca);
+      const port = (silent.addr as Deno.NetAddr).port;
+      await using engine = await serve(HANDLER, {
+        backend,
+        loops: 1,
+        logger: createLogger({ level: "error" }),
+        data: { dial: { port, ca, serverName: "localhost", handshakeTimeout: 300 } },
+        onMessage: (m) => messages.push(m as Record<string, unknown>),
+      });
+      assert.ok(await eventually(() => messages.some((m) => "closed" in m), 5000));
+      const closed = messages.find((m) => "closed" in m)!;
+      assert.match(String(closed.closed), /did not finish in time/);
+      assert.equal((await engine.tlsStats()).handshakeTimeouts, 1);
+    } finally {
+      silent.close();
+      await accepting;
+      for (const conn of held) conn.close();
+    }
+  });
+}
+
+/** Dials `engine` from another engine, and after the handshake sends `raw` (hex) and closes. */
+async function sendRaw(engine: Engine, raw: string): Promise<void> {
   const ca = await Deno.readTextFile((await makeCerts()).ca);
   const messages: Record<string, unknown>[] = [];
-  // Application data announcing 0xffff bytes: more than a TLS 1.3 record may carry.
-  const raw = "170303ffff" + "00".repeat(64);
-  await using client = await serve(HANDLER, {
+  await using _client = await serve(HANDLER, {
     backend: "epoll",
     loops: 1,
     logger: createLogger({ level: "error" }),
@@ -451,11 +482,25 @@ testWith("tls: an oversized record after the handshake closes that connection, c
   });
   assert.ok(await eventually(() => messages.some((m) => "closed" in m), 10_000));
   assert.ok(messages.some((m) => "rawSent" in m));
+}
+
+testWith("tls: an oversized or cut record after the handshake closes that connection, counted", [
+  linux,
+  ffi,
+  libssl,
+], async () => {
+  await using engine = await start("epoll");
+  // Application data announcing 0xffff bytes: more than a TLS 1.3 record may carry.
+  await sendRaw(engine, "170303ffff" + "00".repeat(64));
+  assert.ok(await eventually(async () => (await engine.tlsStats()).recordErrors === 1));
+  // A record announcing 256 bytes, 8 of them sent, then the connection ends.
+  await sendRaw(engine, "1703030100" + "00".repeat(8));
+  assert.ok(await eventually(async () => (await engine.tlsStats()).truncated === 1));
   const stats = await engine.tlsStats();
+  assert.equal(stats.handshakes, 2, JSON.stringify(stats));
   assert.equal(stats.recordErrors, 1, JSON.stringify(stats));
-  assert.equal(stats.handshakes, 1);
   assert.equal((await info(engine.address.port)).protocol, "TLSv1.3");
-  void client;
+  assert.ok(await eventually(async () => (await engine.tlsStats()).live === 0));
 });
 
 for (const backend of BACKENDS) {
