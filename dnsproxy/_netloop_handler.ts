@@ -57,7 +57,7 @@ export function onOpen(_conn: Conn): Action {
   return max !== undefined && loopRef!.connections > max ? Action.Close : Action.None;
 }
 
-function client(conn: Conn, transport: "udp" | "tcp"): ClientInfo {
+function client(conn: Conn, transport: "udp" | "tcp" | "tls"): ClientInfo {
   const remote = conn.remoteAddress;
   return { address: remote.address, port: remote.port, transport };
 }
@@ -89,7 +89,7 @@ export function onTraffic(conn: Conn): Action {
     if (answer) conn.write(answer);
     return Action.None;
   }
-  const from = client(conn, "tcp");
+  const from = client(conn, conn.tls === undefined ? "tcp" : "tls");
   for (;;) {
     let frame: Uint8Array | undefined;
     try {

@@ -34,9 +34,22 @@ const socketAddress: z.ZodString = parsedBy(
   'expected an address with a port, such as "127.0.0.1:5353" or "[::1]:5353"',
 );
 
+const optionalAddress = (what: string): z.ZodType<string, string | undefined> =>
+  z.string().refine((text) => {
+    if (text === "") return true;
+    try {
+      parseSocketAddress(text);
+      return true;
+    } catch {
+      return false;
+    }
+  }, { message: 'expected an address with a port, such as "127.0.0.1:853", or ""' }).default("")
+    .describe(`${what} address; "" for none.`);
+
 const upstreamAddress: z.ZodString = parsedBy(
   parseUpstreamAddress,
-  'expected an upstream such as "127.0.0.1:53", "tcp://10.0.0.1" or "tls://1.1.1.1"',
+  'expected an upstream such as "127.0.0.1:53", "tcp://10.0.0.1", "tls://1.1.1.1", ' +
+    '"https://1.1.1.1/dns-query" or "quic://94.140.14.14"',
 );
 
 const schema = z.object({
@@ -65,8 +78,12 @@ const schema = z.object({
     attempts: z.number().int().min(1).max(10).default(3).describe("Upstreams tried per query."),
     max_fails: z.number().int().min(1).default(2).describe("Failures that mark an upstream down."),
     health_check: duration("500ms").describe("Probe interval of upstreams that are down."),
-    tls_server_name: z.string().default("").describe("Name to verify for tls:// upstreams."),
-    ca_file: z.string().default("").describe("Extra CA certificates (PEM) for tls:// upstreams."),
+    tls_server_name: z.string().default("").describe(
+      "Name to verify for tls://, https:// and quic:// upstreams.",
+    ),
+    ca_file: z.string().default("").describe(
+      "Extra CA certificates (PEM) for tls://, https:// and quic:// upstreams.",
+    ),
     idle_timeout: duration("30s").describe(
       "TCP/TLS upstream connections idle this long are closed.",
     ),
@@ -154,6 +171,20 @@ const schema = z.object({
     ),
   }).default({ idle_timeout: "10s", max_connections: 0, max_pipelined: 100 }),
   defence: defenceSchema,
+  tls: z.object({
+    listen: optionalAddress("DNS over TLS (RFC 7858)"),
+    cert: z.string().default("").describe(
+      "Certificate chain (PEM file) of DoT, DoH and DoQ; reloaded when it changes.",
+    ),
+    key: z.string().default("").describe("Private key (PEM file) of the certificate."),
+  }).default({ listen: "", cert: "", key: "" }),
+  https: z.object({
+    listen: optionalAddress("DNS over HTTPS (RFC 8484)"),
+    path: z.string().startsWith("/").default("/dns-query").describe("URL path of DoH queries."),
+  }).default({ listen: "", path: "/dns-query" }),
+  quic: z.object({
+    listen: optionalAddress("DNS over QUIC (RFC 9250, UDP)"),
+  }).default({ listen: "" }),
 });
 
 /** The validated configuration (see the schema's descriptions, and the README). */
@@ -207,6 +238,12 @@ export interface DnsConfig {
   tcp: { idle_timeout: string; max_connections: number; max_pipelined: number };
   /** Dynamic and static blocks, and the kernel filter's interfaces (`defence/config.ts`). */
   defence: DefenceConfig;
+  /** DNS over TLS, and the certificate of every encrypted transport. */
+  tls: { listen: string; cert: string; key: string };
+  /** DNS over HTTPS. */
+  https: { listen: string; path: string };
+  /** DNS over QUIC. */
+  quic: { listen: string };
 }
 
 /**

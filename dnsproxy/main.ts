@@ -4,6 +4,7 @@
  * ```sh
  * deno task dns [--listen ADDR] [--upstream ADDR]... [--config FILE] [--metrics ADDR] [--loops N]
  *   [--xdp IFACE]... [--etcd URL[,URL] [--etcd-key KEY]]
+ *   [--tls-listen ADDR] [--https-listen ADDR] [--quic-listen ADDR] [--tls-cert FILE --tls-key FILE]
  * ```
  *
  * Configuration comes from `@triad/config`: defaults < the YAML/JSON/TOML file (`--config`, or
@@ -14,9 +15,15 @@
  *
  * @module
  */
-import { createConfig, etcdSource } from "@triad/config";
-import type { Config, RemoteSource } from "@triad/config";
-import { createLogger, formatSocketAddress, parseDuration, parseSocketAddress } from "@triad/core";
+import { createConfig, denoFileSystem, etcdSource } from "@triad/config";
+import type { Config, ConfigFsWatcher, RemoteSource } from "@triad/config";
+import {
+  createLogger,
+  formatSocketAddress,
+  parseDuration,
+  parseSocketAddress,
+  TriadError,
+} from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
 import {
   dnsConfigSchema,
@@ -27,9 +34,11 @@ import {
 import type { DnsConfig } from "./config.ts";
 import { DnsProxy } from "./proxy.ts";
 import type { ProxySettings } from "./proxy.ts";
-import { serveDns } from "./server.ts";
+import { serveDns, serveEncryptedDns } from "./server.ts";
+import type { CertificatePair, EncryptedDnsServer, EncryptedListenOptions } from "./server.ts";
 import { serveDnsOnNetloop } from "./netloop_server.ts";
 import { readinessOf } from "./health.ts";
+import { needCertificate } from "./frontend/listener.ts";
 import type { Readiness } from "./health.ts";
 import { checkLimits } from "@triad/netloop";
 import { startDefence } from "./defence/controller.ts";
@@ -69,6 +78,8 @@ export interface RunningDnsProxy extends AsyncDisposable {
   readonly reloads: { applied: number; failed: number };
   /** The defence (kernel filter state), see `defence/`. */
   readonly defence: Defence;
+  /** Certificate reloads applied and refused. */
+  readonly certificateReloads: { applied: number; failed: number };
   /** Stops everything. */
   close(): Promise<void>;
 }
@@ -80,9 +91,154 @@ interface Frontend {
   readonly proxy: DnsProxy | undefined;
   /** Loops with their own proxy, whose `dns_upstream_healthy` values are summed. */
   readonly loops: number;
+  /** Where a new certificate goes. */
+  readonly encrypted: { setCertificate(pair: CertificatePair): Promise<void> } | undefined;
   reconfigure(settings: ProxySettings): void;
   metrics(): Promise<string>;
   close(): Promise<void>;
+}
+
+/** The encrypted listeners of the netloop backend, with their main-thread proxy. */
+interface Encrypted {
+  readonly proxy: DnsProxy;
+  readonly server: EncryptedDnsServer;
+}
+
+/** Reads the certificate pair the configuration names, or `undefined` when none. */
+async function readCertificate(value: DnsConfig): Promise<CertificatePair | undefined> {
+  if (value.tls.cert === "" && value.tls.key === "") return undefined;
+  if (value.tls.cert === "" || value.tls.key === "") {
+    throw new TriadError("tls.cert and tls.key (--tls-cert, --tls-key) go together", {
+      code: "config_invalid",
+    });
+  }
+  const read = (path: string, what: string) =>
+    Deno.readTextFile(path).catch((cause) => {
+      throw new TriadError(`Cannot read the TLS ${what} ${path}: ${cause}`, {
+        code: "config_invalid",
+        cause,
+      });
+    });
+  return { cert: await read(value.tls.cert, "certificate"), key: await read(value.tls.key, "key") };
+}
+
+async function encryptedOptions(value: DnsConfig): Promise<EncryptedListenOptions> {
+  const given = (address: string) => address === "" ? undefined : address;
+  return {
+    tls: given(value.tls.listen),
+    https: given(value.https.listen),
+    quic: given(value.quic.listen),
+    httpsPath: value.https.path,
+    certificate: await readCertificate(value),
+  };
+}
+
+async function startEncrypted(
+  value: DnsConfig,
+  settings: ProxySettings,
+  logger: Logger,
+  idleTimeout: number,
+  withTls: boolean,
+  onDefence: (event: DefenceEvent) => void,
+): Promise<Encrypted | undefined> {
+  const options = await encryptedOptions(value);
+  if (!withTls) options.tls = undefined;
+  if (options.tls === undefined && options.https === undefined && options.quic === undefined) {
+    return undefined;
+  }
+  const proxy = new DnsProxy({ ...settings, logger, onDefence });
+  try {
+    const server = await serveEncryptedDns(proxy, options, {
+      idleTimeout,
+      maxConnections: maxTcpConnections(value),
+      maxPipelined: value.tcp.max_pipelined,
+      logger,
+    });
+    for (const served of server.listeners) {
+      logger.info("listening", {
+        address: formatSocketAddress(served.address),
+        transport: served.transport,
+      });
+    }
+    return { proxy, server };
+  } catch (error) {
+    proxy.close();
+    throw error;
+  }
+}
+
+/**
+ * Follows the certificate and key files (their directories, through `@triad/config`'s file
+ * system watch, so a rename over them or a Kubernetes Secret's `..data` swap is seen) and hands a
+ * new pair to the listeners; a pair they refuse keeps the running one, with an error naming the
+ * files.
+ */
+function watchCertificate(
+  paths: () => { cert: string; key: string },
+  target: { setCertificate(pair: CertificatePair): Promise<void> },
+  logger: Logger,
+  counts: { applied: number; failed: number },
+): { close(): void; reload(): Promise<void> } {
+  let watcher: ConfigFsWatcher | undefined;
+  let watched = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const reload = async () => {
+    const { cert, key } = paths();
+    try {
+      const pair = {
+        cert: await Deno.readTextFile(cert),
+        key: await Deno.readTextFile(key),
+      };
+      await target.setCertificate(pair);
+      counts.applied++;
+      logger.info("TLS certificate reloaded", { cert, key });
+    } catch (error) {
+      counts.failed++;
+      logger.error("TLS certificate not applied; keeping the running one", {
+        cert,
+        key,
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
+  };
+  const follow = () => {
+    const { cert, key } = paths();
+    const dirs = [...new Set([dirOf(cert), dirOf(key)])];
+    if (dirs.join("\0") === watched) return;
+    watcher?.close();
+    watched = dirs.join("\0");
+    watcher = denoFileSystem.watch(dirs);
+    const names = new Set([baseOf(cert), baseOf(key)]);
+    (async () => {
+      for await (const event of watcher!) {
+        if (!event.paths.some((path) => names.has(baseOf(path)) || baseOf(path) === "..data")) {
+          continue;
+        }
+        clearTimeout(timer);
+        timer = setTimeout(() => void reload(), 100);
+      }
+    })().catch(() => {});
+  };
+  follow();
+  return {
+    close() {
+      clearTimeout(timer);
+      watcher?.close();
+    },
+    async reload() {
+      follow();
+      await reload();
+    },
+  };
+}
+
+function dirOf(path: string): string {
+  const at = path.lastIndexOf("/");
+  return at < 0 ? "." : at === 0 ? "/" : path.slice(0, at);
+}
+
+function baseOf(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
 }
 
 async function startFrontend(
@@ -93,9 +249,16 @@ async function startFrontend(
 ): Promise<Frontend> {
   const idleTimeout = parseDuration(value.tcp.idle_timeout);
   if (value.backend !== "builtin") {
-    // Limits too low for tcp.max_connections clients: said at start, with what lifts them.
+    // DoT on netloop's own TLS; DoH and DoQ on the main thread.
+    const certificate = await readCertificate(value);
+    const withTls = value.tls.listen !== "";
+    // Limits too low for tcp.max_connections clients (TCP, and as many DoT clients when served):
+    // said at start, with what lifts them.
     for (
-      const check of checkLimits({ connections: maxTcpConnections(value), loops: 2 * value.loops })
+      const check of checkLimits({
+        connections: maxTcpConnections(value) * (withTls ? 2 : 1),
+        loops: (withTls ? 3 : 2) * value.loops,
+      })
     ) {
       if (!check.ok) {
         logger.warn(`${check.name} is too low for tcp.max_connections`, {
@@ -113,21 +276,52 @@ async function startFrontend(
       maxConnections: maxTcpConnections(value),
       logger,
       onDefence,
+      tls: withTls
+        ? { listen: value.tls.listen, ...needCertificate(certificate, "DNS over TLS") }
+        : undefined,
     });
+    if (server.tlsAddress !== undefined) {
+      logger.info("listening", {
+        address: formatSocketAddress(server.tlsAddress),
+        transport: "tls",
+        backend: "netloop",
+      });
+    }
     logger.info("listening", {
       address: formatSocketAddress(server.address),
       transports: "udp+tcp",
       backend: `netloop ${server.backend}`,
       loops: value.loops,
     });
+    // The encrypted transports run on the main thread, with a proxy (and cache) of their own.
+    let encrypted: Encrypted | undefined;
+    try {
+      encrypted = await startEncrypted(value, settings, logger, idleTimeout, false, onDefence);
+    } catch (error) {
+      await server.close();
+      throw error;
+    }
     return {
       address: server.address,
       backend: `netloop ${server.backend}`,
       proxy: undefined,
-      loops: server.loops,
-      reconfigure: (next) => server.reconfigure(next),
-      metrics: () => server.metrics(),
-      close: () => server.close(),
+      loops: server.loops + (encrypted === undefined ? 0 : 1),
+      encrypted: {
+        async setCertificate(pair) {
+          await server.reloadTls(pair);
+          await encrypted?.server.setCertificate(pair);
+        },
+      },
+      reconfigure: (next) => {
+        server.reconfigure(next);
+        encrypted?.proxy.reconfigure(next);
+      },
+      metrics: () => server.metrics(encrypted?.proxy.metrics.registry.snapshot()),
+      close: async () => {
+        await server.close();
+        await encrypted?.server.close();
+        encrypted?.proxy.close();
+      },
     };
   }
   if (value.loops > 1) {
@@ -141,12 +335,14 @@ async function startFrontend(
       maxConnections: maxTcpConnections(value),
       maxPipelined: value.tcp.max_pipelined,
       logger,
+      encrypted: await encryptedOptions(value),
     });
     return {
       address: server.address,
       backend: "builtin",
       proxy,
       loops: 1,
+      encrypted: server,
       reconfigure: (next) => proxy.reconfigure(next),
       metrics: () => Promise.resolve(proxy.metrics.registry.expose()),
       close: async () => {
@@ -197,7 +393,18 @@ async function loadDnsConfig(
     schema: dnsConfigSchema,
     files: { name: "dnsproxy", paths: [".", "/etc/triad"] },
     env: { prefix: "DNSPROXY", vars: env },
-    args: { argv: rest, aliases: { upstream: "upstream.servers", xdp: "defence.xdp" } },
+    args: {
+      argv: rest,
+      aliases: {
+        upstream: "upstream.servers",
+        xdp: "defence.xdp",
+        "tls-listen": "tls.listen",
+        "https-listen": "https.listen",
+        "quic-listen": "quic.listen",
+        "tls-cert": "tls.cert",
+        "tls-key": "tls.key",
+      },
+    },
     program: "deno task dns",
     ...(etcd === undefined ? {} : { remote: [etcd] }),
   }) as unknown as Config<DnsConfig>;
@@ -309,9 +516,16 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
       frontend.reconfigure(next);
       running.reconfigure(next.defence!);
       reloads.applied++;
-      const fixed = ["listen", "loops", "backend", "metrics", "tcp"].filter((path) =>
-        event.changed(path as "listen")
-      );
+      const fixed = [
+        "listen",
+        "loops",
+        "backend",
+        "metrics",
+        "tcp",
+        "tls.listen",
+        "https",
+        "quic",
+      ].filter((path) => event.changed(path as "listen"));
       logger.info("configuration reloaded", { cause: event.cause });
       if (fixed.length > 0) logger.warn("restart needed to apply", { paths: fixed });
     }).catch((error) => {
@@ -323,10 +537,21 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     reloads.failed++;
     logger.error("configuration invalid; keeping the running one", { error: error.message });
   });
+  const certificateReloads = { applied: 0, failed: 0 };
+  let certPaths = { cert: value.tls.cert, key: value.tls.key };
+  const certificates = frontend.encrypted !== undefined && certPaths.cert !== ""
+    ? watchCertificate(() => certPaths, frontend.encrypted, logger, certificateReloads)
+    : undefined;
+  config.on("change", (event) => {
+    if (certificates === undefined || !event.changed("tls" as "listen")) return;
+    certPaths = { cert: event.current.tls.cert, key: event.current.tls.key };
+    void certificates.reload();
+  });
   await config.watch();
   const close = async () => {
     if (closing) return;
     closing = true;
+    certificates?.close();
     await config[Symbol.asyncDispose]();
     await frontend.close();
     running.close();
@@ -341,6 +566,7 @@ export async function runDnsProxy(options: RunDnsProxyOptions): Promise<RunningD
     metricsAddress,
     reloads,
     defence: running,
+    certificateReloads,
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -7,6 +7,20 @@ import { Metrics } from "@triad/core";
 import type { Counter, Gauge, Histogram } from "@triad/core";
 import { rcodeName, typeName } from "./wire/constants.ts";
 
+/**
+ * The transport a client query came on: cleartext `udp` and `tcp`, DNS over TLS (`tls`, RFC 7858),
+ * over HTTPS (`https`, RFC 8484) or over QUIC (`quic`, RFC 9250).
+ */
+export type ClientTransport = "udp" | "tcp" | "tls" | "https" | "quic";
+
+const TRANSPORT_SLOT: Record<ClientTransport, number> = {
+  udp: 0,
+  tcp: 1,
+  tls: 2,
+  https: 3,
+  quic: 4,
+};
+
 const UPSTREAM_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2];
 
 /**
@@ -63,6 +77,7 @@ export class DnsMetrics {
   readonly #upstreamLatency: Histogram;
   readonly #upstreamFailures: Counter;
   readonly #mismatches: Counter;
+  readonly #handshakes: Counter;
   readonly #queryHandles = new Map<number, () => void>();
   readonly #responseHandles = new Map<number, () => void>();
   readonly #latencyHandles = new Map<string, (seconds: number) => void>();
@@ -140,6 +155,11 @@ export class DnsMetrics {
       help: "Accepts (TCP clients) and dials (upstream sockets) refused for lack of descriptors.",
       labels: ["what"],
     });
+    this.#handshakes = registry.counter({
+      name: "dns_tls_handshakes_total",
+      help: "TLS and QUIC handshakes of client connections, by transport and result.",
+      labels: ["transport", "result"],
+    });
     this.#mismatches = registry.counter({
       name: "dns_upstream_mismatches_total",
       help: "Replies refused: wrong source, ID or question, or malformed.",
@@ -158,14 +178,22 @@ export class DnsMetrics {
   }
 
   /** Counts a query. */
-  query(type: number, transport: "udp" | "tcp"): void {
-    const slot = type * 2 + (transport === "udp" ? 0 : 1);
+  query(type: number, transport: ClientTransport): void {
+    const slot = type * 8 + TRANSPORT_SLOT[transport];
     let handle = this.#queryHandles.get(slot);
     if (handle === undefined) {
       handle = this.#queries.bind({ type: typeName(type), transport });
       this.#queryHandles.set(slot, handle);
     }
     handle();
+  }
+
+  /**
+   * Counts a TLS (or QUIC) handshake of a client connection: `ok`, `failed`, or `resumed` (a
+   * session resumed from a ticket, where the TLS stack reports it).
+   */
+  handshake(transport: ClientTransport, result: "ok" | "failed" | "resumed"): void {
+    this.#handshakes.inc({ transport, result });
   }
 
   /** Counts a response. */

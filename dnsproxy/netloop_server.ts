@@ -4,10 +4,11 @@
  *
  * @module
  */
-import { formatPrometheus, parseSocketAddress, TriadError } from "@triad/core";
+import { formatPrometheus, parseSocketAddress } from "@triad/core";
 import type { Logger, MetricSnapshot, SocketAddress } from "@triad/core";
 import { NetloopError, serve } from "@triad/netloop";
-import type { Engine } from "@triad/netloop";
+import type { Engine, TlsStats } from "@triad/netloop";
+import { bindRetrying } from "./frontend/listener.ts";
 import type { LoopData, LoopMessage } from "./_netloop_handler.ts";
 import type { ProxySettings } from "./proxy.ts";
 import type { DefenceEvent } from "./defence/rules.ts";
@@ -23,14 +24,19 @@ export interface NetloopDnsOptions {
   /** Idle TCP connections are closed after this many ms. @default {10000} */
   idleTimeout?: number;
   /**
-   * Most TCP clients at once, over every loop (each holds its share); a client past it is closed
-   * as it connects. Unlimited when unset.
+   * Most TCP clients at once, over every loop (each holds its share), and as many DNS over TLS
+   * clients on the TLS engine; a client past it is closed as it connects. Unlimited when unset.
    */
   maxConnections?: number;
   /** Where the engines log. */
   logger?: Logger;
   /** Receives defence blocks starting and ending in the loops (for the kernel filter). */
   onDefence?: (event: DefenceEvent) => void;
+  /**
+   * Also serve DNS over TLS (RFC 7858) on netloop's TLS (OpenSSL on the loop, ALPN `dot`): a third
+   * engine on its own address, the same handler and the same pipelined TCP path.
+   */
+  tls?: { listen: string; cert: string; key: string } | undefined;
 }
 
 /** The proxy running on netloop. */
@@ -41,10 +47,14 @@ export interface NetloopDnsServer extends AsyncDisposable {
   readonly backend: string;
   /** How many loops serve, UDP and TCP together (each has its own proxy and upstream health). */
   readonly loops: number;
+  /** The DNS over TLS address, when asked for. */
+  readonly tlsAddress: SocketAddress | undefined;
+  /** Serves new TLS handshakes with this pair (PEM); a bad pair throws and the old one stays. */
+  reloadTls(pair: { cert: string; key: string }): Promise<void>;
   /** Sends new settings to every loop (hot reload). */
   reconfigure(settings: ProxySettings): void;
-  /** Prometheus text merged from every loop. */
-  metrics(): Promise<string>;
+  /** Prometheus text merged from every loop (and `extra`, say a main-thread proxy's). */
+  metrics(extra?: readonly MetricSnapshot[]): Promise<string>;
   /** Stops both engines. */
   close(): Promise<void>;
 }
@@ -105,54 +115,73 @@ export async function serveDnsOnNetloop(
     onMessage,
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   } as const;
-  let udp: Engine | undefined;
-  let tcp: Engine | undefined;
   // `auto` carries UDP on epoll where it can run: on the benchmark's kernel recvmmsg/sendmmsg
   // answered at 40,000 q/s with lower latency than netloop's io_uring path (85 against 111 µs,
   // median of 4 interleaved rounds) at the same CPU per query. TCP stays on `auto` (uring).
   let udpBackend: "auto" | "uring" | "epoll" | "portable" = common.backend === "auto"
     ? "epoll"
     : common.backend;
-  for (let attempt = 0; attempt < 10 && tcp === undefined; attempt++) {
+  // TCP and TLS clients past their loop's share of `maxConnections` are closed as they connect.
+  const streamLimit = options.maxConnections === undefined ? {} : {
+    data: {
+      ...data,
+      maxConnections: Math.ceil(options.maxConnections / common.loops),
+    } satisfies LoopData,
+  };
+  // With port 0, find a port free for both transports (the one retry loop, frontend/listener.ts).
+  const [udp, tcp] = await bindRetrying(options.listen, async (): Promise<[Engine, Engine]> => {
+    let bound: Engine;
     try {
-      try {
-        udp = await serve(HANDLER, {
-          ...common,
-          backend: udpBackend,
-          network: "udp",
-          port: at.port,
-        });
-      } catch (error) {
-        // No FFI (or no epoll): let netloop pick, as for TCP.
-        if (udpBackend !== "epoll" || common.backend !== "auto") throw error;
-        if (!(error instanceof NetloopError) || error.code !== "backend_unavailable") throw error;
-        udpBackend = "auto";
-        udp = await serve(HANDLER, { ...common, network: "udp", port: at.port });
-      }
-      tcp = await serve(HANDLER, {
+      bound = await serve(HANDLER, {
         ...common,
-        network: "tcp",
-        port: udp.address.port,
-        idleTimeout: options.idleTimeout ?? 10_000,
-        ...(options.maxConnections === undefined ? {} : {
-          data: {
-            ...data,
-            maxConnections: Math.ceil(options.maxConnections / common.loops),
-          } satisfies LoopData,
-        }),
+        backend: udpBackend,
+        network: "udp",
+        port: at.port,
       });
-    } catch (cause) {
-      await udp?.stop();
-      udp = undefined;
-      if (at.port !== 0 || attempt === 9) {
-        throw new TriadError(`Cannot listen on ${options.listen}: ${String(cause)}`, {
-          code: "listen_failed",
-          cause,
-        });
-      }
+    } catch (error) {
+      // No FFI (or no epoll): let netloop pick, as for TCP.
+      if (udpBackend !== "epoll" || common.backend !== "auto") throw error;
+      if (!(error instanceof NetloopError) || error.code !== "backend_unavailable") throw error;
+      udpBackend = "auto";
+      bound = await serve(HANDLER, { ...common, network: "udp", port: at.port });
     }
+    try {
+      return [
+        bound,
+        await serve(HANDLER, {
+          ...common,
+          network: "tcp",
+          port: bound.address.port,
+          idleTimeout: options.idleTimeout ?? 10_000,
+          ...streamLimit,
+        }),
+      ];
+    } catch (error) {
+      await bound.stop();
+      throw error;
+    }
+  });
+  const engines = [udp, tcp];
+  let tlsEngine: Engine | undefined;
+  if (options.tls !== undefined) {
+    const tls = options.tls;
+    try {
+      tlsEngine = await bindRetrying(tls.listen, (at) =>
+        serve(HANDLER, {
+          ...common,
+          hostname: at.address,
+          network: "tcp",
+          port: at.port,
+          idleTimeout: options.idleTimeout ?? 10_000,
+          ...streamLimit,
+          tls: { cert: tls.cert, key: tls.key, alpn: ["dot"] },
+        }));
+    } catch (error) {
+      await Promise.all(engines.map((engine) => engine.stop()));
+      throw error;
+    }
+    engines.push(tlsEngine);
   }
-  const engines = [udp!, tcp!];
   let nextId = 0;
   let closed = false;
   const close = async () => {
@@ -161,18 +190,25 @@ export async function serveDnsOnNetloop(
     await Promise.all(engines.map((engine) => engine.stop()));
   };
   return {
-    address: { ...at, port: udp!.address.port },
+    address: { ...at, port: udp.address.port },
     backend: common.backend === "auto" && udpBackend === "epoll"
-      ? `epoll for UDP (lower latency than io_uring for UDP), ${tcp!.backend} for TCP (${
-        tcp!.reason
-      })`
-      : `${udp!.backend} (${udp!.reason})`,
+      ? `epoll for UDP (lower latency than io_uring for UDP), ${tcp.backend} for TCP (${tcp.reason})`
+      : `${udp.backend} (${udp.reason})`,
     loops: engines.reduce((sum, engine) => sum + engine.loops, 0),
     reconfigure(next) {
       const message: LoopMessage = { type: "reconfigure", settings: next };
       for (const engine of engines) engine.broadcast(message);
     },
-    metrics() {
+    tlsAddress: tlsEngine === undefined
+      ? undefined
+      : { ...parseSocketAddress(options.tls!.listen), port: tlsEngine.address.port },
+    async reloadTls(pair) {
+      await tlsEngine?.reloadTls(pair);
+    },
+    async metrics(extra = []) {
+      const handshakes = tlsEngine === undefined
+        ? []
+        : [handshakeSnapshot(await tlsEngine.tlsStats())];
       const id = ++nextId;
       const loops = engines.reduce((sum, engine) => sum + engine.loops, 0);
       return new Promise<string>((resolve) => {
@@ -182,7 +218,7 @@ export async function serveDnsOnNetloop(
           done: () => {
             clearTimeout(timer);
             pending.delete(id);
-            resolve(formatPrometheus(entry.snapshots));
+            resolve(formatPrometheus([...entry.snapshots, ...extra, ...handshakes]));
           },
         };
         // A loop that does not answer within a second is left out rather than hanging /metrics.
@@ -194,5 +230,21 @@ export async function serveDnsOnNetloop(
     },
     close,
     [Symbol.asyncDispose]: close,
+  };
+}
+
+/** netloop's TLS counters as `dns_tls_handshakes_total{transport="tls",result}`. */
+function handshakeSnapshot(stats: TlsStats): MetricSnapshot {
+  const series = (result: string, value: number) => ({ values: ["tls", result], value });
+  return {
+    kind: "counter",
+    name: "dns_tls_handshakes_total",
+    help: "TLS and QUIC handshakes of client connections, by transport and result.",
+    labels: ["transport", "result"],
+    series: [
+      series("ok", stats.handshakes),
+      series("resumed", stats.resumed),
+      series("failed", stats.handshakeErrors + stats.handshakeTimeouts),
+    ],
   };
 }

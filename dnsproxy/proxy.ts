@@ -13,6 +13,7 @@ import type { CacheLookup, CacheOptions } from "./cache.ts";
 import { DefenceRules } from "./defence/rules.ts";
 import type { DefenceEvent, DefenceSettings } from "./defence/rules.ts";
 import { DnsMetrics } from "./metrics.ts";
+import type { ClientTransport } from "./metrics.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import type { RateLimitOptions } from "./rate_limit.ts";
 import { UpstreamGroup } from "./upstream/upstream_group.ts";
@@ -40,7 +41,7 @@ export interface ClientInfo {
   /** The client's port. */
   readonly port: number;
   /** The transport the query came on. */
-  readonly transport: "udp" | "tcp";
+  readonly transport: ClientTransport;
 }
 
 /** Everything that can change at run time (hot reload). */
@@ -314,7 +315,7 @@ export class DnsProxy {
     if (this.#limiter !== undefined && !this.#limiter.take(client.address)) {
       this.metrics.rateLimited();
       // Over UDP a reply would still feed a reflection attack: stay silent.
-      return headerOk && client.transport === "tcp" ? this.#refuse(packet) : null;
+      return headerOk && client.transport !== "udp" ? this.#refuse(packet) : null;
     }
     if (!headerOk) {
       this.metrics.malformedDropped();
@@ -343,7 +344,7 @@ export class DnsProxy {
     if (question.type === 251 || question.type === 252) {
       return this.#error(packet, Rcode.NOTIMP, info); // IXFR, AXFR: not for a cache
     }
-    const limit = client.transport === "tcp"
+    const limit = client.transport !== "udp"
       ? 65_535
       : info.edns === undefined
       ? CLASSIC_UDP_SIZE

@@ -1,14 +1,31 @@
 /**
- * The proxy's listeners: UDP and TCP on the same address (RFC 7766), over the portable Deno
- * socket APIs (`Deno.listenDatagram` or `node:dgram` for UDP, `Deno.listen` for TCP).
+ * The proxy's listeners on Deno's sockets, one file per transport under `frontend/`: UDP and TCP
+ * on the same address (RFC 7766), and optionally DNS over TLS (RFC 7858), over HTTPS (RFC 8484)
+ * and over QUIC (RFC 9250) on addresses of their own.
  *
  * @module
  */
-import { formatSocketAddress, parseSocketAddress, TriadError } from "@triad/core";
+import { formatSocketAddress } from "@triad/core";
 import type { Logger, SocketAddress } from "@triad/core";
-import type { ClientInfo, DnsProxy, ProxyAnswer } from "./proxy.ts";
-import { bindUdpSocket } from "./_udp_socket.ts";
-import type { UdpSocket } from "./_udp_socket.ts";
+import type { DnsProxy } from "./proxy.ts";
+import { bindRetrying, needCertificate } from "./frontend/listener.ts";
+import type { CertificatePair, CertifiedListener, FrontendListener } from "./frontend/listener.ts";
+import { bindUdpSocket, serveUdp } from "./frontend/udp.ts";
+import type { UdpSocket } from "./frontend/udp.ts";
+import type { StreamOptions } from "./frontend/stream.ts";
+import { listenTcp, serveTcp } from "./frontend/tcp.ts";
+import { serveTls } from "./frontend/tls.ts";
+import { serveHttps } from "./frontend/https.ts";
+import { serveQuic } from "./frontend/quic.ts";
+
+export type { CertificatePair } from "./frontend/listener.ts";
+export {
+  answerDohRequest,
+  decodeBase64Url,
+  DNS_MESSAGE,
+  encodeBase64Url,
+} from "./frontend/https.ts";
+export { DoqError, quicAvailable } from "./frontend/quic.ts";
 
 /** Options of {@linkcode serveDns}. */
 export interface ServeDnsOptions {
@@ -27,27 +44,51 @@ export interface ServeDnsOptions {
    * `node:dgram`; `"auto"` takes the first available. @default {"auto"}
    */
   udp?: "auto" | "deno" | "node";
+  /** Also serve on the encrypted transports given an address (each needs `certificate`). */
+  encrypted?: EncryptedListenOptions;
 }
 
-/** A running pair of listeners. */
+/** Where the encrypted transports listen, and with which certificate. */
+export interface EncryptedListenOptions {
+  /** DNS over TLS address (TCP), say `127.0.0.1:853`. */
+  tls?: string | undefined;
+  /** DNS over HTTPS address (TCP), say `127.0.0.1:443`. */
+  https?: string | undefined;
+  /** DNS over QUIC address (UDP), say `127.0.0.1:853` (needs `--unstable-net`). */
+  quic?: string | undefined;
+  /** The URL path of DoH. @default {"/dns-query"} */
+  httpsPath?: string | undefined;
+  /** The certificate chain and key of all three. */
+  certificate?: CertificatePair | undefined;
+}
+
+/** A running set of listeners. */
 export interface DnsServer extends AsyncDisposable {
-  /** The address both listeners are bound to. */
+  /** The address UDP and TCP are bound to. */
   readonly address: SocketAddress;
   /** Open TCP connections. */
   readonly connections: number;
-  /** Stops both listeners and closes TCP connections. */
+  /** Every listener, by transport (`udp`, `tcp`, and `tls`, `https`, `quic` when asked for). */
+  readonly listeners: readonly FrontendListener[];
+  /**
+   * Serves new encrypted connections with this certificate; a bad pair throws and the running one
+   * stays.
+   */
+  setCertificate(pair: CertificatePair): Promise<void>;
+  /** Stops every listener and closes connections. */
   close(): Promise<void>;
 }
 
 /**
- * Serves a {@linkcode DnsProxy} over UDP and TCP on one address. TCP connections carry pipelined
- * queries answered as they complete (out of order), two-byte length prefixes may be split anywhere
- * across reads, messages are at most 64 KiB by construction, idle connections are closed.
+ * Serves a {@linkcode DnsProxy} over UDP and TCP on one address, and over TLS, HTTPS and QUIC
+ * where asked. TCP and TLS connections carry pipelined queries answered as they complete (out of
+ * order), two-byte length prefixes may be split anywhere across reads, messages are at most
+ * 64 KiB by construction, idle connections are closed.
  *
  * @param proxy The query path.
  * @param options Address and limits.
  * @returns The running server.
- * @throws {TriadError} With code `listen_failed` when the address cannot be bound.
+ * @throws {TriadError} With code `listen_failed` when an address cannot be bound.
  *
  * @example
  * ```ts
@@ -60,203 +101,133 @@ export interface DnsServer extends AsyncDisposable {
  * ```
  */
 export async function serveDns(proxy: DnsProxy, options: ServeDnsOptions): Promise<DnsServer> {
-  const wanted = parseSocketAddress(options.listen);
   const logger = options.logger;
   const onUdpError = (error: unknown) => logger?.warn("UDP socket error", { error });
-  let udp: UdpSocket | undefined;
-  let tcp: Deno.TcpListener | undefined;
   // With port 0, find a port free for both transports.
-  for (let attempt = 0; attempt < 10 && tcp === undefined; attempt++) {
+  const [udpSocket, listener, wanted] = await bindRetrying(options.listen, async (at) => {
+    const udp: UdpSocket = await bindUdpSocket(at, onUdpError, options.udp ?? "auto");
     try {
-      udp = await bindUdpSocket(wanted, onUdpError, options.udp ?? "auto");
-      tcp = Deno.listen({ hostname: wanted.address, port: udp.port, transport: "tcp" });
-    } catch (cause) {
-      await udp?.close();
-      udp = undefined;
-      if (wanted.port !== 0 || attempt === 9) {
-        throw new TriadError(`Cannot listen on ${options.listen}: ${String(cause)}`, {
-          code: "listen_failed",
-          cause,
-        });
-      }
-    }
-  }
-  const udpSocket = udp!;
-  const listener = tcp!;
-  const address: SocketAddress = { ...wanted, port: udpSocket.port };
-
-  udpSocket.start((packet, from, port) => {
-    const client: ClientInfo = { address: from, port, transport: "udp" };
-    let answer: ProxyAnswer | Promise<ProxyAnswer>;
-    try {
-      answer = proxy.handle(packet, client);
+      return [udp, listenTcp({ ...at, port: udp.port }), at] as const;
     } catch (error) {
-      logger?.error("query failed", { error });
-      return;
+      await udp.close();
+      throw error;
     }
-    if (answer === null) return;
-    if (answer instanceof Uint8Array) {
-      udpSocket.send(answer, from, port);
-      return;
-    }
-    answer.then((bytes) => {
-      if (bytes !== null) udpSocket.send(bytes, from, port);
-    }).catch((error) => logger?.error("query failed", { error }));
   });
-
-  const connections = new Set<TcpSession>();
-  const maxConnections = options.maxConnections ?? 1000;
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      if (connections.size >= maxConnections) {
-        conn.close();
-        continue;
-      }
-      const session = new TcpSession(conn, proxy, options);
-      connections.add(session);
-      session.done.finally(() => connections.delete(session));
-    }
-  })().catch(() => {});
-
+  const streamOptions = {
+    idleTimeout: options.idleTimeout,
+    maxConnections: options.maxConnections,
+    maxPipelined: options.maxPipelined,
+    logger,
+  };
+  const listeners: FrontendListener[] = [
+    serveUdp(udpSocket, wanted, proxy, logger),
+    serveTcp(listener, wanted, proxy, streamOptions),
+  ];
+  let encrypted: EncryptedDnsServer;
+  try {
+    encrypted = await serveEncryptedDns(proxy, options.encrypted ?? {}, streamOptions);
+  } catch (error) {
+    await Promise.allSettled(listeners.map((l) => l.close()));
+    throw error;
+  }
+  listeners.push(...encrypted.listeners);
+  const address: SocketAddress = listeners[0]!.address;
   let closed = false;
   const close = async () => {
     if (closed) return;
     closed = true;
-    listener.close();
-    await udpSocket.close();
-    for (const session of connections) session.close();
-    await accepting;
-    await Promise.allSettled([...connections].map((s) => s.done));
+    await Promise.allSettled(listeners.map((l) => l.close()));
   };
-  logger?.info("listening", {
-    address: formatSocketAddress(address),
-    transports: "udp+tcp",
-    udp: udpSocket.kind === "deno" ? "Deno.listenDatagram" : "node:dgram",
-  });
+  for (const served of listeners) {
+    logger?.info("listening", {
+      address: formatSocketAddress(served.address),
+      transport: served.transport,
+      ...(served.transport === "udp"
+        ? { udp: udpSocket.kind === "deno" ? "Deno.listenDatagram" : "node:dgram" }
+        : {}),
+    });
+  }
   return {
     address,
     get connections() {
-      return connections.size;
+      return listeners[1]!.connections;
     },
+    listeners,
+    setCertificate: (pair) => encrypted.setCertificate(pair),
     close,
     [Symbol.asyncDispose]: close,
   };
 }
 
-/** One TCP client connection: framing, pipelining, ordered writes, idle timeout. */
-class TcpSession {
-  readonly done: Promise<void>;
-  #conn: Deno.TcpConn;
-  #proxy: DnsProxy;
-  #client: ClientInfo;
-  #pending = 0;
-  #writing: Promise<void> = Promise.resolve();
-  #closed = false;
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
-  #idleTimeout: number;
-  #maxPipelined: number;
-  #resume: (() => void) | undefined;
+/** The encrypted listeners of {@linkcode serveEncryptedDns}. */
+export interface EncryptedDnsServer {
+  /** The listeners started (none when no address was given). */
+  readonly listeners: readonly FrontendListener[];
+  /** Serves new connections with this pair; a bad pair throws and the running one stays. */
+  setCertificate(pair: CertificatePair): Promise<void>;
+  /** Stops them. */
+  close(): Promise<void>;
+}
 
-  constructor(conn: Deno.TcpConn, proxy: DnsProxy, options: ServeDnsOptions) {
-    this.#conn = conn;
-    this.#proxy = proxy;
-    const remote = conn.remoteAddr;
-    this.#client = { address: remote.hostname, port: remote.port, transport: "tcp" };
-    this.#idleTimeout = options.idleTimeout ?? 10_000;
-    this.#maxPipelined = options.maxPipelined ?? 100;
-    this.#armIdle();
-    this.done = this.#readLoop();
-  }
-
-  #armIdle(): void {
-    clearTimeout(this.#idleTimer);
-    this.#idleTimer = setTimeout(() => {
-      if (this.#pending === 0) this.close();
-      else this.#armIdle();
-    }, this.#idleTimeout);
-  }
-
-  async #readLoop(): Promise<void> {
-    // Two bytes of length plus at most 65535 of message: the buffer never grows past this.
-    const buffer = new Uint8Array(65_537 + 16_384);
-    let filled = 0;
-    try {
-      while (!this.#closed) {
-        if (this.#pending >= this.#maxPipelined) {
-          await new Promise<void>((resolve) => this.#resume = resolve);
-          continue;
-        }
-        const n = await this.#conn.read(buffer.subarray(filled));
-        if (n === null) break;
-        filled += n;
-        this.#armIdle();
-        let at = 0;
-        while (filled - at >= 2) {
-          const length = (buffer[at]! << 8) | buffer[at + 1]!;
-          if (filled - at - 2 < length) break;
-          this.#query(buffer.slice(at + 2, at + 2 + length));
-          at += 2 + length;
-        }
-        if (at > 0) {
-          buffer.copyWithin(0, at, filled);
-          filled -= at;
-        }
-      }
-    } catch {
-      // Reset by the peer or closed by us.
+/**
+ * Serves a {@linkcode DnsProxy} over TLS, HTTPS and QUIC, on the addresses given (any of them).
+ *
+ * @param proxy The query path.
+ * @param options Addresses, DoH path, certificate.
+ * @param limits Stream limits and logger (as {@linkcode ServeDnsOptions}).
+ * @returns The running listeners.
+ * @throws {TriadError} With code `listen_failed` (an address taken, a certificate refused, or
+ *   none given for DoT or DoQ).
+ */
+export async function serveEncryptedDns(
+  proxy: DnsProxy,
+  options: EncryptedListenOptions,
+  limits: StreamOptions,
+): Promise<EncryptedDnsServer> {
+  const listeners: CertifiedListener[] = [];
+  const certificate = options.certificate;
+  try {
+    if (options.tls !== undefined) {
+      listeners.push(
+        await serveTls(proxy, {
+          ...limits,
+          listen: options.tls,
+          certificate: needCertificate(certificate, "DNS over TLS"),
+        }),
+      );
     }
-    // Let queries in flight finish writing before closing (half-closed clients still read).
-    while (this.#pending > 0 && !this.#closed) {
-      await new Promise<void>((resolve) => this.#resume = resolve);
+    if (options.https !== undefined) {
+      listeners.push(
+        await serveHttps(proxy, {
+          listen: options.https,
+          certificate,
+          path: options.httpsPath,
+          logger: limits.logger,
+        }),
+      );
     }
-    await this.#writing;
-    this.close();
-  }
-
-  #query(message: Uint8Array): void {
-    let answer: ProxyAnswer | Promise<ProxyAnswer>;
-    try {
-      answer = this.#proxy.handle(message, this.#client);
-    } catch {
-      return;
+    if (options.quic !== undefined) {
+      listeners.push(
+        await serveQuic(proxy, {
+          listen: options.quic,
+          certificate: needCertificate(certificate, "DNS over QUIC"),
+          idleTimeout: limits.idleTimeout,
+          maxPipelined: limits.maxPipelined,
+          logger: limits.logger,
+        }),
+      );
     }
-    if (answer === null) return;
-    if (answer instanceof Uint8Array) {
-      this.#write(answer);
-      return;
-    }
-    this.#pending++;
-    answer.then((bytes) => {
-      if (bytes !== null) this.#write(bytes);
-    }).catch(() => {}).finally(() => {
-      this.#pending--;
-      const resume = this.#resume;
-      this.#resume = undefined;
-      resume?.();
-    });
+  } catch (error) {
+    await Promise.allSettled(listeners.map((l) => l.close()));
+    throw error;
   }
-
-  #write(answer: Uint8Array): void {
-    const frame = new Uint8Array(answer.length + 2);
-    frame[0] = answer.length >> 8;
-    frame[1] = answer.length & 0xff;
-    frame.set(answer, 2);
-    this.#writing = this.#writing.then(async () => {
-      if (this.#closed) return;
-      let at = 0;
-      while (at < frame.length) at += await this.#conn.write(frame.subarray(at));
-    }).catch(() => this.close());
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearTimeout(this.#idleTimer);
-    try {
-      this.#conn.close();
-    } catch { /* already closed */ }
-    const resume = this.#resume;
-    this.#resume = undefined;
-    resume?.();
-  }
+  return {
+    listeners,
+    async setCertificate(pair) {
+      for (const served of listeners) await served.setCertificate(pair);
+    },
+    async close() {
+      await Promise.allSettled(listeners.map((l) => l.close()));
+    },
+  };
 }

@@ -26,6 +26,7 @@
 import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
+import { cpuSplit, cpuTicks, freePort, median } from "./_bench_util.ts";
 
 if (Deno.args.includes("--flood")) {
   const { runFloodBench } = await import("./flood_bench.ts");
@@ -33,12 +34,22 @@ if (Deno.args.includes("--flood")) {
   Deno.exit(0);
 }
 
+// `--transport dot|doh` is the encrypted benchmark (encrypted_bench.ts); udp (the default) is this.
+const transportAt = Deno.args.findIndex((a) => a === "--transport" || a.startsWith("--transport="));
+if (
+  transportAt >= 0 && !/^(--transport=)?udp$/.test(Deno.args[transportAt]!) &&
+  Deno.args[transportAt + 1] !== "udp"
+) {
+  await import("./encrypted_bench.ts");
+  Deno.exit(0);
+}
 const { values: flags } = parseArgs({
   args: Deno.args,
   options: {
     rounds: { type: "string", default: "3" },
     seconds: { type: "string", default: "4" },
     rate: { type: "string", default: "40000" },
+    transport: { type: "string", default: "udp" },
     peers: {
       type: "string",
       default:
@@ -83,30 +94,6 @@ interface Run {
   noerror: number;
   /** dnsperf's CPU over the middle of its run, as a share of its core (near 1: it is the limit). */
   clientBusy: number;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-/**
- * CPU ticks of a process, all threads: user space (utime) and kernel (stime). Their sum is the
- * exact run time; the split between them is sampled at each timer tick (250 Hz with this kernel's
- * tick accounting): close for a thread that runs steadily, biased toward the kernel for threads
- * that run in short bursts (V8's collector helpers).
- */
-function cpuSplit(pid: number): { user: number; system: number } {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { user: Number(fields[11]), system: Number(fields[12]) };
-}
-
-function cpuTicks(pid: number): number {
-  const { user, system } = cpuSplit(pid);
-  return user + system;
 }
 
 async function dnsperf(
@@ -197,13 +184,6 @@ async function waitReady(port: number): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`Server on port ${port} did not answer`);
-}
-
-/** The median of the runs that gave a figure (a failed dnsperf run, reported above, gives NaN). */
-function median(values: number[]): number {
-  const sorted = values.filter((value) => !Number.isNaN(value)).sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const dir = await Deno.makeTempDir({ prefix: "triad-dnsbench-" });

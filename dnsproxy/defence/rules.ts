@@ -118,8 +118,8 @@ export interface DefenceRulesOptions {
 export interface DefenceClient {
   /** The client's address. */
   readonly address: string;
-  /** The transport. */
-  readonly transport: "udp" | "tcp";
+  /** The transport: UDP, or a stream one (TCP, DoT, DoH, DoQ). */
+  readonly transport: "udp" | "tcp" | "tls" | "https" | "quic";
 }
 
 /** The proxy's own answer path, which the rules wrap. */
@@ -397,8 +397,8 @@ export class DefenceRules {
     next: DefenceNext<C, K>,
   ): Uint8Array | null | undefined {
     this.#handled?.({ rule, action });
-    // Over TCP the client did what truncation asks: answer it.
-    if (action === "truncate" && client.transport === "tcp") {
+    // Over TCP (or DoT, DoH, DoQ) the client did what truncation asks: answer it.
+    if (action === "truncate" && client.transport !== "udp") {
       return next(packet, client, respond, context);
     }
     if (action === "drop" && client.transport === "udp") return null;

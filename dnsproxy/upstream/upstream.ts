@@ -10,6 +10,8 @@ import type { MessageInfo } from "../wire/message.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { randomId, TcpPool } from "./tcp_pool.ts";
 import { denoUdpPool, udpExchange } from "./udp_exchange.ts";
+import { DohExchanger, DoqExchanger } from "./encrypted_upstream.ts";
+import type { StreamExchanger } from "./encrypted_upstream.ts";
 import { UpstreamError } from "./upstream_error.ts";
 import { QUERY_SLAB } from "../_query_slab.ts";
 import type { UdpExchange, UdpQuery } from "./udp_exchange.ts";
@@ -18,16 +20,26 @@ import type { UdpExchange, UdpQuery } from "./udp_exchange.ts";
 const queryCopies = new BytePool(QUERY_SLAB);
 
 /** How an upstream is reached. */
-export type UpstreamProtocol = "udp" | "tcp" | "tls";
+export type UpstreamProtocol = "udp" | "tcp" | "tls" | "https" | "quic";
+
+const DEFAULT_PORT: Record<UpstreamProtocol, number> = {
+  udp: 53,
+  tcp: 53,
+  tls: 853,
+  https: 443,
+  quic: 853,
+};
 
 /** Settings of one {@linkcode Upstream}. */
 export interface UpstreamOptions {
   /**
    * `1.2.3.4`, `1.2.3.4:53`, `[::1]:53` (UDP, retried over TCP when truncated), `tcp://...`
-   * (TCP only) or `tls://1.2.3.4:853` (DNS over TLS; port 853 by default).
+   * (TCP only), `tls://1.2.3.4:853` (DNS over TLS; port 853 by default),
+   * `https://1.2.3.4/dns-query` (DNS over HTTPS over HTTP/2; port 443, path `/dns-query` by
+   * default) or `quic://1.2.3.4` (DNS over QUIC; port 853, needs `--unstable-net`).
    */
   address: string;
-  /** The TLS server name to verify (DNS over TLS); the address by default. */
+  /** The TLS server name to verify (DNS over TLS, HTTPS, QUIC); the address by default. */
   tlsServerName?: string;
   /** Extra PEM CA certificates to trust (DNS over TLS). */
   caCerts?: string[];
@@ -136,18 +148,21 @@ export interface UpstreamReply extends AcceptedReply {
  */
 export function parseUpstreamAddress(
   text: string,
-): { protocol: UpstreamProtocol; address: SocketAddress } {
-  const match = /^(?:(udp|tcp|tls):\/\/)?(.+)$/.exec(text.trim());
+): { protocol: UpstreamProtocol; address: SocketAddress; path?: string } {
+  const match = /^(?:(udp|tcp|tls|https|quic):\/\/)?([^/]+)(\/.*)?$/.exec(text.trim());
   const protocol = (match?.[1] ?? "udp") as UpstreamProtocol;
   try {
-    const address = parseSocketAddress(match?.[2] ?? "", {
-      defaultPort: protocol === "tls" ? 853 : 53,
-    });
+    if (match?.[3] !== undefined && protocol !== "https") {
+      throw new TriadError("a path is for https:// only", { code: "bad_address" });
+    }
+    const address = parseSocketAddress(match?.[2] ?? "", { defaultPort: DEFAULT_PORT[protocol] });
     if (address.port === 0) throw new TriadError("port 0", { code: "bad_address" });
+    if (protocol === "https") return { protocol, address, path: match?.[3] ?? "/dns-query" };
     return { protocol, address };
   } catch (cause) {
     throw new TriadError(
-      `Invalid upstream "${text}": expected IP[:port], [IPv6]:port, tcp://... or tls://...`,
+      `Invalid upstream "${text}": expected IP[:port], [IPv6]:port, tcp://..., tls://..., ` +
+        "https://IP[:port][/path] or quic://...",
       { code: "bad_upstream", cause },
     );
   }
@@ -177,7 +192,7 @@ export class Upstream {
   readonly #slowRtt: number;
   readonly #slowAfter: number;
   readonly #onSlow: (slow: boolean, rtt: number) => void;
-  readonly #pool: TcpPool;
+  readonly #pool: StreamExchanger;
   readonly #onMismatch: (reason: MismatchReason) => void;
   readonly #udpQuery: UdpQuery;
   readonly #udpPool: UdpSocketPool | undefined;
@@ -189,7 +204,7 @@ export class Upstream {
    * @param options Address and limits.
    */
   constructor(options: UpstreamOptions) {
-    const { protocol, address } = parseUpstreamAddress(options.address);
+    const { protocol, address, path } = parseUpstreamAddress(options.address);
     this.name = options.address;
     this.protocol = protocol;
     this.address = Object.freeze(address); // frozen: netloop keeps its encoded sockaddr
@@ -243,7 +258,19 @@ export class Upstream {
     if (options.maxConnections !== undefined) poolOptions.maxConnections = options.maxConnections;
     if (options.idleTimeout !== undefined) poolOptions.idleTimeout = options.idleTimeout;
     if (options.onIdleClose !== undefined) poolOptions.onIdleClose = options.onIdleClose;
-    this.#pool = new TcpPool(poolOptions);
+    const encrypted = {
+      hostname,
+      port,
+      serverName: options.tlsServerName,
+      caCerts: options.caCerts,
+      label: options.address,
+      onMismatch: this.#onMismatch,
+    };
+    this.#pool = protocol === "https"
+      ? new DohExchanger(encrypted, path!)
+      : protocol === "quic"
+      ? new DoqExchanger(encrypted)
+      : new TcpPool(poolOptions);
   }
 
   /** Whether the last failure is the one that marked it down (the `maxFails`th in a row). */

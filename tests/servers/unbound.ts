@@ -16,6 +16,8 @@ export interface UnboundOptions {
   records?: string[];
   /** Also serve DNS over TLS on a second port, with a certificate for 127.0.0.1 from a test CA. */
   tls?: boolean;
+  /** Also serve DNS over HTTPS (HTTP/2, `/dns-query`) on a third port, with the same certificate. */
+  https?: boolean;
   /** Threads (`num-threads`). @default {1} */
   threads?: number;
   /** Pin the process to these CPUs with taskset (benchmarks). */
@@ -36,6 +38,8 @@ export interface UnboundServer extends AsyncDisposable {
   readonly port: number;
   /** `127.0.0.1:<port>` of DNS over TLS, when asked for. */
   readonly tlsAddress: string | undefined;
+  /** `127.0.0.1:<port>` of DNS over HTTPS, when asked for. */
+  readonly httpsAddress: string | undefined;
   /** The PEM certificate of the CA that signed the TLS port's certificate, when asked for. */
   readonly tlsCert: string | undefined;
   /** The process ID. */
@@ -121,7 +125,9 @@ async function openssl(args: string[]): Promise<void> {
 
 /** A throwaway CA and a server certificate for IP 127.0.0.1 signed by it (webpki refuses a CA
  * certificate used as the server's own). */
-async function testCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+export async function testCertificates(
+  dir: string,
+): Promise<{ ca: string; cert: string; key: string }> {
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   await openssl([
     "req",
@@ -193,12 +199,16 @@ async function startUnboundOnce(options: UnboundOptions): Promise<UnboundServer>
   try {
     const port = options.port ?? await freePort();
     const tlsPort = options.tls ? await freePort() : undefined;
-    const tls = tlsPort === undefined ? undefined : await testCertificates(dir);
+    const httpsPort = options.https ? await freePort() : undefined;
+    const tls = tlsPort === undefined && httpsPort === undefined
+      ? undefined
+      : await testCertificates(dir);
     const records = [...TEST_RECORDS, ...bigTxt(), ...(options.records ?? [])];
     const lines = [
       "server:",
       `  interface: 127.0.0.1@${port}`,
       ...(tlsPort === undefined ? [] : [`  interface: 127.0.0.1@${tlsPort}`]),
+      ...(httpsPort === undefined ? [] : [`  interface: 127.0.0.1@${httpsPort}`]),
       `  port: ${port}`,
       "  do-daemonize: no",
       '  username: ""',
@@ -230,7 +240,8 @@ async function startUnboundOnce(options: UnboundOptions): Promise<UnboundServer>
       ...(tls === undefined ? [] : [
         `  tls-service-key: "${tls.key}"`,
         `  tls-service-pem: "${tls.cert}"`,
-        `  tls-port: ${tlsPort}`,
+        ...(tlsPort === undefined ? [] : [`  tls-port: ${tlsPort}`]),
+        ...(httpsPort === undefined ? [] : [`  https-port: ${httpsPort}`]),
       ]),
       "remote-control:",
       "  control-enable: no",
@@ -279,6 +290,7 @@ async function startUnboundOnce(options: UnboundOptions): Promise<UnboundServer>
       address: `127.0.0.1:${port}`,
       port,
       tlsAddress: tlsPort === undefined ? undefined : `127.0.0.1:${tlsPort}`,
+      httpsAddress: httpsPort === undefined ? undefined : `127.0.0.1:${httpsPort}`,
       tlsCert: tls === undefined ? undefined : await Deno.readTextFile(tls.ca),
       pid: started.pid,
       stop,
