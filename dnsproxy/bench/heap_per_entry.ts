@@ -9,7 +9,11 @@
  *
  * @module
  */
-import { buildQuery, cacheKey, DnsCache, parseMessage } from "@triad/dnsproxy";
+// The modules themselves, not @triad/dnsproxy: its defence loads @triad/ebpf, which reads the
+// environment (this runs with no permissions).
+import { cacheKey, DnsCache } from "../cache.ts";
+import { buildQuery } from "../wire/builders.ts";
+import { parseMessage } from "../wire/message.ts";
 
 const n = Number(Deno.args[0] ?? 100_000);
 const gc = (globalThis as { gc?: () => void }).gc;
