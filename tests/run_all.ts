@@ -22,7 +22,11 @@ const stages: Stage[] = [
   { name: "fmt", args: ["fmt", "--check"] },
   { name: "lint", args: ["lint"] },
   { name: "check", args: ["check"] },
-  { name: "test", args: ["test", "-A", "--doc", `--junit-path=${junitPath}`, ...Deno.args] },
+  // --unstable-net: Deno's QUIC (the DoQ and netloop QUIC tests), Deno.listenDatagram, reusePort.
+  {
+    name: "test",
+    args: ["test", "-A", "--unstable-net", "--doc", `--junit-path=${junitPath}`, ...Deno.args],
+  },
   { name: "doc", args: ["doc", "--lint", ...publicModules] },
   ...["", ...members].map((dir) => ({
     name: `publish ${dir === "" ? "@triad/core" : `@triad/${dir}`}`,
