@@ -60,7 +60,7 @@ Deno.test("an NXDOMAIN rule blocks the client that trips it, and the block ends"
   );
 });
 
-Deno.test("a bytes rule counts later answers; truncate answers TC over UDP, serves TCP", () => {
+Deno.test("a bytes rule counts later answers; truncate answers TC over UDP, serves TCP, DoT, DoH, DoQ", () => {
   let clock = 0;
   const rules = new DefenceRules(
     settings([{
@@ -94,6 +94,11 @@ Deno.test("a bytes rule counts later answers; truncate answers TC over UDP, serv
   assert.equal(tc[5], 1, "the question is echoed");
   assert.deepEqual(tc.subarray(12, 12 + 17), query().subarray(12, 12 + 17));
   assert.equal(rules.answer(query(), tcp("198.51.100.1"), () => {}, null, big)!.length, 60);
+  // DoT, DoH and DoQ are stream transports too: truncation would ask for what they already are.
+  for (const transport of ["tls", "https", "quic"] as const) {
+    const client = { address: "198.51.100.1", transport };
+    assert.equal(rules.answer(query(), client, () => {}, null, big)!.length, 60, transport);
+  }
   clock = 1000;
   assert.equal(rules.answer(query(), udp("198.51.100.1"), () => {}, null, big)!.length, 60);
 });
