@@ -219,7 +219,11 @@ function proxyConfig(bundle: string): Listeners {
   const configMap = rendered.get(bundle)!.find((m) => m.object.kind === "ConfigMap")!;
   const [document] = parseAllDocuments(configMap.object.data["dnsproxy.yaml"]);
   assert.deepEqual(document!.errors, []);
-  return parseDnsConfig(document!.toJS()) as unknown as Listeners;
+  const config = parseDnsConfig(document!.toJS()) as unknown as Partial<Listeners>;
+  for (const key of ["tls", "https", "quic"] as const) {
+    assert.ok(config[key], `parseDnsConfig has no ${key}: the proxy lacks DoT/DoH/DoQ (h-edns)`);
+  }
+  return config as Listeners;
 }
 
 interface Port {
