@@ -299,6 +299,20 @@ testWith(
     assert.match(running.defence.reason, /no-such-if0/);
     const lines = logs.filter((line) => /kernel filter not loaded/.test(line));
     assert.equal(lines.length, 1, logs.join("\n"));
+    // the kernel counters are there at 0 (dashboards and alerts have series), no attachment
+    const text = await running.metrics();
+    for (const rule of ["static_clients", "static_names"]) {
+      for (const name of ["packets", "bytes"]) {
+        assert.match(
+          text,
+          new RegExp(
+            `^dns_defence_kernel_dropped_${name}_total\\{rule="${rule}",action="drop"\\} 0$`,
+            "m",
+          ),
+        );
+      }
+    }
+    assert.doesNotMatch(text, /^dns_defence_kernel_attached\{/m);
     const { queryUdp } = await import("./dnsproxy_client.ts");
     const { buildQuery } = await import("../dnsproxy/wire/builders.ts");
     const reply = await queryUdp(running.address.port, buildQuery({ id: 1, name: "a.", type: 1 }));

@@ -205,14 +205,161 @@ Deno.test("the schema check fails on a mutated copy of the proxy's Deployment", 
   }
 });
 
-Deno.test("the ConfigMap's dnsproxy.yaml is a valid proxy configuration", () => {
-  for (const bundle of ["dnsproxy/deploy (kustomize base)", "dnsproxy/deploy/xdp (overlay)"]) {
-    const configMap = rendered.get(bundle)!.find((m) => m.object.kind === "ConfigMap")!;
-    const [document] = parseAllDocuments(configMap.object.data["dnsproxy.yaml"]);
-    assert.deepEqual(document!.errors, []);
-    const config = parseDnsConfig(document!.toJS());
+/** The listeners of the proxy's configuration (`tls`, `https`, `quic`: dnsproxy/config.ts). */
+interface Listeners {
+  listen: string;
+  metrics: string;
+  tls: { listen: string; cert: string; key: string };
+  https: { listen: string };
+  quic: { listen: string };
+}
+
+/** The ConfigMap's dnsproxy.yaml of a bundle, validated by the proxy's own parser. */
+function proxyConfig(bundle: string): Listeners {
+  const configMap = rendered.get(bundle)!.find((m) => m.object.kind === "ConfigMap")!;
+  const [document] = parseAllDocuments(configMap.object.data["dnsproxy.yaml"]);
+  assert.deepEqual(document!.errors, []);
+  const config = parseDnsConfig(document!.toJS()) as unknown as Partial<Listeners>;
+  for (const key of ["tls", "https", "quic"] as const) {
+    assert.ok(config[key], `parseDnsConfig has no ${key}: the proxy lacks DoT/DoH/DoQ (h-edns)`);
+  }
+  return config as Listeners;
+}
+
+interface Port {
+  name: string;
+  containerPort: number;
+  protocol: string;
+}
+interface ServicePort {
+  name: string;
+  port: number;
+  targetPort: string | number;
+  protocol: string;
+}
+
+/**
+ * What is wrong between the configuration's listeners, the container's ports and the Service's:
+ * each enabled listener has a containerPort (and no other containerPort is there), each
+ * containerPort a Service port, and the certificate files lie in a read-only Secret mount.
+ */
+// deno-lint-ignore no-explicit-any
+function portProblems(config: Listeners, deployment: any, service: any): string[] {
+  const out: string[] = [];
+  const port = (address: string) => Number(address.slice(address.lastIndexOf(":") + 1));
+  const wanted = new Map<string, string>(); // "853/TCP" → the key enabling it
+  const want = (key: string, address: string, protocols: string[]) => {
+    if (address === "") return;
+    for (const protocol of protocols) wanted.set(`${port(address)}/${protocol}`, key);
+  };
+  want("listen", config.listen, ["UDP", "TCP"]);
+  want("metrics", config.metrics, ["TCP"]);
+  want("tls.listen", config.tls.listen, ["TCP"]);
+  want("https.listen", config.https.listen, ["TCP"]);
+  want("quic.listen", config.quic.listen, ["UDP"]);
+  const container = deployment.spec.template.spec.containers[0];
+  const ports: Port[] = container.ports;
+  const have = new Set(ports.map((p) => `${p.containerPort}/${p.protocol}`));
+  for (const [key, value] of wanted) {
+    if (!have.has(key)) out.push(`${value} (${key}) has no containerPort`);
+  }
+  for (const p of ports) {
+    const key = `${p.containerPort}/${p.protocol}`;
+    if (!wanted.has(key)) out.push(`containerPort ${p.name} (${key}) matches no listener`);
+    const exposed = (service.spec.ports as ServicePort[]).some((s) =>
+      (s.targetPort === p.name || s.targetPort === p.containerPort) && s.protocol === p.protocol
+    );
+    if (!exposed) out.push(`containerPort ${p.name} (${key}) is not in the Service`);
+  }
+  if (config.tls.cert !== "" || config.tls.key !== "") {
+    const secrets = new Set<string>(
+      deployment.spec.template.spec.volumes
+        .filter((v: { secret?: unknown }) => v.secret !== undefined)
+        .map((v: { name: string }) => v.name),
+    );
+    for (const file of [config.tls.cert, config.tls.key]) {
+      const mount = container.volumeMounts.find((m: { name: string; mountPath: string }) =>
+        secrets.has(m.name) && file.startsWith(`${m.mountPath}/`)
+      );
+      if (mount === undefined) out.push(`${file} is in no Secret mount`);
+      else if (mount.readOnly !== true || mount.subPath !== undefined) {
+        out.push(`${file}: its Secret mount is not read-only, or a subPath (never updated)`);
+      }
+    }
+  }
+  return out;
+}
+
+for (const bundle of ["dnsproxy/deploy (kustomize base)", "dnsproxy/deploy/xdp (overlay)"]) {
+  Deno.test(`${bundle}: the ConfigMap's dnsproxy.yaml is a valid proxy configuration`, () => {
+    const config = proxyConfig(bundle);
     assert.equal(config.listen, "0.0.0.0:53");
     assert.equal(config.metrics, "0.0.0.0:9153");
+    assert.equal(config.tls.listen, "0.0.0.0:853");
+    assert.equal(config.https.listen, "0.0.0.0:443");
+    assert.equal(config.quic.listen, "0.0.0.0:853");
+  });
+  Deno.test(`${bundle}: every listener has a containerPort, every containerPort is in the Service`, () => {
+    const objects = rendered.get(bundle)!;
+    const deployment = objects.find((m) => m.object.kind === "Deployment")!.object;
+    const service = objects.find((m) => m.object.kind === "Service")!.object;
+    assert.deepEqual(portProblems(proxyConfig(bundle), deployment, service), []);
+  });
+}
+
+Deno.test("the port check fails on mutated copies of the proxy's manifests", async (t) => {
+  const objects = rendered.get("dnsproxy/deploy (kustomize base)")!;
+  const original = {
+    config: proxyConfig("dnsproxy/deploy (kustomize base)"),
+    deployment: objects.find((m) => m.object.kind === "Deployment")!.object,
+    service: objects.find((m) => m.object.kind === "Service")!.object,
+  };
+  // deno-lint-ignore no-explicit-any
+  const mutations: [string, (copy: any) => void, RegExp][] = [
+    [
+      "DoQ left out of the Service",
+      (c) =>
+        c.service.spec.ports = c.service.spec.ports.filter((p: ServicePort) =>
+          p.name !== "dns-quic"
+        ),
+      /^containerPort dns-quic \(853\/UDP\) is not in the Service$/,
+    ],
+    [
+      "the Service's DoQ port on TCP",
+      (c) => c.service.spec.ports.find((p: ServicePort) => p.name === "dns-quic").protocol = "TCP",
+      /^containerPort dns-quic \(853\/UDP\) is not in the Service$/,
+    ],
+    [
+      "DoH moved to 8443 in the ConfigMap only",
+      (c) => c.config.https.listen = "0.0.0.0:8443",
+      /https\.listen \(8443\/TCP\) has no containerPort|dns-https \(443\/TCP\) matches no listener/,
+    ],
+    [
+      "DoT turned off, its port left open",
+      (c) => c.config.tls.listen = "",
+      /^containerPort dns-tls \(853\/TCP\) matches no listener$/,
+    ],
+    [
+      "the certificate outside the Secret mount",
+      (c) => c.config.tls.cert = "/etc/triad/tls.crt",
+      /^\/etc\/triad\/tls\.crt is in no Secret mount$/,
+    ],
+    [
+      "the Secret mounted writable",
+      (c) =>
+        c.deployment.spec.template.spec.containers[0].volumeMounts
+          .find((m: { name: string }) => m.name === "tls").readOnly = false,
+      /tls\.crt: its Secret mount is not read-only/,
+    ],
+  ];
+  for (const [what, mutate, message] of mutations) {
+    await t.step(what, () => {
+      const copy = structuredClone(original);
+      mutate(copy);
+      const problems = portProblems(copy.config, copy.deployment, copy.service);
+      assert.ok(problems.length > 0, "refused");
+      assert.match(problems[0]!, message);
+    });
   }
 });
 
@@ -220,10 +367,6 @@ Deno.test("the proxy's probes, Service and mounts match its configuration", () =
   const objects = rendered.get("dnsproxy/deploy (kustomize base)")!;
   const deployment = objects.find((m) => m.object.kind === "Deployment")!.object;
   const container = deployment.spec.template.spec.containers[0];
-  const ports = Object.fromEntries(
-    container.ports.map((p: { name: string; containerPort: number }) => [p.name, p.containerPort]),
-  );
-  assert.deepEqual(ports, { "dns-udp": 53, "dns-tcp": 53, metrics: 9153 });
   assert.equal(container.readinessProbe.httpGet.path, "/health/ready");
   assert.equal(container.livenessProbe.httpGet.path, "/health/live");
   assert.equal(container.readinessProbe.httpGet.port, "metrics");
@@ -231,7 +374,7 @@ Deno.test("the proxy's probes, Service and mounts match its configuration", () =
   const servicePorts = service.spec.ports.map((p: { port: number; protocol: string }) =>
     `${p.port}/${p.protocol}`
   );
-  assert.deepEqual(servicePorts, ["53/UDP", "53/TCP", "9153/TCP"]);
+  assert.deepEqual(servicePorts, ["53/UDP", "53/TCP", "853/TCP", "443/TCP", "853/UDP", "9153/TCP"]);
   // a directory mount (not subPath) at the path the proxy searches, so ..data swaps are seen
   const mount = container.volumeMounts.find((m: { name: string }) => m.name === "config");
   assert.equal(mount.mountPath, "/etc/triad");
@@ -239,4 +382,11 @@ Deno.test("the proxy's probes, Service and mounts match its configuration", () =
   const pdb = objects.find((m) => m.object.kind === "PodDisruptionBudget")!.object;
   assert.deepEqual(pdb.spec.selector, deployment.spec.selector);
   assert.ok(pdb.spec.minAvailable < deployment.spec.replicas);
+});
+
+Deno.test("the XDP overlay runs the kernel filter on the pod's interface", () => {
+  const deployment =
+    rendered.get("dnsproxy/deploy/xdp (overlay)")!.find((m) => m.object.kind === "Deployment")!
+      .object;
+  assert.deepEqual(deployment.spec.template.spec.containers[0].args, ["--xdp", "eth0"]);
 });

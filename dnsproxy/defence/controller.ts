@@ -36,7 +36,7 @@ export interface Defence extends Disposable {
   onEvent(event: DefenceEvent): void;
   /** Applies new settings (static lists). */
   reconfigure(settings: DefenceSettings): void;
-  /** Prometheus text of the kernel counters. */
+  /** Prometheus text of the kernel counters (at 0 for each rule without the kernel filter). */
   metrics(): string;
   /** Unloads the filter. */
   close(): void;
@@ -136,8 +136,12 @@ export async function startDefence(options: DefenceOptions): Promise<Defence> {
       sync();
     },
     metrics() {
-      if (filter === undefined) return "";
+      // Every rule's counters are exported, at 0 until the kernel drops for it (and always
+      // without the kernel filter), so dashboards and alerts have series from the start;
+      // `dns_defence_kernel_attached` has none without the filter.
       const names = ruleNames(settings);
+      const drops = new Map([...names.keys()].map((id) => [id, { packets: 0n, bytes: 0n }]));
+      for (const [id, count] of filter?.drops() ?? []) drops.set(id, count);
       const lines = [
         "# HELP dns_defence_kernel_dropped_packets_total Queries dropped by the kernel filter.",
         "# TYPE dns_defence_kernel_dropped_packets_total counter",
@@ -146,19 +150,19 @@ export async function startDefence(options: DefenceOptions): Promise<Defence> {
         "# HELP dns_defence_kernel_dropped_bytes_total Bytes dropped by the kernel filter.",
         "# TYPE dns_defence_kernel_dropped_bytes_total counter",
       ];
-      for (const [id, drops] of filter.drops()) {
+      for (const [id, count] of drops) {
         const rule = names.get(id) ?? `rule_${id}`;
         lines.push(
-          `dns_defence_kernel_dropped_packets_total{rule="${rule}",action="drop"} ${drops.packets}`,
+          `dns_defence_kernel_dropped_packets_total{rule="${rule}",action="drop"} ${count.packets}`,
         );
         bytes.push(
-          `dns_defence_kernel_dropped_bytes_total{rule="${rule}",action="drop"} ${drops.bytes}`,
+          `dns_defence_kernel_dropped_bytes_total{rule="${rule}",action="drop"} ${count.bytes}`,
         );
       }
       const attached = [
         "# HELP dns_defence_kernel_attached The kernel filter's attachments.",
         "# TYPE dns_defence_kernel_attached gauge",
-        ...filter.attachments.map((a) =>
+        ...(filter?.attachments ?? []).map((a) =>
           `dns_defence_kernel_attached{interface="${a.iface}",mode="${a.mode}"} 1`
         ),
       ];
