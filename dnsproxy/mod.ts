@@ -33,6 +33,8 @@ export * from "./upstream/policy.ts";
 export * from "./upstream/upstream_group.ts";
 export * from "./proxy.ts";
 export * from "./server.ts";
+export type { FrontendListener } from "./frontend/listener.ts";
+export type { StreamOptions } from "./frontend/stream.ts";
 export * from "./netloop_server.ts";
 export {
   maxTcpConnections,
