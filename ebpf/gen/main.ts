@@ -69,6 +69,9 @@ async function format(text: string): Promise<string> {
   return new TextDecoder().decode(output.stdout);
 }
 
+/** `// bpf2ts: needs kernel MAJOR.MINOR` in a source. */
+const NEEDS_KERNEL = /^\/\/ bpf2ts: needs kernel (\d+)\.(\d+)\s*$/m;
+
 let toolchain;
 try {
   toolchain = await prepareToolchain();
@@ -82,6 +85,17 @@ try {
     const file = source.slice(source.lastIndexOf("/") + 1);
     const name = file.replace(/\.bpf\.c$/, "");
     const target = source.replace(/\.bpf\.c$/, ".gen.ts");
+    // A source may name the kernel whose types it needs (`// bpf2ts: needs kernel 6.4`): on an
+    // older kernel its vmlinux.h lacks them, so --check leaves it out and says so; the committed
+    // module stays as generated on a kernel that has them.
+    const needs = NEEDS_KERNEL.exec(await Deno.readTextFile(source));
+    if (values.check && needs !== null && olderKernel(Number(needs[1]), Number(needs[2]))) {
+      console.error(
+        `bpf2ts --check: ${file} skipped: it needs kernel ${needs[1]}.${needs[2]} types, this ` +
+          `kernel is ${Deno.osRelease()}`,
+      );
+      continue;
+    }
     let object: Uint8Array<ArrayBuffer>;
     try {
       object = await compileBpf(source, toolchain);
@@ -152,6 +166,12 @@ try {
   await Deno.remove(toolchain.includeDir, { recursive: true });
 }
 if (failures > 0) Deno.exit(1);
+
+/** Whether the running kernel is older than `major.minor`. */
+function olderKernel(major: number, minor: number): boolean {
+  const [have, haveMinor] = Deno.osRelease().split(".").map(Number) as [number, number];
+  return have < major || (have === major && haveMinor < minor);
+}
 
 function stripObject(text: string): string {
   return text.replace(/^\/\/ (Kernel BTF|Compiler).*$/gm, "")

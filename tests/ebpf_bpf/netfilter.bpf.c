@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 // Test program for @triad/ebpf netfilter links (kernel 6.4+): at IPv4 LOCAL_IN, drop TCP
 // segments to one port and count them; accept everything else.
+// bpf2ts: needs kernel 6.4
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
