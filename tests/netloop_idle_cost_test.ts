@@ -4,7 +4,7 @@
  * holding them uses almost no CPU (it stops waking 20 times a second once idle).
  */
 import assert from "node:assert/strict";
-import { cCompiler, ioUring, linux, testWith } from "./requirements.ts";
+import { cCompiler, fullSpeed, ioUring, linux, testWith } from "./requirements.ts";
 import { buildLoadTool, echoCommand, LoadFleet } from "../netloop/bench/conns_load.ts";
 import { cpuSeconds } from "./process_support.ts";
 
@@ -18,7 +18,9 @@ function rss(pid: number): number {
 }
 
 for (const backend of ["epoll", "uring"] as const) {
-  const needs = backend === "epoll" ? [linux, cCompiler] : [linux, ioUring, cCompiler];
+  const needs = backend === "epoll"
+    ? [linux, cCompiler, fullSpeed]
+    : [linux, ioUring, cCompiler, fullSpeed];
   testWith(`${backend}: idle connections cost little memory and CPU`, needs, async () => {
     const dir = await Deno.makeTempDir();
     const port = 23000 + Math.floor(Math.random() * 5000);

@@ -4,7 +4,7 @@
  * portable; all are open at once, all echo, all close, and no descriptor is left.
  */
 import assert from "node:assert/strict";
-import { cCompiler, ioUring, linux, testWith } from "./requirements.ts";
+import { cCompiler, fullSpeed, ioUring, linux, testWith } from "./requirements.ts";
 import { eventually, openFds, startFixture, total } from "./netloop_support.ts";
 import { buildLoadTool, LoadFleet } from "../netloop/bench/conns_load.ts";
 
@@ -12,7 +12,9 @@ const COUNT = 10_000;
 const FFI_COUNT = 15_000;
 
 for (const backend of ["epoll", "uring"] as const) {
-  const needs = backend === "epoll" ? [linux, cCompiler] : [linux, ioUring, cCompiler];
+  const needs = backend === "epoll"
+    ? [linux, cCompiler, fullSpeed]
+    : [linux, ioUring, cCompiler, fullSpeed];
   testWith(`serve() on ${backend} holds ${FFI_COUNT} concurrent connections`, needs, async () => {
     const dir = await Deno.makeTempDir();
     try {
@@ -46,7 +48,7 @@ for (const backend of ["epoll", "uring"] as const) {
 }
 
 for (const backend of ["portable"] as const) {
-  const needs = [linux];
+  const needs = [linux, fullSpeed];
   testWith(`serve() on ${backend} holds ${COUNT} concurrent connections`, needs, async () => {
     await using fixture = await startFixture(backend, { mode: "echo" }, { loops: 2 });
     const client = new Deno.Command(Deno.execPath(), {

@@ -7,7 +7,15 @@
 import assert from "node:assert/strict";
 import { createLogger } from "@triad/core";
 import { type Engine, type NetloopError, serve, type ServeOptions } from "@triad/netloop";
-import { command, ffi, ioUring, linux, type Requirement, testWith } from "./requirements.ts";
+import {
+  command,
+  ffi,
+  fullSpeed,
+  ioUring,
+  linux,
+  type Requirement,
+  testWith,
+} from "./requirements.ts";
 import { eventually, openFds } from "./netloop_support.ts";
 import { makeTestCerts } from "./tls_certs.ts";
 
@@ -506,7 +514,7 @@ testWith("tls: an oversized or cut record after the handshake closes that connec
 for (const backend of BACKENDS) {
   testWith(
     `tls ${backend}: 1,000 concurrent connections, nothing left after stop`,
-    NEEDS[backend],
+    [...NEEDS[backend], fullSpeed],
     async () => {
       const fdsBefore = openFds();
       const engine = await start(backend);

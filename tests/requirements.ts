@@ -178,6 +178,20 @@ export function command(name: string, debianPackage = name): Requirement {
   };
 }
 
+/**
+ * Not inside the VM suite's guest under software emulation (`TRIAD_VM_ACCEL=tcg`, set by the
+ * harness), where a guest runs about 12x slower: for tests whose thousands of connections would
+ * take longer there than CI allows. The host run covers them; the guest reports them skipped.
+ */
+export const fullSpeed: Requirement = {
+  name: "full speed",
+  check: () =>
+    Deno.env.get("TRIAD_VM_ACCEL") === "tcg"
+      ? "the VM guest runs under software emulation (TCG, about 12x slower): thousands of " +
+        "connections would take longer than CI allows; the host run covers this test"
+      : undefined,
+};
+
 /** A C compiler (`cc`, `clang` or `gcc`, as `tests/servers/compile_c.ts` looks for). */
 export const cCompiler: Requirement = {
   name: "a C compiler",

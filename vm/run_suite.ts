@@ -297,7 +297,7 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
     const command = [
       `rm -f ${GUEST_JUNIT};`,
       "cd /triad &&",
-      "sudo -n env TRIAD_VM_GUEST=1 DENO_DIR=/var/cache/triad-deno NO_COLOR=1",
+      `sudo -n env TRIAD_VM_GUEST=1 TRIAD_VM_ACCEL=${accel} DENO_DIR=/var/cache/triad-deno NO_COLOR=1`,
       "deno test -A --no-check --cached-only",
       `--junit-path=${GUEST_JUNIT}`,
       ...testArgs.map(shellQuote),
