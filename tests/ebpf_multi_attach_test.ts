@@ -139,11 +139,28 @@ testWith("Program.attachUprobeMulti() counts calls to several functions", needs,
   await tracker.assertReleased();
 });
 
+/** kprobe.multi links need fprobe (CONFIG_FPROBE); Debian's 6.1 kernel has kprobes without it. */
+const fprobe: Requirement = {
+  name: "CONFIG_FPROBE",
+  check: () => {
+    let config: string;
+    try {
+      config = Deno.readTextFileSync(`/boot/config-${Deno.osRelease()}`);
+    } catch {
+      return undefined; // no config to read: the attach itself decides
+    }
+    return /^CONFIG_FPROBE=y$/m.test(config)
+      ? undefined
+      : `needs kprobe.multi links (CONFIG_FPROBE), which kernel ${Deno.osRelease()} was built without`;
+  },
+};
+
 testWith("Program.attachKprobeMulti() attaches one link to many kernel functions", [
   bpfCapabilities,
   btf,
   libbpf,
   kprobes,
+  fprobe,
 ], async () => {
   using obj = MultiObject.open({ autoload: { count_calls: false, count_calls_plain: false } });
   await obj.load();

@@ -21,6 +21,7 @@ import {
   bpffs,
   btf,
   command,
+  kernelAtLeast,
   kernelVersion,
   libbpf,
   testWith,
@@ -362,7 +363,10 @@ testWith("BpfObject.load() raises VerifierError with the whole log", needs, asyn
 
 testWith(
   "VerifierError names the source line of an instruction in the middle of that line",
-  needs,
+  // 6.1's verifier rejects the fixture at the first instruction of a line (seen in the VM), so
+  // only the kernel it was written against exercises the mid-line case; the parser's unit test
+  // covers it on a captured 6.18 log everywhere.
+  [...needs, kernelAtLeast(6, 18, "the verifier rejecting rejected_midline mid-line")],
   async () => {
     const tracker = new LeakTracker();
     {

@@ -5,9 +5,30 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { bpfCapabilities, btf, command, libbpf, testWith } from "./requirements.ts";
+import {
+  bpfCapabilities,
+  btf,
+  command,
+  libbpf,
+  type Requirement,
+  testWith,
+} from "./requirements.ts";
 
-const needs = [bpfCapabilities, btf, libbpf, command("bpftool")];
+/** ebpf/verify/budget.json has figures for the running kernel (`deno task verify --update`). */
+const budgetForThisKernel: Requirement = {
+  name: "a verifier budget for this kernel",
+  check: () => {
+    const key = Deno.osRelease().split(".").slice(0, 2).join(".");
+    const budget = JSON.parse(
+      Deno.readTextFileSync(new URL("../ebpf/verify/budget.json", import.meta.url)),
+    ) as { programs: Record<string, Record<string, unknown>> };
+    return Object.values(budget.programs).some((kernels) => key in kernels)
+      ? undefined
+      : `ebpf/verify/budget.json has no figures for kernel ${key}: run deno task verify --update ` +
+        "on it and commit the budget";
+  },
+};
+const needs = [bpfCapabilities, btf, libbpf, command("bpftool"), budgetForThisKernel];
 const root = new URL("..", import.meta.url).pathname;
 
 async function verify(...args: string[]) {
