@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { createLogger } from "@triad/core";
-import { runDnsProxy } from "@triad/dnsproxy";
+import { runDnsProxy } from "@triad/dnsproxy/main";
 import { buildErrorResponse } from "../dnsproxy/wire/builders.ts";
 import { parseMessage } from "../dnsproxy/wire/message.ts";
 import { bpfCapabilities, btf, command, libbpf, netAdmin, testWith } from "./requirements.ts";

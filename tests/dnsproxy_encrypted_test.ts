@@ -7,15 +7,15 @@ import assert from "node:assert/strict";
 import {
   buildQuery,
   DnsProxy,
-  encodeBase64Url,
   parseMessage,
-  runDnsProxy,
   serveDns,
   serveDnsOnNetloop,
   Upstream,
 } from "@triad/dnsproxy";
 import { createLogger } from "@triad/core";
 import type { DnsServer } from "@triad/dnsproxy";
+import { runDnsProxy } from "@triad/dnsproxy/main";
+import { encodeBase64Url } from "../dnsproxy/frontend/https.ts";
 import { command, testWith } from "./requirements.ts";
 import type { Requirement } from "./requirements.ts";
 import { startUnbound, testCertificates } from "./servers/unbound.ts";

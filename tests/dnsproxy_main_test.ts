@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { buildQuery, parseMessage, Rcode, RrType, runDnsProxy } from "@triad/dnsproxy";
+import { buildQuery, parseMessage, Rcode, RrType } from "@triad/dnsproxy";
+import { runDnsProxy } from "@triad/dnsproxy/main";
 import { createLogger } from "@triad/core";
 import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";

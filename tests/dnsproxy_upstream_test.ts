@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   buildQuery,
-  cacheKey,
   DnsProxy,
   nameToText,
   parseMessage,
@@ -10,6 +9,7 @@ import {
   serveDns,
   UpstreamGroup,
 } from "@triad/dnsproxy";
+import { cacheKey } from "../dnsproxy/cache.ts";
 import { keyHash } from "../dnsproxy/_key_hash.ts";
 import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";

@@ -24,7 +24,7 @@ export const MAX_LABEL_LENGTH = 63;
  *
  * @example
  * ```ts
- * import { skipName } from "@triad/dnsproxy";
+ * import { skipName } from "./name.ts";
  * import assert from "node:assert/strict";
  *
  * // A header, then "com." at 12 and "a" + a pointer back to 12 at 17.
