@@ -26,7 +26,7 @@ import type { FileSearch } from "./sources/file.ts";
 import { FlagsSource } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
-import { getAt, isPlainObject, mapTree, readPath, setAt, splitPath } from "./_path.ts";
+import { childPath, getAt, isPlainObject, mapTree, readPath, setAt, splitPath } from "./_path.ts";
 import type { ConfigPath, ConfigPathValue } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
 import { SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
@@ -825,9 +825,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   // ---- reading helpers shared with views ----
 
   #view(prefix: string): ConfigView<unknown> {
-    const full = (
-      path: string,
-    ) => (prefix === "" ? path : path === "" ? prefix : `${prefix}.${path}`);
+    const full = (path: string) => (path === "" ? prefix : childPath(prefix, path));
     const view: ConfigView<unknown> = {
       get: ((path: string) => getAt(this.#current().value, splitPath(full(path)))) as never,
       explain: ((path: string) => explainAt(this.#current(), full(path))) as never,
