@@ -26,7 +26,7 @@ import type { FileSearch } from "./sources/file.ts";
 import { FlagsSource } from "./sources/flags.ts";
 import { watchDirectories } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
-import { getAt, isPlainObject, mapTree, readPath, setAt, splitPath } from "./_path.ts";
+import { childPath, getAt, isPlainObject, mapTree, readPath, setAt, splitPath } from "./_path.ts";
 import type { ConfigPath, ConfigPathValue } from "./_path.ts";
 import { coerce } from "./_coerce.ts";
 import { SchemaInfo, standardJsonSchema } from "./_schema_info.ts";
@@ -249,8 +249,11 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   readonly #abort = new AbortController();
   readonly #changeListeners = new Set<(event: ConfigChangeEvent<T>) => void>();
   readonly #errorListeners = new Set<(error: ConfigError) => void>();
-  #layers = new Map<LayerName, Layer[]>();
-  /** `remote` then `sources`: each one's last layer, by index; their watchers and tasks. */
+  /**
+   * Every source, in the order their layers of one kind are merged: the built-in ones the options
+   * stand for (defaults, files, environment, flags), then `remote`, then `sources`. Each one's
+   * last layers (secret references resolved) by index; their watchers and tasks.
+   */
   readonly #sources: readonly Source[];
   #sourceLayers: (readonly SourceLayer[] | undefined)[] = [];
   #sourcesWatched = new Set<number>();
@@ -260,7 +263,12 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #watchers: DirectoryWatcher[] = [];
   #watching = false;
   #disposed = false;
-  readonly #defaults: DefaultsSource;
+  /**
+   * How the built-in sources are read so that they report every problem they find, not only the
+   * first one `load()` would throw.
+   */
+  readonly #reporting = new Map<Source, (issues: ConfigIssue[]) => Promise<Layer | Layer[]>>();
+  /** Built-in sources kept by name for what they tell besides layers (help, variables, files). */
   readonly #env: EnvSource;
   readonly #flags: FlagsSource;
   readonly #files: FileSource;
@@ -289,6 +297,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     watch: (paths) => this.#fs.watch(paths),
   };
   #setLayer: Record<string, unknown> = {};
+  #setLayers: readonly Layer[] = [];
   #writeOnly: string[] | undefined;
   #defaultLogger: Logger | undefined;
 
@@ -298,7 +307,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     const jsonSchema = options.jsonSchema ?? standardJsonSchema(options.schema);
     this.#info = new SchemaInfo(jsonSchema as JsonSchema | undefined);
     this.#fs = options.fs ?? denoFileSystem;
-    this.#sources = [...(options.remote ?? []), ...(options.sources ?? [])];
     this.#order = options.order ?? DEFAULT_LAYER_ORDER;
     for (const kind of this.#order) {
       if (!LAYER_KINDS.has(kind)) {
@@ -306,7 +314,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
     }
     this.#prefix = options.env === false ? "" : options.env?.prefix ?? "APP";
-    this.#defaults = new DefaultsSource(options.defaults);
+    const defaults = new DefaultsSource(options.defaults);
     this.#env = new EnvSource({
       info: this.#info,
       enabled: options.env !== false,
@@ -317,12 +325,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       fs: this.#secretFs,
     });
     const args = this.#argsOptions();
-    this.#files = new FileSource(this.#fs, () => ({
-      files: options.files,
-      configDir: options.configDir,
-      profile: this.#profile,
-      configFiles: this.#flags.configFiles,
-    }), (layer, issues) => this.#secrets(layer, issues));
     this.#flags = new FlagsSource(this.#info, args.argv, {
       profile: args.profileFlag === false || options.profile === false
         ? undefined
@@ -330,6 +332,32 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       config: args.configFlag === false ? undefined : args.configFlag ?? "config",
       aliases: args.aliases ?? {},
     });
+    // The profile: the option, else the flag, else the variable.
+    this.#profile = typeof options.profile === "string"
+      ? options.profile
+      : options.profile === false
+      ? undefined
+      : this.#flags.profile ??
+        (this.#prefix === "" ? undefined : this.#env.vars()[`${this.#prefix}_PROFILE`]);
+    this.#files = new FileSource(this.#fs, () => ({
+      files: options.files,
+      configDir: options.configDir,
+      profile: this.#profile,
+      configFiles: this.#flags.configFiles,
+    }));
+    this.#reporting.set(defaults, () => Promise.resolve(defaults.read()));
+    this.#reporting.set(this.#files, (issues) => this.#files.read(issues));
+    this.#reporting.set(this.#env, (issues) => this.#env.read(issues));
+    this.#reporting.set(this.#flags, (issues) => Promise.resolve(this.#flags.read(issues)));
+    // The options are sugar over this list; a user's own sources join it last.
+    this.#sources = [
+      defaults,
+      this.#files,
+      this.#env,
+      this.#flags,
+      ...(options.remote ?? []),
+      ...(options.sources ?? []),
+    ];
     const names = {
       env: options.env !== false,
       prefix: this.#prefix,
@@ -347,37 +375,18 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 
   /** Loads every layer; called once by {@linkcode createConfig}. */
   async #start(): Promise<void> {
-    const issues: ConfigIssue[] = [];
-    const flags = await this.#secrets(this.#readFlags(issues), issues);
-    const env = await this.#readEnv(issues);
-    const files = await this.#files.read(issues);
-    const defaults = await this.#secrets(this.#defaults.read(), issues);
-    this.#layers.set("defaults", [defaults]);
-    this.#setFileLayers(files);
-    this.#layers.set("env", [env]);
-    this.#layers.set("flags", [flags]);
-    const remote = this.#sources;
-    this.#sourceLayers = remote.map(() => undefined);
     const unreachable: number[] = [];
-    await Promise.all(remote.map(async (source, index) => {
-      try {
-        this.#sourceLayers[index] = layersOf(await source.load(this.#sourceContext()));
-      } catch (error) {
-        const configError = asConfigError(error, `Remote source ${source.name}`);
-        if (source.required || configError.code === "parse") {
-          issues.push({
-            path: "",
-            message: `${configError.message}${source.required ? " (required source)" : ""}`,
-          });
-        } else {
-          unreachable.push(index);
-        }
-      }
+    const found = this.#sources.map((): ConfigIssue[] => []);
+    this.#sourceLayers = await Promise.all(this.#sources.map(async (source, index) => {
+      const loaded = await this.#load(source, found[index]!, "start");
+      if (loaded === "unreachable") unreachable.push(index);
+      return loaded === "unreachable" ? undefined : loaded;
     }));
+    const issues = found.flat(); // in the sources' order, whichever finished first
     if (issues.length > 0) throw issuesError(issues, "Cannot load configuration");
     this.#state = (await this.#compute(undefined)).next;
     // Sources unreachable at start keep retrying in the background, with backoff.
-    for (const index of unreachable) this.#watchSource(index);
+    for (const index of unreachable.sort((a, b) => a - b)) this.#watchSource(index);
   }
 
   /** The current snapshot, deeply frozen. A reload swaps it; it never changes in place. */
@@ -466,7 +475,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       prefix: this.#prefix,
       program: this.#options.program ?? "app",
       aliases: args !== undefined && !isArgv(args) ? args.aliases ?? {} : {},
-      defaults: this.#layers.get("defaults")?.[0]?.tree ?? {},
+      defaults: this.#sourceLayers.flatMap((layers) => layers ?? [])
+        .find((layer) => layer.kind === "defaults")?.tree ?? {},
     });
   }
 
@@ -508,22 +518,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#assertOpen();
     return this.#enqueue(async () => {
       const issues: ConfigIssue[] = [];
-      const files = await this.#files.read(issues);
-      const env = await this.#readEnv(issues);
+      const sourceLayers = await this.#reread(() => true, issues);
       this.#watchSecrets();
-      const sourceLayers = [...this.#sourceLayers];
-      await Promise.all(this.#sources.map(async (source, index) => {
-        if (this.#sourcesWatched.has(index)) return; // its watcher keeps it current
-        try {
-          sourceLayers[index] = layersOf(await source.load(this.#sourceContext()));
-        } catch (error) {
-          if (source.required) issues.push({ path: "", message: asConfigError(error).message });
-        }
-      }));
       if (issues.length > 0) throw issuesError(issues, "Cannot reload configuration");
       return await this.#apply("reload()", () => {
-        this.#setFileLayers(files);
-        this.#layers.set("env", [env]);
         this.#sourceLayers = sourceLayers;
       });
     });
@@ -547,17 +545,13 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         : value;
       setAt(tree, segments, coerced);
       const previous = this.#setLayer;
+      const previousLayers = this.#setLayers;
       return this.#apply("set()", () => {
         this.#setLayer = tree;
-        this.#layers.set("set", [{ kind: "set", name: "set()", tree, origins: setOrigins(tree) }]);
+        this.#setLayers = [{ kind: "set", name: "set()", tree, origins: setOrigins(tree) }];
       }, () => {
         this.#setLayer = previous;
-        this.#layers.set("set", [{
-          kind: "set",
-          name: "set()",
-          tree: previous,
-          origins: setOrigins(previous),
-        }]);
+        this.#setLayers = previousLayers;
       });
     });
   }
@@ -598,10 +592,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #compute(previous: State | undefined): Promise<PipelineResult> {
     const ordered: Layer[] = [];
     for (const kind of this.#order) {
-      ordered.push(...(this.#layers.get(kind) ?? []));
       for (const layers of this.#sourceLayers) {
         for (const layer of layers ?? []) if (layer.kind === kind) ordered.push(layer);
       }
+      if (kind === "set") ordered.push(...this.#setLayers);
     }
     return runPipeline(ordered, previous, {
       schema: this.#options.schema,
@@ -618,15 +612,14 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     update: () => void,
     revert?: () => void,
   ): Promise<readonly ConfigChange<T>[]> {
-    const saved = { layers: new Map(this.#layers), sources: [...this.#sourceLayers] };
+    const saved = [...this.#sourceLayers];
     update();
     const previous = this.#current();
     let result: PipelineResult;
     try {
       result = await this.#compute(previous);
     } catch (error) {
-      this.#layers = saved.layers;
-      this.#sourceLayers = saved.sources;
+      this.#sourceLayers = saved;
       revert?.();
       throw error;
     }
@@ -645,22 +638,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return isArgv(args) ? { argv: args } : args;
   }
 
-  /** Reads the flags, then settles the profile: the option, else the flag, else the variable. */
-  #readFlags(issues: ConfigIssue[]): Layer {
-    const layer = this.#flags.read(issues);
-    this.#profile = typeof this.#options.profile === "string"
-      ? this.#options.profile
-      : this.#options.profile === false
-      ? undefined
-      : this.#flags.profile ??
-        (this.#prefix === "" ? undefined : this.#env.vars()[`${this.#prefix}_PROFILE`]);
-    return layer;
-  }
-
-  async #readEnv(issues: ConfigIssue[]): Promise<Layer> {
-    return await this.#secrets(await this.#env.read(issues), issues);
-  }
-
   #logger(): Logger {
     return this.#options.logger ?? (this.#defaultLogger ??= createLogger());
   }
@@ -672,10 +649,71 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return result.layer;
   }
 
-  #setFileLayers(files: Layer[]) {
-    for (const kind of ["files", "profile", "configDir"] as const) {
-      this.#layers.set(kind, files.filter((layer) => layer.kind === kind));
+  /**
+   * Loads one source: its layers, secret references resolved. A source that reports every
+   * problem (the built-in ones) adds them all to `issues`; another one's failure is an issue when
+   * it is required or does not parse, else the source is `"unreachable"` (at start) or keeps its
+   * last layers (`undefined`, later).
+   */
+  async #load(
+    source: Source,
+    issues: ConfigIssue[],
+    when: "start" | "reload",
+  ): Promise<readonly SourceLayer[] | "unreachable" | undefined> {
+    let loaded: SourceLayer | readonly SourceLayer[];
+    const reporting = this.#reporting.get(source);
+    if (reporting !== undefined) {
+      loaded = await reporting(issues);
+    } else {
+      try {
+        loaded = await source.load(this.#sourceContext());
+      } catch (error) {
+        if (when === "reload") {
+          if (source.required) issues.push({ path: "", message: asConfigError(error).message });
+          return undefined;
+        }
+        const configError = asConfigError(error, `Remote source ${source.name}`);
+        if (!source.required && configError.code !== "parse") return "unreachable";
+        issues.push({
+          path: "",
+          message: `${configError.message}${source.required ? " (required source)" : ""}`,
+        });
+        return undefined;
+      }
     }
+    return await this.#resolve(layersOf(loaded), issues);
+  }
+
+  /**
+   * Reads again the sources `which` picks that no watcher keeps current; the others, and any
+   * that failed without it being an issue, keep their last layers.
+   */
+  async #reread(
+    which: (source: Source) => boolean,
+    issues: ConfigIssue[],
+  ): Promise<(readonly SourceLayer[] | undefined)[]> {
+    const sourceLayers = [...this.#sourceLayers];
+    const found = this.#sources.map((): ConfigIssue[] => []);
+    await Promise.all(this.#sources.map(async (source, index) => {
+      if (!which(source) || this.#sourcesWatched.has(index)) return;
+      const loaded = await this.#load(source, found[index]!, "reload");
+      if (loaded !== undefined && loaded !== "unreachable") sourceLayers[index] = loaded;
+    }));
+    issues.push(...found.flat()); // in the sources' order, whichever finished first
+    return sourceLayers;
+  }
+
+  /** Resolves the secret references of layers, keeping each one's `coerce`. */
+  async #resolve(
+    layers: readonly SourceLayer[],
+    issues: ConfigIssue[],
+  ): Promise<readonly SourceLayer[]> {
+    const resolved: SourceLayer[] = [];
+    for (const layer of layers) {
+      const secret = await this.#secrets(layer, issues);
+      resolved.push(layer.coerce === undefined ? secret : { ...secret, coerce: layer.coerce });
+    }
+    return resolved;
   }
 
   /**
@@ -683,14 +721,17 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
    * that directory whose contents changed (a Kubernetes `..data` swap only touches `..` names:
    * the timestamped directory, `..data_tmp`, `..data`), else the event's path.
    */
-  #reloadFiles(trigger: ReloadTrigger, withEnv = false): Promise<void> {
+  #reloadFiles(trigger: ReloadTrigger, withSecrets = false): Promise<void> {
     return this.#enqueue(async () => {
       if (this.#disposed) return;
       const issues: ConfigIssue[] = [];
       const beforeFiles = this.#files.texts;
       const beforeSecrets = new Map(this.#secretTexts);
-      const files = await this.#files.read(issues);
-      const env = withEnv ? await this.#readEnv(issues) : undefined;
+      // A file event: the file source; a secret file's: every source, as any may refer to it.
+      const sourceLayers = await this.#reread(
+        (source) => withSecrets || source === this.#files,
+        issues,
+      );
       const changed = trigger.label === "file"
         ? changedIn(trigger.dir, beforeFiles, this.#files.texts)
         : changedIn(trigger.dir, beforeSecrets, this.#secretTexts);
@@ -704,8 +745,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
       try {
         await this.#apply(cause, () => {
-          this.#setFileLayers(files);
-          if (env !== undefined) this.#layers.set("env", [env]);
+          this.#sourceLayers = sourceLayers;
         });
       } catch (error) {
         this.#emitError(asConfigError(error));
@@ -756,13 +796,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
         void this.#enqueue(async () => {
           if (this.#disposed) return;
           const issues: ConfigIssue[] = [];
-          const resolved: SourceLayer[] = [];
-          for (const layer of layersOf(loaded)) {
-            const secret = await this.#secrets(layer, issues);
-            resolved.push(
-              layer.coerce === undefined ? secret : { ...secret, coerce: layer.coerce },
-            );
-          }
+          const resolved = await this.#resolve(layersOf(loaded), issues);
           if (issues.length > 0) {
             this.#emitError(issuesError(issues, `Cannot apply ${source.name}`));
             return;
@@ -825,9 +859,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   // ---- reading helpers shared with views ----
 
   #view(prefix: string): ConfigView<unknown> {
-    const full = (
-      path: string,
-    ) => (prefix === "" ? path : path === "" ? prefix : `${prefix}.${path}`);
+    const full = (path: string) => (path === "" ? prefix : childPath(prefix, path));
     const view: ConfigView<unknown> = {
       get: ((path: string) => getAt(this.#current().value, splitPath(full(path)))) as never,
       explain: ((path: string) => explainAt(this.#current(), full(path))) as never,

@@ -1,7 +1,9 @@
 /**
  * The {@linkcode Source} interface: what every source of configuration provides to a
  * {@linkcode Config} — one or more layers with the origin of each value, read once with `load()`
- * and, optionally, followed with `watch()`. etcd and Consul implement it; so can a user's own.
+ * and, optionally, followed with `watch()`. Every built-in source (defaults, files, environment,
+ * flags, etcd, Consul) implements it; so can a user's own. `createConfig()`'s options stand for a
+ * list of sources, which the configuration loads, reloads and merges alike.
  *
  * @module
  */

@@ -43,6 +43,23 @@ Deno.test("a Source of one's own is loaded, reloaded, and slotted by its layer's
   assert.equal(loads, 2);
 });
 
+Deno.test("a Source's secret references are resolved at start and by reload(), as on watch", async () => {
+  const vars: Record<string, string> = { APP_TOKEN: "s3cret" };
+  const mine: Source = {
+    name: "mine",
+    load: () => Promise.resolve(layerOf("remote", { name: "${env:APP_TOKEN}" })),
+  };
+  await using config = await createConfig({
+    schema,
+    env: { prefix: "APP", vars },
+    sources: [mine],
+  });
+  assert.equal(config.get("name"), "s3cret");
+  vars.APP_TOKEN = "rotated";
+  assert.deepEqual((await config.reload()).map((c) => c.path), ["name"]);
+  assert.equal(config.get("name"), "rotated");
+});
+
 Deno.test("a Source's watch() hands over layers: one change event each, named by it", async () => {
   let push: ((layer: SourceLayer) => void) | undefined;
   const watched = Promise.withResolvers<void>();

@@ -422,7 +422,8 @@ class Slots {
  *
  * @example
  * ```ts
- * import { buildQuery, cacheKey, parseMessage } from "@triad/dnsproxy";
+ * import { buildQuery, parseMessage } from "@triad/dnsproxy";
+ * import { cacheKey } from "./cache.ts";
  * import assert from "node:assert/strict";
  *
  * const a = cacheKey(parseMessage(buildQuery({ id: 1, name: "WWW.example.org", type: 1 })));
@@ -450,7 +451,8 @@ export function cacheKey(info: MessageInfo): string {
  *
  * @example
  * ```ts
- * import { buildQuery, cacheKey, DnsCache, parseMessage } from "@triad/dnsproxy";
+ * import { buildQuery, DnsCache, parseMessage } from "@triad/dnsproxy";
+ * import { cacheKey } from "./cache.ts";
  * import assert from "node:assert/strict";
  *
  * let clock = 0;
@@ -960,7 +962,8 @@ function writeTtl(out: Uint8Array, at: number, ttl: number): void {
  *
  * @example
  * ```ts
- * import { buildQuery, copyQuestionCase } from "@triad/dnsproxy";
+ * import { buildQuery } from "@triad/dnsproxy";
+ * import { copyQuestionCase } from "./cache.ts";
  * import assert from "node:assert/strict";
  *
  * const answer = buildQuery({ id: 1, name: "www.example.org", type: 1, edns: false });

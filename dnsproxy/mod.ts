@@ -14,28 +14,70 @@
  *
  * @module
  */
-export * from "./wire/constants.ts";
-export * from "./wire/wire_error.ts";
-export * from "./wire/name.ts";
-export * from "./wire/message.ts";
-export * from "./wire/builders.ts";
-export * from "./cache.ts";
-export * from "./acl.ts";
-export * from "./rate_limit.ts";
-export * from "./metrics.ts";
-export * from "./health.ts";
-export * from "./upstream/upstream_error.ts";
-export * from "./upstream/reply_check.ts";
-export * from "./upstream/tcp_pool.ts";
-export * from "./upstream/udp_exchange.ts";
-export * from "./upstream/upstream.ts";
-export * from "./upstream/policy.ts";
-export * from "./upstream/upstream_group.ts";
-export * from "./proxy.ts";
-export * from "./server.ts";
-export type { FrontendListener } from "./frontend/listener.ts";
+export { Flag, Rcode, rcodeName, RrType, typeName } from "./wire/constants.ts";
+export { WireError } from "./wire/wire_error.ts";
+export { encodeName, nameToText } from "./wire/name.ts";
+export {
+  type EdnsInfo,
+  type MessageInfo,
+  parseMessage,
+  type QuestionInfo,
+} from "./wire/message.ts";
+export { buildQuery, type QueryOptions } from "./wire/builders.ts";
+export {
+  type CachedAnswer,
+  type CacheEntry,
+  type CacheLookup,
+  type CacheOptions,
+  DnsCache,
+} from "./cache.ts";
+export { Acl, DEFAULT_ALLOW } from "./acl.ts";
+export { RateLimiter, type RateLimitOptions } from "./rate_limit.ts";
+export { type ClientTransport, DnsMetrics } from "./metrics.ts";
+export { type Readiness, readinessOf } from "./health.ts";
+export { UpstreamError } from "./upstream/upstream_error.ts";
+export {
+  parseUpstreamAddress,
+  type UdpSocketOptions,
+  type UdpSocketPool,
+  Upstream,
+  type UpstreamOptions,
+  type UpstreamProtocol,
+  type UpstreamReply,
+  type UpstreamTransport,
+} from "./upstream/upstream.ts";
+export type { AcceptedReply, MismatchReason } from "./upstream/reply_check.ts";
+export type { UdpExchange, UdpQuery, UdpQueryDone } from "./upstream/udp_exchange.ts";
+export { UPSTREAM_POLICIES, type UpstreamPolicy } from "./upstream/policy.ts";
+export {
+  type GroupResult,
+  UpstreamGroup,
+  type UpstreamGroupOptions,
+} from "./upstream/upstream_group.ts";
+export {
+  type ClientInfo,
+  DnsProxy,
+  type DnsProxyOptions,
+  type ProxyAnswer,
+  type ProxyResponder,
+  type ProxySettings,
+} from "./proxy.ts";
+export {
+  type DnsServer,
+  type EncryptedDnsServer,
+  type EncryptedListenOptions,
+  serveDns,
+  type ServeDnsOptions,
+  serveEncryptedDns,
+} from "./server.ts";
+export type { CertificatePair, FrontendListener } from "./frontend/listener.ts";
 export type { StreamOptions } from "./frontend/stream.ts";
-export * from "./netloop_server.ts";
+export { answerDohRequest } from "./frontend/https.ts";
+export {
+  type NetloopDnsOptions,
+  type NetloopDnsServer,
+  serveDnsOnNetloop,
+} from "./netloop_server.ts";
 export {
   maxTcpConnections,
   parseDnsConfig,
@@ -43,7 +85,6 @@ export {
   upstreamsFromResolvConf,
 } from "./config.ts";
 export type { DnsConfig, DnsConfigInput } from "./config.ts";
-export * from "./main.ts";
 export {
   type DefenceAction,
   type DefenceBlock,

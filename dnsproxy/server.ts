@@ -18,15 +18,6 @@ import { serveTls } from "./frontend/tls.ts";
 import { serveHttps } from "./frontend/https.ts";
 import { serveQuic } from "./frontend/quic.ts";
 
-export type { CertificatePair } from "./frontend/listener.ts";
-export {
-  answerDohRequest,
-  decodeBase64Url,
-  DNS_MESSAGE,
-  encodeBase64Url,
-} from "./frontend/https.ts";
-export { DoqError, quicAvailable } from "./frontend/quic.ts";
-
 /** Options of {@linkcode serveDns}. */
 export interface ServeDnsOptions {
   /** Where to listen, `127.0.0.1:5353` or `[::1]:5353`; port 0 picks a free port. */

@@ -8,7 +8,7 @@
 import { TriadError } from "@triad/core";
 
 /** Most arguments a probe site may have (SystemTap allows 12). */
-export const USDT_MAX_ARGS = 12;
+const USDT_MAX_ARGS = 12;
 /** Bytes of one `struct triad_usdt_spec`: a count, then 16 bytes per argument. */
 export const USDT_SPEC_SIZE = 8 + 16 * USDT_MAX_ARGS;
 

@@ -122,7 +122,7 @@ function readPem<T>(
  *
  * @throws {NetloopError} `bad_tls`: the certificate or key cannot be read, or they do not match.
  */
-export function serverContext(config: LoopTlsConfig, alpnCallback: Ptr | null): Ptr {
+function serverContext(config: LoopTlsConfig, alpnCallback: Ptr | null): Ptr {
   const lib = openssl();
   lib.ERR_clear_error();
   const ctx = lib.SSL_CTX_new(lib.TLS_server_method());
@@ -909,7 +909,7 @@ export function dialTls(
 }
 
 /** Frees the server and client contexts and the remembered sessions (the loop is stopping). */
-export function freeAll(): void {
+function freeAll(): void {
   clearTimeout(portableTimer);
   portableTimer = undefined;
   if (server === undefined && clientContexts.size === 0 && sessions.size === 0) return;

@@ -1,7 +1,7 @@
 /**
  * Keeps `ARCHITECTURE.md` true to the tree: every path it names in backquotes exists, and it names
  * every top-level folder and every package's public files (`mod.ts` and the programs its
- * `deno.json` exports).
+ * `deno.json` exports), and every public module names its exports (no `export *`).
  *
  * @module
  */
@@ -80,6 +80,22 @@ Deno.test("ARCHITECTURE.md names only paths that exist, and every folder and pub
   assert.deepEqual(problems(ROOT, DOC, text), []);
 });
 
+/** The `export *` lines of every package's public module (each should name what it exports). */
+function exportStars(root: string): string[] {
+  const out: string[] = [];
+  for (const { path, why } of requiredPaths(root)) {
+    if (!why.endsWith("public module")) continue;
+    Deno.readTextFileSync(`${root}${path}`).split("\n").forEach((line, index) => {
+      if (/^export \*/.test(line)) out.push(`${path}:${index + 1}: ${line}`);
+    });
+  }
+  return out;
+}
+
+Deno.test("every package's public module names its exports (no export *)", () => {
+  assert.deepEqual(exportStars(ROOT), []);
+});
+
 Deno.test("the top README links ARCHITECTURE.md", () => {
   assert.match(Deno.readTextFileSync(`${ROOT}README.md`), /\]\(ARCHITECTURE\.md\)/);
 });
@@ -98,9 +114,13 @@ Deno.test("the architecture check says exactly what is missing and where", () =>
       `${root}/pkg/deno.json`,
       JSON.stringify({ name: "@x/pkg", exports: { ".": "./mod.ts", "./cli": "./cli/main.ts" } }),
     );
-    Deno.writeTextFileSync(`${root}/pkg/mod.ts`, "");
     Deno.writeTextFileSync(`${root}/pkg/cli/main.ts`, "");
     const text = "- `mod.ts` and `pkg/` with `pkg/mod.ts`\n- `pkg/gone.ts` is `not a path`\n";
+    Deno.writeTextFileSync(
+      `${root}/pkg/mod.ts`,
+      'export { a } from "./a.ts";\nexport * from "./b.ts";\n',
+    );
+    assert.deepEqual(exportStars(`${root}/`), ['pkg/mod.ts:2: export * from "./b.ts";']);
     assert.deepEqual(problems(`${root}/`, "A.md", text), [
       "A.md:2: names `pkg/gone.ts`, which does not exist",
       "A.md: does not name `docs/` (a top-level folder)",

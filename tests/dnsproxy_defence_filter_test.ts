@@ -13,6 +13,7 @@ import { nameHash } from "../dnsproxy/defence/name_hash.ts";
 import { bpfCapabilities, btf, command, libbpf, netAdmin, testWith } from "./requirements.ts";
 import { createVethPair } from "./ebpf_netns.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
+import { pollUntil } from "./wait_for.ts";
 
 const needs = [bpfCapabilities, btf, libbpf, command("bpftool")];
 const XDP_DROP = 1;
@@ -190,11 +191,7 @@ for (const mode of ["native", "generic", "tc"] as const) {
           stdout: "piped",
         }).output();
         assert.ok(output.success);
-        const deadline = Date.now() + 5000;
-        while ((filter.drops().get(9)?.packets ?? 0n) < 20n) {
-          assert.ok(Date.now() < deadline, `drops: ${filter.drops().get(9)?.packets}`);
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
+        await pollUntil(() => (filter.drops().get(9)?.packets ?? 0n) >= 20n, "20 counted drops");
         assert.equal(filter.drops().get(9)?.packets, 20n);
       }
       await leaks.assertReleased();

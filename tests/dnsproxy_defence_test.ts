@@ -9,12 +9,13 @@
  */
 import assert from "node:assert/strict";
 import { createLogger } from "@triad/core";
-import { runDnsProxy } from "@triad/dnsproxy";
+import { runDnsProxy } from "@triad/dnsproxy/main";
 import { buildErrorResponse } from "../dnsproxy/wire/builders.ts";
 import { parseMessage } from "../dnsproxy/wire/message.ts";
 import { bpfCapabilities, btf, command, libbpf, netAdmin, testWith } from "./requirements.ts";
 import { startFakeUpstream } from "./dnsproxy_fake_upstream.ts";
 import { bpftoolIds } from "./ebpf_leak_check.ts";
+import { pollUntil } from "./wait_for.ts";
 
 const needs = [
   bpfCapabilities,
@@ -85,15 +86,6 @@ function withTxt(response: Uint8Array, size: number): Uint8Array {
   out.set(record, response.length);
   new DataView(out.buffer).setUint16(6, 1); // ANCOUNT
   return out;
-}
-
-/** Polls `check` every 20 ms until it returns true (bounded). */
-async function until(check: () => boolean | Promise<boolean>, ms: number, what: string) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 function metric(text: string, name: string, labels: string): number {
@@ -199,12 +191,12 @@ testWith(
 
       await t.step("a query flood trips the rate rule; then XDP drops it", async () => {
         await flood(10, 200, "flood.test", 0);
-        await until(() => filter.hasPrefix(`${at(10)}/32`), 5000, "the qps block in the map");
+        await pollUntil(() => filter.hasPrefix(`${at(10)}/32`), "the qps block in the map");
         const seenBefore = queriesSeen(await running.metrics());
         const droppedBefore = await kernel("qps");
         const result = await flood(10, 100, "flood.test", 0);
         assert.equal(result.sent, 100);
-        await until(async () => (await kernel("qps")) >= droppedBefore + 100, 5000, "drops");
+        await pollUntil(async () => (await kernel("qps")) >= droppedBefore + 100, "drops");
         await legitAnswered(); // a later query the proxy sees: the flood is behind it
         assert.equal(queriesSeen(await running.metrics()), seenBefore + 3, "proxy saw none");
         assert.ok(logs.some((line) => /block started/.test(line) && line.includes(at(10))));
@@ -212,59 +204,59 @@ testWith(
 
       await t.step("an NXDOMAIN flood trips the NXDOMAIN rule", async () => {
         await flood(11, 20, "nx.test", 3000);
-        await until(() => filter.hasPrefix(`${at(11)}/32`), 5000, "the nx block in the map");
+        await pollUntil(() => filter.hasPrefix(`${at(11)}/32`), "the nx block in the map");
         const before = await kernel("nx");
         await flood(11, 30, "other.test", 0);
-        await until(async () => (await kernel("nx")) >= before + 30, 5000, "nx drops");
+        await pollUntil(async () => (await kernel("nx")) >= before + 30, "nx drops");
         await legitAnswered();
       });
 
       for (const [host, rule, name] of [[14, "sf", "sf.test"], [15, "big", "big.test"]] as const) {
         await t.step(`a ${rule} flood trips the ${rule} rule`, async () => {
           await flood(host, 20, name, 3000);
-          await until(() => filter.hasPrefix(`${at(host)}/32`), 5000, `the ${rule} block`);
+          await pollUntil(() => filter.hasPrefix(`${at(host)}/32`), `the ${rule} block`);
           const before = await kernel(rule);
           await flood(host, 30, "other.test", 0);
-          await until(async () => (await kernel(rule)) >= before + 30, 5000, `${rule} drops`);
+          await pollUntil(async () => (await kernel(rule)) >= before + 30, `${rule} drops`);
         });
       }
 
       await t.step("static lists drop a prefix and a name in the kernel", async () => {
         await flood(12, 25, "static.test", 0);
-        await until(async () => (await kernel("static_clients")) >= 25, 5000, "static drops");
+        await pollUntil(async () => (await kernel("static_clients")) >= 25, "static drops");
         await flood(2, 5, "blocked.test", 0);
-        await until(async () => (await kernel("static_names")) >= 5, 5000, "name drops");
+        await pollUntil(async () => (await kernel("static_names")) >= 5, "name drops");
         await legitAnswered();
       });
 
       await t.step("the rate block expires: the client is answered again", async () => {
-        await until(
+        await pollUntil(
           async () => (await flood(10, 1, "again.test", 300)).answered === 1,
-          10_000,
           "the qps block to end",
+          10_000,
         );
-        await until(() => !filter.hasPrefix(`${at(10)}/32`), 5000, "the map entry to go");
+        await pollUntil(() => !filter.hasPrefix(`${at(10)}/32`), "the map entry to go");
         assert.ok(logs.some((line) => /block ended/.test(line) && line.includes(at(10))));
       });
 
       await t.step("a configuration change swaps static blocks live", async () => {
         const applied = running.reloads.applied;
         await write([`${at(13)}/32`]);
-        await until(() => running.reloads.applied > applied, 5000, "the reload");
+        await pollUntil(() => running.reloads.applied > applied, "the reload");
         assert.ok(!filter.hasPrefix(`${at(12)}/32`));
         assert.ok(filter.hasPrefix(`${at(13)}/32`));
         // The loops' own copy of the lists follows by message: poll.
-        await until(
+        await pollUntil(
           async () => (await flood(12, 1, "free.test", 1000)).answered === 1,
-          10_000,
           "the unblocked client's answer",
+          10_000,
         );
         const before = await kernel("static_clients");
         await flood(13, 10, "now-blocked.test", 0);
-        await until(
+        await pollUntil(
           async () => (await kernel("static_clients")) >= before + 10,
-          5000,
           "drops of the new static block",
+          5000,
         );
       });
     } finally {
@@ -274,10 +266,10 @@ testWith(
     // period: polled). File descriptors are not compared here: the proxy program's config
     // watcher and loops own descriptors of their own (see tests/dnsproxy_main_test.ts).
     assert.ok(mine.length >= 6);
-    await until(
+    await pollUntil(
       () => mine.every(([kind, id]) => !bpftoolIds(kind).has(id)),
-      10_000,
       `bpftool to list none of ${mine.map(([kind, id]) => `${kind} ${id}`).join(", ")}`,
+      10_000,
     );
   },
 );
@@ -349,10 +341,10 @@ testWith(
     assert.equal(await rcode(), 5, "REFUSED: blocked by the etcd document");
     const applied = running.reloads.applied;
     await etcd.put("/triad/dnsproxy.yaml", doc(["192.0.2.0/24"]));
-    await until(() => running.reloads.applied > applied, 10_000, "the etcd change");
+    await pollUntil(() => running.reloads.applied > applied, "the etcd change", 10_000);
     // The loops get the new settings by message: poll until they apply them.
-    await until(async () => (await rcode()) === 0, 10_000, "an answer once the block is gone");
+    await pollUntil(async () => (await rcode()) === 0, "an answer once the block is gone", 10_000);
     await etcd.put("/triad/dnsproxy.yaml", doc(["127.0.0.1/32"]));
-    await until(async () => (await rcode()) === 5, 10_000, "the block to come back");
+    await pollUntil(async () => (await rcode()) === 5, "the block to come back", 10_000);
   },
 );

@@ -7,19 +7,20 @@ import assert from "node:assert/strict";
 import {
   buildQuery,
   DnsProxy,
-  encodeBase64Url,
   parseMessage,
-  runDnsProxy,
   serveDns,
   serveDnsOnNetloop,
   Upstream,
 } from "@triad/dnsproxy";
 import { createLogger } from "@triad/core";
 import type { DnsServer } from "@triad/dnsproxy";
+import { runDnsProxy } from "@triad/dnsproxy/main";
+import { encodeBase64Url } from "../dnsproxy/frontend/https.ts";
 import { command, testWith } from "./requirements.ts";
 import type { Requirement } from "./requirements.ts";
 import { startUnbound, testCertificates } from "./servers/unbound.ts";
 import { frame, readFrames } from "./dnsproxy_client.ts";
+import { pollUntil } from "./wait_for.ts";
 
 const quic: Requirement = {
   name: "QUIC",
@@ -263,14 +264,6 @@ testWith("DoQ: one query per stream, ID 0, RFC 9250 errors close the connection"
   assert.match(metrics, /^dns_queries_total\{type="A",transport="quic"\} 4$/m);
   assert.match(metrics, /^dns_tls_handshakes_total\{transport="quic",result="ok"\} 3$/m);
 });
-
-async function pollUntil(check: () => boolean, what: string): Promise<void> {
-  const deadline = performance.now() + 5000;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 for (const backend of ["builtin", "epoll"]) {
   testWith(`deno task dns --tls-listen/--https-listen (${backend}): certificates reload`, [

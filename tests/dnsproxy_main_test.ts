@@ -1,19 +1,13 @@
 import assert from "node:assert/strict";
-import { buildQuery, parseMessage, Rcode, RrType, runDnsProxy } from "@triad/dnsproxy";
+import { buildQuery, parseMessage, Rcode, RrType } from "@triad/dnsproxy";
+import { runDnsProxy } from "@triad/dnsproxy/main";
 import { createLogger } from "@triad/core";
 import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
+import { pollUntil } from "./wait_for.ts";
 import { openSockets, queryUdp, settledSockets } from "./dnsproxy_client.ts";
 
 const needs = [command("unbound")];
-
-async function until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /** Upstream answers counted by the latency histogram, per upstream. */
 function answeredBy(text: string, upstream: string): number {
@@ -78,11 +72,14 @@ for (const backend of ["builtin", "epoll"]) {
             }
           };
           const load = Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await pollUntil(() => sent >= 100, "queries under way before the reload");
           const before = running.reloads.applied;
           await write(yaml(second.address, 500));
-          await until(() => running.reloads.applied > before, 5000, "the reload");
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await pollUntil(() => running.reloads.applied > before, "the reload");
+          await pollUntil(
+            async () => answeredBy(await running.metrics(), second.address) > 0,
+            "queries answered by the new upstream",
+          );
           stop = true;
           await load;
           assert.deepEqual(failures, []);
@@ -109,12 +106,12 @@ for (const backend of ["builtin", "epoll"]) {
         await t.step("an invalid file keeps the running configuration and says why", async () => {
           const failedBefore = running.reloads.failed;
           await write(`upstream:\n  servers: ["${first.address}"]\n  policy: fastest-ish\n`);
-          await until(() => running.reloads.failed > failedBefore, 5000, "the failed reload");
+          await pollUntil(() => running.reloads.failed > failedBefore, "the failed reload");
           assert.ok(
             logs.some((l) => /keeping the running one/.test(l) && /upstream\.policy/.test(l)),
           );
           await write("upstream: [unclosed\n");
-          await until(() => running.reloads.failed > failedBefore + 1, 5000, "the second failure");
+          await pollUntil(() => running.reloads.failed > failedBefore + 1, "the second failure");
           assert.ok(logs.some((l) => /dnsproxy\.yaml:\d+:\d+/.test(l)), "names file:line:col");
           const served = answeredBy(await running.metrics(), second.address);
           const reply = await queryUdp(port, buildQuery({ id: 2, name: "still.bench", type: 1 }));

@@ -3,6 +3,7 @@ import { buildQuery, parseMessage, Rcode, RrType, serveDnsOnNetloop } from "@tri
 import { createLogger } from "@triad/core";
 import { command, ioUring, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
+import { pollUntil } from "./wait_for.ts";
 import {
   frame,
   openSockets,
@@ -82,9 +83,15 @@ for (const backend of ["uring", "epoll", "portable"] as const) {
           upstream: { upstreams: [unbound.address], healthCheck: 0 },
           acl: { allow: ["10.0.0.0/8"] },
         });
-        await new Promise((resolve) => setTimeout(resolve, 200));
-        const refused = await queryUdp(port, buildQuery({ id: 8, name: "a.test", type: 1 }));
-        assert.equal(parseMessage(refused!).rcode, Rcode.REFUSED);
+        // Every loop refuses once the settings reach it; queries from new ports spread over the
+        // loops, so eight refused in a row is the barrier.
+        await pollUntil(async () => {
+          for (let i = 0; i < 8; i++) {
+            const reply = await queryUdp(port, buildQuery({ id: 8, name: "a.test", type: 1 }));
+            if (parseMessage(reply!).rcode !== Rcode.REFUSED) return false;
+          }
+          return true;
+        }, "the new ACL in every loop");
       });
     }
     assert.equal(await settledSockets(socketsBefore), socketsBefore, "no socket or pipe left open");

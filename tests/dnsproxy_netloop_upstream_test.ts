@@ -22,6 +22,7 @@ import type { ProxySettings, UdpSocketOptions } from "@triad/dnsproxy";
 import { createLogger, formatPrometheus } from "@triad/core";
 import { ioUring, testWith } from "./requirements.ts";
 import { openSockets, queryUdp, settledSockets } from "./dnsproxy_client.ts";
+import { pollUntil } from "./wait_for.ts";
 
 /** What the recording upstream saw of one query. */
 interface Seen {
@@ -138,9 +139,7 @@ for (const backend of ["uring", "epoll"] as const) {
             { length: 30 },
             (_, i) => queryUdp(port, buildQuery({ id: i, name: `par${i}.x`, type: 1 }), 2000),
           );
-          for (let i = 0; i < 100 && upstream.seen.length - before < 30; i++) {
-            await new Promise((resolve) => setTimeout(resolve, 10));
-          }
+          await seenAtLeast(upstream, before + 30); // all 30 held at the upstream at once
           upstream.release();
           const replies = await Promise.all(answers);
           for (const reply of replies) assert.equal(parseMessage(reply!).rcode, Rcode.NOERROR);
@@ -224,12 +223,13 @@ function firstAddress(bytes: Uint8Array): number[] {
   return [...bytes.subarray(at, at + 4)];
 }
 
-/** Polls until `upstream` has seen `count` more queries than `before` (bounded: 2 s). */
-async function seenAtLeast(upstream: { seen: Seen[] }, count: number): Promise<void> {
-  for (let i = 0; i < 200 && upstream.seen.length < count; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  assert.ok(upstream.seen.length >= count, `upstream saw ${upstream.seen.length} of ${count}`);
+/** Waits until `upstream` has seen `count` queries (bounded: 2 s). */
+function seenAtLeast(upstream: { seen: Seen[] }, count: number): Promise<void> {
+  return pollUntil(
+    () => upstream.seen.length >= count,
+    `the upstream seeing ${count} queries`,
+    2000,
+  );
 }
 
 for (const kind of ["uring", "epoll", "builtin"] as const) {

@@ -12,6 +12,7 @@ import { createLogger, formatPrometheus } from "@triad/core";
 import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
 import { openSockets, settledSockets } from "./dnsproxy_client.ts";
+import { pollUntil } from "./wait_for.ts";
 
 /**
  * A TCP relay on loopback to `target`: client bytes go through at once, replies after `delay` ms
@@ -89,16 +90,6 @@ function delayingRelay(target: { hostname: string; port: number }, scheme: "tcp"
   };
 }
 
-/** Polls `check` every 10 ms until it holds (bounded by `timeoutMs`); returns whether it did. */
-async function until(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<boolean> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  return true;
-}
-
 const client = { address: "127.0.0.1", port: 1000, transport: "udp" } as const;
 
 for (const scheme of ["tcp", "tls"] as const) {
@@ -149,7 +140,7 @@ for (const scheme of ["tcp", "tls"] as const) {
             assert.equal(relay.state.open, 1);
             assert.equal(metric("dns_upstream_connections", relay.address), 1);
             const idleSince = performance.now();
-            assert.ok(await until(() => relay.state.open === 0), "the relay's connection closed");
+            await pollUntil(() => relay.state.open === 0, "the relay's connection closed");
             const waited = performance.now() - idleSince;
             assert.ok(waited >= 140, `closed after ${waited.toFixed(0)} ms idle, before 150 ms`);
             assert.equal(metric("dns_upstream_idle_closed_total", relay.address), 1);
@@ -176,9 +167,9 @@ for (const scheme of ["tcp", "tls"] as const) {
 
           await t.step("it is preferred again once it answers fast", async () => {
             relay.state.delay = 0;
-            assert.ok(
-              await until(() => metric("dns_upstream_slow", relay.address) === 0),
-              "a fast probe brought it back",
+            await pollUntil(
+              () => metric("dns_upstream_slow", relay.address) === 0,
+              "a fast probe bringing it back",
             );
             assert.ok(lines.some((l) => l.includes('"upstream fast again"')), "logged");
             lines.length = 0;

@@ -16,7 +16,9 @@ testWith("DnsProxy answers equal unbound's over UDP and TCP", needs, async (t) =
   const fdsBefore = openFds();
   {
     await using unbound = await startUnbound();
-    using proxy = new DnsProxy(settings(unbound.address));
+    // The cache's clock: TTLs count down when the test moves it, not while the machine is slow.
+    let clock = 0;
+    using proxy = new DnsProxy(settings(unbound.address, { cache: { now: () => clock } }));
     await using server = await serveDns(proxy, { listen: "127.0.0.1:0" });
     const port = server.address.port;
     const questions: [string, number][] = [
@@ -48,7 +50,7 @@ testWith("DnsProxy answers equal unbound's over UDP and TCP", needs, async (t) =
     await t.step("TTLs go down in cached answers", async () => {
       const query = buildQuery({ id: 1, name: "short.test", type: RrType.A });
       const first = await queryUdp(port, query);
-      await new Promise((resolve) => setTimeout(resolve, 1100));
+      clock += 1100;
       const second = await queryUdp(port, query);
       const ttl = (bytes: Uint8Array) =>
         new DataView(bytes.buffer).getUint32(parseMessage(bytes).ttlOffsets[0]!);
@@ -138,16 +140,18 @@ testWith(
   async () => {
     const unbound = await startUnbound();
     try {
+      let clock = 0;
       using proxy = new DnsProxy({
         upstream: { upstreams: [unbound.address], healthCheck: 0, timeout: 300, attempts: 1 },
         staleAnswerTimeout: 200,
+        cache: { now: () => clock },
       });
       await using server = await serveDns(proxy, { listen: "127.0.0.1:0" });
       const port = server.address.port;
       const query = buildQuery({ id: 5, name: "short.test", type: RrType.A });
       assert.equal(parseMessage((await queryUdp(port, query))!).rcode, Rcode.NOERROR);
       await unbound.stop();
-      await new Promise((resolve) => setTimeout(resolve, 2100)); // short.test has TTL 2
+      clock += 2100; // short.test has TTL 2: expired on the cache's clock
       let started = performance.now();
       const stale = (await queryUdp(port, query))!;
       assert.ok(performance.now() - started < 600, "stale answer within the timeout");

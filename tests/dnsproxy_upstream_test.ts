@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   buildQuery,
-  cacheKey,
   DnsProxy,
   nameToText,
   parseMessage,
@@ -10,7 +9,9 @@ import {
   serveDns,
   UpstreamGroup,
 } from "@triad/dnsproxy";
+import { cacheKey } from "../dnsproxy/cache.ts";
 import { keyHash } from "../dnsproxy/_key_hash.ts";
+import { pollUntil } from "./wait_for.ts";
 import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
 import { queryUdp } from "./dnsproxy_client.ts";
@@ -72,11 +73,7 @@ testWith("upstreams: retry, health, limits, deduplication, TCP and TLS", needs, 
     });
     assert.equal(group.upstreams[0]!.healthy, false);
     answering = true;
-    const deadline = performance.now() + 2000;
-    while (!group.upstreams[0]!.healthy && performance.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.equal(group.upstreams[0]!.healthy, true);
+    await pollUntil(() => group.upstreams[0]!.healthy, "the upstream up again", 2000);
   });
 
   await t.step("all upstreams failing gives SERVFAIL; max_concurrent gives REFUSED", async () => {
@@ -91,9 +88,11 @@ testWith("upstreams: retry, health, limits, deduplication, TCP and TLS", needs, 
     });
     await using server = await serveDns(proxy, { listen: "127.0.0.1:0" });
     const port = server.address.port;
+    const before = blackHole.queries;
     const [first, second] = await Promise.all([
       queryUdp(port, buildQuery({ id: 1, name: "one.test", type: 1 })),
-      new Promise((resolve) => setTimeout(resolve, 30)).then(() =>
+      // The second comes once the first is at the upstream: the one query allowed in flight.
+      pollUntil(() => blackHole.queries > before, "the first query upstream").then(() =>
         queryUdp(port, buildQuery({ id: 2, name: "two.test", type: 1 }))
       ),
     ]);
@@ -144,19 +143,24 @@ testWith("upstreams: retry, health, limits, deduplication, TCP and TLS", needs, 
   );
 
   await t.step("popular entries are prefetched before they expire", async () => {
+    let clock = 0; // the cache's clock, moved by the test
     using proxy = new DnsProxy({
       upstream: { upstreams: [unbound.address], healthCheck: 0 },
-      cache: { prefetchHits: 1, prefetchFraction: 0.6 },
+      cache: { prefetchHits: 1, prefetchFraction: 0.6, now: () => clock },
     });
     await using server = await serveDns(proxy, { listen: "127.0.0.1:0" });
     const query = buildQuery({ id: 1, name: "short.test", type: 1 }); // TTL 2
+    const key = cacheKey(parseMessage(query));
     await queryUdp(server.address.port, query);
     await queryUdp(server.address.port, query);
-    await new Promise((resolve) => setTimeout(resolve, 1100)); // under 60 % of 2 s left
+    clock = 1100; // under 60 % of 2 s left
     await queryUdp(server.address.port, query);
-    await new Promise((resolve) => setTimeout(resolve, 100));
     assert.match(proxy.metrics.registry.expose(), /^dns_cache_prefetches_total 1$/m);
-    await new Promise((resolve) => setTimeout(resolve, 1000)); // past the first answer's expiry
+    await pollUntil(
+      () => proxy.cache.lookup(key)?.entry.storedAt === 1100,
+      "the prefetched answer in the cache",
+    );
+    clock = 2100; // past the first answer's expiry, within the prefetched one's
     await queryUdp(server.address.port, query);
     assert.match(proxy.metrics.registry.expose(), /^dns_cache_misses_total 1$/m);
   });

@@ -33,7 +33,7 @@ export function bpftoolIds(kind: BpfKind): Set<number> {
 }
 
 /** Lists this process's open file descriptors with what they point at. */
-export function openFdList(): string[] {
+function openFdList(): string[] {
   return [...Deno.readDirSync("/proc/self/fd")].map((entry) => {
     try {
       return `${entry.name} → ${Deno.readLinkSync(`/proc/self/fd/${entry.name}`)}`;

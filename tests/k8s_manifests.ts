@@ -284,9 +284,6 @@ export function policyViolations(manifest: Manifest, policy: PodPolicy): string[
   return out;
 }
 
-/** The repository root, absolute, ending in `/`. */
-export const repositoryRoot: string = root;
-
 /**
  * Every `*.yaml`/`*.yml` under a `deploy/` directory of the repository, relative to its root.
  *

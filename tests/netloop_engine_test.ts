@@ -82,6 +82,9 @@ async function udpExchange(port: number, count: number): Promise<string[]> {
   return replies.sort();
 }
 
+/** The upstream's answer to the marker datagram: a number no dial sent. */
+const MARKER = new Uint8Array([0xff, 0xff]);
+
 for (const backend of BACKENDS) {
   testWith(`serve() on ${backend} passes the handler tests`, NEEDS[backend], async (t) => {
     // Deno keeps one Worker runtime's eventfd/epoll pair around after a Worker ends; a first
@@ -454,13 +457,18 @@ for (const backend of BACKENDS) {
           // The upstream answers each datagram three times, twice at once and again 20 ms later: a
           // dial reads one reply and closes, and neither the copy still queued on its socket nor
           // the late one may reach whichever dial holds that socket next (the loop may keep it).
+          // The 251st datagram is a marker, answered once with a number no dial sent (the dial
+          // answers 0): sent after every late copy, it is the barrier the check for extra replies
+          // waits for.
           const ports: number[] = [];
+          let lateSent = 0;
           const upstream = dgram.createSocket(host === "::1" ? "udp6" : "udp4");
           upstream.on("message", (m: Uint8Array, r: dgram.RemoteInfo) => {
             ports.push(r.port);
+            if (ports.length > 250) return void upstream.send(MARKER, r.port, r.address);
             upstream.send(m, r.port, r.address);
             upstream.send(m, r.port, r.address);
-            setTimeout(() => upstream.send(m, r.port, r.address), 20);
+            setTimeout(() => upstream.send(m, r.port, r.address, () => lateSent++), 20);
           });
           await new Promise<void>((resolve) => upstream.bind(0, host, () => resolve()));
           try {
@@ -482,17 +490,15 @@ for (const backend of BACKENDS) {
                 50,
                 "dials that read another's reply",
               );
-              await new Promise((resolve) => setTimeout(resolve, 40));
+              // The next round starts once this round's late copies are out.
+              await pollUntil(() => lateSent === 50 * (round + 1), `round ${round}'s late copies`);
             }
-            let timer: ReturnType<typeof setTimeout> | undefined;
-            const extra = await Promise.race([
-              conn.read(new Uint8Array(1024)).catch(() => null),
-              new Promise<"none">((resolve) => timer = setTimeout(() => resolve("none"), 200)),
-            ]);
-            clearTimeout(timer);
-            assert.equal(extra, "none", `${extra} replies to late datagrams`);
+            await conn.write(new Uint8Array(1));
+            const marker = await readExactly(conn, 1);
+            assert.deepEqual([...marker], [0], "a reply to a late datagram came before the marker");
             conn.close();
-            assert.equal(ports.length, 250);
+            assert.equal(ports.length, 251);
+            ports.pop();
             // 250 draws from the ephemeral range (28,232 ports) repeat a few times at random.
             const distinct = new Set(ports).size;
             assert.ok(distinct >= 235, `only ${distinct} distinct source ports in 250 dials`);
@@ -542,15 +548,32 @@ for (const backend of BACKENDS) {
     await t.step("loop.tickWithin() brings the next tick forward", async () => {
       await using fixture = await startFixture(backend, { mode: "quit" }, { tick: 60_000 });
       const conn = await connect(fixture.port);
-      const ticksAfter = async (wait: number) => {
-        await new Promise((r) => setTimeout(r, wait));
-        return (await fixture.stats())[0]!.ticks;
+      // Each tick asked for is the barrier: the count when it comes says no tick came before it.
+      const soon = async (within: number) => {
+        await conn.write(encoder.encode(`soon ${within}`));
+        const buffer = new Uint8Array(64);
+        const n = (await conn.read(buffer))!;
+        const [ticks, now] = new TextDecoder().decode(buffer.subarray(0, n)).split(" ");
+        return { ticks: Number(ticks), now: Number(now) };
       };
-      assert.equal(await ticksAfter(100), 0);
-      await conn.write(encoder.encode("soon"));
-      await readExactly(conn, 1);
-      assert.equal(await ticksAfter(300), 1, "one tick, 20 ms after it was asked for");
-      assert.equal(await ticksAfter(300), 1, "then the regular tick, a minute away");
+      const tick = async (count: number) => {
+        await pollUntil(async () => (await fixture.stats())[0]!.ticks >= count, `tick ${count}`);
+        const stats = (await fixture.stats())[0]!;
+        assert.equal(stats.ticks, count, `tick ${count} is the one asked for, and no other came`);
+        return stats.tickTimes[count - 1]!;
+      };
+      const first = await soon(300);
+      assert.equal(first.ticks, 0, "no tick before the first request");
+      assert.ok((await tick(1)) >= first.now + 300, "none of its own in the 300 ms before");
+      const second = await soon(20);
+      assert.equal(second.ticks, 1);
+      assert.ok((await tick(2)) >= second.now + 20, "one tick, 20 ms after it was asked for");
+      const third = await soon(300);
+      assert.equal(third.ticks, 2);
+      assert.ok(
+        (await tick(3)) >= third.now + 300,
+        "then none in the next 300 ms: the regular tick is a minute away",
+      );
       conn.close();
     });
 

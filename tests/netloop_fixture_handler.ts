@@ -18,6 +18,7 @@ let closes = 0;
 let maxOpen = 0;
 let maxOutbound = 0;
 let ticks = 0;
+const tickTimes: number[] = [];
 let dials = 0;
 const closeErrors: Record<string, number> = {};
 const codec = new LengthFieldCodec();
@@ -75,9 +76,11 @@ const handler: EventHandler = {
       }
       case "quit": {
         const text = new TextDecoder().decode(conn.next());
-        if (text.includes("soon")) {
-          loop.tickWithin(20);
-          conn.write(new TextEncoder().encode(String(ticks)));
+        const soon = /soon(?: (\d+))?/.exec(text);
+        if (soon !== null) {
+          // "soon [ms]": a tick within ms (20 by default); answers "<ticks so far> <loop.now>".
+          loop.tickWithin(Number(soon[1] ?? 20));
+          conn.write(new TextEncoder().encode(`${ticks} ${loop.now}`));
           return;
         }
         if (text.includes("quit")) return Action.Shutdown;
@@ -148,6 +151,7 @@ const handler: EventHandler = {
   },
   onTick() {
     ticks++;
+    if (tickTimes.length < 64) tickTimes.push(loop.now);
   },
   onMessage(message) {
     if (message === "stats") {
@@ -160,6 +164,7 @@ const handler: EventHandler = {
         maxOpen,
         maxOutbound,
         ticks,
+        tickTimes,
         closeErrors,
         exhaustion: { ...loop.exhaustion },
       });

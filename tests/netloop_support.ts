@@ -21,6 +21,8 @@ export interface LoopStats {
   maxOpen: number;
   maxOutbound: number;
   ticks: number;
+  /** `loop.now` at each of the first 64 ticks. */
+  tickTimes: number[];
   closeErrors: Record<string, number>;
   exhaustion: { accepts: number; dials: number; pauses: number; paused: boolean };
 }

@@ -230,14 +230,14 @@ async function tryRead(fs: ConfigFileSystem, path: string): Promise<string | und
 }
 
 /**
- * Reads and parses the files {@linkcode findConfigFiles} names into layers (secret references
- * resolved by `resolve`), the texts read into `texts`; every problem is added to `issues`.
+ * Reads and parses the files {@linkcode findConfigFiles} names into layers (their secret
+ * references are resolved by the configuration, as every source's are), the texts read into
+ * `texts`; every problem is added to `issues`.
  */
 export async function readConfigFiles(
   fs: ConfigFileSystem,
   plan: FilePlan,
   watch: WatchTargets,
-  resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer>,
   issues: ConfigIssue[],
   texts: Map<string, string>,
 ): Promise<Layer[]> {
@@ -272,10 +272,7 @@ export async function readConfigFiles(
     }
     texts.set(candidate.path, text);
     try {
-      return await resolve(
-        parseConfigText(text, format, candidate.path, candidate.kind),
-        issues,
-      );
+      return parseConfigText(text, format, candidate.path, candidate.kind);
     } catch (error) {
       issues.push(...(error instanceof ConfigError ? error.issues : []));
       if (!(error instanceof ConfigError)) throw error;
@@ -298,22 +295,14 @@ export class FileSource implements Source {
   texts: ReadonlyMap<string, string> = new Map();
   readonly #fs: ConfigFileSystem;
   readonly #plan: () => FilePlan;
-  readonly #resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer>;
 
   /**
    * @param fs The file system.
    * @param plan What to read, asked at each read (the profile and `--config` come from flags).
-   * @param resolve Resolves secret references in a layer.
    */
-  constructor(
-    fs: ConfigFileSystem,
-    plan: () => FilePlan,
-    resolve: (layer: Layer, issues: ConfigIssue[]) => Promise<Layer> = (layer) =>
-      Promise.resolve(layer),
-  ) {
+  constructor(fs: ConfigFileSystem, plan: () => FilePlan) {
     this.#fs = fs;
     this.#plan = plan;
-    this.#resolve = resolve;
   }
 
   /** @throws {ConfigError} Naming every file that is missing, unreadable or invalid. */
@@ -332,7 +321,6 @@ export class FileSource implements Source {
         this.#fs,
         this.#plan(),
         this.watchTargets,
-        this.#resolve,
         issues,
         texts,
       );

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { denoFileSystem } from "../file_system.ts";
 import type { ConfigIssue } from "../errors.ts";
-import type { Layer } from "../layer.ts";
 import {
   FileSource,
   findConfigFiles,
@@ -22,7 +21,6 @@ async function tree(files: Record<string, string>): Promise<string> {
   return dir;
 }
 
-const keep = (layer: Layer) => Promise.resolve(layer);
 /** TOML trees have null prototypes: compare contents. */
 const plain = (value: unknown) => JSON.parse(JSON.stringify(value));
 const watchTargets = (): WatchTargets => ({ dirs: new Set(), names: new Set() });
@@ -58,7 +56,7 @@ Deno.test("the file source searches paths, adds the profile's file, then the con
 
     const issues: ConfigIssue[] = [];
     const texts = new Map<string, string>();
-    const layers = await readConfigFiles(denoFileSystem, plan, watch, keep, issues, texts);
+    const layers = await readConfigFiles(denoFileSystem, plan, watch, issues, texts);
     assert.deepEqual(issues, []);
     assert.deepEqual(plain(layers.map((l) => l.tree)), [{ port: 1 }, { port: 2 }, { name: "a" }, {
       name: "b",
@@ -80,7 +78,6 @@ Deno.test("the file source: --config files replace the files option; misses are 
         configFiles: [`${dir}/x.yaml`, `${dir}/bad.yaml`, `${dir}/gone.yaml`, `${dir}/x.ini`],
       },
       watchTargets(),
-      keep,
       issues,
       new Map(),
     );

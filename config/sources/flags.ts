@@ -170,6 +170,9 @@ export class FlagsSource implements Source {
     this.#info = info;
     this.#argv = argv;
     this.#names = names;
+    // The command line is known now: the profile and `--config` files it names are available to
+    // the other sources before any of them loads (`load()` reports the problems).
+    this.read([]);
   }
 
   /** @throws {ConfigError} Naming every unknown flag and bad value. */

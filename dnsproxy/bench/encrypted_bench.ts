@@ -16,7 +16,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { encodeBase64Url } from "../server.ts";
+import { encodeBase64Url } from "../frontend/https.ts";
 import { buildQuery } from "../wire/builders.ts";
 import { startUnbound, testCertificates } from "../../tests/servers/unbound.ts";
 import type { UnboundServer } from "../../tests/servers/unbound.ts";

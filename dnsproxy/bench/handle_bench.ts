@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { buildQuery, cacheKey, DnsCache, DnsProxy, parseMessage } from "@triad/dnsproxy";
+import { buildQuery, DnsCache, DnsProxy, parseMessage } from "@triad/dnsproxy";
+import { cacheKey } from "../cache.ts";
 
 const proxy = new DnsProxy({
   upstream: { upstreams: [], healthCheck: 0 },

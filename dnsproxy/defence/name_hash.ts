@@ -11,9 +11,6 @@ const FNV_OFFSET = 0xcbf29ce484222325n;
 const FNV_PRIME = 0x100000001b3n;
 const MASK = (1n << 64n) - 1n;
 
-/** Most labels the kernel walks; longer names are not matched there (user space still does). */
-export const MAX_KERNEL_LABELS = 16;
-
 /**
  * Splits a name given as text into lower-cased labels, checking the limits of RFC 1035.
  *
@@ -68,22 +65,4 @@ export function nameHash(name: string): bigint {
     hash = ((hash ^ labelHash(new TextEncoder().encode(label))) * FNV_PRIME) & MASK;
   }
   return hash;
-}
-
-/**
- * Whether a name is a blocked name or under one (user space's side of the same rule).
- *
- * @param name The queried name (text, any case).
- * @param blocked Blocked names, lower-cased without the final dot.
- * @returns The blocked suffix that matched, or `undefined`.
- */
-export function matchSuffix(name: string, blocked: ReadonlySet<string>): string | undefined {
-  if (blocked.size === 0) return undefined;
-  let rest = (name.endsWith(".") ? name.slice(0, -1) : name).toLowerCase();
-  for (;;) {
-    if (blocked.has(rest)) return rest;
-    const dot = rest.indexOf(".");
-    if (dot === -1) return undefined;
-    rest = rest.slice(dot + 1);
-  }
 }

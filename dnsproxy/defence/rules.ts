@@ -71,7 +71,7 @@ export const STATIC_CLIENTS_RULE = 1;
 /** The kernel counter id of the static name list. */
 export const STATIC_NAMES_RULE = 2;
 /** The id of the first dynamic rule. */
-export const FIRST_DYNAMIC_RULE = 16;
+const FIRST_DYNAMIC_RULE = 16;
 
 /** Names of the kernel counter ids, for metrics. */
 export function ruleNames(settings: DefenceSettings): Map<number, string> {

@@ -42,13 +42,17 @@ const MAX_MESSAGE = 65_535;
  *
  * @example
  * ```ts
- * import { answerDohRequest, buildQuery, DnsProxy, encodeBase64Url, parseMessage, Rcode } from "@triad/dnsproxy";
+ * import { answerDohRequest, buildQuery, DnsProxy, parseMessage, Rcode } from "@triad/dnsproxy";
  * import assert from "node:assert/strict";
  *
  * using proxy = new DnsProxy({ upstream: { upstreams: [], healthCheck: 0 } });
- * const dns = encodeBase64Url(buildQuery({ id: 0, name: "x.", type: 1 }));
+ * const query = new Request("https://p/dns-query", {
+ *   method: "POST",
+ *   headers: { "content-type": "application/dns-message" },
+ *   body: buildQuery({ id: 0, name: "x.", type: 1 }) as Uint8Array<ArrayBuffer>,
+ * });
  * const remote = { hostname: "8.8.8.8", port: 1000 }; // not an allowed client
- * const ok = await answerDohRequest(new Request(`https://p/dns-query?dns=${dns}`), remote, proxy);
+ * const ok = await answerDohRequest(query, remote, proxy);
  * assert.equal(ok.headers.get("content-type"), "application/dns-message");
  * assert.equal(parseMessage(new Uint8Array(await ok.arrayBuffer())).rcode, Rcode.REFUSED);
  * const bad = await answerDohRequest(new Request("https://p/dns-query?dns=a="), remote, proxy);
@@ -123,7 +127,7 @@ function maxAge(answer: Uint8Array): number {
  *
  * @example
  * ```ts
- * import { decodeBase64Url, encodeBase64Url } from "@triad/dnsproxy";
+ * import { decodeBase64Url, encodeBase64Url } from "./https.ts";
  * import assert from "node:assert/strict";
  *
  * assert.equal(encodeBase64Url(new Uint8Array([0xfb, 0xff])), "-_8");

@@ -13,7 +13,7 @@ import type { CertificatePair, CertifiedListener } from "./listener.ts";
 import { lengthFramed } from "./stream.ts";
 
 /** RFC 9250 §4.3 error codes. */
-export const DoqError = {
+const DoqError = {
   /** No error: closing a connection without a problem. */
   NO_ERROR: 0,
   /** The DoQ implementation encountered an internal error. */
@@ -41,7 +41,7 @@ export interface QuicListenOptions {
 }
 
 /** Whether this runtime offers QUIC (Deno with `--unstable-net`). */
-export function quicAvailable(): boolean {
+function quicAvailable(): boolean {
   return typeof (Deno as { QuicEndpoint?: unknown }).QuicEndpoint === "function";
 }
 

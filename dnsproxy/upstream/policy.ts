@@ -34,7 +34,8 @@ export const UPSTREAM_POLICIES: readonly UpstreamPolicy[] = [
  *
  * @example
  * ```ts
- * import { orderUpstreams, Upstream } from "@triad/dnsproxy";
+ * import { Upstream } from "@triad/dnsproxy";
+ * import { orderUpstreams } from "./policy.ts";
  * import assert from "node:assert/strict";
  *
  * const a = new Upstream({ address: "127.0.0.1:5301" });

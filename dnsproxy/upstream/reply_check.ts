@@ -28,7 +28,8 @@ export interface AcceptedReply {
  *
  * @example
  * ```ts
- * import { buildQuery, checkReply, parseMessage } from "@triad/dnsproxy";
+ * import { buildQuery, parseMessage } from "@triad/dnsproxy";
+ * import { checkReply } from "./reply_check.ts";
  * import assert from "node:assert/strict";
  *
  * const query = buildQuery({ id: 77, name: "a.", type: 1 });

@@ -301,7 +301,7 @@ let randomLeft = 0;
  *
  * @example
  * ```ts
- * import { randomId } from "@triad/dnsproxy";
+ * import { randomId } from "./tcp_pool.ts";
  * import assert from "node:assert/strict";
  *
  * const id = randomId();

@@ -101,7 +101,8 @@ function answerFlags(query: Uint8Array, rcode: number): number {
  *
  * @example
  * ```ts
- * import { buildErrorResponse, buildQuery, parseMessage, Rcode } from "@triad/dnsproxy";
+ * import { buildQuery, parseMessage, Rcode } from "@triad/dnsproxy";
+ * import { buildErrorResponse } from "./builders.ts";
  * import assert from "node:assert/strict";
  *
  * const query = buildQuery({ id: 9, name: "x.", type: 1 });
@@ -146,7 +147,8 @@ export function buildErrorResponse(
  *
  * @example
  * ```ts
- * import { buildAnyResponse, buildQuery, parseMessage, RrType } from "@triad/dnsproxy";
+ * import { buildQuery, parseMessage, RrType } from "@triad/dnsproxy";
+ * import { buildAnyResponse } from "./builders.ts";
  * import assert from "node:assert/strict";
  *
  * const query = buildQuery({ id: 3, name: "example.com", type: RrType.ANY });
@@ -190,7 +192,8 @@ export function buildAnyResponse(query: Uint8Array, info: MessageInfo): Uint8Arr
  *
  * @example
  * ```ts
- * import { buildQuery, parseMessage, truncateResponse } from "@triad/dnsproxy";
+ * import { buildQuery, parseMessage } from "@triad/dnsproxy";
+ * import { truncateResponse } from "./builders.ts";
  * import assert from "node:assert/strict";
  *
  * const message = buildQuery({ id: 5, name: "t.", type: 1 });
@@ -223,7 +226,8 @@ export function truncateResponse(response: Uint8Array, info: MessageInfo): Uint8
  *
  * @example
  * ```ts
- * import { buildQuery, parseMessage, removeOpt } from "@triad/dnsproxy";
+ * import { buildQuery, parseMessage } from "@triad/dnsproxy";
+ * import { removeOpt } from "./builders.ts";
  * import assert from "node:assert/strict";
  *
  * const message = buildQuery({ id: 5, name: "t.", type: 1 });

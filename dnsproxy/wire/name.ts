@@ -6,9 +6,9 @@
 import { WireError } from "./wire_error.ts";
 
 /** Longest name in wire form, length bytes and root included (RFC 1035 §2.3.4). */
-export const MAX_NAME_LENGTH = 255;
+const MAX_NAME_LENGTH = 255;
 /** Longest label (RFC 1035 §2.3.4). */
-export const MAX_LABEL_LENGTH = 63;
+const MAX_LABEL_LENGTH = 63;
 
 /**
  * Skips over a possibly compressed name, checking it strictly (RFC 9267): every compression
@@ -24,7 +24,7 @@ export const MAX_LABEL_LENGTH = 63;
  *
  * @example
  * ```ts
- * import { skipName } from "@triad/dnsproxy";
+ * import { skipName } from "./name.ts";
  * import assert from "node:assert/strict";
  *
  * // A header, then "com." at 12 and "a" + a pointer back to 12 at 17.

@@ -5,7 +5,7 @@
  */
 
 /** TCP states by their kernel number (include/net/tcp_states.h). */
-export const TCP_STATES: readonly string[] = [
+const TCP_STATES: readonly string[] = [
   "UNKNOWN",
   "ESTABLISHED",
   "SYN_SENT",

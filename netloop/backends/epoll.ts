@@ -6,14 +6,12 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
-import { isExhaustion, LoopCore, Yielder } from "../_loop.ts";
+import { isExhaustion, Yielder } from "../_loop.ts";
+import { type DialSocket, FdLoopCore } from "../_fd_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
-  connectDialSocket,
   DescriptorReserve,
-  DialSocketPool,
-  openDialSocket,
   openListener,
   openReplySocket,
   reserveFdTable,
@@ -44,7 +42,7 @@ const NAME_STRIDE = 32;
 const F_EOF = 1;
 
 /** A loop on epoll. */
-export class EpollLoop extends LoopCore {
+export class EpollLoop extends FdLoopCore {
   private readonly lib: Libc = libc();
   private readonly epfd: number;
   readonly wakeFd: number;
@@ -60,13 +58,10 @@ export class EpollLoop extends LoopCore {
   private readonly eventBuffer = new Uint8Array(new ArrayBuffer(16));
   private readonly eventView = new DataView(this.eventBuffer.buffer);
   private readonly wakeBuffer = offHeap(8);
-  private pendingOpen: ConnImpl[] = [];
-  /** Closed dialed UDP sockets kept for the next dials. */
-  private readonly dialPool = new DialSocketPool();
   // UDP listener: recvmmsg/sendmmsg vectors.
   private udp: UdpVectors | undefined;
 
-  constructor(...args: ConstructorParameters<typeof LoopCore>) {
+  constructor(...args: ConstructorParameters<typeof FdLoopCore>) {
     super(...args);
     this.allocate = offHeap;
     this.pointerOf = addressOf;
@@ -166,8 +161,7 @@ export class EpollLoop extends LoopCore {
     if (this.listenFd >= 0) this.lib.close(this.listenFd);
     this.listenFd = this.replyFd = -1;
     for (const conn of [...this.conns]) this.finish(conn);
-    for (const conn of this.pendingOpen) this.finish(conn);
-    this.pendingOpen = [];
+    this.finishPending();
     this.dialPool.close();
     this.lib.close(this.wakeFd);
     this.lib.close(this.epfd);
@@ -296,7 +290,7 @@ export class EpollLoop extends LoopCore {
     if (this.interest[conn.fd] !== want) this.ctl(EPOLL_CTL_MOD, conn.fd, want);
   }
 
-  private finish(conn: ConnImpl, error?: Error): void {
+  protected override finish(conn: ConnImpl, error?: Error): void {
     if (conn.state === State.Closed) return;
     const fd = conn.fd;
     if (fd >= 0) {
@@ -318,58 +312,15 @@ export class EpollLoop extends LoopCore {
     conn.release();
   }
 
-  protected override connect(conn: ConnImpl, address: SocketAddress): void {
-    if (conn.network === "udp") {
-      const fd = this.dialPool.take(address.family);
-      if (fd >= 0) {
-        conn.fd = fd;
-        this.byFd[fd] = conn;
-        const code = connectDialSocket(fd, address);
-        if (code !== 0) {
-          conn.closeError = syscallError(`connect(${address.address}:${address.port})`, code);
-        }
-        this.pendingOpen.push(conn);
-        return;
-      }
-    }
-    let socket;
-    try {
-      socket = openDialSocket(conn.network, address, true, true);
-    } catch (error) {
-      conn.closeError = error as Error;
-      this.pendingOpen.push(conn);
-      return;
-    }
-    conn.fd = socket.fd;
-    this.byFd[socket.fd] = conn;
-    if (socket.error !== 0 && socket.error !== E.EINPROGRESS) {
-      conn.closeError = syscallError(
-        `connect(${address.address}:${address.port})`,
-        socket.error,
-      );
-      this.pendingOpen.push(conn);
-      return;
-    }
-    if (conn.network === "udp") {
-      this.ctl(EPOLL_CTL_ADD, socket.fd, EPOLLIN);
-      this.pendingOpen.push(conn);
-    } else {
-      this.ctl(EPOLL_CTL_ADD, socket.fd, EPOLLOUT | EPOLLIN | EPOLLRDHUP);
-    }
+  protected override readonly connectsAtOnce = true;
+
+  protected override adoptDialed(conn: ConnImpl): void {
+    this.byFd[conn.fd] = conn;
   }
 
-  /** Dialed connections that opened (UDP) or failed at once: report them on the next turn. */
-  private openPending(): void {
-    const pending = this.pendingOpen;
-    this.pendingOpen = [];
-    for (const conn of pending) {
-      if (conn.closeError !== undefined && conn.state === State.Connecting) {
-        this.finish(conn, conn.closeError);
-      } else if (conn.state === State.Connecting) {
-        this.opened(conn);
-        this.markDirty(conn);
-      }
-    }
+  protected override watchDialed(conn: ConnImpl, socket: DialSocket): void {
+    if (conn.network === "udp") this.ctl(EPOLL_CTL_ADD, socket.fd, EPOLLIN);
+    else this.ctl(EPOLL_CTL_ADD, socket.fd, EPOLLOUT | EPOLLIN | EPOLLRDHUP);
   }
 
   private connected(conn: ConnImpl): void {

@@ -49,7 +49,7 @@ export interface UnboundServer extends AsyncDisposable {
 }
 
 /** Records every test can rely on. */
-export const TEST_RECORDS: readonly string[] = [
+const TEST_RECORDS: readonly string[] = [
   "test. 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60",
   "test. 3600 IN NS ns.test.",
   "ns.test. 3600 IN A 10.0.0.53",

@@ -12,14 +12,12 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
-import { isExhaustion, LoopCore, Yielder } from "../../_loop.ts";
+import { isExhaustion, Yielder } from "../../_loop.ts";
+import { type DialSocket, FdLoopCore } from "../../_fd_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../../_ffi.ts";
 import { SOCKADDR_MAX } from "../../_sockaddr.ts";
 import {
-  connectDialSocket,
   DescriptorReserve,
-  DialSocketPool,
-  openDialSocket,
   openListener,
   openReplySocket,
   reserveFdTable,
@@ -80,7 +78,7 @@ function setAddress(words: Uint32Array, at: number, address: number): void {
   words[at + 1] = Math.floor(address / 4294967296);
 }
 /** A loop on io_uring. */
-export class UringLoop extends LoopCore {
+export class UringLoop extends FdLoopCore {
   private readonly lib: Libc = libc();
   private readonly ring: Ring;
   private readonly features: UringFeatures;
@@ -93,7 +91,6 @@ export class UringLoop extends LoopCore {
   private readonly slots: (ConnImpl | undefined)[] = [undefined];
   private readonly freeSlots: number[] = [];
   private starving: ConnImpl[] = [];
-  private pendingOpen: ConnImpl[] = [];
   private acceptArmed = false;
   private recvMsgArmed = false;
   private recvMsgHeader: Uint8Array | undefined;
@@ -116,12 +113,10 @@ export class UringLoop extends LoopCore {
   /** Completions left in the CQ by a turn that hit TURN_BATCH. */
   private backlog = false;
   private readonly sliceSize: number;
-  /** Closed dialed UDP sockets kept for the next dials (see `finish`). */
-  private readonly dialPool = new DialSocketPool();
   /** Closed dialed UDP connections whose socket joins the pool once their recv has completed. */
   private readonly cooling = new Set<ConnImpl>();
 
-  constructor(...args: ConstructorParameters<typeof LoopCore>) {
+  constructor(...args: ConstructorParameters<typeof FdLoopCore>) {
     super(...args);
     this.allocate = offHeap;
     this.pointerOf = addressOf;
@@ -408,8 +403,7 @@ export class UringLoop extends LoopCore {
       this.listenFd = -1;
     }
     for (const conn of [...this.conns]) this.finish(conn);
-    for (const conn of this.pendingOpen) this.finish(conn);
-    this.pendingOpen = [];
+    this.finishPending();
     for (const conn of this.cooling) this.lib.close(conn.backendState as number);
     this.cooling.clear();
     this.dialPool.close();
@@ -692,7 +686,7 @@ export class UringLoop extends LoopCore {
     }
   }
 
-  private finish(conn: ConnImpl, error?: Error): void {
+  protected override finish(conn: ConnImpl, error?: Error): void {
     if (conn.state === State.Closed) return;
     if (conn.fd >= 0) {
       // A pending recv holds the socket open after close(2): cancel it (UDP sockets ignore
@@ -732,37 +726,19 @@ export class UringLoop extends LoopCore {
 
   // --- dialing ------------------------------------------------------------------------------
 
+  protected override readonly connectsAtOnce = false;
+
   protected override connect(conn: ConnImpl, address: SocketAddress): void {
     this.allocSlot(conn);
-    if (conn.network === "udp") {
-      const fd = this.dialPool.take(address.family);
-      if (fd >= 0) {
-        conn.fd = fd;
-        const code = connectDialSocket(fd, address);
-        if (code !== 0) {
-          conn.closeError = syscallError(`connect(${address.address}:${address.port})`, code);
-        }
-        this.pendingOpen.push(conn);
-        return;
-      }
-    }
-    let socket;
-    try {
-      socket = openDialSocket(conn.network, address, false, false);
-    } catch (error) {
-      conn.closeError = error as Error;
-      this.pendingOpen.push(conn);
-      return;
-    }
-    conn.fd = socket.fd;
-    conn.backendState = socket.sockaddr; // the kernel reads it when the CONNECT runs
-    if (conn.network === "udp") {
-      if (socket.error !== 0) {
-        conn.closeError = syscallError(`connect(${address.address}:${address.port})`, socket.error);
-      }
-      this.pendingOpen.push(conn);
-      return;
-    }
+    super.connect(conn, address);
+  }
+
+  protected override adoptDialed(conn: ConnImpl, socket: DialSocket | undefined): void {
+    if (socket !== undefined) conn.backendState = socket.sockaddr; // the CONNECT reads it
+  }
+
+  protected override watchDialed(conn: ConnImpl, socket: DialSocket): void {
+    if (conn.network === "udp") return;
     this.ring.prep(
       Op.CONNECT,
       socket.fd,
@@ -775,19 +751,8 @@ export class UringLoop extends LoopCore {
     conn.ops++;
   }
 
-  private openPending(): void {
-    const pending = this.pendingOpen;
-    this.pendingOpen = [];
-    for (const conn of pending) {
-      if (conn.state !== State.Connecting) continue;
-      if (conn.closeError !== undefined) {
-        this.finish(conn, conn.closeError);
-        continue;
-      }
-      this.opened(conn);
-      if ((conn.state as State) === State.Open) this.armRecv(conn);
-      this.markDirty(conn);
-    }
+  protected override dialOpened(conn: ConnImpl): void {
+    if (conn.state === State.Open) this.armRecv(conn);
   }
 
   override addressOf(conn: ConnImpl, which: "local" | "remote"): SocketAddress {
