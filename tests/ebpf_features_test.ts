@@ -87,8 +87,7 @@ testWith(
     {
       using probe = ProbeObject.open({ globals: { target_tgid: 1 } }); // nothing will be emitted
       await probe.load();
-      for (const map of probe.object.maps) tracker.add("map", map.id);
-      for (const program of probe.object.programs) tracker.add("prog", program.id);
+      tracker.addObject(probe.object);
       await using reader = new RingBufferReader(probe.maps.events, { pollIntervalMs: 10_000 });
       let ticks = 0;
       const timer = setInterval(() => ticks++, 10);
@@ -120,8 +119,7 @@ testWith("for await over a ring that never runs dry still lets timers run", [
       maxEntries: { events: 16 << 20 },
     });
     await probe.load();
-    for (const map of probe.object.maps) tracker.add("map", map.id);
-    for (const program of probe.object.programs) tracker.add("prog", program.id);
+    tracker.addObject(probe.object);
     using link = probe.programs.handle_getppid.attach();
     tracker.add("link", link.id);
     for (let i = 0; i < 100_000; i++) libc.symbols.getppid(); // 100k records wait in the ring

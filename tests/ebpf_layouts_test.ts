@@ -59,8 +59,7 @@ testWith("struct layouts written by a BPF program decode as written", [
   try {
     using layouts = LayoutsObject.open({ globals: { target_tgid: Deno.pid } });
     await layouts.load();
-    for (const program of layouts.object.programs) tracker.add("prog", program.id);
-    for (const map of layouts.object.maps) tracker.add("map", map.id);
+    tracker.addObject(layouts.object);
     using link = layouts.programs.fill_layout.attach();
     tracker.add("link", link.id);
     getppid.symbols.getppid();

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { features, UnsupportedFeatureError } from "@triad/ebpf";
 import {
   bpfCapabilities,
+  bpfTest,
   btf,
   command,
   kernelAtLeast,
@@ -34,7 +35,7 @@ const kprobes: Requirement = {
     }
   },
 };
-const needs = [bpfCapabilities, btf, libbpf, command("bpftool"), command("clang"), uprobes];
+const needs = [...bpfTest, command("clang"), uprobes];
 
 /** Compiles the target program into a fresh directory. */
 async function compileTarget(directory: string): Promise<string> {
@@ -63,8 +64,7 @@ testWith("Program.attachUprobeMulti() counts calls to several functions", needs,
     const binary = await compileTarget(directory);
     using obj = MultiObject.open({ autoload: { count_kernel_calls: false } });
     await obj.load();
-    for (const program of obj.object.programs) if (program.loaded) tracker.add("prog", program.id);
-    for (const map of obj.object.maps) tracker.add("map", map.id);
+    tracker.addObject(obj.object);
 
     const multiSkip = kernelAtLeast(6, 6, "uprobe_multi links").check();
     if (multiSkip !== undefined) console.error(`SKIP one uprobe_multi link: ${multiSkip}`);

@@ -223,6 +223,13 @@ export function kernelAtLeast(major: number, minor: number, feature: string): Re
 }
 
 /**
+ * What every test that loads BPF programs needs: the capabilities, the kernel's BTF, libbpf, and
+ * bpftool (to check that nothing is left behind). Spread it into a test's own list:
+ * `[...bpfTest, tracefs, kernelAtLeast(5, 9, "bpf_iter")]`.
+ */
+export const bpfTest: readonly Requirement[] = [bpfCapabilities, btf, libbpf, command("bpftool")];
+
+/**
  * Returns the first reason a requirement is missing, or `undefined` when all are met.
  *
  * @param requirements What the test needs.
