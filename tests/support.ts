@@ -7,18 +7,9 @@
  */
 import { pollUntil } from "./wait_for.ts";
 
+export { exists } from "../ebpf/_exists.ts";
 export { effectiveCapabilityBits } from "../ebpf/trace/check_trace_prerequisites.ts";
 export type { TraceEvent } from "../ebpf/trace/trace_event.ts";
-
-/** Whether something exists at `path` (a file, a directory, a device). */
-export function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Whether `path` is a regular file. */
 export function isFile(path: string): boolean {
