@@ -20,6 +20,7 @@ import {
   uprobes,
 } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
+import { compileWithClang } from "./support.ts";
 import { MultiObject } from "./ebpf_bpf/multi.gen.ts";
 
 const SOURCE = new URL("./fixtures/multi_target.c", import.meta.url).pathname;
@@ -40,11 +41,7 @@ const needs = [...bpfTest, command("clang"), uprobes];
 /** Compiles the target program into a fresh directory. */
 async function compileTarget(directory: string): Promise<string> {
   const binary = `${directory}/multi_target`;
-  const output = await new Deno.Command("clang", {
-    args: ["-O1", "-g", "-o", binary, SOURCE],
-    stderr: "piped",
-  }).output();
-  assert.ok(output.success, new TextDecoder().decode(output.stderr));
+  await compileWithClang(SOURCE, binary, ["-O1", "-g"]);
   return binary;
 }
 

@@ -8,20 +8,18 @@
  */
 import assert from "node:assert/strict";
 import { BpfError } from "@triad/ebpf";
-import { bpfTest, command, type Requirement, testWith, uprobes } from "./requirements.ts";
+import { anyPath, bpfTest, command, type Requirement, testWith, uprobes } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
-import { exists } from "./support.ts";
+import { compileWithClang } from "./support.ts";
 import { UsdtObject } from "./ebpf_bpf/usdt.gen.ts";
 
 const SOURCE = new URL("./fixtures/multi_target.c", import.meta.url).pathname;
 
-const sdt: Requirement = {
-  name: "sys/sdt.h",
-  check: () =>
-    ["/usr/include/x86_64-linux-gnu/sys/sdt.h", "/usr/include/sys/sdt.h"].some(exists)
-      ? undefined
-      : "needs <sys/sdt.h> for DTRACE_PROBE: apt-get install systemtap-sdt-dev",
-};
+const sdt = anyPath(
+  "sys/sdt.h",
+  ["/usr/include/x86_64-linux-gnu/sys/sdt.h", "/usr/include/sys/sdt.h"],
+  "needs <sys/sdt.h> for DTRACE_PROBE: apt-get install systemtap-sdt-dev",
+);
 const x86: Requirement = {
   name: "x86-64",
   check: () =>
@@ -39,11 +37,7 @@ testWith("Program.attachUsdt() reads a DTRACE_PROBE's arguments", [
   const directory = await Deno.makeTempDir({ prefix: "triad-usdt-" });
   try {
     const binary = `${directory}/usdt_target`;
-    const compiled = await new Deno.Command("clang", {
-      args: ["-O2", "-DWITH_SDT", "-o", binary, SOURCE],
-      stderr: "piped",
-    }).output();
-    assert.ok(compiled.success, new TextDecoder().decode(compiled.stderr));
+    await compileWithClang(SOURCE, binary, ["-O2", "-DWITH_SDT"]);
     using obj = UsdtObject.open();
     await obj.load();
     tracker.addObject(obj.object);

@@ -102,3 +102,23 @@ export async function writeAndWaitUntilRead(conn: Deno.TcpConn, bytes: Uint8Arra
     1,
   );
 }
+
+/**
+ * Compiles a C test fixture with clang.
+ *
+ * @param source The `.c` file.
+ * @param output The executable to write.
+ * @param flags Flags before `-o`, such as `["-O1", "-g"]`.
+ * @throws {Error} With clang's messages when it fails.
+ */
+export async function compileWithClang(
+  source: string,
+  output: string,
+  flags: readonly string[],
+): Promise<void> {
+  const { success, stderr } = await new Deno.Command("clang", {
+    args: [...flags, "-o", output, source],
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`clang ${source}: ${new TextDecoder().decode(stderr)}`);
+}
