@@ -799,7 +799,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
           const resolved = await this.#resolve(read, issues);
           this.#watchSecrets();
           if (issues.length > 0) {
-            this.#emitError(issuesError(issues, `Cannot apply ${source.name}`));
+            this.#emitError(issuesError(issues, `Cannot apply ${cause ?? source.name}`));
             return;
           }
           try {
