@@ -21,10 +21,10 @@ import type { Source, SourceContext, SourceLayer } from "./source.ts";
 import type { SchemaInput, SchemaOutput, StandardSchema } from "./standard_schema.ts";
 import { DefaultsSource } from "./sources/defaults.ts";
 import { EnvSource } from "./sources/env.ts";
-import { dirOf, FileSource } from "./sources/file.ts";
+import { FileSource } from "./sources/file.ts";
 import type { FileSearch } from "./sources/file.ts";
 import { FlagsSource } from "./sources/flags.ts";
-import { watchDirectories } from "./watch.ts";
+import { baseOf, changedIn, dirOf, watchFilesIn } from "./watch.ts";
 import type { DirectoryWatcher } from "./watch.ts";
 import { childPath, getAt, isPlainObject, mapTree, readPath, setAt, splitPath } from "./_path.ts";
 import type { ConfigPath, ConfigPathValue } from "./_path.ts";
@@ -183,11 +183,10 @@ export interface ConfigView<T> {
 
 const LAYER_KINDS = new Set<LayerName>(DEFAULT_LAYER_ORDER);
 
-/** What made a watched directory reload: its kind of file, the directory, an event's path. */
-interface ReloadTrigger {
-  readonly label: "file" | "secret file";
-  readonly dir: string;
-  readonly relevant: string;
+/** Each source's layers as read, and with their secret references resolved, by index. */
+interface SourceLayers {
+  readonly read: (readonly SourceLayer[] | undefined)[];
+  readonly resolved: (readonly SourceLayer[] | undefined)[];
 }
 
 let startConfig: (config: Config<unknown>) => Promise<void>;
@@ -252,14 +251,17 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   /**
    * Every source, in the order their layers of one kind are merged: the built-in ones the options
    * stand for (defaults, files, environment, flags), then `remote`, then `sources`. Each one's
-   * last layers (secret references resolved) by index; their watchers and tasks.
+   * last layers by index, as read (to resolve them again when a secret file changes) and with
+   * their secret references resolved; the watched ones, and their tasks.
    */
   readonly #sources: readonly Source[];
+  #readLayers: (readonly SourceLayer[] | undefined)[] = [];
   #sourceLayers: (readonly SourceLayer[] | undefined)[] = [];
   #sourcesWatched = new Set<number>();
   #sourceTasks: Promise<void>[] = [];
   #state: State | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  /** The watchers of the directories of secret files. */
   #watchers: DirectoryWatcher[] = [];
   #watching = false;
   #disposed = false;
@@ -279,7 +281,8 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   #secretDirs = new Map<string, Set<string>>();
   /** The contents of the secret files last read, to name the ones a reload found changed. */
   #secretTexts = new Map<string, string>();
-  #debounceMs = 50;
+  /** How long a watched directory's events must be quiet before a reload. */
+  readonly #debounceMs: number;
   /** The file system, recording the files read for secrets. */
   readonly #secretFs: ConfigFileSystem = {
     readTextFile: async (path) => {
@@ -314,6 +317,11 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       }
     }
     this.#prefix = options.env === false ? "" : options.env?.prefix ?? "APP";
+    this.#debounceMs = options.debounce === undefined
+      ? 50
+      : typeof options.debounce === "number"
+      ? options.debounce
+      : parseDuration(options.debounce);
     const defaults = new DefaultsSource(options.defaults);
     this.#env = new EnvSource({
       info: this.#info,
@@ -344,7 +352,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       configDir: options.configDir,
       profile: this.#profile,
       configFiles: this.#flags.configFiles,
-    }));
+    }), this.#debounceMs);
     this.#reporting.set(defaults, () => Promise.resolve(defaults.read()));
     this.#reporting.set(this.#files, (issues) => this.#files.read(issues));
     this.#reporting.set(this.#env, (issues) => this.#env.read(issues));
@@ -377,10 +385,14 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   async #start(): Promise<void> {
     const unreachable: number[] = [];
     const found = this.#sources.map((): ConfigIssue[] => []);
-    this.#sourceLayers = await Promise.all(this.#sources.map(async (source, index) => {
-      const loaded = await this.#load(source, found[index]!, "start");
-      if (loaded === "unreachable") unreachable.push(index);
-      return loaded === "unreachable" ? undefined : loaded;
+    this.#readLayers = this.#sources.map(() => undefined);
+    this.#sourceLayers = this.#sources.map(() => undefined);
+    await Promise.all(this.#sources.map(async (source, index) => {
+      const read = await this.#load(source, found[index]!, "start");
+      if (read === "unreachable") unreachable.push(index);
+      if (read === undefined || read === "unreachable") return;
+      this.#readLayers[index] = read;
+      this.#sourceLayers[index] = await this.#resolve(read, found[index]!);
     }));
     const issues = found.flat(); // in the sources' order, whichever finished first
     if (issues.length > 0) throw issuesError(issues, "Cannot load configuration");
@@ -481,35 +493,22 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   /**
-   * Starts following changes: configuration files (and their directories, so editors'
-   * rename-on-save and Kubernetes ConfigMap symlink swaps are seen), and remote sources.
-   * Idempotent.
+   * Starts following changes: every source that can watch — the configuration files (their
+   * directories, so editors' rename-on-save and Kubernetes ConfigMap symlink swaps are seen),
+   * remote sources, sources of your own — and the secret files read. Idempotent.
    */
   watch(): Promise<void> {
     this.#assertOpen();
     if (this.#watching) return Promise.resolve();
     this.#watching = true;
-    const debounce = this.#options.debounce === undefined
-      ? 50
-      : typeof this.#options.debounce === "number"
-      ? this.#options.debounce
-      : parseDuration(this.#options.debounce);
-    this.#debounceMs = debounce;
     this.#watchSecrets();
-    const names = this.#files.watchTargets.names;
-    for (const dir of this.#files.watchTargets.dirs) {
-      const watcher = watchDirectories(this.#fs, [dir], debounce, (paths) => {
-        const relevant = firstRelevant(paths, (base) => names.has(base) || names.has(`${dir}/*`));
-        if (relevant !== undefined) void this.#reloadFiles({ label: "file", dir, relevant });
-      });
-      if (watcher !== undefined) this.#watchers.push(watcher);
-    }
     this.#sources.forEach((_, index) => this.#watchSource(index));
     return Promise.resolve();
   }
 
   /**
-   * Re-reads every layer (files, environment, remote), validates, and swaps the result in.
+   * Re-reads every layer (files, environment, remote), validates, and swaps the result in. A
+   * watched source that cannot be read keeps its last layers (its watch reports the failure).
    *
    * @returns The changes (empty when nothing changed).
    * @throws {ConfigError} When the new configuration is invalid; the last good one stays.
@@ -518,12 +517,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#assertOpen();
     return this.#enqueue(async () => {
       const issues: ConfigIssue[] = [];
-      const sourceLayers = await this.#reread(() => true, issues);
+      const layers = await this.#reread("reload", issues);
       this.#watchSecrets();
       if (issues.length > 0) throw issuesError(issues, "Cannot reload configuration");
-      return await this.#apply("reload()", () => {
-        this.#sourceLayers = sourceLayers;
-      });
+      return await this.#apply("reload()", layers);
     });
   }
 
@@ -546,7 +543,7 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
       setAt(tree, segments, coerced);
       const previous = this.#setLayer;
       const previousLayers = this.#setLayers;
-      return this.#apply("set()", () => {
+      return this.#apply("set()", undefined, () => {
         this.#setLayer = tree;
         this.#setLayers = [{ kind: "set", name: "set()", tree, origins: setOrigins(tree) }];
       }, () => {
@@ -606,20 +603,29 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     });
   }
 
-  /** Applies a layer update off to the side, validates, swaps, emits; reverts when invalid. */
+  /**
+   * Puts new source layers (and any other `update`) in place, validates, swaps, emits; reverts
+   * when invalid.
+   */
   async #apply(
     cause: string,
-    update: () => void,
+    layers: SourceLayers | undefined,
+    update?: () => void,
     revert?: () => void,
   ): Promise<readonly ConfigChange<T>[]> {
-    const saved = [...this.#sourceLayers];
-    update();
+    const saved = { read: this.#readLayers, resolved: this.#sourceLayers };
+    if (layers !== undefined) {
+      this.#readLayers = layers.read;
+      this.#sourceLayers = layers.resolved;
+    }
+    update?.();
     const previous = this.#current();
     let result: PipelineResult;
     try {
       result = await this.#compute(previous);
     } catch (error) {
-      this.#sourceLayers = saved;
+      this.#readLayers = saved.read;
+      this.#sourceLayers = saved.resolved;
       revert?.();
       throw error;
     }
@@ -650,57 +656,57 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   /**
-   * Loads one source: its layers, secret references resolved. A source that reports every
-   * problem (the built-in ones) adds them all to `issues`; another one's failure is an issue when
-   * it is required or does not parse, else the source is `"unreachable"` (at start) or keeps its
-   * last layers (`undefined`, later).
+   * Loads one source: its layers as read. A source that reports every problem (the built-in
+   * ones) adds them all to `issues`; another one's failure is an issue when it is required or
+   * does not parse, else the source is `"unreachable"` (at start) or keeps its last layers
+   * (`undefined`, later); a watched one keeps them whatever the failure, as its watch reports it.
    */
   async #load(
     source: Source,
     issues: ConfigIssue[],
-    when: "start" | "reload",
+    when: "start" | "reload" | "watched",
   ): Promise<readonly SourceLayer[] | "unreachable" | undefined> {
-    let loaded: SourceLayer | readonly SourceLayer[];
     const reporting = this.#reporting.get(source);
-    if (reporting !== undefined) {
-      loaded = await reporting(issues);
-    } else {
-      try {
-        loaded = await source.load(this.#sourceContext());
-      } catch (error) {
-        if (when === "reload") {
-          if (source.required) issues.push({ path: "", message: asConfigError(error).message });
-          return undefined;
-        }
-        const configError = asConfigError(error, `Remote source ${source.name}`);
-        if (!source.required && configError.code !== "parse") return "unreachable";
-        issues.push({
-          path: "",
-          message: `${configError.message}${source.required ? " (required source)" : ""}`,
-        });
+    if (reporting !== undefined) return layersOf(await reporting(issues));
+    try {
+      return layersOf(await source.load(this.#sourceContext()));
+    } catch (error) {
+      if (when === "watched") return undefined;
+      if (when === "reload") {
+        if (source.required) issues.push({ path: "", message: asConfigError(error).message });
         return undefined;
       }
+      const configError = asConfigError(error, `Remote source ${source.name}`);
+      if (!source.required && configError.code !== "parse") return "unreachable";
+      issues.push({
+        path: "",
+        message: `${configError.message}${source.required ? " (required source)" : ""}`,
+      });
+      return undefined;
     }
-    return await this.#resolve(layersOf(loaded), issues);
   }
 
   /**
-   * Reads again the sources `which` picks that no watcher keeps current; the others, and any
-   * that failed without it being an issue, keep their last layers.
+   * The layers of every source after reading them again (`reload`), or after a secret file
+   * changed (`secrets`): then the sources that no watch keeps current are read again, and the
+   * others' last layers have their secret references resolved again. A source that failed
+   * without it being an issue keeps its last layers.
    */
-  async #reread(
-    which: (source: Source) => boolean,
-    issues: ConfigIssue[],
-  ): Promise<(readonly SourceLayer[] | undefined)[]> {
-    const sourceLayers = [...this.#sourceLayers];
+  async #reread(why: "reload" | "secrets", issues: ConfigIssue[]): Promise<SourceLayers> {
+    const read = [...this.#readLayers];
+    const resolved = [...this.#sourceLayers];
     const found = this.#sources.map((): ConfigIssue[] => []);
     await Promise.all(this.#sources.map(async (source, index) => {
-      if (!which(source) || this.#sourcesWatched.has(index)) return;
-      const loaded = await this.#load(source, found[index]!, "reload");
-      if (loaded !== undefined && loaded !== "unreachable") sourceLayers[index] = loaded;
+      const watched = this.#sourcesWatched.has(index);
+      const layers = why === "secrets" && watched
+        ? read[index]
+        : await this.#load(source, found[index]!, watched ? "watched" : "reload");
+      if (layers === undefined || layers === "unreachable") return;
+      read[index] = layers;
+      resolved[index] = await this.#resolve(layers, found[index]!);
     }));
     issues.push(...found.flat()); // in the sources' order, whichever finished first
-    return sourceLayers;
+    return { read, resolved };
   }
 
   /** Resolves the secret references of layers, keeping each one's `coerce`. */
@@ -717,36 +723,26 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   }
 
   /**
-   * Reloads after events in a watched directory. The change's cause names the configured files in
-   * that directory whose contents changed (a Kubernetes `..data` swap only touches `..` names:
-   * the timestamped directory, `..data_tmp`, `..data`), else the event's path.
+   * Reloads after a secret file in `dir` changed: any source may refer to it. The change's cause
+   * names the secret files in that directory whose contents changed (a Kubernetes `..data` swap
+   * only touches `..` names: the timestamped directory, `..data_tmp`, `..data`), else the event's
+   * path.
    */
-  #reloadFiles(trigger: ReloadTrigger, withSecrets = false): Promise<void> {
+  #reloadSecrets(dir: string, relevant: string): Promise<void> {
     return this.#enqueue(async () => {
       if (this.#disposed) return;
       const issues: ConfigIssue[] = [];
-      const beforeFiles = this.#files.texts;
-      const beforeSecrets = new Map(this.#secretTexts);
-      // A file event: the file source; a secret file's: every source, as any may refer to it.
-      const sourceLayers = await this.#reread(
-        (source) => withSecrets || source === this.#files,
-        issues,
-      );
-      const changed = trigger.label === "file"
-        ? changedIn(trigger.dir, beforeFiles, this.#files.texts)
-        : changedIn(trigger.dir, beforeSecrets, this.#secretTexts);
-      const cause = `${trigger.label} ${
-        changed.length > 0 ? changed.join(", ") : trigger.relevant
-      }`;
+      const before = new Map(this.#secretTexts);
+      const layers = await this.#reread("secrets", issues);
+      const changed = changedIn(dir, before, this.#secretTexts);
+      const cause = `secret file ${changed.length > 0 ? changed.join(", ") : relevant}`;
       this.#watchSecrets();
       if (issues.length > 0) {
         this.#emitError(issuesError(issues, "Cannot reload configuration"));
         return;
       }
       try {
-        await this.#apply(cause, () => {
-          this.#sourceLayers = sourceLayers;
-        });
+        await this.#apply(cause, layers);
       } catch (error) {
         this.#emitError(asConfigError(error));
       }
@@ -756,26 +752,26 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
   /**
    * Watches the directories of the files read for secrets (once watching), so that a rotated
    * secret (rewritten, renamed over, or a Kubernetes Secret's `..data` swap) reloads the layers
-   * that can hold one: files and environment.
+   * that can hold one.
    */
   #watchSecrets(): void {
     if (!this.#watching || this.#disposed) return;
     for (const path of this.#secretFiles) {
       const dir = dirOf(path);
-      const base = path.slice(path.lastIndexOf("/") + 1);
       const known = this.#secretDirs.get(dir);
       if (known !== undefined) {
-        known.add(base);
+        known.add(baseOf(path));
         continue;
       }
-      const names = new Set([base]);
+      const names = new Set([baseOf(path)]);
       this.#secretDirs.set(dir, names);
-      const watcher = watchDirectories(this.#fs, [dir], this.#debounceMs, (paths) => {
-        const relevant = firstRelevant(paths, (base) => names.has(base));
-        if (relevant !== undefined) {
-          void this.#reloadFiles({ label: "secret file", dir, relevant }, true);
-        }
-      });
+      const watcher = watchFilesIn(
+        this.#fs,
+        dir,
+        this.#debounceMs,
+        (name) => names.has(name),
+        (relevant) => void this.#reloadSecrets(dir, relevant),
+      );
       if (watcher !== undefined) this.#watchers.push(watcher);
     }
   }
@@ -784,7 +780,10 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     return { fetch: this.#options.fetch ?? fetch, signal: this.#abort.signal, fs: this.#fs };
   }
 
-  /** Follows a source with a `watch()`; one without is read at start and by `reload()`. */
+  /**
+   * Follows a source with a `watch()` (the same way for files, etcd, Consul and a user's own);
+   * one without is read at start and by `reload()`.
+   */
   #watchSource(index: number) {
     if (this.#sourcesWatched.has(index) || this.#disposed) return;
     const source = this.#sources[index];
@@ -792,18 +791,21 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
     this.#sourcesWatched.add(index);
     const task = source.watch(
       this.#sourceContext(),
-      (loaded) => {
+      (loaded, cause) => {
         void this.#enqueue(async () => {
           if (this.#disposed) return;
           const issues: ConfigIssue[] = [];
-          const resolved = await this.#resolve(layersOf(loaded), issues);
+          const read = layersOf(loaded);
+          const resolved = await this.#resolve(read, issues);
+          this.#watchSecrets();
           if (issues.length > 0) {
-            this.#emitError(issuesError(issues, `Cannot apply ${source.name}`));
+            this.#emitError(issuesError(issues, `Cannot apply ${cause ?? source.name}`));
             return;
           }
           try {
-            await this.#apply(source.name, () => {
-              this.#sourceLayers[index] = resolved;
+            await this.#apply(cause ?? source.name, {
+              read: this.#readLayers.with(index, read),
+              resolved: this.#sourceLayers.with(index, resolved),
             });
           } catch (error) {
             this.#emitError(asConfigError(error));
@@ -895,29 +897,6 @@ export class Config<T> implements ConfigView<T>, AsyncDisposable {
 }
 
 // ---- small helpers ----
-
-/**
- * The first event path that concerns a watched file: its own name, else a Kubernetes `..` name
- * (`..data`, a timestamped directory) that stands for every file of the volume.
- */
-function firstRelevant(paths: readonly string[], watched: (base: string) => boolean) {
-  const baseOf = (path: string) => path.slice(path.lastIndexOf("/") + 1);
-  return paths.find((path) => watched(baseOf(path))) ??
-    paths.find((path) => baseOf(path).startsWith(".."));
-}
-
-/** The files in `dir` whose contents differ between two reads (or that appeared or went). */
-function changedIn(
-  dir: string,
-  before: ReadonlyMap<string, string>,
-  after: ReadonlyMap<string, string>,
-): string[] {
-  const out: string[] = [];
-  for (const path of new Set([...before.keys(), ...after.keys()])) {
-    if (dirOf(path) === dir && before.get(path) !== after.get(path)) out.push(path);
-  }
-  return out.sort();
-}
 
 /** A source's layer, or layers, as an array. */
 function layersOf(loaded: SourceLayer | readonly SourceLayer[]): readonly SourceLayer[] {

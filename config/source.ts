@@ -80,13 +80,15 @@ export interface Source {
    */
   load(context: SourceContext): Promise<SourceLayer | readonly SourceLayer[]>;
   /**
-   * Watches until `context.signal` aborts: reads the contents (again), then reports every change
-   * with `onLayer`, and every failure with `onError` before retrying with backoff. Resolves once
-   * aborted. A source without it is read at start and by `reload()`.
+   * Watches until `context.signal` aborts: reports every change with `onLayer` (the new contents,
+   * and optionally the change's cause, such as `file /etc/app/app.yaml`; the source's `name` when
+   * left out), and every failure with `onError` (a remote source then retries with backoff).
+   * Resolves once aborted. The configuration calls it from `watch()` (and, for a source
+   * unreachable at start, right away); a source without it is read at start and by `reload()`.
    */
   watch?(
     context: SourceContext,
-    onLayer: (layers: SourceLayer | readonly SourceLayer[]) => void,
+    onLayer: (layers: SourceLayer | readonly SourceLayer[], cause?: string) => void,
     onError: (error: ConfigError) => void,
   ): Promise<void>;
 }

@@ -61,7 +61,7 @@ Deno.test("a Source's secret references are resolved at start and by reload(), a
 });
 
 Deno.test("a Source's watch() hands over layers: one change event each, named by it", async () => {
-  let push: ((layer: SourceLayer) => void) | undefined;
+  let push: ((layer: SourceLayer, cause?: string) => void) | undefined;
   const watched = Promise.withResolvers<void>();
   const mine: Source = {
     name: "mine",
@@ -80,6 +80,10 @@ Deno.test("a Source's watch() hands over layers: one change event each, named by
   push!(layerOf("remote", { port: "2" }));
   assert.equal((await next).cause, "mine");
   assert.equal(config.get("port"), 2);
+  // A source may name the change itself, as the file source names the file.
+  const named = waitFor<{ cause: string }>((fn) => config.on("change", fn), "the named change");
+  push!(layerOf("remote", { port: "3" }), "mine key /port");
+  assert.equal((await named).cause, "mine key /port");
   await config[Symbol.asyncDispose]();
 });
 

@@ -1,5 +1,6 @@
 /**
- * Debounced directory watching: one callback per burst of file system events.
+ * Debounced directory watching for the files in a directory that matter: the file source's
+ * configuration files and the configuration's secret files.
  *
  * @module
  */
@@ -12,31 +13,33 @@ export interface DirectoryWatcher {
 }
 
 /**
- * Watches directories (not their files: editors replace files by renaming, and Kubernetes swaps
- * a ConfigMap's `..data` symlink, both of which a watch on the file itself would miss) and calls
- * `onQuiet` with the paths seen once events have been quiet for `debounceMs`.
+ * Watches a directory (not its files: editors replace files by renaming, and Kubernetes swaps
+ * a ConfigMap's or Secret's `..data` symlink, both of which a watch on the file itself would miss)
+ * and, once events have been quiet for `debounceMs`, calls `onChange` with the first event path
+ * that concerns a watched file: its own name, else a Kubernetes `..` name (`..data`, a timestamped
+ * directory) that stands for every file of the volume. A burst touching neither calls nothing.
  *
  * @param fs The file system.
- * @param dirs The directories; missing ones are skipped.
+ * @param dir The directory.
  * @param debounceMs The quiet period.
- * @param onQuiet Called after each burst with the paths that had events.
- * @returns The watcher, or `undefined` when no directory exists.
+ * @param watched Whether a file name (without directory) is one that matters.
+ * @param onChange Called after each relevant burst with the relevant path.
+ * @returns The watcher, or `undefined` when the directory cannot be watched (missing, or a
+ * file system that cannot watch).
  */
-export function watchDirectories(
+export function watchFilesIn(
   fs: ConfigFileSystem,
-  dirs: readonly string[],
+  dir: string,
   debounceMs: number,
-  onQuiet: (paths: string[]) => void,
+  watched: (name: string) => boolean,
+  onChange: (relevant: string) => void,
 ): DirectoryWatcher | undefined {
-  const watchers: ConfigFsWatcher[] = [];
-  for (const dir of dirs) {
-    try {
-      watchers.push(fs.watch([dir]));
-    } catch {
-      // A directory that does not exist has nothing to watch.
-    }
+  let watcher: ConfigFsWatcher;
+  try {
+    watcher = fs.watch([dir]);
+  } catch {
+    return undefined; // A directory that does not exist has nothing to watch.
   }
-  if (watchers.length === 0) return undefined;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
   let pending = new Set<string>();
@@ -45,34 +48,59 @@ export function watchDirectories(
     if (closed) return;
     const paths = [...pending];
     pending = new Set();
-    onQuiet(paths);
+    const relevant = paths.find((path) => watched(baseOf(path))) ??
+      paths.find((path) => baseOf(path).startsWith(".."));
+    if (relevant !== undefined) onChange(relevant);
   };
-  for (const watcher of watchers) {
-    (async () => {
-      try {
-        for await (const event of watcher) {
-          if (closed) break;
-          if (event.kind === "access") continue;
-          for (const path of event.paths) pending.add(path);
-          if (timer !== undefined) clearTimeout(timer);
-          timer = setTimeout(fire, debounceMs);
-        }
-      } catch {
-        // The watcher closed under us (directory removed or disposal).
+  (async () => {
+    try {
+      for await (const event of watcher) {
+        if (closed) break;
+        if (event.kind === "access") continue;
+        for (const path of event.paths) pending.add(path);
+        if (timer !== undefined) clearTimeout(timer);
+        timer = setTimeout(fire, debounceMs);
       }
-    })();
-  }
+    } catch {
+      // The watcher closed under us (directory removed or disposal).
+    }
+  })();
   return {
     close() {
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
-      for (const watcher of watchers) {
-        try {
-          watcher.close();
-        } catch {
-          // Already closed.
-        }
+      try {
+        watcher.close();
+      } catch {
+        // Already closed.
       }
     },
   };
+}
+
+/**
+ * The files in `dir` whose contents differ between two reads (or that appeared or went), sorted:
+ * what a change's cause names rather than the `..data` swap's timestamped directory.
+ */
+export function changedIn(
+  dir: string,
+  before: ReadonlyMap<string, string>,
+  after: ReadonlyMap<string, string>,
+): string[] {
+  const out: string[] = [];
+  for (const path of new Set([...before.keys(), ...after.keys()])) {
+    if (dirOf(path) === dir && before.get(path) !== after.get(path)) out.push(path);
+  }
+  return out.sort();
+}
+
+/** The directory of a file path (`.` for a bare name). */
+export function dirOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+}
+
+/** The last component of a path. */
+export function baseOf(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
 }

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { exists } from "./_exists.ts";
 import { libbpf, libbpfVersion } from "./_ffi.ts";
 import { asm } from "./asm.ts";
 import { BTF } from "./btf.ts";
@@ -128,15 +129,6 @@ function cached(key: string, probe: () => boolean): boolean {
     cache.set(key, value);
   }
   return value;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function programTypeNumber(type: ProgramType): number {

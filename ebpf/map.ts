@@ -546,21 +546,14 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
   setInner(key: K, inner: BpfMap<unknown, unknown>, flag: UpdateFlag = "any"): void {
     this.#ofMapsOnly("setInner");
     new DataView(this.#valueBuffer.buffer).setUint32(0, inner.fd, true);
-    this.#encodeKey(key);
-    const rc = libbpf().bpf_map_update_elem(
-      this.fd,
-      this.#keyBuffer,
-      this.#valueBuffer,
-      UPDATE_FLAGS[flag],
-    );
-    if (rc < 0) {
-      throw BpfError.fromErrno(
+    this.#updateRaw(
+      key,
+      flag,
+      (rc) =>
         `Put map ${inner.name || "(unnamed)"} (${inner.type}, key ${inner.keySize} B, value ` +
-          `${inner.valueSize} B, ${inner.maxEntries} entries) into ${this.type} map ${this.name}` +
-          (rc === -22 ? " (does its shape match the inner map template?)" : ""),
-        rc,
-      );
-    }
+        `${inner.valueSize} B, ${inner.maxEntries} entries) into ${this.type} map ${this.name}` +
+        (rc === -22 ? " (does its shape match the inner map template?)" : ""),
+    );
   }
 
   /**
@@ -684,7 +677,12 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
     throw BpfError.fromErrno(`Lookup in map ${this.name}`, rc);
   }
 
-  #updateRaw(key: K, flag: UpdateFlag): void {
+  /** Writes the value buffer at `key`; `what` names a failure (by default, an update). */
+  #updateRaw(
+    key: K,
+    flag: UpdateFlag,
+    what = (_rc: number) => `Update of map ${this.name} (flag ${flag})`,
+  ): void {
     this.#encodeKey(key);
     const rc = libbpf().bpf_map_update_elem(
       this.fd,
@@ -692,7 +690,7 @@ export class BpfMap<K = Uint8Array, V = Uint8Array> implements Disposable {
       this.#valueBuffer,
       UPDATE_FLAGS[flag],
     );
-    if (rc < 0) throw BpfError.fromErrno(`Update of map ${this.name} (flag ${flag})`, rc);
+    if (rc < 0) throw BpfError.fromErrno(what(rc), rc);
   }
 
   #ofMapsOnly(method: string): void {

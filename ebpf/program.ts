@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { exists } from "./_exists.ts";
 import { addressOf, cString, errno, libbpf, libc, toCString } from "./_ffi.ts";
 import { assemble, type Instruction } from "./asm.ts";
 import { elfFunctionOffsets, elfUsdtNotes } from "./_elf.ts";
@@ -1126,21 +1127,11 @@ function interfaceIndex(iface: string | number): number {
 
 /** Returns whether the kernel has kprobe events. */
 export function kprobesAvailable(): boolean {
-  for (
-    const path of [
-      "/sys/kernel/tracing/kprobe_events",
-      "/sys/kernel/debug/tracing/kprobe_events",
-      "/sys/bus/event_source/devices/kprobe",
-    ]
-  ) {
-    try {
-      Deno.statSync(path);
-      return true;
-    } catch {
-      // try the next
-    }
-  }
-  return false;
+  return [
+    "/sys/kernel/tracing/kprobe_events",
+    "/sys/kernel/debug/tracing/kprobe_events",
+    "/sys/bus/event_source/devices/kprobe",
+  ].some(exists);
 }
 
 /** Returns where cgroup v2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid systems). */

@@ -3,7 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { type ConfigError, createConfig, etcdSource } from "@triad/config";
+import { type ConfigChangeEvent, type ConfigError, createConfig, etcdSource } from "@triad/config";
 import { command, testWith } from "./requirements.ts";
 import { startEtcd } from "./servers/etcd.ts";
 import { pollUntil, waitFor } from "./wait_for.ts";
@@ -15,6 +15,35 @@ const schema = z.object({
   }).prefault({}),
   upstreams: z.array(z.string()).default([]),
 });
+
+/** What the helpers below listen to: a configuration's events. */
+interface Events {
+  on(event: "change", listener: (event: ConfigChangeEvent<unknown>) => void): () => void;
+  on(event: "error", listener: (error: ConfigError) => void): () => void;
+}
+
+/**
+ * Runs `action` (a put, a delete) and returns the change event it causes; `when` names it in a
+ * timeout's message (`"after the restart"`).
+ */
+async function changeAfter(
+  config: Events,
+  action: () => Promise<unknown>,
+  when?: string,
+  ms?: number,
+): Promise<ConfigChangeEvent<unknown>> {
+  const what = when === undefined ? "the change" : `the change ${when}`;
+  const next = waitFor<ConfigChangeEvent<unknown>>((fn) => config.on("change", fn), what, ms);
+  await action();
+  return await next;
+}
+
+/** Runs `action` and returns the error the configuration reports for it. */
+async function errorAfter(config: Events, action: () => Promise<unknown>): Promise<ConfigError> {
+  const error = waitFor<ConfigError>((fn) => config.on("error", fn), "the error");
+  await action();
+  return await error;
+}
 
 /**
  * A fetch that counts requests by path and can cut the network (failing new and open requests).
@@ -140,9 +169,7 @@ testWith("etcdSource() reads and watches a key prefix", etcdRequirement, async (
   config.on("change", (event) => changes.push(event.changes.map((c) => c.path)));
 
   await t.step("a put is one change event with the diff", async () => {
-    const next = waitFor((fn) => config.on("change", fn), "the change");
-    await etcd.put("/app/dns/cache/size", "42");
-    await next;
+    await changeAfter(config, () => etcd.put("/app/dns/cache/size", "42"));
     assert.equal(config.get("dns.cache.size"), 42);
     assert.deepEqual(changes.at(-1), ["dns.cache.size"]);
   });
@@ -152,39 +179,29 @@ testWith("etcdSource() reads and watches a key prefix", etcdRequirement, async (
     await etcd.put("/app/dns/cache/size", "42");
     await etcd.put("/other/x", "unrelated");
     // Barrier: the watch delivers in revision order, so an event for the puts above comes first.
-    const next = waitFor((fn) => config.on("change", fn), "the change after them");
-    await etcd.put("/app/dns/cache/size", "43");
-    await next;
+    await changeAfter(config, () => etcd.put("/app/dns/cache/size", "43"), "after them");
     assert.equal(changes.length, before + 1);
     assert.deepEqual(changes.at(-1), ["dns.cache.size"]);
   });
 
   await t.step("a delete falls back to the lower layers", async () => {
-    const next = waitFor((fn) => config.on("change", fn), "the change");
-    await etcd.delete("/app/dns/cache/size");
-    await next;
+    await changeAfter(config, () => etcd.delete("/app/dns/cache/size"));
     assert.equal(config.get("dns.cache.size"), 100);
   });
 
   await t.step("an invalid value keeps the last good config and names the etcd key", async () => {
-    const error = waitFor<ConfigError>((fn) => config.on("error", fn), "the error");
-    await etcd.put("/app/dns/port", "99999");
-    const reported = await error;
+    const reported = await errorAfter(config, () => etcd.put("/app/dns/port", "99999"));
     assert.match(
       reported.message,
       /etcd key \/app\/dns\/port \(revision \d+\): dns\.port: expected integer >= 1 and <= 65535, got 99999/,
     );
     assert.equal(config.get("dns.port"), 5300);
-    const next = waitFor((fn) => config.on("change", fn), "the change");
-    await etcd.put("/app/dns/port", "5301");
-    await next;
+    await changeAfter(config, () => etcd.put("/app/dns/port", "5301"));
     assert.equal(config.get("dns.port"), 5301);
   });
 
   await t.step("an unknown key under the prefix is rejected with a did-you-mean", async () => {
-    const error = waitFor<ConfigError>((fn) => config.on("error", fn), "the error");
-    await etcd.put("/app/dns/prot", "53");
-    const reported = await error;
+    const reported = await errorAfter(config, () => etcd.put("/app/dns/prot", "53"));
     assert.match(
       reported.message,
       /^etcd key \/app\/dns\/prot \(revision \d+\): dns\.prot: unknown key, did you mean dns\.port\?$/,
@@ -209,18 +226,20 @@ testWith("etcdSource() watches one key holding a YAML document", etcdRequirement
   );
 
   await t.step("garbage keeps the last good config and reports key:line:col", async () => {
-    const error = waitFor<ConfigError>((fn) => config.on("error", fn), "the error");
-    await etcd.put("/app/config", "dns:\n  port: [5300\n");
-    const reported = await error;
+    const reported = await errorAfter(
+      config,
+      () => etcd.put("/app/config", "dns:\n  port: [5300\n"),
+    );
     assert.equal(reported.code, "parse");
     assert.match(reported.message, /^etcd key \/app\/config \(revision 3\):3:1: /);
     assert.equal(config.get("dns.port"), 5300);
   });
 
   await t.step("a good document after garbage is applied", async () => {
-    const next = waitFor((fn) => config.on("change", fn), "the change");
-    await etcd.put("/app/config", "dns:\n  port: 5400\n  cache:\n    size: 7\n");
-    const event = await next as { changes: { path: string }[] };
+    const event = await changeAfter(
+      config,
+      () => etcd.put("/app/config", "dns:\n  port: 5400\n  cache:\n    size: 7\n"),
+    );
     assert.deepEqual(event.changes.map((c) => c.path), ["dns.port", "dns.cache.size"]);
   });
 });
@@ -247,9 +266,12 @@ testWith(
       await etcd.stop();
       await pollUntil(() => errors.length > 0, "an error while etcd is down");
       await etcd.start();
-      const next = waitFor((fn) => config.on("change", fn), "the change after the restart", 10_000);
-      await etcd.put("/app/dns/port", "5301");
-      await next;
+      await changeAfter(
+        config,
+        () => etcd.put("/app/dns/port", "5301"),
+        "after the restart",
+        10_000,
+      );
       assert.equal(config.get("dns.port"), 5301);
       assert.equal(net.count("/v3/kv/range"), 1, "resumed from revision + 1, no second range read");
     });
@@ -282,9 +304,11 @@ testWith(
         net.heal();
         await pollUntil(() => net.count("/v3/watch") > watches, "the watch to resume");
         // Barrier: a change delivered by the resumed watch; a re-read would have come before it.
-        const next = waitFor((fn) => config.on("change", fn), "a change over the resumed watch");
-        await etcd.put("/app/dns/cache/size", "13");
-        await next;
+        await changeAfter(
+          config,
+          () => etcd.put("/app/dns/cache/size", "13"),
+          "over the resumed watch",
+        );
         assert.equal(config.get("dns.cache.size"), 13);
         assert.equal(net.count("/v3/kv/range"), ranges, "resumed after the compacted revision");
       },
@@ -343,17 +367,18 @@ testWith("etcdSource() authenticates with a token", etcdRequirement, async () =>
   await config.watch();
   const errors: string[] = [];
   config.on("error", (error) => errors.push(error.message));
-  let next = waitFor((fn) => config.on("change", fn), "the change");
-  await etcd.put("/app/dns/port", "5500");
-  await next;
+  await changeAfter(config, () => etcd.put("/app/dns/port", "5500"));
   assert.equal(config.get("dns.port"), 5500);
   // Simple tokens live in etcd's memory: after a restart the old token is invalid and the
   // source must authenticate again to resume.
   await etcd.stop();
   await etcd.start();
-  next = waitFor((fn) => config.on("change", fn), "the change after re-authenticating", 10_000);
-  await etcd.put("/app/dns/port", "5600");
-  await next;
+  await changeAfter(
+    config,
+    () => etcd.put("/app/dns/port", "5600"),
+    "after re-authenticating",
+    10_000,
+  );
   assert.equal(config.get("dns.port"), 5600);
   assert.ok(errors.length < 20, `recovered after ${errors.length} errors`);
 });
@@ -509,9 +534,11 @@ testWith("etcdSource() reconnects a silent watch after idleTimeout", etcdRequire
   await pollUntil(() => net.progressNotifications() >= 5, "five progress notifications");
   assert.equal(net.count("/v3/watch"), 1, "progress notifications count as traffic");
   net.freeze();
-  const next = waitFor((fn) => config.on("change", fn), "the change over a new connection");
-  await etcd.put("/app/dns/port", "5301");
-  await next;
+  await changeAfter(
+    config,
+    () => etcd.put("/app/dns/port", "5301"),
+    "over a new connection",
+  );
   assert.equal(config.get("dns.port"), 5301);
   assert.equal(net.count("/v3/watch"), 2);
   assert.match(errors.join("\n"), /watch silent for 800 ms/);

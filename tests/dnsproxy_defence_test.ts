@@ -12,17 +12,14 @@ import { createLogger } from "@triad/core";
 import { runDnsProxy } from "@triad/dnsproxy/main";
 import { buildErrorResponse } from "../dnsproxy/wire/builders.ts";
 import { parseMessage } from "../dnsproxy/wire/message.ts";
-import { bpfCapabilities, btf, command, libbpf, netAdmin, testWith } from "./requirements.ts";
+import { bpfCapabilities, bpfTest, command, netAdmin, testWith } from "./requirements.ts";
 import { startFakeUpstream } from "./dnsproxy_fake_upstream.ts";
 import { bpftoolIds } from "./ebpf_leak_check.ts";
 import { pollUntil } from "./wait_for.ts";
 
 const needs = [
-  bpfCapabilities,
+  ...bpfTest,
   netAdmin,
-  btf,
-  libbpf,
-  command("bpftool"),
   command("ip", "iproute2"),
 ];
 const FLOOD = new URL("./dnsproxy_defence_flood.ts", import.meta.url).pathname;

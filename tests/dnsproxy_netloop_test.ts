@@ -4,6 +4,7 @@ import { createLogger } from "@triad/core";
 import { command, ioUring, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
 import { pollUntil } from "./wait_for.ts";
+import { writeAndWaitUntilRead } from "./support.ts";
 import {
   frame,
   openSockets,
@@ -50,8 +51,7 @@ for (const backend of ["uring", "epoll", "portable"] as const) {
             ...frame(buildQuery({ id: 1, name: "big.test", type: RrType.TXT })),
             ...frame(buildQuery({ id: 2, name: "a.test", type: RrType.A })),
           ]);
-          await conn.write(bytes.subarray(0, 1));
-          await new Promise((resolve) => setTimeout(resolve, 20));
+          await writeAndWaitUntilRead(conn, bytes.subarray(0, 1)); // read apart from the rest
           await conn.write(bytes.subarray(1));
           const replies = await readFrames(conn, 2);
           const byId = new Map(replies.map((r) => [parseMessage(r).id, parseMessage(r)]));

@@ -5,6 +5,7 @@ import { command, testWith } from "./requirements.ts";
 import { startUnbound } from "./servers/unbound.ts";
 import { frame, openFds, queryTcp, queryUdp, readFrames } from "./dnsproxy_client.ts";
 import { normalized } from "./dnsproxy_client.ts";
+import { writeAndWaitUntilRead } from "./support.ts";
 
 const needs = [command("unbound")];
 
@@ -107,12 +108,11 @@ testWith("DnsProxy answers equal unbound's over UDP and TCP", needs, async (t) =
         try {
           const miss = frame(buildQuery({ id: 1001, name: "split1.bench", type: RrType.A }));
           const hit = frame(buildQuery({ id: 1002, name: "a.test", type: RrType.A }));
-          // One byte of the first prefix, then the rest, then both queries at once.
+          // One byte of the first prefix, then the rest, then both queries at once, each part
+          // read by the server before the next is written.
           const bytes = new Uint8Array([...miss, ...hit]);
-          await conn.write(bytes.subarray(0, 1));
-          await new Promise((resolve) => setTimeout(resolve, 30));
-          await conn.write(bytes.subarray(1, 5));
-          await new Promise((resolve) => setTimeout(resolve, 30));
+          await writeAndWaitUntilRead(conn, bytes.subarray(0, 1));
+          await writeAndWaitUntilRead(conn, bytes.subarray(1, 5));
           await conn.write(bytes.subarray(5));
           const answers = await readFrames(conn, 2);
           assert.deepEqual(answers.map((a) => parseMessage(a).id), [1002, 1001]);

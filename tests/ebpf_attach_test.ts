@@ -9,9 +9,8 @@ import assert from "node:assert/strict";
 import { cgroup2Mounts, features, type Program, UnsupportedFeatureError } from "@triad/ebpf";
 import {
   bpfCapabilities,
-  btf,
+  bpfTest,
   command,
-  libbpf,
   netAdmin,
   type Requirement,
   testWith,
@@ -23,7 +22,7 @@ import { pollUntil, waitFor } from "./wait_for.ts";
 import dgram from "node:dgram";
 import { AttachObject } from "./ebpf_bpf/attach.gen.ts";
 
-const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
+const needs = [...bpfTest, tracefs];
 const HIT = { fentry: 0, kprobe: 1, uprobe: 2, cgroup: 3, xdp: 4, tc: 5, tpBtf: 6 } as const;
 
 /** A requirement met when an attach kind works on this kernel; the reason names the kernel. */
@@ -60,13 +59,6 @@ async function openAttach(): Promise<AttachObject> {
     throw error;
   }
   return skeleton;
-}
-
-function track(tracker: LeakTracker, skeleton: AttachObject): void {
-  for (const program of skeleton.object.programs) {
-    if (program.loaded) tracker.add("prog", program.id);
-  }
-  for (const map of skeleton.object.maps) tracker.add("map", map.id);
 }
 
 function hits(skeleton: AttachObject, kind: number): bigint {
@@ -117,7 +109,7 @@ testWith("Program.attachTrace() runs an fentry program on every call", [
   const tracker = new LeakTracker();
   {
     using skeleton = await openAttach();
-    track(tracker, skeleton);
+    tracker.addObject(skeleton.object);
     using link = skeleton.programs.on_file_open_fentry.attachTrace();
     tracker.add("link", link.id);
     const before = hits(skeleton, HIT.fentry);
@@ -134,7 +126,7 @@ testWith(
     const tracker = new LeakTracker();
     {
       using skeleton = await openAttach();
-      track(tracker, skeleton);
+      tracker.addObject(skeleton.object);
       using link = skeleton.programs.on_file_open_kprobe.attachKprobe("security_file_open");
       tracker.add("link", link.id);
       const before = hits(skeleton, HIT.kprobe);
@@ -153,7 +145,7 @@ testWith(
     {
       using skeleton = AttachObject.open({ autoload: { on_file_open_fentry: false } });
       await skeleton.load();
-      track(tracker, skeleton);
+      tracker.addObject(skeleton.object);
       const program: Program = skeleton.programs.on_file_open_kprobe;
       assert.throws(
         () => program.attachKprobe("security_file_open"),
@@ -171,7 +163,7 @@ testWith("Program.attachUprobe() counts calls of a libc function", needs, async 
   assert.ok(libcPath, "libc is mapped");
   {
     using skeleton = await openAttach();
-    track(tracker, skeleton);
+    tracker.addObject(skeleton.object);
     using link = skeleton.programs.on_uprobe.attachUprobe(libcPath, {
       function: "getppid",
       pid: Deno.pid,
@@ -197,7 +189,7 @@ testWith("Program.attach() and attachTrace() run a tp_btf program", needs, async
   const tracker = new LeakTracker();
   {
     using skeleton = await openAttach();
-    track(tracker, skeleton);
+    tracker.addObject(skeleton.object);
     {
       using link = skeleton.programs.on_sys_enter_btf.attach();
       tracker.add("link", link.id);
@@ -233,7 +225,7 @@ testWith(
     Deno.mkdirSync(cgroup);
     try {
       using skeleton = await openAttach();
-      track(tracker, skeleton);
+      tracker.addObject(skeleton.object);
       using link = skeleton.programs.count_cgroup_egress.attachCgroup(cgroup);
       tracker.add("link", link.id);
       // A child joins the cgroup and sends 3 datagrams from a fixed port: the ephemeral range
@@ -283,7 +275,7 @@ testWith(
     {
       await using veth = await createVethPair();
       using skeleton = await openAttach();
-      track(tracker, skeleton);
+      tracker.addObject(skeleton.object);
 
       await t.step("XDP on the host end counts every datagram", async () => {
         using link = skeleton.programs.count_xdp.attachXdp(veth.hostInterface);
@@ -353,7 +345,7 @@ testWith("Program.testRun() runs an XDP program on a given packet", needs, async
   const tracker = new LeakTracker();
   {
     using skeleton = await openAttach();
-    track(tracker, skeleton);
+    tracker.addObject(skeleton.object);
     const xdp = skeleton.programs.count_xdp;
     const result = xdp.testRun(udpPacket(9));
     assert.equal(result.retval, 2); // XDP_PASS

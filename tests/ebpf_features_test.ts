@@ -6,8 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { features, RingBufferReader, UnsupportedFeatureError } from "@triad/ebpf";
-import { bpfCapabilities, btf, kernelAtLeast, libbpf, testWith } from "./requirements.ts";
+import { bpfCapabilities, bpfTest, kernelAtLeast, libbpf, testWith } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
+import { getppid } from "./ebpf_getppid.ts";
 import { pollUntil } from "./wait_for.ts";
 import { ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 
@@ -81,14 +82,13 @@ Deno.test("a missing libbpf is one clear error naming the package", async () => 
 
 testWith(
   "RingBufferReader waits without blocking the event loop",
-  [bpfCapabilities, btf, libbpf],
+  bpfTest,
   async () => {
     const tracker = new LeakTracker();
     {
       using probe = ProbeObject.open({ globals: { target_tgid: 1 } }); // nothing will be emitted
       await probe.load();
-      for (const map of probe.object.maps) tracker.add("map", map.id);
-      for (const program of probe.object.programs) tracker.add("prog", program.id);
+      tracker.addObject(probe.object);
       await using reader = new RingBufferReader(probe.maps.events, { pollIntervalMs: 10_000 });
       let ticks = 0;
       const timer = setInterval(() => ticks++, 10);
@@ -107,24 +107,18 @@ testWith(
   },
 );
 
-testWith("for await over a ring that never runs dry still lets timers run", [
-  bpfCapabilities,
-  btf,
-  libbpf,
-], async () => {
+testWith("for await over a ring that never runs dry still lets timers run", bpfTest, async () => {
   const tracker = new LeakTracker();
-  const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
-  try {
+  {
     using probe = ProbeObject.open({
       globals: { target_tgid: Deno.pid },
       maxEntries: { events: 16 << 20 },
     });
     await probe.load();
-    for (const map of probe.object.maps) tracker.add("map", map.id);
-    for (const program of probe.object.programs) tracker.add("prog", program.id);
+    tracker.addObject(probe.object);
     using link = probe.programs.handle_getppid.attach();
     tracker.add("link", link.id);
-    for (let i = 0; i < 100_000; i++) libc.symbols.getppid(); // 100k records wait in the ring
+    getppid(100_000); // 100k records wait in the ring
     await using reader = new RingBufferReader(probe.maps.events);
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
@@ -138,8 +132,6 @@ testWith("for await over a ring that never runs dry still lets timers run", [
     assert.equal(records, 100_000);
     // Without yielding, no timer could fire before the loop ends.
     assert.ok(ticks >= 1, `no timer ran during ${elapsed.toFixed(0)} ms of iteration`);
-  } finally {
-    libc.close();
   }
   await tracker.assertReleased();
 });

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { BpfError, readIterator } from "@triad/ebpf";
-import { bpfCapabilities, btf, command, kernelAtLeast, libbpf, testWith } from "./requirements.ts";
+import { bpfTest, kernelAtLeast, testWith } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { IterObject } from "./ebpf_bpf/iter.gen.ts";
 import {
@@ -22,10 +22,7 @@ const TCP_ESTABLISHED = 1;
 const TCP_LISTEN = 10;
 
 const needs = [
-  bpfCapabilities,
-  btf,
-  libbpf,
-  command("bpftool"),
+  ...bpfTest,
   // Task and map element iterators came in 5.8, the TCP iterator (with bpf_seq_write) in 5.9.
   kernelAtLeast(5, 9, "bpf_iter over tasks, TCP sockets and map elements"),
 ];
@@ -50,8 +47,7 @@ testWith("Iterator programs list tasks, TCP sockets and map elements", needs, as
       await loaded.load();
     }
     using obj = loaded;
-    for (const program of obj.object.programs) if (program.loaded) tracker.add("prog", program.id);
-    for (const map of obj.object.maps) tracker.add("map", map.id);
+    tracker.addObject(obj.object);
     using tcp = TcpSnapshotObject.open();
     await tcp.load();
     for (const program of tcp.object.programs) tracker.add("prog", program.id);

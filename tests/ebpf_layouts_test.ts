@@ -6,8 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { BTF, Bytes, structCodec, Uint32 } from "@triad/ebpf";
-import { bpfCapabilities, btf, libbpf, testWith, tracefs } from "./requirements.ts";
+import { bpfTest, testWith, tracefs } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
+import { getppid } from "./ebpf_getppid.ts";
 import {
   decodeLayout,
   LAYOUT_SIZE,
@@ -49,29 +50,23 @@ Deno.test("generated views and BTF codecs agree on random bytes", () => {
 });
 
 testWith("struct layouts written by a BPF program decode as written", [
-  bpfCapabilities,
-  btf,
-  libbpf,
+  ...bpfTest,
   tracefs,
 ], async () => {
   const tracker = new LeakTracker();
-  const getppid = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
-  try {
+  {
     using layouts = LayoutsObject.open({ globals: { target_tgid: Deno.pid } });
     await layouts.load();
-    for (const program of layouts.object.programs) tracker.add("prog", program.id);
-    for (const map of layouts.object.maps) tracker.add("map", map.id);
+    tracker.addObject(layouts.object);
     using link = layouts.programs.fill_layout.attach();
     tracker.add("link", link.id);
-    getppid.symbols.getppid();
+    getppid();
     assert.deepEqual(layouts.maps.layouts.lookup(0), EXPECTED);
     const raw = layouts.object.map("layouts").withCodecs(Uint32, Bytes(LAYOUT_SIZE)).lookup(0)!;
     const view = new LayoutView(new DataView(raw.buffer, raw.byteOffset, raw.length));
     assert.deepEqual(view.toObject(), EXPECTED);
     assert.equal(view.mid, 0xabc);
     assert.equal(ShadeNames[view.shade], "SHADE_DARK");
-  } finally {
-    getppid.close();
   }
   await tracker.assertReleased();
 });

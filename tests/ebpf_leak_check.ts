@@ -78,6 +78,19 @@ export class LeakTracker {
   }
 
   /**
+   * Records every loaded program and every map of an object.
+   *
+   * @param object The object, such as a skeleton's `object`.
+   */
+  addObject(object: {
+    readonly programs: readonly { readonly loaded: boolean; readonly id: number }[];
+    readonly maps: readonly { readonly id: number }[];
+  }): void {
+    for (const program of object.programs) if (program.loaded) this.progs.add(program.id);
+    for (const map of object.maps) this.maps.add(map.id);
+  }
+
+  /**
    * Asserts every recorded object is gone (waiting a little: the kernel frees them after an RCU
    * grace period) and the fd count is back to the baseline.
    *

@@ -8,25 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { BpfError, BpfMap, Uint32, Uint64 } from "@triad/ebpf";
-import {
-  bpfCapabilities,
-  btf,
-  command,
-  kernelAtLeast,
-  libbpf,
-  testWith,
-  tracefs,
-} from "./requirements.ts";
+import { bpfTest, kernelAtLeast, testWith, tracefs } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { getppid } from "./ebpf_getppid.ts";
 import { MapinmapObject } from "./ebpf_bpf/mapinmap.gen.ts";
 
 const needs = [
-  bpfCapabilities,
-  btf,
-  libbpf,
+  ...bpfTest,
   tracefs,
-  command("bpftool"),
   // HASH_OF_MAPS and ARRAY_OF_MAPS came in 4.12; BTF-defined inner maps need libbpf only.
   kernelAtLeast(4, 12, "map-in-map (BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS)"),
 ];
@@ -36,8 +25,7 @@ testWith("Maps of maps declared in C switch inner maps at run time", needs, asyn
   {
     using obj = MapinmapObject.open({ globals: { target_tgid: Deno.pid } });
     await obj.load();
-    for (const map of obj.object.maps) tracker.add("map", map.id);
-    for (const program of obj.object.programs) tracker.add("prog", program.id);
+    tracker.addObject(obj.object);
     using link = obj.programs.handle_getppid.attach();
     tracker.add("link", link.id);
     const { by_slot, by_tgid, inner_a, inner_b } = obj.maps;

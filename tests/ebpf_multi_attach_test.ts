@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { features, UnsupportedFeatureError } from "@triad/ebpf";
 import {
   bpfCapabilities,
+  bpfTest,
   btf,
   command,
   kernelAtLeast,
@@ -19,6 +20,7 @@ import {
   uprobes,
 } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
+import { compileWithClang } from "./support.ts";
 import { MultiObject } from "./ebpf_bpf/multi.gen.ts";
 
 const SOURCE = new URL("./fixtures/multi_target.c", import.meta.url).pathname;
@@ -34,16 +36,12 @@ const kprobes: Requirement = {
     }
   },
 };
-const needs = [bpfCapabilities, btf, libbpf, command("bpftool"), command("clang"), uprobes];
+const needs = [...bpfTest, command("clang"), uprobes];
 
 /** Compiles the target program into a fresh directory. */
 async function compileTarget(directory: string): Promise<string> {
   const binary = `${directory}/multi_target`;
-  const output = await new Deno.Command("clang", {
-    args: ["-O1", "-g", "-o", binary, SOURCE],
-    stderr: "piped",
-  }).output();
-  assert.ok(output.success, new TextDecoder().decode(output.stderr));
+  await compileWithClang(SOURCE, binary, ["-O1", "-g"]);
   return binary;
 }
 
@@ -63,8 +61,7 @@ testWith("Program.attachUprobeMulti() counts calls to several functions", needs,
     const binary = await compileTarget(directory);
     using obj = MultiObject.open({ autoload: { count_kernel_calls: false } });
     await obj.load();
-    for (const program of obj.object.programs) if (program.loaded) tracker.add("prog", program.id);
-    for (const map of obj.object.maps) tracker.add("map", map.id);
+    tracker.addObject(obj.object);
 
     const multiSkip = kernelAtLeast(6, 6, "uprobe_multi links").check();
     if (multiSkip !== undefined) console.error(`SKIP one uprobe_multi link: ${multiSkip}`);

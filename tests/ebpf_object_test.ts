@@ -16,17 +16,7 @@ import {
   Uint64,
   VerifierError,
 } from "@triad/ebpf";
-import {
-  bpfCapabilities,
-  bpffs,
-  btf,
-  command,
-  kernelAtLeast,
-  kernelVersion,
-  libbpf,
-  testWith,
-  tracefs,
-} from "./requirements.ts";
+import { bpffs, bpfTest, kernelAtLeast, kernelVersion, testWith, tracefs } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
 import { RejectedObject } from "./ebpf_bpf/rejected.gen.ts";
@@ -35,7 +25,7 @@ import { RejectedLongObject } from "./ebpf_bpf/rejected_long.gen.ts";
 import { RejectedMidlineObject } from "./ebpf_bpf/rejected_midline.gen.ts";
 import { StaticsObject } from "./ebpf_bpf/statics.gen.ts";
 
-const needs = [bpfCapabilities, btf, libbpf, tracefs, command("bpftool")];
+const needs = [...bpfTest, tracefs];
 const libc = Deno.dlopen("libc.so.6", {
   getppid: { parameters: [], result: "i32" },
   sched_getaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
@@ -85,8 +75,7 @@ function deadline(reader: { close(): void }, ms = 5000): Disposable {
 }
 
 function track(tracker: LeakTracker, object: BpfObject): void {
-  for (const program of object.programs) if (program.loaded) tracker.add("prog", program.id);
-  for (const map of object.maps) tracker.add("map", map.id);
+  tracker.addObject(object);
 }
 
 testWith("BpfObject delivers exactly the triggered ring buffer events", needs, async (t) => {

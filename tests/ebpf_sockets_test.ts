@@ -8,25 +8,14 @@
  * @module
  */
 import assert from "node:assert/strict";
-import {
-  bpfCapabilities,
-  btf,
-  command,
-  kernelAtLeast,
-  libbpf,
-  netAdmin,
-  testWith,
-} from "./requirements.ts";
+import { bpfTest, command, kernelAtLeast, netAdmin, testWith } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
 
 const CHILD = new URL("./ebpf_sockets_child.ts", import.meta.url).pathname;
 
 const needs = [
-  bpfCapabilities,
+  ...bpfTest,
   netAdmin,
-  btf,
-  libbpf,
-  command("bpftool"),
   command("ip", "iproute2"),
   // sk_lookup came in 5.9 (SOCKMAP with sk_skb in 4.14, SOCKHASH and sk_msg in 4.17).
   kernelAtLeast(5, 9, "sk_lookup programs (and SOCKMAP/SOCKHASH with sk_msg/sk_skb)"),

@@ -8,36 +8,18 @@
  */
 import assert from "node:assert/strict";
 import { BpfError } from "@triad/ebpf";
-import {
-  bpfCapabilities,
-  btf,
-  command,
-  libbpf,
-  type Requirement,
-  testWith,
-  uprobes,
-} from "./requirements.ts";
+import { anyPath, bpfTest, command, type Requirement, testWith, uprobes } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
+import { compileWithClang } from "./support.ts";
 import { UsdtObject } from "./ebpf_bpf/usdt.gen.ts";
 
 const SOURCE = new URL("./fixtures/multi_target.c", import.meta.url).pathname;
 
-const sdt: Requirement = {
-  name: "sys/sdt.h",
-  check: () => {
-    try {
-      Deno.statSync("/usr/include/x86_64-linux-gnu/sys/sdt.h");
-      return undefined;
-    } catch {
-      try {
-        Deno.statSync("/usr/include/sys/sdt.h");
-        return undefined;
-      } catch {
-        return "needs <sys/sdt.h> for DTRACE_PROBE: apt-get install systemtap-sdt-dev";
-      }
-    }
-  },
-};
+const sdt = anyPath(
+  "sys/sdt.h",
+  ["/usr/include/x86_64-linux-gnu/sys/sdt.h", "/usr/include/sys/sdt.h"],
+  "needs <sys/sdt.h> for DTRACE_PROBE: apt-get install systemtap-sdt-dev",
+);
 const x86: Requirement = {
   name: "x86-64",
   check: () =>
@@ -45,10 +27,7 @@ const x86: Requirement = {
 };
 
 testWith("Program.attachUsdt() reads a DTRACE_PROBE's arguments", [
-  bpfCapabilities,
-  btf,
-  libbpf,
-  command("bpftool"),
+  ...bpfTest,
   command("clang"),
   sdt,
   x86,
@@ -58,15 +37,10 @@ testWith("Program.attachUsdt() reads a DTRACE_PROBE's arguments", [
   const directory = await Deno.makeTempDir({ prefix: "triad-usdt-" });
   try {
     const binary = `${directory}/usdt_target`;
-    const compiled = await new Deno.Command("clang", {
-      args: ["-O2", "-DWITH_SDT", "-o", binary, SOURCE],
-      stderr: "piped",
-    }).output();
-    assert.ok(compiled.success, new TextDecoder().decode(compiled.stderr));
+    await compileWithClang(SOURCE, binary, ["-O2", "-DWITH_SDT"]);
     using obj = UsdtObject.open();
     await obj.load();
-    for (const program of obj.object.programs) tracker.add("prog", program.id);
-    for (const map of obj.object.maps) tracker.add("map", map.id);
+    tracker.addObject(obj.object);
 
     await t.step("both arguments of every firing, and nothing after close", async () => {
       {

@@ -7,25 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { BpfError, BpfMap, UserRingBuffer } from "@triad/ebpf";
-import {
-  bpfCapabilities,
-  btf,
-  command,
-  kernelAtLeast,
-  libbpf,
-  testWith,
-  tracefs,
-} from "./requirements.ts";
+import { bpfTest, kernelAtLeast, testWith, tracefs } from "./requirements.ts";
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { getppid } from "./ebpf_getppid.ts";
 import { UserringObject } from "./ebpf_bpf/userring.gen.ts";
 
 const needs = [
-  bpfCapabilities,
-  btf,
-  libbpf,
+  ...bpfTest,
   tracefs,
-  command("bpftool"),
   kernelAtLeast(6, 1, "user ring buffers (BPF_MAP_TYPE_USER_RINGBUF, bpf_user_ringbuf_drain)"),
 ];
 
@@ -40,8 +29,7 @@ testWith("UserRingBuffer feeds records to a program that drains them", needs, as
   {
     using obj = UserringObject.open({ globals: { target_tgid: Deno.pid } });
     await obj.load();
-    for (const program of obj.object.programs) tracker.add("prog", program.id);
-    for (const map of obj.object.maps) tracker.add("map", map.id);
+    tracker.addObject(obj.object);
     using link = obj.programs.drain_commands.attach();
     tracker.add("link", link.id);
     using ring = new UserRingBuffer(obj.maps.commands);

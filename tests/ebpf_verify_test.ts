@@ -5,14 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import {
-  bpfCapabilities,
-  btf,
-  command,
-  libbpf,
-  type Requirement,
-  testWith,
-} from "./requirements.ts";
+import { bpfTest, type Requirement, testWith } from "./requirements.ts";
 
 /** ebpf/verify/budget.json has figures for the running kernel (`deno task verify --update`). */
 const budgetForThisKernel: Requirement = {
@@ -28,7 +21,7 @@ const budgetForThisKernel: Requirement = {
         "on it and commit the budget";
   },
 };
-const needs = [bpfCapabilities, btf, libbpf, command("bpftool"), budgetForThisKernel];
+const needs = [...bpfTest, budgetForThisKernel];
 const root = new URL("..", import.meta.url).pathname;
 
 async function verify(...args: string[]) {

@@ -82,32 +82,37 @@ export const netAdmin: Requirement = {
   },
 };
 
+/**
+ * A requirement met when something exists at any of `paths`.
+ *
+ * @param name A short name.
+ * @param paths Where to look, in order.
+ * @param reason Why the test cannot run without it, with the fix.
+ */
+export function anyPath(name: string, paths: readonly string[], reason: string): Requirement {
+  return { name, check: () => paths.some(exists) ? undefined : reason };
+}
+
 /** The kernel exposes its BTF (CONFIG_DEBUG_INFO_BTF, Linux 5.4+). */
-export const btf: Requirement = {
-  name: "BTF",
-  check: () =>
-    exists("/sys/kernel/btf/vmlinux")
-      ? undefined
-      : "needs kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF, Linux 5.4+)",
-};
+export const btf: Requirement = anyPath(
+  "BTF",
+  ["/sys/kernel/btf/vmlinux"],
+  "needs kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF, Linux 5.4+)",
+);
 
 /** tracefs is mounted. */
-export const tracefs: Requirement = {
-  name: "tracefs",
-  check: () =>
-    exists("/sys/kernel/tracing/events") || exists("/sys/kernel/debug/tracing/events")
-      ? undefined
-      : "needs tracefs: mount -t tracefs tracefs /sys/kernel/tracing",
-};
+export const tracefs: Requirement = anyPath(
+  "tracefs",
+  ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"],
+  "needs tracefs: mount -t tracefs tracefs /sys/kernel/tracing",
+);
 
 /** The kernel has uprobe events (CONFIG_UPROBE_EVENTS). */
-export const uprobes: Requirement = {
-  name: "uprobes",
-  check: () =>
-    exists("/sys/bus/event_source/devices/uprobe") || exists("/sys/kernel/tracing/uprobe_events")
-      ? undefined
-      : "needs uprobes (CONFIG_UPROBE_EVENTS) in this kernel",
-};
+export const uprobes: Requirement = anyPath(
+  "uprobes",
+  ["/sys/bus/event_source/devices/uprobe", "/sys/kernel/tracing/uprobe_events"],
+  "needs uprobes (CONFIG_UPROBE_EVENTS) in this kernel",
+);
 
 /** bpffs is mounted at /sys/fs/bpf. */
 export const bpffs: Requirement = {
@@ -221,6 +226,13 @@ export function kernelAtLeast(major: number, minor: number, feature: string): Re
     },
   };
 }
+
+/**
+ * What every test that loads BPF programs needs: the capabilities, the kernel's BTF, libbpf, and
+ * bpftool (to check that nothing is left behind). Spread it into a test's own list:
+ * `[...bpfTest, tracefs, kernelAtLeast(5, 9, "bpf_iter")]`.
+ */
+export const bpfTest: readonly Requirement[] = [bpfCapabilities, btf, libbpf, command("bpftool")];
 
 /**
  * Returns the first reason a requirement is missing, or `undefined` when all are met.

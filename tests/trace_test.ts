@@ -7,11 +7,9 @@
 
 import assert from "node:assert/strict";
 import {
-  bpfCapabilities,
-  btf,
+  bpfTest,
   command,
   kernelAtLeast,
-  libbpf,
   type Requirement,
   root,
   testWith,
@@ -21,7 +19,7 @@ import type { TraceEvent } from "./support.ts";
 import { pollUntil } from "./wait_for.ts";
 
 const MAIN = new URL("../ebpf/trace/main.ts", import.meta.url).pathname;
-const NEEDS: Requirement[] = [root, bpfCapabilities, btf, tracefs, libbpf, command("bpftool")];
+const NEEDS: Requirement[] = [root, ...bpfTest, tracefs];
 
 /** The tracer as a child process, started and waited for until it says it is attached. */
 class Tracer {
@@ -246,38 +244,16 @@ function checkExchange(
   const closes = mine.filter((e) => e.type === "close");
   const clientClose = closes.find((e) => e.sport === ex.clientPort)!;
   const serverClose = closes.find((e) => e.sport === ex.serverPort)!;
-  assert.deepEqual({ ...connect, time: "" }, {
-    type: "connect",
-    time: "",
-    ...owner,
-    ...clientSide,
-  });
-  assert.deepEqual({ ...accept, time: "" }, { type: "accept", time: "", ...owner, ...serverSide });
+  // Every field exactly, but the time and a close's duration (checked below).
+  const exactly = (event: TraceEvent, fields: Partial<TraceEvent>) => {
+    const untimed = event.type === "close" ? { time: "", durationMs: 0 } : { time: "" };
+    assert.deepEqual({ ...event, ...untimed }, { ...owner, ...fields, ...untimed });
+  };
+  exactly(connect, { type: "connect", ...clientSide });
+  exactly(accept, { type: "accept", ...serverSide });
   assert.ok(clientClose && serverClose, JSON.stringify(closes));
-  assert.deepEqual(
-    { ...clientClose, time: "", durationMs: 0 },
-    {
-      type: "close",
-      time: "",
-      ...owner,
-      ...clientSide,
-      durationMs: 0,
-      txBytes: up,
-      rxBytes: down,
-    },
-  );
-  assert.deepEqual(
-    { ...serverClose, time: "", durationMs: 0 },
-    {
-      type: "close",
-      time: "",
-      ...owner,
-      ...serverSide,
-      durationMs: 0,
-      txBytes: down,
-      rxBytes: up,
-    },
-  );
+  exactly(clientClose, { type: "close", ...clientSide, txBytes: up, rxBytes: down });
+  exactly(serverClose, { type: "close", ...serverSide, txBytes: down, rxBytes: up });
   for (const close of closes) {
     assert.ok(
       close.durationMs! >= holdMs * 0.9 && close.durationMs! < holdMs + 10_000,
@@ -400,13 +376,8 @@ for (const hook of ["syscall", "fexit"] as const) {
     hook === "fexit" ? [...NEEDS, fexit] : NEEDS,
     async () => {
       using listener = listen(4);
-      const tracer = await Tracer.start([
-        "--json",
-        "--port",
-        String(listener.addr.port),
-        "--accept-hook",
-        hook,
-      ]);
+      const { port } = listener.addr;
+      const tracer = await Tracer.start(["--json", "--port", String(port), "--accept-hook", hook]);
       try {
         assert.match(tracer.stderr, hook === "fexit" ? /accepts: fexit/ : /accepts: accept sysc/);
         const ex = await exchange(listener, 4, 64, 32, 0);
@@ -622,13 +593,8 @@ testWith("deno task trace reports lost events, and none silently", NEEDS, async 
 testWith("deno task trace stops by itself and on SIGTERM", NEEDS, async (t) => {
   await t.step("--max-events 2 exits 0 after two events", async () => {
     using listener = listen(4);
-    const tracer = await Tracer.start([
-      "--json",
-      "--port",
-      String(listener.addr.port),
-      "--max-events",
-      "2",
-    ]);
+    const { port } = listener.addr;
+    const tracer = await Tracer.start(["--json", "--port", String(port), "--max-events", "2"]);
     await exchange(listener, 4, 1, 1, 0);
     const status = await tracer.exited(10_000);
     assert.equal(status.code, 0);
@@ -664,14 +630,10 @@ testWith(
     const paranoid = Number(Deno.readTextFileSync("/proc/sys/kernel/perf_event_paranoid").trim());
     if (paranoid > 2) {
       // Debian's and Ubuntu's kernels: tracepoints need CAP_SYS_ADMIN at these levels
-      const { code, stderr } = await new Deno.Command(wrapper[0]!, {
-        args: [...wrapper.slice(1), Deno.execPath(), "run", "-A", MAIN, "--port", "1"],
-        stdout: "null",
-        stderr: "piped",
-      }).output();
+      const { code, stderr } = await runTracer(wrapper, ["--port", "1"]);
       assert.equal(code, 1);
       assert.match(
-        new TextDecoder().decode(stderr),
+        stderr,
         new RegExp(`^trace: kernel.perf_event_paranoid is ${paranoid}: .*perf_event_paranoid=2`),
       );
       return;
@@ -688,6 +650,24 @@ testWith(
 );
 
 /** Runs the tracer in a private mount namespace after `setup` (shell) changed the mounts. */
+/**
+ * Runs the tracer to its end under `wrapper` (`setpriv` with fewer privileges) and returns its exit
+ * code and what it wrote to stderr.
+ */
+async function runTracer(
+  wrapper: string[],
+  args: string[],
+  env?: Record<string, string>,
+): Promise<{ code: number; stderr: string }> {
+  const { code, stderr } = await new Deno.Command(wrapper[0]!, {
+    args: [...wrapper.slice(1), Deno.execPath(), "run", "-A", MAIN, ...args],
+    ...(env === undefined ? {} : { env }),
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return { code, stderr: new TextDecoder().decode(stderr) };
+}
+
 async function inMountNamespace(setup: string, wrapper: string): Promise<Deno.CommandOutput> {
   const script = `${setup} || exit 99; ${wrapper} "$0" run -A "$1" --port 1 --duration 1; ` +
     `rc=$?; test -d /sys/kernel/tracing/events && echo "after: tracefs mounted" >&2; exit $rc`;
@@ -744,24 +724,14 @@ testWith(
     const denoDir = await Deno.makeTempDir({ prefix: "trace-nobody-" });
     try {
       await Deno.chmod(denoDir, 0o777);
-      const { code, stderr } = await new Deno.Command("setpriv", {
-        args: [
-          "--reuid=65534",
-          "--regid=65534",
-          "--clear-groups",
-          "--inh-caps=-all",
-          Deno.execPath(),
-          "run",
-          "-A",
-          MAIN,
-        ],
-        env: { DENO_DIR: denoDir, HOME: denoDir },
-        stdout: "null",
-        stderr: "piped",
-      }).output();
+      const { code, stderr } = await runTracer(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"],
+        [],
+        { DENO_DIR: denoDir, HOME: denoDir },
+      );
       assert.equal(code, 1);
       assert.match(
-        new TextDecoder().decode(stderr),
+        stderr,
         /^trace: The tracer needs root, or CAP_BPF and CAP_PERFMON.*sudo deno task trace\n$/,
       );
     } finally {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { RunResult } from "./_command.ts";
+import { runCommand, type RunResult } from "./_command.ts";
 import type { ProviderName } from "./options.ts";
 
 /** Options of {@linkcode Machine.exec}. */
@@ -16,6 +16,27 @@ export interface ExecOptions {
   signal?: AbortSignal;
   /** Return a non-zero exit instead of throwing. */
   allowFailure?: boolean;
+}
+
+/**
+ * Runs a shell command in the guest over SSH (`ssh -F <config> default -- <command>`), from the
+ * network namespace `netns` when one is given.
+ *
+ * @param sshConfig The SSH configuration file naming the guest `default`.
+ * @param command The command line for the guest's shell.
+ * @param options Timeout, echo, abort, and whether a non-zero exit is returned.
+ * @param netns The network namespace the guest's network lives in.
+ */
+export function execOverSsh(
+  sshConfig: string,
+  command: string,
+  options: ExecOptions = {},
+  netns?: string,
+): Promise<RunResult> {
+  return runCommand("ssh", ["-F", sshConfig, "default", "--", command], {
+    ...options,
+    ...(netns ? { netns } : {}),
+  });
 }
 
 /** A test VM: booted, reachable over SSH as `vagrant`, the repository at `/triad`. */

@@ -6,7 +6,8 @@
  */
 import { runCommand, type RunResult, stopChild } from "./_command.ts";
 import { VmError } from "./errors.ts";
-import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./_machine.ts";
+import type { ExecOptions, Machine } from "./_machine.ts";
+import { execOverSsh, readSerialLog, serialTail } from "./_machine.ts";
 import { syncArgs } from "./_sync.ts";
 
 /** Options of {@linkcode QemuMachine}. */
@@ -194,12 +195,7 @@ export class QemuMachine implements Machine {
   }
 
   exec(command: string, options: ExecOptions = {}): Promise<RunResult> {
-    return runCommand("ssh", ["-F", this.#sshConfig, "default", "--", command], {
-      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-      ...(options.echo === undefined ? {} : { echo: options.echo }),
-      ...(options.allowFailure === undefined ? {} : { allowFailure: options.allowFailure }),
-    });
+    return execOverSsh(this.#sshConfig, command, options);
   }
 
   running(): Promise<boolean> {

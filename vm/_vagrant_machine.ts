@@ -5,7 +5,8 @@
  */
 import { runCommand, type RunResult } from "./_command.ts";
 import { VmError } from "./errors.ts";
-import { type ExecOptions, type Machine, readSerialLog, serialTail } from "./_machine.ts";
+import type { ExecOptions, Machine } from "./_machine.ts";
+import { execOverSsh, readSerialLog, serialTail } from "./_machine.ts";
 import { VM_DIR } from "./_paths.ts";
 
 /** Options of {@linkcode VagrantMachine}. */
@@ -135,13 +136,7 @@ export class VagrantMachine implements Machine {
   }
 
   exec(command: string, options: ExecOptions = {}): Promise<RunResult> {
-    return runCommand("ssh", ["-F", this.#sshConfig, "default", "--", command], {
-      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-      ...(options.echo === undefined ? {} : { echo: options.echo }),
-      ...(options.allowFailure === undefined ? {} : { allowFailure: options.allowFailure }),
-      ...(this.#options.netns ? { netns: this.#options.netns } : {}),
-    });
+    return execOverSsh(this.#sshConfig, command, options, this.#options.netns);
   }
 
   async running(): Promise<boolean> {

@@ -216,6 +216,18 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
       () => Deno.remove(workDir, { recursive: true }),
     );
 
+    // What either Vagrant provider's machine is given.
+    const vagrant = {
+      box,
+      workDir,
+      prefix: `triad-vm-${id}-`,
+      denoDir,
+      memoryMiB,
+      cpus,
+      bootTimeoutMs,
+      echo: options.echo ?? true,
+      log,
+    };
     if (provider === "libvirt") {
       const ns = await NetworkNamespace.create(`triad-vm-${id}`);
       cleanup.defer(`network namespace ${ns.name}`, () => ns.remove());
@@ -233,35 +245,15 @@ export async function runSuite(options: SuiteOptions = {}): Promise<SuiteResult>
       await daemon.createIsolatedNetwork(network, `tvm${id}`.slice(0, 15), "192.168.121");
       cleanup.defer(`network ${network}`, () => daemon.removeNetwork(network));
       machine = new VagrantMachine({
+        ...vagrant,
         provider,
-        box,
-        workDir,
         netns: ns.name,
         driver: accel === "kvm" ? "kvm" : "qemu",
-        prefix: `triad-vm-${id}-`,
         pool,
         network,
-        denoDir,
-        memoryMiB,
-        cpus,
-        bootTimeoutMs,
-        echo: options.echo ?? true,
-        log,
       });
     } else if (provider === "virtualbox") {
-      machine = new VagrantMachine({
-        provider,
-        box,
-        workDir,
-        driver: "kvm",
-        prefix: `triad-vm-${id}-`,
-        denoDir,
-        memoryMiB,
-        cpus,
-        bootTimeoutMs,
-        echo: options.echo ?? true,
-        log,
-      });
+      machine = new VagrantMachine({ ...vagrant, provider, driver: "kvm" });
     } else {
       const image = await addedBoxImage(box);
       if (!image) {

@@ -9,7 +9,9 @@ import { asConfigError, ConfigError, issuesError } from "../errors.ts";
 import type { ConfigIssue } from "../errors.ts";
 import type { ConfigFileSystem } from "../file_system.ts";
 import type { Layer } from "../layer.ts";
-import type { Source, SourceLayer } from "../source.ts";
+import type { Source, SourceContext, SourceLayer } from "../source.ts";
+import { baseOf, changedIn, dirOf, watchFilesIn } from "../watch.ts";
+import type { DirectoryWatcher } from "../watch.ts";
 import type { Origin } from "../origin.ts";
 import { isPlainObject } from "../_path.ts";
 import { type ConfigFormat, ParseFailure, PARSERS } from "./parsers.ts";
@@ -135,7 +137,7 @@ export async function findConfigFiles(
   const { files, profile } = plan;
   const remember = (path: string) => {
     watch.dirs.add(dirOf(path));
-    watch.names.add(path.slice(path.lastIndexOf("/") + 1));
+    watch.names.add(baseOf(path));
   };
   const profileOf = (path: string) => {
     const format = formatOfFile(path);
@@ -285,7 +287,7 @@ export async function readConfigFiles(
 /**
  * The configuration files as a {@linkcode Source}: the files option (explicit, or a search), the
  * profile's file beside each, the config directory; one layer per file. It remembers what to
- * watch and the texts it read, so a reload can name the files whose contents changed.
+ * watch and the texts it read, so that a change names the files whose contents changed.
  */
 export class FileSource implements Source {
   readonly name = "files";
@@ -295,14 +297,17 @@ export class FileSource implements Source {
   texts: ReadonlyMap<string, string> = new Map();
   readonly #fs: ConfigFileSystem;
   readonly #plan: () => FilePlan;
+  readonly #debounceMs: number;
 
   /**
    * @param fs The file system.
    * @param plan What to read, asked at each read (the profile and `--config` come from flags).
+   * @param debounceMs How long a directory's events must be quiet before `watch()` reads again.
    */
-  constructor(fs: ConfigFileSystem, plan: () => FilePlan) {
+  constructor(fs: ConfigFileSystem, plan: () => FilePlan, debounceMs = 50) {
     this.#fs = fs;
     this.#plan = plan;
+    this.#debounceMs = debounceMs;
   }
 
   /** @throws {ConfigError} Naming every file that is missing, unreadable or invalid. */
@@ -328,10 +333,53 @@ export class FileSource implements Source {
       this.texts = texts;
     }
   }
-}
 
-/** The directory of a file path (`.` for a bare name). */
-export function dirOf(path: string): string {
-  const slash = path.lastIndexOf("/");
-  return slash === -1 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+  /**
+   * Watches the directories of the files the reads so far looked for (not the files: editors
+   * replace them by renaming, Kubernetes swaps a ConfigMap's `..data` symlink) until
+   * `context.signal` aborts. After each burst of events touching one of those files (or a `..`
+   * name), debounced, it reads every file again and hands over the layers, with a cause naming
+   * the files in that directory whose contents changed (`file /etc/app/app.yaml`), else the
+   * event's path; or, when a file is missing or invalid, an error naming every problem. A
+   * directory that cannot be watched is skipped.
+   */
+  async watch(
+    context: SourceContext,
+    onLayer: (layers: readonly SourceLayer[], cause: string) => void,
+    onError: (error: ConfigError) => void,
+  ): Promise<void> {
+    const { signal } = context;
+    if (signal.aborted) return;
+    let reading = Promise.resolve();
+    const readAgain = (dir: string, relevant: string) => {
+      reading = reading.then(async () => {
+        if (signal.aborted) return;
+        const before = this.texts;
+        const issues: ConfigIssue[] = [];
+        const layers = await this.read(issues);
+        if (signal.aborted) return;
+        if (issues.length > 0) {
+          onError(issuesError(issues, "Cannot reload configuration"));
+          return;
+        }
+        const changed = changedIn(dir, before, this.texts);
+        onLayer(layers, `file ${changed.length > 0 ? changed.join(", ") : relevant}`);
+      }).catch((error) => onError(asConfigError(error)));
+    };
+    const { dirs, names } = this.watchTargets;
+    const watchers: DirectoryWatcher[] = [];
+    for (const dir of dirs) {
+      const watcher = watchFilesIn(
+        this.#fs,
+        dir,
+        this.#debounceMs,
+        (name) => names.has(name) || names.has(`${dir}/*`),
+        (relevant) => readAgain(dir, relevant),
+      );
+      if (watcher !== undefined) watchers.push(watcher);
+    }
+    await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+    for (const watcher of watchers) watcher.close();
+    await reading;
+  }
 }

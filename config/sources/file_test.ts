@@ -9,6 +9,9 @@ import {
   readConfigFiles,
 } from "./file.ts";
 import type { FilePlan, WatchTargets } from "./file.ts";
+import type { ConfigError } from "../errors.ts";
+import type { SourceLayer } from "../source.ts";
+import { waitFor } from "../../tests/wait_for.ts";
 
 async function tree(files: Record<string, string>): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "triad-file-source-" });
@@ -134,5 +137,67 @@ Deno.test("FileSource loads layers, remembers texts and what to watch; load() fa
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FileSource.watch() reads again after each save and names the changed file", async (t) => {
+  const dir = await tree({ "app.yaml": "port: 1\n" });
+  // A ConfigMap volume: app.yaml -> ..data/app.yaml, ..data -> ..v1; an update swaps ..data.
+  const mount = await tree({ "..v1/app.yaml": "name: a\n" });
+  await Deno.symlink("..v1", `${mount}/..data`);
+  await Deno.symlink("..data/app.yaml", `${mount}/app.yaml`);
+  const source = new FileSource(
+    denoFileSystem,
+    () => ({ files: [`${dir}/app.yaml`, `${mount}/app.yaml`], configFiles: [] }),
+    20,
+  );
+  await source.load();
+  type Report = { layers: readonly SourceLayer[]; cause: string } | ConfigError;
+  const listeners = new Set<(report: Report) => void>();
+  const next = () =>
+    waitFor<Report>((fn) => {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    }, "the file source's next report");
+  const report = (value: Report) => listeners.forEach((fn) => fn(value));
+  const abort = new AbortController();
+  const watching = source.watch(
+    { fetch, signal: abort.signal, fs: denoFileSystem },
+    (layers, cause) => report({ layers, cause }),
+    report,
+  );
+  const trees = (value: Report) =>
+    "layers" in value ? value.layers.map((l) => l.tree) : value.message;
+  try {
+    await t.step("a save hands over every file's layer, the cause naming the file", async () => {
+      const reported = next();
+      await Deno.writeTextFile(`${dir}/app.yaml`, "port: 2\n");
+      const value = await reported;
+      assert.deepEqual(trees(value), [{ port: 2 }, { name: "a" }]);
+      assert.equal("cause" in value && value.cause, `file ${dir}/app.yaml`);
+    });
+
+    await t.step("a ..data swap names the configured file, not the swap's names", async () => {
+      const reported = next();
+      await Deno.mkdir(`${mount}/..v2`);
+      await Deno.writeTextFile(`${mount}/..v2/app.yaml`, "name: b\n");
+      await Deno.symlink("..v2", `${mount}/..data_tmp`);
+      await Deno.rename(`${mount}/..data_tmp`, `${mount}/..data`);
+      const value = await reported;
+      assert.deepEqual(trees(value), [{ port: 2 }, { name: "b" }]);
+      assert.equal("cause" in value && value.cause, `file ${mount}/app.yaml`);
+    });
+
+    await t.step("an invalid save is an error naming the file and line", async () => {
+      const reported = next();
+      await Deno.writeTextFile(`${dir}/app.yaml`, "port: [\n");
+      const value = await reported;
+      assert.match(String(trees(value)), new RegExp(`${dir}/app\\.yaml:2:1: `));
+    });
+  } finally {
+    abort.abort();
+    await watching; // resolves once aborted
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(mount, { recursive: true });
   }
 });

@@ -6,6 +6,7 @@
  */
 
 import { TriadError } from "@triad/core";
+import { exists } from "../_exists.ts";
 
 /**
  * A missing prerequisite; `code` is `privileges`, `btf`, `tracefs` or `perf_event_paranoid`
@@ -30,15 +31,6 @@ interface PreflightPaths {
 const CAP_SYS_ADMIN = 21n;
 const CAP_PERFMON = 38n;
 const CAP_BPF = 39n;
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The effective capability set of this process, from `/proc/self/status`.
