@@ -7,7 +7,7 @@
  */
 import { pageSize } from "./_ffi.ts";
 import { mmap, munmap, yieldToEventLoop } from "./_poller.ts";
-import { RecordReader } from "./record_reader.ts";
+import { RecordReader, SMALL_RECORD } from "./record_reader.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
 
@@ -22,8 +22,9 @@ const BATCH = 1024;
 /** Options for {@linkcode RingBufferReader}. */
 export interface RingBufferOptions {
   /**
-   * Yield a copy of each record (valid forever) instead of a zero-copy view into the ring
-   * (valid until the next record is read).
+   * Yield a copy of each record (valid forever) instead of a view valid until the next record is
+   * read (a view into the ring, or, for `for await` and records of up to 256 bytes, one view the
+   * reader reuses).
    */
   copy?: boolean;
   /**
@@ -39,8 +40,10 @@ export interface RingBufferOptions {
 /**
  * Reads records from a BPF ring buffer map as an async iterable of `DataView`s.
  *
- * Each record is a zero-copy view into the shared ring, valid until the next record is read (the
- * space is then given back to the kernel); pass `copy: true` to keep records. Loss: the kernel
+ * Each record is valid until the next record is read (the space is then given back to the
+ * kernel): a zero-copy view into the shared ring, or, under `for await`, a record of up to 256
+ * bytes copied into one view the reader reuses (no allocation per record); pass `copy: true` to
+ * keep records. Loss: the kernel
  * keeps no count for ring buffers, so the convention is a `dropped` counter in the program,
  * incremented when `bpf_ringbuf_reserve` fails, surfaced through the `lost` option.
  *
@@ -68,6 +71,8 @@ export class RingBufferReader extends RecordReader {
   readonly #producerLength: number;
   #data: ArrayBuffer;
   #view: DataView;
+  /** The mapping as bytes (`for await` copies small records out of it). */
+  #bytes: Uint8Array;
   #length = 0;
   #consumerBuffer: ArrayBuffer;
   #consumerLow: Uint32Array;
@@ -113,6 +118,7 @@ export class RingBufferReader extends RecordReader {
     this.#data = Deno.UnsafePointerView.getArrayBuffer(this.#producer, this.#producerLength);
     this.#producerPos = new BigUint64Array(this.#data, 0, 1);
     this.#view = new DataView(this.#data);
+    this.#bytes = new Uint8Array(this.#data);
     // The data area follows the producer page and is mapped twice, so no record wraps.
     this.#headers = new Int32Array(this.#data, this.#page, (2 * this.size) / 4);
     this.#consumed = Number(Atomics.load(this.#consumerPos, 0));
@@ -258,9 +264,13 @@ export class RingBufferReader extends RecordReader {
 
   /**
    * Iterates over records until `close()`; each is valid until the next one unless `copy`.
-   * Under the iterator, records are found a batch at a time (up to 1024, without allocating),
-   * and a ready record is handed out without a wait, an `async` call or a promise of its own:
-   * the iterator keeps up with a producer at about half of what C's `ring_buffer__poll` drains.
+   * Under the iterator, records are found a batch at a time (up to 1024, without allocating), and
+   * a ready record is handed out without a wait, an `async` call, a promise or an allocation of
+   * its own: a record of up to 256 bytes is copied into one view the reader reuses (so the view
+   * handed out is the same object, with new contents, for records of the same length), a longer
+   * one is a view into the ring. Keep a record past the next one with `copy: true`, or copy what
+   * it holds. The iterator keeps up with a producer at half of what C's `ring_buffer__poll`
+   * drains.
    *
    * @param options `preventClose: true` keeps the reader open when the loop ends early.
    * @returns The async iterator.
@@ -271,11 +281,18 @@ export class RingBufferReader extends RecordReader {
     const offsets = new Int32Array(BATCH);
     const lengths = new Int32Array(BATCH);
     const ends = new Float64Array(BATCH);
+    // One result object, filled anew for each record: `for await` reads it before asking again.
+    const result: { done: false; value: DataView } = { done: false, value: this.scratchView(0) };
     let index = 0;
     let count = 0;
     let start = 0;
     let sliceStart = performance.now();
     const data = this.#data;
+    const words = this.#headers;
+    const bytes = this.#bytes;
+    const page = this.#page;
+    const scratchWords = this.scratchWords;
+    const scratchBytes = this.scratchBytes;
     const copy = this.#copy;
     const refill = async (): Promise<IteratorResult<DataView>> => {
       for (;;) {
@@ -301,12 +318,17 @@ export class RingBufferReader extends RecordReader {
       if ((i & 63) === 63) this.#commitTo(ends[i - 1]!);
       const offset = offsets[i]!;
       const length = lengths[i]!;
-      return {
-        done: false,
-        value: copy
-          ? new DataView(data.slice(offset, offset + length))
-          : new DataView(data, offset, length),
-      };
+      if (copy) result.value = new DataView(data.slice(offset, offset + length));
+      else if (length > SMALL_RECORD) result.value = new DataView(data, offset, length);
+      else {
+        // Records start 8-byte aligned in the ring: copy whole words, then the last bytes.
+        const from = (offset - page) >> 2;
+        const whole = length >> 2;
+        for (let w = 0; w < whole; w++) scratchWords[w] = words[from + w]!;
+        for (let b = whole << 2; b < length; b++) scratchBytes[b] = bytes[offset + b]!;
+        result.value = this.scratchView(length);
+      }
+      return result;
     };
     const iterator: AsyncIterableIterator<DataView> = {
       // A plain result (not a promise) when a record is ready: `for await` awaits it all the same.
