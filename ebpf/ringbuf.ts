@@ -16,8 +16,6 @@ const DISCARD_BIT = 0x40000000;
 const HEADER = 8;
 /** How long a `for await` over a busy ring runs before it lets the event loop turn. */
 const SLICE_MS = 5;
-/** The most records `for await` finds at a time. */
-const BATCH = 1024;
 
 /** Options for {@linkcode RingBufferReader}. */
 export interface RingBufferOptions {
@@ -264,37 +262,65 @@ export class RingBufferReader extends RecordReader {
 
   /**
    * Iterates over records until `close()`; each is valid until the next one unless `copy`.
-   * Under the iterator, records are found a batch at a time (up to 1024, without allocating), and
-   * a ready record is handed out without a wait, an `async` call, a promise or an allocation of
-   * its own: a record of up to 256 bytes is copied into one view the reader reuses (so the view
-   * handed out is the same object, with new contents, for records of the same length), a longer
-   * one is a view into the ring. Keep a record past the next one with `copy: true`, or copy what
-   * it holds. The iterator keeps up with a producer at half of what C's `ring_buffer__poll`
-   * drains.
+   * A ready record is handed out in one pass over the ring, without a wait, an `async` call, a
+   * promise or an allocation of its own: a record of up to 256 bytes is copied into one view the
+   * reader reuses (so the view handed out is the same object, with new contents, for records of
+   * the same length) and the result object is reused; a longer record is a view into the ring.
+   * Space goes back to the kernel every 64 records and when the ring runs dry. Keep a record past
+   * the next one with `copy: true`, or copy what it holds.
    *
    * @param options `preventClose: true` keeps the reader open when the loop ends early.
    * @returns The async iterator.
    */
   override values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
     const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
-    // Offsets, lengths and the consumer position after each record of the current batch.
-    const offsets = new Int32Array(BATCH);
-    const lengths = new Int32Array(BATCH);
-    const ends = new Float64Array(BATCH);
     // One result object, filled anew for each record: `for await` reads it before asking again.
     const result: { done: false; value: DataView } = { done: false, value: this.scratchView(0) };
-    let index = 0;
-    let count = 0;
-    let start = 0;
+    let taken = 0;
     let sliceStart = performance.now();
     const data = this.#data;
     const words = this.#headers;
     const bytes = this.#bytes;
     const page = this.#page;
+    const mask = this.#mask;
     const scratchWords = this.scratchWords;
     const scratchBytes = this.scratchBytes;
     const copy = this.#copy;
-    const refill = async (): Promise<IteratorResult<DataView>> => {
+    /** Hands out the next submitted record into `result`; false when none is ready. */
+    const take = (): boolean => {
+      if (this.closed) return false;
+      for (;;) {
+        let consumed = this.#consumed;
+        if (consumed >= this.#produced) {
+          this.#produced = Number(Atomics.load(this.#producerPos, 0));
+          if (consumed >= this.#produced) return false;
+        }
+        const offset = consumed & mask;
+        // An acquiring load: the record's bytes are read only after its header says it is done.
+        const header = Atomics.load(words, offset >> 2) >>> 0;
+        if ((header & BUSY_BIT) !== 0) return false; // reserved, not yet submitted
+        const length = header & ~(BUSY_BIT | DISCARD_BIT);
+        // The previous records' space goes back to the kernel every 64 records.
+        if ((++taken & 63) === 0) this.#commitTo(consumed);
+        consumed += (length + HEADER + 7) & ~7;
+        this.#consumed = consumed;
+        if ((header & DISCARD_BIT) !== 0) continue;
+        this.#records++;
+        const at = page + offset + HEADER;
+        if (copy) result.value = new DataView(data.slice(at, at + length));
+        else if (length > SMALL_RECORD) result.value = new DataView(data, at, length);
+        else {
+          // Records start 8-byte aligned in the ring: copy whole words, then the last bytes.
+          const from = (offset + HEADER) >> 2;
+          const whole = length >> 2;
+          for (let w = 0; w < whole; w++) scratchWords[w] = words[from + w]!;
+          for (let b = whole << 2; b < length; b++) scratchBytes[b] = bytes[at + b]!;
+          result.value = this.scratchView(length);
+        }
+        return true;
+      }
+    };
+    const wait = async (): Promise<IteratorResult<DataView>> => {
       for (;;) {
         if (performance.now() - sliceStart > SLICE_MS) {
           // Ready records resolve as microtasks, which run before timers and I/O: a loop over a
@@ -302,80 +328,23 @@ export class RingBufferReader extends RecordReader {
           await yieldToEventLoop();
           sliceStart = performance.now();
         }
-        this.#records += index;
-        index = 0;
-        start = this.#consumed;
-        count = this.#scan(offsets, lengths, ends);
-        if (count > 0) return take();
+        if (take()) return result;
         if (this.closed) return done;
         await this.wait(this.pollIntervalMs);
         sliceStart = performance.now();
       }
     };
-    const take = (): IteratorResult<DataView> => {
-      const i = index++;
-      // The previous record's space goes back to the kernel every 64 records, and at a refill.
-      if ((i & 63) === 63) this.#commitTo(ends[i - 1]!);
-      const offset = offsets[i]!;
-      const length = lengths[i]!;
-      if (copy) result.value = new DataView(data.slice(offset, offset + length));
-      else if (length > SMALL_RECORD) result.value = new DataView(data, offset, length);
-      else {
-        // Records start 8-byte aligned in the ring: copy whole words, then the last bytes.
-        const from = (offset - page) >> 2;
-        const whole = length >> 2;
-        for (let w = 0; w < whole; w++) scratchWords[w] = words[from + w]!;
-        for (let b = whole << 2; b < length; b++) scratchBytes[b] = bytes[offset + b]!;
-        result.value = this.scratchView(length);
-      }
-      return result;
-    };
     const iterator: AsyncIterableIterator<DataView> = {
       // A plain result (not a promise) when a record is ready: `for await` awaits it all the same.
       next: () =>
-        (index < count && !this.closed ? take() : refill()) as Promise<IteratorResult<DataView>>,
+        ((taken & 1023) !== 1023 && take() ? result : wait()) as Promise<IteratorResult<DataView>>,
       return: () => {
-        // Records found but not handed out stay for whoever reads next.
-        if (index < count && !this.closed) this.#consumed = index > 0 ? ends[index - 1]! : start;
-        this.#records += index;
-        index = count = 0;
         if (!options.preventClose) this.close();
         return Promise.resolve(done);
       },
       [Symbol.asyncIterator]: () => iterator,
     };
     return iterator;
-  }
-
-  /**
-   * Gives the previous batch back to the kernel, then finds the records ready now (up to a
-   * batch) without allocating: their offsets, lengths and the consumer position after each.
-   */
-  #scan(offsets: Int32Array, lengths: Int32Array, ends: Float64Array): number {
-    if (this.closed) return 0;
-    this.commit();
-    const headers = this.#headers;
-    const mask = this.#mask;
-    const page = this.#page;
-    const limit = offsets.length;
-    let consumed = this.#consumed;
-    const produced = Number(Atomics.load(this.#producerPos, 0));
-    let count = 0;
-    while (count < limit && consumed < produced) {
-      const offset = consumed & mask;
-      const header = Atomics.load(headers, offset / 4) >>> 0;
-      if ((header & BUSY_BIT) !== 0) break;
-      const length = header & ~(BUSY_BIT | DISCARD_BIT);
-      consumed += (length + HEADER + 7) & ~7;
-      if ((header & DISCARD_BIT) !== 0) continue;
-      offsets[count] = page + offset + HEADER;
-      lengths[count] = length;
-      ends[count] = consumed;
-      count++;
-    }
-    this.#consumed = consumed;
-    this.#produced = produced;
-    return count;
   }
 
   /** Gives the space up to `position` back to the kernel (a record still in use stays). */
