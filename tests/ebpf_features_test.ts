@@ -10,9 +10,14 @@ import { bpfCapabilities, btf, kernelAtLeast, libbpf, testWith } from "./require
 import { LeakTracker } from "./ebpf_leak_check.ts";
 import { pollUntil } from "./wait_for.ts";
 import { EventKind, EventView, ProbeObject } from "./ebpf_bpf/probe.gen.ts";
+import { SizesObject } from "./ebpf_bpf/sizes.gen.ts";
 
 /** Has `tracker` check that the probe's maps and programs, and `link`, are gone at the end. */
-function track(tracker: LeakTracker, probe: ProbeObject, link?: { id: number }): void {
+function track(
+  tracker: LeakTracker,
+  probe: ProbeObject | SizesObject,
+  link?: { id: number },
+): void {
   for (const map of probe.object.maps) tracker.add("map", map.id);
   for (const program of probe.object.programs) tracker.add("prog", program.id);
   if (link !== undefined) tracker.add("link", link.id);
@@ -217,6 +222,68 @@ testWith(
         );
         assert.equal(reader.lost, 0);
         assert.equal(views.size, 1, `${views.size} distinct views for 2,000 records`);
+      });
+    } finally {
+      libc.close();
+    }
+    await tracker.assertReleased();
+  },
+);
+
+testWith(
+  "for await hands out records of every length whole, copied or viewed, wrapped or not",
+  [bpfCapabilities, btf, libbpf],
+  async (t) => {
+    const tracker = new LeakTracker();
+    const libc = Deno.dlopen("libc.so.6", { getppid: { parameters: [], result: "i32" } });
+    // Lengths around the word size, the 256-byte copy limit and the program's 512-byte maximum.
+    const lengths = [1, 2, 3, 4, 5, 7, 8, 13, 55, 56, 57, 255, 256, 257, 300, 511, 512];
+    const payload = Uint8Array.from({ length: 512 }, (_, i) => (i * 31 + 7) & 0xff);
+    /** Asserts `record` is `size` bytes long and starts with the first `length` of the payload. */
+    const check = (record: DataView, length: number, where: string, size = length) => {
+      assert.equal(record.byteLength, size, where);
+      const bytes = new Uint8Array(record.buffer, record.byteOffset, length);
+      assert.deepEqual(bytes, payload.subarray(0, length), where);
+    };
+    try {
+      using sizes = SizesObject.open({ globals: { target_tgid: Deno.pid } });
+      await sizes.load();
+      sizes.maps.payload.update(0, payload);
+      using link = sizes.programs.emit.attach();
+      track(tracker, sizes, link);
+
+      await t.step("ring buffer: one burst of three records of each length", async () => {
+        await using reader = new RingBufferReader(sizes.maps.records);
+        for (const length of lengths) {
+          sizes.object.writeGlobal("record_length", length);
+          for (let i = 0; i < 3; i++) libc.symbols.getppid();
+        }
+        let index = 0;
+        for await (const record of reader.values({ preventClose: true })) {
+          const length = lengths[Math.floor(index / 3)]!;
+          check(record, length, `record ${index} (${length} bytes)`);
+          if (++index === lengths.length * 3) break;
+        }
+        assert.equal(sizes.readGlobal("dropped"), 0n);
+      });
+
+      await t.step("perf buffer: five rounds through 4 KiB rings, so records wrap", async () => {
+        sizes.object.writeGlobal("perf", 1);
+        await using reader = new PerfBufferReader(sizes.maps.perf_records, { pagesPerCpu: 1 });
+        for (let round = 0; round < 5; round++) {
+          for (const length of lengths) {
+            sizes.object.writeGlobal("record_length", length);
+            libc.symbols.getppid();
+            for await (const record of reader.values({ preventClose: true })) {
+              // The kernel pads raw samples so that their u32 size and data fill 8-byte words.
+              const padded = Math.ceil((length + 4) / 8) * 8 - 4;
+              check(record, length, `round ${round}, ${length} bytes`, padded);
+              break;
+            }
+          }
+        }
+        assert.equal(reader.lost, 0);
+        assert.equal(reader.records, lengths.length * 5);
       });
     } finally {
       libc.close();
