@@ -8,7 +8,7 @@
  */
 import { errno, libc, pageSize, possibleCpus } from "./_ffi.ts";
 import { mmap, munmap } from "./_poller.ts";
-import { RecordReader } from "./record_reader.ts";
+import { RecordReader, SMALL_RECORD } from "./record_reader.ts";
 import { Uint32 } from "./codec.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
@@ -29,7 +29,7 @@ const CONSUME_MS = 20;
 export interface PerfBufferOptions {
   /** Data pages per CPU ring (a power of two). */
   pagesPerCpu?: number;
-  /** Yield copies instead of views valid until the next record. */
+  /** Yield copies instead of views valid until the next record (reused by `for await`). */
   copy?: boolean;
   /** How long one wait for data lasts before checking again, in ms. */
   pollIntervalMs?: number;
@@ -46,6 +46,13 @@ interface CpuRing {
   positions: BigUint64Array;
   tail: number;
   committed: number;
+  /** `data_head` when last read (read again only once `tail` reaches it). */
+  head: number;
+  /** The whole mapping, to read record headers without allocating. */
+  view: DataView;
+  /** The data area as 32-bit words and as bytes, to copy records out of. */
+  words: Int32Array;
+  bytes: Uint8Array;
 }
 
 /** Returns the online CPUs (perf events cannot open on offline ones). */
@@ -67,7 +74,9 @@ function onlineCpus(): number[] {
 /**
  * Reads records from a BPF perf event array, one ring per CPU, as an async iterable of
  * `DataView`s. Each record is a view valid until the next record is read (records that wrap
- * around the ring's end are copied); `copy: true` yields copies. `lastCpu` tells which CPU the
+ * around the ring's end are copied; under `for await`, a record of up to 256 bytes is copied
+ * into one view the reader reuses, so nothing is allocated per record); `copy: true` yields
+ * copies. `lastCpu` tells which CPU the
  * last record came from; `lostPerCpu` counts what the kernel dropped because a ring was full.
  *
  * @example
@@ -139,6 +148,10 @@ export class PerfBufferReader extends RecordReader {
           positions: new BigUint64Array(buffer, 1024, 2),
           tail: 0,
           committed: 0,
+          head: 0,
+          view: new DataView(buffer),
+          words: new Int32Array(buffer, this.#page, this.#dataSize / 4),
+          bytes: new Uint8Array(buffer, this.#page, this.#dataSize),
         };
         ring.tail = ring.committed = Number(Atomics.load(ring.positions, 1));
         this.#rings.push(ring);
@@ -191,6 +204,63 @@ export class PerfBufferReader extends RecordReader {
       this.#cursor = (this.#cursor + 1) % this.#rings.length;
     }
     return undefined;
+  }
+
+  /**
+   * Reads the next record for `for await`: a sample of up to 256 bytes is copied into the
+   * reader's reused scratch view (no allocation per record), anything else goes through
+   * `readNext()`.
+   *
+   * @returns The record, or `undefined` when none is ready.
+   */
+  protected override nextRecord(): DataView | undefined {
+    if (this.#copy || this.closed) return this.readNext();
+    const rings = this.#rings;
+    for (let tried = 0; tried < rings.length; tried++) {
+      const ring = rings[this.#cursor]!;
+      const record = this.#takeRing(ring);
+      if (record !== undefined) return record;
+      this.#commitRing(ring);
+      this.#cursor = (this.#cursor + 1) % rings.length;
+    }
+    return undefined;
+  }
+
+  /** The next sample of `ring`, copied into the scratch view when it is small. */
+  #takeRing(ring: CpuRing): DataView | undefined {
+    if (ring.tail >= ring.head) {
+      ring.head = Number(Atomics.load(ring.positions, 0));
+      if (ring.tail >= ring.head) return undefined;
+    }
+    const size = this.#dataSize;
+    const offset = ring.tail & (size - 1);
+    // Records are 8-byte aligned and the ring's size a multiple of 8: the header never wraps.
+    const type = ring.view.getUint32(this.#page + offset, true);
+    const recordSize = ring.view.getUint16(this.#page + offset + 6, true);
+    const lengthAt = (offset + 8) & (size - 1);
+    const length = ring.view.getUint32(this.#page + lengthAt, true);
+    if (type !== PERF_RECORD_SAMPLE || length > SMALL_RECORD || recordSize < 12 + length) {
+      this.commit();
+      return this.#readRing(ring);
+    }
+    // The payload follows its u32 length, 4-byte aligned; it may wrap around the ring's end.
+    const mask = size / 4 - 1;
+    const from = (offset + 12) >> 2;
+    const whole = length >> 2;
+    const words = ring.words;
+    const scratchWords = this.scratchWords;
+    for (let w = 0; w < whole; w++) scratchWords[w] = words[(from + w) & mask]!;
+    for (let b = whole << 2; b < length; b++) {
+      this.scratchBytes[b] = ring.bytes[(offset + 12 + b) & (size - 1)]!;
+    }
+    ring.tail += recordSize;
+    this.#records++;
+    this.#lastCpu = ring.cpu;
+    this.#pending = ring;
+    // The copied records' space goes back to the kernel a quarter of the ring at a time (and
+    // whenever the ring runs dry or the reader waits).
+    if (ring.tail - ring.committed >= size >> 2) this.#commitRing(ring);
+    return this.scratchView(length);
   }
 
   /**

@@ -9,6 +9,14 @@ import { Poller, yieldToEventLoop } from "./_poller.ts";
 
 /** How long a `for await` over a busy reader runs before it lets the event loop turn. */
 const SLICE_MS = 5;
+/**
+ * Records up to this many bytes are copied by `for await` into one buffer the reader reuses (a
+ * copy of a few dozen bytes costs less than allocating a `DataView`); longer ones are handed out
+ * as views of their own.
+ */
+export const SMALL_RECORD = 256;
+
+const EMPTY = new ArrayBuffer(0);
 
 /**
  * The base of {@linkcode RingBufferReader} and {@linkcode PerfBufferReader}: an async iterable of
@@ -34,6 +42,14 @@ export abstract class RecordReader implements AsyncIterable<DataView>, Disposabl
   /** Made by the first `watch()`, so a constructor that throws before has nothing to close. */
   #poller: Poller | undefined;
   #closed = false;
+  /** Where `for await` copies small records; detached on close, like the views into the ring. */
+  readonly #scratch = new ArrayBuffer(SMALL_RECORD);
+  /** The scratch buffer as 32-bit words, to copy records into. */
+  protected readonly scratchWords: Int32Array = new Int32Array(this.#scratch);
+  /** The scratch buffer as bytes, for a record's last bytes. */
+  protected readonly scratchBytes: Uint8Array = new Uint8Array(this.#scratch);
+  /** One view of the scratch buffer per record length, made once and handed out again. */
+  readonly #scratchViews: (DataView | undefined)[] = [];
 
   /**
    * Sets how long one wait lasts.
@@ -51,6 +67,27 @@ export abstract class RecordReader implements AsyncIterable<DataView>, Disposabl
 
   /** Gives the space of the records read so far back to the kernel. */
   protected abstract commit(): void;
+
+  /**
+   * Reads the next record for `for await`: like `readNext()`, but a small record may be copied
+   * into the reader's reused scratch view (see {@linkcode RecordReader.scratchView}).
+   *
+   * @returns The record, or `undefined` when none is ready.
+   */
+  protected nextRecord(): DataView | undefined {
+    return this.readNext();
+  }
+
+  /**
+   * The reused view of the first `length` bytes of the scratch buffer, where `for await` copies
+   * small records (made once per length; valid until the next record, detached on close).
+   *
+   * @param length The record's length, at most {@linkcode SMALL_RECORD}.
+   * @returns The view.
+   */
+  protected scratchView(length: number): DataView {
+    return this.#scratchViews[length] ??= new DataView(this.#scratch, 0, length);
+  }
 
   /**
    * Tells whether records are ready.
@@ -109,17 +146,25 @@ export abstract class RecordReader implements AsyncIterable<DataView>, Disposabl
   }
 
   /**
-   * Iterates over records until `close()`; each is valid until the next one unless `copy`.
+   * Iterates over records until `close()`; each is valid until the next one unless `copy`. A
+   * record of up to 256 bytes may be handed out in one view the reader reuses (the same object,
+   * with new contents, for the next record of the same length), and the iterator result object
+   * is reused too: read each record before asking for the next, one loop at a time.
    *
    * @param options `preventClose: true` keeps the reader open when the loop ends early.
    * @returns The async iterator.
    */
   values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
     const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    // One result object, filled anew for each record: `for await` reads it before asking again.
+    const result: { done: false; value: DataView } = { done: false, value: new DataView(EMPTY) };
     const next = async (): Promise<IteratorResult<DataView>> => {
       for (;;) {
-        const record = this.readNext();
-        if (record !== undefined) return { done: false, value: record };
+        const record = this.nextRecord();
+        if (record !== undefined) {
+          result.value = record;
+          return result;
+        }
         if (this.#closed) return done;
         await this.wait(this.pollIntervalMs);
         slice.start = performance.now();
@@ -138,10 +183,12 @@ export abstract class RecordReader implements AsyncIterable<DataView>, Disposabl
         if ((++slice.count & 255) === 0 && performance.now() - slice.start > SLICE_MS) {
           return yielded();
         }
-        // Fast path: a ready record resolves without a wait on the worker thread.
-        const record = this.readNext();
-        if (record !== undefined) return Promise.resolve({ done: false, value: record });
-        return next();
+        // Fast path: a ready record is handed out as a plain result, without a promise of its
+        // own (`for await` awaits it all the same).
+        const record = this.#closed ? undefined : this.nextRecord();
+        if (record === undefined) return next();
+        result.value = record;
+        return result as unknown as Promise<IteratorResult<DataView>>;
       },
       return: () => {
         if (!options.preventClose) this.close();
@@ -162,8 +209,12 @@ export abstract class RecordReader implements AsyncIterable<DataView>, Disposabl
     this.#closed = true;
     const waiting = this.#poller?.waiting;
     this.#poller?.close();
-    if (waiting === undefined) this.release();
-    else waiting.finally(() => this.release());
+    const release = () => {
+      this.release();
+      this.#scratch.transfer(0); // records copied for `for await` are detached too
+    };
+    if (waiting === undefined) release();
+    else waiting.finally(release);
   }
 
   /** Same as {@linkcode RecordReader.close}. */

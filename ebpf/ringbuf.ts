@@ -7,7 +7,7 @@
  */
 import { pageSize } from "./_ffi.ts";
 import { mmap, munmap, yieldToEventLoop } from "./_poller.ts";
-import { RecordReader } from "./record_reader.ts";
+import { RecordReader, SMALL_RECORD } from "./record_reader.ts";
 import { BpfError } from "./errors.ts";
 import type { BpfMap } from "./map.ts";
 
@@ -16,14 +16,13 @@ const DISCARD_BIT = 0x40000000;
 const HEADER = 8;
 /** How long a `for await` over a busy ring runs before it lets the event loop turn. */
 const SLICE_MS = 5;
-/** The most records `for await` finds at a time. */
-const BATCH = 1024;
 
 /** Options for {@linkcode RingBufferReader}. */
 export interface RingBufferOptions {
   /**
-   * Yield a copy of each record (valid forever) instead of a zero-copy view into the ring
-   * (valid until the next record is read).
+   * Yield a copy of each record (valid forever) instead of a view valid until the next record is
+   * read (a view into the ring, or, for `for await` and records of up to 256 bytes, one view the
+   * reader reuses).
    */
   copy?: boolean;
   /**
@@ -39,8 +38,10 @@ export interface RingBufferOptions {
 /**
  * Reads records from a BPF ring buffer map as an async iterable of `DataView`s.
  *
- * Each record is a zero-copy view into the shared ring, valid until the next record is read (the
- * space is then given back to the kernel); pass `copy: true` to keep records. Loss: the kernel
+ * Each record is valid until the next record is read (the space is then given back to the
+ * kernel): a zero-copy view into the shared ring, or, under `for await`, a record of up to 256
+ * bytes copied into one view the reader reuses (no allocation per record); pass `copy: true` to
+ * keep records. Loss: the kernel
  * keeps no count for ring buffers, so the convention is a `dropped` counter in the program,
  * incremented when `bpf_ringbuf_reserve` fails, surfaced through the `lost` option.
  *
@@ -68,6 +69,8 @@ export class RingBufferReader extends RecordReader {
   readonly #producerLength: number;
   #data: ArrayBuffer;
   #view: DataView;
+  /** The mapping as bytes (`for await` copies small records out of it). */
+  #bytes: Uint8Array;
   #length = 0;
   #consumerBuffer: ArrayBuffer;
   #consumerLow: Uint32Array;
@@ -113,6 +116,7 @@ export class RingBufferReader extends RecordReader {
     this.#data = Deno.UnsafePointerView.getArrayBuffer(this.#producer, this.#producerLength);
     this.#producerPos = new BigUint64Array(this.#data, 0, 1);
     this.#view = new DataView(this.#data);
+    this.#bytes = new Uint8Array(this.#data);
     // The data area follows the producer page and is mapped twice, so no record wraps.
     this.#headers = new Int32Array(this.#data, this.#page, (2 * this.size) / 4);
     this.#consumed = Number(Atomics.load(this.#consumerPos, 0));
@@ -258,26 +262,65 @@ export class RingBufferReader extends RecordReader {
 
   /**
    * Iterates over records until `close()`; each is valid until the next one unless `copy`.
-   * Under the iterator, records are found a batch at a time (up to 1024, without allocating),
-   * and a ready record is handed out without a wait, an `async` call or a promise of its own:
-   * the iterator keeps up with a producer at about half of what C's `ring_buffer__poll` drains.
+   * A ready record is handed out in one pass over the ring, without a wait, an `async` call, a
+   * promise or an allocation of its own: a record of up to 256 bytes is copied into one view the
+   * reader reuses (so the view handed out is the same object, with new contents, for records of
+   * the same length) and the result object is reused; a longer record is a view into the ring.
+   * Space goes back to the kernel every 64 records and when the ring runs dry. Keep a record past
+   * the next one with `copy: true`, or copy what it holds.
    *
    * @param options `preventClose: true` keeps the reader open when the loop ends early.
    * @returns The async iterator.
    */
   override values(options: { preventClose?: boolean } = {}): AsyncIterableIterator<DataView> {
     const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
-    // Offsets, lengths and the consumer position after each record of the current batch.
-    const offsets = new Int32Array(BATCH);
-    const lengths = new Int32Array(BATCH);
-    const ends = new Float64Array(BATCH);
-    let index = 0;
-    let count = 0;
-    let start = 0;
+    // One result object, filled anew for each record: `for await` reads it before asking again.
+    const result: { done: false; value: DataView } = { done: false, value: this.scratchView(0) };
+    let taken = 0;
     let sliceStart = performance.now();
     const data = this.#data;
+    const words = this.#headers;
+    const bytes = this.#bytes;
+    const page = this.#page;
+    const mask = this.#mask;
+    const scratchWords = this.scratchWords;
+    const scratchBytes = this.scratchBytes;
     const copy = this.#copy;
-    const refill = async (): Promise<IteratorResult<DataView>> => {
+    /** Hands out the next submitted record into `result`; false when none is ready. */
+    const take = (): boolean => {
+      if (this.closed) return false;
+      for (;;) {
+        let consumed = this.#consumed;
+        if (consumed >= this.#produced) {
+          this.#produced = Number(Atomics.load(this.#producerPos, 0));
+          if (consumed >= this.#produced) return false;
+        }
+        const offset = consumed & mask;
+        // An acquiring load: the record's bytes are read only after its header says it is done.
+        const header = Atomics.load(words, offset >> 2) >>> 0;
+        if ((header & BUSY_BIT) !== 0) return false; // reserved, not yet submitted
+        const length = header & ~(BUSY_BIT | DISCARD_BIT);
+        // The previous records' space goes back to the kernel every 64 records.
+        if ((++taken & 63) === 0) this.#commitTo(consumed);
+        consumed += (length + HEADER + 7) & ~7;
+        this.#consumed = consumed;
+        if ((header & DISCARD_BIT) !== 0) continue;
+        this.#records++;
+        const at = page + offset + HEADER;
+        if (copy) result.value = new DataView(data.slice(at, at + length));
+        else if (length > SMALL_RECORD) result.value = new DataView(data, at, length);
+        else {
+          // Records start 8-byte aligned in the ring: copy whole words, then the last bytes.
+          const from = (offset + HEADER) >> 2;
+          const whole = length >> 2;
+          for (let w = 0; w < whole; w++) scratchWords[w] = words[from + w]!;
+          for (let b = whole << 2; b < length; b++) scratchBytes[b] = bytes[at + b]!;
+          result.value = this.scratchView(length);
+        }
+        return true;
+      }
+    };
+    const wait = async (): Promise<IteratorResult<DataView>> => {
       for (;;) {
         if (performance.now() - sliceStart > SLICE_MS) {
           // Ready records resolve as microtasks, which run before timers and I/O: a loop over a
@@ -285,75 +328,23 @@ export class RingBufferReader extends RecordReader {
           await yieldToEventLoop();
           sliceStart = performance.now();
         }
-        this.#records += index;
-        index = 0;
-        start = this.#consumed;
-        count = this.#scan(offsets, lengths, ends);
-        if (count > 0) return take();
+        if (take()) return result;
         if (this.closed) return done;
         await this.wait(this.pollIntervalMs);
         sliceStart = performance.now();
       }
     };
-    const take = (): IteratorResult<DataView> => {
-      const i = index++;
-      // The previous record's space goes back to the kernel every 64 records, and at a refill.
-      if ((i & 63) === 63) this.#commitTo(ends[i - 1]!);
-      const offset = offsets[i]!;
-      const length = lengths[i]!;
-      return {
-        done: false,
-        value: copy
-          ? new DataView(data.slice(offset, offset + length))
-          : new DataView(data, offset, length),
-      };
-    };
     const iterator: AsyncIterableIterator<DataView> = {
       // A plain result (not a promise) when a record is ready: `for await` awaits it all the same.
       next: () =>
-        (index < count && !this.closed ? take() : refill()) as Promise<IteratorResult<DataView>>,
+        ((taken & 1023) !== 1023 && take() ? result : wait()) as Promise<IteratorResult<DataView>>,
       return: () => {
-        // Records found but not handed out stay for whoever reads next.
-        if (index < count && !this.closed) this.#consumed = index > 0 ? ends[index - 1]! : start;
-        this.#records += index;
-        index = count = 0;
         if (!options.preventClose) this.close();
         return Promise.resolve(done);
       },
       [Symbol.asyncIterator]: () => iterator,
     };
     return iterator;
-  }
-
-  /**
-   * Gives the previous batch back to the kernel, then finds the records ready now (up to a
-   * batch) without allocating: their offsets, lengths and the consumer position after each.
-   */
-  #scan(offsets: Int32Array, lengths: Int32Array, ends: Float64Array): number {
-    if (this.closed) return 0;
-    this.commit();
-    const headers = this.#headers;
-    const mask = this.#mask;
-    const page = this.#page;
-    const limit = offsets.length;
-    let consumed = this.#consumed;
-    const produced = Number(Atomics.load(this.#producerPos, 0));
-    let count = 0;
-    while (count < limit && consumed < produced) {
-      const offset = consumed & mask;
-      const header = Atomics.load(headers, offset / 4) >>> 0;
-      if ((header & BUSY_BIT) !== 0) break;
-      const length = header & ~(BUSY_BIT | DISCARD_BIT);
-      consumed += (length + HEADER + 7) & ~7;
-      if ((header & DISCARD_BIT) !== 0) continue;
-      offsets[count] = page + offset + HEADER;
-      lengths[count] = length;
-      ends[count] = consumed;
-      count++;
-    }
-    this.#consumed = consumed;
-    this.#produced = produced;
-    return count;
   }
 
   /** Gives the space up to `position` back to the kernel (a record still in use stays). */
