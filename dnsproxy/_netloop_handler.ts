@@ -13,6 +13,8 @@ import type { LoopTransport } from "./_loop_transport.ts";
 import { DnsMetrics } from "./metrics.ts";
 import { DnsProxy } from "./proxy.ts";
 import type { ClientInfo, ProxyAnswer, ProxySettings } from "./proxy.ts";
+import { dohConnection } from "./frontend/_doh_wire.ts";
+import type { DohWireOptions, Http1Connection, Http2Connection } from "./frontend/_doh_wire.ts";
 
 /** What the main thread passes to every loop as `loop.data`. */
 export interface LoopData {
@@ -20,6 +22,8 @@ export interface LoopData {
   settings: ProxySettings;
   /** Most TCP clients this loop holds at once (its share of `tcp.max_connections`). */
   maxConnections?: number;
+  /** Serve DNS over HTTPS (HTTP/2 and HTTP/1.1) on this engine's connections, at this path. */
+  https?: { path: string };
 }
 
 /** Messages from the main thread. */
@@ -57,7 +61,7 @@ export function onOpen(_conn: Conn): Action {
   return max !== undefined && loopRef!.connections > max ? Action.Close : Action.None;
 }
 
-function client(conn: Conn, transport: "udp" | "tcp" | "tls"): ClientInfo {
+function client(conn: Conn, transport: "udp" | "tcp" | "tls" | "https"): ClientInfo {
   const remote = conn.remoteAddress;
   return { address: remote.address, port: remote.port, transport };
 }
@@ -89,6 +93,8 @@ export function onTraffic(conn: Conn): Action {
     if (answer) conn.write(answer);
     return Action.None;
   }
+  const https = (loopRef!.data as LoopData).https;
+  if (https !== undefined) return dohTraffic(conn, https.path, proxy);
   const from = client(conn, conn.tls === undefined ? "tcp" : "tls");
   for (;;) {
     let frame: Uint8Array | undefined;
@@ -101,6 +107,30 @@ export function onTraffic(conn: Conn): Action {
     const answer = proxy.answer(frame, from, respondTcp, conn);
     if (answer) writeFramed(conn, answer);
   }
+}
+
+/** A DoH connection's bytes: HTTP/2 or HTTP/1.1 (chosen by ALPN and the first bytes). */
+function dohTraffic(conn: Conn, path: string, proxy: DnsProxy): Action {
+  const input = conn.peek();
+  let doh = conn.context as Http2Connection | Http1Connection | undefined;
+  if (doh === undefined) {
+    const from = client(conn, "https");
+    const options: DohWireOptions = {
+      path,
+      ask: (message, respond, context) => proxy.answer(message, from, respond, context),
+    };
+    doh = dohConnection(conn.tls?.alpn, input, conn, options);
+    if (doh === undefined) return Action.None;
+    conn.context = doh;
+  }
+  conn.discard(doh.traffic(input));
+  return Action.None;
+}
+
+/** A client connection closed: a DoH connection drops the answers still to come. */
+export function onClose(conn: Conn): Action {
+  (conn.context as Http2Connection | Http1Connection | undefined)?.release?.();
+  return Action.None;
 }
 
 /** Expires upstream queries past their timeout. */
