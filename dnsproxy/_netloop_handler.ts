@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { Action, LengthFieldCodec } from "@triad/netloop";
+import { Action } from "@triad/netloop";
+import { DNS_FRAMING } from "./_bytes.ts";
 import type { Conn, Loop } from "@triad/netloop";
 import { loopTransport } from "./_loop_transport.ts";
 import type { LoopTransport } from "./_loop_transport.ts";
@@ -34,7 +35,6 @@ export type LoopMessage =
 let proxy: DnsProxy | undefined;
 let loopRef: Loop | undefined;
 let transport: LoopTransport | undefined;
-const codec = new LengthFieldCodec({ lengthFieldLength: 2 });
 
 /** Creates this loop's proxy. */
 export function onBoot(loop: Loop): Action {
@@ -77,7 +77,7 @@ function respondTcp(answer: ProxyAnswer, conn: Conn): void {
 }
 
 function writeFramed(conn: Conn, answer: Uint8Array): void {
-  conn.writev([new Uint8Array([answer.length >> 8, answer.length & 0xff]), answer]);
+  conn.write(DNS_FRAMING.encode(answer));
 }
 
 /**
@@ -99,7 +99,7 @@ export function onTraffic(conn: Conn): Action {
   for (;;) {
     let frame: Uint8Array | undefined;
     try {
-      frame = codec.decode(conn);
+      frame = DNS_FRAMING.decode(conn);
     } catch {
       return Action.Close;
     }

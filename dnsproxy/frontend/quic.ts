@@ -10,7 +10,7 @@ import type { Logger } from "@triad/core";
 import type { ClientInfo, DnsProxy } from "../proxy.ts";
 import { ask, bindRetrying, readAll } from "./listener.ts";
 import type { CertificatePair, CertifiedListener } from "./listener.ts";
-import { lengthFramed } from "./stream.ts";
+import { DNS_FRAMING } from "../_bytes.ts";
 
 /** RFC 9250 §4.3 error codes. */
 export const DoqError = {
@@ -116,7 +116,7 @@ export async function serveQuic(
       return;
     }
     const writer = stream.writable.getWriter();
-    await writer.write(lengthFramed(answer));
+    await writer.write(DNS_FRAMING.encode(answer));
     await writer.close();
   };
 
