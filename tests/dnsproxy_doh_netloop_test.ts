@@ -84,7 +84,7 @@ async function exchange(
   });
   try {
     assert.equal((await conn.handshake()).alpnProtocol, alpn);
-    await conn.write(bytes);
+    for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
     if (closeWrite) await conn.closeWrite();
     const chunks: number[] = [];
     const buffer = new Uint8Array(65_536);
@@ -272,6 +272,47 @@ testWith(
     const stopped = await exchange(s.port, s.ca, "h2", new Uint8Array(cut), true);
     assert.ok(stopped.closed, "a frame cut off: closed");
     assert.deepEqual(frames(stopped.received).map((f) => f.type), [4, 4]);
+    // A POST whose body passes 64 KiB gets 413 and RST_STREAM(NO_ERROR) as it does; a GET on the
+    // same connection after it is answered.
+    const literal = (index: number, value: string) => [
+      index,
+      value.length,
+      ...new TextEncoder().encode(value),
+    ];
+    const post = [0x83, 0x87, ...literal(4, "/dns-query"), 0x0f, 0x10];
+    post.push(...literal(0, "application/dns-message").slice(1));
+    const getA = [
+      0x82,
+      0x87,
+      ...literal(
+        4,
+        `/dns-query?dns=${encodeBase64Url(buildQuery({ id: 0, name: "a.test.", type: 1 }))}`,
+      ),
+    ];
+    const chunk = new Array(16_384).fill(0);
+    const big = await exchange(
+      s.port,
+      s.ca,
+      "h2",
+      new Uint8Array([
+        ...PREFACE,
+        ...SETTINGS_EMPTY,
+        ...frame(1, 4, 1, post),
+        ...[0, 1, 2, 3].flatMap(() => frame(0, 0, 1, chunk)),
+        ...frame(1, 5, 3, getA),
+      ]),
+    );
+    const onStreams = frames(big.received).filter((f) => f.stream !== 0 && f.type !== 8);
+    assert.deepEqual(onStreams.map((f) => [f.type, f.stream]), [
+      [1, 1], // HEADERS
+      [0, 1], // the 413's text
+      [3, 1], // RST_STREAM
+      [1, 3], // HEADERS
+      [0, 3], // the answer
+    ]);
+    assert.deepEqual([...onStreams[0]!.payload.subarray(0, 5)], [0x08, 3, 0x34, 0x31, 0x33]); // 413
+    assert.equal(onStreams[3]!.payload[0], 0x88); // :status 200
+    assert.deepEqual([...onStreams[2]!.payload], [0, 0, 0, 0]); // NO_ERROR
     // A PING is answered, and a GET with Huffman-coded :path after it.
     const ping = await exchange(
       s.port,

@@ -35,6 +35,7 @@ export type DohAsk = (
 const MAX_MESSAGE = 65_535;
 const MAX_GET_PARAMETER = Math.ceil(MAX_MESSAGE * 4 / 3);
 const encoder = new TextEncoder();
+const latin1 = new TextDecoder("latin1");
 const PREFACE = encoder.encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const DNS_MESSAGE = encoder.encode("application/dns-message");
 
@@ -286,7 +287,11 @@ class Writer {
 const DATA = 0, HEADERS = 1, PRIORITY = 2, RST_STREAM = 3, SETTINGS = 4, PUSH_PROMISE = 5;
 const PING = 6, GOAWAY = 7, WINDOW_UPDATE = 8, CONTINUATION = 9;
 const END_STREAM = 1, ACK = 1, END_HEADERS = 4, PADDED = 8, PRIORITY_FLAG = 0x20;
-const PROTOCOL_ERROR = 1, FLOW_CONTROL_ERROR = 3, FRAME_SIZE_ERROR = 6, REFUSED_STREAM = 7;
+const NO_ERROR = 0,
+  PROTOCOL_ERROR = 1,
+  FLOW_CONTROL_ERROR = 3,
+  FRAME_SIZE_ERROR = 6,
+  REFUSED_STREAM = 7;
 const COMPRESSION_ERROR = 9, ENHANCE_YOUR_CALM = 11;
 /** Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). */
 const MAX_STREAMS = 100;
@@ -547,8 +552,14 @@ export class Http2Connection extends DohConnectionBase {
     if (data === undefined) return;
     const request = this.#streams.get(id);
     if (request === undefined || request.done) return;
-    if (request.bodyLength + data.length <= MAX_MESSAGE) request.body.push(data.slice());
     request.bodyLength += data.length;
+    if (request.bodyLength > MAX_MESSAGE) {
+      // Answer at once and stop the upload (RFC 9113 §8.1: a complete response, then NO_ERROR).
+      this.#problem(request, PROBLEMS[413]!);
+      this.#rst(id, NO_ERROR);
+      return;
+    }
+    request.body.push(data.slice());
     if ((flags & END_STREAM) !== 0) this.#complete(request);
     else if (payload.length > 0) this.#windowUpdate(id, payload.length);
   }
@@ -752,7 +763,8 @@ export class Http1Connection extends DohConnectionBase {
       at = consumed;
     }
     this.#flushReady();
-    return this.#closed ? input.length : at;
+    // After a request that ends the connection, whatever follows is dropped.
+    return this.#closed || this.#closeAfter >= 0 ? input.length : at;
   }
 
   /** Parses one request whose head ends at `end`; returns where the next starts, -1 to wait. */
@@ -788,7 +800,7 @@ export class Http1Connection extends DohConnectionBase {
       else if (nameIs(name, "content-length")) request.contentLength = parseLength(value);
       else if (nameIs(name, "transfer-encoding")) chunked = true;
       else if (nameIs(name, "connection")) {
-        const token = String.fromCharCode(...value).toLowerCase();
+        const token = latin1.decode(value).toLowerCase();
         if (token.includes("close")) keepAlive = false;
         else if (token.includes("keep-alive")) keepAlive = true;
       }

@@ -19,8 +19,9 @@ export class HpackError extends Error {
   }
 }
 
-const latin1 = new TextEncoder();
-const bytes = (text: string) => latin1.encode(text);
+const encoder = new TextEncoder();
+const latin1 = new TextDecoder("latin1");
+const bytes = (text: string) => encoder.encode(text);
 
 /** RFC 7541 Appendix A: the static table (index 1 to 61). */
 const STATIC: readonly (readonly [string, Uint8Array])[] = ([
@@ -252,7 +253,7 @@ export class HpackDecoder {
         const index = this.#integer(block, indexing ? 6 : 4);
         let name: string;
         if (index === 0) {
-          name = String.fromCharCode(...this.#string(block));
+          name = latin1.decode(this.#string(block));
         } else if (index <= 61) {
           name = STATIC[index - 1]![0];
         } else {
