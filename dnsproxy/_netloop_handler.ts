@@ -1,6 +1,7 @@
 /**
  * The netloop handler: loaded in every loop (Worker), it runs one {@linkcode DnsProxy} per loop and
- * answers UDP datagrams and TCP frames. Cache hits are written from `onTraffic` itself; misses are
+ * answers UDP datagrams, TCP and DoT frames, and DoH requests (HTTP/2 or HTTP/1.1, on the engine
+ * whose `loop.data` has `https`; `frontend/_doh_wire.ts`). Cache hits are written from `onTraffic` itself; misses are
  * written when the upstream answers (the Conn stays usable). Messages from the main thread
  * reconfigure the proxy (hot reload) or ask for a metrics snapshot.
  *

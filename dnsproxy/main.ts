@@ -301,7 +301,7 @@ async function startFrontend(
       backend: `netloop ${server.backend}`,
       loops: value.loops,
     });
-    // The encrypted transports run on the main thread, with a proxy (and cache) of their own.
+    // DoQ runs on the main thread, with a proxy (and cache) of its own.
     let encrypted: Encrypted | undefined;
     try {
       encrypted = await startEncrypted(value, settings, logger, idleTimeout, true, onDefence);
