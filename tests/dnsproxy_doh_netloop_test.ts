@@ -364,3 +364,38 @@ testWith(
     );
   },
 );
+
+testWith("DoH on netloop without a certificate: cleartext HTTP/2 and HTTP/1.1", [
+  command("curl"),
+  command("unbound"),
+], async () => {
+  await using unbound = await startUnbound();
+  await using server = await serveDnsOnNetloop(
+    { upstream: { upstreams: [unbound.address] } },
+    { listen: "127.0.0.1:0", backend: "epoll", https: { listen: "127.0.0.1:0", path: "/q" } },
+  );
+  const query = encodeBase64Url(buildQuery({ id: 0, name: "a.test.", type: 1 }));
+  const url = `http://127.0.0.1:${server.httpsAddress!.port}/q?dns=${query}`;
+  for (const [flag, version] of [["--http2-prior-knowledge", "2"], ["--http1.1", "1.1"]]) {
+    const out = await run("curl", [
+      "-sS",
+      flag!,
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code} %{http_version}",
+      url,
+    ]);
+    assert.equal(out, `200 ${version}`);
+  }
+  // The configured path only.
+  const other = await run("curl", [
+    "-sS",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code}",
+    url.replace("/q?", "/dns-query?"),
+  ]);
+  assert.equal(other, "404");
+});
