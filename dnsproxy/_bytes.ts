@@ -25,9 +25,10 @@ export class FrameBuffer implements Inbound {
   #start = 0;
   #end = 0;
 
-  /** @param size The most bytes it holds. */
-  constructor(size = 65_537 + 16_384) {
-    this.#buffer = new Uint8Array(size);
+  /** @param size The most bytes it holds, or bytes already read (held as they are, not copied). */
+  constructor(size: number | Uint8Array = 65_537 + 16_384) {
+    this.#buffer = typeof size === "number" ? new Uint8Array(size) : size;
+    if (typeof size !== "number") this.#end = size.length;
   }
 
   /**
@@ -105,4 +106,17 @@ export async function readAll(
     chunks.push(chunk);
   }
   return concat(chunks, total);
+}
+
+/**
+ * The one message a whole stream holds (DoQ, RFC 9250 §4.2: one length-prefixed message, then
+ * FIN), or `undefined` when the bytes are not exactly one frame.
+ *
+ * @param bytes Everything the stream carried.
+ * @returns The message, a view into `bytes`.
+ */
+export function onlyMessage(bytes: Uint8Array): Uint8Array | undefined {
+  const inbound = new FrameBuffer(bytes);
+  const message = DNS_FRAMING.decode(inbound);
+  return inbound.inboundBuffered === 0 ? message : undefined;
 }

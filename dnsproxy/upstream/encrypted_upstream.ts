@@ -7,7 +7,7 @@
  */
 import http2 from "node:http2";
 import type { MessageInfo } from "../wire/message.ts";
-import { concat, DNS_FRAMING, readAll } from "../_bytes.ts";
+import { concat, DNS_FRAMING, onlyMessage, readAll } from "../_bytes.ts";
 import { checkReply } from "./reply_check.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { UpstreamError } from "./upstream_error.ts";
@@ -251,14 +251,14 @@ export class DoqExchanger implements StreamExchanger {
       if (bytes === undefined) {
         throw new UpstreamError(`Upstream ${label} sent over 64 KiB`, { code: "network" });
       }
-      const total = bytes.length;
-      if (total < 2 || ((bytes[0]! << 8) | bytes[1]!) !== total - 2) {
+      const reply = onlyMessage(bytes);
+      if (reply === undefined) {
         this.#options.onMismatch("malformed");
         throw new UpstreamError(`Upstream ${label} sent a malformed DoQ stream`, {
           code: "network",
         });
       }
-      return accept(bytes.subarray(2), info, this.#options);
+      return accept(reply, info, this.#options);
     };
     try {
       return await Promise.race([ask(), timeout]);
