@@ -230,6 +230,7 @@ async function pollUntil(check: () => boolean, what: string): Promise<void> {
 for (const backend of ["builtin", "epoll"]) {
   testWith(`deno task dns --tls-listen/--https-listen (${backend}): certificates reload`, [
     command("dig", "bind9-dnsutils"),
+    command("kdig", "knot-dnsutils"),
     command("unbound"),
     command("openssl"),
   ], async () => {
@@ -298,6 +299,15 @@ for (const backend of ["builtin", "epoll"]) {
       );
       assert.match(await dot(second.ca), ANSWER);
       assert.doesNotMatch(await dot(first.ca), ANSWER);
+      // DoH serves the new pair too (kdig checks the certificate against the CA it is given).
+      const doh = (caFile: string) =>
+        new Deno.Command("kdig", {
+          args: ["+https", `+tls-ca=${caFile}`, "@127.0.0.1", "-p", portOf("https"), "a.test"],
+          stdout: "piped",
+          stderr: "null",
+        }).output().then((o) => new TextDecoder().decode(o.stdout));
+      assert.match(await doh(second.ca), ANSWER);
+      assert.doesNotMatch(await doh(first.ca), ANSWER);
       const metrics = await running.metrics();
       assert.match(metrics, /^dns_queries_total\{type="A",transport="tls"\} [34]$/m);
       assert.match(metrics, /^dns_tls_handshakes_total\{transport="tls",result="ok"\} [3-9]$/m);
