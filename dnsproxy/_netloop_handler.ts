@@ -1,18 +1,22 @@
 /**
  * The netloop handler: loaded in every loop (Worker), it runs one {@linkcode DnsProxy} per loop and
- * answers UDP datagrams and TCP frames. Cache hits are written from `onTraffic` itself; misses are
+ * answers UDP datagrams, TCP and DoT frames, and DoH requests (HTTP/2 or HTTP/1.1, on the engine
+ * whose `loop.data` has `https`; `frontend/_doh_wire.ts`). Cache hits are written from `onTraffic` itself; misses are
  * written when the upstream answers (the Conn stays usable). Messages from the main thread
  * reconfigure the proxy (hot reload) or ask for a metrics snapshot.
  *
  * @module
  */
-import { Action, LengthFieldCodec } from "@triad/netloop";
+import { Action } from "@triad/netloop";
+import { DNS_FRAMING } from "./_bytes.ts";
 import type { Conn, Loop } from "@triad/netloop";
 import { loopTransport } from "./_loop_transport.ts";
 import type { LoopTransport } from "./_loop_transport.ts";
 import { DnsMetrics } from "./metrics.ts";
 import { DnsProxy } from "./proxy.ts";
 import type { ClientInfo, ProxyAnswer, ProxySettings } from "./proxy.ts";
+import { dohConnection } from "./frontend/_doh_wire.ts";
+import type { DohWireOptions, Http1Connection, Http2Connection } from "./frontend/_doh_wire.ts";
 
 /** What the main thread passes to every loop as `loop.data`. */
 export interface LoopData {
@@ -20,6 +24,8 @@ export interface LoopData {
   settings: ProxySettings;
   /** Most TCP clients this loop holds at once (its share of `tcp.max_connections`). */
   maxConnections?: number;
+  /** Serve DNS over HTTPS (HTTP/2 and HTTP/1.1) on this engine's connections, at this path. */
+  https?: { path: string };
 }
 
 /** Messages from the main thread. */
@@ -30,7 +36,6 @@ export type LoopMessage =
 let proxy: DnsProxy | undefined;
 let loopRef: Loop | undefined;
 let transport: LoopTransport | undefined;
-const codec = new LengthFieldCodec({ lengthFieldLength: 2 });
 
 /** Creates this loop's proxy. */
 export function onBoot(loop: Loop): Action {
@@ -57,7 +62,7 @@ export function onOpen(_conn: Conn): Action {
   return max !== undefined && loopRef!.connections > max ? Action.Close : Action.None;
 }
 
-function client(conn: Conn, transport: "udp" | "tcp" | "tls"): ClientInfo {
+function client(conn: Conn, transport: "udp" | "tcp" | "tls" | "https"): ClientInfo {
   const remote = conn.remoteAddress;
   return { address: remote.address, port: remote.port, transport };
 }
@@ -73,7 +78,7 @@ function respondTcp(answer: ProxyAnswer, conn: Conn): void {
 }
 
 function writeFramed(conn: Conn, answer: Uint8Array): void {
-  conn.writev([new Uint8Array([answer.length >> 8, answer.length & 0xff]), answer]);
+  conn.write(DNS_FRAMING.encode(answer));
 }
 
 /**
@@ -89,11 +94,13 @@ export function onTraffic(conn: Conn): Action {
     if (answer) conn.write(answer);
     return Action.None;
   }
+  const https = (loopRef!.data as LoopData).https;
+  if (https !== undefined) return dohTraffic(conn, https.path, proxy);
   const from = client(conn, conn.tls === undefined ? "tcp" : "tls");
   for (;;) {
     let frame: Uint8Array | undefined;
     try {
-      frame = codec.decode(conn);
+      frame = DNS_FRAMING.decode(conn);
     } catch {
       return Action.Close;
     }
@@ -101,6 +108,30 @@ export function onTraffic(conn: Conn): Action {
     const answer = proxy.answer(frame, from, respondTcp, conn);
     if (answer) writeFramed(conn, answer);
   }
+}
+
+/** A DoH connection's bytes: HTTP/2 or HTTP/1.1 (chosen by ALPN and the first bytes). */
+function dohTraffic(conn: Conn, path: string, proxy: DnsProxy): Action {
+  const input = conn.peek();
+  let doh = conn.context as Http2Connection | Http1Connection | undefined;
+  if (doh === undefined) {
+    const from = client(conn, "https");
+    const options: DohWireOptions = {
+      path,
+      ask: (message, respond, context) => proxy.answer(message, from, respond, context),
+    };
+    doh = dohConnection(conn.tls?.alpn, input, conn, options);
+    if (doh === undefined) return Action.None;
+    conn.context = doh;
+  }
+  conn.discard(doh.traffic(input));
+  return Action.None;
+}
+
+/** A client connection closed: a DoH connection drops the answers still to come. */
+export function onClose(conn: Conn): Action {
+  (conn.context as Http2Connection | Http1Connection | undefined)?.release?.();
+  return Action.None;
 }
 
 /** Expires upstream queries past their timeout. */

@@ -139,11 +139,12 @@ async function startEncrypted(
   settings: ProxySettings,
   logger: Logger,
   idleTimeout: number,
-  withTls: boolean,
+  onNetloop: boolean,
   onDefence: (event: DefenceEvent) => void,
 ): Promise<Encrypted | undefined> {
   const options = await encryptedOptions(value);
-  if (!withTls) options.tls = undefined;
+  // DoT and DoH are on the netloop engines themselves there.
+  if (onNetloop) options.tls = options.https = undefined;
   if (options.tls === undefined && options.https === undefined && options.quic === undefined) {
     return undefined;
   }
@@ -250,15 +251,16 @@ async function startFrontend(
 ): Promise<Frontend> {
   const idleTimeout = parseDuration(value.tcp.idle_timeout);
   if (value.backend !== "builtin") {
-    // DoT on netloop's own TLS; DoH and DoQ on the main thread.
+    // DoT and DoH on netloop's own TLS; DoQ on the main thread.
     const certificate = await readCertificate(value);
     const withTls = value.tls.listen !== "";
+    const withHttps = value.https.listen !== "";
     // Limits too low for tcp.max_connections clients (TCP, and as many DoT clients when served):
     // said at start, with what lifts them.
     for (
       const check of checkLimits({
-        connections: maxTcpConnections(value) * (withTls ? 2 : 1),
-        loops: (withTls ? 3 : 2) * value.loops,
+        connections: maxTcpConnections(value) * (1 + Number(withTls) + Number(withHttps)),
+        loops: (2 + Number(withTls) + Number(withHttps)) * value.loops,
       })
     ) {
       if (!check.ok) {
@@ -280,11 +282,17 @@ async function startFrontend(
       tls: withTls
         ? { listen: value.tls.listen, ...needCertificate(certificate, "DNS over TLS") }
         : undefined,
+      https: withHttps
+        ? { listen: value.https.listen, path: value.https.path, ...certificate }
+        : undefined,
     });
-    if (server.tlsAddress !== undefined) {
+    for (
+      const [transport, address] of [["tls", server.tlsAddress], ["https", server.httpsAddress]]
+    ) {
+      if (address === undefined) continue;
       logger.info("listening", {
-        address: formatSocketAddress(server.tlsAddress),
-        transport: "tls",
+        address: formatSocketAddress(address as SocketAddress),
+        transport,
         backend: "netloop",
       });
     }
@@ -294,10 +302,10 @@ async function startFrontend(
       backend: `netloop ${server.backend}`,
       loops: value.loops,
     });
-    // The encrypted transports run on the main thread, with a proxy (and cache) of their own.
+    // DoQ runs on the main thread, with a proxy (and cache) of its own.
     let encrypted: Encrypted | undefined;
     try {
-      encrypted = await startEncrypted(value, settings, logger, idleTimeout, false, onDefence);
+      encrypted = await startEncrypted(value, settings, logger, idleTimeout, true, onDefence);
     } catch (error) {
       await server.close();
       throw error;

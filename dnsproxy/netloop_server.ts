@@ -7,7 +7,7 @@
 import { formatPrometheus, parseSocketAddress } from "@triad/core";
 import type { Logger, MetricSnapshot, SocketAddress } from "@triad/core";
 import { NetloopError, serve } from "@triad/netloop";
-import type { Engine, TlsStats } from "@triad/netloop";
+import type { Engine, ServeOptions, TlsStats } from "@triad/netloop";
 import { bindRetrying } from "./frontend/listener.ts";
 import type { LoopData, LoopMessage } from "./_netloop_handler.ts";
 import type { ProxySettings } from "./proxy.ts";
@@ -37,6 +37,13 @@ export interface NetloopDnsOptions {
    * engine on its own address, the same handler and the same pipelined TCP path.
    */
   tls?: { listen: string; cert: string; key: string } | undefined;
+  /**
+   * Also serve DNS over HTTPS (RFC 8484) on netloop: a fourth engine, HTTP/2 (ALPN `h2`) and
+   * HTTP/1.1 (ALPN `http/1.1`, or a client offering no ALPN) over netloop's TLS, or cleartext
+   * HTTP/1.1 and HTTP/2 with prior knowledge without a certificate (behind a TLS-terminating
+   * proxy).
+   */
+  https?: { listen: string; path: string; cert?: string; key?: string } | undefined;
 }
 
 /** The proxy running on netloop. */
@@ -49,6 +56,8 @@ export interface NetloopDnsServer extends AsyncDisposable {
   readonly loops: number;
   /** The DNS over TLS address, when asked for. */
   readonly tlsAddress: SocketAddress | undefined;
+  /** The DNS over HTTPS address, when asked for. */
+  readonly httpsAddress: SocketAddress | undefined;
   /** Serves new TLS handshakes with this pair (PEM); a bad pair throws and the old one stays. */
   reloadTls(pair: { cert: string; key: string }): Promise<void>;
   /** Sends new settings to every loop (hot reload). */
@@ -162,11 +171,10 @@ export async function serveDnsOnNetloop(
     }
   });
   const engines = [udp, tcp];
-  let tlsEngine: Engine | undefined;
-  if (options.tls !== undefined) {
-    const tls = options.tls;
+  /** Binds one more TCP engine (DoT, DoH) at `listen`; on failure stops the ones started. */
+  const streamEngine = async (listen: string, extra: Partial<ServeOptions>) => {
     try {
-      tlsEngine = await bindRetrying(tls.listen, (at) =>
+      const engine = await bindRetrying(listen, (at) =>
         serve(HANDLER, {
           ...common,
           hostname: at.address,
@@ -174,14 +182,26 @@ export async function serveDnsOnNetloop(
           port: at.port,
           idleTimeout: options.idleTimeout ?? 10_000,
           ...streamLimit,
-          tls: { cert: tls.cert, key: tls.key, alpn: ["dot"] },
+          ...extra,
         }));
+      engines.push(engine);
+      return engine;
     } catch (error) {
       await Promise.all(engines.map((engine) => engine.stop()));
       throw error;
     }
-    engines.push(tlsEngine);
-  }
+  };
+  const tls = options.tls;
+  const tlsEngine = tls === undefined
+    ? undefined
+    : await streamEngine(tls.listen, { tls: { cert: tls.cert, key: tls.key, alpn: ["dot"] } });
+  const https = options.https;
+  const httpsEngine = https === undefined ? undefined : await streamEngine(https.listen, {
+    data: { ...(streamLimit.data ?? data), https: { path: https.path } } satisfies LoopData,
+    ...(https.cert === undefined || https.key === undefined
+      ? {}
+      : { tls: { cert: https.cert, key: https.key, alpn: ["h2", "http/1.1"] } }),
+  });
   let nextId = 0;
   let closed = false;
   const close = async () => {
@@ -202,13 +222,20 @@ export async function serveDnsOnNetloop(
     tlsAddress: tlsEngine === undefined
       ? undefined
       : { ...parseSocketAddress(options.tls!.listen), port: tlsEngine.address.port },
+    httpsAddress: httpsEngine === undefined
+      ? undefined
+      : { ...parseSocketAddress(options.https!.listen), port: httpsEngine.address.port },
     async reloadTls(pair) {
       await tlsEngine?.reloadTls(pair);
+      if (options.https?.cert !== undefined) await httpsEngine?.reloadTls(pair);
     },
     async metrics(extra = []) {
-      const handshakes = tlsEngine === undefined
-        ? []
-        : [handshakeSnapshot(await tlsEngine.tlsStats())];
+      const counted: [string, TlsStats][] = [];
+      if (tlsEngine !== undefined) counted.push(["tls", await tlsEngine.tlsStats()]);
+      if (httpsEngine !== undefined && options.https?.cert !== undefined) {
+        counted.push(["https", await httpsEngine.tlsStats()]);
+      }
+      const handshakes = counted.length === 0 ? [] : [handshakeSnapshot(counted)];
       const id = ++nextId;
       const loops = engines.reduce((sum, engine) => sum + engine.loops, 0);
       return new Promise<string>((resolve) => {
@@ -233,18 +260,17 @@ export async function serveDnsOnNetloop(
   };
 }
 
-/** netloop's TLS counters as `dns_tls_handshakes_total{transport="tls",result}`. */
-function handshakeSnapshot(stats: TlsStats): MetricSnapshot {
-  const series = (result: string, value: number) => ({ values: ["tls", result], value });
+/** netloop's TLS counters as `dns_tls_handshakes_total{transport,result}`. */
+function handshakeSnapshot(engines: [string, TlsStats][]): MetricSnapshot {
   return {
     kind: "counter",
     name: "dns_tls_handshakes_total",
     help: "TLS and QUIC handshakes of client connections, by transport and result.",
     labels: ["transport", "result"],
-    series: [
-      series("ok", stats.handshakes),
-      series("resumed", stats.resumed),
-      series("failed", stats.handshakeErrors + stats.handshakeTimeouts),
-    ],
+    series: engines.flatMap(([transport, stats]) => [
+      { values: [transport, "ok"], value: stats.handshakes },
+      { values: [transport, "resumed"], value: stats.resumed },
+      { values: [transport, "failed"], value: stats.handshakeErrors + stats.handshakeTimeouts },
+    ]),
   };
 }

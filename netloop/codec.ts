@@ -6,6 +6,12 @@
 import type { Conn } from "./conn.ts";
 
 /**
+ * The read side of a {@linkcode Conn}: what a codec decodes from. A loop's `Conn` is one; so is any
+ * buffer that offers these four (a codec can then frame a stream read some other way).
+ */
+export type Inbound = Pick<Conn, "inboundBuffered" | "peek" | "next" | "discard">;
+
+/**
  * Splits a byte stream into frames on top of `peek`/`discard`, and frames payloads for sending.
  *
  * `decode` returns one complete frame and consumes it, or `undefined` (consuming nothing) when the
@@ -16,11 +22,11 @@ export interface Codec {
   /**
    * Takes the next complete frame from the connection.
    *
-   * @param conn The connection in `onTraffic`.
+   * @param conn The connection in `onTraffic` (or another {@linkcode Inbound}).
    * @returns The frame's payload, or `undefined` when more bytes are needed.
    * @throws {CodecError} When the stream is not valid for this codec (say, a frame too long).
    */
-  decode(conn: Conn): Uint8Array | undefined;
+  decode(conn: Inbound): Uint8Array | undefined;
   /**
    * Frames a payload.
    *

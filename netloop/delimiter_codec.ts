@@ -3,8 +3,7 @@
  *
  * @module
  */
-import type { Codec } from "./codec.ts";
-import type { Conn } from "./conn.ts";
+import type { Codec, Inbound } from "./codec.ts";
 import { CodecError } from "./codec_error.ts";
 
 /** Options of {@linkcode DelimiterCodec}. */
@@ -43,7 +42,7 @@ export class DelimiterCodec implements Codec {
     this.#max = options.maxFrameLength ?? 65536;
   }
 
-  decode(conn: Conn): Uint8Array | undefined {
+  decode(conn: Inbound): Uint8Array | undefined {
     const data = conn.peek();
     const d = this.#delimiter;
     const first = d[0]!;

@@ -3,8 +3,7 @@
  *
  * @module
  */
-import type { Codec } from "./codec.ts";
-import type { Conn } from "./conn.ts";
+import type { Codec, Inbound } from "./codec.ts";
 import { CodecError } from "./codec_error.ts";
 
 /**
@@ -30,7 +29,7 @@ export class FixedLengthCodec implements Codec {
     }
   }
 
-  decode(conn: Conn): Uint8Array | undefined {
+  decode(conn: Inbound): Uint8Array | undefined {
     return conn.inboundBuffered < this.size ? undefined : conn.next(this.size);
   }
 

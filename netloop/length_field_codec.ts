@@ -3,8 +3,7 @@
  *
  * @module
  */
-import type { Codec } from "./codec.ts";
-import type { Conn } from "./conn.ts";
+import type { Codec, Inbound } from "./codec.ts";
 import { CodecError } from "./codec_error.ts";
 
 /** Options of {@linkcode LengthFieldCodec}. */
@@ -63,7 +62,7 @@ export class LengthFieldCodec implements Codec {
         this.#size;
   }
 
-  decode(conn: Conn): Uint8Array | undefined {
+  decode(conn: Inbound): Uint8Array | undefined {
     const header = this.#offset + this.#size;
     if (conn.inboundBuffered < header) return undefined;
     const head = conn.peek(header);

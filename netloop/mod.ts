@@ -46,7 +46,7 @@ export {
   type QuicSession,
   type QuicTransport,
 } from "./quic.ts";
-export { type Codec } from "./codec.ts";
+export { type Codec, type Inbound } from "./codec.ts";
 export { CodecError } from "./codec_error.ts";
 export { LengthFieldCodec, type LengthFieldCodecOptions } from "./length_field_codec.ts";
 export { DelimiterCodec, type DelimiterCodecOptions } from "./delimiter_codec.ts";

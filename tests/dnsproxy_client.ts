@@ -4,7 +4,9 @@
  * @module
  */
 import dgram from "node:dgram";
-import { parseMessage } from "@triad/dnsproxy";
+import assert from "node:assert/strict";
+import { buildQuery, parseMessage } from "@triad/dnsproxy";
+import { encodeBase64Url } from "../dnsproxy/frontend/https.ts";
 
 /** Sends a datagram and returns the first reply, or `null` after `timeoutMs`. */
 export function queryUdp(
@@ -38,6 +40,27 @@ export function frame(message: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * One read that gives up at `deadline` (a `performance.now()` time).
+ *
+ * @returns The bytes read, `null` at the end (or an error), `"timeout"` past the deadline.
+ */
+export async function readBefore(
+  conn: Deno.Conn,
+  buffer: Uint8Array,
+  deadline: number,
+): Promise<number | null | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const n = await Promise.race([
+    conn.read(buffer).catch(() => null),
+    new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), Math.max(1, deadline - performance.now()));
+    }),
+  ]);
+  clearTimeout(timer);
+  return n;
+}
+
 /** Reads length-framed messages from a connection until `count` arrived or `timeoutMs` passed. */
 export async function readFrames(
   conn: Deno.Conn,
@@ -49,14 +72,7 @@ export async function readFrames(
   const chunk = new Uint8Array(65_536);
   const deadline = performance.now() + timeoutMs;
   while (out.length < count && performance.now() < deadline) {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const n = await Promise.race([
-      conn.read(chunk).catch(() => null),
-      new Promise<"timeout">((resolve) => {
-        timer = setTimeout(() => resolve("timeout"), Math.max(1, deadline - performance.now()));
-      }),
-    ]);
-    clearTimeout(timer);
+    const n = await readBefore(conn, chunk, deadline);
     if (n === null || n === "timeout") break;
     const joined = new Uint8Array(buffer.length + n);
     joined.set(buffer);
@@ -128,4 +144,58 @@ export function normalized(bytes: Uint8Array): string {
   copy[1] = 0;
   for (const at of info.ttlOffsets) copy.fill(0, at, at + 4);
   return Array.from(copy, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Checks a DoH server (RFC 8484) with Deno's fetch, over HTTP/2 and HTTP/1.1: GET and POST answer
+ * `a.test` (two A records behind the tests' unbound) with Cache-Control from the lowest TTL; a
+ * padded or non-base64url `dns`, a message shorter than a header, no parameter (400), another
+ * content type (415), a body over 64 KiB (413), another path (404) and another method (405) get
+ * their status; and the server still answers after all that.
+ */
+export async function checkDohStatuses(base: string, ca: string): Promise<void> {
+  using client = Deno.createHttpClient({ caCerts: [ca] });
+  const query = buildQuery({ id: 0, name: "a.test.", type: 1 }) as Uint8Array<ArrayBuffer>;
+  const get = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client });
+  assert.equal(get.status, 200);
+  assert.equal(get.headers.get("content-type"), "application/dns-message");
+  const answer = new Uint8Array(await get.arrayBuffer());
+  assert.equal(parseMessage(answer).counts[1], 2);
+  assert.match(get.headers.get("cache-control")!, /^max-age=(300|29\d)$/);
+  const post = await fetch(base, {
+    client,
+    method: "POST",
+    headers: { "content-type": "application/dns-message" },
+    body: query,
+  });
+  assert.equal(post.status, 200);
+  assert.equal(parseMessage(new Uint8Array(await post.arrayBuffer())).counts[1], 2);
+  const statuses: [string, RequestInit, number][] = [
+    [`${base}?dns=${encodeBase64Url(query)}==`, {}, 400], // padding
+    [`${base}?dns=AA*A`, {}, 400], // not base64url
+    [`${base}?dns=AAAA`, {}, 400], // shorter than a header
+    [base, {}, 400], // no parameter
+    [base, { method: "POST", headers: { "content-type": "text/plain" }, body: query }, 415],
+    [base, {
+      method: "POST",
+      headers: { "content-type": "application/dns-message" },
+      body: new Uint8Array(70_000),
+    }, 413],
+    [`${base.replace("/dns-query", "/other")}?dns=${encodeBase64Url(query)}`, {}, 404],
+    [base, { method: "PUT", body: query }, 405],
+  ];
+  for (const [url, init, status] of statuses) {
+    const response = await fetch(url, { ...init, client });
+    await response.body?.cancel();
+    assert.equal(response.status, status, `${init.method ?? "GET"} ${url}`);
+  }
+  // HTTP/1.1 as well as HTTP/2.
+  using http1 = Deno.createHttpClient({ caCerts: [ca], http2: false, http1: true });
+  const old = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client: http1 });
+  assert.equal(old.status, 200);
+  assert.equal(parseMessage(new Uint8Array(await old.arrayBuffer())).counts[1], 2);
+  // Still answering after all that.
+  const again = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client });
+  assert.equal(again.status, 200);
+  await again.body?.cancel();
 }

@@ -15,11 +15,10 @@ import {
 import { createLogger } from "@triad/core";
 import type { DnsServer } from "@triad/dnsproxy";
 import { runDnsProxy } from "@triad/dnsproxy/main";
-import { encodeBase64Url } from "../dnsproxy/frontend/https.ts";
 import { command, testWith } from "./requirements.ts";
 import type { Requirement } from "./requirements.ts";
 import { startUnbound, testCertificates } from "./servers/unbound.ts";
-import { frame, readFrames } from "./dnsproxy_client.ts";
+import { checkDohStatuses, frame, readFrames } from "./dnsproxy_client.ts";
 import { pollUntil } from "./wait_for.ts";
 
 const quic: Requirement = {
@@ -149,51 +148,7 @@ testWith("DoH: status codes of RFC 8484, Cache-Control from the lowest TTL", [
   command("openssl"),
 ], async () => {
   await using s = await setup(false);
-  using client = Deno.createHttpClient({ caCerts: [s.ca] });
-  const base = `https://127.0.0.1:${s.port("https")}/dns-query`;
-  const query = buildQuery({ id: 0, name: "a.test.", type: 1 }) as Uint8Array<ArrayBuffer>;
-  const get = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client });
-  assert.equal(get.status, 200);
-  assert.equal(get.headers.get("content-type"), "application/dns-message");
-  const answer = new Uint8Array(await get.arrayBuffer());
-  assert.equal(parseMessage(answer).counts[1], 2);
-  assert.match(get.headers.get("cache-control")!, /^max-age=(300|29\d)$/);
-  const post = await fetch(base, {
-    client,
-    method: "POST",
-    headers: { "content-type": "application/dns-message" },
-    body: query,
-  });
-  assert.equal(post.status, 200);
-  assert.equal(parseMessage(new Uint8Array(await post.arrayBuffer())).counts[1], 2);
-  const statuses: [string, RequestInit, number][] = [
-    [`${base}?dns=${encodeBase64Url(query)}==`, {}, 400], // padding
-    [`${base}?dns=AA*A`, {}, 400], // not base64url
-    [`${base}?dns=AAAA`, {}, 400], // shorter than a header
-    [base, {}, 400], // no parameter
-    [base, { method: "POST", headers: { "content-type": "text/plain" }, body: query }, 415],
-    [base, {
-      method: "POST",
-      headers: { "content-type": "application/dns-message" },
-      body: new Uint8Array(70_000),
-    }, 413],
-    [`${base.replace("/dns-query", "/other")}?dns=${encodeBase64Url(query)}`, {}, 404],
-    [base, { method: "PUT", body: query }, 405],
-  ];
-  for (const [url, init, status] of statuses) {
-    const response = await fetch(url, { ...init, client });
-    await response.body?.cancel();
-    assert.equal(response.status, status, `${init.method ?? "GET"} ${url}`);
-  }
-  // HTTP/1.1 as well as HTTP/2.
-  using http1 = Deno.createHttpClient({ caCerts: [s.ca], http2: false, http1: true });
-  const old = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client: http1 });
-  assert.equal(old.status, 200);
-  assert.equal(parseMessage(new Uint8Array(await old.arrayBuffer())).counts[1], 2);
-  // Still answering after all that.
-  const again = await fetch(`${base}?dns=${encodeBase64Url(query)}`, { client });
-  assert.equal(again.status, 200);
-  await again.body?.cancel();
+  await checkDohStatuses(`https://127.0.0.1:${s.port("https")}/dns-query`, s.ca);
 });
 
 testWith("DoT: a garbage ClientHello closes the connection; pipelined queries on a good one", [
@@ -268,6 +223,7 @@ testWith("DoQ: one query per stream, ID 0, RFC 9250 errors close the connection"
 for (const backend of ["builtin", "epoll"]) {
   testWith(`deno task dns --tls-listen/--https-listen (${backend}): certificates reload`, [
     command("dig", "bind9-dnsutils"),
+    command("kdig", "knot-dnsutils"),
     command("unbound"),
     command("openssl"),
   ], async () => {
@@ -336,12 +292,23 @@ for (const backend of ["builtin", "epoll"]) {
       );
       assert.match(await dot(second.ca), ANSWER);
       assert.doesNotMatch(await dot(first.ca), ANSWER);
+      // DoH serves the new pair too (kdig checks the certificate against the CA it is given).
+      const doh = (caFile: string) =>
+        new Deno.Command("kdig", {
+          args: ["+https", `+tls-ca=${caFile}`, "@127.0.0.1", "-p", portOf("https"), "a.test"],
+          stdout: "piped",
+          stderr: "null",
+        }).output().then((o) => new TextDecoder().decode(o.stdout));
+      assert.match(await doh(second.ca), ANSWER);
+      assert.doesNotMatch(await doh(first.ca), ANSWER);
       const metrics = await running.metrics();
       assert.match(metrics, /^dns_queries_total\{type="A",transport="tls"\} [34]$/m);
       assert.match(metrics, /^dns_tls_handshakes_total\{transport="tls",result="ok"\} [3-9]$/m);
-      // DoT runs on netloop's own TLS with a netloop backend, on Deno's with the builtin one.
-      const dotLine = listening.find((l) => l.transport === "tls")!;
-      assert.equal(dotLine.backend, backend === "builtin" ? undefined : "netloop");
+      // DoT and DoH run on netloop's own TLS with a netloop backend, on Deno's with the builtin one.
+      for (const transport of ["tls", "https"]) {
+        const line = listening.find((l) => l.transport === transport)!;
+        assert.equal(line.backend, backend === "builtin" ? undefined : "netloop", transport);
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -9,7 +9,7 @@
  */
 import type { Logger, SocketAddress } from "@triad/core";
 import type { ClientInfo, DnsProxy } from "../proxy.ts";
-import { parseMessage } from "../wire/message.ts";
+import { maxAge } from "./_doh_wire.ts";
 import { ask, bindRetrying, readAll, rebind } from "./listener.ts";
 import type { CertificatePair, CertifiedListener } from "./listener.ts";
 
@@ -107,16 +107,6 @@ export async function answerDohRequest(
       "cache-control": `max-age=${maxAge(answer)}`,
     },
   });
-}
-
-/** The lowest TTL of the answer section, else the negative TTL (RFC 2308), else 0. */
-function maxAge(answer: Uint8Array): number {
-  try {
-    const info = parseMessage(answer);
-    if (info.minAnswerTtl >= 0) return info.minAnswerTtl;
-    if (info.negativeTtl >= 0) return info.negativeTtl;
-  } catch { /* our own answer: parses */ }
-  return 0;
 }
 
 /**

@@ -10,7 +10,7 @@ import type { Logger } from "@triad/core";
 import type { ClientInfo, DnsProxy } from "../proxy.ts";
 import { ask, bindRetrying, readAll } from "./listener.ts";
 import type { CertificatePair, CertifiedListener } from "./listener.ts";
-import { lengthFramed } from "./stream.ts";
+import { DNS_FRAMING, onlyMessage } from "../_bytes.ts";
 
 /** RFC 9250 §4.3 error codes. */
 const DoqError = {
@@ -99,13 +99,12 @@ export async function serveQuic(
     client: ClientInfo,
   ) => {
     const bytes = await readAll(stream.readable, 65_537);
-    const length = bytes === undefined || bytes.length < 2 ? -1 : (bytes[0]! << 8) | bytes[1]!;
     // RFC 9250 §4.2: one length-prefixed message, then FIN; the ID is 0 (§4.2.1).
-    if (bytes === undefined || length !== bytes.length - 2 || length < 12) {
+    const message = bytes === undefined ? undefined : onlyMessage(bytes);
+    if (message === undefined || message.length < 12) {
       conn.close({ closeCode: DoqError.PROTOCOL_ERROR, reason: "malformed DoQ stream" });
       return;
     }
-    const message = bytes.subarray(2);
     if (message[0] !== 0 || message[1] !== 0) {
       conn.close({ closeCode: DoqError.PROTOCOL_ERROR, reason: "DNS message ID is not 0" });
       return;
@@ -116,7 +115,7 @@ export async function serveQuic(
       return;
     }
     const writer = stream.writable.getWriter();
-    await writer.write(lengthFramed(answer));
+    await writer.write(DNS_FRAMING.encode(answer));
     await writer.close();
   };
 

@@ -1,13 +1,14 @@
 /**
  * DNS over a byte stream (RFC 7766 framing), shared by cleartext TCP and DNS over TLS (RFC 7858):
  * pipelined queries answered as they complete (out of order), two-byte length prefixes split
- * anywhere across reads, messages at most 64 KiB by construction, idle connections closed.
+ * anywhere across reads (the proxy's one framing, `DNS_FRAMING`), messages at most 64 KiB by construction, idle connections closed.
  *
  * @module
  */
 import type { Logger, SocketAddress } from "@triad/core";
 import type { ClientInfo, DnsProxy, ProxyAnswer } from "../proxy.ts";
 import type { ClientTransport } from "../metrics.ts";
+import { DNS_FRAMING, FrameBuffer } from "../_bytes.ts";
 import { ask } from "./listener.ts";
 import type { FrontendListener } from "./listener.ts";
 
@@ -160,29 +161,20 @@ class StreamSession {
   }
 
   async #readLoop(): Promise<void> {
-    // Two bytes of length plus at most 65535 of message: the buffer never grows past this.
-    const buffer = new Uint8Array(65_537 + 16_384);
-    let filled = 0;
+    // One whole frame plus one read: the buffer never grows past this.
+    const inbound = new FrameBuffer();
     try {
       while (!this.#closed) {
         if (this.#pending >= this.#maxPipelined) {
           await new Promise<void>((resolve) => this.#resume = resolve);
           continue;
         }
-        const n = await this.#conn.read(buffer.subarray(filled));
-        if (n === null) break;
-        filled += n;
+        if (!(await inbound.fill(this.#conn))) break;
         this.#armIdle();
-        let at = 0;
-        while (filled - at >= 2) {
-          const length = (buffer[at]! << 8) | buffer[at + 1]!;
-          if (filled - at - 2 < length) break;
-          this.#query(buffer.slice(at + 2, at + 2 + length));
-          at += 2 + length;
-        }
-        if (at > 0) {
-          buffer.copyWithin(0, at, filled);
-          filled -= at;
+        for (;;) {
+          const m = DNS_FRAMING.decode(inbound);
+          if (m === undefined) break;
+          this.#query(m.slice());
         }
       }
     } catch {
@@ -220,7 +212,7 @@ class StreamSession {
   }
 
   #write(answer: Uint8Array): void {
-    const frame = lengthFramed(answer);
+    const frame = DNS_FRAMING.encode(answer);
     this.#writing = this.#writing.then(async () => {
       if (this.#closed) return;
       let at = 0;
@@ -239,18 +231,4 @@ class StreamSession {
     this.#resume = undefined;
     resume?.();
   }
-}
-
-/**
- * Prefixes a message with its two-byte length (RFC 1035 §4.2.2, RFC 9250 §4.2).
- *
- * @param message At most 65535 bytes.
- * @returns A new buffer: length, then message.
- */
-export function lengthFramed(message: Uint8Array): Uint8Array {
-  const frame = new Uint8Array(message.length + 2);
-  frame[0] = message.length >> 8;
-  frame[1] = message.length & 0xff;
-  frame.set(message, 2);
-  return frame;
 }

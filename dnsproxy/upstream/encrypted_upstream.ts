@@ -7,7 +7,7 @@
  */
 import http2 from "node:http2";
 import type { MessageInfo } from "../wire/message.ts";
-import { concat, readAll } from "../_bytes.ts";
+import { concat, DNS_FRAMING, onlyMessage, readAll } from "../_bytes.ts";
 import { checkReply } from "./reply_check.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { UpstreamError } from "./upstream_error.ts";
@@ -243,10 +243,7 @@ export class DoqExchanger implements StreamExchanger {
       const conn = await this.#connect();
       const stream = await conn.createBidirectionalStream();
       const message = withIdZero(query);
-      const frame = new Uint8Array(message.length + 2);
-      frame[0] = message.length >> 8;
-      frame[1] = message.length & 0xff;
-      frame.set(message, 2);
+      const frame = DNS_FRAMING.encode(message);
       const writer = stream.writable.getWriter();
       await writer.write(frame);
       await writer.close();
@@ -254,14 +251,14 @@ export class DoqExchanger implements StreamExchanger {
       if (bytes === undefined) {
         throw new UpstreamError(`Upstream ${label} sent over 64 KiB`, { code: "network" });
       }
-      const total = bytes.length;
-      if (total < 2 || ((bytes[0]! << 8) | bytes[1]!) !== total - 2) {
+      const reply = onlyMessage(bytes);
+      if (reply === undefined) {
         this.#options.onMismatch("malformed");
         throw new UpstreamError(`Upstream ${label} sent a malformed DoQ stream`, {
           code: "network",
         });
       }
-      return accept(bytes.subarray(2), info, this.#options);
+      return accept(reply, info, this.#options);
     };
     try {
       return await Promise.race([ask(), timeout]);

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { DNS_FRAMING, FrameBuffer } from "../_bytes.ts";
 import type { MessageInfo } from "../wire/message.ts";
 import { checkReply } from "./reply_check.ts";
 import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
@@ -63,28 +64,13 @@ class PooledConnection {
   }
 
   async #readLoop(): Promise<void> {
-    let buffer = new Uint8Array(4096);
-    let filled = 0;
+    const inbound = new FrameBuffer();
     try {
-      for (;;) {
-        if (filled === buffer.length) {
-          const bigger = new Uint8Array(buffer.length * 2);
-          bigger.set(buffer);
-          buffer = bigger;
-        }
-        const n = await this.#conn.read(buffer.subarray(filled));
-        if (n === null) break;
-        filled += n;
-        let at = 0;
-        while (filled - at >= 2) {
-          const length = (buffer[at]! << 8) | buffer[at + 1]!;
-          if (filled - at - 2 < length) break;
-          this.#deliver(buffer.slice(at + 2, at + 2 + length));
-          at += 2 + length;
-        }
-        if (at > 0) {
-          buffer.copyWithin(0, at, filled);
-          filled -= at;
+      while (await inbound.fill(this.#conn)) {
+        for (;;) {
+          const m = DNS_FRAMING.decode(inbound);
+          if (m === undefined) break;
+          this.#deliver(m.slice());
         }
       }
       this.close(undefined);
@@ -258,10 +244,7 @@ export class TcpPool {
     const connection = await this.#pick();
     let id = randomId();
     while (connection.pending.has(id)) id = randomId();
-    const frame = new Uint8Array(query.length + 2);
-    frame[0] = query.length >> 8;
-    frame[1] = query.length & 0xff;
-    frame.set(query, 2);
+    const frame = DNS_FRAMING.encode(query);
     frame[2] = id >> 8;
     frame[3] = id & 0xff;
     const left = Math.max(1, timeoutMs - (performance.now() - started));
