@@ -81,6 +81,26 @@ export interface LoopConfig {
   tls?: LoopTlsConfig;
 }
 
+/** Activity stamps wrap after this many milliseconds (2^30: about 12.4 days). */
+const STAMP_WRAP = 0x40000000;
+/** Idle timeouts are measured up to half the wrap (about 6.2 days); longer ones act as that. */
+const LONGEST_IDLE_MS = STAMP_WRAP / 2;
+
+/**
+ * A connection's activity stamp for the turn clock `now`: whole milliseconds modulo 2^30, which
+ * V8 keeps as a small integer in the connection's field. A fractional `performance.now()` stored
+ * there was a new heap number on every read, referenced from a long-lived connection: with 15,000
+ * connections held, every scavenge copied one per connection that had been active since the last.
+ */
+export function activityStamp(now: number): number {
+  return (now | 0) & (STAMP_WRAP - 1);
+}
+
+/** Milliseconds from `stamp` to the turn clock `now` (modulo the wrap). */
+function idleFor(now: number, stamp: number): number {
+  return (activityStamp(now) - stamp) & (STAMP_WRAP - 1);
+}
+
 /** The connection-close error for an idle timeout. */
 function idleError(ms: number): NetloopError {
   return new NetloopError(`Connection was idle for more than ${ms} ms`, { code: "idle_timeout" });
@@ -312,7 +332,7 @@ export abstract class LoopCore implements Loop {
     const conn = new ConnImpl(this, options.network, handler, options.network === "udp", address);
     conn.state = State.Connecting;
     if (options.context !== undefined) conn.context = options.context;
-    conn.lastActive = this.now;
+    conn.lastActive = activityStamp(this.now);
     this.conns.add(conn);
     this.connect(conn, address);
     const error = conn.closeError;
@@ -351,7 +371,7 @@ export abstract class LoopCore implements Loop {
   /** A new accepted or dialed connection is up. */
   opened(conn: ConnImpl): void {
     conn.state = State.Open;
-    conn.lastActive = this.now;
+    conn.lastActive = activityStamp(this.now);
     this.conns.add(conn);
     if (conn.handler.onOpen === undefined) return;
     let result: HandlerResult;
@@ -373,7 +393,7 @@ export abstract class LoopCore implements Loop {
     from = 0,
     to = bytes.length,
   ): void {
-    conn.lastActive = now;
+    conn.lastActive = activityStamp(now);
     if (conn.state >= State.Closing) return;
     conn.beginTraffic(bytes, from, to);
     if (max !== Infinity) conn.limitTo(max);
@@ -553,9 +573,10 @@ export abstract class LoopCore implements Loop {
     }
     if (now >= this.nextIdleScan) {
       const limit = this.config.idleTimeoutMs!;
+      const over = Math.min(limit, LONGEST_IDLE_MS);
       this.nextIdleScan = now + this.idleScanEvery();
       for (const conn of this.conns) {
-        if (conn.state === State.Open && now - conn.lastActive > limit) {
+        if (conn.state === State.Open && idleFor(now, conn.lastActive) > over) {
           conn.closeError = idleError(limit);
           conn.close();
         }

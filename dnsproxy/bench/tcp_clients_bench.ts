@@ -13,7 +13,8 @@
  *
  * Usage: deno task bench:dns-tcp [--idle 15000] [--active 1000] [--seconds 10] [--rounds 2]
  *   [--every 200] [--dot] [--trace-gc] [--v8 FLAGS (more V8 flags for triad)]
- *   [--peers triad,dnsdist]
+ *   [--peers triad,dnsdist] (`triad-at=DIR`: the proxy from another checkout, say the code before
+ *   a change, `git archive HEAD~1 | tar -x -C DIR`)
  *
  * @module
  */
@@ -89,7 +90,8 @@ async function makeCertificate(into: string): Promise<{ cert: string; key: strin
 
 /** The server's command; `at` is where the clients connect (DoT with `--dot`), `plain` TCP/UDP. */
 function command(peer: string, at: number, plain: number): string[] {
-  if (peer === "triad") {
+  if (peer.startsWith("triad")) {
+    const tree = peer.startsWith("triad-at=") ? peer.slice("triad-at=".length) : undefined;
     return [
       Deno.execPath(),
       "run",
@@ -98,7 +100,7 @@ function command(peer: string, at: number, plain: number): string[] {
       ...(TRACE_GC || values.v8 !== undefined
         ? [`--v8-flags=${[...(TRACE_GC ? ["--trace-gc"] : []), values.v8 ?? ""].filter(Boolean)}`]
         : []),
-      main,
+      tree === undefined ? main : `${tree}/dnsproxy/main.ts`,
       "--listen",
       `127.0.0.1:${plain}`,
       ...(cert === undefined
@@ -174,7 +176,7 @@ async function measure(peer: string): Promise<Sample> {
   const plain = ++port;
   const at = DOT ? ++port : plain;
   // Kept after the run (the bench prints where) for a closer look.
-  const gcLog = (TRACE_GC || values.v8 !== undefined) && peer === "triad"
+  const gcLog = (TRACE_GC || values.v8 !== undefined) && peer.startsWith("triad")
     ? `${Deno.makeTempDirSync({ prefix: "triad-dns-tcp-gc-" })}/v8-${at}.log`
     : undefined;
   if (gcLog !== undefined) console.error(`triad's V8 output: ${gcLog}`);
@@ -284,14 +286,18 @@ for (const peer of peers) {
 }
 if (TRACE_GC) {
   console.log("\nGarbage collections in triad's active windows (--trace-gc, every isolate):");
-  for (const [round, sample] of (results.get("triad") ?? []).entries()) {
+  for (
+    const [peer, round, sample] of peers.filter((p) => p.startsWith("triad")).flatMap((peer) =>
+      (results.get(peer) ?? []).map((sample, round) => [peer, round, sample] as const)
+    )
+  ) {
     const show = (pauses: number[]) =>
       pauses.length === 0 ? "0" : `${pauses.length}, median ${median(pauses).toFixed(1)} ms, ` +
         `longest ${Math.max(...pauses).toFixed(1)} ms, ${
           pauses.reduce((a, b) => a + b, 0).toFixed(0)
         } ms in all`;
     console.log(
-      `  round ${round + 1}: scavenges ${show(sample.scavenges)}; full ${
+      `  ${peer} round ${round + 1}: scavenges ${show(sample.scavenges)}; full ${
         show(sample.markCompacts)
       }`,
     );

@@ -6,7 +6,7 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
-import { isExhaustion, LoopCore, Yielder } from "../_loop.ts";
+import { activityStamp, isExhaustion, LoopCore, Yielder } from "../_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
 import {
@@ -192,7 +192,7 @@ export class EpollLoop extends LoopCore {
       setNoDelay(fd);
       const conn = new ConnImpl(this, "tcp", this.handler, false);
       conn.fd = fd;
-      conn.lastActive = now;
+      conn.lastActive = activityStamp(now);
       this.byFd[fd] = conn;
       this.ctl(EPOLL_CTL_ADD, fd, EPOLLIN | EPOLLRDHUP);
       this.opened(conn);

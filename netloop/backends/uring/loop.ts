@@ -12,7 +12,7 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
-import { isExhaustion, LoopCore, Yielder } from "../../_loop.ts";
+import { activityStamp, isExhaustion, LoopCore, Yielder } from "../../_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../../_ffi.ts";
 import { SOCKADDR_MAX } from "../../_sockaddr.ts";
 import {
@@ -485,7 +485,7 @@ export class UringLoop extends LoopCore {
       this.acceptWorked();
       const conn = new ConnImpl(this, "tcp", this.handler, false);
       conn.fd = fd;
-      conn.lastActive = now;
+      conn.lastActive = activityStamp(now);
       this.allocSlot(conn);
       this.opened(conn);
       if (conn.state === State.Open) this.armRecv(conn);
