@@ -29,6 +29,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -376,6 +377,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: conns_load PORT COUNT SLICE [INTERVAL_SECONDS [dns]]\n");
     return 2;
   }
+  // A write to a connection the server reset (a TLS handshake it refused, say) fails with EPIPE
+  // and counts as lost or failed, rather than killing the tool.
+  signal(SIGPIPE, SIG_IGN);
   port = atoi(argv[1]);
   count = atoi(argv[2]);
   slice = atoi(argv[3]);
