@@ -5,7 +5,9 @@
  * their own (`netloop/bench/conns_load.c` in DNS mode, several processes), each sending one query
  * at open and one every 10 s; then ACTIVE more clients each send a query every 200 ms for the
  * measured window (cache hits). Printed: idle clients held/lost, server RSS growth per idle client,
- * the active clients' round-trip p50/p99, and answers checked by ID (bad). With `--dot`, every
+ * the active clients' round-trip p50/p99, the server's CPU per answer and how long its threads
+ * waited for a CPU over the active window (run-queue wait: the machine's share of the tail), and
+ * answers checked by ID (bad). With `--dot`, every
  * client (idle and active) speaks DNS over TLS instead (a P-256 certificate made now with the
  * openssl CLI; the load tool linked with OpenSSL, so libssl-dev): triad's `--tls-listen`, dnsdist's
  * `addTLSLocal`. With `--trace-gc`, triad runs with V8's `--trace-gc` and the bench prints the
@@ -149,9 +151,24 @@ interface Sample {
   p50: number;
   p99: number;
   cpuPerQuery: number;
+  /** Milliseconds the server's threads waited for a CPU over the active window (all threads). */
+  runWaitMs: number;
   /** Garbage collections in the active window (`--trace-gc`): pauses in ms. */
   scavenges: number[];
   markCompacts: number[];
+}
+
+/** Nanoseconds every thread of `pid` has waited on a run queue (`/proc/PID/task/*\/schedstat`). */
+function runQueueWaitNs(pid: number): number {
+  let total = 0;
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      total += Number(
+        Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`).split(" ")[1],
+      );
+    } catch { /* the thread ended */ }
+  }
+  return total;
 }
 
 /** The pauses `--trace-gc` logged in the log's bytes from `from` on, and where the log ends. */
@@ -222,9 +239,12 @@ async function measure(peer: string): Promise<Sample> {
     });
     await active.opened();
     const gcFrom = collections(gcLog, 0).end;
+    // The server runs under sh (with --trace-gc) or taskset: both exec it, the pid stays its own.
+    const wait0 = runQueueWaitNs(server.pid);
     const cpu0 = cpuSecondsOf(server.pid);
     const run = await active.active(SECONDS, EVERY_MS);
     const cpu = cpuSecondsOf(server.pid) - cpu0;
+    const runWaitMs = (runQueueWaitNs(server.pid) - wait0) / 1e6;
     const gc = collections(gcLog, gcFrom);
     const idleStats = await idle.stats();
     const activeStats = await active.stats();
@@ -237,6 +257,7 @@ async function measure(peer: string): Promise<Sample> {
       p50: run.p50,
       p99: run.p99,
       cpuPerQuery: cpu * 1e6 / run.messages,
+      runWaitMs,
       scavenges: gc.scavenges,
       markCompacts: gc.markCompacts,
     };
@@ -266,9 +287,9 @@ for (let round = 0; round < Number(values.rounds); round++) {
   }
 }
 console.log(
-  "\n| server | idle held/lost | RSS B per idle client | active answers | p50 µs | p99 µs | CPU µs/answer | bad |",
+  "\n| server | idle held/lost | RSS B per idle client | active answers | p50 µs | p99 µs | CPU µs/answer | run-queue wait ms | bad |",
 );
-console.log("|---|---|---|---|---|---|---|---|");
+console.log("|---|---|---|---|---|---|---|---|---|");
 for (const peer of peers) {
   const samples = results.get(peer) ?? [];
   if (samples.length === 0) continue;
@@ -281,7 +302,9 @@ for (const peer of peers) {
       Math.max(...samples.map((s) => s.lost))
     } | ${show((s) => s.rssPerIdle)} | ${show((s) => s.messages)} | ${show((s) => s.p50)} | ${
       show((s) => s.p99)
-    } | ${show((s) => s.cpuPerQuery)} | ${Math.max(...samples.map((s) => s.bad))} |`,
+    } | ${show((s) => s.cpuPerQuery)} | ${show((s) => s.runWaitMs)} | ${
+      Math.max(...samples.map((s) => s.bad))
+    } |`,
   );
 }
 if (TRACE_GC) {
