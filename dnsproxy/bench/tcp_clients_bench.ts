@@ -143,6 +143,7 @@ function command(peer: string, at: number, plain: number): string[] {
 }
 
 interface Sample {
+  round: number;
   held: number;
   lost: number;
   bad: number;
@@ -189,7 +190,7 @@ function collections(log: string | undefined, from: number) {
   return { scavenges, markCompacts, end: text.length };
 }
 
-async function measure(peer: string): Promise<Sample> {
+async function measure(peer: string, round: number): Promise<Sample> {
   const plain = ++port;
   const at = DOT ? ++port : plain;
   // Kept after the run (the bench prints where) for a closer look.
@@ -249,6 +250,7 @@ async function measure(peer: string): Promise<Sample> {
     const idleStats = await idle.stats();
     const activeStats = await active.stats();
     return {
+      round,
       held: idleStats.held,
       lost: idleStats.lost + activeStats.lost,
       bad: idleStats.bad + activeStats.bad,
@@ -278,7 +280,7 @@ const results = new Map<string, Sample[]>();
 for (let round = 0; round < Number(values.rounds); round++) {
   for (const peer of peers) {
     try {
-      const sample = await measure(peer);
+      const sample = await measure(peer, round + 1);
       (results.get(peer) ?? results.set(peer, []).get(peer)!).push(sample);
       console.error(`round ${round + 1} ${peer}: ${JSON.stringify(sample)}`);
     } catch (error) {
@@ -311,7 +313,7 @@ if (TRACE_GC) {
   console.log("\nGarbage collections in triad's active windows (--trace-gc, every isolate):");
   for (
     const [peer, round, sample] of peers.filter((p) => p.startsWith("triad")).flatMap((peer) =>
-      (results.get(peer) ?? []).map((sample, round) => [peer, round, sample] as const)
+      (results.get(peer) ?? []).map((sample) => [peer, sample.round, sample] as const)
     )
   ) {
     const show = (pauses: number[]) =>
@@ -320,7 +322,7 @@ if (TRACE_GC) {
           pauses.reduce((a, b) => a + b, 0).toFixed(0)
         } ms in all`;
     console.log(
-      `  ${peer} round ${round + 1}: scavenges ${show(sample.scavenges)}; full ${
+      `  ${peer} round ${round}: scavenges ${show(sample.scavenges)}; full ${
         show(sample.markCompacts)
       }`,
     );
