@@ -159,17 +159,23 @@ interface Sample {
   markCompacts: number[];
 }
 
-/** Nanoseconds every thread of `pid` has waited on a run queue (`/proc/PID/task/*\/schedstat`). */
-function runQueueWaitNs(pid: number): number {
-  let total = 0;
+/** Nanoseconds each thread of `pid` has waited on a run queue, by thread id (`schedstat`). */
+function runQueueWaitNs(pid: number): Map<string, number> {
+  const waits = new Map<string, number>();
   for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
     try {
-      total += Number(
-        Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`).split(" ")[1],
-      );
+      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`);
+      waits.set(task.name, Number(stat.split(" ")[1]));
     } catch { /* the thread ended */ }
   }
-  return total;
+  return waits;
+}
+
+/** Milliseconds waited between two `runQueueWaitNs` readings (threads gone since are left out). */
+function waitedMs(before: Map<string, number>, after: Map<string, number>): number {
+  let total = 0;
+  for (const [tid, ns] of after) total += ns - (before.get(tid) ?? 0);
+  return total / 1e6;
 }
 
 /** The pauses `--trace-gc` logged in the log's bytes from `from` on, and where the log ends. */
@@ -245,7 +251,7 @@ async function measure(peer: string, round: number): Promise<Sample> {
     const cpu0 = cpuSecondsOf(server.pid);
     const run = await active.active(SECONDS, EVERY_MS);
     const cpu = cpuSecondsOf(server.pid) - cpu0;
-    const runWaitMs = (runQueueWaitNs(server.pid) - wait0) / 1e6;
+    const runWaitMs = waitedMs(wait0, runQueueWaitNs(server.pid));
     const gc = collections(gcLog, gcFrom);
     const idleStats = await idle.stats();
     const activeStats = await active.stats();
