@@ -65,6 +65,7 @@ export class ConnImpl implements Conn {
   state: State = State.Open;
   paused = false;
   dirty = false;
+  /** `activityStamp` of the turn it last had traffic (a small integer: see `_loop.ts`). */
   lastActive = 0;
   closeError: Error | undefined = undefined;
   /** Outbound: `out` is being filled, `fly[flyOff, flyLen)` is being sent. */

@@ -35,7 +35,10 @@ export interface ServeOptions {
   backend?: "auto" | BackendName;
   /** How often `onTick` runs: milliseconds or a duration such as `"100ms"`. Off when unset. */
   tick?: number | string;
-  /** Close connections without traffic for this long (milliseconds or `"30s"`). Off when unset. */
+  /**
+   * Close connections without traffic for this long (milliseconds or `"30s"`; checked every
+   * quarter of it, at most every second; up to 2^29 ms, about 6.2 days). Off when unset.
+   */
   idleTimeout?: number | string;
   /** Stop reading a connection while more than this many bytes wait to be sent. @default {1048576} */
   maxWriteBuffer?: number;

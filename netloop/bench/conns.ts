@@ -20,7 +20,6 @@ import { checkLimits } from "../limits.ts";
 import {
   buildLoadTool,
   cpuSecondsOf,
-  echoCommand,
   killed,
   listening,
   LoadFleet,
@@ -54,11 +53,15 @@ await compileC(`${here}epoll_echo.c`, cEcho);
 interface Server {
   name: string;
   command(port: number): string[];
+  /** Answers `heap` on stdin with `heap BYTES` (its Deno heap, after a full collection). */
+  heap?: boolean;
 }
 
+const gcFlag = "--v8-flags=--expose-gc";
 const netloop = (backend: string): Server => ({
   name: `netloop ${backend}`,
-  command: (port) => echoCommand(backend, port),
+  command: (port) => [deno, "run", "-A", gcFlag, `${here}conns_server.ts`, String(port), backend],
+  heap: true,
 });
 const servers: Server[] = [
   netloop("uring"),
@@ -66,13 +69,32 @@ const servers: Server[] = [
   { name: "C epoll", command: (p: number) => [cEcho, String(p)] },
   {
     name: "Deno.listen",
-    command: (p: number) => [deno, "run", "--allow-net", `${here}deno_echo.ts`, String(p)],
+    command: (p: number) => [
+      deno,
+      "run",
+      "--allow-net",
+      "--allow-read",
+      gcFlag,
+      `${here}deno_echo.ts`,
+      String(p),
+      "heap",
+    ],
+    heap: true,
   },
   {
     name: "node:net",
-    command: (
-      p: number,
-    ) => [deno, "run", "--allow-net", "--allow-env", `${here}node_echo.mjs`, String(p)],
+    command: (p: number) => [
+      deno,
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      gcFlag,
+      `${here}node_echo.mjs`,
+      String(p),
+      "heap",
+    ],
+    heap: true,
   },
 ].filter((s) =>
   values.only === undefined || values.only.split(",").some((o) => s.name.includes(o))
@@ -98,6 +120,8 @@ interface Sample {
   failed: number;
   rate: number;
   rssPerConn: number;
+  /** The Deno heap's growth per connection (NaN for the C server). */
+  heapPerConn: number;
   slabPerConn: number;
   idleCpu: number;
   p50: number;
@@ -109,19 +133,50 @@ interface Sample {
 
 let port = 21000 + Math.floor(Math.random() * 4000);
 
+/** Asks a server started with `heap` for its Deno heap; the stdout lines are read by `lines`. */
+async function heapOf(
+  child: Deno.ChildProcess,
+  lines: AsyncIterator<string>,
+): Promise<number> {
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("heap\n"));
+  writer.releaseLock();
+  for (;;) {
+    const { value, done } = await lines.next();
+    if (done) throw new Error("the server ended before reporting its heap");
+    const match = /^heap (\d+)$/.exec(value.trim());
+    if (match) return Number(match[1]);
+  }
+}
+
+async function* linesOf(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffered = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    for (let at = buffered.indexOf("\n"); at >= 0; at = buffered.indexOf("\n")) {
+      yield buffered.slice(0, at);
+      buffered = buffered.slice(at + 1);
+    }
+  }
+}
+
 async function measure(server: Server, n: number): Promise<Sample> {
   port++;
   const child = new Deno.Command("taskset", {
     args: ["-c", values["server-cpu"]!, ...server.command(port)],
-    stdout: "null",
+    stdin: server.heap ? "piped" : "null",
+    stdout: server.heap ? "piped" : "null",
     stderr: "null",
   }).spawn();
+  const lines = server.heap ? linesOf(child.stdout) : undefined;
+  const heap = () => lines === undefined ? Promise.resolve(NaN) : heapOf(child, lines);
   try {
     await listening(port);
     // Let the runtime settle (JIT, first GC) before the baseline.
     await new Promise((r) => setTimeout(r, 1000));
     const rss0 = rssKiB(child.pid);
     const slab0 = slabKiB();
+    const heap0 = await heap();
     await using fleet = LoadFleet.start(tool, port, n, {
       processes: 4,
       interval: 60,
@@ -131,6 +186,7 @@ async function measure(server: Server, n: number): Promise<Sample> {
     await new Promise((r) => setTimeout(r, 1000));
     const rss1 = rssKiB(child.pid);
     const slab1 = slabKiB();
+    const heap1 = await heap();
     const cpu0 = cpuSecondsOf(child.pid);
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, idleSeconds * 1000));
@@ -148,6 +204,7 @@ async function measure(server: Server, n: number): Promise<Sample> {
       failed: opened.failed,
       rate: opened.rate,
       rssPerConn: (rss1 - rss0) * 1024 / opened.held,
+      heapPerConn: (heap1 - heap0) / opened.held,
       slabPerConn: (slab1 - slab0) * 1024 / opened.held / 2,
       idleCpu,
       p50: probe.p50,
@@ -158,6 +215,7 @@ async function measure(server: Server, n: number): Promise<Sample> {
     };
   } finally {
     await killed(child);
+    if (server.heap) await child.stdin.close().catch(() => {});
   }
 }
 
@@ -190,9 +248,9 @@ for (let round = 0; round < rounds; round++) {
 }
 
 console.log(
-  "\n| server | N | held/lost | conns/s | RSS B/conn | slab B/conn (server) | idle CPU | probe p50/p99 µs | all N echo ms | stop ms |",
+  "\n| server | N | held/lost | conns/s | RSS B/conn | Deno heap B/conn | slab B/conn (server) | idle CPU | probe p50/p99 µs | all N echo ms | stop ms |",
 );
-console.log("|---|---|---|---|---|---|---|---|---|---|");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 for (const n of steps) {
   for (const server of servers) {
     const samples = results.get(`${server.name}|${n}`) ?? [];
@@ -202,11 +260,11 @@ for (const n of steps) {
     console.log(
       `| ${server.name} | ${n} | ${median(samples.map((s) => s.held))}/${
         Math.max(...samples.map((s) => s.lost))
-      } | ${m((s) => s.rate)} | ${m((s) => s.rssPerConn)} | ${m((s) => s.slabPerConn)} | ${
-        m((s) => s.idleCpu * 100, 2)
-      }% | ${median(samples.map((s) => s.p50))}/${m((s) => s.p99)} | ${m((s) => s.allMs)} | ${
-        m((s) => s.stopMs)
-      } |`,
+      } | ${m((s) => s.rate)} | ${m((s) => s.rssPerConn)} | ${
+        samples.some((s) => Number.isNaN(s.heapPerConn)) ? "-" : m((s) => s.heapPerConn)
+      } | ${m((s) => s.slabPerConn)} | ${m((s) => s.idleCpu * 100, 2)}% | ${
+        median(samples.map((s) => s.p50))
+      }/${m((s) => s.p99)} | ${m((s) => s.allMs)} | ${m((s) => s.stopMs)} |`,
     );
   }
 }
@@ -224,8 +282,12 @@ if (steps.length > 1) {
       (hi - lo);
     const slab = (median(b.map((s) => s.slabPerConn * s.held)) -
       median(a.map((s) => s.slabPerConn * s.held))) / (hi - lo);
+    const heap = (median(b.map((s) => s.heapPerConn * s.held)) -
+      median(a.map((s) => s.heapPerConn * s.held))) / (hi - lo);
     console.log(
-      `  ${server.name}: ${rss.toFixed(0)} B RSS + ${slab.toFixed(0)} B slab per connection -> ` +
+      `  ${server.name}: ${rss.toFixed(0)} B RSS (of it ${
+        Number.isNaN(heap) ? "no Deno heap" : `${heap.toFixed(0)} B Deno heap`
+      }) + ${slab.toFixed(0)} B slab per connection -> ` +
         `${((rss + slab) * 1e6 / 2 ** 30).toFixed(1)} GiB for the server's side`,
     );
   }

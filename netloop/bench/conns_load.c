@@ -3,11 +3,13 @@
 // address every 1,000 connections, so that no source address runs out of ports), sends one 8-byte
 // message on each as it opens and checks its echo, then holds them. Single-threaded epoll; run
 // several, each with its own SLICE, for more. Compiled at bench/test time. Usage:
-//   conns_load PORT COUNT SLICE [INTERVAL_SECONDS [dns]]
+//   conns_load PORT COUNT SLICE [INTERVAL_SECONDS [dns|dot]]
 // With INTERVAL_SECONDS (0: none), every connection sends one more message (checked) that often,
 // the connections' turns spread evenly over the interval.
 // With `dns`, a message is a DNS query over TCP (RFC 1035 framing; `h<N>.bench A`, N < 100) and
-// its answer is checked by ID and the QR bit, instead of 8 bytes echoed.
+// its answer is checked by ID and the QR bit, instead of 8 bytes echoed. With `dot` (compiled with
+// -DCONNS_TLS and -lssl -lcrypto), the same over TLS (DNS over TLS, ALPN `dot`, the server's
+// certificate not checked), each connection's handshake done before its first query.
 // Prints, once every connection has opened and echoed or failed:
 //   open <held> <failed> <microseconds>
 // then obeys lines on stdin:
@@ -27,6 +29,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef CONNS_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -53,10 +60,17 @@ struct conn {
   uint8_t hdr[5];
   double sent;
   double next;
+#ifdef CONNS_TLS
+  SSL *ssl;
+  uint8_t handshaking;
+#endif
 };
 
 static struct conn *conns;
-static int count, slice, port, ep, dns;
+static int count, slice, port, ep, dns, tls;
+#ifdef CONNS_TLS
+static SSL_CTX *ctx;
+#endif
 static long held, failed, lost, bad, opening, pinging, active_out, active_done;
 static double ping_start, active_until, active_every;
 #define HIST 200000
@@ -73,6 +87,33 @@ static double cpu(void) {
   getrusage(RUSAGE_SELF, &ru);
   return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
          ru.ru_stime.tv_usec / 1e6;
+}
+
+// Writes a whole small message (a short write counts as a failure); returns bytes or -1.
+static ssize_t io_write(struct conn *c, const uint8_t *out, int len) {
+#ifdef CONNS_TLS
+  if (c->ssl != NULL) return SSL_write(c->ssl, out, len) == len ? len : -1;
+#endif
+  return write(c->fd, out, len);
+}
+
+// Reads what is there: bytes, 0 at the end, or -1 with errno (EAGAIN: nothing more for now).
+static ssize_t io_read(struct conn *c, uint8_t *in, size_t size) {
+#ifdef CONNS_TLS
+  if (c->ssl != NULL) {
+    int n = SSL_read(c->ssl, in, (int)size);
+    if (n > 0) return n;
+    int err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+      errno = EAGAIN;
+      return -1;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN) return 0;
+    errno = ECONNRESET;
+    return -1;
+  }
+#endif
+  return read(c->fd, in, size);
 }
 
 // The message `seq` of connection `id`; returns its length.
@@ -104,6 +145,11 @@ static int message(uint32_t id, uint32_t seq, uint8_t *out) {
 static void drop(int i, int was_lost) {
   struct conn *c = &conns[i];
   if (c->fd < 0) return;
+#ifdef CONNS_TLS
+  if (c->ssl != NULL) SSL_free(c->ssl);
+  c->ssl = NULL;
+  c->handshaking = 0;
+#endif
   close(c->fd);
   c->fd = -1;
   if (c->open) {
@@ -125,7 +171,7 @@ static void send_next(int i, int why) {
   c->got = c->skip = 0;
   c->waiting = why;
   if (why == 3) c->sent = now();
-  if (write(c->fd, out, len) != len) drop(i, 1);
+  if (io_write(c, out, len) != len) drop(i, 1);
 }
 
 static void start(int i) {
@@ -179,11 +225,12 @@ static void answered(int i) {
 static void readable(int i) {
   struct conn *c = &conns[i];
   uint8_t in[4096], want[64];
-  ssize_t n = read(c->fd, in, sizeof in);
+  ssize_t n = io_read(c, in, sizeof in);
   if (n == 0 || (n < 0 && errno != EAGAIN)) {
     drop(i, 1);
     return;
   }
+  if (n < 0) return;
   int wlen = message(i, c->seq, want);
   for (ssize_t at = 0; at < n && c->fd >= 0;) {
     if (!dns) {  // 8 bytes, the same as sent (skip: set on a difference)
@@ -208,7 +255,44 @@ static void readable(int i) {
     c->skip -= take;
     if (c->skip == 0) answered(i);
   }
+#ifdef CONNS_TLS
+  // TLS may hold decrypted bytes the socket no longer signals: read until it wants more.
+  if (c->fd >= 0 && c->ssl != NULL) readable(i);
+#endif
 }
+
+// The first message on a connection whose TCP (and TLS) handshake is done.
+static void first_message(int i) {
+  struct conn *c = &conns[i];
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+  epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+  uint8_t out[64];
+  int size = message(i, 0, out);
+  c->waiting = 1;
+  if (io_write(c, out, size) != size) drop(i, 0);
+}
+
+#ifdef CONNS_TLS
+// Moves connection i's TLS handshake on; sends the first query when it is done.
+static void handshake(int i) {
+  struct conn *c = &conns[i];
+  int r = SSL_do_handshake(c->ssl);
+  if (r == 1) {
+    c->handshaking = 0;
+    first_message(i);
+    return;
+  }
+  int err = SSL_get_error(c->ssl, r);
+  if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+    drop(i, 0);
+    return;
+  }
+  c->handshaking = 1;
+  struct epoll_event ev = {.events = err == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT,
+                           .data.u32 = i};
+  epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+#endif
 
 static void probe(int k) {
   if (dns) {  // echo only: `active` measures DNS round trips
@@ -293,11 +377,27 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: conns_load PORT COUNT SLICE [INTERVAL_SECONDS [dns]]\n");
     return 2;
   }
+  // A write to a connection the server reset (a TLS handshake it refused, say) fails with EPIPE
+  // and counts as lost or failed, rather than killing the tool.
+  signal(SIGPIPE, SIG_IGN);
   port = atoi(argv[1]);
   count = atoi(argv[2]);
   slice = atoi(argv[3]);
   double interval = argc > 4 ? atof(argv[4]) : 0;
-  dns = argc > 5 && strcmp(argv[5], "dns") == 0;
+  dns = argc > 5 && (strcmp(argv[5], "dns") == 0 || strcmp(argv[5], "dot") == 0);
+  tls = argc > 5 && strcmp(argv[5], "dot") == 0;
+#ifdef CONNS_TLS
+  if (tls) {
+    ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x03" "dot", 4);
+  }
+#else
+  if (tls) {
+    fprintf(stderr, "conns_load: `dot` needs a build with -DCONNS_TLS -lssl -lcrypto\n");
+    return 2;
+  }
+#endif
   hist = calloc(HIST, sizeof *hist);
   conns = calloc(count, sizeof *conns);
   for (int i = 0; i < count; i++) conns[i].fd = -1;
@@ -362,6 +462,12 @@ int main(int argc, char **argv) {
       }
       struct conn *c = &conns[i];
       if (c->fd < 0) continue;
+#ifdef CONNS_TLS
+      if (c->handshaking) {
+        handshake(i);
+        continue;
+      }
+#endif
       if (!c->open && !c->waiting && (events[e].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -370,12 +476,16 @@ int main(int argc, char **argv) {
           drop(i, 0);
           continue;
         }
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
-        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-        uint8_t out[64];
-        int size = message(i, 0, out);
-        c->waiting = 1;
-        if (write(c->fd, out, size) != size) drop(i, 0);
+#ifdef CONNS_TLS
+        if (tls) {
+          c->ssl = SSL_new(ctx);
+          SSL_set_fd(c->ssl, c->fd);
+          SSL_set_connect_state(c->ssl);
+          handshake(i);
+          continue;
+        }
+#endif
+        first_message(i);
         continue;
       }
       if (events[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) readable(i);

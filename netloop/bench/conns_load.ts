@@ -26,10 +26,23 @@ export function echoCommand(backend: string, port: number, udp = false): string[
   ];
 }
 
-/** Compiles the load tool into `dir`; returns the executable's path. */
-export async function buildLoadTool(dir: string): Promise<string> {
-  const output = `${dir}/conns_load`;
-  await compileC(new URL("./conns_load.c", import.meta.url).pathname, output);
+/**
+ * Compiles the load tool into `dir`; returns the executable's path. With `tls`, it can also speak
+ * DNS over TLS (linked with OpenSSL: needs libssl-dev).
+ */
+export async function buildLoadTool(dir: string, options: { tls?: boolean } = {}): Promise<string> {
+  const source = new URL("./conns_load.c", import.meta.url).pathname;
+  if (!options.tls) {
+    const output = `${dir}/conns_load`;
+    await compileC(source, output);
+    return output;
+  }
+  const output = `${dir}/conns_load_tls`;
+  await Deno.writeTextFile(
+    `${output}.c`,
+    `#define CONNS_TLS 1\n#include ${JSON.stringify(source)}\n`,
+  );
+  await compileC(`${output}.c`, output, ["ssl", "crypto"]);
   return output;
 }
 
@@ -47,11 +60,11 @@ class LoadProcess {
     slice: number,
     interval: number,
     cpu?: string,
-    dns = false,
+    mode: "echo" | "dns" | "dot" = "echo",
   ) {
     const args = [String(port), String(count), String(slice)];
-    if (interval > 0 || dns) args.push(String(interval));
-    if (dns) args.push("dns");
+    if (interval > 0 || mode !== "echo") args.push(String(interval));
+    if (mode !== "echo") args.push(mode);
     this.#child = new Deno.Command(cpu === undefined ? tool : "taskset", {
       args: cpu === undefined ? args : ["-c", cpu, tool, ...args],
       stdin: "piped",
@@ -123,7 +136,7 @@ export class LoadFleet implements AsyncDisposable {
    * @param total Connections in all.
    * @param options Processes (default 3), the message interval in seconds (0: none), the first
    *   source slice (127.SLICE.x.1; default 10), a CPU list for taskset, DNS queries instead of
-   *   echoed bytes.
+   *   echoed bytes, and those over TLS (`tls`; the tool built with `tls`).
    */
   static start(
     tool: string,
@@ -135,6 +148,7 @@ export class LoadFleet implements AsyncDisposable {
       slice?: number;
       cpu?: string;
       dns?: boolean;
+      tls?: boolean;
     } = {},
   ): LoadFleet {
     const n = options.processes ?? 3;
@@ -149,7 +163,7 @@ export class LoadFleet implements AsyncDisposable {
           (options.slice ?? 10) + i,
           options.interval ?? 0,
           options.cpu,
-          options.dns,
+          options.tls ? "dot" : options.dns ? "dns" : "echo",
         ),
       );
     }

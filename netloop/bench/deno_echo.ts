@@ -2,11 +2,17 @@
  * The `Deno.listen` (TCP) and `Deno.listenDatagram` (UDP, needs `--unstable-net`) echo servers
  * netloop is measured against: the plain idiomatic loops.
  *
- * Usage: deno run --allow-net [--unstable-net] deno_echo.ts PORT [udp]
+ * Usage: deno run --allow-net [--unstable-net] deno_echo.ts PORT [udp|heap]
+ *
+ * With `heap`, each line `heap` on stdin prints the used heap (`_heap_report.ts`).
  *
  * @module
  */
 const port = Number(Deno.args[0]);
+if (Deno.args[1] === "heap") {
+  const { answerHeapRequests, heapUsed } = await import("./_heap_report.ts");
+  answerHeapRequests(heapUsed);
+}
 if (Deno.args[1] === "udp") {
   const listenDatagram = (Deno as unknown as {
     listenDatagram(options: { transport: "udp"; hostname: string; port: number }): {

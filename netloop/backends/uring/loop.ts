@@ -12,7 +12,7 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
-import { isExhaustion, Yielder } from "../../_loop.ts";
+import { activityStamp, isExhaustion, Yielder } from "../../_loop.ts";
 import { type DialSocket, FdLoopCore } from "../../_fd_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../../_ffi.ts";
 import { SOCKADDR_MAX } from "../../_sockaddr.ts";
@@ -479,7 +479,7 @@ export class UringLoop extends FdLoopCore {
       this.acceptWorked();
       const conn = new ConnImpl(this, "tcp", this.handler, false);
       conn.fd = fd;
-      conn.lastActive = now;
+      conn.lastActive = activityStamp(now);
       this.allocSlot(conn);
       this.opened(conn);
       if (conn.state === State.Open) this.armRecv(conn);
