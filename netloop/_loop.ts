@@ -112,6 +112,7 @@ export abstract class LoopCore implements Loop {
   readonly conns: Set<ConnImpl> = new Set();
   /** Connections with something to send or a close to finish, in order. */
   dirty: ConnImpl[] = [];
+  private spareDirty: ConnImpl[] = [];
   stopping = false;
   /**
    * `performance.now()` when the loop last came back from the kernel: the clock of the turn
@@ -282,12 +283,15 @@ export abstract class LoopCore implements Loop {
   protected drainDirty(flushConn: (conn: ConnImpl) => void): void {
     while (this.dirty.length > 0) {
       const dirty = this.dirty;
-      this.dirty = [];
+      // The list emptied last time takes the new ones (an array per turn otherwise).
+      this.dirty = this.spareDirty.length === 0 ? this.spareDirty : [];
       for (const conn of dirty) {
         conn.dirty = false;
         if (conn.state === State.Closed || conn.state === State.Connecting) continue;
         flushConn(conn);
       }
+      dirty.length = 0;
+      this.spareDirty = dirty;
     }
   }
 
@@ -598,11 +602,18 @@ export class Yielder {
   constructor(private readonly loop: LoopCore) {}
 
   /**
-   * Yields when asked to (`force`: the loop was woken or found nothing), when the last turn was
-   * `YIELD_EVERY_MS` before `now`, or when the main thread posted messages.
+   * Whether to yield now: when asked to (`force`: the loop was woken or found nothing), when the
+   * last turn was `YIELD_EVERY_MS` before `now`, or when the main thread posted messages.
    */
-  async turn(force: boolean, now: number): Promise<void> {
-    if (!force && now - this.#last < YIELD_EVERY_MS && !this.controlPending()) return;
+  due(force: boolean, now: number): boolean {
+    return force || now - this.#last >= YIELD_EVERY_MS || this.controlPending();
+  }
+
+  /**
+   * Yields (call when {@linkcode due}: a turn that need not yield then costs no promise and no
+   * microtask).
+   */
+  async turn(): Promise<void> {
     await this.yield();
     this.#last = performance.now();
   }

@@ -152,7 +152,7 @@ export class EpollLoop extends LoopCore {
         // it returned a full list of events, which may have left some ready ones for later).
         if (n >= 0 && n < MAX_EVENTS) this.dialPool.settle(unsettled);
         this.flush();
-        await yielder.turn(woken || n <= 0, now);
+        if (yielder.due(woken || n <= 0, now)) await yielder.turn();
       }
       this.flush();
     } finally {

@@ -331,7 +331,7 @@ export class UringLoop extends LoopCore {
         if (reaped > 0) this.lastEvent = now;
         const woken = this.woken;
         this.woken = false;
-        await yielder.turn(woken || reaped === 0, now);
+        if (yielder.due(woken || reaped === 0, now)) await yielder.turn();
       }
       this.drain();
     } finally {
