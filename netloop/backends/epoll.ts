@@ -124,6 +124,9 @@ export class EpollLoop extends LoopCore {
         }
         const n = this.waitAndHandle();
         if (yielder.due(this.woken || n <= 0, this.now)) await yielder.turn();
+        // Promise callbacks the handlers queued get a step every turn, even a turn that neither
+        // blocks (settle) nor yields.
+        else await null;
       }
       this.flush();
     } finally {

@@ -318,6 +318,9 @@ export class UringLoop extends LoopCore {
         const woken = this.woken;
         this.woken = false;
         if (yielder.due(woken || reaped === 0, this.now)) await yielder.turn();
+        // Promise callbacks the handlers queued get a step every turn, even a turn that neither
+        // blocks (settle) nor yields.
+        else await null;
       }
       this.drain();
     } finally {
