@@ -265,18 +265,20 @@ export class ConnImpl implements Conn {
    */
   idleOutbound(): void {
     if (this.outLen !== 0 || this.flyOff < this.flyLen) return;
-    const loop = this.loop;
-    for (
-      const [buffer, address] of [[this.fly, this.flyAddress], [this.out, this.outAddress]] as const
-    ) {
-      if (buffer !== null && buffer.length === OUT_BUFFER && loop.outBuffers.length < OUT_POOL) {
-        loop.outBuffers.push(buffer);
-        loop.outAddresses.push(address);
-      }
-    }
+    // (two statements, not a loop over pairs: that cost three arrays per completed send)
+    this.pool(this.fly, this.flyAddress);
+    this.pool(this.out, this.outAddress);
     this.fly = this.out = null;
     this.flyOff = this.flyLen = 0;
     this.flyAddress = this.outAddress = 0;
+  }
+
+  private pool(buffer: Uint8Array | null, address: number): void {
+    const loop = this.loop;
+    if (buffer !== null && buffer.length === OUT_BUFFER && loop.outBuffers.length < OUT_POOL) {
+      loop.outBuffers.push(buffer);
+      loop.outAddresses.push(address);
+    }
   }
 
   /** Moves queued bytes into the in-flight half when it is free; returns the bytes to send. */

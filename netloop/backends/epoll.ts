@@ -110,49 +110,74 @@ export class EpollLoop extends FdLoopCore {
     try {
       // What reached the reply socket before it was connected to itself.
       if (this.replyFd >= 0) this.receiveDatagrams(this.replyFd);
+      // The turn's work is in synchronous methods: an async function never leaves V8's baseline
+      // tier (it cannot be optimized in the middle of its loop), so only the awaits stay here.
       while (!this.stopping) {
-        this.flush();
-        let now = this.now;
-        const due = this.timers(now);
+        this.beginTurn();
         if (this.dirty.length === 0 && this.pendingOpen.length === 0 && await this.settle()) {
           this.flush();
         }
-        const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
-          ? 0
-          // (a promise callback run by settle() may have asked for a sooner tick)
-          : Math.max(0, Math.ceil(Math.min(due, this.nextTick - now, this.maxBlock(now))));
-        const unsettled = this.dialPool.unsettled;
-        const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
-        now = this.now = performance.now();
-        if (n > 0) this.lastEvent = now;
-        let woken = false;
-        if (n < 0 && errno() !== E.EINTR) throw syscallError("epoll_wait", errno());
-        if (this.pendingOpen.length > 0) this.openPending();
-        for (let i = 0; i < n; i++) {
-          const events = this.eventWords[i * 3]!;
-          const fd = this.eventWords[i * 3 + 1]!;
-          if (fd === this.listenFd) {
-            if (this.udp !== undefined) this.receiveDatagrams(fd);
-            else this.accept(now);
-          } else if (fd === this.wakeFd) {
-            this.lib.read(this.wakeFd, this.wakeBuffer, 8);
-            woken = true;
-          } else {
-            const conn = this.byFd[fd];
-            if (conn !== undefined) this.ready(conn, events, now);
-            else if (this.dialPool.has(fd) && !this.dialPool.drainKept(fd)) this.interest[fd] = 0;
-          }
-        }
-        // Kept sockets this wait watched: any it found readable were drained just above (unless
-        // it returned a full list of events, which may have left some ready ones for later).
-        if (n >= 0 && n < MAX_EVENTS) this.dialPool.settle(unsettled);
-        this.flush();
-        await yielder.turn(woken || n <= 0, now);
+        const n = this.waitAndHandle();
+        if (yielder.due(this.woken || n <= 0, this.now)) await yielder.turn();
+        // Promise callbacks the handlers queued get a step every turn, even a turn that neither
+        // blocks (settle) nor yields.
+        else await null;
       }
       this.flush();
     } finally {
       this.closeAll();
     }
+  }
+
+  /** Milliseconds from the turn's start to the next timer (see `beginTurn`). */
+  private timersDue = Infinity;
+  /** The last wait was ended by the wake eventfd. */
+  private woken = false;
+
+  /** Sends what the last turn wrote and runs due timers. */
+  private beginTurn(): void {
+    this.flush();
+    this.timersDue = this.timers(this.now);
+  }
+
+  /**
+   * Waits in epoll_wait (not when work is left) and handles the events.
+   *
+   * @returns epoll_wait's result.
+   */
+  private waitAndHandle(): number {
+    let now = this.now;
+    const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
+      ? 0
+      // (a promise callback run by settle() may have asked for a sooner tick)
+      : Math.max(0, Math.ceil(Math.min(this.timersDue, this.nextTick - now, this.maxBlock(now))));
+    const unsettled = this.dialPool.unsettled;
+    const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);
+    now = this.now = performance.now();
+    if (n > 0) this.lastEvent = now;
+    this.woken = false;
+    if (n < 0 && errno() !== E.EINTR) throw syscallError("epoll_wait", errno());
+    if (this.pendingOpen.length > 0) this.openPending();
+    for (let i = 0; i < n; i++) {
+      const events = this.eventWords[i * 3]!;
+      const fd = this.eventWords[i * 3 + 1]!;
+      if (fd === this.listenFd) {
+        if (this.udp !== undefined) this.receiveDatagrams(fd);
+        else this.accept(now);
+      } else if (fd === this.wakeFd) {
+        this.lib.read(this.wakeFd, this.wakeBuffer, 8);
+        this.woken = true;
+      } else {
+        const conn = this.byFd[fd];
+        if (conn !== undefined) this.ready(conn, events, now);
+        else if (this.dialPool.has(fd) && !this.dialPool.drainKept(fd)) this.interest[fd] = 0;
+      }
+    }
+    // Kept sockets this wait watched: any it found readable were drained just above (unless
+    // it returned a full list of events, which may have left some ready ones for later).
+    if (n >= 0 && n < MAX_EVENTS) this.dialPool.settle(unsettled);
+    this.flush();
+    return n;
   }
 
   private closeAll(): void {

@@ -110,6 +110,8 @@ export class UringLoop extends FdLoopCore {
   /** Results of fast SENDs that completed short or failed, by connection (see `settleFastSends`). */
   private readonly fastFailed = new Map<ConnImpl, number>();
   private woken = false;
+  /** Milliseconds from the turn's start to the next timer (see `beginTurn`). */
+  private timersDue = Infinity;
   /** Completions left in the CQ by a turn that hit TURN_BATCH. */
   private backlog = false;
   private readonly sliceSize: number;
@@ -299,39 +301,64 @@ export class UringLoop extends FdLoopCore {
     const yielder = new Yielder(this);
     try {
       if (this.replyFd >= 0) this.drainReplySocket();
+      // The turn's work is in synchronous methods: an async function never leaves V8's baseline
+      // tier (it cannot be optimized in the middle of its loop), so only the awaits stay here.
       while (!this.stopping) {
-        this.flush();
-        this.buffers?.publish();
-        let now = this.now;
-        const due = this.timers(now);
-        let busy = this.backlog || this.dirty.length > 0 || this.pendingOpen.length > 0 ||
-          this.starving.length > 0;
+        let busy = this.beginTurn();
         if (!busy && await this.settle()) {
           this.flush();
           busy = true;
         }
-        // (a promise callback run by settle() may have asked for a sooner tick)
-        const wait = Math.min(due, this.nextTick - now, this.maxBlock(now));
-        const result = this.ring.enter(busy ? 0 : 1, wait);
-        this.recycleSendSlots();
-        this.settleFastSends();
-        if (
-          result < 0 && result !== -E.ETIME && result !== -E.EINTR && result !== -EBUSY &&
-          result !== -E.EAGAIN
-        ) {
-          throw syscallError("io_uring_enter", -result);
-        }
-        now = this.now = performance.now();
-        const reaped = this.reap(now);
-        if (reaped > 0) this.lastEvent = now;
+        const reaped = this.waitAndReap(busy);
         const woken = this.woken;
         this.woken = false;
-        await yielder.turn(woken || reaped === 0, now);
+        if (yielder.due(woken || reaped === 0, this.now)) await yielder.turn();
+        // Promise callbacks the handlers queued get a step every turn, even a turn that neither
+        // blocks (settle) nor yields.
+        else await null;
       }
       this.drain();
     } finally {
       this.closeAll();
     }
+  }
+
+  /**
+   * Submits what the last turn wrote and runs due timers.
+   *
+   * @returns Whether the next wait must not block (work is left).
+   */
+  private beginTurn(): boolean {
+    this.flush();
+    this.buffers?.publish();
+    this.timersDue = this.timers(this.now);
+    return this.backlog || this.dirty.length > 0 || this.pendingOpen.length > 0 ||
+      this.starving.length > 0;
+  }
+
+  /**
+   * Enters the kernel (submits, and waits for a completion unless `busy`), then handles the
+   * completions.
+   *
+   * @returns How many completions were handled.
+   */
+  private waitAndReap(busy: boolean): number {
+    let now = this.now;
+    // (a promise callback run by settle() may have asked for a sooner tick)
+    const wait = Math.min(this.timersDue, this.nextTick - now, this.maxBlock(now));
+    const result = this.ring.enter(busy ? 0 : 1, wait);
+    this.recycleSendSlots();
+    this.settleFastSends();
+    if (
+      result < 0 && result !== -E.ETIME && result !== -E.EINTR && result !== -EBUSY &&
+      result !== -E.EAGAIN
+    ) {
+      throw syscallError("io_uring_enter", -result);
+    }
+    now = this.now = performance.now();
+    const reaped = this.reap(now);
+    if (reaped > 0) this.lastEvent = now;
+    return reaped;
   }
 
   /** The sends io_uring_enter just issued are done with their slots. */
