@@ -21,13 +21,21 @@
  * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000] [--peers triad,dnsdist,...]
  * ```
  *
+ * `--table` runs `table_bench.ts` instead (1,000 and 10,000 concurrent TCP and UDP clients),
+ * `--flood` `flood_bench.ts`, `--transport dot|doh` `encrypted_bench.ts`.
+ *
  * @module
  */
 import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
-import { cpuSplit, cpuTicks, freePort, median } from "./_bench_util.ts";
+import { cpuSplit, cpuTicks, dnsdistConfig, freePort, median, waitReady } from "./_bench_util.ts";
 
+if (Deno.args.includes("--table")) {
+  const { runTable } = await import("./table_bench.ts");
+  await runTable();
+  Deno.exit(0);
+}
 if (Deno.args.includes("--flood")) {
   const { runFloodBench } = await import("./flood_bench.ts");
   await runFloodBench(Deno.args.filter((arg) => arg !== "--flood"));
@@ -173,19 +181,6 @@ async function measure(peer: Peer, file: string, extra: string[]): Promise<Run> 
   };
 }
 
-async function waitReady(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const { stdout } = await new Deno.Command("dig", {
-      args: ["@127.0.0.1", "-p", String(port), "h0.bench", "+short", "+time=1", "+tries=1"],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    if (new TextDecoder().decode(stdout).includes("10.9.9.9")) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`Server on port ${port} did not answer`);
-}
-
 const dir = await Deno.makeTempDir({ prefix: "triad-dnsbench-" });
 // 4 MiB socket buffers, as unbound's documentation advises for a busy server: with the kernel's
 // 208 KiB, a burst of upstream queries (a proxy catching up after a pause) overflows it, and each
@@ -204,17 +199,7 @@ for (const peer of peers) {
 const port = (name: string) => peers.find((p) => p.name === name)?.port ?? 0;
 try {
   const main = new URL("../main.ts", import.meta.url).pathname;
-  await Deno.writeTextFile(
-    `${dir}/dnsdist.conf`,
-    [
-      `setLocal("127.0.0.1:${port("dnsdist")}")`,
-      'setACL({"127.0.0.0/8"})',
-      'setSecurityPollSuffix("")', // no status lookup through the system resolver
-      `newServer({address="${unbound.address}", checkName="h0.bench."})`,
-      "pc = newPacketCache(100000)",
-      'getPool(""):setCache(pc)',
-    ].join("\n") + "\n",
-  );
+  await Deno.writeTextFile(`${dir}/dnsdist.conf`, dnsdistConfig(port("dnsdist"), unbound.address));
   const triadCommand = (name: string, extra: string[]) => [
     Deno.execPath(),
     "run",
