@@ -21,6 +21,9 @@
  * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000] [--peers triad,dnsdist,...]
  * ```
  *
+ * A peer `triad-at=DIR` runs the proxy of another checkout as `triad` is run (`git archive REV`
+ * unpacked in DIR), for a before-and-after in one run.
+ *
  * `--table` runs `table_bench.ts` instead (1,000 and 10,000 concurrent TCP and UDP clients),
  * `--flood` `flood_bench.ts`, `--transport dot|doh` `encrypted_bench.ts`.
  *
@@ -191,7 +194,7 @@ for (const peer of peers) {
   if (
     !["triad", "triad-per-query", "triad-builtin", "dnsdist", "dnsmasq", ...FLOORS].includes(
       peer.name,
-    )
+    ) && !peer.name.startsWith("triad-at=")
   ) {
     throw new Error(`Unknown peer "${peer.name}" in --peers`);
   }
@@ -200,12 +203,12 @@ const port = (name: string) => peers.find((p) => p.name === name)?.port ?? 0;
 try {
   const main = new URL("../main.ts", import.meta.url).pathname;
   await Deno.writeTextFile(`${dir}/dnsdist.conf`, dnsdistConfig(port("dnsdist"), unbound.address));
-  const triadCommand = (name: string, extra: string[]) => [
+  const triadCommand = (name: string, extra: string[], entry = main) => [
     Deno.execPath(),
     "run",
     "-A",
     "--unstable-net",
-    main,
+    entry,
     "--listen",
     `127.0.0.1:${port(name)}`,
     "--upstream",
@@ -263,6 +266,13 @@ try {
       String(unbound.port),
     ],
   };
+  for (const peer of peers) {
+    // `triad-at=DIR`: the proxy of another checkout (an earlier commit unpacked in DIR), as `triad`.
+    if (peer.name.startsWith("triad-at=")) {
+      const entry = `${peer.name.slice("triad-at=".length)}/dnsproxy/main.ts`;
+      commands[peer.name] = triadCommand(peer.name, ["--backend", "auto", "--loops", "1"], entry);
+    }
+  }
   for (const peer of peers) {
     peer.process = new Deno.Command("taskset", {
       args: ["-c", SERVER_CPU, ...commands[peer.name]!],

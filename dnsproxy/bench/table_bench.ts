@@ -159,7 +159,12 @@ async function run(
 /** Runs the table and prints it. */
 export async function runTable(): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "triad-dnstable-" });
-  const unbound = await startUnbound({ cpus: LOAD_CPU, socketBuffer: "4m" });
+  // dnsdist carries a TCP client's queries to its backend over TCP: unbound must take as many.
+  const unbound = await startUnbound({
+    cpus: LOAD_CPU,
+    socketBuffer: "4m",
+    tcpClients: Math.max(...CLIENTS) + 100,
+  });
   const overflowsBefore = listenOverflows();
   try {
     const port = (name: string) => peers.find((p) => p.name === name)?.port ?? 0;
