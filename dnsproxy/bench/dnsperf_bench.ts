@@ -319,8 +319,10 @@ try {
   }
 
   const pad = (text: string, width: number) => text.padStart(width);
+  // Columns as wide as the longest peer name (`triad-at=DIR` ones are long) and a space.
+  const width = Math.max(20, ...peers.map((p) => p.name.length + 1));
   const line = (cells: string[]) =>
-    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, 20)).join(""));
+    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, width)).join(""));
   console.log(
     `\ndnsperf, ${ROUNDS} interleaved rounds of ${SECONDS}s, medians; servers on CPU ${SERVER_CPU}, ` +
       `dnsperf and unbound on CPU ${LOAD_CPU}`,
