@@ -10,7 +10,8 @@
  * descriptors against `RLIMIT_NOFILE`, the kernel's listen-queue overflows against
  * `net.core.somaxconn`, and local ports against `net.ipv4.ip_local_port_range`, each with the
  * setting that lifts it. Every run asks from a loopback source address of its own (127.0.1.N), so
- * one run's TIME_WAIT ports do not use up the next run's ports.
+ * one run's TIME_WAIT ports do not use up the next run's ports. dnsperf opens at most 256 sockets
+ * per thread, so it runs with a thread per 256 clients (all on its one CPU).
  *
  * ```sh
  * deno task bench:dns --table [--rounds 1] [--seconds 3] [--clients 1000,10000] [--peers triad,dnsdist]
@@ -112,6 +113,9 @@ async function run(
     transport,
     "-c",
     String(clients),
+    // dnsperf opens at most 256 sockets per thread (more clients share them, silently).
+    "-T",
+    String(Math.ceil(clients / 256)),
     // One query outstanding per client at most: every client is busy, none has two in flight.
     "-q",
     String(clients),
