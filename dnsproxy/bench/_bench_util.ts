@@ -1,5 +1,6 @@
 /**
- * What the benchmarks share: a free port, a process's CPU ticks, medians.
+ * What the benchmarks share: a free port, a process's CPU ticks, medians, waiting for a server,
+ * dnsdist's configuration.
  *
  * @module
  */
@@ -35,4 +36,34 @@ export function median(values: number[]): number {
   const sorted = values.filter((value) => !Number.isNaN(value)).sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Waits until the server on `port` answers `h0.bench` (unbound's bench zone) through dig. */
+export async function waitReady(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const { stdout } = await new Deno.Command("dig", {
+      args: ["@127.0.0.1", "-p", String(port), "h0.bench", "+short", "+time=1", "+tries=1"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (new TextDecoder().decode(stdout).includes("10.9.9.9")) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`Server on port ${port} did not answer`);
+}
+
+/**
+ * dnsdist's configuration for the benchmarks: listening on `port`, one backend, a packet cache
+ * of 100,000 entries, no status lookups; `extra` lines appended.
+ */
+export function dnsdistConfig(port: number, upstream: string, extra: string[] = []): string {
+  return [
+    `setLocal("127.0.0.1:${port}")`,
+    'setACL({"127.0.0.0/8"})',
+    'setSecurityPollSuffix("")', // no status lookup through the system resolver
+    `newServer({address="${upstream}", checkName="h0.bench."})`,
+    "pc = newPacketCache(100000)",
+    'getPool(""):setCache(pc)',
+    ...extra,
+  ].join("\n") + "\n";
 }

@@ -21,13 +21,24 @@
  * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000] [--peers triad,dnsdist,...]
  * ```
  *
+ * A peer `triad-at=DIR` runs the proxy of another checkout as `triad` is run (`git archive REV`
+ * unpacked in DIR), for a before-and-after in one run.
+ *
+ * `--table` runs `table_bench.ts` instead (1,000 and 10,000 concurrent TCP and UDP clients),
+ * `--flood` `flood_bench.ts`, `--transport dot|doh` `encrypted_bench.ts`.
+ *
  * @module
  */
 import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
-import { cpuSplit, cpuTicks, freePort, median } from "./_bench_util.ts";
+import { cpuSplit, cpuTicks, dnsdistConfig, freePort, median, waitReady } from "./_bench_util.ts";
 
+if (Deno.args.includes("--table")) {
+  const { runTable } = await import("./table_bench.ts");
+  await runTable();
+  Deno.exit(0);
+}
 if (Deno.args.includes("--flood")) {
   const { runFloodBench } = await import("./flood_bench.ts");
   await runFloodBench(Deno.args.filter((arg) => arg !== "--flood"));
@@ -173,19 +184,6 @@ async function measure(peer: Peer, file: string, extra: string[]): Promise<Run> 
   };
 }
 
-async function waitReady(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const { stdout } = await new Deno.Command("dig", {
-      args: ["@127.0.0.1", "-p", String(port), "h0.bench", "+short", "+time=1", "+tries=1"],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    if (new TextDecoder().decode(stdout).includes("10.9.9.9")) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`Server on port ${port} did not answer`);
-}
-
 const dir = await Deno.makeTempDir({ prefix: "triad-dnsbench-" });
 // 4 MiB socket buffers, as unbound's documentation advises for a busy server: with the kernel's
 // 208 KiB, a burst of upstream queries (a proxy catching up after a pause) overflows it, and each
@@ -196,7 +194,7 @@ for (const peer of peers) {
   if (
     !["triad", "triad-per-query", "triad-builtin", "dnsdist", "dnsmasq", ...FLOORS].includes(
       peer.name,
-    )
+    ) && !peer.name.startsWith("triad-at=")
   ) {
     throw new Error(`Unknown peer "${peer.name}" in --peers`);
   }
@@ -204,23 +202,13 @@ for (const peer of peers) {
 const port = (name: string) => peers.find((p) => p.name === name)?.port ?? 0;
 try {
   const main = new URL("../main.ts", import.meta.url).pathname;
-  await Deno.writeTextFile(
-    `${dir}/dnsdist.conf`,
-    [
-      `setLocal("127.0.0.1:${port("dnsdist")}")`,
-      'setACL({"127.0.0.0/8"})',
-      'setSecurityPollSuffix("")', // no status lookup through the system resolver
-      `newServer({address="${unbound.address}", checkName="h0.bench."})`,
-      "pc = newPacketCache(100000)",
-      'getPool(""):setCache(pc)',
-    ].join("\n") + "\n",
-  );
-  const triadCommand = (name: string, extra: string[]) => [
+  await Deno.writeTextFile(`${dir}/dnsdist.conf`, dnsdistConfig(port("dnsdist"), unbound.address));
+  const triadCommand = (name: string, extra: string[], entry = main) => [
     Deno.execPath(),
     "run",
     "-A",
     "--unstable-net",
-    main,
+    entry,
     "--listen",
     `127.0.0.1:${port(name)}`,
     "--upstream",
@@ -279,6 +267,13 @@ try {
     ],
   };
   for (const peer of peers) {
+    // `triad-at=DIR`: the proxy of another checkout (an earlier commit unpacked in DIR), as `triad`.
+    if (peer.name.startsWith("triad-at=")) {
+      const entry = `${peer.name.slice("triad-at=".length)}/dnsproxy/main.ts`;
+      commands[peer.name] = triadCommand(peer.name, ["--backend", "auto", "--loops", "1"], entry);
+    }
+  }
+  for (const peer of peers) {
     peer.process = new Deno.Command("taskset", {
       args: ["-c", SERVER_CPU, ...commands[peer.name]!],
       stdout: "null",
@@ -324,8 +319,10 @@ try {
   }
 
   const pad = (text: string, width: number) => text.padStart(width);
+  // Columns as wide as the longest peer name (`triad-at=DIR` ones are long) and a space.
+  const width = Math.max(20, ...peers.map((p) => p.name.length + 1));
   const line = (cells: string[]) =>
-    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, 20)).join(""));
+    console.log(cells.map((c, i) => i === 0 ? c.padEnd(34) : pad(c, width)).join(""));
   console.log(
     `\ndnsperf, ${ROUNDS} interleaved rounds of ${SECONDS}s, medians; servers on CPU ${SERVER_CPU}, ` +
       `dnsperf and unbound on CPU ${LOAD_CPU}`,

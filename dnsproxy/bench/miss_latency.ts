@@ -14,6 +14,7 @@
  */
 import { parseArgs } from "node:util";
 import { startUnbound } from "../../tests/servers/unbound.ts";
+import { dnsdistConfig, waitReady } from "./_bench_util.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -78,19 +79,6 @@ async function dnsperf(port: number, args: string[], out?: string): Promise<stri
   return await Deno.readTextFile(out);
 }
 
-async function waitReady(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const { stdout } = await new Deno.Command("dig", {
-      args: ["@127.0.0.1", "-p", String(port), "h0.bench", "+short", "+time=1", "+tries=1"],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    if (new TextDecoder().decode(stdout).includes("10.9.9.9")) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`Server on port ${port} did not answer`);
-}
-
 /** Scavenge pauses (ms) that `--trace-gc` logged in the log's bytes from `from` on. */
 async function scavenges(log: string, from: number): Promise<{ pauses: number[]; end: number }> {
   const text = await Deno.readTextFile(log);
@@ -111,14 +99,7 @@ const median = (values: number[]) => {
 try {
   await Deno.writeTextFile(
     `${dir}/dnsdist.conf`,
-    [
-      `setLocal("127.0.0.1:${peers.find((p) => p.name === "dnsdist")?.port ?? freePort()}")`,
-      'setACL({"127.0.0.0/8"})',
-      'setSecurityPollSuffix("")',
-      `newServer({address="${unbound.address}", checkName="h0.bench."})`,
-      "pc = newPacketCache(100000)",
-      'getPool(""):setCache(pc)',
-    ].join("\n") + "\n",
+    dnsdistConfig(peers.find((p) => p.name === "dnsdist")?.port ?? freePort(), unbound.address),
   );
   for (const peer of peers) {
     let command: string[];

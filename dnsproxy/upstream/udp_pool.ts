@@ -62,9 +62,14 @@ class Waiting {
 /** Does nothing (what a finished query's callback is replaced with). */
 function ignore(): void {}
 
-/** One socket of the pool with its queries in flight by ID. */
+/**
+ * One socket of the pool with its queries in flight. A short array, searched by ID, rather than a
+ * Map: a socket has a few queries in flight at most (the pool spreads them over its sockets), and
+ * a Map churned by one insert and one delete per query reallocated its table every few queries
+ * (150 heap bytes a query, measured).
+ */
 class PoolSocket implements PoolSocketEvents {
-  readonly waiting: Map<number, Waiting> = new Map();
+  readonly waiting: Waiting[] = [];
   io: PoolSocketIo | undefined;
   sent = 0;
   retired = false;
@@ -79,6 +84,22 @@ class PoolSocket implements PoolSocketEvents {
   closed(error?: Error): void {
     this.closedByPeer = true;
     this.pool.lost(this, error);
+  }
+
+  /** The query in flight with this ID, or `undefined`. */
+  find(id: number): Waiting | undefined {
+    const waiting = this.waiting;
+    for (let i = 0; i < waiting.length; i++) if (waiting[i]!.id === id) return waiting[i];
+    return undefined;
+  }
+
+  /** Takes a query out of those in flight (order does not matter: the last one fills its place). */
+  remove(query: Waiting): void {
+    const waiting = this.waiting;
+    const at = waiting.indexOf(query);
+    if (at < 0) return;
+    const last = waiting.pop()!;
+    if (at < waiting.length) waiting[at] = last;
   }
 }
 
@@ -163,14 +184,14 @@ export class UdpPool implements UdpSocketPool {
     }
     const now = this.#opener.now();
     let socket = this.#pick(now);
-    for (let i = 1; i < ID_TRIES && socket.waiting.has(id); i++) socket = this.#pick(now);
-    if (socket.waiting.has(id)) {
-      do id = randomId(); while (socket.waiting.has(id));
+    for (let i = 1; i < ID_TRIES && socket.find(id) !== undefined; i++) socket = this.#pick(now);
+    if (socket.find(id) !== undefined) {
+      do id = randomId(); while (socket.find(id) !== undefined);
       query[0] = id >> 8;
       query[1] = id & 0xff;
     }
     const waiting = new Waiting(now + timeoutMs, id, info, done, socket);
-    socket.waiting.set(id, waiting);
+    socket.waiting.push(waiting);
     socket.sent++;
     this.#list.push(waiting);
     socket.io!.send(query);
@@ -203,7 +224,7 @@ export class UdpPool implements UdpSocketPool {
   #retire(socket: PoolSocket): void {
     socket.retired = true;
     if (this.#slots[socket.slot] === socket) this.#slots[socket.slot] = undefined;
-    if (socket.waiting.size === 0) this.#closeSocket(socket);
+    if (socket.waiting.length === 0) this.#closeSocket(socket);
   }
 
   #closeSocket(socket: PoolSocket): void {
@@ -215,7 +236,7 @@ export class UdpPool implements UdpSocketPool {
   /** A datagram from the upstream on `socket` (called by the socket). */
   receive(socket: PoolSocket, view: Uint8Array): void {
     const id = view.length >= 2 ? (view[0]! << 8) | view[1]! : -1;
-    const waiting = socket.waiting.get(id);
+    const waiting = id < 0 ? undefined : socket.find(id);
     if (waiting === undefined) {
       this.#onMismatch(view.length < 12 ? "malformed" : "id");
       return;
@@ -234,7 +255,7 @@ export class UdpPool implements UdpSocketPool {
     if (this.#slots[socket.slot] === socket) this.#slots[socket.slot] = undefined;
     socket.retired = true;
     socket.io = undefined;
-    for (const waiting of [...socket.waiting.values()]) {
+    for (const waiting of [...socket.waiting]) {
       this.#finish(waiting)(this.#error("network", undefined, error), undefined);
     }
   }
@@ -247,8 +268,8 @@ export class UdpPool implements UdpSocketPool {
     waiting.info = undefined;
     const socket = waiting.socket!;
     waiting.socket = undefined;
-    socket.waiting.delete(waiting.id);
-    if (socket.retired && socket.waiting.size === 0) this.#closeSocket(socket);
+    socket.remove(waiting);
+    if (socket.retired && socket.waiting.length === 0) this.#closeSocket(socket);
     return callback;
   }
 

@@ -26,6 +26,11 @@ export interface UnboundOptions {
   socketBuffer?: string;
   /** Its name server identifier (RFC 5001), sent to clients that ask with an NSID option. */
   nsid?: string;
+  /**
+   * TCP clients served at once (`incoming-num-tcp`; unbound's default is 10, and a forwarder that
+   * carries each TCP client on a TCP connection of its own, as dnsdist does, needs as many).
+   */
+  tcpClients?: number;
   /** Listen on this port (to bring a stopped server back where it was). @default {a free one} */
   port?: number;
 }
@@ -224,6 +229,7 @@ async function startUnboundOnce(options: UnboundOptions): Promise<UnboundServer>
       ...(options.socketBuffer === undefined
         ? []
         : [`  so-rcvbuf: ${options.socketBuffer}`, `  so-sndbuf: ${options.socketBuffer}`]),
+      ...(options.tcpClients === undefined ? [] : [`  incoming-num-tcp: ${options.tcpClients}`]),
       "  module-config: iterator",
       "  access-control: 127.0.0.0/8 allow",
       "  do-not-query-localhost: yes",
