@@ -48,8 +48,8 @@ const EMPTY = new Uint8Array(0);
 const shared = new Uint8Array(64 * 1024);
 const sizeOutBytes = new Uint8Array(sizeOut.buffer);
 
-/** Per-Worker counters (one loop per Worker). */
-const stats: TlsStats = emptyTlsStats();
+/** Per-Worker counters (one loop per Worker); the portable backend counts into them too. */
+export const stats: TlsStats = emptyTlsStats();
 
 /** Counters at zero. */
 export function emptyTlsStats(): TlsStats {
