@@ -142,7 +142,12 @@ async function resolveTls(
           'tls.minVersion "1.3" is not enforced (use backend "uring" or "epoll" for that)',
       );
     }
-  } else checkServerConfig(config);
+  } else {
+    checkServerConfig(config);
+    const { ktlsLine, probeKtls } = await import("./_ktls.ts");
+    const probe = probeKtls();
+    logger.info(ktlsLine(probe), { ktls: probe.available });
+  }
   return config;
 }
 

@@ -625,6 +625,35 @@ for (const backend of BACKENDS) {
   );
 }
 
+for (const backend of ["epoll", "uring"] as const) {
+  testWith(
+    `tls ${backend}: kernel TLS is probed and a log line says it is not used, and why`,
+    NEEDS[backend],
+    async () => {
+      const lines: string[] = [];
+      const c = await makeCerts();
+      await using _engine = await serve(HANDLER, {
+        backend,
+        loops: 1,
+        logger: createLogger({ level: "info", format: "json", write: (l) => lines.push(l) }),
+        logLevel: "error",
+        tls: { cert: c.cert, key: c.key },
+      });
+      const line = lines.map((l) => JSON.parse(l)).find((l) => /kernel TLS/.test(l.msg));
+      assert.ok(line, lines.join("\n"));
+      // The probe asks for the ULP, which loads the module where there is one.
+      const ulps = await Deno.readTextFile("/proc/sys/net/ipv4/tcp_available_ulp");
+      assert.equal(line.ktls, /\btls\b/.test(ulps), line.msg);
+      assert.match(
+        line.msg,
+        line.ktls
+          ? /^netloop: kernel TLS not used \(the kernel offers the tls ULP, but .*memory BIOs/
+          : /^netloop: kernel TLS not used \(this kernel has no tls module|failed: E/,
+      );
+    },
+  );
+}
+
 testWith("tls: a missing libssl names the Debian package", [linux, ffi], async () => {
   const code = `import { serve } from "@triad/netloop";
     try { await serve("data:text/javascript,", { backend: "epoll", loops: 1,
