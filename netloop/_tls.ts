@@ -201,6 +201,9 @@ const ALPN_CALLBACK = {
 } as const;
 let server: Server | undefined;
 
+/** `BIO_s_mem()`: a static method table, asked for once. */
+let memMethod: Deno.PointerValue | undefined;
+
 /** Connections whose handshake is running, for the timeout. */
 const handshaking = new Set<TlsConn>();
 
@@ -244,8 +247,9 @@ export class TlsConn implements Conn {
   ) {
     const lib = openssl();
     this.ssl = lib.SSL_new(ctx);
-    const rbio = lib.BIO_new(lib.BIO_s_mem());
-    const wbio = lib.BIO_new(lib.BIO_s_mem());
+    const method = memMethod ??= lib.BIO_s_mem();
+    const rbio = lib.BIO_new(method);
+    const wbio = lib.BIO_new(method);
     if (this.ssl === null || rbio === null || wbio === null) {
       if (rbio !== null) lib.BIO_free(rbio);
       if (wbio !== null) lib.BIO_free(wbio);
@@ -349,8 +353,10 @@ export class TlsConn implements Conn {
     }
     const lib = openssl();
     for (let at = 0; at < bytes.length; at += WRITE_CHUNK) {
-      const chunk = bytes.subarray(at, Math.min(bytes.length, at + WRITE_CHUNK));
-      lib.ERR_clear_error();
+      const chunk = at === 0 && bytes.length <= WRITE_CHUNK
+        ? bytes
+        : bytes.subarray(at, Math.min(bytes.length, at + WRITE_CHUNK));
+      // (No ERR_clear_error first: every failure path empties the queue with takeErrors.)
       const n = lib.SSL_write(this.ssl!, chunk, chunk.length);
       if (n <= 0) {
         this.fail(tlsError(`SSL_write failed: ${takeErrors(lib)}`, "tls_record"), false);
@@ -388,6 +394,8 @@ export class TlsConn implements Conn {
       const n = lib.BIO_read(this.wbio, scratch, scratch.length);
       if (n <= 0) return;
       this.inner.write(scratch.subarray(0, n));
+      // A memory BIO hands over all it holds up to the length asked: a short read emptied it.
+      if (n < scratch.length) return;
     }
   }
 
