@@ -17,12 +17,9 @@
  */
 import { errnoName } from "@triad/core";
 import { errno, libc } from "./_ffi.ts";
-import { encodeSockaddr } from "./_sockaddr.ts";
+import { AF_INET, encodeSockaddr } from "./_sockaddr.ts";
+import { IPPROTO_TCP, SOCK_CLOEXEC, SOCK_STREAM } from "./_socket.ts";
 
-const AF_INET = 2;
-const SOCK_STREAM = 1;
-const SOCK_CLOEXEC = 0x80000;
-const IPPROTO_TCP = 6;
 const TCP_ULP = 31;
 const ENOENT = 2;
 
