@@ -228,6 +228,8 @@ export class TlsConn implements Conn {
   start = 0;
   end = 0;
   early = 0;
+  /** A write emptied the output BIO since `advance` last looked. */
+  drained = false;
   /** Writes made before the handshake finished. */
   pending: Uint8Array[] = [];
   /** We sent close_notify or the peer did: a clean end. */
@@ -363,6 +365,7 @@ export class TlsConn implements Conn {
         return at;
       }
       this.flushOut();
+      this.drained = true;
     }
     return bytes.length;
   }
@@ -486,11 +489,13 @@ export class TlsConn implements Conn {
       result ??= opened;
     }
     const read = this.readPlain();
-    this.flushOut();
+    this.drained = false;
     if (read && this.end > this.start) {
       const r = this.deliver();
       result = r === Action.Shutdown ? r : result ?? r;
     }
+    // What SSL_read wrote (a KeyUpdate's answer, say) left with the handler's first write, if any.
+    if (!this.drained) this.flushOut();
     if (this.peerClosed && !this.closed) {
       this.shutdown = true;
       lib.SSL_shutdown(this.ssl);
@@ -564,7 +569,7 @@ export class TlsConn implements Conn {
     let any = false;
     for (;;) {
       this.reserve(16 * 1024 + 256);
-      const space = this.buf.subarray(this.end);
+      const space = this.end === 0 ? this.buf : this.buf.subarray(this.end);
       const n = lib.SSL_read(this.ssl!, space, space.length);
       if (n > 0) {
         this.end += n;
