@@ -463,7 +463,9 @@ export class TlsConn implements Conn {
       return;
     }
     let result: HandlerResult = undefined;
-    lib.ERR_clear_error();
+    // SSL_get_error needs an empty queue. Failures take their errors, so it nearly always is;
+    // a peek costs ~0.1 µs, ERR_clear_error ~0.5 µs (of a 64 B echo's ~20 µs of server CPU).
+    if (lib.ERR_peek_error() !== 0n) lib.ERR_clear_error();
     if (this.readingEarly) {
       const early = this.readEarly();
       if (early === "failed") return;
