@@ -446,6 +446,51 @@ testWith("tls portable: certificate reload; a bad pair is refused and the old ke
   assert.match(after, /subject=CN ?= ?server2\n/);
 });
 
+testWith(
+  "tls portable: two loops share the port (reusePort) and both reload",
+  [],
+  async () => {
+    // loops > 1 on portable needs --unstable-net: run it in a child that has it.
+    const c = await makeCerts();
+    const code = `import { serve } from "@triad/netloop";
+      import { createLogger } from "@triad/core";
+      const ca = await Deno.readTextFile(${JSON.stringify(c.ca)});
+      const engine = await serve(${JSON.stringify(HANDLER.href)}, { backend: "portable", loops: 2,
+        logger: createLogger({ level: "error" }),
+        tls: { cert: ${JSON.stringify(c.cert)}, key: ${
+      JSON.stringify(c.key)
+    }, minVersion: "1.2" } });
+      const echo = async () => {
+        const conn = await Deno.connectTls({ hostname: "localhost", port: engine.address.port,
+          caCerts: [ca] });
+        await conn.write(new TextEncoder().encode("hi\\n"));
+        const buf = new Uint8Array(16);
+        const n = await conn.read(buf);
+        conn.close();
+        return new TextDecoder().decode(buf.subarray(0, n ?? 0));
+      };
+      const before = await Promise.all(Array.from({ length: 8 }, echo));
+      await engine.reloadTls({ cert: ${JSON.stringify(c.cert2)}, key: ${JSON.stringify(c.key2)} });
+      const after = await Promise.all(Array.from({ length: 8 }, echo));
+      console.log(JSON.stringify({ loops: engine.loops, before, after,
+        stats: await engine.tlsStats() }));
+      await engine.stop();`;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--unstable-net", "--ext=ts", code],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = decoder.decode(out.stdout);
+    assert.ok(out.success, text + decoder.decode(out.stderr));
+    const got = JSON.parse(text);
+    assert.equal(got.loops, 2);
+    assert.deepEqual(got.before, Array(8).fill("hi\n"));
+    assert.deepEqual(got.after, Array(8).fill("hi\n"));
+    assert.equal(got.stats.handshakes, 16);
+  },
+);
+
 testWith("tls: certificate reload; a bad pair is refused and the old kept", [
   linux,
   ffi,

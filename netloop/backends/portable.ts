@@ -178,6 +178,7 @@ export class PortableLoop extends LoopCore {
     keyName: string,
     port: number,
     hostname = this.config.hostname,
+    trial = false,
   ): Deno.TlsListener {
     const tls = this.config.tls!;
     const options: Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem & { reusePort?: boolean } = {
@@ -187,7 +188,7 @@ export class PortableLoop extends LoopCore {
       key,
     };
     if (tls.alpn.length > 0) options.alpnProtocols = tls.alpn;
-    if (this.config.reusePort && this.config.loops > 1 && port !== 0) options.reusePort = true;
+    if (this.config.reusePort && this.config.loops > 1 && !trial) options.reusePort = true;
     try {
       return Deno.listenTls(options);
     } catch (cause) {
@@ -211,7 +212,7 @@ export class PortableLoop extends LoopCore {
     if (this.config.tls === undefined || this.listener === undefined) {
       throw new NetloopError("This engine does not serve TLS", { code: "bad_option" });
     }
-    this.listenTls(cert, key, certName, keyName, 0, "127.0.0.1").close();
+    this.listenTls(cert, key, certName, keyName, 0, "127.0.0.1", true).close();
     this.listener.close();
     await this.accepting;
     // The old socket goes once Deno has dropped its cancelled accept: a few turns at most.
