@@ -60,8 +60,10 @@ export interface ServeOptions {
   logLevel?: LogLevel;
   /**
    * Serve TLS (TCP only): every accepted connection does a TLS handshake on the loop (system
-   * OpenSSL, `libssl3`), and the handler sees plaintext, with {@linkcode Conn.tls}. `onOpen`
-   * runs once the handshake is done (or when 0-RTT early data arrives).
+   * OpenSSL, `libssl3`, on `uring` and `epoll`; `Deno.listenTls` on `portable`, which refuses
+   * `earlyData` and `sessionTickets: false` and tells only the ALPN protocol), and the handler
+   * sees plaintext, with {@linkcode Conn.tls}. `onOpen` runs once the handshake is done (or when
+   * 0-RTT early data arrives).
    */
   tls?: ServeTlsOptions;
 }
