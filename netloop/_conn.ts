@@ -7,6 +7,7 @@
 import type { SocketAddress } from "@triad/core";
 import type { Conn } from "./conn.ts";
 import type { ConnHandler } from "./event_handler.ts";
+import type { TlsInfo } from "./tls.ts";
 import type { LoopCore } from "./_loop.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -83,6 +84,8 @@ export class ConnImpl implements Conn {
   recvBuffer: Uint8Array | null = null;
   /** Anything else a backend keeps per connection. */
   backendState: unknown = undefined;
+  /** What TLS negotiated, when the backend terminates it itself (portable). */
+  tls?: TlsInfo;
 
   private cur: Uint8Array = EMPTY;
   private start = 0;

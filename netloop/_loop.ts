@@ -28,6 +28,7 @@ import { NetloopError } from "./errors.ts";
 import { ConnImpl, type PacketConn, State } from "./_conn.ts";
 import { decodeSockaddr } from "./_sockaddr.ts";
 import { dialTls, expireHandshakes, type LoopTlsConfig } from "./_tls.ts";
+import type { DialTlsOptions } from "./tls.ts";
 
 /** Microtask turns {@linkcode LoopCore.settle} gives handlers' promise callbacks. */
 const SETTLE_AWAITS = 4;
@@ -338,12 +339,7 @@ export abstract class LoopCore implements Loop {
   dial(options: DialOptions): Conn {
     if (options.tls !== undefined) {
       const { tls } = options;
-      return dialTls(
-        this,
-        { ...options, tls },
-        this.mergeHandler(options.handler),
-        (o) => this.dial(o),
-      );
+      return this.dialTls({ ...options, tls }, this.mergeHandler(options.handler));
     }
     const address = typeof options.address === "string"
       ? parseSocketAddress(options.address)
@@ -363,10 +359,15 @@ export abstract class LoopCore implements Loop {
     return conn;
   }
 
+  /** Dials a TLS connection: OpenSSL over the loop's socket (the portable backend overrides). */
+  protected dialTls(options: DialOptions & { tls: DialTlsOptions }, handler: ConnHandler): Conn {
+    return dialTls(this, options, handler, (o) => this.dial(o));
+  }
+
   /** Merged dial handlers by the handler passed to dial (a proxy passes one for every query). */
   private readonly merged = new WeakMap<ConnHandler, ConnHandler>();
 
-  private mergeHandler(over: ConnHandler | undefined): ConnHandler {
+  protected mergeHandler(over: ConnHandler | undefined): ConnHandler {
     const base = this.userHandler;
     if (over === undefined) return base;
     let merged = this.merged.get(over);

@@ -9,7 +9,7 @@ import { NetloopError } from "./errors.ts";
 import { AF_INET, AF_INET6, decodeSockaddr, encodeSockaddr, SOCKADDR_MAX } from "./_sockaddr.ts";
 
 /** Socket constants (Linux, all architectures netloop supports). */
-const SOCK_STREAM = 1;
+export const SOCK_STREAM = 1;
 /** SOCK_DGRAM. */
 const SOCK_DGRAM = 2;
 /** SOCK_NONBLOCK. */
@@ -24,7 +24,8 @@ const SO_SNDBUFFORCE = 32;
 const SO_RCVBUFFORCE = 33;
 const SO_REUSEPORT = 15;
 const SO_ERROR = 4;
-const IPPROTO_TCP = 6;
+/** IPPROTO_TCP. */
+export const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;

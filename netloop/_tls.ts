@@ -48,8 +48,8 @@ const EMPTY = new Uint8Array(0);
 const shared = new Uint8Array(64 * 1024);
 const sizeOutBytes = new Uint8Array(sizeOut.buffer);
 
-/** Per-Worker counters (one loop per Worker). */
-const stats: TlsStats = emptyTlsStats();
+/** Per-Worker counters (one loop per Worker); the portable backend counts into them too. */
+export const stats: TlsStats = emptyTlsStats();
 
 /** Counters at zero. */
 export function emptyTlsStats(): TlsStats {
@@ -201,6 +201,9 @@ const ALPN_CALLBACK = {
 } as const;
 let server: Server | undefined;
 
+/** `BIO_s_mem()`: a static method table, asked for once. */
+let memMethod: Deno.PointerValue | undefined;
+
 /** Connections whose handshake is running, for the timeout. */
 const handshaking = new Set<TlsConn>();
 
@@ -225,6 +228,8 @@ export class TlsConn implements Conn {
   start = 0;
   end = 0;
   early = 0;
+  /** A write emptied the output BIO since `advance` last looked. */
+  drained = false;
   /** Writes made before the handshake finished. */
   pending: Uint8Array[] = [];
   /** We sent close_notify or the peer did: a clean end. */
@@ -244,8 +249,9 @@ export class TlsConn implements Conn {
   ) {
     const lib = openssl();
     this.ssl = lib.SSL_new(ctx);
-    const rbio = lib.BIO_new(lib.BIO_s_mem());
-    const wbio = lib.BIO_new(lib.BIO_s_mem());
+    const method = memMethod ??= lib.BIO_s_mem();
+    const rbio = lib.BIO_new(method);
+    const wbio = lib.BIO_new(method);
     if (this.ssl === null || rbio === null || wbio === null) {
       if (rbio !== null) lib.BIO_free(rbio);
       if (wbio !== null) lib.BIO_free(wbio);
@@ -349,14 +355,17 @@ export class TlsConn implements Conn {
     }
     const lib = openssl();
     for (let at = 0; at < bytes.length; at += WRITE_CHUNK) {
-      const chunk = bytes.subarray(at, Math.min(bytes.length, at + WRITE_CHUNK));
-      lib.ERR_clear_error();
+      const chunk = at === 0 && bytes.length <= WRITE_CHUNK
+        ? bytes
+        : bytes.subarray(at, Math.min(bytes.length, at + WRITE_CHUNK));
+      // (No ERR_clear_error first: every failure path empties the queue with takeErrors.)
       const n = lib.SSL_write(this.ssl!, chunk, chunk.length);
       if (n <= 0) {
         this.fail(tlsError(`SSL_write failed: ${takeErrors(lib)}`, "tls_record"), false);
         return at;
       }
       this.flushOut();
+      this.drained = true;
     }
     return bytes.length;
   }
@@ -388,6 +397,8 @@ export class TlsConn implements Conn {
       const n = lib.BIO_read(this.wbio, scratch, scratch.length);
       if (n <= 0) return;
       this.inner.write(scratch.subarray(0, n));
+      // A memory BIO hands over all it holds up to the length asked: a short read emptied it.
+      if (n < scratch.length) return;
     }
   }
 
@@ -452,7 +463,9 @@ export class TlsConn implements Conn {
       return;
     }
     let result: HandlerResult = undefined;
-    lib.ERR_clear_error();
+    // SSL_get_error needs an empty queue. Failures take their errors, so it nearly always is;
+    // a peek costs ~0.1 µs, ERR_clear_error ~0.5 µs (of a 64 B echo's ~20 µs of server CPU).
+    if (lib.ERR_peek_error() !== 0n) lib.ERR_clear_error();
     if (this.readingEarly) {
       const early = this.readEarly();
       if (early === "failed") return;
@@ -478,11 +491,13 @@ export class TlsConn implements Conn {
       result ??= opened;
     }
     const read = this.readPlain();
-    this.flushOut();
+    this.drained = false;
     if (read && this.end > this.start) {
       const r = this.deliver();
       result = r === Action.Shutdown ? r : result ?? r;
     }
+    // What SSL_read wrote (a KeyUpdate's answer, say) left with the handler's first write, if any.
+    if (!this.drained) this.flushOut();
     if (this.peerClosed && !this.closed) {
       this.shutdown = true;
       lib.SSL_shutdown(this.ssl);
@@ -556,7 +571,7 @@ export class TlsConn implements Conn {
     let any = false;
     for (;;) {
       this.reserve(16 * 1024 + 256);
-      const space = this.buf.subarray(this.end);
+      const space = this.end === 0 ? this.buf : this.buf.subarray(this.end);
       const n = lib.SSL_read(this.ssl!, space, space.length);
       if (n > 0) {
         this.end += n;

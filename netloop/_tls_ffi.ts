@@ -95,6 +95,7 @@ const CRYPTO_SYMBOLS = {
   X509_VERIFY_PARAM_set1_ip_asc: { parameters: ["pointer", "buffer"], result: "i32" },
   X509_verify_cert_error_string: { parameters: ["i64"], result: "pointer" },
   ERR_get_error: { parameters: [], result: "u64" },
+  ERR_peek_error: { parameters: [], result: "u64" },
   ERR_error_string_n: { parameters: ["u64", "buffer", "usize"], result: "void" },
   ERR_clear_error: { parameters: [], result: "void" },
 } as const;

@@ -70,7 +70,8 @@ async function start(config: LoopConfig, handlerUrl: string): Promise<void> {
   const module = await import(handlerUrl);
   const user: EventHandler = (module.default ?? module) as EventHandler;
   let handler = user;
-  if (config.tls !== undefined) {
+  if (config.tls !== undefined && config.backend !== "portable") {
+    // portable terminates TLS with Deno.listenTls itself (backends/portable.ts).
     const { tlsServerHandler } = await import("./_tls.ts");
     handler = tlsServerHandler(user, config.tls);
   }
@@ -122,7 +123,12 @@ async function tlsControl(message: Extract<ToLoop, { type: "tls" }>): Promise<Fr
   const tls = await import("./_tls.ts");
   try {
     if (message.op === "reload") {
-      tls.reloadServer(message.cert, message.key, message.certName, message.keyName);
+      const portable = loop as LoopCore & {
+        reloadTls?(cert: string, key: string, certName: string, keyName: string): Promise<void>;
+      };
+      if (portable?.reloadTls !== undefined) {
+        await portable.reloadTls(message.cert, message.key, message.certName, message.keyName);
+      } else tls.reloadServer(message.cert, message.key, message.certName, message.keyName);
     }
     return { type: "tls", id: message.id, stats: tls.tlsStats() };
   } catch (error) {

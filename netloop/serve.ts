@@ -63,8 +63,10 @@ export interface ServeOptions {
   logLevel?: LogLevel;
   /**
    * Serve TLS (TCP only): every accepted connection does a TLS handshake on the loop (system
-   * OpenSSL, `libssl3`), and the handler sees plaintext, with {@linkcode Conn.tls}. `onOpen`
-   * runs once the handshake is done (or when 0-RTT early data arrives).
+   * OpenSSL, `libssl3`, on `uring` and `epoll`; `Deno.listenTls` on `portable`, which refuses
+   * `earlyData` and `sessionTickets: false` and tells only the ALPN protocol), and the handler
+   * sees plaintext, with {@linkcode Conn.tls}. `onOpen` runs once the handshake is done (or when
+   * 0-RTT early data arrives).
    */
   tls?: ServeTlsOptions;
 }
@@ -87,7 +89,11 @@ function pemSource(what: "cert" | "key", value: string): { text: string; name: s
   }
 }
 
-async function resolveTls(tls: ServeTlsOptions): Promise<LoopTlsConfig> {
+async function resolveTls(
+  tls: ServeTlsOptions,
+  backend: BackendName,
+  logger: Logger,
+): Promise<LoopTlsConfig> {
   const cert = pemSource("cert", tls.cert);
   const key = pemSource("key", tls.key);
   const minVersion = tls.minVersion ?? "1.3";
@@ -118,7 +124,35 @@ async function resolveTls(tls: ServeTlsOptions): Promise<LoopTlsConfig> {
   };
   const { alpnWire, checkServerConfig } = await import("./_tls.ts");
   alpnWire(config.alpn);
-  checkServerConfig(config);
+  if (backend === "portable") {
+    // Deno.listenTls (rustls) checks the pair when each loop listens; what it cannot do is
+    // refused here rather than silently left out.
+    if (early > 0) {
+      throw new NetloopError(
+        "Option tls.earlyData: the portable backend (Deno.listenTls) offers no 0-RTT early data; " +
+          'use backend "uring" or "epoll"',
+        { code: "bad_option" },
+      );
+    }
+    if (tls.sessionTickets === false) {
+      throw new NetloopError(
+        "Option tls.sessionTickets: the portable backend (Deno.listenTls) always lets clients " +
+          'resume and cannot turn it off; use backend "uring" or "epoll"',
+        { code: "bad_option" },
+      );
+    }
+    if (minVersion === "1.3") {
+      logger.warn(
+        "netloop: portable backend: Deno.listenTls also accepts TLS 1.2 clients; " +
+          'tls.minVersion "1.3" is not enforced (use backend "uring" or "epoll" for that)',
+      );
+    }
+  } else {
+    checkServerConfig(config);
+    const { ktlsLine, probeKtls } = await import("./_ktls.ts");
+    const probe = probeKtls();
+    logger.info(ktlsLine(probe), { ktls: probe.available });
+  }
   return config;
 }
 
@@ -244,8 +278,10 @@ export class Engine implements AsyncDisposable {
       certName: cert.name,
       keyName: key.name,
     };
-    const { checkServerConfig } = await import("./_tls.ts");
-    checkServerConfig(next);
+    if (this.backend !== "portable") {
+      const { checkServerConfig } = await import("./_tls.ts");
+      checkServerConfig(next);
+    }
     const replies = await this.#askTls({
       op: "reload",
       cert: next.cert,
@@ -463,7 +499,7 @@ export async function serve(handler: string | URL, options: ServeOptions = {}): 
         code: "bad_option",
       });
     }
-    tls = await resolveTls(options.tls);
+    tls = await resolveTls(options.tls, choice.backend, logger);
   }
   logger.info(`netloop: ${choice.backend} backend (${reason})`, {
     backend: choice.backend,

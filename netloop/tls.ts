@@ -15,15 +15,24 @@ export interface ServeTlsOptions {
    * with none of them is refused (`no_application_protocol`); one that offers none gets none.
    */
   alpn?: string[];
-  /** Issue session tickets so clients can resume (shared by every loop). @default {true} */
+  /**
+   * Issue session tickets so clients can resume (shared by every loop). The `portable` backend
+   * (`Deno.listenTls`) always resumes from its own session cache, so `false` is refused there.
+   * @default {true}
+   */
   sessionTickets?: boolean;
   /**
    * Accept TLS 1.3 0-RTT early data (up to 16 KiB, or this many bytes). Early data can be
    * replayed by an attacker: accept it only for requests that are safe to run twice. Bytes that
-   * arrived as early data are counted in {@linkcode TlsInfo.earlyBytes}. @default {false}
+   * arrived as early data are counted in {@linkcode TlsInfo.earlyBytes}. Refused on the
+   * `portable` backend (`Deno.listenTls` offers no 0-RTT). @default {false}
    */
   earlyData?: boolean | number;
-  /** The lowest protocol version: `"1.3"`, or `"1.2"` to also speak TLS 1.2. @default {"1.3"} */
+  /**
+   * The lowest protocol version: `"1.3"`, or `"1.2"` to also speak TLS 1.2. The `portable`
+   * backend (`Deno.listenTls`) always speaks both, whatever this says (it logs a warning when
+   * `"1.3"` is asked for). @default {"1.3"}
+   */
   minVersion?: "1.2" | "1.3";
   /** Close a connection whose handshake has not finished in this long (ms or `"10s"`). @default {10000} */
   handshakeTimeout?: number | string;
@@ -41,16 +50,23 @@ export interface DialTlsOptions {
   handshakeTimeout?: number;
 }
 
-/** What was negotiated on a TLS connection ({@linkcode Conn.tls}). */
+/**
+ * What was negotiated on a TLS connection ({@linkcode Conn.tls}). On the `portable` backend
+ * (`Deno.listenTls`/`Deno.startTls`, which tell only the ALPN protocol) `protocol`, `cipher` and
+ * `resumed` are `undefined`: unknown there.
+ */
 export interface TlsInfo {
-  /** `"TLSv1.3"` or `"TLSv1.2"`. */
-  readonly protocol: string;
+  /** `"TLSv1.3"` or `"TLSv1.2"`; `undefined` when the backend cannot tell (`portable`). */
+  readonly protocol: string | undefined;
   /** The ALPN protocol agreed, or `undefined`. */
   readonly alpn: string | undefined;
-  /** The cipher suite, as OpenSSL names it (`"TLS_AES_256_GCM_SHA384"`). */
-  readonly cipher: string;
-  /** Whether the session was resumed from a ticket. */
-  readonly resumed: boolean;
+  /**
+   * The cipher suite, as OpenSSL names it (`"TLS_AES_256_GCM_SHA384"`); `undefined` when the
+   * backend cannot tell (`portable`).
+   */
+  readonly cipher: string | undefined;
+  /** Whether the session was resumed from a ticket; `undefined` when unknown (`portable`). */
+  readonly resumed: boolean | undefined;
   /** Whether the peer's 0-RTT early data was accepted. */
   readonly earlyDataAccepted: boolean;
   /**

@@ -1,19 +1,28 @@
 /**
  * The portable backend: `Deno.listen` for TCP and `node:dgram` for UDP, for macOS, Windows and runs
  * without `--allow-ffi`. Every connection has its own read loop; writes are gathered per turn of
- * the event loop (a microtask) and sent by one writer per connection.
+ * the event loop (a microtask) and sent by one writer per connection. TLS is Deno's own
+ * (`Deno.listenTls`, `Deno.startTls`: rustls), not the OpenSSL layer the other backends use.
  *
  * @module
  */
 import dgram from "node:dgram";
-import { ipFamily, type SocketAddress } from "@triad/core";
+import { ipFamily, parseSocketAddress, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
 import { LoopCore } from "../_loop.ts";
 import { NetloopError } from "../errors.ts";
+import type { Conn } from "../conn.ts";
+import type { ConnHandler, DialOptions } from "../event_handler.ts";
+import type { DialTlsOptions, TlsInfo } from "../tls.ts";
+import { stats as tlsCounters } from "../_tls.ts";
 
 interface PortableState {
-  tcp?: Deno.TcpConn;
+  tcp?: Deno.TcpConn | Deno.TlsConn;
   udp?: dgram.Socket;
+  /** A TLS connection (counted in `live` until it is finished). */
+  tls?: boolean;
+  /** A dialed TLS connection whose handshake runs (closed if the loop stops first). */
+  handshaking?: Deno.TlsConn | undefined;
   writing: boolean;
   resume?: () => void;
   reading?: Promise<void>;
@@ -76,9 +85,35 @@ function state(conn: ConnImpl): PortableState {
   return conn.backendState as PortableState;
 }
 
+/** What Deno tells of a TLS handshake: the ALPN protocol; the rest is unknown here. */
+function tlsInfo(handshake: Deno.TlsHandshakeInfo): TlsInfo {
+  return {
+    protocol: undefined,
+    alpn: handshake.alpnProtocol ?? undefined,
+    cipher: undefined,
+    resumed: undefined,
+    earlyDataAccepted: false,
+    earlyBytes: 0,
+  };
+}
+
+/** A Deno TLS error that means the peer left in the middle of the handshake or a record. */
+function isTruncation(error: unknown): boolean {
+  return error instanceof Deno.errors.UnexpectedEof ||
+    (error instanceof Error && /eof|close_notify/i.test(error.message));
+}
+
+function addressText(a: SocketAddress): string {
+  return a.family === 6 ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
 /** A loop on Deno's own networking. */
 export class PortableLoop extends LoopCore {
-  private listener: Deno.TcpListener | undefined;
+  private listener: Deno.TcpListener | Deno.TlsListener | undefined;
+  /** The accept loop running. */
+  private accepting: Promise<void> = Promise.resolve();
+  /** Accepted TLS connections whose handshake runs (closed if the loop stops first). */
+  private readonly handshaking = new Set<Deno.TlsConn>();
   private udp: dgram.Socket | undefined;
   private flushScheduled = false;
   private stopped!: () => void;
@@ -88,9 +123,14 @@ export class PortableLoop extends LoopCore {
   override async listen(): Promise<void> {
     const { hostname, port, network } = this.config;
     if (network === "tcp") {
-      const options: Deno.TcpListenOptions & { reusePort?: boolean } = { hostname, port };
-      if (this.config.reusePort && this.config.loops > 1) options.reusePort = true;
-      this.listener = Deno.listen(options) as Deno.TcpListener;
+      const tls = this.config.tls;
+      if (tls !== undefined) {
+        this.listener = this.listenTls(tls.cert, tls.key, tls.certName, tls.keyName, port);
+      } else {
+        const options: Deno.TcpListenOptions & { reusePort?: boolean } = { hostname, port };
+        if (this.config.reusePort && this.config.loops > 1) options.reusePort = true;
+        this.listener = Deno.listen(options) as Deno.TcpListener;
+      }
       this.address = toAddress(this.listener.addr);
       this.reserve = new NullReserve();
       this.reserve.fill();
@@ -126,6 +166,70 @@ export class PortableLoop extends LoopCore {
     this.udp = socket;
   }
 
+  /**
+   * A `Deno.listenTls` listener on the loop's address.
+   *
+   * @throws {NetloopError} `bad_tls` when Deno refuses the pair (naming both files).
+   */
+  private listenTls(
+    cert: string,
+    key: string,
+    certName: string,
+    keyName: string,
+    port: number,
+    hostname = this.config.hostname,
+    trial = false,
+  ): Deno.TlsListener {
+    const tls = this.config.tls!;
+    const options: Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem & { reusePort?: boolean } = {
+      hostname,
+      port,
+      cert,
+      key,
+    };
+    if (tls.alpn.length > 0) options.alpnProtocols = tls.alpn;
+    if (this.config.reusePort && this.config.loops > 1 && !trial) options.reusePort = true;
+    try {
+      return Deno.listenTls(options);
+    } catch (cause) {
+      if (cause instanceof Deno.errors.AddrInUse || cause instanceof Deno.errors.NotCapable) {
+        throw cause;
+      }
+      throw new NetloopError(
+        `TLS certificate ${certName} and key ${keyName} refused by Deno.listenTls: ` +
+          (cause as Error).message,
+        { code: "bad_tls", cause },
+      );
+    }
+  }
+
+  /**
+   * Swaps the certificate and key: the pair is tried on a throwaway listener first (a bad one
+   * leaves the old listener in place), then the listener is replaced (new connections are
+   * refused for the moment between the two, unless another loop shares the port).
+   */
+  async reloadTls(cert: string, key: string, certName: string, keyName: string): Promise<void> {
+    if (this.config.tls === undefined || this.listener === undefined) {
+      throw new NetloopError("This engine does not serve TLS", { code: "bad_option" });
+    }
+    this.listenTls(cert, key, certName, keyName, 0, "127.0.0.1", true).close();
+    this.listener.close();
+    await this.accepting;
+    // The old socket goes once Deno has dropped its cancelled accept: a few turns at most.
+    let next: Deno.TlsListener | undefined;
+    for (let attempt = 0; next === undefined; attempt++) {
+      try {
+        next = this.listenTls(cert, key, certName, keyName, this.address.port);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.AddrInUse) || attempt >= 100) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    }
+    this.config.tls = { ...this.config.tls, cert, key, certName, keyName };
+    this.listener = next;
+    this.accepting = this.acceptLoop(next);
+  }
+
   /** A one-off timer for a tick {@linkcode LoopCore.tickWithin} moved before the interval's. */
   private soonTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -140,7 +244,7 @@ export class PortableLoop extends LoopCore {
   }
 
   override async run(): Promise<void> {
-    if (this.listener !== undefined) this.acceptLoop(this.listener);
+    if (this.listener !== undefined) this.accepting = this.acceptLoop(this.listener);
     const every = Math.min(this.config.tickMs ?? Infinity, this.config.idleTimeoutMs ?? Infinity);
     const timer = Number.isFinite(every)
       ? setInterval(() => {
@@ -154,6 +258,11 @@ export class PortableLoop extends LoopCore {
     try {
       this.listener?.close();
     } catch { /* already closed */ }
+    for (const tls of this.handshaking) {
+      try {
+        tls.close();
+      } catch { /* already closed */ }
+    }
     if (this.udp !== undefined) {
       await new Promise<void>((resolve) => this.udp!.close(() => resolve()));
     }
@@ -167,13 +276,14 @@ export class PortableLoop extends LoopCore {
     this.stopped();
   }
 
-  private async acceptLoop(listener: Deno.TcpListener): Promise<void> {
-    while (!this.stopping) {
-      let tcp: Deno.TcpConn;
+  private async acceptLoop(listener: Deno.TcpListener | Deno.TlsListener): Promise<void> {
+    while (!this.stopping && listener === this.listener) {
+      let tcp: Deno.TcpConn | Deno.TlsConn;
       try {
         tcp = await listener.accept();
       } catch (error) {
-        if (this.stopping || error instanceof Deno.errors.BadResource) return;
+        if (this.stopping || listener !== this.listener) return;
+        if (error instanceof Deno.errors.BadResource) return;
         const code = exhaustionCode(error);
         if (code !== undefined) {
           // Accepting again at once would fail again at once: wait for a close or the pause.
@@ -191,8 +301,12 @@ export class PortableLoop extends LoopCore {
         tcp.close();
         return;
       }
+      if (this.config.tls !== undefined) {
+        this.track(this.tlsAccepted(tcp as Deno.TlsConn));
+        continue;
+      }
       try {
-        tcp.setNoDelay(true);
+        (tcp as Deno.TcpConn).setNoDelay(true);
       } catch { /* not fatal */ }
       const conn = new ConnImpl(this, "tcp", this.handler, false, toAddress(tcp.remoteAddr));
       conn.backendState = { tcp, writing: false } satisfies PortableState;
@@ -200,6 +314,148 @@ export class PortableLoop extends LoopCore {
       this.flushDirty();
       this.startReading(conn);
     }
+  }
+
+  /**
+   * Runs an accepted connection's TLS handshake (Deno's), then opens it to the handler. A
+   * failure, a timeout or an early end closes that connection alone, counted.
+   */
+  private async tlsAccepted(tls: Deno.TlsConn): Promise<void> {
+    const timeoutMs = this.config.tls!.handshakeTimeoutMs;
+    tlsCounters.live++;
+    this.handshaking.add(tls);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        tls.close();
+      } catch { /* already closed */ }
+    }, timeoutMs);
+    let info: Deno.TlsHandshakeInfo;
+    try {
+      info = await tls.handshake();
+    } catch (error) {
+      if (!this.stopping) {
+        if (timedOut) tlsCounters.handshakeTimeouts++;
+        else if (isTruncation(error)) tlsCounters.truncated++;
+        else tlsCounters.handshakeErrors++;
+        this.logger.debug("TLS handshake failed", { error });
+      }
+      try {
+        tls.close();
+      } catch { /* already closed */ }
+      tlsCounters.live--;
+      return;
+    } finally {
+      clearTimeout(timer);
+      this.handshaking.delete(tls);
+    }
+    if (this.stopping) {
+      tls.close();
+      tlsCounters.live--;
+      return;
+    }
+    tlsCounters.handshakes++;
+    const conn = new ConnImpl(this, "tcp", this.handler, false, toAddress(tls.remoteAddr));
+    conn.backendState = { tcp: tls, writing: false, tls: true } satisfies PortableState;
+    conn.tls = tlsInfo(info);
+    this.opened(conn);
+    this.flushDirty();
+    this.startReading(conn);
+  }
+
+  /** A TLS dial on Deno's client (`Deno.connect`, then `Deno.startTls`). */
+  protected override dialTls(
+    options: DialOptions & { tls: DialTlsOptions },
+    handler: ConnHandler,
+  ): Conn {
+    if (options.network !== "tcp") {
+      throw new NetloopError(`TLS needs network "tcp", got "${options.network}"`, {
+        code: "bad_option",
+      });
+    }
+    const address = typeof options.address === "string"
+      ? parseSocketAddress(options.address)
+      : options.address;
+    const conn = new ConnImpl(this, "tcp", handler, false, address);
+    conn.state = State.Connecting;
+    if (options.context !== undefined) conn.context = options.context;
+    conn.lastActive = this.now;
+    this.conns.add(conn);
+    const st: PortableState = { writing: false, tls: true };
+    conn.backendState = st;
+    tlsCounters.live++;
+    const { serverName, ca, alpn } = options.tls;
+    const timeoutMs = options.tls.handshakeTimeout ?? 10_000;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        st.handshaking?.close();
+      } catch { /* already closed */ }
+    }, timeoutMs);
+    const handshake = async (): Promise<void> => {
+      const tcp = await Deno.connect({ hostname: address.address, port: address.port });
+      if (conn.state !== State.Connecting || timedOut) {
+        tcp.close();
+        throw new Error("closed before the handshake");
+      }
+      tcp.setNoDelay(true);
+      const tls = await Deno.startTls(tcp, {
+        hostname: serverName ?? address.address,
+        ...(ca === undefined ? {} : { caCerts: [ca] }),
+        ...(alpn === undefined || alpn.length === 0 ? {} : { alpnProtocols: alpn }),
+      });
+      st.handshaking = tls;
+      if (conn.state !== State.Connecting || timedOut) {
+        tls.close();
+        throw new Error("closed before the handshake");
+      }
+      const info = await tls.handshake();
+      st.handshaking = undefined;
+      if (conn.state !== State.Connecting) {
+        tls.close();
+        return;
+      }
+      st.tcp = tls;
+      conn.tls = tlsInfo(info);
+      tlsCounters.handshakes++;
+      this.opened(conn);
+      this.markDirty(conn);
+      this.startReading(conn);
+    };
+    this.track(
+      handshake().then(() => clearTimeout(timer), (error) => {
+        clearTimeout(timer);
+        try {
+          st.handshaking?.close();
+        } catch { /* already closed */ }
+        st.handshaking = undefined;
+        if (conn.state === State.Closed) return;
+        let failure: NetloopError;
+        if (timedOut) {
+          tlsCounters.handshakeTimeouts++;
+          failure = new NetloopError(
+            `TLS handshake with ${addressText(address)} did not finish in time`,
+            { code: "tls_handshake_timeout", cause: error },
+          );
+        } else {
+          tlsCounters.handshakeErrors++;
+          failure = new NetloopError(
+            `TLS handshake with ${addressText(address)} failed: ${(error as Error).message}`,
+            { code: "tls_handshake", cause: error },
+          );
+        }
+        this.finish(conn, failure);
+      }),
+    );
+    return conn;
+  }
+
+  /** Keeps a connection's task until it ends, so that stopping waits for it. */
+  private track(task: Promise<void>): void {
+    this.readers.add(task);
+    task.finally(() => this.readers.delete(task));
   }
 
   /** Wakes {@linkcode acceptPause} (a descriptor came free, or the loop stops). */
@@ -225,9 +481,7 @@ export class PortableLoop extends LoopCore {
   }
 
   private startReading(conn: ConnImpl): void {
-    const reading = this.readLoop(conn);
-    this.readers.add(reading);
-    reading.finally(() => this.readers.delete(reading));
+    this.track(this.readLoop(conn));
   }
 
   private async readLoop(conn: ConnImpl): Promise<void> {
@@ -242,7 +496,13 @@ export class PortableLoop extends LoopCore {
       try {
         n = await tcp.read(buffer);
       } catch (error) {
-        if (conn.state < State.Closing) this.finish(conn, error as Error);
+        if (conn.state < State.Closing) {
+          if (state(conn).tls) {
+            if (isTruncation(error)) tlsCounters.truncated++;
+            else if (error instanceof Deno.errors.InvalidData) tlsCounters.recordErrors++;
+          }
+          this.finish(conn, error as Error);
+        }
         return;
       }
       if (n === null) {
@@ -329,6 +589,13 @@ export class PortableLoop extends LoopCore {
     try {
       st?.tcp?.close();
     } catch { /* already closed */ }
+    try {
+      st?.handshaking?.close();
+    } catch { /* already closed */ }
+    if (st?.tls) {
+      st.tls = false;
+      tlsCounters.live--;
+    }
     try {
       st?.udp?.close();
     } catch { /* already closed */ }
