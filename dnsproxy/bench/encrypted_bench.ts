@@ -128,6 +128,7 @@ async function dotSteadyState(peer: Peer, clients: number, files: Files): Promis
   const marks: { time: number; qps: number; server: number; client: number }[] = [];
   let text = "";
   let pending = "";
+  const errors = new Response(child.stderr).text();
   const killer = setTimeout(() => child.kill("SIGKILL"), (SECONDS + WARMUP_SECONDS + 5) * 1000);
   for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
     text += chunk;
@@ -147,9 +148,9 @@ async function dotSteadyState(peer: Peer, clients: number, files: Files): Promis
       } catch { /* dnsperf exited between the line and the read */ }
     }
   }
-  const { stderr } = await child.output().catch(() => ({ stderr: new Uint8Array() }));
+  text += await errors;
+  await child.status;
   clearTimeout(killer);
-  text += new TextDecoder().decode(stderr);
   const handshakesAfter = await handshakes(peer);
   // marks[0] closes the warm-up second; the intervals after it are the steady state.
   const steady = marks.slice(WARMUP_SECONDS - 1);
