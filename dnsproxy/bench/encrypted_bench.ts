@@ -1,7 +1,10 @@
 /**
  * `deno task bench:dns --transport dot|doh`: cache-hit queries/s and server CPU per query over DNS
  * over TLS (dnsperf `-m dot`) or over HTTPS (h2load, GET and POST, HTTP/2), at 1 and at 100
- * concurrent client connections, against this proxy (netloop backend and builtin), dnsdist and
+ * concurrent client connections. DoT is measured at steady state: dnsperf opens its connections
+ * once, runs one second more than `--seconds`, and that first second (connecting and handshaking)
+ * is left out of the rate and of the server's CPU; the proxy's handshake counter shows that each
+ * connection handshook once. Servers: this proxy (netloop backend and builtin), dnsdist and
  * unbound (answering its own local zone), all behind or being the same unbound. For DoH the
  * `deno-serve-floor` peer (`doh_floor.ts`: `Deno.serve` answering a fixed message) shows what
  * Deno's HTTP/2 server costs before any DNS work.
@@ -42,11 +45,15 @@ const LOAD_CPU = "1";
 const TICKS_PER_SECOND = 100;
 const CONCURRENCY = [1, 100];
 const METHODS = TRANSPORT === "dot" ? ["dot"] : ["GET", "POST"];
+/** DoT: seconds of dnsperf's run left out (connecting and handshaking), before `SECONDS` measured. */
+const WARMUP_SECONDS = 1;
 
 interface Peer {
   name: string;
   port: number;
   pid: number;
+  /** The proxy's /metrics address (its TLS handshake counter). */
+  metrics?: string;
   stop: () => Promise<void>;
 }
 
@@ -54,6 +61,8 @@ interface Run {
   qps: number;
   cpuUsPerQuery: number;
   clientBusy: number;
+  /** TLS handshakes the server counted during the run (the proxy only; NaN for others). */
+  handshakes: number;
 }
 
 /** Runs the load generator on LOAD_CPU; returns its output, answered count and own CPU share. */
@@ -79,13 +88,21 @@ async function load(args: string[]): Promise<{ text: string; clientBusy: number 
   return { text, clientBusy };
 }
 
-async function measure(peer: Peer, method: string, clients: number, files: Files): Promise<Run> {
-  const before = cpuTicks(peer.pid);
-  let answered: number;
-  let qps: number;
-  let clientBusy: number;
-  if (method === "dot") {
-    const out = await load([
+/**
+ * DoT at steady state: dnsperf keeps `clients` connections open for the whole run (it reconnects
+ * only when the server closes one, counted below) and reports its rate every second (`-S 1`). The
+ * first second, when it connects and handshakes all of them (one after another, driven by its
+ * single sending thread), is left out of both the rate and the server's CPU: what is measured is
+ * queries served on connections already open, as a client's pool of DoT connections sees it.
+ */
+async function dotSteadyState(peer: Peer, clients: number, files: Files): Promise<Run> {
+  const handshakesBefore = await handshakes(peer);
+  const child = new Deno.Command("taskset", {
+    args: [
+      "-c",
+      LOAD_CPU,
+      "stdbuf",
+      "-oL",
       "dnsperf",
       "-m",
       "dot",
@@ -97,40 +114,109 @@ async function measure(peer: Peer, method: string, clients: number, files: Files
       files.dnsperf,
       "-c",
       String(clients),
-      "-l",
-      String(SECONDS),
       "-q",
       String(Math.max(100, clients * 10)),
-    ]); // deno-fmt-ignore
-    answered = Number(/Queries completed:\s+(\d+)/.exec(out.text)?.[1] ?? NaN);
-    qps = Number(/Queries per second:\s+([\d.]+)/.exec(out.text)?.[1] ?? NaN);
-    clientBusy = out.clientBusy;
-  } else {
-    const url = `https://127.0.0.1:${peer.port}/dns-query`;
-    const args = [
-      "h2load",
-      "-D",
-      String(SECONDS),
-      "-c",
-      String(clients),
-      "-m",
-      "10",
-      "-H",
-      "accept: application/dns-message",
-    ]; // deno-fmt-ignore
-    if (method === "POST") {
-      args.push("-d", files.post, "-H", "content-type: application/dns-message", url);
-    } else args.push(`${url}?dns=${files.get}`);
-    const out = await load(args);
-    answered = Number(/status codes: (\d+) 2xx/.exec(out.text)?.[1] ?? NaN);
-    qps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out.text)?.[1] ?? NaN);
-    if (Number.isNaN(qps)) {
-      console.error(`${peer.name} ${method} ${clients}: h2load gave no rate (killed or failed)`);
+      "-l",
+      String(SECONDS + WARMUP_SECONDS),
+      "-S",
+      "1",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn(); // deno-fmt-ignore
+  // Each interval line ("<unix time>: <queries/s>") with the server's and dnsperf's CPU then.
+  const marks: { time: number; qps: number; server: number; client: number }[] = [];
+  let text = "";
+  let pending = "";
+  const errors = new Response(child.stderr).text();
+  const killer = setTimeout(() => child.kill("SIGKILL"), (SECONDS + WARMUP_SECONDS + 5) * 1000);
+  for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+    text += chunk;
+    pending += chunk;
+    const lines = pending.split("\n");
+    pending = lines.pop()!;
+    for (const line of lines) {
+      const m = /^(\d+\.\d+): ([\d.]+)$/.exec(line.trim());
+      if (m === null) continue;
+      try {
+        marks.push({
+          time: Number(m[1]),
+          qps: Number(m[2]),
+          server: cpuTicks(peer.pid),
+          client: cpuTicks(child.pid),
+        });
+      } catch { /* dnsperf exited between the line and the read */ }
     }
-    clientBusy = out.clientBusy;
+  }
+  text += await errors;
+  await child.status;
+  clearTimeout(killer);
+  const handshakesAfter = await handshakes(peer);
+  // marks[0] closes the warm-up second; the intervals after it are the steady state.
+  const steady = marks.slice(WARMUP_SECONDS - 1);
+  if (steady.length < 2) {
+    console.error(`${peer.name} dot ${clients}: dnsperf gave ${marks.length} interval lines`);
+    return { qps: NaN, cpuUsPerQuery: NaN, clientBusy: NaN, handshakes: NaN };
+  }
+  let queries = 0;
+  for (let i = 1; i < steady.length; i++) {
+    queries += steady[i]!.qps * (steady[i]!.time - steady[i - 1]!.time);
+  }
+  const first = steady[0]!;
+  const last = steady.at(-1)!;
+  const seconds = last.time - first.time;
+  const reconnects = Number(/Reconnections:\s+(\d+)/.exec(text)?.[1] ?? 0);
+  if (reconnects > 0) console.error(`${peer.name} dot ${clients}: ${reconnects} reconnections`);
+  return {
+    qps: queries / seconds,
+    cpuUsPerQuery: (last.server - first.server) / TICKS_PER_SECOND * 1e6 / Math.max(1, queries),
+    clientBusy: (last.client - first.client) / TICKS_PER_SECOND / seconds,
+    handshakes: handshakesAfter - handshakesBefore,
+  };
+}
+
+/** TLS handshakes the proxy has counted (`dns_tls_handshakes_total`); NaN for other servers. */
+async function handshakes(peer: Peer): Promise<number> {
+  if (peer.metrics === undefined) return NaN;
+  const text = await (await fetch(`http://${peer.metrics}/metrics`)).text();
+  let sum = 0;
+  for (const m of text.matchAll(/^dns_tls_handshakes_total\{[^}]*result="ok"[^}]*\} (\d+)/gm)) {
+    sum += Number(m[1]);
+  }
+  return sum;
+}
+
+async function measure(peer: Peer, method: string, clients: number, files: Files): Promise<Run> {
+  if (method === "dot") return await dotSteadyState(peer, clients, files);
+  const before = cpuTicks(peer.pid);
+  const url = `https://127.0.0.1:${peer.port}/dns-query`;
+  const args = [
+    "h2load",
+    "-D",
+    String(SECONDS),
+    "-c",
+    String(clients),
+    "-m",
+    "10",
+    "-H",
+    "accept: application/dns-message",
+  ]; // deno-fmt-ignore
+  if (method === "POST") {
+    args.push("-d", files.post, "-H", "content-type: application/dns-message", url);
+  } else args.push(`${url}?dns=${files.get}`);
+  const out = await load(args);
+  const answered = Number(/status codes: (\d+) 2xx/.exec(out.text)?.[1] ?? NaN);
+  const qps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out.text)?.[1] ?? NaN);
+  if (Number.isNaN(qps)) {
+    console.error(`${peer.name} ${method} ${clients}: h2load gave no rate (killed or failed)`);
   }
   const cpu = (cpuTicks(peer.pid) - before) / TICKS_PER_SECOND;
-  return { qps, cpuUsPerQuery: cpu * 1e6 / Math.max(1, answered), clientBusy };
+  return {
+    qps,
+    cpuUsPerQuery: cpu * 1e6 / Math.max(1, answered),
+    clientBusy: out.clientBusy,
+    handshakes: NaN,
+  };
 }
 
 interface Files {
@@ -186,6 +272,7 @@ try {
   for (const name of flags.peers.split(",")) {
     const port = freePort();
     if (name === "triad" || name === "triad-builtin") {
+      const metrics = `127.0.0.1:${freePort()}`;
       const child = spawn([
         Deno.execPath(),
         "run",
@@ -210,8 +297,10 @@ try {
         name === "triad" ? "auto" : "builtin",
         "--loops",
         "1",
+        "--metrics",
+        metrics,
       ]); // deno-fmt-ignore
-      peers.push({ name, port, pid: child.pid, stop: stopper(child) });
+      peers.push({ name, port, pid: child.pid, metrics, stop: stopper(child) });
     } else if (name === "dnsdist") {
       const local = TRANSPORT === "dot"
         ? `addTLSLocal("127.0.0.1:${port}", "${certs.cert}", "${certs.key}")`
@@ -316,6 +405,7 @@ try {
       row("queries/s", (r) => r.qps, 0);
       row("server CPU us/query", (r) => r.cpuUsPerQuery, 1);
       row("client CPU busy %", (r) => r.clientBusy * 100, 0);
+      if (method === "dot") row("TLS handshakes (proxy)", (r) => r.handshakes, 0);
     }
   }
   const ratio = (name: string, method: string, clients: number, pick: (r: Run) => number) =>
