@@ -15,6 +15,9 @@ const EMPTY = new Uint8Array(0);
 const OUT_BUFFER = 4096;
 /** Outbound buffers a loop keeps for reuse (4 MiB). */
 const OUT_POOL = 1024;
+/** The largest grown outbound buffer a loop keeps for reuse, and how many (at most 2 MiB). */
+const BIG_OUT_BUFFER = 64 * 1024;
+const BIG_OUT_POOL = 32;
 
 /** Connection states. */
 export const State = { Connecting: 0, Open: 1, Closing: 2, Closed: 3 } as const;
@@ -217,17 +220,54 @@ export class ConnImpl implements Conn {
       this.datagrams.push(this.loop.bytes.copy(bytes)); // kept until the next flush
     } else {
       const need = this.outLen + bytes.length;
-      if (this.out === null && need <= OUT_BUFFER) {
-        this.takeOutBuffer();
-      } else if (this.out === null || this.out.length < need) {
-        this.out = grow(this.out, this.outLen, need, this.loop.allocate);
-        this.outAddress = this.loop.pointerOf(this.out);
-      }
+      if (this.out === null || this.out.length < need) this.growOut(need);
       this.out!.set(bytes, this.outLen);
       this.outLen = need;
     }
     this.loop.markDirty(this);
     return bytes.length;
+  }
+
+  /**
+   * Room for `n` more outbound bytes (TCP): the outbound buffer, to be filled from `outLen` on and
+   * then counted with {@linkcode commitOutbound}. Lets a layer (TLS) write its output in place
+   * rather than into a buffer of its own that `write` copies again.
+   */
+  reserveOutbound(n: number): Uint8Array {
+    const need = this.outLen + n;
+    if (this.out === null || this.out.length < need) this.growOut(need);
+    return this.out!;
+  }
+
+  /** Counts `n` bytes written into the outbound buffer at `outLen` (after `reserveOutbound`). */
+  commitOutbound(n: number): void {
+    if (n <= 0 || this.state >= State.Closing) return;
+    this.outLen += n;
+    this.loop.markDirty(this);
+  }
+
+  /** Makes the outbound buffer hold `need` bytes: a pooled one, a kept big one, or grown. */
+  private growOut(need: number): void {
+    if (this.out === null && need <= OUT_BUFFER) {
+      this.takeOutBuffer();
+      return;
+    }
+    const loop = this.loop;
+    const big = loop.bigOutBuffers;
+    if (need <= BIG_OUT_BUFFER && big.length > 0 && big[big.length - 1]!.length >= need) {
+      const next = big.pop()!;
+      const address = loop.bigOutAddresses.pop()!;
+      if (this.out !== null && this.outLen > 0) next.set(this.out.subarray(0, this.outLen));
+      this.pool(this.out, this.outAddress);
+      this.out = next;
+      this.outAddress = address;
+      return;
+    }
+    const old = this.out;
+    const oldAddress = this.outAddress;
+    this.out = grow(old, this.outLen, need, loop.allocate);
+    this.outAddress = loop.pointerOf(this.out);
+    if (old !== this.out) this.pool(old, oldAddress);
   }
 
   writev(chunks: readonly Uint8Array[]): number {
@@ -277,10 +317,16 @@ export class ConnImpl implements Conn {
   }
 
   private pool(buffer: Uint8Array | null, address: number): void {
+    if (buffer === null) return;
     const loop = this.loop;
-    if (buffer !== null && buffer.length === OUT_BUFFER && loop.outBuffers.length < OUT_POOL) {
-      loop.outBuffers.push(buffer);
-      loop.outAddresses.push(address);
+    if (buffer.length === OUT_BUFFER) {
+      if (loop.outBuffers.length < OUT_POOL) {
+        loop.outBuffers.push(buffer);
+        loop.outAddresses.push(address);
+      }
+    } else if (buffer.length <= BIG_OUT_BUFFER && loop.bigOutBuffers.length < BIG_OUT_POOL) {
+      loop.bigOutBuffers.push(buffer);
+      loop.bigOutAddresses.push(address);
     }
   }
 

@@ -180,6 +180,9 @@ export abstract class LoopCore implements Loop {
   /** Outbound buffers idle connections gave back (see `ConnImpl.idleOutbound`), and addresses. */
   readonly outBuffers: Uint8Array[] = [];
   readonly outAddresses: number[] = [];
+  /** Larger outbound buffers (grown past the pooled size, up to 64 KiB) kept for the next burst. */
+  readonly bigOutBuffers: Uint8Array[] = [];
+  readonly bigOutAddresses: number[] = [];
   /** What running out of descriptors refused (see {@linkcode Loop.exhaustion}). */
   readonly exhaustion: { -readonly [K in keyof Exhaustion]: Exhaustion[K] } = {
     accepts: 0,

@@ -17,6 +17,7 @@ import type {
   Loop,
 } from "./event_handler.ts";
 import { NetloopError } from "./errors.ts";
+import { ConnImpl } from "./_conn.ts";
 import type { DialTlsOptions, TlsInfo, TlsStats } from "./tls.ts";
 import { cBytes, cString, type OpenSsl, openssl, SSL, takeErrors } from "./_tls_ffi.ts";
 
@@ -393,6 +394,17 @@ export class TlsConn implements Conn {
   /** Moves what OpenSSL wrote into the output BIO onto the loop's connection. */
   flushOut(): void {
     const lib = openssl();
+    const inner = this.inner;
+    if (inner instanceof ConnImpl && !inner.datagram) {
+      // Straight into the connection's outbound buffer: no copy through a buffer of our own.
+      const n = lib.BIO_ctrl_pending(this.wbio);
+      if (n === 0 || inner.closed) return;
+      const out = inner.reserveOutbound(n);
+      const at = inner.outLen;
+      const got = lib.BIO_read(this.wbio, at === 0 ? out : out.subarray(at, at + n), n);
+      inner.commitOutbound(got);
+      return;
+    }
     for (;;) {
       const n = lib.BIO_read(this.wbio, scratch, scratch.length);
       if (n <= 0) return;

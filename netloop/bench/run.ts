@@ -11,7 +11,7 @@
  *
  * Usage: deno task bench:netloop [--rounds 3] [--seconds 3] [--warmup 1] [--only tcp|udp]
  *   [--servers "netloop uring,C epoll"] [--scenarios "16 in flight"] [--rate-1 60000]
- *   [--rate-16 800000] [--tls]
+ *   [--rate-16 800000] [--tls [--baseline OTHER_CHECKOUT]]
  * (`--tls`: the TLS rows instead, see run_tls.ts)
  *
  * @module
@@ -39,6 +39,8 @@ const { values } = parseArgs({
     "server-cpu": { type: "string", default: "1" },
     "client-cpu": { type: "string", default: "0" },
     tls: { type: "boolean", default: false },
+    /** With --tls: another checkout whose netloop uring runs too, for an A/B. */
+    baseline: { type: "string" },
   },
 });
 if (values.tls) {
@@ -49,6 +51,9 @@ if (values.tls) {
     warmup: Number(values.warmup),
     serverCpu: values["server-cpu"]!,
     clientCpu: values["client-cpu"]!,
+    servers: values.servers?.split(",").map((name) => name.trim()),
+    scenarios: values.scenarios,
+    baseline: values.baseline,
   });
   Deno.exit(0);
 }

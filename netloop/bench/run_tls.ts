@@ -18,6 +18,11 @@ export interface TlsBenchOptions {
   warmup: number;
   serverCpu: string;
   clientCpu: string;
+  /** Only these servers (by name), and only scenarios whose name contains `scenarios`. */
+  servers?: string[] | undefined;
+  scenarios?: string | undefined;
+  /** Another checkout whose netloop uring runs beside this one as "netloop uring (baseline)". */
+  baseline?: string | undefined;
 }
 
 interface Server {
@@ -167,13 +172,13 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
     await compileC(`${here}tls_loadgen.c`, loadgen, ["ssl", "crypto"]);
     await compileC(`${here}tls_echo.c`, cServer, ["ssl", "crypto"]);
     const pair = await makeCert(dir);
-    const netloop = (backend: string): Server => ({
-      name: `netloop ${backend}`,
+    const netloop = (backend: string, tree?: string): Server => ({
+      name: tree === undefined ? `netloop ${backend}` : `netloop ${backend} (baseline)`,
       command: (p, cert, key) => [
         deno,
         "run",
         "-A",
-        `${here}../examples/echo.ts`,
+        tree === undefined ? `${here}../examples/echo.ts` : `${tree}/netloop/examples/echo.ts`,
         "--port",
         String(p),
         "--backend",
@@ -186,7 +191,8 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
         key,
       ],
     });
-    const servers: Server[] = [
+    const allServers: Server[] = [
+      ...(options.baseline === undefined ? [] : [netloop("uring", options.baseline)]),
       netloop("uring"),
       netloop("epoll"),
       {
@@ -222,6 +228,13 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
       },
       { name: "C OpenSSL epoll", command: (p, c, k) => [cServer, String(p), c, k] },
     ];
+    const servers = allServers.filter((s) =>
+      options.servers === undefined || s.name.endsWith("(baseline)") ||
+      options.servers.includes(s.name)
+    );
+    const scenarios = SCENARIOS.filter((s) =>
+      options.scenarios === undefined || s.name.includes(options.scenarios)
+    );
     for (let round = 1; round <= options.rounds; round++) {
       for (const server of servers) {
         port++;
@@ -233,7 +246,7 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
         running.add(child);
         try {
           await ready(port);
-          for (const scenario of SCENARIOS) {
+          for (const scenario of scenarios) {
             const client = new Deno.Command("taskset", {
               args: [
                 "-c",
@@ -300,7 +313,7 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
         `after ${options.warmup} s warm-up, one loop, server on CPU ${options.serverCpu}, load on ` +
         `CPU ${options.clientCpu}; medians`,
     );
-    for (const scenario of SCENARIOS) {
+    for (const scenario of scenarios) {
       const rows = servers.map((server) => {
         const samples = results.get(`${scenario.name}\u0000${server.name}`) ?? [];
         return {
