@@ -63,8 +63,6 @@ interface Server {
   name: string;
   network: "tcp" | "udp";
   command(port: number): string[];
-  /** Extra environment for the server (the uring variants' `TRIAD_NETLOOP_URING_DISABLE`). */
-  env?: Record<string, string>;
 }
 
 interface Scenario {
@@ -93,12 +91,6 @@ await compileC(`${here}epoll_echo.c`, cEcho);
 
 const allServers: Server[] = [
   netloop("uring", "tcp"),
-  // the uring loop with its ring SENDs instead of send(2) at flush time (the A/B of that choice)
-  {
-    ...netloop("uring", "tcp"),
-    name: "netloop uring -directsend",
-    env: { TRIAD_NETLOOP_URING_DISABLE: "directsend" },
-  },
   netloop("epoll", "tcp"),
   netloop("portable", "tcp"),
   {
@@ -251,7 +243,6 @@ try {
       port++;
       const child = new Deno.Command("taskset", {
         args: ["-c", values["server-cpu"]!, ...server.command(port)],
-        env: server.env ?? {},
         stdout: "null",
         stderr: "null",
       }).spawn();

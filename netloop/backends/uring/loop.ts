@@ -106,11 +106,6 @@ export class UringLoop extends LoopCore {
   private readonly skipSendCompletions: boolean;
   /** TCP sends are fast SENDs (CQE_SKIP_SUCCESS works; not disabled with `fastsend`). */
   private readonly fastSends: boolean;
-  /**
-   * TCP replies go out with send(2) at flush time while the socket has room (not disabled with
-   * `directsend`); a SEND on the ring takes over only for what a full socket buffer refused.
-   */
-  private readonly directSends: boolean;
   /** Connections whose fast SEND the next io_uring_enter issues. */
   private fastSent: ConnImpl[] = [];
   /** The list `settleFastSends` walks while `fastSent` takes new ones (swapped, not reallocated). */
@@ -145,7 +140,6 @@ export class UringLoop extends LoopCore {
     // per send.
     this.fastSends = this.skipSendCompletions && probe.lastOp >= Op.SENDMSG_ZC &&
       !this.config.disable.includes("fastsend");
-    this.directSends = !this.config.disable.includes("directsend");
     try {
       if (this.features.registeredRing && !this.ring.registerRingFd()) {
         this.features.registeredRing = false;
@@ -680,7 +674,7 @@ export class UringLoop extends LoopCore {
       // A connected upstream socket: sent at once, like a full socket buffer drops on EAGAIN.
       for (const datagram of conn.datagrams) sendConnected(conn.fd, datagram);
       conn.datagrams.length = 0;
-    } else if (!(conn.flags & F_SENDING) && conn.takeOutbound() > 0 && !this.sendDirect(conn)) {
+    } else if (!(conn.flags & F_SENDING) && conn.takeOutbound() > 0) {
       const fast = this.fastSends && !(conn.flags & F_SLOW);
       const w = this.ring.prep(
         Op.SEND,
@@ -723,44 +717,6 @@ export class UringLoop extends LoopCore {
     if (conn.state === State.Closing && !(conn.flags & F_SENDING) && conn.outboundBuffered === 0) {
       this.finish(conn);
     }
-  }
-
-  /**
-   * Sends a connection's outbound bytes with send(2) now, as the C server does, when the socket
-   * has room (no SEND of this connection is in flight, so the bytes stay in order).
-   *
-   * @returns Whether it is done with them: all sent, or the connection failed; false leaves the
-   * rest to a SEND on the ring that waits for room.
-   */
-  private sendDirect(conn: ConnImpl): boolean {
-    if (!this.directSends || conn.flags & F_SLOW) return false;
-    const length = conn.flyLen - conn.flyOff;
-    // (the whole buffer when sending from its start: a view would cost an allocation)
-    const n = this.lib.sendto(
-      conn.fd,
-      conn.flyOff === 0 ? conn.fly! : conn.fly!.subarray(conn.flyOff, conn.flyLen),
-      length,
-      MSG_NOSIGNAL | MSG_DONTWAIT,
-      null,
-      0,
-    );
-    if (n === length) {
-      conn.flyOff = conn.flyLen;
-      conn.idleOutbound();
-      return true;
-    }
-    if (n >= 0) conn.flyOff += n;
-    else {
-      const code = errno();
-      if (code !== E.EAGAIN && code !== E.EINTR) {
-        this.finish(conn, syscallError(`send(${describe(conn)})`, code));
-        return true;
-      }
-    }
-    // The socket buffer is full: the rest waits for room on the ring, and so do the next sends
-    // until it is out (onSend clears F_SLOW).
-    conn.flags |= F_SLOW;
-    return false;
   }
 
   private finish(conn: ConnImpl, error?: Error): void {
