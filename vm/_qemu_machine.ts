@@ -83,6 +83,11 @@ export class QemuMachine implements Machine {
       String(o.memoryMiB),
       "-smp",
       String(o.cpus),
+      // graphics=off turns on SeaBIOS's serial console: the firmware's and the boot loader's
+      // lines reach the serial log within a second, so a boot that hangs before the kernel
+      // prints still leaves a serial log that says where it stopped.
+      "-machine",
+      "graphics=off",
       "-nodefaults",
       "-display",
       "none",

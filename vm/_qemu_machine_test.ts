@@ -22,4 +22,5 @@ Deno.test("QemuMachine.qemuArgs() keeps the guest off every network but one loop
   assert.doesNotMatch(joined, /box\.img/, "the box disk is only a backing file, never opened rw");
   assert.match(joined, /-serial file:\/tmp\/triad-vm-q\/serial\.log/);
   assert.match(joined, /-nodefaults/);
+  assert.match(joined, /-machine graphics=off/, "firmware and boot loader write to the serial log");
 });
