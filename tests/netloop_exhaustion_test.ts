@@ -23,6 +23,12 @@ const BEYOND = 80;
 const CLOSE = 20;
 /** How long the child's CPU is measured while it is out of descriptors. */
 const WINDOW_MS = 2000;
+/**
+ * The most of a core the child may use in that window: 10%, or 50% in the VM guest under software
+ * emulation (`TRIAD_VM_ACCEL=tcg`, about 12x slower), where accepting the 20 new connections and
+ * the back-off's re-arm alone took 10.2% in one CI run. A spinning loop uses 100% either way.
+ */
+const CPU_BOUND = Deno.env.get("TRIAD_VM_ACCEL") === "tcg" ? 0.5 : 0.1;
 /** Dials asked of the child while it is out of descriptors. */
 const DIALS = 64;
 const ECHO = new Uint8Array([7]);
@@ -86,8 +92,14 @@ export async function flood(target: FloodTarget): Promise<void> {
       await eventually(() => clients.filter((c) => c.echoed).length >= room - 16, 10_000),
       `only ${clients.filter((c) => c.echoed).length} of about ${room} served`,
     );
+    // About BEYOND wait in the backlog; a few fewer when the child's runtime closed descriptors of
+    // its own after `room` was counted (79 of 80 in one run in the slow VM guest). The accept
+    // failure above already shows the table was full; this shows clients are left waiting.
     const waiting = clients.filter((c) => !c.echoed);
-    assert.ok(waiting.length >= BEYOND, `${waiting.length} waiting, expected ${BEYOND} or more`);
+    assert.ok(
+      waiting.length >= BEYOND - 16,
+      `${waiting.length} waiting, expected about ${BEYOND}`,
+    );
 
     // Out of descriptors for WINDOW_MS, with more connections arriving: CPU stays low.
     const cpuBefore = cpuSeconds(child.pid);
@@ -95,7 +107,12 @@ export async function flood(target: FloodTarget): Promise<void> {
     for (let i = 0; i < 20; i++) waiting.push(await connect());
     await new Promise((resolve) => setTimeout(resolve, WINDOW_MS));
     const cpu = (cpuSeconds(child.pid) - cpuBefore) / ((performance.now() - started) / 1000);
-    assert.ok(cpu < 0.1, `child used ${(cpu * 100).toFixed(1)}% of a core while out of fds`);
+    assert.ok(
+      cpu < CPU_BOUND,
+      `child used ${(cpu * 100).toFixed(1)}% of a core while out of fds (bound ${
+        CPU_BOUND * 100
+      }%)`,
+    );
 
     // Held connections are still served.
     for (const client of clients.filter((c) => c.echoed).slice(0, 10)) {
