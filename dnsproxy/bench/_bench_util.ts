@@ -67,3 +67,61 @@ export function dnsdistConfig(port: number, upstream: string, extra: string[] = 
     ...extra,
   ].join("\n") + "\n";
 }
+
+/** A server the benchmark starts: its name, its port and, once started, its process. */
+export interface BenchPeer {
+  name: string;
+  port: number;
+  process?: Deno.ChildProcess;
+}
+
+/**
+ * The command line of this proxy (or another checkout's `entry`) listening on `port` and
+ * forwarding to `upstream`, quiet, with prefetch off; `extra` flags appended.
+ */
+export function triadCommand(
+  port: number,
+  upstream: string,
+  extra: string[],
+  entry = new URL("../main.ts", import.meta.url).pathname,
+): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--unstable-net",
+    entry,
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--upstream",
+    upstream,
+    "--log.level",
+    "error",
+    "--cache.prefetch-hits",
+    "0",
+    ...extra,
+  ];
+}
+
+/** Starts every peer's command pinned to `cpu` (output discarded) and waits until each answers. */
+export async function startPinned(
+  peers: BenchPeer[],
+  commands: Record<string, string[]>,
+  cpu: string,
+): Promise<void> {
+  for (const peer of peers) {
+    peer.process = new Deno.Command("taskset", {
+      args: ["-c", cpu, ...commands[peer.name]!],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  }
+  for (const peer of peers) await waitReady(peer.port);
+}
+
+/** Writes dnsperf's cache-hit query file in `dir` (100 names of unbound's bench zone); its path. */
+export async function writeHitFile(dir: string): Promise<string> {
+  const path = `${dir}/hit.txt`;
+  await Deno.writeTextFile(path, Array.from({ length: 100 }, (_, i) => `h${i}.bench A\n`).join(""));
+  return path;
+}

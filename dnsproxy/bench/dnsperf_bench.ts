@@ -32,7 +32,17 @@
 import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
-import { cpuSplit, cpuTicks, dnsdistConfig, freePort, median, waitReady } from "./_bench_util.ts";
+import {
+  cpuSplit,
+  cpuTicks,
+  dnsdistConfig,
+  freePort,
+  median,
+  startPinned,
+  triadCommand as sharedTriadCommand,
+  writeHitFile,
+} from "./_bench_util.ts";
+import type { BenchPeer } from "./_bench_util.ts";
 
 if (Deno.args.includes("--table")) {
   const { runTable } = await import("./table_bench.ts");
@@ -82,11 +92,7 @@ const TICKS_PER_SECOND = 100;
 const LOCAL_PORT_BASE = 10_000;
 let dnsperfRuns = 0;
 
-interface Peer {
-  name: string;
-  port: number;
-  process?: Deno.ChildProcess;
-}
+type Peer = BenchPeer;
 
 /** The floors: forwarders with no cache, so only the cache-miss load is theirs to run. */
 const FLOORS = ["c-forwarder", "c-forwarder-1socket", "netloop-forwarder"];
@@ -201,24 +207,9 @@ for (const peer of peers) {
 }
 const port = (name: string) => peers.find((p) => p.name === name)?.port ?? 0;
 try {
-  const main = new URL("../main.ts", import.meta.url).pathname;
   await Deno.writeTextFile(`${dir}/dnsdist.conf`, dnsdistConfig(port("dnsdist"), unbound.address));
-  const triadCommand = (name: string, extra: string[], entry = main) => [
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--unstable-net",
-    entry,
-    "--listen",
-    `127.0.0.1:${port(name)}`,
-    "--upstream",
-    unbound.address,
-    "--log.level",
-    "error",
-    "--cache.prefetch-hits",
-    "0",
-    ...extra,
-  ];
+  const triadCommand = (name: string, extra: string[], entry?: string) =>
+    sharedTriadCommand(port(name), unbound.address, extra, entry);
   const forwarder = `${dir}/udp_forwarder`;
   if (peers.some((peer) => peer.name.startsWith("c-"))) {
     await compileC(new URL("udp_forwarder.c", import.meta.url).pathname, forwarder);
@@ -273,20 +264,9 @@ try {
       commands[peer.name] = triadCommand(peer.name, ["--backend", "auto", "--loops", "1"], entry);
     }
   }
-  for (const peer of peers) {
-    peer.process = new Deno.Command("taskset", {
-      args: ["-c", SERVER_CPU, ...commands[peer.name]!],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-  }
-  for (const peer of peers) await waitReady(peer.port);
+  await startPinned(peers, commands, SERVER_CPU);
 
-  const hitFile = `${dir}/hit.txt`;
-  await Deno.writeTextFile(
-    hitFile,
-    Array.from({ length: 100 }, (_, i) => `h${i}.bench A\n`).join(""),
-  );
+  const hitFile = await writeHitFile(dir);
   for (const peer of peers) {
     // Warm the caches.
     if (!FLOORS.includes(peer.name)) await dnsperf(peer.port, hitFile, ["-n", "3"]);

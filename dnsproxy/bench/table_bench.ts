@@ -21,7 +21,16 @@
  */
 import { parseArgs } from "node:util";
 import { startUnbound } from "../../tests/servers/unbound.ts";
-import { cpuSplit, dnsdistConfig, freePort, median, waitReady } from "./_bench_util.ts";
+import {
+  cpuSplit,
+  dnsdistConfig,
+  freePort,
+  median,
+  startPinned,
+  triadCommand,
+  writeHitFile,
+} from "./_bench_util.ts";
+import type { BenchPeer } from "./_bench_util.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args.filter((arg) => arg !== "--table"),
@@ -41,11 +50,7 @@ const SERVER_CPU = "0";
 const LOAD_CPU = "1";
 const TICKS_PER_SECOND = 100;
 
-interface Peer {
-  name: string;
-  port: number;
-  process?: Deno.ChildProcess;
-}
+type Peer = BenchPeer;
 
 interface Cell {
   qps: number;
@@ -180,40 +185,11 @@ export async function runTable(): Promise<void> {
       ]),
     );
     const commands: Record<string, string[]> = {
-      triad: [
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--unstable-net",
-        new URL("../main.ts", import.meta.url).pathname,
-        "--listen",
-        `127.0.0.1:${port("triad")}`,
-        "--upstream",
-        unbound.address,
-        "--log.level",
-        "error",
-        "--cache.prefetch-hits",
-        "0",
-        "--backend",
-        "auto",
-        "--loops",
-        "1",
-      ],
+      triad: triadCommand(port("triad"), unbound.address, ["--backend", "auto", "--loops", "1"]),
       dnsdist: ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`],
     };
-    for (const peer of peers) {
-      peer.process = new Deno.Command("taskset", {
-        args: ["-c", SERVER_CPU, ...commands[peer.name]!],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-    }
-    for (const peer of peers) await waitReady(peer.port);
-    const hitFile = `${dir}/hit.txt`;
-    await Deno.writeTextFile(
-      hitFile,
-      Array.from({ length: 100 }, (_, i) => `h${i}.bench A\n`).join(""),
-    );
+    await startPinned(peers, commands, SERVER_CPU);
+    const hitFile = await writeHitFile(dir);
     const cells = new Map<string, Cell[]>();
     const key = (peer: string, transport: string, clients: number, kind: string) =>
       `${peer} ${transport} ${clients} ${kind}`;
