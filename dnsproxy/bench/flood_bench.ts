@@ -9,7 +9,10 @@
  *   `newBPFFilter` as its default filter, so dynamic blocks go into its eBPF socket filter;
  * - `sender`: no server; the flood is dropped at the egress of the flood namespace's own veth end
  *   (a tc filter), so it never crosses to the server's side: the generator's own cost of sending
- *   (syscall, UDP, IP, neighbour, device queue), which every peer's system-wide figure includes.
+ *   (syscall, UDP, IP, neighbour, device queue), which every peer's system-wide figure includes;
+ * - `null-xdp`: no server; an XDP program that only returns `XDP_DROP`, attached natively (as the
+ *   proxy's filter is on a veth) to the server's side of the flood veth: the floor of any XDP
+ *   drop on this path (the veth hand-over, its NAPI poll, the packet's copy into an XDP buffer).
  *
  * Each measurement starts the server (pinned to CPU 0), floods for a 2 s warm-up (the block forms)
  * and then for `--seconds` while the legitimate load runs; the flood generator (`udp_flood.c`) and
@@ -27,6 +30,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { asm, Program, R0 } from "@triad/ebpf";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 
@@ -155,7 +159,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
       seconds: { type: "string", default: "4" },
       legit: { type: "string", default: "200" },
       rates: { type: "string", default: "0,20000,50000,100000,200000" },
-      peers: { type: "string", default: "sender,triad-xdp,triad-user,dnsdist" },
+      peers: { type: "string", default: "sender,null-xdp,triad-xdp,triad-user,dnsdist" },
     },
   });
   const rounds = Number(values.rounds);
@@ -197,6 +201,14 @@ export async function runFloodBench(args: string[]): Promise<void> {
       }
       await run(["ip", "-n", ns, "link", "set", `${iface}b`, "up"]);
       await run(["ip", "-n", ns, "route", "add", "default", "via", `${net}.1`]);
+      // The gateway's address stays resolved while a round drops everything from this side.
+      const mac = (JSON.parse(await run(["ip", "-j", "link", "show", iface])) as {
+        address: string;
+      }[])[0]!.address;
+      await run([
+        ...["ip", "-n", ns, "neigh", "replace", `${net}.1`, "lladdr", mac],
+        ...["dev", `${iface}b`, "nud", "permanent"],
+      ]);
     }
     let nextPort = 25_300;
     const startServer = async (peer: string) => {
@@ -287,9 +299,31 @@ export async function runFloodBench(args: string[]): Promise<void> {
         stop: () => run(["tc", "-n", nsFlood, "qdisc", "del", "dev", `${ifFlood}b`, "clsact"]),
       };
     };
+    /** The `null-xdp` floor: `XDP_DROP` for every packet arriving from the flood namespace. */
+    const startNullXdp = () => {
+      const program = Program.load({
+        type: "xdp",
+        name: "null_xdp",
+        license: "GPL",
+        instructions: [asm.mov64(R0, 1), asm.exit()],
+      });
+      const link = program.attachXdp(ifFlood, { mode: "native" });
+      return {
+        port: nextPort++,
+        child: undefined,
+        programs: [program.id],
+        stop: () => {
+          link.close();
+          program.close();
+          return Promise.resolve("");
+        },
+      };
+    };
     const measure = async (peer: string, rate: number): Promise<Sample> => {
       const { port, child, programs, stop } = peer === "sender"
         ? await startSender()
+        : peer === "null-xdp"
+        ? startNullXdp()
         : { ...await startServer(peer), stop: undefined };
       try {
         const warmup = 2;
@@ -382,7 +416,9 @@ export async function runFloodBench(args: string[]): Promise<void> {
           console.error(
             `round ${round + 1} ${key}: answered ${(sample.answered * 100).toFixed(1)}% p99 ` +
               `${sample.p99Ms.toFixed(2)} ms, flood ${Math.round(sample.floodRate)}/s, ` +
-              `${sample.windowSeconds.toFixed(2)} s: system ${sample.systemTicks.toFixed(0)} ticks ` +
+              `${sample.windowSeconds.toFixed(2)} s: system ${
+                sample.systemTicks.toFixed(0)
+              } ticks ` +
               `(softirq ${sample.softirqTicks}), server ${sample.serverTicks} ticks, generator ` +
               `${sample.generatorUs.toFixed(2)} µs/packet, ` +
               `filter ${sample.filterNs.toFixed(0)} ns/packet`,
@@ -409,6 +445,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
       const net = raw.map((value, i) => value - (sender[i] ?? NaN));
       return { raw: median(raw), net: peer === "sender" ? NaN : median(net) };
     };
+    const programs = (peer: string) => ["null-xdp", "triad-xdp", "dnsdist"].includes(peer);
     console.log(
       `\nlegit ${legitRate} q/s for ${seconds} s; medians of ${rounds} rounds. CPU per flood ` +
         `packet in µs over the same peer without flood: sys = system-wide (all CPUs, softirq ` +
@@ -445,23 +482,23 @@ export async function runFloodBench(args: string[]): Promise<void> {
             median(perPacket(peer, rate, (s) => s.softirqTicks)).toFixed(2),
             median(perPacket(peer, rate, (s) => s.serverTicks)).toFixed(2),
             median(list.map((s) => s.generatorUs)).toFixed(2),
-            peer === "triad-xdp" || peer === "dnsdist"
-              ? median(list.map((s) => s.filterNs)).toFixed(0)
-              : "-",
+            programs(peer) ? median(list.map((s) => s.filterNs)).toFixed(0) : "-",
           ].map((c) => c.padEnd(15)).join(""),
         );
       }
     }
-    console.log("\nCPU per dropped packet, triad-xdp against the others (sys; net):");
+    console.log("\nCPU per dropped packet, ratios (sys; net):");
+    const pairs = [
+      ["triad-xdp", "triad-user"],
+      ["triad-xdp", "dnsdist"],
+      ["triad-xdp", "null-xdp"],
+      ["null-xdp", "triad-user"],
+    ].filter((pair) => pair.every((peer) => peers.includes(peer)));
     for (const rate of rates.filter((rate) => rate > 0)) {
-      const xdp = cost("triad-xdp", rate);
-      const ratios = ["triad-user", "dnsdist"].filter((peer) => peers.includes(peer)).map(
-        (peer) => {
-          const other = cost(peer, rate);
-          return `${peer} ${(xdp.raw / other.raw).toFixed(2)}x; ` +
-            `${(xdp.net / other.net).toFixed(2)}x`;
-        },
-      );
+      const ratios = pairs.map(([a = "", b = ""]) => {
+        const [x, y] = [cost(a, rate), cost(b, rate)];
+        return `${a}/${b} ${(x.raw / y.raw).toFixed(2)}x; ${(x.net / y.net).toFixed(2)}x`;
+      });
       console.log(`flood ${rate}/s asked: ${ratios.join(", ")}`);
     }
   } finally {
