@@ -12,19 +12,22 @@
  *   (syscall, UDP, IP, neighbour, device queue), which every peer's system-wide figure includes;
  * - `null-xdp`: no server; an XDP program that only returns `XDP_DROP`, attached natively (as the
  *   proxy's filter is on a veth) to the server's side of the flood veth: the floor of any XDP
- *   drop on this path (the veth hand-over, its NAPI poll, the packet's copy into an XDP buffer).
+ *   drop on this path (the veth hand-over, its NAPI poll, and the packet's copy into an XDP
+ *   buffer: it arrives as a socket's skb, whose head XDP cannot use in place).
  *
  * Each measurement starts the server (pinned to CPU 0), floods for a 2 s warm-up (the block forms)
  * and then for `--seconds` while the legitimate load runs; the flood generator (`udp_flood.c`) and
  * the legitimate client (`legit_load.ts`) run on CPU 1. Per flood rate it prints the legitimate
  * clients' answered fraction and p99; per flood packet, the system-wide CPU (all CPUs: user,
  * system, irq and softirq, from /proc/stat; the receive side's softirq runs on the sender's CPU)
- * over the same peer with no flood, the same net of the `sender` baseline (the CPU the server's
- * side spends per dropped packet), its softirq part, and the server process's own CPU. Rounds are
- * interleaved (peers rotated) and medians printed, with the XDP drop's ratios to the others.
+ * over the same peer with no flood, the same net of the generator's own CPU per packet in the
+ * `sender` round (what the receiving side spends per dropped packet), its softirq part, the server
+ * process's and the generator's own CPU. Rounds are interleaved (peers rotated) and medians
+ * printed, with the XDP drop's ratios to the others.
  *
  * ```sh
  * deno task bench:dns --flood [--rounds 3] [--seconds 4] [--legit 200] [--rates 0,20000,...]
+ *   [--peers sender,null-xdp,triad-xdp,triad-user,dnsdist]
  * ```
  *
  * @module
