@@ -122,6 +122,10 @@ testWith(
       assert.equal(run({ source: "10.0.0.1", name: "x.Y.BAD.example." }), XDP_DROP, "under it");
       assert.equal(run({ source: "10.0.0.1", name: "notbad.example." }), XDP_PASS, "label edge");
       assert.equal(run({ source: "10.0.0.1", name: "example." }), XDP_PASS, "a parent");
+      maps.dnsfilter_names.update(nameHash("old.example"), block(8, 1n));
+      assert.equal(run({ source: "10.0.0.1", name: "old.example." }), XDP_PASS, "expired name");
+      maps.dnsfilter_names.update(nameHash("old.example"), block(8, ktimeNs() + 60_000_000_000n));
+      assert.equal(run({ source: "10.0.0.1", name: "old.example." }), XDP_DROP, "live name");
       assert.equal(run({ source: "198.51.100.1", vlans: 1 }), XDP_DROP, "one VLAN tag");
       assert.equal(run({ source: "198.51.100.1", vlans: 2 }), XDP_DROP, "QinQ");
       assert.equal(run({ source: "198.51.100.1", protocol: "tcp" }), XDP_PASS, "never TCP");
@@ -145,7 +149,7 @@ testWith(
       }
       assert.deepEqual(
         Object.fromEntries(drops),
-        { 3: 4n, 4: 1n, 5: 3n, 6: 1n, 7: 2n },
+        { 3: 4n, 4: 1n, 5: 3n, 6: 1n, 7: 2n, 8: 1n },
       );
     }
     await leaks.assertReleased();

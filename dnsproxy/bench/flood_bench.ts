@@ -6,22 +6,34 @@
  *   minutes) and `--xdp` on both host ends: blocked queries are dropped in XDP;
  * - `triad-user`: the same rule without `--xdp`: blocked queries are dropped in user space;
  * - `dnsdist`: dnsdist with the same rule (`dynBlockRulesGroup():setQueryRate`, action drop) and
- *   `newBPFFilter` as its default filter, so dynamic blocks go into its eBPF socket filter.
+ *   `newBPFFilter` as its default filter, so dynamic blocks go into its eBPF socket filter;
+ * - `sender`: no server; the flood is dropped at the egress of the flood namespace's own veth end
+ *   (a tc filter), so it never crosses to the server's side: the generator's own cost of sending
+ *   (syscall, UDP, IP, neighbour, device queue), which every peer's system-wide figure includes;
+ * - `null-xdp`: no server; an XDP program that only returns `XDP_DROP`, attached natively (as the
+ *   proxy's filter is on a veth) to the server's side of the flood veth: the floor of any XDP
+ *   drop on this path (the veth hand-over, its NAPI poll, and the packet's copy into an XDP
+ *   buffer: it arrives as a socket's skb, whose head XDP cannot use in place).
  *
  * Each measurement starts the server (pinned to CPU 0), floods for a 2 s warm-up (the block forms)
  * and then for `--seconds` while the legitimate load runs; the flood generator (`udp_flood.c`) and
  * the legitimate client (`legit_load.ts`) run on CPU 1. Per flood rate it prints the legitimate
- * clients' answered fraction and p99, the system-wide CPU (all CPUs, softirq included, from
- * /proc/stat) per flood packet over the same server with no flood, and the server process's own
- * CPU per flood packet. Rounds are interleaved (peers rotated) and medians printed.
+ * clients' answered fraction and p99; per flood packet, the system-wide CPU (all CPUs: user,
+ * system, irq and softirq, from /proc/stat; the receive side's softirq runs on the sender's CPU)
+ * over the same peer with no flood, the same net of the generator's own CPU per packet in the
+ * `sender` round (what the receiving side spends per dropped packet), its softirq part, the server
+ * process's and the generator's own CPU. Rounds are interleaved (peers rotated) and medians
+ * printed, with the XDP drop's ratios to the others.
  *
  * ```sh
  * deno task bench:dns --flood [--rounds 3] [--seconds 4] [--legit 200] [--rates 0,20000,...]
+ *   [--peers sender,null-xdp,triad-xdp,triad-user,dnsdist]
  * ```
  *
  * @module
  */
 import { parseArgs } from "node:util";
+import { asm, Program, R0 } from "@triad/ebpf";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 
@@ -32,11 +44,14 @@ const TICKS = 100;
 interface Sample {
   answered: number;
   p99Ms: number;
-  floodSent: number;
   floodRate: number;
+  /** Length of the measured window, s. */
+  windowSeconds: number;
   systemTicks: number;
+  softirqTicks: number;
   serverTicks: number;
-  generatorCpu: number;
+  /** The flood generator's own CPU (its rusage) per packet sent, µs. */
+  generatorUs: number;
   /** ns per packet in the server's BPF filter (XDP or socket filter), from the kernel's stats. */
   filterNs: number;
 }
@@ -53,11 +68,20 @@ async function run(args: string[], check = true): Promise<string> {
   return new TextDecoder().decode(output.stdout);
 }
 
-function busyTicks(): number {
-  const line = Deno.readTextFileSync("/proc/stat").split("\n")[0]!.trim().split(/\s+/).slice(1);
-  const values = line.map(Number);
-  const total = values.slice(0, 8).reduce((a, b) => a + b, 0);
-  return total - values[3]! - values[4]!; // minus idle and iowait
+/**
+ * All CPUs' busy time and softirq time, in ticks of 1/100 s. Busy is wall time times CPUs minus
+ * idle, iowait and steal: with NO_HZ the kernel measures idle at every idle entry and exit, while
+ * /proc/stat's busy columns (user, system, softirq...) are samples at the timer tick (4 ms here)
+ * and miss short busy spells between idle ones, the pattern of a rate-paced generator and its
+ * receive softirq. The softirq figure is that tick sample (an indication of where the CPU went).
+ */
+function cpuTicks(): { busy: number; softirq: number } {
+  const lines = Deno.readTextFileSync("/proc/stat").split("\n");
+  const wall = performance.now() / 10;
+  const cpus = lines.filter((line) => /^cpu\d/.test(line)).length;
+  const [, , , idle = 0, iowait = 0, , softirq = 0, steal = 0] = lines[0]!.trim().split(/\s+/)
+    .slice(1).map(Number);
+  return { busy: wall * cpus - idle - iowait - steal, softirq };
 }
 
 function processTicks(pid: number): number {
@@ -138,7 +162,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
       seconds: { type: "string", default: "4" },
       legit: { type: "string", default: "200" },
       rates: { type: "string", default: "0,20000,50000,100000,200000" },
-      peers: { type: "string", default: "triad-xdp,triad-user,dnsdist" },
+      peers: { type: "string", default: "sender,null-xdp,triad-xdp,triad-user,dnsdist" },
     },
   });
   const rounds = Number(values.rounds);
@@ -180,6 +204,14 @@ export async function runFloodBench(args: string[]): Promise<void> {
       }
       await run(["ip", "-n", ns, "link", "set", `${iface}b`, "up"]);
       await run(["ip", "-n", ns, "route", "add", "default", "via", `${net}.1`]);
+      // The gateway's address stays resolved while a round drops everything from this side.
+      const mac = (JSON.parse(await run(["ip", "-j", "link", "show", iface])) as {
+        address: string;
+      }[])[0]!.address;
+      await run([
+        ...["ip", "-n", ns, "neigh", "replace", `${net}.1`, "lladdr", mac],
+        ...["dev", `${iface}b`, "nud", "permanent"],
+      ]);
     }
     let nextPort = 25_300;
     const startServer = async (peer: string) => {
@@ -252,8 +284,50 @@ export async function runFloodBench(args: string[]): Promise<void> {
       }
       return { port, child, programs };
     };
+    /** The `sender` baseline: no server, the flood dropped as it leaves the flood namespace. */
+    const startSender = async () => {
+      const port = nextPort++;
+      const dev = ["-n", nsFlood, "qdisc", "add", "dev", `${ifFlood}b`, "clsact"];
+      await run(["tc", ...dev]);
+      // Classic BPF `ret #2` (TC_ACT_SHOT) on IPv4 only: ARP still resolves the gateway.
+      await run([
+        "tc",
+        ...["-n", nsFlood, "filter", "add", "dev", `${ifFlood}b`, "egress", "protocol", "ip"],
+        ...["prio", "1", "bpf", "da", "bytecode", "1,6 0 0 2"],
+      ]);
+      return {
+        port,
+        child: undefined,
+        programs: [] as number[],
+        stop: () => run(["tc", "-n", nsFlood, "qdisc", "del", "dev", `${ifFlood}b`, "clsact"]),
+      };
+    };
+    /** The `null-xdp` floor: `XDP_DROP` for every packet arriving from the flood namespace. */
+    const startNullXdp = () => {
+      const program = Program.load({
+        type: "xdp",
+        name: "null_xdp",
+        license: "GPL",
+        instructions: [asm.mov64(R0, 1), asm.exit()],
+      });
+      const link = program.attachXdp(ifFlood, { mode: "native" });
+      return {
+        port: nextPort++,
+        child: undefined,
+        programs: [program.id],
+        stop: () => {
+          link.close();
+          program.close();
+          return Promise.resolve("");
+        },
+      };
+    };
     const measure = async (peer: string, rate: number): Promise<Sample> => {
-      const { port, child, programs } = await startServer(peer);
+      const { port, child, programs, stop } = peer === "sender"
+        ? await startSender()
+        : peer === "null-xdp"
+        ? startNullXdp()
+        : { ...await startServer(peer), stop: undefined };
       try {
         const warmup = 2;
         const floodRun = rate > 0
@@ -271,37 +345,44 @@ export async function runFloodBench(args: string[]): Promise<void> {
             "10.254.1.1",
             String(port),
             String(rate),
-            String(warmup + seconds + 1),
+            // Outlasts the window (the legitimate client's start-up, its seconds, 1 s of grace).
+            String(warmup + seconds + 2),
           ])
           : Promise.resolve('{"sent":0,"seconds":1,"cpu":0}');
         // The block forms during the warm-up (a bench, not a test: a fixed warm-up is the method).
         await new Promise((resolve) => setTimeout(resolve, warmup * 1000));
         const filter0 = filterStats(programs);
-        const system0 = busyTicks();
-        const server0 = treeTicks(child.pid);
-        const legit = JSON.parse(
-          await run([
-            "ip",
-            "netns",
-            "exec",
-            nsLegit,
-            "taskset",
-            "-c",
-            "1",
-            Deno.execPath(),
-            "run",
-            "-A",
-            `${here}legit_load.ts`,
-            "10.254.1.2",
-            "10.254.1.1",
-            String(port),
-            String(legitRate),
-            String(seconds),
-          ]),
-        ) as { sent: number; answered: number; p99Ms: number };
-        const systemTicks = busyTicks() - system0;
+        const system0 = cpuTicks();
+        const server0 = child === undefined ? 0 : treeTicks(child.pid);
+        const window0 = performance.now();
+        const legit = child === undefined
+          ? await new Promise<{ sent: number; answered: number; p99Ms: number }>((resolve) =>
+            setTimeout(() => resolve({ sent: 1, answered: NaN, p99Ms: NaN }), (seconds + 1) * 1000)
+          )
+          : JSON.parse(
+            await run([
+              "ip",
+              "netns",
+              "exec",
+              nsLegit,
+              "taskset",
+              "-c",
+              "1",
+              Deno.execPath(),
+              "run",
+              "-A",
+              `${here}legit_load.ts`,
+              "10.254.1.2",
+              "10.254.1.1",
+              String(port),
+              String(legitRate),
+              String(seconds),
+            ]),
+          ) as { sent: number; answered: number; p99Ms: number };
+        const windowSeconds = (performance.now() - window0) / 1000;
+        const system1 = cpuTicks();
         const filter1 = filterStats(programs);
-        const serverTicks = treeTicks(child.pid) - server0;
+        const serverTicks = child === undefined ? 0 : treeTicks(child.pid) - server0;
         const floodResult = JSON.parse(await floodRun) as {
           sent: number;
           seconds: number;
@@ -311,16 +392,20 @@ export async function runFloodBench(args: string[]): Promise<void> {
         return {
           answered: legit.answered / legit.sent,
           p99Ms: legit.p99Ms,
-          floodSent: floodRate * (seconds + 1), // the legit run lasts its seconds plus 1 s of grace
           floodRate,
-          systemTicks,
+          windowSeconds,
+          systemTicks: system1.busy - system0.busy,
+          softirqTicks: system1.softirq - system0.softirq,
           serverTicks,
-          generatorCpu: floodResult.cpu,
+          generatorUs: floodResult.sent > 0 ? floodResult.cpu * 1e6 / floodResult.sent : NaN,
           filterNs: (filter1.ns - filter0.ns) / Math.max(1, filter1.count - filter0.count),
         };
       } finally {
-        child.kill("SIGTERM");
-        await child.status;
+        if (child !== undefined) {
+          child.kill("SIGTERM");
+          await child.status;
+        }
+        await stop?.();
       }
     };
     const samples = new Map<string, Sample[]>();
@@ -334,40 +419,90 @@ export async function runFloodBench(args: string[]): Promise<void> {
           console.error(
             `round ${round + 1} ${key}: answered ${(sample.answered * 100).toFixed(1)}% p99 ` +
               `${sample.p99Ms.toFixed(2)} ms, flood ${Math.round(sample.floodRate)}/s, ` +
-              `system ${sample.systemTicks} ticks, server ${sample.serverTicks} ticks, ` +
+              `${sample.windowSeconds.toFixed(2)} s: system ${
+                sample.systemTicks.toFixed(0)
+              } ticks ` +
+              `(softirq ${sample.softirqTicks}), server ${sample.serverTicks} ticks, generator ` +
+              `${sample.generatorUs.toFixed(2)} µs/packet, ` +
               `filter ${sample.filterNs.toFixed(0)} ns/packet`,
           );
         }
       }
     }
+    /** Per round: µs per flood packet of `pick` over the same peer's no-flood round. */
+    const perPacket = (peer: string, rate: number, pick: (s: Sample) => number): number[] => {
+      const base = samples.get(`${peer}@0`) ?? [];
+      return (samples.get(`${peer}@${rate}`) ?? []).map((s, i) => {
+        const b = base[i] ?? s;
+        const perSecond = pick(s) / s.windowSeconds - pick(b) / b.windowSeconds;
+        return rate === 0 ? NaN : (perSecond / TICKS) * 1e6 / s.floodRate;
+      });
+    };
+    /**
+     * System-wide µs per flood packet, raw and net of the generator's own sending: its process
+     * CPU per packet in the same round's `sender` measurement (medians of the rounds).
+     */
+    const cost = (peer: string, rate: number) => {
+      const raw = perPacket(peer, rate, (s) => s.systemTicks);
+      const sender = (samples.get(`sender@${rate}`) ?? []).map((s) => s.generatorUs);
+      const net = raw.map((value, i) => value - (sender[i] ?? NaN));
+      return { raw: median(raw), net: peer === "sender" ? NaN : median(net) };
+    };
+    const programs = (peer: string) => ["null-xdp", "triad-xdp", "dnsdist"].includes(peer);
     console.log(
-      `\nlegit ${legitRate} q/s for ${seconds} s; medians of ${rounds} rounds; CPU per flood ` +
-        `packet in µs (system-wide minus the same server without flood; server process)`,
+      `\nlegit ${legitRate} q/s for ${seconds} s; medians of ${rounds} rounds. CPU per flood ` +
+        `packet in µs over the same peer without flood: sys = system-wide (all CPUs, softirq ` +
+        `included; with the generator's own sending), net = sys minus the generator's own CPU per ` +
+        `packet in the sender round (the receiving side's cost per dropped packet), softirq = the ` +
+        `softirq part of sys, server = the server process, gen = the generator process (in the ` +
+        `sender round its sending alone; with a server also the receive softirq run in its context)`,
     );
-    console.log(
-      ["peer", "flood/s", "answered %", "p99 ms", "sys µs/pkt", "server µs/pkt", "filter ns/pkt"]
-        .map((h) => h.padEnd(13)).join(""),
-    );
+    const columns = [
+      "peer",
+      "flood/s",
+      "answered %",
+      "p99 ms",
+      "sys µs/pkt",
+      "net µs/pkt",
+      "softirq µs/pkt",
+      "server µs/pkt",
+      "gen µs/pkt",
+      "filter ns/pkt",
+    ];
+    console.log(columns.map((h) => h.padEnd(15)).join(""));
     for (const rate of rates) {
       for (const peer of peers) {
         const list = samples.get(`${peer}@${rate}`) ?? [];
-        const base = samples.get(`${peer}@0`) ?? [];
-        const perPacket = (pick: (s: Sample) => number) =>
-          rate === 0 ? NaN : median(
-            list.map((s, i) => ((pick(s) - pick(base[i] ?? s)) / TICKS) * 1e6 / s.floodSent),
-          );
+        const { raw, net } = cost(peer, rate);
         console.log(
           [
             peer,
             String(Math.round(median(list.map((s) => s.floodRate)))),
             (median(list.map((s) => s.answered)) * 100).toFixed(1),
             median(list.map((s) => s.p99Ms)).toFixed(2),
-            perPacket((s) => s.systemTicks).toFixed(2),
-            perPacket((s) => s.serverTicks).toFixed(2),
-            peer === "triad-user" ? "-" : median(list.map((s) => s.filterNs)).toFixed(0),
-          ].map((c) => c.padEnd(13)).join(""),
+            raw.toFixed(2),
+            net.toFixed(2),
+            median(perPacket(peer, rate, (s) => s.softirqTicks)).toFixed(2),
+            median(perPacket(peer, rate, (s) => s.serverTicks)).toFixed(2),
+            median(list.map((s) => s.generatorUs)).toFixed(2),
+            programs(peer) ? median(list.map((s) => s.filterNs)).toFixed(0) : "-",
+          ].map((c) => c.padEnd(15)).join(""),
         );
       }
+    }
+    console.log("\nCPU per dropped packet, ratios (sys; net):");
+    const pairs = [
+      ["triad-xdp", "triad-user"],
+      ["triad-xdp", "dnsdist"],
+      ["triad-xdp", "null-xdp"],
+      ["null-xdp", "triad-user"],
+    ].filter((pair) => pair.every((peer) => peers.includes(peer)));
+    for (const rate of rates.filter((rate) => rate > 0)) {
+      const ratios = pairs.map(([a = "", b = ""]) => {
+        const [x, y] = [cost(a, rate), cost(b, rate)];
+        return `${a}/${b} ${(x.raw / y.raw).toFixed(2)}x; ${(x.net / y.net).toFixed(2)}x`;
+      });
+      console.log(`flood ${rate}/s asked: ${ratios.join(", ")}`);
     }
   } finally {
     await run(["sysctl", "-q", "-w", `kernel.bpf_stats_enabled=${statsBefore}`], false);

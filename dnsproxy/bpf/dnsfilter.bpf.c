@@ -173,9 +173,19 @@ static __always_inline void count(__u32 rule, __u64 bytes)
 	}
 }
 
-static __always_inline int active(struct dnsfilter_block *block, __u64 now)
+/**
+ * Whether a block ends at `expires_ns` (0 = never) or later. The clock is read only for a block
+ * with an end, and the coarse one (CLOCK_MONOTONIC as of the last tick: no clock source read,
+ * a block may outlast its end by up to one tick).
+ */
+static __always_inline int unexpired(__u64 expires_ns)
 {
-	return block->action == 0 && (block->expires_ns == 0 || block->expires_ns > now);
+	return expires_ns == 0 || expires_ns > bpf_ktime_get_coarse_ns();
+}
+
+static __always_inline int active(struct dnsfilter_block *block)
+{
+	return block->action == 0 && unexpired(block->expires_ns);
 }
 
 /** Returns 1 to drop. `qname_offset` is where the question starts from `data`. */
@@ -234,7 +244,7 @@ static __always_inline int decide(void *data, void *data_end, __u32 *qname_offse
 		return 0;
 	}
 	__u64 bytes = data_end - data;
-	if (block && active(block, bpf_ktime_get_ns())) {
+	if (block && active(block)) {
 		count(block->rule, bytes);
 		return 1;
 	}
@@ -259,7 +269,7 @@ static __always_inline int name_blocked(struct name_walk *walk, __u64 bytes)
 	if (walk->done != 2)
 		return 0;
 	__u64 expires = ((__u64)walk->left << 32) | walk->length;
-	if (expires != 0 && expires <= bpf_ktime_get_ns())
+	if (!unexpired(expires))
 		return 0;
 	count(walk->pos, bytes);
 	return 1;

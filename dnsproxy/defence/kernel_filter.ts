@@ -38,7 +38,11 @@ export interface KernelDrops {
 
 let clock: { clock_gettime: (id: number, ts: Uint8Array) => number } | undefined;
 
-/** `CLOCK_MONOTONIC` in ns: the clock `bpf_ktime_get_ns` reads. */
+/**
+ * `CLOCK_MONOTONIC` in ns: the clock block ends are given in. The filter compares them with
+ * `bpf_ktime_get_coarse_ns` (the same clock as of the last timer tick), so a block may outlast
+ * its end by up to one tick.
+ */
 export function ktimeNs(): bigint {
   if (clock === undefined) {
     clock = Deno.dlopen("libc.so.6", {
