@@ -5,7 +5,7 @@
  * `Deno.listenDatagram` echo and the C server (UDP). One loop each; the server is pinned to one
  * core and the load generator to the other with `taskset`. Prints medians side by side:
  * messages per second, server CPU microseconds per message (every thread's run time from
- * /proc/<pid>/task/*/schedstat, in ns; the user part from 10 ms ticks) and the server's wake-ups
+ * /proc/PID/task/TID/schedstat, in ns; the user part from 10 ms ticks) and the server's wake-ups
  * per message (times its threads were scheduled in: 1 per message is a wake-up each).
  * The fixed-rate TCP scenarios hold every server at the same load (the load generator paces its
  * bursts), so their CPU per message compares servers even where the closed-loop rows are
