@@ -46,7 +46,7 @@ const MAX_BLOCK_MS = 50;
 const IDLE_BLOCK_MS = 250;
 const IDLE_AFTER_MS = 1000;
 const LONG_IDLE_BLOCK_MS = 1000;
-const LONG_IDLE_AFTER_MS = 10_000;
+const LONG_IDLE_AFTER_MS = 3000;
 /**
  * How often a busy loop yields to the Worker's event loop (timers, I/O callbacks; messages from the
  * main thread are checked every turn). Each yield is a setImmediate turn of Deno's event loop with

@@ -193,6 +193,8 @@ async function measure(server: Server, n: number): Promise<Sample> {
     const rss1 = rssKiB(child.pid);
     const slab1 = slabKiB();
     const heap1 = await heap();
+    // The heap report woke the loop and forced a full collection: let both settle.
+    await new Promise((r) => setTimeout(r, 2000));
     const cpu0 = cpuSecondsOf(child.pid);
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, idleSeconds * 1000));
