@@ -276,7 +276,9 @@ try {
           console.error(
             `round ${round}: ${server.name.padEnd(20)} ${scenario.name.padEnd(36)} ` +
               `${Math.round(sample.rate)} msg/s, ${sample.cpuPerMessage.toFixed(2)} us/msg ` +
-              `(user ${sample.userPerMessage.toFixed(2)}), ${sample.wakesPerMessage.toFixed(3)} wakes/msg, ` +
+              `(user ${sample.userPerMessage.toFixed(2)}), ${
+                sample.wakesPerMessage.toFixed(3)
+              } wakes/msg, ` +
               `client ` +
               `${(sample.clientBusy * 100).toFixed(0)}% busy`,
           );
