@@ -28,6 +28,7 @@ import { NetloopError } from "./errors.ts";
 import { ConnImpl, type PacketConn, State } from "./_conn.ts";
 import { decodeSockaddr } from "./_sockaddr.ts";
 import { dialTls, expireHandshakes, type LoopTlsConfig } from "./_tls.ts";
+import type { HandlerTimers } from "./_timers.ts";
 import type { DialTlsOptions } from "./tls.ts";
 
 /** Microtask turns {@linkcode LoopCore.settle} gives handlers' promise callbacks. */
@@ -35,13 +36,17 @@ const SETTLE_AWAITS = 4;
 /** Longest a loop blocks in the kernel before giving the Worker's event loop a turn. */
 const MAX_BLOCK_MS = 50;
 /**
- * Longest block of a loop that has had no event for IDLE_AFTER_MS: each wake-up costs about
- * 150 µs, and 20 a second were 0.3-0.4% of a core for a loop with nothing to do. A handler timer
- * (`setTimeout`) in an idle loop may then run up to this late; timing that matters goes through
- * `tick`/`tickWithin`, which bound every block.
+ * Longest block of a loop that has had no event for IDLE_AFTER_MS, and of one that has had none
+ * for LONG_IDLE_AFTER_MS: each wake-up of an idle loop costs 150-250 µs (a turn of the Worker's
+ * event loop with cold caches), and 20 a second were 0.3-0.4% of a core for a loop with nothing to
+ * do, 4 a second about 0.09% with 15,000 connections held. Handler timers (`setTimeout`,
+ * `setInterval`) bound every block (see `HandlerTimers`), as `tick`/`tickWithin` do; what else a
+ * handler awaits in an idle loop (a `fetch`, a file read) may complete up to this late.
  */
 const IDLE_BLOCK_MS = 250;
 const IDLE_AFTER_MS = 1000;
+const LONG_IDLE_BLOCK_MS = 1000;
+const LONG_IDLE_AFTER_MS = 3000;
 /**
  * How often a busy loop yields to the Worker's event loop (timers, I/O callbacks; messages from the
  * main thread are checked every turn). Each yield is a setImmediate turn of Deno's event loop with
@@ -166,6 +171,8 @@ export abstract class LoopCore implements Loop {
   control: Int32Array | undefined;
   /** Messages from the main thread handled so far. */
   handledMessages = 0;
+  /** The Worker's handler timers (set by `_worker.ts`), which bound an idle loop's block. */
+  handlerTimers: HandlerTimers | undefined;
   /**
    * The handler module's own handler: dialed connections fall back to it (the loop's `handler`
    * may be the TLS layer wrapped around it).
@@ -569,9 +576,20 @@ export abstract class LoopCore implements Loop {
     );
   }
 
-  /** The longest the loop may block now: MAX_BLOCK_MS, or IDLE_BLOCK_MS once it is idle. */
+  /**
+   * The longest the loop may block now: MAX_BLOCK_MS, or once it is idle IDLE_BLOCK_MS, then
+   * LONG_IDLE_BLOCK_MS, or less when a handler timer is due sooner.
+   */
   maxBlock(now: number): number {
-    return now - this.lastEvent < IDLE_AFTER_MS ? MAX_BLOCK_MS : IDLE_BLOCK_MS;
+    const idle = now - this.lastEvent;
+    if (idle < IDLE_AFTER_MS) return MAX_BLOCK_MS;
+    const timers = this.handlerTimers;
+    // Without the Worker's timers known (a loop run outside _worker.ts), the shorter block.
+    if (timers === undefined) return IDLE_BLOCK_MS;
+    return Math.min(
+      idle < LONG_IDLE_AFTER_MS ? IDLE_BLOCK_MS : LONG_IDLE_BLOCK_MS,
+      timers.until(now),
+    );
   }
 
   private idleScanEvery(): number {

@@ -7,6 +7,7 @@
 import type { EventHandler } from "./event_handler.ts";
 import type { LoopConfig, LoopCore } from "./_loop.ts";
 import type { TlsStats } from "./tls.ts";
+import { HandlerTimers } from "./_timers.ts";
 
 /** Main thread → loop. */
 export type ToLoop =
@@ -32,6 +33,10 @@ export type FromLoop =
   | { type: "shutdown" }
   | { type: "message"; data: unknown }
   | { type: "tls"; id: number; error?: string; stats?: TlsStats };
+
+/** Installed before any handler module is imported, so that it uses the wrapped timers. */
+const timers = new HandlerTimers();
+timers.install();
 
 let loop: LoopCore | undefined;
 let stopEarly = false;
@@ -78,6 +83,7 @@ async function start(config: LoopConfig, handlerUrl: string): Promise<void> {
   loop = await createLoop(config, handler);
   loop.userHandler = user;
   loop.control = control;
+  loop.handlerTimers = timers;
   loop.handledMessages = handled;
   await loop.listen();
   const wakeFd = (loop as LoopCore & { wakeFd?: number }).wakeFd ?? -1;

@@ -6,7 +6,9 @@
  * every echo checked. Per server and N, in interleaved rounds (server pinned to one core, the load
  * to the other): held and lost, connections established per second, server memory per connection
  * (RSS growth over N; kernel slab growth over N, both ends' sockets, halved for the server's
- * share), idle CPU with N held, a probe connection's p50/p99 round trip while N are held, the time
+ * share), idle CPU with N held (every server thread's run time from schedstat, in ns, over the
+ * `--idle` window: no message flows in it, the load's first periodic one being 60 s after its
+ * start), a probe connection's p50/p99 round trip while N are held, the time
  * for one message to all N and every echo back, and the time the server takes to stop. N steps up
  * to what this process's descriptor limit allows; the bench says which limit stopped it.
  *
@@ -131,6 +133,9 @@ interface Sample {
   loadCpu: number;
 }
 
+/** The load's message interval per connection (s): its first comes this long after its start. */
+const BEAT_S = 60;
+
 let port = 21000 + Math.floor(Math.random() * 4000);
 
 /** Asks a server started with `heap` for its Deno heap; the stdout lines are read by `lines`. */
@@ -177,9 +182,10 @@ async function measure(server: Server, n: number): Promise<Sample> {
     const rss0 = rssKiB(child.pid);
     const slab0 = slabKiB();
     const heap0 = await heap();
+    const fleetStart = performance.now();
     await using fleet = LoadFleet.start(tool, port, n, {
       processes: 4,
-      interval: 60,
+      interval: BEAT_S,
       cpu: values["client-cpu"]!,
     });
     const opened = await fleet.opened();
@@ -187,10 +193,18 @@ async function measure(server: Server, n: number): Promise<Sample> {
     const rss1 = rssKiB(child.pid);
     const slab1 = slabKiB();
     const heap1 = await heap();
+    // The heap report woke the loop and forced a full collection: let both settle.
+    await new Promise((r) => setTimeout(r, 2000));
     const cpu0 = cpuSecondsOf(child.pid);
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, idleSeconds * 1000));
     const idleCpu = (cpuSecondsOf(child.pid) - cpu0) / ((performance.now() - t0) / 1000);
+    if (performance.now() - fleetStart > BEAT_S * 1000) {
+      console.error(
+        `${server.name} N=${n}: the idle window reached the load's first periodic message ` +
+          `(${BEAT_S} s after its start): idle CPU includes some traffic`,
+      );
+    }
     const probe = await fleet.probe(1000);
     const all = await fleet.ping();
     const stats = await fleet.stats();
@@ -262,7 +276,7 @@ for (const n of steps) {
         Math.max(...samples.map((s) => s.lost))
       } | ${m((s) => s.rate)} | ${m((s) => s.rssPerConn)} | ${
         samples.some((s) => Number.isNaN(s.heapPerConn)) ? "-" : m((s) => s.heapPerConn)
-      } | ${m((s) => s.slabPerConn)} | ${m((s) => s.idleCpu * 100, 2)}% | ${
+      } | ${m((s) => s.slabPerConn)} | ${m((s) => s.idleCpu * 100, 3)}% | ${
         median(samples.map((s) => s.p50))
       }/${m((s) => s.p99)} | ${m((s) => s.allMs)} | ${m((s) => s.stopMs)} |`,
     );

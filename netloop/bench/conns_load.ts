@@ -5,6 +5,7 @@
  * @module
  */
 import { compileC } from "../../tests/servers/compile_c.ts";
+import { cpuNanos } from "./_util.ts";
 
 /**
  * The command line of netloop's echo example on one loop of `backend` (the server the benches
@@ -252,11 +253,9 @@ export function rssKiB(pid: number): number {
   return Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);
 }
 
-/** A process's CPU time (utime + stime, every thread), in seconds. */
+/** A process's CPU time (every thread, from schedstat: nanosecond resolution), in seconds. */
 export function cpuSecondsOf(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return cpuNanos(pid).ns / 1e9;
 }
 
 /** Waits until something accepts TCP connections on 127.0.0.1:`port` (20 s at most). */

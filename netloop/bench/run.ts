@@ -4,7 +4,9 @@
  * backend, a `Deno.listen` echo, a `node:net` echo and the C server (TCP), and netloop, a
  * `Deno.listenDatagram` echo and the C server (UDP). One loop each; the server is pinned to one
  * core and the load generator to the other with `taskset`. Prints medians side by side:
- * messages per second and server CPU microseconds per message (utime+stime from /proc/<pid>/stat).
+ * messages per second, server CPU microseconds per message (every thread's run time from
+ * /proc/PID/task/TID/schedstat, in ns; the user part from 10 ms ticks) and the server's wake-ups
+ * per message (times its threads were scheduled in: 1 per message is a wake-up each).
  * The fixed-rate TCP scenarios hold every server at the same load (the load generator paces its
  * bursts), so their CPU per message compares servers even where the closed-loop rows are
  * client-bound.
@@ -20,7 +22,7 @@ import { parseArgs } from "node:util";
 import dgram from "node:dgram";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { echoCommand } from "./conns_load.ts";
-import { cpuTicks, median, stop } from "./_util.ts";
+import { cpuNanos, cpuTicks, median, stop } from "./_util.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -188,8 +190,10 @@ async function ready(network: "tcp" | "udp", port: number): Promise<void> {
 interface Sample {
   rate: number;
   cpuPerMessage: number;
-  /** The user-space part of cpuPerMessage (the rest is the kernel's). */
+  /** The user-space part of cpuPerMessage (the rest is the kernel's; from 10 ms ticks). */
   userPerMessage: number;
+  /** Times the server's threads were scheduled in, per message (wake-ups: one per batch). */
+  wakesPerMessage: number;
   /** The load generator's CPU over the window, as a share of one core (near 1: it is the limit). */
   clientBusy: number;
 }
@@ -219,9 +223,11 @@ async function measure(server: Server, scenario: Scenario, pid: number): Promise
   }).spawn();
   await new Promise((r) => setTimeout(r, warmup * 1000));
   const cpu0 = cpuTicks(pid);
+  const ns0 = cpuNanos(pid);
   const t0 = performance.now();
   const output = await client.output();
   const cpu1 = cpuTicks(pid);
+  const ns1 = cpuNanos(pid);
   const elapsed = (performance.now() - t0) / 1000;
   const text = new TextDecoder().decode(output.stdout);
   const msgs = Number(/msgs=(\d+)/.exec(text)?.[1] ?? 0);
@@ -236,8 +242,9 @@ async function measure(server: Server, scenario: Scenario, pid: number): Promise
   const perMessage = (ticks: number) => (ticks / CLK_TCK / (rate * elapsed)) * 1e6;
   return {
     rate,
-    cpuPerMessage: perMessage(cpu1.user + cpu1.system - cpu0.user - cpu0.system),
+    cpuPerMessage: (ns1.ns - ns0.ns) / 1e3 / (rate * elapsed),
     userPerMessage: perMessage(cpu1.user - cpu0.user),
+    wakesPerMessage: (ns1.runs - ns0.runs) / (rate * elapsed),
     clientBusy: Number(/cpu=([\d.]+)/.exec(text)?.[1] ?? NaN) / seconds,
   };
 }
@@ -269,7 +276,10 @@ try {
           console.error(
             `round ${round}: ${server.name.padEnd(20)} ${scenario.name.padEnd(36)} ` +
               `${Math.round(sample.rate)} msg/s, ${sample.cpuPerMessage.toFixed(2)} us/msg ` +
-              `(user ${sample.userPerMessage.toFixed(2)}), client ` +
+              `(user ${sample.userPerMessage.toFixed(2)}), ${
+                sample.wakesPerMessage.toFixed(3)
+              } wakes/msg, ` +
+              `client ` +
               `${(sample.clientBusy * 100).toFixed(0)}% busy`,
           );
         }
@@ -300,6 +310,7 @@ for (const scenario of scenarios) {
       rate: median(samples.map((s) => s.rate)),
       cpu: median(samples.map((s) => s.cpuPerMessage)),
       user: median(samples.map((s) => s.userPerMessage)),
+      wakes: median(samples.map((s) => s.wakesPerMessage)),
       client: median(samples.map((s) => s.clientBusy)),
     };
   });
@@ -316,6 +327,7 @@ for (const scenario of scenarios) {
         (scenario.network === "tcp" ? "vs Deno.listen" : "vs listenDatagram").padStart(19)
       }` +
       `${"CPU us/msg".padStart(12)}${"CPU vs C".padStart(10)}${"user us".padStart(9)}` +
+      `${"wakes/msg".padStart(11)}` +
       `${"client busy".padStart(13)}`,
   );
   for (const row of rows) {
@@ -326,6 +338,7 @@ for (const scenario of scenarios) {
         `${(Number.isFinite(row.cpu) ? row.cpu.toFixed(2) : "-").padStart(12)}` +
         `${ratio(row.cpu, cRow?.cpu).padStart(10)}` +
         `${(Number.isFinite(row.user) ? row.user.toFixed(2) : "-").padStart(9)}` +
+        `${(Number.isFinite(row.wakes) ? row.wakes.toFixed(3) : "-").padStart(11)}` +
         `${(Number.isFinite(row.client) ? `${(row.client * 100).toFixed(0)}%` : "-").padStart(13)}`,
     );
   }
