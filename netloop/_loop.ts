@@ -40,8 +40,9 @@ const MAX_BLOCK_MS = 50;
  * for LONG_IDLE_AFTER_MS: each wake-up of an idle loop costs 150-250 µs (a turn of the Worker's
  * event loop with cold caches), and 20 a second were 0.3-0.4% of a core for a loop with nothing to
  * do, 4 a second about 0.09% with 15,000 connections held. Handler timers (`setTimeout`,
- * `setInterval`) bound every block (see `HandlerTimers`), as `tick`/`tickWithin` do; what else a
- * handler awaits in an idle loop (a `fetch`, a file read) may complete up to this late.
+ * `setInterval`) bound every block (see `HandlerTimers`), as `tick`/`tickWithin` do, and a loop
+ * whose handler timer just ran counts as busy; what else a handler awaits in an idle loop (a
+ * `fetch`, a file read) may complete up to this late.
  */
 const IDLE_BLOCK_MS = 250;
 const IDLE_AFTER_MS = 1000;
@@ -577,13 +578,15 @@ export abstract class LoopCore implements Loop {
   }
 
   /**
-   * The longest the loop may block now: MAX_BLOCK_MS, or once it is idle IDLE_BLOCK_MS, then
-   * LONG_IDLE_BLOCK_MS, or less when a handler timer is due sooner.
+   * The longest the loop may block now: MAX_BLOCK_MS, or once it is idle (no event and no handler
+   * timer run) IDLE_BLOCK_MS, then LONG_IDLE_BLOCK_MS, or less when a handler timer is due sooner.
    */
   maxBlock(now: number): number {
-    const idle = now - this.lastEvent;
-    if (idle < IDLE_AFTER_MS) return MAX_BLOCK_MS;
     const timers = this.handlerTimers;
+    // A handler timer that just ran counts as an event: what it started (a fetch, a file read)
+    // completes on the Worker's event loop, which runs only between blocks.
+    const idle = now - Math.max(this.lastEvent, timers?.lastFired ?? -Infinity);
+    if (idle < IDLE_AFTER_MS) return MAX_BLOCK_MS;
     // Without the Worker's timers known (a loop run outside _worker.ts), the shorter block.
     if (timers === undefined) return IDLE_BLOCK_MS;
     return Math.min(

@@ -23,6 +23,11 @@ export class HandlerTimers {
   readonly #due = new Map<unknown, number>();
   /** Never later than the earliest entry of #due (a cleared timer may leave it earlier). */
   #earliest = Infinity;
+  /**
+   * When a handler timer last ran (`performance.now()`): what its callback started (a `fetch`, a
+   * file read) completes on the Worker's event loop, so the loop counts as busy for a while.
+   */
+  lastFired = -Infinity;
 
   /**
    * Wraps the scope's timer functions (once, before the handler module is imported, so that it
@@ -41,6 +46,7 @@ export class HandlerTimers {
       const id = set(
         (...a: unknown[]) => {
           due.delete(id);
+          this.lastFired = performance.now();
           callback(...a);
         },
         ms,
@@ -54,6 +60,7 @@ export class HandlerTimers {
       const id = every(
         (...a: unknown[]) => {
           note(id, ms);
+          this.lastFired = performance.now();
           callback(...a);
         },
         ms,

@@ -8,6 +8,7 @@ import { serve } from "@triad/netloop";
 import { HandlerTimers } from "../netloop/_timers.ts";
 import { ffi, ioUring, linux, testWith } from "./requirements.ts";
 import { DELAYS } from "./netloop_timer_handler.ts";
+import { AT_MS } from "./netloop_timer_work_handler.ts";
 
 /** How late a timer may run (scheduling on a shared machine; the old bound was 250 ms). */
 const LATE_MS = 60;
@@ -74,4 +75,33 @@ for (const backend of ["epoll", "uring"] as const) {
       await engine.stop();
     }
   });
+}
+
+for (const backend of ["epoll", "uring"] as const) {
+  const needs = backend === "uring" ? [linux, ffi, ioUring] : [linux, ffi];
+  testWith(
+    `${backend}: work a handler timer starts in a long-idle loop is not held`,
+    needs,
+    async () => {
+      let readMs: number | undefined;
+      const engine = await serve(new URL("./netloop_timer_work_handler.ts", import.meta.url), {
+        hostname: "127.0.0.1",
+        port: 0,
+        backend,
+        loops: 1,
+        onMessage: (data) => void (readMs = (data as { readMs: number }).readMs),
+      });
+      try {
+        const until = performance.now() + AT_MS + 10_000;
+        while (readMs === undefined && performance.now() < until) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        assert.ok(readMs !== undefined, "the timer's file read never came back");
+        // Held for the long idle block it would take up to 1 s; the busy bound is 50 ms.
+        assert.ok(readMs < 200, `a file read started by a timer took ${readMs.toFixed(1)} ms`);
+      } finally {
+        await engine.stop();
+      }
+    },
+  );
 }
