@@ -6,11 +6,9 @@
  *
  * @module
  */
-import { BytePool } from "@triad/core";
 import { buildQuery, DnsCache, DnsProxy, parseMessage } from "@triad/dnsproxy";
 import { cacheKey } from "../cache.ts";
-import { UdpPool } from "../upstream/udp_pool.ts";
-import type { PoolSocketEvents, PoolSocketOpener } from "../upstream/udp_pool.ts";
+import { socketlessMiss } from "./_socketless_miss.ts";
 
 const proxy = new DnsProxy({
   upstream: { upstreams: [], healthCheck: 0 },
@@ -76,55 +74,14 @@ Deno.bench("DnsCache.store: a new answer into a full cache of 100,000", () => {
 
 // A cache miss through the proxy and the socket pool, the upstream answering in the same turn
 // (no sockets): what a miss costs in JS above netloop's own work. The reply is unbound's shape.
-const pooled: UdpPool[] = [];
-const upstreamReplies = new BytePool(65536);
-const sent: [PoolSocketEvents, Uint8Array][] = [];
-let missClock = 0;
-const missOpener: PoolSocketOpener = {
-  open: (_server, events) => ({
-    send: (bytes) => void sent.push([events, upstreamReplies.copy(bytes)]),
-    close() {},
-  }),
-  copy: (view) => upstreamReplies.copy(view),
-  now: () => missClock,
-  sweepWithin() {},
-};
-const missProxy = new DnsProxy({
-  upstream: { upstreams: ["127.0.0.1:53"], healthCheck: 0 },
-  cache: { prefetchHits: 0, now: () => missClock },
-  transport: {
-    udpPool(server, options, onMismatch) {
-      const pool = new UdpPool(server, options, onMismatch, missOpener);
-      pooled.push(pool);
-      return pool;
-    },
-    now: () => missClock,
-  },
-});
-/** `answerTo` into one reused buffer (the bench measures the proxy, not the reply's making). */
-const replyBuffer = new Uint8Array(512);
-const replyTail = answerTo(queryWithEdns).subarray(queryWithEdns.length - 11);
-function replyTo(query: Uint8Array): Uint8Array {
-  const questionEnd = query.length - 11;
-  replyBuffer.set(query.subarray(0, questionEnd));
-  replyBuffer.set(replyTail, questionEnd);
-  replyBuffer[2] = 0x81;
-  replyBuffer[3] = 0x80;
-  replyBuffer[7] = 1;
-  replyBuffer[11] = 1;
-  return replyBuffer.subarray(0, questionEnd + replyTail.length);
-}
+const miss = socketlessMiss();
 const missName = buildQuery({ id: 1, name: "r0000000.bench", type: 1 });
 let misses = 0;
 const answered = () => {};
 Deno.bench("DnsProxy.answer: a cache miss through the socket pool, answered in the turn", () => {
   const text = String(misses++ % 10_000_000).padStart(7, "0");
   for (let j = 0; j < 7; j++) missName[14 + j] = text.charCodeAt(j);
-  missProxy.answer(missName, client, answered, undefined);
-  for (const [events, bytes] of sent) events.datagram(replyTo(bytes));
-  sent.length = 0;
-  if (misses % 64 === 0) {
-    missClock += 1;
-    for (const pool of pooled) pool.sweep(missClock);
-  }
+  miss.proxy.answer(missName, client, answered, undefined);
+  miss.replyAll();
+  if (misses % 64 === 0) miss.tick();
 });

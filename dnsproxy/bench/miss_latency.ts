@@ -4,7 +4,8 @@
  * measure, rounds interleaved; `dnsperf -v` gives each query's latency (written to a file, read
  * after the run), and the proxy runs with `--trace-gc`, whose scavenge pauses during the measure
  * are counted. Peers: `triad` (this tree), `dnsdist`, and `triad-at=<dir>` for another checkout's
- * proxy (an earlier commit, say).
+ * proxy (an earlier commit, say); a triad peer may carry V8 flags after `+`
+ * (`triad+--single-threaded-gc+--max-semi-space-size=32`), added to its `--trace-gc`.
  *
  * ```sh
  * deno run -A dnsproxy/bench/miss_latency.ts [--rounds 5] [--peers triad,dnsdist,triad-at=/tmp/old]
@@ -106,8 +107,9 @@ try {
     if (peer.name === "dnsdist") {
       command = ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`];
     } else {
-      const tree = peer.name.startsWith("triad-at=")
-        ? peer.name.slice("triad-at=".length)
+      const [base, ...v8Flags] = peer.name.split("+");
+      const tree = base!.startsWith("triad-at=")
+        ? base!.slice("triad-at=".length)
         : new URL("../..", import.meta.url).pathname;
       peer.gcLog = `${dir}/gc-${peer.port}.log`;
       command = [
@@ -115,7 +117,7 @@ try {
         "run",
         "-A",
         "--unstable-net",
-        "--v8-flags=--trace-gc",
+        `--v8-flags=${["--trace-gc", ...v8Flags].join(",")}`,
         `${tree}/dnsproxy/main.ts`,
         "--listen",
         `127.0.0.1:${peer.port}`,

@@ -323,47 +323,53 @@ export class Upstream {
   ): void {
     const started = this.#now();
     this.inFlight++;
-    const finish = (
-      error: UpstreamError | undefined,
-      reply: AcceptedReply | undefined,
-      transport: UpstreamProtocol,
-    ) => {
-      this.inFlight--;
-      if (reply === undefined) {
-        this.fails++;
-        // A failure counts as a slow round trip so `fastest` moves away from it.
-        this.rtt = Math.max(this.rtt * 2, timeoutMs);
-        done(error ?? asUpstreamError(undefined, this.name), undefined);
-        return;
-      }
-      const rtt = this.#now() - started;
-      this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
-      this.fails = 0;
-      if (rtt > this.#slowRtt) {
-        if (++this.slowStreak === this.#slowAfter) this.#onSlow(true, rtt);
-      } else if (this.slowStreak !== 0) {
-        const was = this.slow;
-        this.slowStreak = 0;
-        if (was) this.#onSlow(false, rtt);
-      }
-      done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
-    };
     if (this.protocol !== "udp") {
-      this.#viaPool(query, info, timeoutMs, this.protocol, finish);
+      this.#viaPool(query, info, timeoutMs, this.protocol, started, timeoutMs, done);
       return;
     }
     const id = randomId();
     const copy = queryCopies.copy(query);
     copy[0] = id >> 8;
     copy[1] = id & 0xff;
+    // One closure per query (what it holds lives as long as the query is in flight).
     this.#udpQuery(this.address, copy, id, info, timeoutMs, this.#onMismatch, (error, reply) => {
       if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
         const left = Math.max(1, timeoutMs - (this.#now() - started));
-        this.#viaPool(query, info, left, "tcp", finish);
+        this.#viaPool(query, info, left, "tcp", started, timeoutMs, done);
       } else {
-        finish(error, reply, "udp");
+        this.#finish(error, reply, "udp", started, timeoutMs, done);
       }
     });
+  }
+
+  /** Ends a query: health, round-trip time and slowness updated, then `done` called. */
+  #finish(
+    error: UpstreamError | undefined,
+    reply: AcceptedReply | undefined,
+    transport: UpstreamProtocol,
+    started: number,
+    timeoutMs: number,
+    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
+  ): void {
+    this.inFlight--;
+    if (reply === undefined) {
+      this.fails++;
+      // A failure counts as a slow round trip so `fastest` moves away from it.
+      this.rtt = Math.max(this.rtt * 2, timeoutMs);
+      done(error ?? asUpstreamError(undefined, this.name), undefined);
+      return;
+    }
+    const rtt = this.#now() - started;
+    this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
+    this.fails = 0;
+    if (rtt > this.#slowRtt) {
+      if (++this.slowStreak === this.#slowAfter) this.#onSlow(true, rtt);
+    } else if (this.slowStreak !== 0) {
+      const was = this.slow;
+      this.slowStreak = 0;
+      if (was) this.#onSlow(false, rtt);
+    }
+    done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
   }
 
   /** Asks over the TCP/TLS pool (a method: most queries never need it, so no closure each). */
@@ -372,15 +378,21 @@ export class Upstream {
     info: MessageInfo,
     left: number,
     transport: UpstreamProtocol,
-    finish: (
-      e: UpstreamError | undefined,
-      r: AcceptedReply | undefined,
-      t: UpstreamProtocol,
-    ) => void,
+    started: number,
+    timeoutMs: number,
+    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
   ): void {
     this.#pool.exchange(query, info, left).then(
-      (reply) => finish(undefined, reply, transport),
-      (error) => finish(asUpstreamError(error, this.name), undefined, transport),
+      (reply) => this.#finish(undefined, reply, transport, started, timeoutMs, done),
+      (error) =>
+        this.#finish(
+          asUpstreamError(error, this.name),
+          undefined,
+          transport,
+          started,
+          timeoutMs,
+          done,
+        ),
     );
   }
 

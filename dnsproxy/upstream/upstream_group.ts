@@ -170,31 +170,43 @@ export class UpstreamGroup {
       this.#turn++,
     );
     const attempts = Math.min(order.length, this.#options.attempts ?? 3);
-    const timeout = this.#options.timeout ?? 2000;
     this.#inFlight++;
-    const attempt = (i: number): void => {
-      if (i >= attempts || this.#closed) {
+    this.#attempt(query, info, order, 0, attempts, this.#options.timeout ?? 2000, done);
+  }
+
+  /**
+   * Tries `order[i]`, and the next upstream when it fails (a method, so a query makes one closure
+   * per try: what it holds lives as long as the query is in flight).
+   */
+  #attempt(
+    query: Uint8Array,
+    info: MessageInfo,
+    order: readonly Upstream[],
+    i: number,
+    attempts: number,
+    timeout: number,
+    done: (result: GroupResult) => void,
+  ): void {
+    if (i >= attempts || this.#closed) {
+      this.#inFlight--;
+      done(FAILED);
+      return;
+    }
+    const upstream = order[i]!;
+    upstream.start(query, info, timeout, (error, reply) => {
+      if (reply !== undefined) {
+        this.#options.onReply?.(upstream.name, reply.rtt, true);
         this.#inFlight--;
-        done(FAILED);
+        done({ ok: true, reply, upstream: upstream.name });
         return;
       }
-      const upstream = order[i]!;
-      upstream.start(query, info, timeout, (error, reply) => {
-        if (reply !== undefined) {
-          this.#options.onReply?.(upstream.name, reply.rtt, true);
-          this.#inFlight--;
-          done({ ok: true, reply, upstream: upstream.name });
-          return;
-        }
-        this.#options.onReply?.(upstream.name, timeout, false);
-        // Logged once, by the failure that crossed maxFails (not by every query then in flight).
-        if (upstream.justWentDown) {
-          this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
-        }
-        attempt(i + 1);
-      });
-    };
-    attempt(0);
+      this.#options.onReply?.(upstream.name, timeout, false);
+      // Logged once, by the failure that crossed maxFails (not by every query then in flight).
+      if (upstream.justWentDown) {
+        this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
+      }
+      this.#attempt(query, info, order, i + 1, attempts, timeout, done);
+    });
   }
 
   #probeDown(): void {

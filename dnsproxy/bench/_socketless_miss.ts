@@ -1,0 +1,109 @@
+/**
+ * A `DnsProxy` whose upstream is a UDP socket pool without sockets, for benchmarks of a cache
+ * miss's JS: what the proxy sends upstream is kept, and `replyAll()` hands each query's answer
+ * (unbound's shape: the question, one A record with TTL 300, an OPT record) to its pool socket in
+ * the same turn.
+ *
+ * @module
+ */
+import { BytePool } from "@triad/core";
+import { DnsProxy } from "../proxy.ts";
+import { UdpPool } from "../upstream/udp_pool.ts";
+import type { PoolSocketEvents, PoolSocketOpener } from "../upstream/udp_pool.ts";
+
+/** The proxy and the hands that play its upstream. */
+export interface SocketlessMiss {
+  /** The proxy (prefetch off, one upstream `127.0.0.1:53` reached through the pool). */
+  readonly proxy: DnsProxy;
+  /** Answers every query sent upstream since the last call. */
+  replyAll(): void;
+  /** Moves the clock `ms` on and sweeps the pools (expired queries, finished ones let go). */
+  tick(ms?: number): void;
+}
+
+/** The tail of unbound's answer after the question: one A record (TTL 300), then an OPT record. */
+const TAIL = [
+  0xc0,
+  12,
+  0,
+  1,
+  0,
+  1,
+  0,
+  0,
+  1,
+  44,
+  0,
+  4,
+  10,
+  9,
+  9,
+  9,
+  0,
+  0,
+  41,
+  4,
+  208,
+  0,
+  0,
+  0,
+  0,
+  0,
+  0,
+];
+
+/**
+ * Builds the proxy and its socketless upstream.
+ *
+ * @returns See {@linkcode SocketlessMiss}.
+ */
+export function socketlessMiss(): SocketlessMiss {
+  const pools: UdpPool[] = [];
+  const replies = new BytePool(65536);
+  const sent: [PoolSocketEvents, Uint8Array][] = [];
+  let clock = 0;
+  const opener: PoolSocketOpener = {
+    open: (_server, events) => ({
+      send: (bytes) => void sent.push([events, replies.copy(bytes)]),
+      close() {},
+    }),
+    copy: (view) => replies.copy(view),
+    now: () => clock,
+    sweepWithin() {},
+  };
+  const proxy = new DnsProxy({
+    upstream: { upstreams: ["127.0.0.1:53"], healthCheck: 0 },
+    cache: { prefetchHits: 0, now: () => clock },
+    transport: {
+      udpPool(server, options, onMismatch) {
+        const pool = new UdpPool(server, options, onMismatch, opener);
+        pools.push(pool);
+        return pool;
+      },
+      now: () => clock,
+    },
+  });
+  // One reused buffer: the benchmarks measure the proxy, not the reply's making.
+  const reply = new Uint8Array(512);
+  const replyTo = (query: Uint8Array): Uint8Array => {
+    const questionEnd = query.length - 11; // before the query's OPT
+    reply.set(query.subarray(0, questionEnd));
+    reply.set(TAIL, questionEnd);
+    reply[2] = 0x81;
+    reply[3] = 0x80;
+    reply[7] = 1;
+    reply[11] = 1;
+    return reply.subarray(0, questionEnd + TAIL.length);
+  };
+  return {
+    proxy,
+    replyAll() {
+      for (const [events, bytes] of sent) events.datagram(replyTo(bytes));
+      sent.length = 0;
+    },
+    tick(ms = 1) {
+      clock += ms;
+      for (const pool of pools) pool.sweep(clock);
+    },
+  };
+}
