@@ -60,10 +60,6 @@ const MAX_SEND_SLOTS = 4096;
 const TURN_BATCH = 32;
 const EMPTY = new Uint8Array(0);
 
-function describe(conn: ConnImpl): string {
-  return `${conn.network} fd ${conn.fd}`;
-}
-
 /** A UDP reply in flight: msghdr, iovec and name in `header`, payload in `data`. */
 interface SendSlot {
   header: Uint8Array;
@@ -584,7 +580,7 @@ export class UringLoop extends FdLoopCore {
       this.features.multishotRecv = false;
       this.logger.warn("multishot recv refused (EINVAL); one recv at a time");
     } else {
-      this.finish(conn, syscallError(`recv(${describe(conn)})`, -res));
+      this.finish(conn, this.streamError(conn, "recv", -res));
       return;
     }
     if (
@@ -613,7 +609,7 @@ export class UringLoop extends FdLoopCore {
       return;
     }
     if (res < 0) {
-      this.finish(conn, syscallError(`send(${describe(conn)})`, -res));
+      this.finish(conn, this.streamError(conn, "send", -res));
       return;
     }
     conn.flyOff += res;
