@@ -588,6 +588,10 @@ export class TlsConn implements Conn {
       if (n > 0) {
         this.end += n;
         any = true;
+        // One SSL_read takes one whole record (the space holds the largest), reading no further
+        // than its end: with no ciphertext left in the input BIO the next one would only want
+        // more. Asking the BIO costs one FFI call, that SSL_read and SSL_get_error two.
+        if (lib.BIO_ctrl_pending(this.rbio) === 0) return true;
         continue;
       }
       const e = lib.SSL_get_error(this.ssl!, n);
