@@ -20,6 +20,7 @@ import { NetloopError } from "./errors.ts";
 import { ConnImpl } from "./_conn.ts";
 import type { DialTlsOptions, TlsInfo, TlsStats } from "./tls.ts";
 import { cBytes, cString, type OpenSsl, openssl, SSL, takeErrors } from "./_tls_ffi.ts";
+import { addressOf, offHeap } from "./_ffi.ts";
 
 /** The server TLS settings a loop Worker is given (structured-cloned). */
 export interface LoopTlsConfig {
@@ -48,6 +49,45 @@ const EMPTY = new Uint8Array(0);
 /** Plaintext of the connection in `input` (one at a time: input never nests). */
 const shared = new Uint8Array(64 * 1024);
 const sizeOutBytes = new Uint8Array(sizeOut.buffer);
+
+/**
+ * Input windows. Each connection's input BIO is a read-only memory BIO over a `BUF_MEM` of ours
+ * (`length`, `data`, `max`, `flags`: four 8-byte words) that points at the ciphertext where the
+ * loop received it, or at `stage` for small inputs: OpenSSL reads records from there, and what it
+ * leaves is `length`, read without an FFI call. A `BIO_write` into a memory BIO cost an FFI call,
+ * a zeroing and a copy of every byte received.
+ */
+const WINDOW_SLAB = 256;
+const windowWords: Uint32Array[] = [];
+const windowBytes: Uint8Array[] = [];
+const freeWindows: number[] = [];
+let windowCount = 0;
+/** Inputs up to this many bytes are copied into `stage` (finding their address costs more). */
+const STAGE_MAX = 2048;
+const stage = new Uint8Array(new ArrayBuffer(STAGE_MAX));
+let stageAddress = -1;
+/** Base addresses of the loop's receive buffers, found once each. */
+const bases = new WeakMap<ArrayBufferLike, number>();
+
+function takeWindow(): number {
+  const free = freeWindows.pop();
+  if (free !== undefined) return free;
+  const id = windowCount++;
+  if (id % WINDOW_SLAB === 0) {
+    const bytes = offHeap(WINDOW_SLAB * 32);
+    windowBytes.push(bytes);
+    windowWords.push(new Uint32Array(bytes.buffer, 0, WINDOW_SLAB * 8));
+  }
+  return id;
+}
+
+/** Points window `words[at..]` at `length` bytes from `address` (below 2^53, little-endian). */
+function pointWindow(words: Uint32Array, at: number, address: number, length: number): void {
+  words[at] = length; // length
+  words[at + 2] = address >>> 0; // data
+  words[at + 3] = Math.floor(address / 4294967296);
+  words[at + 4] = length; // max
+}
 
 /** Per-Worker counters (one loop per Worker); the portable backend counts into them too. */
 export const stats: TlsStats = emptyTlsStats();
@@ -239,6 +279,12 @@ export class TlsConn implements Conn {
   deadline: number;
   error: Error | undefined = undefined;
   #info: TlsInfo | undefined;
+  /** This connection's input window: `words[at]` is the ciphertext OpenSSL has not read. */
+  private readonly window: number;
+  private readonly words: Uint32Array;
+  private readonly at: number;
+  /** Ciphertext OpenSSL left when `input` returned, kept here (rare: see `keepInput`). */
+  private held: Uint8Array | undefined = undefined;
 
   constructor(
     readonly loop: Loop,
@@ -261,6 +307,14 @@ export class TlsConn implements Conn {
     }
     this.rbio = rbio;
     this.wbio = wbio;
+    this.window = takeWindow();
+    this.words = windowWords[Math.floor(this.window / WINDOW_SLAB)]!;
+    this.at = (this.window % WINDOW_SLAB) * 8;
+    pointWindow(this.words, this.at, 0, 0);
+    const slot = (this.window % WINDOW_SLAB) * 32;
+    const struct = windowBytes[Math.floor(this.window / WINDOW_SLAB)]!.subarray(slot, slot + 32);
+    lib.BIO_ctrl_buffer(rbio, SSL.BIO_C_SET_BUF_MEM, BigInt(SSL.BIO_NOCLOSE), struct);
+    lib.BIO_set_flags(rbio, SSL.BIO_FLAGS_MEM_RDONLY);
     lib.SSL_set_bio(this.ssl, rbio, wbio); // the SSL owns both BIOs now
     if (client) lib.SSL_set_connect_state(this.ssl);
     else lib.SSL_set_accept_state(this.ssl);
@@ -444,15 +498,62 @@ export class TlsConn implements Conn {
    * @returns The action a user callback asked for.
    */
   input(bytes: Uint8Array): HandlerResult {
+    if (this.ssl === null) return; // ended: its window may be another connection's now
     if (this.start === this.end) {
       this.buf = shared;
       this.start = this.end = 0;
     }
+    const source = this.feed(bytes);
     try {
-      return this.advance(bytes);
+      return this.advance();
     } finally {
       this.keepLeftover();
+      if (this.ssl !== null && this.unread !== 0) this.keepInput(source);
     }
+  }
+
+  /** Ciphertext OpenSSL has not read yet. */
+  private get unread(): number {
+    return this.words[this.at]!;
+  }
+
+  /** Points the input window at `bytes` (after what OpenSSL left); returns what it points at. */
+  private feed(bytes: Uint8Array): Uint8Array {
+    const left = this.unread;
+    if (left > 0) {
+      // OpenSSL left some of the last input (held): the window covers it and `bytes` together.
+      const joined = offHeap(left + bytes.length);
+      joined.set(this.held!.subarray(this.held!.length - left));
+      joined.set(bytes, left);
+      pointWindow(this.words, this.at, addressOf(joined), joined.length);
+      this.held = joined;
+      return joined;
+    }
+    this.held = undefined;
+    if (bytes.length <= STAGE_MAX) {
+      if (stageAddress < 0) stageAddress = addressOf(stage);
+      stage.set(bytes);
+      pointWindow(this.words, this.at, stageAddress, bytes.length);
+      return stage.subarray(0, bytes.length);
+    }
+    const buffer = bytes.buffer;
+    let base = bases.get(buffer);
+    if (base === undefined) {
+      base = addressOf(buffer as ArrayBuffer);
+      bases.set(buffer, base);
+    }
+    pointWindow(this.words, this.at, base + bytes.byteOffset, bytes.length);
+    return bytes;
+  }
+
+  /** After `input`: what OpenSSL left unread is copied out of memory the loop reuses. */
+  private keepInput(source: Uint8Array): void {
+    if (this.held === source) return;
+    const rest = source.slice(source.length - this.unread);
+    const kept = offHeap(rest.length);
+    kept.set(rest);
+    pointWindow(this.words, this.at, addressOf(kept), kept.length);
+    this.held = kept;
   }
 
   /** After `input`: copy what the handler left out of the shared buffer; drop an empty big one. */
@@ -467,13 +568,9 @@ export class TlsConn implements Conn {
     }
   }
 
-  private advance(bytes: Uint8Array): HandlerResult {
+  private advance(): HandlerResult {
     const lib = openssl();
     if (this.ssl === null) return;
-    if (bytes.length > 0 && lib.BIO_write(this.rbio, bytes, bytes.length) !== bytes.length) {
-      this.fail(tlsError(`BIO_write failed: ${takeErrors(lib)}`, "tls"), !this.established);
-      return;
-    }
     let result: HandlerResult = undefined;
     // SSL_get_error needs an empty queue. Failures take their errors, so it nearly always is;
     // a peek costs ~0.1 µs, ERR_clear_error ~0.5 µs (of a 64 B echo's ~20 µs of server CPU).
@@ -588,6 +685,10 @@ export class TlsConn implements Conn {
       if (n > 0) {
         this.end += n;
         any = true;
+        // One SSL_read takes one whole record (the space holds the largest), reading no further
+        // than its end: with no ciphertext left in the input BIO the next one would only want
+        // more (that SSL_read and SSL_get_error are two FFI calls).
+        if (this.unread === 0) return true;
         continue;
       }
       const e = lib.SSL_get_error(this.ssl!, n);
@@ -636,7 +737,7 @@ export class TlsConn implements Conn {
     const lib = openssl();
     handshaking.delete(this);
     if (this.ssl === null) return;
-    const partial = lib.SSL_has_pending(this.ssl) === 1 || lib.BIO_ctrl_pending(this.rbio) > 0;
+    const partial = lib.SSL_has_pending(this.ssl) === 1 || this.unread > 0;
     if (this.error === undefined && !this.shutdown && !this.peerClosed && partial) {
       stats.truncated++;
       this.error = error ?? tlsError(
@@ -647,6 +748,9 @@ export class TlsConn implements Conn {
     if (this.client) rememberSession(this);
     lib.SSL_free(this.ssl);
     this.ssl = null;
+    pointWindow(this.words, this.at, 0, 0);
+    freeWindows.push(this.window);
+    this.held = undefined;
     stats.live--;
     const reason = this.error ?? error;
     if (!this.announced && reason === undefined) return;

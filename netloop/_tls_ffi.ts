@@ -81,6 +81,13 @@ const CRYPTO_SYMBOLS = {
   BIO_write: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
   /** `size_t` in C; the pending byte count of a memory BIO fits 32 bits. */
   BIO_ctrl_pending: { parameters: ["pointer"], result: "u32" },
+  /** `BIO_set_mem_buf` is this with `BIO_C_SET_BUF_MEM`. */
+  BIO_ctrl_buffer: {
+    name: "BIO_ctrl",
+    parameters: ["pointer", "i32", "i64", "buffer"],
+    result: "i64",
+  },
+  BIO_set_flags: { parameters: ["pointer", "i32"], result: "void" },
   PEM_read_bio_X509: {
     parameters: ["pointer", "pointer", "pointer", "pointer"],
     result: "pointer",
@@ -129,6 +136,9 @@ export const SSL = {
   TLS1_2_VERSION: 0x0303,
   TLS1_3_VERSION: 0x0304,
   OPENSSL_NPN_NEGOTIATED: 1,
+  BIO_C_SET_BUF_MEM: 114,
+  BIO_NOCLOSE: 0,
+  BIO_FLAGS_MEM_RDONLY: 0x200,
 } as const;
 
 /** The libssl and libcrypto symbols netloop calls. */

@@ -346,6 +346,29 @@ for (const backend of BACKENDS) {
       survivor.close();
     });
 
+    await t.step("a reset after the handler closed ends it without an error", async () => {
+      await using fixture = await startFixture(backend, { mode: "quit" });
+      // The handler queues 4 MiB and closes; the client reads a little of it and resets, so the
+      // loop is still sending when the reset arrives.
+      connectSendReset(fixture.port, encoder.encode("flood"), 1024);
+      assert.ok(
+        await eventually(async () => total(await fixture.stats(), "closes") === 1),
+        JSON.stringify(await fixture.stats()),
+      );
+      const errors = () =>
+        fixture.stats().then((stats) => stats.flatMap((s) => Object.entries(s.closeErrors)));
+      assert.deepEqual(await errors(), [["none", 1]]);
+      // A reset of a connection the handler keeps open still reports the error.
+      connectSendReset(fixture.port, encoder.encode("hello"), 5);
+      assert.ok(
+        await eventually(async () => total(await fixture.stats(), "closes") === 2),
+        JSON.stringify(await fixture.stats()),
+      );
+      const after = await errors();
+      assert.equal(after.length, 2, JSON.stringify(after));
+      assert.ok(after.some(([code]) => code !== "none"), JSON.stringify(after));
+    });
+
     await t.step("idleTimeout closes a silent connection", async () => {
       await using fixture = await startFixture(backend, { mode: "echo" }, { idleTimeout: "150ms" });
       const conn = await connect(fixture.port);

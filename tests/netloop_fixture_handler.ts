@@ -84,6 +84,11 @@ const handler: EventHandler = {
           return;
         }
         if (text.includes("quit")) return Action.Shutdown;
+        if (text.includes("flood")) {
+          // "flood": 4 MiB, then close: the close waits on a reader that may never read.
+          conn.write(new Uint8Array(4 << 20));
+          return Action.Close;
+        }
         if (text.includes("close")) return Action.Close;
         conn.write(new TextEncoder().encode(text));
         return;

@@ -136,12 +136,14 @@ export async function eventually(
  *
  * @param port The server's port on 127.0.0.1.
  * @param bytes What to send first.
+ * @param readFirst Bytes of the reply to wait for before the reset (blocking; 0: none).
  */
-export function connectSendReset(port: number, bytes: Uint8Array): void {
+export function connectSendReset(port: number, bytes: Uint8Array, readFirst = 0): void {
   const lib = Deno.dlopen("libc.so.6", {
     socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
     connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
     write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+    read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
     setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
     close: { parameters: ["i32"], result: "i32" },
   });
@@ -154,6 +156,12 @@ export function connectSendReset(port: number, bytes: Uint8Array): void {
     address.set([127, 0, 0, 1], 4);
     if (lib.symbols.connect(fd, address, 16) !== 0) throw new Error("connect failed");
     lib.symbols.write(fd, bytes, BigInt(bytes.length));
+    const reply = new Uint8Array(readFirst);
+    for (let got = 0; got < readFirst;) {
+      const n = Number(lib.symbols.read(fd, reply.subarray(got), BigInt(readFirst - got)));
+      if (n <= 0) throw new Error("the server closed before replying");
+      got += n;
+    }
     const linger = new Uint8Array(new Int32Array([1, 0]).buffer);
     lib.symbols.setsockopt(fd, 1, 13, linger, 8); // SOL_SOCKET, SO_LINGER
     lib.symbols.close(fd);

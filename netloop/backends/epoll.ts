@@ -256,11 +256,7 @@ export class EpollLoop extends FdLoopCore {
     }
     const code = errno();
     if (code === E.EAGAIN || code === E.EINTR) return;
-    this.finish(conn, syscallError(`recv(${this.describe(conn)})`, code));
-  }
-
-  private describe(conn: ConnImpl): string {
-    return `${conn.network} fd ${conn.fd}`;
+    this.finish(conn, this.streamError(conn, "recv", code));
   }
 
   /** Sends what every dirty connection queued; finishes closes; updates interest. */
@@ -277,7 +273,7 @@ export class EpollLoop extends FdLoopCore {
         const code = sendConnected(conn.fd, datagram);
         if (code !== 0 && code !== E.EAGAIN) {
           conn.datagrams.length = 0;
-          this.finish(conn, syscallError(`send(${this.describe(conn)})`, code));
+          this.finish(conn, syscallError(`send(udp fd ${conn.fd})`, code));
           return;
         }
       }
@@ -296,7 +292,7 @@ export class EpollLoop extends FdLoopCore {
         if (n < 0) {
           const code = errno();
           if (code === E.EAGAIN || code === E.EINTR) break;
-          this.finish(conn, syscallError(`send(${this.describe(conn)})`, code));
+          this.finish(conn, this.streamError(conn, "send", code));
           return;
         }
         conn.flyOff += n;

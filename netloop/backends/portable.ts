@@ -570,7 +570,8 @@ export class PortableLoop extends LoopCore {
       }
     } catch (error) {
       st.writing = false;
-      this.finish(conn, error as Error);
+      // A reset after the handler closed ends the connection without an error (see LoopCore).
+      this.finish(conn, conn.state === State.Closing ? undefined : error as Error);
       return;
     }
     st.writing = false;

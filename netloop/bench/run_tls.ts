@@ -21,7 +21,7 @@ export interface TlsBenchOptions {
   /** Only these servers (by name), and only scenarios whose name contains `scenarios`. */
   servers?: string[] | undefined;
   scenarios?: string | undefined;
-  /** Another checkout whose netloop uring runs beside this one as "netloop uring (baseline)". */
+  /** Another checkout whose netloop backends run beside this one as "netloop uring (baseline)". */
   baseline?: string | undefined;
 }
 
@@ -191,8 +191,9 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
         key,
       ],
     });
+    const baseline = options.baseline;
     const allServers: Server[] = [
-      ...(options.baseline === undefined ? [] : [netloop("uring", options.baseline)]),
+      ...(baseline === undefined ? [] : [netloop("uring", baseline), netloop("epoll", baseline)]),
       netloop("uring"),
       netloop("epoll"),
       {
@@ -229,8 +230,7 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
       { name: "C OpenSSL epoll", command: (p, c, k) => [cServer, String(p), c, k] },
     ];
     const servers = allServers.filter((s) =>
-      options.servers === undefined || s.name.endsWith("(baseline)") ||
-      options.servers.includes(s.name)
+      options.servers === undefined || options.servers.includes(s.name.replace(" (baseline)", ""))
     );
     const scenarios = SCENARIOS.filter((s) =>
       options.scenarios === undefined || s.name.includes(options.scenarios)
@@ -292,7 +292,7 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
             results.set(key, [...(results.get(key) ?? []), sample]);
             const reused = /reused=(\d+)/.exec(text)?.[1];
             console.error(
-              `round ${round}: ${server.name.padEnd(16)} ${scenario.name.padEnd(32)} ` +
+              `round ${round}: ${server.name.padEnd(24)} ${scenario.name.padEnd(32)} ` +
                 `${Math.round(rate)} ${scenario.unit}/s, ${sample.cpuPerOp.toFixed(1)} us/op ` +
                 `(user ${sample.userPerOp.toFixed(1)}), client ${
                   (sample.clientBusy * 100).toFixed(0)
@@ -334,13 +334,13 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
       const num = (v: number, digits: number) => Number.isFinite(v) ? v.toFixed(digits) : "-";
       console.log(`\n${scenario.name}`);
       console.log(
-        `  ${"server".padEnd(18)}${"runs".padStart(5)}${`${scenario.unit}/s`.padStart(10)}` +
+        `  ${"server".padEnd(26)}${"runs".padStart(5)}${`${scenario.unit}/s`.padStart(10)}` +
           `${"vs C".padStart(8)}${"vs listenTls".padStart(14)}${"CPU us/op".padStart(11)}` +
           `${"CPU vs C".padStart(10)}${"user us".padStart(9)}${"client busy".padStart(13)}`,
       );
       for (const row of rows) {
         console.log(
-          `  ${row.name.padEnd(18)}${String(row.runs).padStart(5)}${
+          `  ${row.name.padEnd(26)}${String(row.runs).padStart(5)}${
             num(row.rate, 0).padStart(10)
           }` +
             `${ratio(row.rate, c?.rate).padStart(8)}${ratio(row.rate, d?.rate).padStart(14)}` +
