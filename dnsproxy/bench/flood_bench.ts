@@ -21,12 +21,11 @@
  * 10`, SCHED_FIFO, `--legit-priority 0` for normal scheduling; the kernel's RT throttling keeps 5%
  * of each CPU for others): at the generator's limit it fills CPU 1, and a client of normal priority
  * waits for that CPU, so its p99 would measure the bench's layout rather than the server (in a
- * deployment the legitimate clients are other machines, not the attacker's core). The client's own
- * scheduling lag (p99 of its send timer's lateness) is printed beside its p99 to show it. The
- * receive softirq of its queries still runs on CPU 1 (veth: on the sender's CPU) behind the
- * flood's, as on a server's receive CPU. Per flood rate it prints the legitimate clients' answered
- * fraction and p99; per flood packet, the system-wide CPU (all CPUs: user, system, irq and softirq,
- * from /proc/stat; the receive side's softirq runs on the sender's CPU) over the same peer with no
+ * deployment the legitimate clients are other machines, not the attacker's core). The receive
+ * softirq of its queries still runs on CPU 1 (veth: on the sender's CPU) behind the flood's, as on
+ * a server's receive CPU. Per flood rate it prints the legitimate clients' answered fraction and
+ * p99; per flood packet, the system-wide CPU (all CPUs: user, system, irq and softirq, from
+ * /proc/stat; the receive side's softirq runs on the sender's CPU) over the same peer with no
  * flood, the same net of the generator's own CPU per packet in the `sender` round (what the
  * receiving side spends per dropped packet), its softirq part, the server process's and the
  * generator's own CPU. Rounds are interleaved (peers rotated) and medians printed, with the XDP
@@ -52,8 +51,6 @@ const TICKS = 100;
 interface Sample {
   answered: number;
   p99Ms: number;
-  /** The legitimate client's own scheduling lag: p99 of its send timer's lateness, ms. */
-  lagP99Ms: number;
   floodRate: number;
   /** Length of the measured window, s. */
   windowSeconds: number;
@@ -163,7 +160,6 @@ interface LegitResult {
   sent: number;
   answered: number;
   p99Ms: number;
-  lagP99Ms: number;
 }
 
 function median(values: number[]): number {
@@ -380,7 +376,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
         const legit = child === undefined
           ? await new Promise<LegitResult>((resolve) =>
             setTimeout(
-              () => resolve({ sent: 1, answered: NaN, p99Ms: NaN, lagP99Ms: NaN }),
+              () => resolve({ sent: 1, answered: NaN, p99Ms: NaN }),
               (seconds + 1) * 1000,
             )
           )
@@ -419,7 +415,6 @@ export async function runFloodBench(args: string[]): Promise<void> {
         return {
           answered: legit.answered / legit.sent,
           p99Ms: legit.p99Ms,
-          lagP99Ms: legit.lagP99Ms,
           floodRate,
           windowSeconds,
           systemTicks: system1.busy - system0.busy,
@@ -446,9 +441,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
           samples.set(key, [...(samples.get(key) ?? []), sample]);
           console.error(
             `round ${round + 1} ${key}: answered ${(sample.answered * 100).toFixed(1)}% p99 ` +
-              `${sample.p99Ms.toFixed(2)} ms (client lag ${sample.lagP99Ms.toFixed(2)}), flood ${
-                Math.round(sample.floodRate)
-              }/s, ` +
+              `${sample.p99Ms.toFixed(2)} ms, flood ${Math.round(sample.floodRate)}/s, ` +
               `${sample.windowSeconds.toFixed(2)} s: system ${
                 sample.systemTicks.toFixed(0)
               } ticks ` +
@@ -482,7 +475,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
     console.log(
       `\nlegit ${legitRate} q/s for ${seconds} s, ${
         legitPriority > 0 ? `at real-time priority (chrt -f ${legitPriority})` : "normal priority"
-      } on the generator's CPU (lag = p99 of its own send timer's lateness); medians of ${rounds} ` +
+      } on the generator's CPU; medians of ${rounds} ` +
         `rounds. CPU per flood ` +
         `packet in µs over the same peer without flood: sys = system-wide (all CPUs, softirq ` +
         `included; with the generator's own sending), net = sys minus the generator's own CPU per ` +
@@ -495,7 +488,6 @@ export async function runFloodBench(args: string[]): Promise<void> {
       "flood/s",
       "answered %",
       "p99 ms",
-      "lag ms",
       "sys µs/pkt",
       "net µs/pkt",
       "softirq µs/pkt",
@@ -514,7 +506,6 @@ export async function runFloodBench(args: string[]): Promise<void> {
             String(Math.round(median(list.map((s) => s.floodRate)))),
             (median(list.map((s) => s.answered)) * 100).toFixed(1),
             median(list.map((s) => s.p99Ms)).toFixed(2),
-            median(list.map((s) => s.lagP99Ms)).toFixed(2),
             raw.toFixed(2),
             net.toFixed(2),
             median(perPacket(peer, rate, (s) => s.softirqTicks)).toFixed(2),
