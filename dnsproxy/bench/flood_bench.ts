@@ -17,16 +17,23 @@
  *
  * Each measurement starts the server (pinned to CPU 0), floods for a 2 s warm-up (the block forms)
  * and then for `--seconds` while the legitimate load runs; the flood generator (`udp_flood.c`) and
- * the legitimate client (`legit_load.ts`) run on CPU 1. Per flood rate it prints the legitimate
- * clients' answered fraction and p99; per flood packet, the system-wide CPU (all CPUs: user,
- * system, irq and softirq, from /proc/stat; the receive side's softirq runs on the sender's CPU)
- * over the same peer with no flood, the same net of the generator's own CPU per packet in the
- * `sender` round (what the receiving side spends per dropped packet), its softirq part, the server
- * process's and the generator's own CPU. Rounds are interleaved (peers rotated) and medians
- * printed, with the XDP drop's ratios to the others.
+ * the legitimate client (`legit_load.ts`) run on CPU 1, the client at real-time priority (`chrt -f
+ * 10`, SCHED_FIFO, `--legit-priority 0` for normal scheduling; the kernel's RT throttling keeps 5%
+ * of each CPU for others): at the generator's limit it fills CPU 1, and a client of normal priority
+ * waits for that CPU, so its p99 would measure the bench's layout rather than the server (in a
+ * deployment the legitimate clients are other machines, not the attacker's core). The receive
+ * softirq of its queries still runs on CPU 1 (veth: on the sender's CPU) behind the flood's, as on
+ * a server's receive CPU. Per flood rate it prints the legitimate clients' answered fraction and
+ * p99; per flood packet, the system-wide CPU (all CPUs: user, system, irq and softirq, from
+ * /proc/stat; the receive side's softirq runs on the sender's CPU) over the same peer with no
+ * flood, the same net of the generator's own CPU per packet in the `sender` round (what the
+ * receiving side spends per dropped packet), its softirq part, the server process's and the
+ * generator's own CPU. Rounds are interleaved (peers rotated) and medians printed, with the XDP
+ * drop's ratios to the others.
  *
  * ```sh
- * deno task bench:dns --flood [--rounds 3] [--seconds 4] [--legit 200] [--rates 0,20000,...]
+ * deno task bench:dns --flood [--rounds 3] [--seconds 4] [--legit 200] [--legit-priority 10]
+ *   [--rates 0,20000,...]
  *   [--peers sender,null-xdp,triad-xdp,triad-user,dnsdist]
  * ```
  *
@@ -148,6 +155,13 @@ function filterStats(ids: number[]): { ns: number; count: number } {
   return { ns, count };
 }
 
+/** What `legit_load.ts` prints (the fields used). */
+interface LegitResult {
+  sent: number;
+  answered: number;
+  p99Ms: number;
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
@@ -161,6 +175,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
       rounds: { type: "string", default: "3" },
       seconds: { type: "string", default: "4" },
       legit: { type: "string", default: "200" },
+      "legit-priority": { type: "string", default: "10" },
       rates: { type: "string", default: "0,20000,50000,100000,200000" },
       peers: { type: "string", default: "sender,null-xdp,triad-xdp,triad-user,dnsdist" },
     },
@@ -168,6 +183,9 @@ export async function runFloodBench(args: string[]): Promise<void> {
   const rounds = Number(values.rounds);
   const seconds = Number(values.seconds);
   const legitRate = Number(values.legit);
+  // SCHED_FIFO priority of the legitimate client; 0: normal scheduling (to show what it changes).
+  const legitPriority = Number(values["legit-priority"]);
+  const legitSched = legitPriority > 0 ? ["chrt", "-f", String(legitPriority)] : [];
   const rates = values.rates.split(",").map(Number);
   const peers = values.peers.split(",");
   const dir = await Deno.makeTempDir({ prefix: "triad-flood-" });
@@ -356,8 +374,11 @@ export async function runFloodBench(args: string[]): Promise<void> {
         const server0 = child === undefined ? 0 : treeTicks(child.pid);
         const window0 = performance.now();
         const legit = child === undefined
-          ? await new Promise<{ sent: number; answered: number; p99Ms: number }>((resolve) =>
-            setTimeout(() => resolve({ sent: 1, answered: NaN, p99Ms: NaN }), (seconds + 1) * 1000)
+          ? await new Promise<LegitResult>((resolve) =>
+            setTimeout(
+              () => resolve({ sent: 1, answered: NaN, p99Ms: NaN }),
+              (seconds + 1) * 1000,
+            )
           )
           : JSON.parse(
             await run([
@@ -365,6 +386,8 @@ export async function runFloodBench(args: string[]): Promise<void> {
               "netns",
               "exec",
               nsLegit,
+              // Real-time, so the generator sharing CPU 1 does not delay the client's own steps.
+              ...legitSched,
               "taskset",
               "-c",
               "1",
@@ -378,7 +401,7 @@ export async function runFloodBench(args: string[]): Promise<void> {
               String(legitRate),
               String(seconds),
             ]),
-          ) as { sent: number; answered: number; p99Ms: number };
+          ) as LegitResult;
         const windowSeconds = (performance.now() - window0) / 1000;
         const system1 = cpuTicks();
         const filter1 = filterStats(programs);
@@ -450,7 +473,10 @@ export async function runFloodBench(args: string[]): Promise<void> {
     };
     const programs = (peer: string) => ["null-xdp", "triad-xdp", "dnsdist"].includes(peer);
     console.log(
-      `\nlegit ${legitRate} q/s for ${seconds} s; medians of ${rounds} rounds. CPU per flood ` +
+      `\nlegit ${legitRate} q/s for ${seconds} s, ${
+        legitPriority > 0 ? `at real-time priority (chrt -f ${legitPriority})` : "normal priority"
+      } on the generator's CPU; medians of ${rounds} ` +
+        `rounds. CPU per flood ` +
         `packet in µs over the same peer without flood: sys = system-wide (all CPUs, softirq ` +
         `included; with the generator's own sending), net = sys minus the generator's own CPU per ` +
         `packet in the sender round (the receiving side's cost per dropped packet), softirq = the ` +
