@@ -10,8 +10,13 @@ import { ffi, ioUring, linux, testWith } from "./requirements.ts";
 import { DELAYS } from "./netloop_timer_handler.ts";
 import { AT_MS } from "./netloop_timer_work_handler.ts";
 
-/** How late a timer may run (scheduling on a shared machine; the old bound was 250 ms). */
-const LATE_MS = 60;
+/**
+ * How late a timer may run (scheduling on a shared machine; the old bound was 250 ms). Under
+ * software emulation (`TRIAD_VM_ACCEL=tcg`, about 12x slower) timers ran 60-112 ms late in the
+ * 6.1 guest: the bound there is 200 ms, still under the 250 ms an idle loop blind to its handler's
+ * timers could leave them waiting (the host run is the sharp check).
+ */
+const LATE_MS = Deno.env.get("TRIAD_VM_ACCEL") === "tcg" ? 200 : 60;
 
 Deno.test("HandlerTimers knows the next due timer, intervals included", () => {
   const armed = new Map<number, () => void>();
