@@ -41,11 +41,13 @@ export class HandlerTimers {
       due.set(id, at);
       if (at < this.#earliest) this.#earliest = at;
     };
-    scope.setTimeout = (callback, ms, ...args) => {
-      if (typeof callback !== "function") return set(callback, ms, ...args);
-      const id = set(
+    // A timeout is forgotten when it runs; an interval is due again one period after each run.
+    const wrap = (arm: SetTimer, repeats: boolean): SetTimer => (callback, ms, ...args) => {
+      if (typeof callback !== "function") return arm(callback, ms, ...args);
+      const id = arm(
         (...a: unknown[]) => {
-          due.delete(id);
+          if (repeats) note(id, ms);
+          else due.delete(id);
           this.lastFired = performance.now();
           callback(...a);
         },
@@ -55,28 +57,14 @@ export class HandlerTimers {
       note(id, ms);
       return id;
     };
-    scope.setInterval = (callback, ms, ...args) => {
-      if (typeof callback !== "function") return every(callback, ms, ...args);
-      const id = every(
-        (...a: unknown[]) => {
-          note(id, ms);
-          this.lastFired = performance.now();
-          callback(...a);
-        },
-        ms,
-        ...args,
-      );
-      note(id, ms);
-      return id;
-    };
-    scope.clearTimeout = (id) => {
+    const unwrap = (disarm: ClearTimer): ClearTimer => (id) => {
       due.delete(id);
-      clear(id);
+      disarm(id);
     };
-    scope.clearInterval = (id) => {
-      due.delete(id);
-      stop(id);
-    };
+    scope.setTimeout = wrap(set, false);
+    scope.setInterval = wrap(every, true);
+    scope.clearTimeout = unwrap(clear);
+    scope.clearInterval = unwrap(stop);
   }
 
   /** Pending handler timers. */
