@@ -549,9 +549,8 @@ export class TlsConn implements Conn {
   /** After `input`: what OpenSSL left unread is copied out of memory the loop reuses. */
   private keepInput(source: Uint8Array): void {
     if (this.held === source) return;
-    const rest = source.slice(source.length - this.unread);
-    const kept = offHeap(rest.length);
-    kept.set(rest);
+    const kept = offHeap(this.unread);
+    kept.set(source.subarray(source.length - kept.length));
     pointWindow(this.words, this.at, addressOf(kept), kept.length);
     this.held = kept;
   }
