@@ -15,7 +15,7 @@
  */
 import { parseArgs } from "node:util";
 import { startUnbound } from "../../tests/servers/unbound.ts";
-import { dnsdistConfig, waitReady } from "./_bench_util.ts";
+import { dnsdistConfig, freePort, waitReady } from "./_bench_util.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -27,13 +27,6 @@ const { values: flags } = parseArgs({
 const ROUNDS = Number(flags.rounds);
 const dir = await Deno.makeTempDir({ prefix: "triad-misslat-" });
 const unbound = await startUnbound({ cpus: "1", socketBuffer: "4m" });
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 interface Peer {
   name: string;
