@@ -346,8 +346,19 @@ export class ConnImpl implements Conn {
     return this.flyLen;
   }
 
-  /** Drops every buffer (the connection is gone). */
-  release(): void {
+  /**
+   * Drops every buffer (the connection is gone).
+   *
+   * @param reuse No system call still reads the outbound buffers (epoll; uring once no operation
+   * is in flight), so they go back to the loop's pool. A connection closed with bytes queued (a
+   * TLS close_notify, say) otherwise took a fresh off-heap buffer for every connection.
+   */
+  release(reuse = false): void {
+    if (reuse) {
+      this.pool(this.fly, this.flyAddress);
+      this.pool(this.out, this.outAddress);
+      this.flyAddress = this.outAddress = 0;
+    }
     this.out =
       this.fly =
       this.keep =

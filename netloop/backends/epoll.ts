@@ -330,7 +330,7 @@ export class EpollLoop extends FdLoopCore {
     }
     this.closed(conn, error);
     conn.fd = -1;
-    conn.release();
+    conn.release(true);
   }
 
   protected override readonly connectsAtOnce = true;

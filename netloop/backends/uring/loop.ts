@@ -744,7 +744,7 @@ export class UringLoop extends FdLoopCore {
       this.slots[conn.slot] = undefined;
       this.freeSlots.push(conn.slot);
     }
-    conn.release();
+    conn.release(true);
   }
 
   // --- dialing ------------------------------------------------------------------------------
