@@ -572,6 +572,7 @@ export class UringLoop extends FdLoopCore {
         conn.close();
       }
     } else if (res === -ENOBUFS) {
+      this.buffers?.starved();
       this.starving.push(conn);
       return;
     } else if (res === -E.ECANCELED) {
@@ -792,7 +793,9 @@ export class UringLoop extends FdLoopCore {
       if (res === -E.EINVAL && this.features.multishotRecv) {
         this.features.multishotRecv = false;
         this.logger.warn("multishot recvmsg refused (EINVAL); one recvmsg at a time");
-      } else if (res !== -ENOBUFS && res !== -E.ECANCELED && !this.stopping) {
+      } else if (res === -ENOBUFS) {
+        this.buffers?.starved();
+      } else if (res !== -E.ECANCELED && !this.stopping) {
         this.logger.debug("recvmsg failed", { error: errnoName(-res) });
       }
       return;
