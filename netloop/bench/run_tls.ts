@@ -3,13 +3,16 @@
  * server, `Deno.listenTls` (rustls) and `node:tls`, driven by one C OpenSSL load generator
  * (forked processes, blocking sockets). Interleaved rounds, medians; server and load generator
  * pinned to different cores. Rows: full and resumed handshakes/s, echo of 64 B at depth 1 and 16,
- * 16 KiB echo throughput; each with the server's CPU per operation and the load generator's own
- * CPU. Needs libssl-dev (headers) to compile the C peers, and the openssl CLI for the certificate.
+ * 16 KiB echo throughput; each with the server's CPU per operation (every thread's run time from
+ * schedstat, in ns; its user part from 10 ms ticks) and the load generator's own CPU. `--warmup`
+ * seconds of each scenario run unmeasured first: a JIT-compiled server reaches its steady state
+ * later than a C one (netloop's CPU per full handshake fell about 15% over its first 14 s in one
+ * run, the C server's did not move). Needs libssl-dev (headers) to compile the C peers, and the openssl CLI for the certificate.
  *
  * @module
  */
 import { compileC } from "../../tests/servers/compile_c.ts";
-import { cpuTicks, median, stop } from "./_util.ts";
+import { cpuNanos, cpuTicks, median, stop } from "./_util.ts";
 
 /** What run.ts passes on. */
 export interface TlsBenchOptions {
@@ -267,8 +270,10 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
             }).spawn();
             await new Promise((r) => setTimeout(r, options.warmup * 1000));
             const cpu0 = cpuTicks(child.pid);
+            const ns0 = cpuNanos(child.pid).ns;
             const t0 = performance.now();
             const output = await client.output();
+            const ns1 = cpuNanos(child.pid).ns;
             const cpu1 = cpuTicks(child.pid);
             const elapsed = (performance.now() - t0) / 1000;
             const text = new TextDecoder().decode(output.stdout);
@@ -281,11 +286,12 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
               continue;
             }
             const rate = ops / options.seconds;
-            const perOp = (ticks: number) => (ticks / CLK_TCK / (rate * elapsed)) * 1e6;
+            const perOp = (seconds: number) => (seconds / (rate * elapsed)) * 1e6;
             const sample: Sample = {
               rate,
-              cpuPerOp: perOp(cpu1.user + cpu1.system - cpu0.user - cpu0.system),
-              userPerOp: perOp(cpu1.user - cpu0.user),
+              // All of the server's threads, in ns (schedstat); the user part from 10 ms ticks.
+              cpuPerOp: perOp((ns1 - ns0) / 1e9),
+              userPerOp: perOp((cpu1.user - cpu0.user) / CLK_TCK),
               clientBusy: Number(/cpu=([\d.]+)/.exec(text)?.[1] ?? NaN) / options.seconds,
             };
             const key = `${scenario.name}\u0000${server.name}`;
