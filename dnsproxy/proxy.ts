@@ -17,7 +17,7 @@ import type { ClientTransport } from "./metrics.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import type { RateLimitOptions } from "./rate_limit.ts";
 import { UpstreamGroup } from "./upstream/upstream_group.ts";
-import type { UpstreamGroupOptions } from "./upstream/upstream_group.ts";
+import type { GroupResult, UpstreamGroupOptions } from "./upstream/upstream_group.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { buildAnyResponse, buildErrorResponse, truncateResponse } from "./wire/builders.ts";
 import { copyWithOwnOpt, setAnswerHeader } from "./wire/_answer.ts";
@@ -76,10 +76,6 @@ export interface DnsProxyOptions extends ProxySettings {
   /** Receives blocks starting and ending (for the kernel filter). */
   onDefence?: (event: DefenceEvent) => void;
 }
-
-type Fetched =
-  | { ok: true; bytes: Uint8Array; info: MessageInfo; upstream: string }
-  | { ok: false; rcode: number };
 
 /** A query answered from nothing: the raw answer or `null` for "send nothing". */
 export type ProxyAnswer = Uint8Array | null;
@@ -538,7 +534,7 @@ export class DnsProxy {
   }
 
   /** Answers a waiting query once, with what the upstreams gave (`undefined`: stale timer). */
-  #settle<C>(waiter: Waiter<C>, fetched: Fetched | undefined): void {
+  #settle<C>(waiter: Waiter<C>, fetched: GroupResult | undefined): void {
     if (waiter.settled) return;
     waiter.settled = true;
     if (waiter.timer !== undefined) clearTimeout(waiter.timer);
@@ -554,14 +550,14 @@ export class DnsProxy {
     respond(out, context);
   }
 
-  #answerFetched<C>(waiter: Waiter<C>, fetched: Fetched | undefined): Uint8Array {
+  #answerFetched<C>(waiter: Waiter<C>, fetched: GroupResult | undefined): Uint8Array {
     const { packet, info, limit, client, stale } = waiter;
-    if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
+    if (fetched?.ok === true && fetched.reply.info.rcode !== Rcode.SERVFAIL) {
       // The answer for this client, made in one copy: the upstream's OPT record (whose options
       // belong to that exchange) replaced by the proxy's own with this client's DO bit, none
       // for a client that sent none (RFC 6891 §7); its ID, RD bit, AD if asked, letter case.
-      const answerInfo = fetched.info;
-      const out = copyWithOwnOpt(fetched.bytes, answerInfo, info.edns?.dnssecOk, this.#bytes);
+      const answerInfo = fetched.reply.info;
+      const out = copyWithOwnOpt(fetched.reply.bytes, answerInfo, info.edns?.dnssecOk, this.#bytes);
       setAnswerHeader(out, packet, info.edns?.dnssecOk ?? false);
       copyQuestionCase(out, answerInfo.question?.end, packet);
       this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
@@ -573,7 +569,9 @@ export class DnsProxy {
       const out = this.cache.answer(stale, packet, info.edns === undefined);
       return this.#fit(out, stale.entry.rcode, limit);
     }
-    const rcode = fetched === undefined || fetched.ok ? Rcode.SERVFAIL : fetched.rcode;
+    const rcode = fetched?.ok === false && fetched.reason === "busy"
+      ? Rcode.REFUSED
+      : Rcode.SERVFAIL;
     this.#log(client, packet, info, rcode, "miss");
     return this.#error(packet, rcode, info);
   }
@@ -594,28 +592,26 @@ export class DnsProxy {
     // their own upstream query instead of joining (its waiters still get their answer).
     const flight = new InFlight(key, hash, waiters);
     this.#inFlight.set(flight);
-    this.#group.start(withEdns(query, info, this.#bytes), info, (result) => {
-      let fetched: Fetched;
-      if (!result.ok) {
-        fetched = { ok: false, rcode: result.reason === "busy" ? Rcode.REFUSED : Rcode.SERVFAIL };
-      } else {
-        const { bytes, info: replyInfo } = result.reply;
-        this.cache.store(key, bytes, replyInfo);
-        fetched = { ok: true, bytes, info: replyInfo, upstream: result.upstream };
-      }
-      this.#inFlight.remove(flight);
-      for (const waiter of waiters) {
-        try {
-          this.#settle(waiter, fetched);
-        } catch (error) {
-          this.#logger?.error("answering failed", { error });
-        }
-      }
-      // An array that lived through a scavenge keeps whatever it points to alive at the next
-      // ones until a full collection, even once it is garbage itself: empty it.
-      waiters.length = 0;
-    });
+    // The flight is the callback's context: one function for every query, not a closure each.
+    this.#group.start(withEdns(query, info, this.#bytes), info, this.#fetched, flight);
   }
+
+  /** The upstreams' outcome for a flight: cached if it may be, then given to every waiter. */
+  readonly #fetched = (result: GroupResult, flight: InFlight): void => {
+    if (result.ok) this.cache.store(flight.key, result.reply.bytes, result.reply.info);
+    this.#inFlight.remove(flight);
+    const waiters = flight.waiters;
+    for (let i = 0; i < waiters.length; i++) {
+      try {
+        this.#settle(waiters[i]!, result);
+      } catch (error) {
+        this.#logger?.error("answering failed", { error });
+      }
+    }
+    // An array that lived through a scavenge keeps whatever it points to alive at the next
+    // ones until a full collection, even once it is garbage itself: empty it.
+    waiters.length = 0;
+  };
 
   #prefetch(key: string, packet: Uint8Array, info: MessageInfo): void {
     const hash = keyHash(key);

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { BytePool, parseSocketAddress, TriadError } from "@triad/core";
+import { parseSocketAddress, TriadError } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import { Flag } from "../wire/constants.ts";
 import type { MessageInfo } from "../wire/message.ts";
@@ -13,11 +13,7 @@ import { denoUdpPool, udpExchange } from "./udp_exchange.ts";
 import { DohExchanger, DoqExchanger } from "./encrypted_upstream.ts";
 import type { StreamExchanger } from "./encrypted_upstream.ts";
 import { UpstreamError } from "./upstream_error.ts";
-import { QUERY_SLAB } from "../_query_slab.ts";
 import type { UdpExchange, UdpQuery } from "./udp_exchange.ts";
-
-/** The per-query copies sent upstream (each with its own ID), kept for one exchange. */
-const queryCopies = new BytePool(QUERY_SLAB);
 
 /** How an upstream is reached. */
 export type UpstreamProtocol = "udp" | "tcp" | "tls" | "https" | "quic";
@@ -299,7 +295,7 @@ export class Upstream {
    */
   exchange(query: Uint8Array, info: MessageInfo, timeoutMs: number): Promise<UpstreamReply> {
     return new Promise((resolve, reject) => {
-      this.start(query, info, timeoutMs, (error, reply) => {
+      this.start(query.slice(), info, timeoutMs, (error, reply) => {
         if (reply !== undefined) resolve(reply);
         else reject(error);
       });
@@ -309,8 +305,9 @@ export class Upstream {
   /**
    * {@linkcode exchange}, callback style: `done` runs exactly once, with the reply or the error,
    * and for a UDP upstream on a callback transport from inside its receive path (no promise turn).
+   * The query is not copied: over UDP its ID is overwritten with a fresh random one.
    *
-   * @param query The client's query (not modified).
+   * @param query The query to send, the caller's own until `done` runs (its ID is overwritten).
    * @param info The parsed query.
    * @param timeoutMs Time for the whole exchange, TCP retry included.
    * @param done Receives the error, or the reply (then the error is `undefined`).
@@ -327,12 +324,14 @@ export class Upstream {
       this.#viaPool(query, info, timeoutMs, this.protocol, started, timeoutMs, done);
       return;
     }
+    // The ID written in place, not into a copy: the bytes are the caller's for this query only
+    // (a copy cost each miss a view and a share of a slab, kept while the query is in flight), and
+    // a later try (TCP retry, another upstream) writes its own ID over this one.
     const id = randomId();
-    const copy = queryCopies.copy(query);
-    copy[0] = id >> 8;
-    copy[1] = id & 0xff;
+    query[0] = id >> 8;
+    query[1] = id & 0xff;
     // One closure per query (what it holds lives as long as the query is in flight).
-    this.#udpQuery(this.address, copy, id, info, timeoutMs, this.#onMismatch, (error, reply) => {
+    this.#udpQuery(this.address, query, id, info, timeoutMs, this.#onMismatch, (error, reply) => {
       if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
         const left = Math.max(1, timeoutMs - (this.#now() - started));
         this.#viaPool(query, info, left, "tcp", started, timeoutMs, done);

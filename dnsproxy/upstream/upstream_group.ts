@@ -147,21 +147,28 @@ export class UpstreamGroup {
    * @returns The reply and who gave it, or why there is none.
    */
   resolve(query: Uint8Array, info: MessageInfo): Promise<GroupResult> {
-    return new Promise((resolve) => this.start(query, info, resolve));
+    return new Promise((resolve) => this.start(query.slice(), info, resolve, undefined));
   }
 
   /**
    * {@linkcode resolve}, callback style: `done` runs exactly once, synchronously when the group
-   * is busy, and otherwise from the transport's receive path when it is a callback one.
+   * is busy, and otherwise from the transport's receive path when it is a callback one. The query
+   * is not copied: each UDP try overwrites its ID (see {@linkcode Upstream.start}).
    *
-   * @param query The client's query (not modified).
+   * @param query The query to send, the caller's own until `done` runs (its ID is overwritten).
    * @param info The parsed query.
-   * @param done Receives the reply and who gave it, or why there is none.
+   * @param done Receives the reply and who gave it, or why there is none, and `context`.
+   * @param context Handed to `done` (saves the caller a closure per query).
    */
-  start(query: Uint8Array, info: MessageInfo, done: (result: GroupResult) => void): void {
+  start<C>(
+    query: Uint8Array,
+    info: MessageInfo,
+    done: (result: GroupResult, context: C) => void,
+    context: C,
+  ): void {
     const max = this.#options.maxConcurrent ?? 0;
     if (max > 0 && this.#inFlight >= max) {
-      done(BUSY);
+      done(BUSY, context);
       return;
     }
     const order = orderUpstreams(
@@ -171,25 +178,26 @@ export class UpstreamGroup {
     );
     const attempts = Math.min(order.length, this.#options.attempts ?? 3);
     this.#inFlight++;
-    this.#attempt(query, info, order, 0, attempts, this.#options.timeout ?? 2000, done);
+    this.#attempt(query, info, order, 0, attempts, this.#options.timeout ?? 2000, done, context);
   }
 
   /**
    * Tries `order[i]`, and the next upstream when it fails (a method, so a query makes one closure
    * per try: what it holds lives as long as the query is in flight).
    */
-  #attempt(
+  #attempt<C>(
     query: Uint8Array,
     info: MessageInfo,
     order: readonly Upstream[],
     i: number,
     attempts: number,
     timeout: number,
-    done: (result: GroupResult) => void,
+    done: (result: GroupResult, context: C) => void,
+    context: C,
   ): void {
     if (i >= attempts || this.#closed) {
       this.#inFlight--;
-      done(FAILED);
+      done(FAILED, context);
       return;
     }
     const upstream = order[i]!;
@@ -197,7 +205,7 @@ export class UpstreamGroup {
       if (reply !== undefined) {
         this.#options.onReply?.(upstream.name, reply.rtt, true);
         this.#inFlight--;
-        done({ ok: true, reply, upstream: upstream.name });
+        done({ ok: true, reply, upstream: upstream.name }, context);
         return;
       }
       this.#options.onReply?.(upstream.name, timeout, false);
@@ -205,7 +213,7 @@ export class UpstreamGroup {
       if (upstream.justWentDown) {
         this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
       }
-      this.#attempt(query, info, order, i + 1, attempts, timeout, done);
+      this.#attempt(query, info, order, i + 1, attempts, timeout, done, context);
     });
   }
 
