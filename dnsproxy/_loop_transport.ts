@@ -12,7 +12,7 @@ import type { Conn, ConnHandler, Loop } from "@triad/netloop";
 import type { MessageInfo } from "./wire/message.ts";
 import type { MismatchReason } from "./upstream/reply_check.ts";
 import type { UdpQueryDone } from "./upstream/udp_exchange.ts";
-import { checkReply } from "./upstream/reply_check.ts";
+import { checkReplyInfo } from "./upstream/reply_check.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { UpstreamError } from "./upstream/upstream_error.ts";
 import { UdpPool } from "./upstream/udp_pool.ts";
@@ -70,15 +70,15 @@ class PendingQuery {
   traffic(conn: Conn): Action {
     const view = conn.next();
     if (this.done) return Action.None;
-    const result = checkReply(view, this.id, this.#info!);
-    if (typeof result === "string") {
-      this.#onMismatch(result);
+    const info = checkReplyInfo(view, this.id, this.#info!);
+    if (typeof info === "string") {
+      this.#onMismatch(info);
       return Action.None;
     }
     const callback = this.#finish();
     // The view is the loop's receive buffer: copy the reply for the rest of the exchange (the
     // cache makes its own copy; a buffer per reply cost a malloc and the collector's tracking).
-    callback(undefined, { bytes: replies.copy(view), info: result.info });
+    callback(undefined, { bytes: replies.copy(view), info });
     return Action.None;
   }
 

@@ -9,7 +9,7 @@
 import { formatSocketAddress } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import type { MessageInfo } from "../wire/message.ts";
-import { checkReply } from "./reply_check.ts";
+import { checkReplyInfo } from "./reply_check.ts";
 import type { MismatchReason } from "./reply_check.ts";
 import { randomId } from "./tcp_pool.ts";
 import type { UdpQuery, UdpQueryDone } from "./udp_exchange.ts";
@@ -241,13 +241,13 @@ export class UdpPool implements UdpSocketPool {
       this.#onMismatch(view.length < 12 ? "malformed" : "id");
       return;
     }
-    const result = checkReply(view, id, waiting.info!);
-    if (typeof result === "string") {
-      this.#onMismatch(result);
+    const info = checkReplyInfo(view, id, waiting.info!);
+    if (typeof info === "string") {
+      this.#onMismatch(info);
       return;
     }
     const callback = this.#finish(waiting);
-    callback(undefined, { bytes: this.#opener.copy(view), info: result.info });
+    callback(undefined, { bytes: this.#opener.copy(view), info });
   }
 
   /** The socket failed: its queries fail with it. */

@@ -64,6 +64,9 @@ export interface MessageInfo {
   readonly edns: EdnsInfo | undefined;
 }
 
+/** The TTL offsets of a message without records that have one (shared: never written to). */
+const NO_TTLS: readonly number[] = Object.freeze([]);
+
 /** Types whose RDATA is or holds names that may be compressed (RFC 3597 §4). */
 const COMPRESSED_RDATA: ReadonlyMap<number, number> = new Map([
   [RrType.NS, 0],
@@ -126,11 +129,11 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
     pos = nameEnd + 4;
   }
   if (qdcount !== 1) question = undefined;
-  // Sized up front (a pushed array grows to 16 slots, and a cached answer keeps this one), but
-  // never past what the bytes left can hold (a record takes 11 at least): counts are not trusted.
-  const ttlOffsets: number[] = new Array(
-    Math.min(ancount + nscount + arcount, Math.floor((length - pos) / 11)),
-  );
+  // Made at the first record with a TTL (a query's OPT record has none: a query in flight keeps
+  // its parsed form, and an empty array each was 56 heap bytes), sized up front for the records
+  // left (a pushed array grows to 16 slots, and a cached answer keeps this one), but never past
+  // what the bytes left can hold (a record takes 11 at least): counts are not trusted.
+  let ttlOffsets: number[] | undefined;
   let ttlCount = 0;
   let minAnswerTtl = -1;
   let negativeTtl = -1;
@@ -168,6 +171,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
       };
     } else {
       const effective = readTtl(packet, ttlAt);
+      ttlOffsets ??= new Array(Math.min(total - i, Math.floor((length - start) / 11)));
       ttlOffsets[ttlCount++] = ttlAt;
       if (i < ancount && (minAnswerTtl === -1 || effective < minAnswerTtl)) {
         minAnswerTtl = effective;
@@ -193,7 +197,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
   if (pos !== length) {
     throw new WireError(pos, `${length - pos} bytes after the last record`);
   }
-  ttlOffsets.length = ttlCount; // the OPT record has no TTL offset
+  if (ttlOffsets !== undefined) ttlOffsets.length = ttlCount; // the OPT record has no TTL offset
   const rcode = (flags & 0xf) | ((edns?.extendedRcode ?? 0) << 4);
   return {
     id,
@@ -202,7 +206,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
     rcode,
     question,
     counts: [qdcount, ancount, nscount, arcount],
-    ttlOffsets,
+    ttlOffsets: ttlOffsets ?? NO_TTLS,
     minAnswerTtl,
     negativeTtl,
     edns,
