@@ -10,7 +10,7 @@ import { formatSocketAddress } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import type { MessageInfo } from "../wire/message.ts";
 import { checkReplyInfo } from "./reply_check.ts";
-import type { MismatchReason } from "./reply_check.ts";
+import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { randomId } from "./tcp_pool.ts";
 import type { UdpQuery, UdpQueryDone } from "./udp_exchange.ts";
 import type { UdpSocketOptions, UdpSocketPool } from "./upstream.ts";
@@ -55,6 +55,7 @@ class Waiting {
     readonly id: number,
     public info: MessageInfo | undefined,
     public callback: UdpQueryDone,
+    public context: unknown,
     public socket: PoolSocket | undefined,
   ) {}
 }
@@ -148,8 +149,8 @@ export class UdpPool implements UdpSocketPool {
     this.#onMismatch = onMismatch;
     this.#opener = opener;
     this.#slots = new Array(Math.max(1, options.size)).fill(undefined);
-    this.query = (_server, query, id, info, timeoutMs, _onMismatch, done) =>
-      this.#send(query, id, info, timeoutMs, done);
+    this.query = (_server, query, id, info, timeoutMs, _onMismatch, done, context) =>
+      this.#send(query, id, info, timeoutMs, done, context);
   }
 
   /** Open sockets (retired ones still waiting for replies included). */
@@ -177,9 +178,10 @@ export class UdpPool implements UdpSocketPool {
     info: MessageInfo,
     timeoutMs: number,
     done: UdpQueryDone,
+    context: unknown,
   ): void {
     if (this.#closed) {
-      done(this.#error("network", "pool closed"), undefined);
+      done(this.#error("network", "pool closed"), undefined, context);
       return;
     }
     const now = this.#opener.now();
@@ -190,7 +192,7 @@ export class UdpPool implements UdpSocketPool {
       query[0] = id >> 8;
       query[1] = id & 0xff;
     }
-    const waiting = new Waiting(now + timeoutMs, id, info, done, socket);
+    const waiting = new Waiting(now + timeoutMs, id, info, done, context, socket);
     socket.waiting.push(waiting);
     socket.sent++;
     this.#list.push(waiting);
@@ -246,8 +248,7 @@ export class UdpPool implements UdpSocketPool {
       this.#onMismatch(info);
       return;
     }
-    const callback = this.#finish(waiting);
-    callback(undefined, { bytes: this.#opener.copy(view), info });
+    this.#finish(waiting, undefined, { bytes: this.#opener.copy(view), info });
   }
 
   /** The socket failed: its queries fail with it. */
@@ -256,21 +257,27 @@ export class UdpPool implements UdpSocketPool {
     socket.retired = true;
     socket.io = undefined;
     for (const waiting of [...socket.waiting]) {
-      this.#finish(waiting)(this.#error("network", undefined, error), undefined);
+      this.#finish(waiting, this.#error("network", undefined, error), undefined);
     }
   }
 
-  /** Marks a query done and lets go of what it referenced; returns its callback. */
-  #finish(waiting: Waiting): UdpQueryDone {
+  /** Marks a query done and lets go of what it referenced, then calls its callback. */
+  #finish(
+    waiting: Waiting,
+    error: UpstreamError | undefined,
+    reply: AcceptedReply | undefined,
+  ): void {
     const callback = waiting.callback;
+    const context = waiting.context;
     waiting.done = true;
     waiting.callback = ignore;
+    waiting.context = undefined;
     waiting.info = undefined;
     const socket = waiting.socket!;
     waiting.socket = undefined;
     socket.remove(waiting);
     if (socket.retired && socket.waiting.length === 0) this.#closeSocket(socket);
-    return callback;
+    callback(error, reply, context);
   }
 
   #error(code: "timeout" | "network", what?: string, cause?: Error): UpstreamError {
@@ -300,7 +307,7 @@ export class UdpPool implements UdpSocketPool {
       }
       this.#list = kept;
       for (const waiting of expired) {
-        this.#finish(waiting)(this.#error("timeout"), undefined);
+        this.#finish(waiting, this.#error("timeout"), undefined);
       }
     }
     if (this.#list.length > 0) this.#opener.sweepWithin(Math.max(0, this.#nextSweep - now));
@@ -313,7 +320,7 @@ export class UdpPool implements UdpSocketPool {
     const list = this.#list;
     this.#list = [];
     for (const waiting of list) {
-      if (!waiting.done) this.#finish(waiting)(this.#error("network", "pool closed"), undefined);
+      if (!waiting.done) this.#finish(waiting, this.#error("network", "pool closed"), undefined);
     }
     for (let i = 0; i < this.#slots.length; i++) {
       const socket = this.#slots[i];

@@ -116,6 +116,26 @@ export interface UpstreamTransport {
   now?: () => number;
 }
 
+/** Receives an upstream's outcome for a query (see {@linkcode Upstream.start}). */
+export type UpstreamDone<C> = (
+  error: UpstreamError | undefined,
+  reply: UpstreamReply | undefined,
+  context: C,
+) => void;
+
+/** A query under way at one upstream: the context of its transport's callback. */
+class UpstreamTry {
+  constructor(
+    readonly upstream: Upstream,
+    readonly query: Uint8Array,
+    readonly info: MessageInfo,
+    readonly timeoutMs: number,
+    readonly started: number,
+    readonly done: UpstreamDone<unknown>,
+    readonly context: unknown,
+  ) {}
+}
+
 /** What {@linkcode Upstream.exchange} returns. */
 export interface UpstreamReply extends AcceptedReply {
   /** The round-trip time in milliseconds. */
@@ -225,10 +245,10 @@ export class Upstream {
       this.#udpPool = open?.(this.address, poolOptions, this.#onMismatch);
     }
     this.#udpQuery = this.#udpPool?.query ?? options.transport?.udpQuery ??
-      ((server, query, id, info, timeoutMs, onMismatch, done) =>
+      ((server, query, id, info, timeoutMs, onMismatch, done, context) =>
         exchange(server, query, id, info, timeoutMs, onMismatch).then(
-          (reply) => done(undefined, reply),
-          (error) => done(asUpstreamError(error, this.name), undefined),
+          (reply) => done(undefined, reply, context),
+          (error) => done(asUpstreamError(error, this.name), undefined, context),
         ));
     const tcpConnect = options.transport?.tcpConnect;
     const { address: hostname, port } = address;
@@ -298,7 +318,7 @@ export class Upstream {
       this.start(query.slice(), info, timeoutMs, (error, reply) => {
         if (reply !== undefined) resolve(reply);
         else reject(error);
-      });
+      }, undefined);
     });
   }
 
@@ -310,18 +330,30 @@ export class Upstream {
    * @param query The query to send, the caller's own until `done` runs (its ID is overwritten).
    * @param info The parsed query.
    * @param timeoutMs Time for the whole exchange, TCP retry included.
-   * @param done Receives the error, or the reply (then the error is `undefined`).
+   * @param done Receives the error, or the reply (then the error is `undefined`), and `context`.
+   * @param context Handed to `done` (saves the caller a closure per query).
    */
-  start(
+  start<C>(
     query: Uint8Array,
     info: MessageInfo,
     timeoutMs: number,
-    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
+    done: UpstreamDone<C>,
+    context: C,
   ): void {
-    const started = this.#now();
+    // One object per query, the transport's callback context (a closure and its context each
+    // were more heap bytes, kept as long as the query is in flight).
+    const t = new UpstreamTry(
+      this,
+      query,
+      info,
+      timeoutMs,
+      this.#now(),
+      done as UpstreamDone<unknown>,
+      context,
+    );
     this.inFlight++;
     if (this.protocol !== "udp") {
-      this.#viaPool(query, info, timeoutMs, this.protocol, started, timeoutMs, done);
+      this.#viaPool(t, timeoutMs, this.protocol);
       return;
     }
     // The ID written in place, not into a copy: the bytes are the caller's for this query only
@@ -330,35 +362,50 @@ export class Upstream {
     const id = randomId();
     query[0] = id >> 8;
     query[1] = id & 0xff;
-    // One closure per query (what it holds lives as long as the query is in flight).
-    this.#udpQuery(this.address, query, id, info, timeoutMs, this.#onMismatch, (error, reply) => {
-      if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
-        const left = Math.max(1, timeoutMs - (this.#now() - started));
-        this.#viaPool(query, info, left, "tcp", started, timeoutMs, done);
-      } else {
-        this.#finish(error, reply, "udp", started, timeoutMs, done);
-      }
-    });
+    this.#udpQuery(
+      this.address,
+      query,
+      id,
+      info,
+      timeoutMs,
+      this.#onMismatch,
+      Upstream.#udpDone,
+      t,
+    );
   }
+
+  /** A UDP try's outcome: a truncated reply is asked again over TCP. */
+  static readonly #udpDone = (
+    error: UpstreamError | undefined,
+    reply: AcceptedReply | undefined,
+    context: unknown,
+  ): void => {
+    const t = context as UpstreamTry;
+    const upstream = t.upstream;
+    if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
+      const left = Math.max(1, t.timeoutMs - (upstream.#now() - t.started));
+      upstream.#viaPool(t, left, "tcp");
+    } else {
+      upstream.#finish(t, error, reply, "udp");
+    }
+  };
 
   /** Ends a query: health, round-trip time and slowness updated, then `done` called. */
   #finish(
+    t: UpstreamTry,
     error: UpstreamError | undefined,
     reply: AcceptedReply | undefined,
     transport: UpstreamProtocol,
-    started: number,
-    timeoutMs: number,
-    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
   ): void {
     this.inFlight--;
     if (reply === undefined) {
       this.fails++;
       // A failure counts as a slow round trip so `fastest` moves away from it.
-      this.rtt = Math.max(this.rtt * 2, timeoutMs);
-      done(error ?? asUpstreamError(undefined, this.name), undefined);
+      this.rtt = Math.max(this.rtt * 2, t.timeoutMs);
+      t.done(error ?? asUpstreamError(undefined, this.name), undefined, t.context);
       return;
     }
-    const rtt = this.#now() - started;
+    const rtt = this.#now() - t.started;
     this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
     this.fails = 0;
     if (rtt > this.#slowRtt) {
@@ -368,30 +415,14 @@ export class Upstream {
       this.slowStreak = 0;
       if (was) this.#onSlow(false, rtt);
     }
-    done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
+    t.done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport }, t.context);
   }
 
   /** Asks over the TCP/TLS pool (a method: most queries never need it, so no closure each). */
-  #viaPool(
-    query: Uint8Array,
-    info: MessageInfo,
-    left: number,
-    transport: UpstreamProtocol,
-    started: number,
-    timeoutMs: number,
-    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
-  ): void {
-    this.#pool.exchange(query, info, left).then(
-      (reply) => this.#finish(undefined, reply, transport, started, timeoutMs, done),
-      (error) =>
-        this.#finish(
-          asUpstreamError(error, this.name),
-          undefined,
-          transport,
-          started,
-          timeoutMs,
-          done,
-        ),
+  #viaPool(t: UpstreamTry, left: number, transport: UpstreamProtocol): void {
+    this.#pool.exchange(t.query, t.info, left).then(
+      (reply) => this.#finish(t, undefined, reply, transport),
+      (error) => this.#finish(t, asUpstreamError(error, this.name), undefined, transport),
     );
   }
 
