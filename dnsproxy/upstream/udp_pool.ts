@@ -298,16 +298,21 @@ export class UdpPool implements UdpSocketPool {
     if (this.#list.length === 0) return;
     if (now >= this.#nextSweep) {
       this.#nextSweep = now + SWEEP_EVERY_MS;
-      const kept: Waiting[] = [];
-      const expired: Waiting[] = [];
-      for (const waiting of this.#list) {
+      // Compacted in place: a new list each sweep (every 10 ms while queries are in flight)
+      // grew to the queries then in flight, push by push (about 50 heap bytes a query).
+      const list = this.#list;
+      let kept = 0;
+      let expired: Waiting[] | undefined;
+      for (let i = 0; i < list.length; i++) {
+        const waiting = list[i]!;
         if (waiting.done) continue;
-        if (now >= waiting.deadline) expired.push(waiting);
-        else kept.push(waiting);
+        if (now >= waiting.deadline) (expired ??= []).push(waiting);
+        else list[kept++] = waiting;
       }
-      this.#list = kept;
-      for (const waiting of expired) {
-        this.#finish(waiting, this.#error("timeout"), undefined);
+      while (list.length > kept) list.pop();
+      // (failed after the list is whole again: a failure's retry adds to it)
+      if (expired !== undefined) {
+        for (const waiting of expired) this.#finish(waiting, this.#error("timeout"), undefined);
       }
     }
     if (this.#list.length > 0) this.#opener.sweepWithin(Math.max(0, this.#nextSweep - now));
