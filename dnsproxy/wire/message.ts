@@ -64,6 +64,31 @@ export interface MessageInfo {
   readonly edns: EdnsInfo | undefined;
 }
 
+/**
+ * Section counts of up to two records each, shared (frozen) tuples by `((q * 3 + an) * 3 + ns) * 3
+ * + ar`: a query's parsed form is kept while its miss is in flight, and a tuple each was 80 heap
+ * bytes a message (a query's counts are [1, 0, 0, 1] or [1, 0, 0, 0], a reply's mostly small).
+ */
+const SMALL_COUNTS: readonly (readonly [number, number, number, number])[] = Array.from(
+  { length: 81 },
+  (_, i) =>
+    Object.freeze([Math.floor(i / 27), Math.floor(i / 9) % 3, Math.floor(i / 3) % 3, i % 3]),
+) as unknown as readonly (readonly [number, number, number, number])[];
+
+/** The counts tuple of a message: a shared one when every count is at most 2. */
+function countsOf(
+  qd: number,
+  an: number,
+  ns: number,
+  ar: number,
+): readonly [number, number, number, number] {
+  if (qd <= 2 && an <= 2 && ns <= 2 && ar <= 2) {
+    return SMALL_COUNTS[((qd * 3 + an) * 3 + ns) * 3 + ar]!;
+  }
+  // Frozen as the shared ones are, so that readers see one kind of array.
+  return Object.freeze([qd, an, ns, ar] as const);
+}
+
 /** The TTL offsets of a message without records that have one (shared: never written to). */
 const NO_TTLS: readonly number[] = Object.freeze([]);
 
@@ -205,7 +230,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
     opcode: (flags >> 11) & 0xf,
     rcode,
     question,
-    counts: [qdcount, ancount, nscount, arcount],
+    counts: countsOf(qdcount, ancount, nscount, arcount),
     ttlOffsets: ttlOffsets ?? NO_TTLS,
     minAnswerTtl,
     negativeTtl,
