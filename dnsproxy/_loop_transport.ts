@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { BytePool, formatSocketAddress, ipFamily } from "@triad/core";
+import { formatSocketAddress, ipFamily } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import { Action } from "@triad/netloop";
 import type { Conn, ConnHandler, Loop } from "@triad/netloop";
@@ -17,13 +17,6 @@ import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { UpstreamError } from "./upstream/upstream_error.ts";
 import { UdpPool } from "./upstream/udp_pool.ts";
 import type { PoolSocketEvents, PoolSocketOpener } from "./upstream/udp_pool.ts";
-
-/**
- * Replies, copied out of the loop's receive buffer for the rest of their exchange (one turn: the
- * cache and the client's answer make their own copies), so slabs may be larger than the queries'
- * (QUERY_SLAB): 4 KiB slabs cost a miss 1 µs more than 64 KiB ones (7 interleaved rounds).
- */
-const replies = new BytePool(65536);
 
 /** Does nothing (what a finished query's callbacks are replaced with). */
 function ignore(): void {}
@@ -80,9 +73,9 @@ class PendingQuery {
       this.#onMismatch(info);
       return Action.None;
     }
-    // The view is the loop's receive buffer: copy the reply for the rest of the exchange (the
-    // cache makes its own copy; a buffer per reply cost a malloc and the collector's tracking).
-    this.#finish(undefined, { bytes: replies.copy(view), info });
+    // The view is the loop's receive buffer, handed on as it is: the callback is done with it
+    // when it returns (UdpQueryDone).
+    this.#finish(undefined, { bytes: view, info });
     return Action.None;
   }
 
@@ -174,7 +167,6 @@ export function loopTransport(loop: Loop): LoopTransport {
         },
       };
     },
-    copy: (view) => replies.copy(view),
     now: () => loop.now,
     sweepWithin: (ms) => loop.tickWithin(ms),
   };

@@ -75,7 +75,6 @@ export function socketlessMiss(): SocketlessMiss {
       send: (bytes) => void sent.push([events, replies.copy(bytes)]),
       close() {},
     }),
-    copy: (view) => replies.copy(view),
     now: () => clock,
     sweepWithin() {},
   };

@@ -25,7 +25,8 @@ export type UdpExchange = (
 
 /**
  * Receives the outcome of a {@linkcode UdpQuery}: an error, or the accepted reply, and the
- * context the query was given.
+ * context the query was given. The reply's bytes may be the transport's receive buffer, valid
+ * during the call only: copy what is kept.
  */
 export type UdpQueryDone = (
   error: UpstreamError | undefined,
@@ -234,7 +235,6 @@ export function denoUdpPool(
         },
       };
     },
-    copy: (view) => view.slice(),
     now: () => performance.now(),
     sweepWithin(ms) {
       if (timer !== undefined) return;

@@ -28,7 +28,8 @@ export interface PoolSocketIo {
 export interface PoolSocketEvents {
   /**
    * A datagram from the upstream's address and port (the opener checks the source). `view` may
-   * be reused after the call: the pool copies an accepted reply with `copy`.
+   * be reused after the call: an accepted reply is handed to its query's callback as it is (see
+   * {@linkcode UdpQueryDone}).
    */
   datagram(view: Uint8Array): void;
   /** The socket failed and is closed. */
@@ -39,8 +40,6 @@ export interface PoolSocketEvents {
 export interface PoolSocketOpener {
   /** Opens a socket sending to `server`; its events go to `events`. */
   open(server: SocketAddress, events: PoolSocketEvents): PoolSocketIo;
-  /** Copies an accepted reply out of a receive buffer. */
-  copy(view: Uint8Array): Uint8Array;
   /** The clock (ms). */
   now(): number;
   /** Asks for {@linkcode UdpPool.sweep} within `ms` (while queries are in flight). */
@@ -248,7 +247,9 @@ export class UdpPool implements UdpSocketPool {
       this.#onMismatch(info);
       return;
     }
-    this.#finish(waiting, undefined, { bytes: this.#opener.copy(view), info });
+    // Not copied: the callback is done with it when it returns (UdpQueryDone), and a copy per
+    // reply was a view and a share of a slab, every miss.
+    this.#finish(waiting, undefined, { bytes: view, info });
   }
 
   /** The socket failed: its queries fail with it. */

@@ -316,7 +316,7 @@ export class Upstream {
   exchange(query: Uint8Array, info: MessageInfo, timeoutMs: number): Promise<UpstreamReply> {
     return new Promise((resolve, reject) => {
       this.start(query.slice(), info, timeoutMs, (error, reply) => {
-        if (reply !== undefined) resolve(reply);
+        if (reply !== undefined) resolve(ownReply(reply));
         else reject(error);
       }, undefined);
     });
@@ -325,7 +325,8 @@ export class Upstream {
   /**
    * {@linkcode exchange}, callback style: `done` runs exactly once, with the reply or the error,
    * and for a UDP upstream on a callback transport from inside its receive path (no promise turn).
-   * The query is not copied: over UDP its ID is overwritten with a fresh random one.
+   * Nothing is copied: over UDP the query's ID is overwritten with a fresh random one, and the
+   * reply's bytes may be the transport's receive buffer, valid while `done` runs.
    *
    * @param query The query to send, the caller's own until `done` runs (its ID is overwritten).
    * @param info The parsed query.
@@ -436,6 +437,22 @@ export class Upstream {
     this.#pool.close();
     this.#udpPool?.close();
   }
+}
+
+/**
+ * A reply whose bytes are its own (for a promise: those handed to a callback may be a receive
+ * buffer).
+ *
+ * @param reply The reply as `done` got it.
+ * @returns The same with a copy of its bytes.
+ */
+export function ownReply(reply: UpstreamReply): UpstreamReply {
+  return {
+    bytes: reply.bytes.slice(),
+    info: reply.info,
+    rtt: reply.rtt,
+    transport: reply.transport,
+  };
 }
 
 function asUpstreamError(error: unknown, name: string): UpstreamError {

@@ -12,7 +12,7 @@ import { orderUpstreams } from "./policy.ts";
 import type { UpstreamPolicy } from "./policy.ts";
 import type { MismatchReason } from "./reply_check.ts";
 import type { UpstreamError } from "./upstream_error.ts";
-import { Upstream } from "./upstream.ts";
+import { ownReply, Upstream } from "./upstream.ts";
 import type {
   UdpSocketOptions,
   UpstreamOptions,
@@ -164,13 +164,18 @@ export class UpstreamGroup {
    * @returns The reply and who gave it, or why there is none.
    */
   resolve(query: Uint8Array, info: MessageInfo): Promise<GroupResult> {
-    return new Promise((resolve) => this.start(query.slice(), info, resolve, undefined));
+    return new Promise((resolve) =>
+      this.start(query.slice(), info, (result) => {
+        resolve(result.ok ? { ...result, reply: ownReply(result.reply) } : result);
+      }, undefined)
+    );
   }
 
   /**
    * {@linkcode resolve}, callback style: `done` runs exactly once, synchronously when the group
-   * is busy, and otherwise from the transport's receive path when it is a callback one. The query
-   * is not copied: each UDP try overwrites its ID (see {@linkcode Upstream.start}).
+   * is busy, and otherwise from the transport's receive path when it is a callback one. Nothing
+   * is copied: each UDP try overwrites the query's ID, and the reply's bytes may be the
+   * transport's receive buffer, valid while `done` runs (see {@linkcode Upstream.start}).
    *
    * @param query The query to send, the caller's own until `done` runs (its ID is overwritten).
    * @param info The parsed query.
