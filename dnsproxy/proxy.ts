@@ -95,7 +95,7 @@ class Waiter<C> {
   constructor(
     public packet: Uint8Array,
     public info: MessageInfo,
-    public key: string,
+    /** The stale entry to fall back on (its key is the query's). */
     public stale: CacheLookup | undefined,
     readonly limit: number,
     public client: ClientInfo,
@@ -107,7 +107,6 @@ class Waiter<C> {
   release(): void {
     this.packet = EMPTY;
     this.info = NO_INFO;
-    this.key = "";
     this.stale = undefined;
     this.client = NO_CLIENT;
     this.respond = ignoreAnswer;
@@ -521,7 +520,7 @@ export class DnsProxy {
     respond: ProxyResponder<C>,
     context: C,
   ): void {
-    const waiter = new Waiter(packet, info, key, stale, limit, client, respond, context);
+    const waiter = new Waiter(packet, info, stale, limit, client, respond, context);
     const hash = keyHash(key);
     const flight = this.#inFlight.get(hash);
     if (flight === undefined || flight.key !== key) {
@@ -569,7 +568,7 @@ export class DnsProxy {
       this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
       return this.#fit(out, answerInfo.rcode, limit);
     }
-    if (stale !== undefined && this.cache.lookup(waiter.key) !== undefined) {
+    if (stale !== undefined && this.cache.lookup(stale.entry.key) !== undefined) {
       this.metrics.cacheStale();
       this.#log(client, packet, info, stale.entry.rcode, "stale");
       const out = this.cache.answer(stale, packet, info.edns === undefined);

@@ -126,7 +126,6 @@ export type UpstreamDone<C> = (
 /** A query under way at one upstream: the context of its transport's callback. */
 class UpstreamTry {
   constructor(
-    readonly upstream: Upstream,
     readonly query: Uint8Array,
     readonly info: MessageInfo,
     readonly timeoutMs: number,
@@ -344,7 +343,6 @@ export class Upstream {
     // One object per query, the transport's callback context (a closure and its context each
     // were more heap bytes, kept as long as the query is in flight).
     const t = new UpstreamTry(
-      this,
       query,
       info,
       timeoutMs,
@@ -370,24 +368,26 @@ export class Upstream {
       info,
       timeoutMs,
       this.#onMismatch,
-      Upstream.#udpDone,
+      this.#udpDone,
       t,
     );
   }
 
-  /** A UDP try's outcome: a truncated reply is asked again over TCP. */
-  static readonly #udpDone = (
+  /**
+   * A UDP try's outcome: a truncated reply is asked again over TCP (one function per upstream, so
+   * that a try need not point at its upstream).
+   */
+  readonly #udpDone = (
     error: UpstreamError | undefined,
     reply: AcceptedReply | undefined,
     context: unknown,
   ): void => {
     const t = context as UpstreamTry;
-    const upstream = t.upstream;
     if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
-      const left = Math.max(1, t.timeoutMs - (upstream.#now() - t.started));
-      upstream.#viaPool(t, left, "tcp");
+      const left = Math.max(1, t.timeoutMs - (this.#now() - t.started));
+      this.#viaPool(t, left, "tcp");
     } else {
-      upstream.#finish(t, error, reply, "udp");
+      this.#finish(t, error, reply, "udp");
     }
   };
 

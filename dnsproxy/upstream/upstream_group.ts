@@ -74,7 +74,6 @@ type GroupDone = (result: GroupResult, context: unknown) => void;
 class GroupQuery {
   i = 0;
   constructor(
-    readonly group: UpstreamGroup,
     readonly query: Uint8Array,
     readonly info: MessageInfo,
     readonly order: readonly Upstream[],
@@ -199,7 +198,7 @@ export class UpstreamGroup {
       this.#turn++,
     );
     this.#inFlight++;
-    this.#attempt(new GroupQuery(this, query, info, order, done as GroupDone, context));
+    this.#attempt(new GroupQuery(query, info, order, done as GroupDone, context));
   }
 
   /**
@@ -214,21 +213,23 @@ export class UpstreamGroup {
       q.done(FAILED, q.context);
       return;
     }
-    q.order[q.i]!.start(q.query, q.info, options.timeout ?? 2000, UpstreamGroup.#tried, q);
+    q.order[q.i]!.start(q.query, q.info, options.timeout ?? 2000, this.#tried, q);
   }
 
-  /** An upstream's outcome for a query: the answer, or the next upstream tried. */
-  static readonly #tried = (
+  /**
+   * An upstream's outcome for a query: the answer, or the next upstream tried (one function per
+   * group, so that a query need not point at its group).
+   */
+  readonly #tried = (
     error: UpstreamError | undefined,
     reply: UpstreamReply | undefined,
     q: GroupQuery,
   ): void => {
-    const group = q.group;
-    const options = group.#options;
+    const options = this.#options;
     const upstream = q.order[q.i]!;
     if (reply !== undefined) {
       options.onReply?.(upstream.name, reply.rtt, true);
-      group.#inFlight--;
+      this.#inFlight--;
       q.done({ ok: true, reply, upstream: upstream.name }, q.context);
       return;
     }
@@ -238,7 +239,7 @@ export class UpstreamGroup {
       options.logger?.warn("upstream down", { upstream: upstream.name, error });
     }
     q.i++;
-    group.#attempt(q);
+    this.#attempt(q);
   };
 
   #probeDown(): void {
