@@ -6,7 +6,7 @@
  */
 import { BytePool, type Logger } from "@triad/core";
 import { keyHash } from "./_key_hash.ts";
-import { QUERY_SLAB } from "./_query_slab.ts";
+import { QUERY_SLAB, QueryBytes } from "./_query_slab.ts";
 import { Acl } from "./acl.ts";
 import { cacheKey, copyQuestionCase, DnsCache } from "./cache.ts";
 import type { CacheLookup, CacheOptions } from "./cache.ts";
@@ -80,7 +80,10 @@ export interface DnsProxyOptions extends ProxySettings {
 /** A query answered from nothing: the raw answer or `null` for "send nothing". */
 export type ProxyAnswer = Uint8Array | null;
 
-/** Receives an answer given later by {@linkcode DnsProxy.answer}, with the caller's context. */
+/**
+ * Receives an answer given later by {@linkcode DnsProxy.answer}, with the caller's context: the
+ * answer is valid while it runs (send or copy it there).
+ */
 export type ProxyResponder<C> = (answer: ProxyAnswer, context: C) => void;
 
 /**
@@ -133,6 +136,8 @@ class InFlight {
     readonly key: string,
     readonly hash: number,
     public first: Waiter<unknown> | undefined,
+    /** The query sent upstream (from `QueryBytes`, given back once the upstreams are done). */
+    public sent: Uint8Array,
   ) {}
 }
 
@@ -209,8 +214,17 @@ export class DnsProxy {
   #inFlight = new FlightTable();
   /** Where synchronous cache hits of {@linkcode answer} are written (valid until the next call). */
   #scratch = new Uint8Array(65_536);
-  /** Copies kept until a query is answered, without a malloc each (small slabs: see QUERY_SLAB). */
+  /** Where later answers are written (valid while `respond` runs), as a pool `copyWithOwnOpt` takes. */
+  readonly #later = ((buffer: Uint8Array) => ({
+    alloc: (length: number) => buffer.subarray(0, length),
+  }))(new Uint8Array(65_536));
+  /** Answers and other short-lived copies, without a malloc each (small slabs: see QUERY_SLAB). */
   #bytes = new BytePool(QUERY_SLAB);
+  /**
+   * The copies a miss keeps until it is answered (the client's query, the query sent upstream),
+   * given back then, so that their slabs are carved again rather than made anew.
+   */
+  #queries = new QueryBytes();
   #logger: Logger | undefined;
   #transport: UpstreamTransport | undefined;
   #draining = new Set<UpstreamGroup>();
@@ -353,8 +367,10 @@ export class DnsProxy {
     let later: ProxyAnswer | undefined;
     let deliver: ((answer: ProxyAnswer) => void) | undefined;
     const now = this.answer(packet, client, (answer) => {
-      if (deliver === undefined) later = answer;
-      else deliver(answer);
+      // A later answer is valid while this runs: the promise's is a copy.
+      const own = answer === null ? null : this.#bytes.copy(answer);
+      if (deliver === undefined) later = own;
+      else deliver(own);
     }, undefined);
     if (now !== undefined) {
       return now !== null && now.buffer === this.#scratch.buffer ? now.slice() : now;
@@ -367,12 +383,14 @@ export class DnsProxy {
    * Answers one query without promises: cache hits, errors and refusals are returned at once (a
    * hit is written into a buffer the proxy reuses: the bytes are valid until the next call, so
    * send or copy them before); otherwise `undefined` is returned and `respond(answer, context)`
-   * runs once when the upstreams have answered. With a callback transport (an event loop's own
-   * sockets) that happens inside the loop's receive path, so the answer leaves in the same turn.
+   * runs once when the upstreams have answered, with an answer that is valid while `respond` runs
+   * (it too may be written into a buffer the proxy reuses: send or copy it there). With a
+   * callback transport (an event loop's own sockets) that happens inside the loop's receive path,
+   * so the answer leaves in the same turn.
    *
    * @param packet The query bytes; only read during the call (a view on a receive buffer is fine).
    * @param client Who sent it and how.
-   * @param respond Receives a later answer (`null`: send nothing).
+   * @param respond Receives a later answer (`null`: send nothing), valid while it runs.
    * @param context Handed to `respond` (saves a closure per query).
    * @returns The answer, `null` to send nothing, or `undefined` when `respond` will be called.
    */
@@ -506,7 +524,7 @@ export class DnsProxy {
     }
     this.metrics.cacheMisses();
     // The packet may be a view on a receive buffer: keep a copy past this call.
-    this.#resolve(this.#bytes.copy(packet), info, key, lookup, limit, client, respond, context);
+    this.#resolve(this.#queries.copy(packet), info, key, lookup, limit, client, respond, context);
     return undefined;
   }
 
@@ -551,6 +569,8 @@ export class DnsProxy {
       out = null;
     }
     const { respond, context } = waiter;
+    // (the answer is a copy of its own: the query's bytes are no longer read)
+    this.#queries.give(waiter.packet);
     waiter.release();
     respond(out, context);
   }
@@ -562,7 +582,7 @@ export class DnsProxy {
       // belong to that exchange) replaced by the proxy's own with this client's DO bit, none
       // for a client that sent none (RFC 6891 §7); its ID, RD bit, AD if asked, letter case.
       const answerInfo = fetched.reply.info;
-      const out = copyWithOwnOpt(fetched.reply.bytes, answerInfo, info.edns?.dnssecOk, this.#bytes);
+      const out = copyWithOwnOpt(fetched.reply.bytes, answerInfo, info.edns?.dnssecOk, this.#later);
       setAnswerHeader(out, packet, info.edns?.dnssecOk ?? false);
       copyQuestionCase(out, answerInfo.question?.end, packet);
       this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
@@ -594,10 +614,10 @@ export class DnsProxy {
   ): void {
     // Another key in flight under the same hash loses its place: later queries for it start
     // their own upstream query instead of joining (its waiters still get their answer).
-    const flight = new InFlight(key, hash, first);
+    const flight = new InFlight(key, hash, first, withEdns(query, info, this.#queries));
     this.#inFlight.set(flight);
     // The flight is the callback's context: one function for every query, not a closure each.
-    this.#group.start(withEdns(query, info, this.#bytes), info, this.#fetched, flight);
+    this.#group.start(flight.sent, info, this.#fetched, flight);
   }
 
   /** The upstreams' outcome for a flight: cached if it may be, then given to every waiter. */
@@ -609,6 +629,9 @@ export class DnsProxy {
     const first = flight.first;
     const joined = flight.joined;
     flight.first = flight.joined = undefined;
+    // The upstreams are done with the query they were sent (`done` runs once, when they are).
+    this.#queries.give(flight.sent);
+    flight.sent = EMPTY;
     if (first !== undefined) this.#settleFetched(first, result);
     if (joined === undefined) return;
     for (let i = 0; i < joined.length; i++) this.#settleFetched(joined[i]!, result);
@@ -709,7 +732,11 @@ export class DnsProxy {
  * DO bit and no options (the client's options, such as its COOKIE or NSID request, are meant for
  * the proxy).
  */
-function withEdns(query: Uint8Array, info: MessageInfo, bytes: BytePool): Uint8Array {
+function withEdns(
+  query: Uint8Array,
+  info: MessageInfo,
+  bytes: { alloc(length: number): Uint8Array },
+): Uint8Array {
   const out = copyWithOwnOpt(query, info, info.edns?.dnssecOk ?? false, bytes);
   out[2] = out[2]! | (Flag.RD >> 8);
   out[3] = out[3]! | Flag.AD;
