@@ -5,25 +5,18 @@
  *
  * @module
  */
-import { BytePool, formatSocketAddress, ipFamily } from "@triad/core";
+import { formatSocketAddress, ipFamily } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import { Action } from "@triad/netloop";
 import type { Conn, ConnHandler, Loop } from "@triad/netloop";
 import type { MessageInfo } from "./wire/message.ts";
-import type { MismatchReason } from "./upstream/reply_check.ts";
+import type { AcceptedReply, MismatchReason } from "./upstream/reply_check.ts";
 import type { UdpQueryDone } from "./upstream/udp_exchange.ts";
-import { checkReply } from "./upstream/reply_check.ts";
+import { checkReplyInfo } from "./upstream/reply_check.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { UpstreamError } from "./upstream/upstream_error.ts";
 import { UdpPool } from "./upstream/udp_pool.ts";
 import type { PoolSocketEvents, PoolSocketOpener } from "./upstream/udp_pool.ts";
-
-/**
- * Replies, copied out of the loop's receive buffer for the rest of their exchange (one turn: the
- * cache and the client's answer make their own copies), so slabs may be larger than the queries'
- * (QUERY_SLAB): 4 KiB slabs cost a miss 1 µs more than 64 KiB ones (7 interleaved rounds).
- */
-const replies = new BytePool(65536);
 
 /** Does nothing (what a finished query's callbacks are replaced with). */
 function ignore(): void {}
@@ -40,6 +33,7 @@ class PendingQuery {
   #info: MessageInfo | undefined;
   #onMismatch: (reason: MismatchReason) => void;
   #callback: UdpQueryDone;
+  #context: unknown;
 
   constructor(
     readonly deadline: number,
@@ -48,45 +42,47 @@ class PendingQuery {
     info: MessageInfo,
     onMismatch: (reason: MismatchReason) => void,
     callback: UdpQueryDone,
+    context: unknown,
   ) {
     this.#info = info;
     this.#onMismatch = onMismatch;
     this.#callback = callback;
+    this.#context = context;
   }
 
-  /** Marks it done, closes its socket and lets go; returns the callback to call once. */
-  #finish(): UdpQueryDone {
+  /** Marks it done, closes its socket and lets go, then calls its callback (once). */
+  #finish(error: UpstreamError | undefined, reply: AcceptedReply | undefined): void {
     const callback = this.#callback;
+    const context = this.#context;
     this.done = true;
     const conn = this.conn;
     this.conn = undefined;
     this.#info = undefined;
     this.#onMismatch = ignore;
     this.#callback = ignore;
+    this.#context = undefined;
     if (conn !== undefined && !conn.closed) conn.close();
-    return callback;
+    callback(error, reply, context);
   }
 
   traffic(conn: Conn): Action {
     const view = conn.next();
     if (this.done) return Action.None;
-    const result = checkReply(view, this.id, this.#info!);
-    if (typeof result === "string") {
-      this.#onMismatch(result);
+    const info = checkReplyInfo(view, this.id, this.#info!);
+    if (typeof info === "string") {
+      this.#onMismatch(info);
       return Action.None;
     }
-    const callback = this.#finish();
-    // The view is the loop's receive buffer: copy the reply for the rest of the exchange (the
-    // cache makes its own copy; a buffer per reply cost a malloc and the collector's tracking).
-    callback(undefined, { bytes: replies.copy(view), info: result.info });
+    // The view is the loop's receive buffer, handed on as it is: the callback is done with it
+    // when it returns (UdpQueryDone).
+    this.#finish(undefined, { bytes: view, info });
     return Action.None;
   }
 
   fail(code: "timeout" | "network", cause?: Error): void {
     if (this.done) return;
-    const callback = this.#finish();
     const what = code === "timeout" ? "timed out" : "failed";
-    callback(
+    this.#finish(
       new UpstreamError(`Upstream ${formatSocketAddress(this.server)} over UDP ${what}`, {
         code,
         cause,
@@ -171,7 +167,6 @@ export function loopTransport(loop: Loop): LoopTransport {
         },
       };
     },
-    copy: (view) => replies.copy(view),
     now: () => loop.now,
     sweepWithin: (ms) => loop.tickWithin(ms),
   };
@@ -211,7 +206,7 @@ export function loopTransport(loop: Loop): LoopTransport {
       // The loop's own tick is slow (an idle loop sleeps): ask for the next sweep while needed.
       if (pending.length > 0) loop.tickWithin(Math.max(0, nextSweep - loop.now));
     },
-    udpQuery(server, query, id, info, timeoutMs, onMismatch, done) {
+    udpQuery(server, query, id, info, timeoutMs, onMismatch, done, context) {
       const state = new PendingQuery(
         loop.now + timeoutMs,
         server,
@@ -219,6 +214,7 @@ export function loopTransport(loop: Loop): LoopTransport {
         info,
         onMismatch,
         done,
+        context,
       );
       state.conn = loop.dial({
         network: "udp",

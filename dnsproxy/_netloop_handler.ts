@@ -10,6 +10,7 @@
 import { Action } from "@triad/netloop";
 import { DNS_FRAMING } from "./_bytes.ts";
 import type { Conn, Loop } from "@triad/netloop";
+import type { SocketAddress } from "@triad/core";
 import { loopTransport } from "./_loop_transport.ts";
 import type { LoopTransport } from "./_loop_transport.ts";
 import { DnsMetrics } from "./metrics.ts";
@@ -67,6 +68,22 @@ function client(conn: Conn, transport: "udp" | "tcp" | "tls" | "https"): ClientI
   return { address: remote.address, port: remote.port, transport };
 }
 
+/**
+ * UDP senders' client objects by their address object, which netloop keeps per recent sender:
+ * a miss keeps its client until answered, and one made per datagram was 48 heap bytes each.
+ */
+const udpClients = new WeakMap<SocketAddress, ClientInfo>();
+
+function udpClient(conn: Conn): ClientInfo {
+  const remote = conn.remoteAddress;
+  let info = udpClients.get(remote);
+  if (info === undefined) {
+    info = { address: remote.address, port: remote.port, transport: "udp" };
+    udpClients.set(remote, info);
+  }
+  return info;
+}
+
 /** Writes a later answer to a UDP client (the Conn stays usable after onTraffic). */
 function respondUdp(answer: ProxyAnswer, conn: Conn): void {
   if (answer !== null && !conn.closed) conn.write(answer);
@@ -94,7 +111,7 @@ export function onTraffic(conn: Conn): Action {
   if (proxy === undefined) return Action.Close;
   if (conn.network === "udp") {
     // The view is valid only during this call; the proxy copies what it keeps.
-    const answer = proxy.answer(conn.next(), client(conn, "udp"), respondUdp, conn);
+    const answer = proxy.answer(conn.next(), udpClient(conn), respondUdp, conn);
     if (answer) conn.write(answer);
     return Action.None;
   }

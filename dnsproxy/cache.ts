@@ -436,8 +436,21 @@ class Slots {
 export function cacheKey(info: MessageInfo): string {
   const question = info.question!;
   const bits = (info.edns?.dnssecOk ? 1 : 0) | ((info.flags & Flag.CD) !== 0 ? 2 : 0);
-  return question.key + String.fromCharCode(question.type, question.class, bits);
+  // One flat string from the codes: `key + String.fromCharCode(...)` made a three-character
+  // string and a cons string, which the first `charCodeAt` (the key's hash) flattened into a
+  // third (96 heap bytes a miss against 40, and a miss in flight kept two of them).
+  const name = question.key;
+  const n = name.length;
+  for (let i = 0; i < n; i++) keyCodes[i] = name.charCodeAt(i);
+  keyCodes[n] = question.type;
+  keyCodes[n + 1] = question.class;
+  keyCodes[n + 2] = bits;
+  keyCodes.length = n + 3;
+  return String.fromCharCode.apply(null, keyCodes);
 }
+
+/** The character codes of the key {@linkcode cacheKey} is making. */
+const keyCodes: number[] = [];
 
 /**
  * A DNS answer cache bounded by entries and bytes with LRU eviction (as CLOCK approximates it: a

@@ -6,7 +6,7 @@
  */
 import { BytePool, type Logger } from "@triad/core";
 import { keyHash } from "./_key_hash.ts";
-import { QUERY_SLAB } from "./_query_slab.ts";
+import { QUERY_SLAB, QueryBytes } from "./_query_slab.ts";
 import { Acl } from "./acl.ts";
 import { cacheKey, copyQuestionCase, DnsCache } from "./cache.ts";
 import type { CacheLookup, CacheOptions } from "./cache.ts";
@@ -17,7 +17,7 @@ import type { ClientTransport } from "./metrics.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import type { RateLimitOptions } from "./rate_limit.ts";
 import { UpstreamGroup } from "./upstream/upstream_group.ts";
-import type { UpstreamGroupOptions } from "./upstream/upstream_group.ts";
+import type { GroupResult, UpstreamGroupOptions } from "./upstream/upstream_group.ts";
 import type { UpstreamTransport } from "./upstream/upstream.ts";
 import { buildAnyResponse, buildErrorResponse, truncateResponse } from "./wire/builders.ts";
 import { copyWithOwnOpt, setAnswerHeader } from "./wire/_answer.ts";
@@ -77,14 +77,13 @@ export interface DnsProxyOptions extends ProxySettings {
   onDefence?: (event: DefenceEvent) => void;
 }
 
-type Fetched =
-  | { ok: true; bytes: Uint8Array; info: MessageInfo; upstream: string }
-  | { ok: false; rcode: number };
-
 /** A query answered from nothing: the raw answer or `null` for "send nothing". */
 export type ProxyAnswer = Uint8Array | null;
 
-/** Receives an answer given later by {@linkcode DnsProxy.answer}, with the caller's context. */
+/**
+ * Receives an answer given later by {@linkcode DnsProxy.answer}, with the caller's context: the
+ * answer is valid while it runs (send or copy it there).
+ */
 export type ProxyResponder<C> = (answer: ProxyAnswer, context: C) => void;
 
 /**
@@ -99,7 +98,7 @@ class Waiter<C> {
   constructor(
     public packet: Uint8Array,
     public info: MessageInfo,
-    public key: string,
+    /** The stale entry to fall back on (its key is the query's). */
     public stale: CacheLookup | undefined,
     readonly limit: number,
     public client: ClientInfo,
@@ -111,7 +110,6 @@ class Waiter<C> {
   release(): void {
     this.packet = EMPTY;
     this.info = NO_INFO;
-    this.key = "";
     this.stale = undefined;
     this.client = NO_CLIENT;
     this.respond = ignoreAnswer;
@@ -124,14 +122,22 @@ const NO_INFO = {} as MessageInfo;
 const NO_CLIENT: ClientInfo = { address: "", port: 0, transport: "udp" };
 function ignoreAnswer(): void {}
 
-/** The upstream query under way for a cache key, and who waits for its outcome. */
+/**
+ * The upstream query under way for a cache key, and who waits for its outcome: the query that
+ * started it (none for a prefetch), then those that joined, in an array made at the first that
+ * joins (most flights have one waiter: an array each was 56 heap bytes more per miss in flight).
+ */
 class InFlight {
   /** The next one in its bucket of {@linkcode FlightTable}. */
   next: InFlight | undefined = undefined;
+  /** The waiters that joined after `first`. */
+  joined: Waiter<unknown>[] | undefined = undefined;
   constructor(
     readonly key: string,
     readonly hash: number,
-    readonly waiters: Waiter<unknown>[],
+    public first: Waiter<unknown> | undefined,
+    /** The query sent upstream (from `QueryBytes`, given back once the upstreams are done). */
+    public sent: Uint8Array,
   ) {}
 }
 
@@ -208,8 +214,17 @@ export class DnsProxy {
   #inFlight = new FlightTable();
   /** Where synchronous cache hits of {@linkcode answer} are written (valid until the next call). */
   #scratch = new Uint8Array(65_536);
-  /** Copies kept until a query is answered, without a malloc each (small slabs: see QUERY_SLAB). */
+  /** Where later answers are written (valid while `respond` runs), as a pool `copyWithOwnOpt` takes. */
+  readonly #later = ((buffer: Uint8Array) => ({
+    alloc: (length: number) => buffer.subarray(0, length),
+  }))(new Uint8Array(65_536));
+  /** Answers and other short-lived copies, without a malloc each (small slabs: see QUERY_SLAB). */
   #bytes = new BytePool(QUERY_SLAB);
+  /**
+   * The copies a miss keeps until it is answered (the client's query, the query sent upstream),
+   * given back then, so that their slabs are carved again rather than made anew.
+   */
+  #queries = new QueryBytes();
   #logger: Logger | undefined;
   #transport: UpstreamTransport | undefined;
   #draining = new Set<UpstreamGroup>();
@@ -352,8 +367,10 @@ export class DnsProxy {
     let later: ProxyAnswer | undefined;
     let deliver: ((answer: ProxyAnswer) => void) | undefined;
     const now = this.answer(packet, client, (answer) => {
-      if (deliver === undefined) later = answer;
-      else deliver(answer);
+      // A later answer is valid while this runs: the promise's is a copy.
+      const own = answer === null ? null : this.#bytes.copy(answer);
+      if (deliver === undefined) later = own;
+      else deliver(own);
     }, undefined);
     if (now !== undefined) {
       return now !== null && now.buffer === this.#scratch.buffer ? now.slice() : now;
@@ -366,12 +383,14 @@ export class DnsProxy {
    * Answers one query without promises: cache hits, errors and refusals are returned at once (a
    * hit is written into a buffer the proxy reuses: the bytes are valid until the next call, so
    * send or copy them before); otherwise `undefined` is returned and `respond(answer, context)`
-   * runs once when the upstreams have answered. With a callback transport (an event loop's own
-   * sockets) that happens inside the loop's receive path, so the answer leaves in the same turn.
+   * runs once when the upstreams have answered, with an answer that is valid while `respond` runs
+   * (it too may be written into a buffer the proxy reuses: send or copy it there). With a
+   * callback transport (an event loop's own sockets) that happens inside the loop's receive path,
+   * so the answer leaves in the same turn.
    *
    * @param packet The query bytes; only read during the call (a view on a receive buffer is fine).
    * @param client Who sent it and how.
-   * @param respond Receives a later answer (`null`: send nothing).
+   * @param respond Receives a later answer (`null`: send nothing), valid while it runs.
    * @param context Handed to `respond` (saves a closure per query).
    * @returns The answer, `null` to send nothing, or `undefined` when `respond` will be called.
    */
@@ -505,7 +524,7 @@ export class DnsProxy {
     }
     this.metrics.cacheMisses();
     // The packet may be a view on a receive buffer: keep a copy past this call.
-    this.#resolve(this.#bytes.copy(packet), info, key, lookup, limit, client, respond, context);
+    this.#resolve(this.#queries.copy(packet), info, key, lookup, limit, client, respond, context);
     return undefined;
   }
 
@@ -519,14 +538,14 @@ export class DnsProxy {
     respond: ProxyResponder<C>,
     context: C,
   ): void {
-    const waiter = new Waiter(packet, info, key, stale, limit, client, respond, context);
+    const waiter = new Waiter(packet, info, stale, limit, client, respond, context);
     const hash = keyHash(key);
     const flight = this.#inFlight.get(hash);
     if (flight === undefined || flight.key !== key) {
       this.#fetch(key, hash, packet, info, waiter as Waiter<unknown>);
     } else {
       this.metrics.deduplicated();
-      flight.waiters.push(waiter as Waiter<unknown>);
+      (flight.joined ??= []).push(waiter as Waiter<unknown>);
     }
     if (stale !== undefined && !waiter.settled) {
       // (a closure only here: serve-stale is the rare case)
@@ -538,7 +557,7 @@ export class DnsProxy {
   }
 
   /** Answers a waiting query once, with what the upstreams gave (`undefined`: stale timer). */
-  #settle<C>(waiter: Waiter<C>, fetched: Fetched | undefined): void {
+  #settle<C>(waiter: Waiter<C>, fetched: GroupResult | undefined): void {
     if (waiter.settled) return;
     waiter.settled = true;
     if (waiter.timer !== undefined) clearTimeout(waiter.timer);
@@ -550,30 +569,34 @@ export class DnsProxy {
       out = null;
     }
     const { respond, context } = waiter;
+    // (the answer is a copy of its own: the query's bytes are no longer read)
+    this.#queries.give(waiter.packet);
     waiter.release();
     respond(out, context);
   }
 
-  #answerFetched<C>(waiter: Waiter<C>, fetched: Fetched | undefined): Uint8Array {
+  #answerFetched<C>(waiter: Waiter<C>, fetched: GroupResult | undefined): Uint8Array {
     const { packet, info, limit, client, stale } = waiter;
-    if (fetched?.ok === true && fetched.info.rcode !== Rcode.SERVFAIL) {
+    if (fetched?.ok === true && fetched.reply.info.rcode !== Rcode.SERVFAIL) {
       // The answer for this client, made in one copy: the upstream's OPT record (whose options
       // belong to that exchange) replaced by the proxy's own with this client's DO bit, none
       // for a client that sent none (RFC 6891 §7); its ID, RD bit, AD if asked, letter case.
-      const answerInfo = fetched.info;
-      const out = copyWithOwnOpt(fetched.bytes, answerInfo, info.edns?.dnssecOk, this.#bytes);
+      const answerInfo = fetched.reply.info;
+      const out = copyWithOwnOpt(fetched.reply.bytes, answerInfo, info.edns?.dnssecOk, this.#later);
       setAnswerHeader(out, packet, info.edns?.dnssecOk ?? false);
       copyQuestionCase(out, answerInfo.question?.end, packet);
       this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
       return this.#fit(out, answerInfo.rcode, limit);
     }
-    if (stale !== undefined && this.cache.lookup(waiter.key) !== undefined) {
+    if (stale !== undefined && this.cache.lookup(stale.entry.key) !== undefined) {
       this.metrics.cacheStale();
       this.#log(client, packet, info, stale.entry.rcode, "stale");
       const out = this.cache.answer(stale, packet, info.edns === undefined);
       return this.#fit(out, stale.entry.rcode, limit);
     }
-    const rcode = fetched === undefined || fetched.ok ? Rcode.SERVFAIL : fetched.rcode;
+    const rcode = fetched?.ok === false && fetched.reason === "busy"
+      ? Rcode.REFUSED
+      : Rcode.SERVFAIL;
     this.#log(client, packet, info, rcode, "miss");
     return this.#error(packet, rcode, info);
   }
@@ -589,32 +612,39 @@ export class DnsProxy {
     info: MessageInfo,
     first: Waiter<unknown> | undefined,
   ): void {
-    const waiters: Waiter<unknown>[] = first === undefined ? [] : [first];
     // Another key in flight under the same hash loses its place: later queries for it start
     // their own upstream query instead of joining (its waiters still get their answer).
-    const flight = new InFlight(key, hash, waiters);
+    const flight = new InFlight(key, hash, first, withEdns(query, info, this.#queries));
     this.#inFlight.set(flight);
-    this.#group.start(withEdns(query, info, this.#bytes), info, (result) => {
-      let fetched: Fetched;
-      if (!result.ok) {
-        fetched = { ok: false, rcode: result.reason === "busy" ? Rcode.REFUSED : Rcode.SERVFAIL };
-      } else {
-        const { bytes, info: replyInfo } = result.reply;
-        this.cache.store(key, bytes, replyInfo);
-        fetched = { ok: true, bytes, info: replyInfo, upstream: result.upstream };
-      }
-      this.#inFlight.remove(flight);
-      for (const waiter of waiters) {
-        try {
-          this.#settle(waiter, fetched);
-        } catch (error) {
-          this.#logger?.error("answering failed", { error });
-        }
-      }
-      // An array that lived through a scavenge keeps whatever it points to alive at the next
-      // ones until a full collection, even once it is garbage itself: empty it.
-      waiters.length = 0;
-    });
+    // The flight is the callback's context: one function for every query, not a closure each.
+    this.#group.start(flight.sent, info, this.#fetched, flight);
+  }
+
+  /** The upstreams' outcome for a flight: cached if it may be, then given to every waiter. */
+  readonly #fetched = (result: GroupResult, flight: InFlight): void => {
+    if (result.ok) this.cache.store(flight.key, result.reply.bytes, result.reply.info);
+    this.#inFlight.remove(flight);
+    // A flight (or array) that lived through a scavenge keeps whatever it points to alive at the
+    // next ones until a full collection, even once it is garbage itself: let go of the waiters.
+    const first = flight.first;
+    const joined = flight.joined;
+    flight.first = flight.joined = undefined;
+    // The upstreams are done with the query they were sent (`done` runs once, when they are).
+    this.#queries.give(flight.sent);
+    flight.sent = EMPTY;
+    if (first !== undefined) this.#settleFetched(first, result);
+    if (joined === undefined) return;
+    for (let i = 0; i < joined.length; i++) this.#settleFetched(joined[i]!, result);
+    joined.length = 0;
+  };
+
+  /** Settles a waiter with the upstreams' outcome; a failure is logged, not thrown. */
+  #settleFetched(waiter: Waiter<unknown>, result: GroupResult): void {
+    try {
+      this.#settle(waiter, result);
+    } catch (error) {
+      this.#logger?.error("answering failed", { error });
+    }
   }
 
   #prefetch(key: string, packet: Uint8Array, info: MessageInfo): void {
@@ -702,7 +732,11 @@ export class DnsProxy {
  * DO bit and no options (the client's options, such as its COOKIE or NSID request, are meant for
  * the proxy).
  */
-function withEdns(query: Uint8Array, info: MessageInfo, bytes: BytePool): Uint8Array {
+function withEdns(
+  query: Uint8Array,
+  info: MessageInfo,
+  bytes: { alloc(length: number): Uint8Array },
+): Uint8Array {
   const out = copyWithOwnOpt(query, info, info.edns?.dnssecOk ?? false, bytes);
   out[2] = out[2]! | (Flag.RD >> 8);
   out[3] = out[3]! | Flag.AD;

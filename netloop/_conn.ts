@@ -383,7 +383,9 @@ export class PacketConn implements Conn {
   /**
    * The sender's sockaddr (up to 28 bytes) as seven little-endian 32-bit words and its length:
    * numbers, not a copied Uint8Array, because every typed array costs a malloc'd backing store
-   * and a datagram's sender must outlive the receive buffer (a reply may be written later).
+   * and a datagram's sender must outlive the receive buffer (a reply may be written later). Kept
+   * as signed words (`| 0`): a word past 2^31 (a port or an address byte from 128 up) was a heap
+   * number, and made every connection's field one (16 heap bytes more per datagram).
    */
   p0 = 0;
   p1 = 0;
@@ -409,14 +411,14 @@ export class PacketConn implements Conn {
   /** Copies the sender's sockaddr from `words[at..]` (`length` bytes). */
   readPeer(words: Uint32Array, at: number, length: number): void {
     this.peerLength = length;
-    this.p0 = words[at]!;
-    this.p1 = words[at + 1]!;
+    this.p0 = words[at]! | 0;
+    this.p1 = words[at + 1]! | 0;
     if (length <= 16) return; // sockaddr_in: the rest is padding
-    this.p2 = words[at + 2]!;
-    this.p3 = words[at + 3]!;
-    this.p4 = words[at + 4]!;
-    this.p5 = words[at + 5]!;
-    this.p6 = words[at + 6]!;
+    this.p2 = words[at + 2]! | 0;
+    this.p3 = words[at + 3]! | 0;
+    this.p4 = words[at + 4]! | 0;
+    this.p5 = words[at + 5]! | 0;
+    this.p6 = words[at + 6]! | 0;
   }
 
   /** Writes the sender's sockaddr into `words[at..]` (8 words); returns its length in bytes. */

@@ -8,6 +8,7 @@
  */
 import { BytePool } from "@triad/core";
 import { DnsProxy } from "../proxy.ts";
+import { buildQuery } from "../wire/builders.ts";
 import { UdpPool } from "../upstream/udp_pool.ts";
 import type { PoolSocketEvents, PoolSocketOpener } from "../upstream/udp_pool.ts";
 
@@ -19,6 +20,13 @@ export interface SocketlessMiss {
   replyAll(): void;
   /** Moves the clock `ms` on and sweeps the pools (expired queries, finished ones let go). */
   tick(ms?: number): void;
+  /**
+   * Asks the proxy (over UDP, from 127.0.0.1) for the run's next name, `r0000000.bench`,
+   * `r0000001.bench` and so on: a miss.
+   */
+  ask(): void;
+  /** Answers the proxy has given so far. */
+  readonly answers: number;
 }
 
 /** The tail of unbound's answer after the question: one A record (TTL 300), then an OPT record. */
@@ -67,7 +75,6 @@ export function socketlessMiss(): SocketlessMiss {
       send: (bytes) => void sent.push([events, replies.copy(bytes)]),
       close() {},
     }),
-    copy: (view) => replies.copy(view),
     now: () => clock,
     sweepWithin() {},
   };
@@ -95,8 +102,21 @@ export function socketlessMiss(): SocketlessMiss {
     reply[11] = 1;
     return reply.subarray(0, questionEnd + TAIL.length);
   };
+  const client = { address: "127.0.0.1", port: 5000, transport: "udp" } as const;
+  const query = buildQuery({ id: 1, name: "r0000000.bench", type: 1 });
+  let asked = 0;
+  let answers = 0;
+  const answered = () => void answers++;
   return {
     proxy,
+    ask() {
+      const text = String(asked++ % 10_000_000).padStart(7, "0");
+      for (let j = 0; j < 7; j++) query[14 + j] = text.charCodeAt(j);
+      proxy.answer(query, client, answered, undefined);
+    },
+    get answers() {
+      return answers;
+    },
     replyAll() {
       for (const [events, bytes] of sent) events.datagram(replyTo(bytes));
       sent.length = 0;

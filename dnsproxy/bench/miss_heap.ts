@@ -12,24 +12,14 @@
  *
  * @module
  */
-import { buildQuery } from "../wire/builders.ts";
 import { socketlessMiss } from "./_socketless_miss.ts";
 
 const n = Number(Deno.args[0] ?? 10_000);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error("run with --v8-flags=--expose-gc");
 
-const { proxy, replyAll, tick } = socketlessMiss();
-const client = { address: "127.0.0.1", port: 5000, transport: "udp" } as const;
-const query = buildQuery({ id: 1, name: "r0000000.bench", type: 1 });
-let misses = 0;
-let answers = 0;
-const answered = () => void answers++;
-function ask(): void {
-  const text = String(misses++ % 10_000_000).padStart(7, "0");
-  for (let j = 0; j < 7; j++) query[14 + j] = text.charCodeAt(j);
-  proxy.answer(query, client, answered, undefined);
-}
+const harness = socketlessMiss();
+const { proxy, replyAll, tick, ask } = harness;
 /** Lets the pools forget finished queries (they sweep them with the expired ones). */
 function settle(): void {
   tick();
@@ -58,13 +48,14 @@ gc();
 gc();
 // Kept alive per miss in flight: n misses asked, none answered yet.
 before = Deno.memoryUsage().heapUsed;
-const answeredBefore = answers;
+const answeredBefore = harness.answers;
 for (let i = 0; i < n; i++) ask();
 gc();
 gc();
 const inFlight = (Deno.memoryUsage().heapUsed - before) / n;
 replyAll();
-if (answers - answeredBefore !== n) throw new Error(`${answers - answeredBefore} of ${n} answered`);
+const answered = harness.answers - answeredBefore;
+if (answered !== n) throw new Error(`${answered} of ${n} answered`);
 console.log(JSON.stringify({
   misses: n,
   heapBytesAllocatedPerMiss: Math.round(allocated),

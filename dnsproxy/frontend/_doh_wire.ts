@@ -627,12 +627,16 @@ export class Http2Connection extends DohConnectionBase {
     w.ascii(value);
   }
 
-  /** Sends as much of the body as the windows allow; the rest waits for WINDOW_UPDATE. */
-  #body(request: DohRequest, body: Uint8Array, at: number): boolean {
+  /**
+   * Sends as much of the body as the windows allow; the rest waits for WINDOW_UPDATE, in a copy
+   * unless `own` (the proxy's answers are valid only during the call that hands them over, even
+   * once part of one is sent).
+   */
+  #body(request: DohRequest, body: Uint8Array, at: number, own = false): boolean {
     while (at < body.length) {
       const n = Math.min(body.length - at, this.#peerMaxFrame, this.#connWindow, request.window);
       if (n <= 0) {
-        this.#blocked.push({ request, body: at === 0 ? body.slice() : body, at });
+        this.#blocked.push({ request, body: own ? body : body.slice(), at });
         this.#streams.set(request.id, request);
         return false;
       }
@@ -653,7 +657,7 @@ export class Http2Connection extends DohConnectionBase {
     const blocked = this.#blocked;
     this.#blocked = [];
     for (const { request, body, at } of blocked) {
-      if (!request.done) this.#body(request, body, at);
+      if (!request.done) this.#body(request, body, at, true);
     }
   }
 

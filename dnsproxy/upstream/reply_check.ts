@@ -44,6 +44,24 @@ export function checkReply(
   id: number,
   query: MessageInfo,
 ): AcceptedReply | MismatchReason {
+  const info = checkReplyInfo(reply, id, query);
+  return typeof info === "string" ? info : { bytes: reply, info };
+}
+
+/**
+ * {@linkcode checkReply} for a caller that keeps a copy of the reply rather than `reply` itself
+ * (a receive buffer): the parsed reply alone, without an object around it for each reply.
+ *
+ * @param reply The bytes received.
+ * @param id The ID sent.
+ * @param query The parsed query sent.
+ * @returns The parsed reply, or the reason it was refused.
+ */
+export function checkReplyInfo(
+  reply: Uint8Array,
+  id: number,
+  query: MessageInfo,
+): MessageInfo | MismatchReason {
   if (reply.length < 12) return "malformed";
   if (((reply[0]! << 8) | reply[1]!) !== id) return "id";
   let info: MessageInfo;
@@ -61,5 +79,5 @@ export function checkReply(
   ) {
     return "question";
   }
-  return { bytes: reply, info };
+  return info;
 }

@@ -23,17 +23,25 @@ export type UdpExchange = (
   onMismatch: (reason: MismatchReason) => void,
 ) => Promise<AcceptedReply>;
 
-/** Receives the outcome of a {@linkcode UdpQuery}: an error, or the accepted reply. */
+/**
+ * Receives the outcome of a {@linkcode UdpQuery}: an error, or the accepted reply, and the
+ * context the query was given. The reply's bytes may be the transport's receive buffer, valid
+ * during the call only: copy what is kept.
+ */
 export type UdpQueryDone = (
   error: UpstreamError | undefined,
   reply: AcceptedReply | undefined,
+  context: unknown,
 ) => void;
 
 /**
- * One UDP query and its reply, callback style: `done` is called exactly once, possibly from
- * inside the transport's receive path (an event loop answers the client in the same turn).
+ * One UDP query and its reply, callback style: `done` is called exactly once, with `context`
+ * passed on as its third argument (it saves the caller a closure per query), possibly from inside
+ * the transport's receive path (an event loop answers the client in the same turn).
  */
-export type UdpQuery = (...args: [...Parameters<UdpExchange>, done: UdpQueryDone]) => void;
+export type UdpQuery = (
+  ...args: [...Parameters<UdpExchange>, done: UdpQueryDone, context: unknown]
+) => void;
 
 /**
  * Sends `query` (already carrying `id`) to `server` from a new socket bound to a random port and
@@ -227,7 +235,6 @@ export function denoUdpPool(
         },
       };
     },
-    copy: (view) => view.slice(),
     now: () => performance.now(),
     sweepWithin(ms) {
       if (timer !== undefined) return;

@@ -9,8 +9,8 @@
 import { formatSocketAddress } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import type { MessageInfo } from "../wire/message.ts";
-import { checkReply } from "./reply_check.ts";
-import type { MismatchReason } from "./reply_check.ts";
+import { checkReplyInfo } from "./reply_check.ts";
+import type { AcceptedReply, MismatchReason } from "./reply_check.ts";
 import { randomId } from "./tcp_pool.ts";
 import type { UdpQuery, UdpQueryDone } from "./udp_exchange.ts";
 import type { UdpSocketOptions, UdpSocketPool } from "./upstream.ts";
@@ -28,7 +28,8 @@ export interface PoolSocketIo {
 export interface PoolSocketEvents {
   /**
    * A datagram from the upstream's address and port (the opener checks the source). `view` may
-   * be reused after the call: the pool copies an accepted reply with `copy`.
+   * be reused after the call: an accepted reply is handed to its query's callback as it is (see
+   * {@linkcode UdpQueryDone}).
    */
   datagram(view: Uint8Array): void;
   /** The socket failed and is closed. */
@@ -39,8 +40,6 @@ export interface PoolSocketEvents {
 export interface PoolSocketOpener {
   /** Opens a socket sending to `server`; its events go to `events`. */
   open(server: SocketAddress, events: PoolSocketEvents): PoolSocketIo;
-  /** Copies an accepted reply out of a receive buffer. */
-  copy(view: Uint8Array): Uint8Array;
   /** The clock (ms). */
   now(): number;
   /** Asks for {@linkcode UdpPool.sweep} within `ms` (while queries are in flight). */
@@ -55,6 +54,7 @@ class Waiting {
     readonly id: number,
     public info: MessageInfo | undefined,
     public callback: UdpQueryDone,
+    public context: unknown,
     public socket: PoolSocket | undefined,
   ) {}
 }
@@ -148,8 +148,8 @@ export class UdpPool implements UdpSocketPool {
     this.#onMismatch = onMismatch;
     this.#opener = opener;
     this.#slots = new Array(Math.max(1, options.size)).fill(undefined);
-    this.query = (_server, query, id, info, timeoutMs, _onMismatch, done) =>
-      this.#send(query, id, info, timeoutMs, done);
+    this.query = (_server, query, id, info, timeoutMs, _onMismatch, done, context) =>
+      this.#send(query, id, info, timeoutMs, done, context);
   }
 
   /** Open sockets (retired ones still waiting for replies included). */
@@ -177,9 +177,10 @@ export class UdpPool implements UdpSocketPool {
     info: MessageInfo,
     timeoutMs: number,
     done: UdpQueryDone,
+    context: unknown,
   ): void {
     if (this.#closed) {
-      done(this.#error("network", "pool closed"), undefined);
+      done(this.#error("network", "pool closed"), undefined, context);
       return;
     }
     const now = this.#opener.now();
@@ -190,7 +191,7 @@ export class UdpPool implements UdpSocketPool {
       query[0] = id >> 8;
       query[1] = id & 0xff;
     }
-    const waiting = new Waiting(now + timeoutMs, id, info, done, socket);
+    const waiting = new Waiting(now + timeoutMs, id, info, done, context, socket);
     socket.waiting.push(waiting);
     socket.sent++;
     this.#list.push(waiting);
@@ -241,13 +242,14 @@ export class UdpPool implements UdpSocketPool {
       this.#onMismatch(view.length < 12 ? "malformed" : "id");
       return;
     }
-    const result = checkReply(view, id, waiting.info!);
-    if (typeof result === "string") {
-      this.#onMismatch(result);
+    const info = checkReplyInfo(view, id, waiting.info!);
+    if (typeof info === "string") {
+      this.#onMismatch(info);
       return;
     }
-    const callback = this.#finish(waiting);
-    callback(undefined, { bytes: this.#opener.copy(view), info: result.info });
+    // Not copied: the callback is done with it when it returns (UdpQueryDone), and a copy per
+    // reply was a view and a share of a slab, every miss.
+    this.#finish(waiting, undefined, { bytes: view, info });
   }
 
   /** The socket failed: its queries fail with it. */
@@ -256,21 +258,27 @@ export class UdpPool implements UdpSocketPool {
     socket.retired = true;
     socket.io = undefined;
     for (const waiting of [...socket.waiting]) {
-      this.#finish(waiting)(this.#error("network", undefined, error), undefined);
+      this.#finish(waiting, this.#error("network", undefined, error), undefined);
     }
   }
 
-  /** Marks a query done and lets go of what it referenced; returns its callback. */
-  #finish(waiting: Waiting): UdpQueryDone {
+  /** Marks a query done and lets go of what it referenced, then calls its callback. */
+  #finish(
+    waiting: Waiting,
+    error: UpstreamError | undefined,
+    reply: AcceptedReply | undefined,
+  ): void {
     const callback = waiting.callback;
+    const context = waiting.context;
     waiting.done = true;
     waiting.callback = ignore;
+    waiting.context = undefined;
     waiting.info = undefined;
     const socket = waiting.socket!;
     waiting.socket = undefined;
     socket.remove(waiting);
     if (socket.retired && socket.waiting.length === 0) this.#closeSocket(socket);
-    return callback;
+    callback(error, reply, context);
   }
 
   #error(code: "timeout" | "network", what?: string, cause?: Error): UpstreamError {
@@ -291,16 +299,21 @@ export class UdpPool implements UdpSocketPool {
     if (this.#list.length === 0) return;
     if (now >= this.#nextSweep) {
       this.#nextSweep = now + SWEEP_EVERY_MS;
-      const kept: Waiting[] = [];
-      const expired: Waiting[] = [];
-      for (const waiting of this.#list) {
+      // Compacted in place: a new list each sweep (every 10 ms while queries are in flight)
+      // grew to the queries then in flight, push by push (about 50 heap bytes a query).
+      const list = this.#list;
+      let kept = 0;
+      let expired: Waiting[] | undefined;
+      for (let i = 0; i < list.length; i++) {
+        const waiting = list[i]!;
         if (waiting.done) continue;
-        if (now >= waiting.deadline) expired.push(waiting);
-        else kept.push(waiting);
+        if (now >= waiting.deadline) (expired ??= []).push(waiting);
+        else list[kept++] = waiting;
       }
-      this.#list = kept;
-      for (const waiting of expired) {
-        this.#finish(waiting)(this.#error("timeout"), undefined);
+      while (list.length > kept) list.pop();
+      // (failed after the list is whole again: a failure's retry adds to it)
+      if (expired !== undefined) {
+        for (const waiting of expired) this.#finish(waiting, this.#error("timeout"), undefined);
       }
     }
     if (this.#list.length > 0) this.#opener.sweepWithin(Math.max(0, this.#nextSweep - now));
@@ -313,7 +326,7 @@ export class UdpPool implements UdpSocketPool {
     const list = this.#list;
     this.#list = [];
     for (const waiting of list) {
-      if (!waiting.done) this.#finish(waiting)(this.#error("network", "pool closed"), undefined);
+      if (!waiting.done) this.#finish(waiting, this.#error("network", "pool closed"), undefined);
     }
     for (let i = 0; i < this.#slots.length; i++) {
       const socket = this.#slots[i];

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { BytePool, parseSocketAddress, TriadError } from "@triad/core";
+import { parseSocketAddress, TriadError } from "@triad/core";
 import type { SocketAddress } from "@triad/core";
 import { Flag } from "../wire/constants.ts";
 import type { MessageInfo } from "../wire/message.ts";
@@ -13,11 +13,7 @@ import { denoUdpPool, udpExchange } from "./udp_exchange.ts";
 import { DohExchanger, DoqExchanger } from "./encrypted_upstream.ts";
 import type { StreamExchanger } from "./encrypted_upstream.ts";
 import { UpstreamError } from "./upstream_error.ts";
-import { QUERY_SLAB } from "../_query_slab.ts";
 import type { UdpExchange, UdpQuery } from "./udp_exchange.ts";
-
-/** The per-query copies sent upstream (each with its own ID), kept for one exchange. */
-const queryCopies = new BytePool(QUERY_SLAB);
 
 /** How an upstream is reached. */
 export type UpstreamProtocol = "udp" | "tcp" | "tls" | "https" | "quic";
@@ -118,6 +114,25 @@ export interface UpstreamTransport {
    * saves reading the time twice per query. @default {performance.now}
    */
   now?: () => number;
+}
+
+/** Receives an upstream's outcome for a query (see {@linkcode Upstream.start}). */
+export type UpstreamDone<C> = (
+  error: UpstreamError | undefined,
+  reply: UpstreamReply | undefined,
+  context: C,
+) => void;
+
+/** A query under way at one upstream: the context of its transport's callback. */
+class UpstreamTry {
+  constructor(
+    readonly query: Uint8Array,
+    readonly info: MessageInfo,
+    readonly timeoutMs: number,
+    readonly started: number,
+    readonly done: UpstreamDone<unknown>,
+    readonly context: unknown,
+  ) {}
 }
 
 /** What {@linkcode Upstream.exchange} returns. */
@@ -229,10 +244,10 @@ export class Upstream {
       this.#udpPool = open?.(this.address, poolOptions, this.#onMismatch);
     }
     this.#udpQuery = this.#udpPool?.query ?? options.transport?.udpQuery ??
-      ((server, query, id, info, timeoutMs, onMismatch, done) =>
+      ((server, query, id, info, timeoutMs, onMismatch, done, context) =>
         exchange(server, query, id, info, timeoutMs, onMismatch).then(
-          (reply) => done(undefined, reply),
-          (error) => done(asUpstreamError(error, this.name), undefined),
+          (reply) => done(undefined, reply, context),
+          (error) => done(asUpstreamError(error, this.name), undefined, context),
         ));
     const tcpConnect = options.transport?.tcpConnect;
     const { address: hostname, port } = address;
@@ -299,67 +314,99 @@ export class Upstream {
    */
   exchange(query: Uint8Array, info: MessageInfo, timeoutMs: number): Promise<UpstreamReply> {
     return new Promise((resolve, reject) => {
-      this.start(query, info, timeoutMs, (error, reply) => {
-        if (reply !== undefined) resolve(reply);
+      this.start(query.slice(), info, timeoutMs, (error, reply) => {
+        if (reply !== undefined) resolve(ownReply(reply));
         else reject(error);
-      });
+      }, undefined);
     });
   }
 
   /**
    * {@linkcode exchange}, callback style: `done` runs exactly once, with the reply or the error,
    * and for a UDP upstream on a callback transport from inside its receive path (no promise turn).
+   * Nothing is copied: over UDP the query's ID is overwritten with a fresh random one, and the
+   * reply's bytes may be the transport's receive buffer, valid while `done` runs.
    *
-   * @param query The client's query (not modified).
+   * @param query The query to send, the caller's own until `done` runs (its ID is overwritten).
    * @param info The parsed query.
    * @param timeoutMs Time for the whole exchange, TCP retry included.
-   * @param done Receives the error, or the reply (then the error is `undefined`).
+   * @param done Receives the error, or the reply (then the error is `undefined`), and `context`.
+   * @param context Handed to `done` (saves the caller a closure per query).
    */
-  start(
+  start<C>(
     query: Uint8Array,
     info: MessageInfo,
     timeoutMs: number,
-    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
+    done: UpstreamDone<C>,
+    context: C,
   ): void {
-    const started = this.#now();
+    // One object per query, the transport's callback context (a closure and its context each
+    // were more heap bytes, kept as long as the query is in flight).
+    const t = new UpstreamTry(
+      query,
+      info,
+      timeoutMs,
+      this.#now(),
+      done as UpstreamDone<unknown>,
+      context,
+    );
     this.inFlight++;
     if (this.protocol !== "udp") {
-      this.#viaPool(query, info, timeoutMs, this.protocol, started, timeoutMs, done);
+      this.#viaPool(t, timeoutMs, this.protocol);
       return;
     }
+    // The ID written in place, not into a copy: the bytes are the caller's for this query only
+    // (a copy cost each miss a view and a share of a slab, kept while the query is in flight), and
+    // a later try (TCP retry, another upstream) writes its own ID over this one.
     const id = randomId();
-    const copy = queryCopies.copy(query);
-    copy[0] = id >> 8;
-    copy[1] = id & 0xff;
-    // One closure per query (what it holds lives as long as the query is in flight).
-    this.#udpQuery(this.address, copy, id, info, timeoutMs, this.#onMismatch, (error, reply) => {
-      if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
-        const left = Math.max(1, timeoutMs - (this.#now() - started));
-        this.#viaPool(query, info, left, "tcp", started, timeoutMs, done);
-      } else {
-        this.#finish(error, reply, "udp", started, timeoutMs, done);
-      }
-    });
+    query[0] = id >> 8;
+    query[1] = id & 0xff;
+    this.#udpQuery(
+      this.address,
+      query,
+      id,
+      info,
+      timeoutMs,
+      this.#onMismatch,
+      this.#udpDone,
+      t,
+    );
   }
+
+  /**
+   * A UDP try's outcome: a truncated reply is asked again over TCP (one function per upstream, so
+   * that a try need not point at its upstream).
+   */
+  readonly #udpDone = (
+    error: UpstreamError | undefined,
+    reply: AcceptedReply | undefined,
+    context: unknown,
+  ): void => {
+    const t = context as UpstreamTry;
+    if (reply !== undefined && (reply.info.flags & Flag.TC) !== 0) {
+      const left = Math.max(1, t.timeoutMs - (this.#now() - t.started));
+      this.#viaPool(t, left, "tcp");
+    } else {
+      this.#finish(t, error, reply, "udp");
+    }
+  };
 
   /** Ends a query: health, round-trip time and slowness updated, then `done` called. */
   #finish(
+    t: UpstreamTry,
     error: UpstreamError | undefined,
     reply: AcceptedReply | undefined,
     transport: UpstreamProtocol,
-    started: number,
-    timeoutMs: number,
-    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
   ): void {
     this.inFlight--;
     if (reply === undefined) {
       this.fails++;
       // A failure counts as a slow round trip so `fastest` moves away from it.
-      this.rtt = Math.max(this.rtt * 2, timeoutMs);
-      done(error ?? asUpstreamError(undefined, this.name), undefined);
+      this.rtt = Math.max(this.rtt * 2, t.timeoutMs);
+      t.done(error ?? asUpstreamError(undefined, this.name), undefined, t.context);
       return;
     }
-    const rtt = this.#now() - started;
+    const rtt = this.#now() - t.started;
     this.rtt = this.rtt === 0 ? rtt : this.rtt * 0.7 + rtt * 0.3;
     this.fails = 0;
     if (rtt > this.#slowRtt) {
@@ -369,30 +416,14 @@ export class Upstream {
       this.slowStreak = 0;
       if (was) this.#onSlow(false, rtt);
     }
-    done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport });
+    t.done(undefined, { bytes: reply.bytes, info: reply.info, rtt, transport }, t.context);
   }
 
   /** Asks over the TCP/TLS pool (a method: most queries never need it, so no closure each). */
-  #viaPool(
-    query: Uint8Array,
-    info: MessageInfo,
-    left: number,
-    transport: UpstreamProtocol,
-    started: number,
-    timeoutMs: number,
-    done: (error: UpstreamError | undefined, reply: UpstreamReply | undefined) => void,
-  ): void {
-    this.#pool.exchange(query, info, left).then(
-      (reply) => this.#finish(undefined, reply, transport, started, timeoutMs, done),
-      (error) =>
-        this.#finish(
-          asUpstreamError(error, this.name),
-          undefined,
-          transport,
-          started,
-          timeoutMs,
-          done,
-        ),
+  #viaPool(t: UpstreamTry, left: number, transport: UpstreamProtocol): void {
+    this.#pool.exchange(t.query, t.info, left).then(
+      (reply) => this.#finish(t, undefined, reply, transport),
+      (error) => this.#finish(t, asUpstreamError(error, this.name), undefined, transport),
     );
   }
 
@@ -406,6 +437,22 @@ export class Upstream {
     this.#pool.close();
     this.#udpPool?.close();
   }
+}
+
+/**
+ * A reply whose bytes are its own (for a promise: those handed to a callback may be a receive
+ * buffer).
+ *
+ * @param reply The reply as `done` got it.
+ * @returns The same with a copy of its bytes.
+ */
+export function ownReply(reply: UpstreamReply): UpstreamReply {
+  return {
+    bytes: reply.bytes.slice(),
+    info: reply.info,
+    rtt: reply.rtt,
+    transport: reply.transport,
+  };
 }
 
 function asUpstreamError(error: unknown, name: string): UpstreamError {

@@ -11,7 +11,8 @@ import type { MessageInfo } from "../wire/message.ts";
 import { orderUpstreams } from "./policy.ts";
 import type { UpstreamPolicy } from "./policy.ts";
 import type { MismatchReason } from "./reply_check.ts";
-import { Upstream } from "./upstream.ts";
+import type { UpstreamError } from "./upstream_error.ts";
+import { ownReply, Upstream } from "./upstream.ts";
 import type {
   UdpSocketOptions,
   UpstreamOptions,
@@ -65,6 +66,21 @@ export interface UpstreamGroupOptions {
 export type GroupResult =
   | { readonly ok: true; readonly reply: UpstreamReply; readonly upstream: string }
   | { readonly ok: false; readonly reason: "busy" | "failed" };
+
+/** Receives a query's outcome and its caller's context. */
+type GroupDone = (result: GroupResult, context: unknown) => void;
+
+/** A query going through the group's upstreams, `order[i]` being tried now. */
+class GroupQuery {
+  i = 0;
+  constructor(
+    readonly query: Uint8Array,
+    readonly info: MessageInfo,
+    readonly order: readonly Upstream[],
+    readonly done: GroupDone,
+    readonly context: unknown,
+  ) {}
+}
 
 const BUSY: GroupResult = { ok: false, reason: "busy" };
 const FAILED: GroupResult = { ok: false, reason: "failed" };
@@ -147,21 +163,33 @@ export class UpstreamGroup {
    * @returns The reply and who gave it, or why there is none.
    */
   resolve(query: Uint8Array, info: MessageInfo): Promise<GroupResult> {
-    return new Promise((resolve) => this.start(query, info, resolve));
+    return new Promise((resolve) =>
+      this.start(query.slice(), info, (result) => {
+        resolve(result.ok ? { ...result, reply: ownReply(result.reply) } : result);
+      }, undefined)
+    );
   }
 
   /**
    * {@linkcode resolve}, callback style: `done` runs exactly once, synchronously when the group
-   * is busy, and otherwise from the transport's receive path when it is a callback one.
+   * is busy, and otherwise from the transport's receive path when it is a callback one. Nothing
+   * is copied: each UDP try overwrites the query's ID, and the reply's bytes may be the
+   * transport's receive buffer, valid while `done` runs (see {@linkcode Upstream.start}).
    *
-   * @param query The client's query (not modified).
+   * @param query The query to send, the caller's own until `done` runs (its ID is overwritten).
    * @param info The parsed query.
-   * @param done Receives the reply and who gave it, or why there is none.
+   * @param done Receives the reply and who gave it, or why there is none, and `context`.
+   * @param context Handed to `done` (saves the caller a closure per query).
    */
-  start(query: Uint8Array, info: MessageInfo, done: (result: GroupResult) => void): void {
+  start<C>(
+    query: Uint8Array,
+    info: MessageInfo,
+    done: (result: GroupResult, context: C) => void,
+    context: C,
+  ): void {
     const max = this.#options.maxConcurrent ?? 0;
     if (max > 0 && this.#inFlight >= max) {
-      done(BUSY);
+      done(BUSY, context);
       return;
     }
     const order = orderUpstreams(
@@ -169,45 +197,50 @@ export class UpstreamGroup {
       this.#options.policy ?? "random",
       this.#turn++,
     );
-    const attempts = Math.min(order.length, this.#options.attempts ?? 3);
     this.#inFlight++;
-    this.#attempt(query, info, order, 0, attempts, this.#options.timeout ?? 2000, done);
+    this.#attempt(new GroupQuery(query, info, order, done as GroupDone, context));
   }
 
   /**
-   * Tries `order[i]`, and the next upstream when it fails (a method, so a query makes one closure
-   * per try: what it holds lives as long as the query is in flight).
+   * Tries the query's current upstream; {@linkcode tried} moves on to the next when it fails. The
+   * query is the context of the upstream's callback (one object per query, where there were a
+   * closure and its context per try: what they hold lives as long as the query is in flight).
    */
-  #attempt(
-    query: Uint8Array,
-    info: MessageInfo,
-    order: readonly Upstream[],
-    i: number,
-    attempts: number,
-    timeout: number,
-    done: (result: GroupResult) => void,
-  ): void {
-    if (i >= attempts || this.#closed) {
+  #attempt(q: GroupQuery): void {
+    const options = this.#options;
+    if (q.i >= Math.min(q.order.length, options.attempts ?? 3) || this.#closed) {
       this.#inFlight--;
-      done(FAILED);
+      q.done(FAILED, q.context);
       return;
     }
-    const upstream = order[i]!;
-    upstream.start(query, info, timeout, (error, reply) => {
-      if (reply !== undefined) {
-        this.#options.onReply?.(upstream.name, reply.rtt, true);
-        this.#inFlight--;
-        done({ ok: true, reply, upstream: upstream.name });
-        return;
-      }
-      this.#options.onReply?.(upstream.name, timeout, false);
-      // Logged once, by the failure that crossed maxFails (not by every query then in flight).
-      if (upstream.justWentDown) {
-        this.#options.logger?.warn("upstream down", { upstream: upstream.name, error });
-      }
-      this.#attempt(query, info, order, i + 1, attempts, timeout, done);
-    });
+    q.order[q.i]!.start(q.query, q.info, options.timeout ?? 2000, this.#tried, q);
   }
+
+  /**
+   * An upstream's outcome for a query: the answer, or the next upstream tried (one function per
+   * group, so that a query need not point at its group).
+   */
+  readonly #tried = (
+    error: UpstreamError | undefined,
+    reply: UpstreamReply | undefined,
+    q: GroupQuery,
+  ): void => {
+    const options = this.#options;
+    const upstream = q.order[q.i]!;
+    if (reply !== undefined) {
+      options.onReply?.(upstream.name, reply.rtt, true);
+      this.#inFlight--;
+      q.done({ ok: true, reply, upstream: upstream.name }, q.context);
+      return;
+    }
+    options.onReply?.(upstream.name, options.timeout ?? 2000, false);
+    // Logged once, by the failure that crossed maxFails (not by every query then in flight).
+    if (upstream.justWentDown) {
+      options.logger?.warn("upstream down", { upstream: upstream.name, error });
+    }
+    q.i++;
+    this.#attempt(q);
+  };
 
   #probeDown(): void {
     for (const upstream of this.upstreams) {

@@ -4,7 +4,6 @@
  *
  * @module
  */
-import type { BytePool } from "@triad/core";
 import { EDNS_UDP_SIZE, RrType } from "./constants.ts";
 import type { MessageInfo } from "./message.ts";
 
@@ -49,13 +48,13 @@ export function setAnswerHeader(out: Uint8Array, query: Uint8Array, dnssecOk: bo
  * @param message The message (a reply from upstream, or a query sent there).
  * @param info Its parsed form.
  * @param dnssecOk The DO bit of the OPT to write, or `undefined` for none.
- * @param pool Where the copy is allocated.
+ * @param pool Where the copy is allocated (every byte of it is written).
  */
 export function copyWithOwnOpt(
   message: Uint8Array,
   info: MessageInfo,
   dnssecOk: boolean | undefined,
-  pool: BytePool,
+  pool: { alloc(length: number): Uint8Array },
 ): Uint8Array {
   const edns = info.edns;
   const from = edns?.offset ?? message.length;

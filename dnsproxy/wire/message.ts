@@ -64,6 +64,34 @@ export interface MessageInfo {
   readonly edns: EdnsInfo | undefined;
 }
 
+/**
+ * Section counts of up to two records each, shared (frozen) tuples by `((q * 3 + an) * 3 + ns) * 3
+ * + ar`: a query's parsed form is kept while its miss is in flight, and a tuple each was 80 heap
+ * bytes a message (a query's counts are [1, 0, 0, 1] or [1, 0, 0, 0], a reply's mostly small).
+ */
+const SMALL_COUNTS: readonly (readonly [number, number, number, number])[] = Array.from(
+  { length: 81 },
+  (_, i) =>
+    Object.freeze([Math.floor(i / 27), Math.floor(i / 9) % 3, Math.floor(i / 3) % 3, i % 3]),
+) as unknown as readonly (readonly [number, number, number, number])[];
+
+/** The counts tuple of a message: a shared one when every count is at most 2. */
+function countsOf(
+  qd: number,
+  an: number,
+  ns: number,
+  ar: number,
+): readonly [number, number, number, number] {
+  if (qd <= 2 && an <= 2 && ns <= 2 && ar <= 2) {
+    return SMALL_COUNTS[((qd * 3 + an) * 3 + ns) * 3 + ar]!;
+  }
+  // Frozen as the shared ones are, so that readers see one kind of array.
+  return Object.freeze([qd, an, ns, ar] as const);
+}
+
+/** The TTL offsets of a message without records that have one (shared: never written to). */
+const NO_TTLS: readonly number[] = Object.freeze([]);
+
 /** Types whose RDATA is or holds names that may be compressed (RFC 3597 §4). */
 const COMPRESSED_RDATA: ReadonlyMap<number, number> = new Map([
   [RrType.NS, 0],
@@ -126,11 +154,11 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
     pos = nameEnd + 4;
   }
   if (qdcount !== 1) question = undefined;
-  // Sized up front (a pushed array grows to 16 slots, and a cached answer keeps this one), but
-  // never past what the bytes left can hold (a record takes 11 at least): counts are not trusted.
-  const ttlOffsets: number[] = new Array(
-    Math.min(ancount + nscount + arcount, Math.floor((length - pos) / 11)),
-  );
+  // Made at the first record with a TTL (a query's OPT record has none: a query in flight keeps
+  // its parsed form, and an empty array each was 56 heap bytes), sized up front for the records
+  // left (a pushed array grows to 16 slots, and a cached answer keeps this one), but never past
+  // what the bytes left can hold (a record takes 11 at least): counts are not trusted.
+  let ttlOffsets: number[] | undefined;
   let ttlCount = 0;
   let minAnswerTtl = -1;
   let negativeTtl = -1;
@@ -168,6 +196,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
       };
     } else {
       const effective = readTtl(packet, ttlAt);
+      ttlOffsets ??= new Array(Math.min(total - i, Math.floor((length - start) / 11)));
       ttlOffsets[ttlCount++] = ttlAt;
       if (i < ancount && (minAnswerTtl === -1 || effective < minAnswerTtl)) {
         minAnswerTtl = effective;
@@ -193,7 +222,7 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
   if (pos !== length) {
     throw new WireError(pos, `${length - pos} bytes after the last record`);
   }
-  ttlOffsets.length = ttlCount; // the OPT record has no TTL offset
+  if (ttlOffsets !== undefined) ttlOffsets.length = ttlCount; // the OPT record has no TTL offset
   const rcode = (flags & 0xf) | ((edns?.extendedRcode ?? 0) << 4);
   return {
     id,
@@ -201,8 +230,8 @@ export function parseMessage(packet: Uint8Array): MessageInfo {
     opcode: (flags >> 11) & 0xf,
     rcode,
     question,
-    counts: [qdcount, ancount, nscount, arcount],
-    ttlOffsets,
+    counts: countsOf(qdcount, ancount, nscount, arcount),
+    ttlOffsets: ttlOffsets ?? NO_TTLS,
     minAnswerTtl,
     negativeTtl,
     edns,

@@ -6,7 +6,7 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
-import { activityStamp, isExhaustion, Yielder } from "../_loop.ts";
+import { activityStamp, emptyKeepingRoom, isExhaustion, Yielder } from "../_loop.ts";
 import { type DialSocket, FdLoopCore } from "../_fd_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
@@ -277,7 +277,8 @@ export class EpollLoop extends FdLoopCore {
           return;
         }
       }
-      conn.datagrams.length = 0;
+      // (a pool socket sends a datagram per query: its list keeps its room)
+      emptyKeepingRoom(conn.datagrams);
     } else {
       while (conn.takeOutbound() > 0) {
         // (the whole buffer when sending from its start: a view would cost an allocation)

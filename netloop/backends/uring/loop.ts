@@ -12,7 +12,7 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
-import { activityStamp, isExhaustion, Yielder } from "../../_loop.ts";
+import { activityStamp, emptyKeepingRoom, isExhaustion, Yielder } from "../../_loop.ts";
 import { type DialSocket, FdLoopCore } from "../../_fd_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../../_ffi.ts";
 import { SOCKADDR_MAX } from "../../_sockaddr.ts";
@@ -664,7 +664,8 @@ export class UringLoop extends FdLoopCore {
     if (conn.datagrams !== null) {
       // A connected upstream socket: sent at once, like a full socket buffer drops on EAGAIN.
       for (const datagram of conn.datagrams) sendConnected(conn.fd, datagram);
-      conn.datagrams.length = 0;
+      // (a pool socket sends a datagram per query: its list keeps its room)
+      emptyKeepingRoom(conn.datagrams);
     } else if (!(conn.flags & F_SENDING) && conn.takeOutbound() > 0) {
       const fast = this.fastSends && !(conn.flags & F_SLOW);
       const w = this.ring.prep(
