@@ -95,7 +95,7 @@ export class UringLoop extends FdLoopCore {
   private readonly sendSlots: SendSlot[] = [];
   private readonly freeSendSlots: SendSlot[] = [];
   /** Send slots whose SQEs the next io_uring_enter issues (CQE_SKIP_SUCCESS mode). */
-  private submittedSendSlots: SendSlot[] = [];
+  private readonly submittedSendSlots: SendSlot[] = [];
   private readonly skipSendCompletions: boolean;
   /** TCP sends are fast SENDs (CQE_SKIP_SUCCESS works; not disabled with `fastsend`). */
   private readonly fastSends: boolean;
@@ -360,8 +360,8 @@ export class UringLoop extends FdLoopCore {
   /** The sends io_uring_enter just issued are done with their slots. */
   private recycleSendSlots(): void {
     if (this.submittedSendSlots.length === 0 || this.ring.pending > 0) return;
-    for (const slot of this.submittedSendSlots) this.freeSendSlots.push(slot);
-    this.submittedSendSlots = [];
+    const submitted = this.submittedSendSlots;
+    while (submitted.length > 0) this.freeSendSlots.push(submitted.pop()!);
   }
 
   /**
@@ -399,7 +399,8 @@ export class UringLoop extends FdLoopCore {
         this.onSend(conn, failed === -E.EAGAIN ? 0 : failed);
       }
     }
-    sent.length = 0;
+    // (every turn that sent: a list emptied by `length = 0` allocates its room again)
+    emptyKeepingRoom(sent);
   }
 
   /** Sends what is queued at stop, waiting a bounded time for the sends to complete. */
