@@ -3,7 +3,9 @@
  * server gets half of it (unique names, so every query is a miss) for a 3 s fill and a 4 s
  * measure, rounds interleaved; `dnsperf -v` gives each query's latency (written to a file, read
  * after the run), and the proxy runs with `--trace-gc`, whose scavenge pauses during the measure
- * are counted. Peers: `triad` (this tree), `dnsdist`, and `triad-at=<dir>` for another checkout's
+ * are counted. Each peer's own saturated rate is measured first and printed with the share of it
+ * the measured rate asks for (its utilisation, which sets its queueing). Peers: `triad` (this
+ * tree), `dnsdist`, and `triad-at=<dir>` for another checkout's
  * proxy (an earlier commit, say); a triad peer may carry V8 flags after `+`
  * (`triad+--single-threaded-gc+--max-semi-space-size=32`), added to its `--trace-gc`.
  *
@@ -129,14 +131,32 @@ try {
     }).spawn();
   }
   for (const peer of peers) await waitReady(peer.port);
-  const dnsdist = peers.find((p) => p.name === "dnsdist")!;
-  const saturated = Number(
-    /Queries per second:\s+([\d.]+)/.exec(
-      await dnsperf(dnsdist.port, ["-d", await names(600_000), "-l", "3", "-n", "1", "-q", "500"]),
-    )?.[1],
-  );
+  // Each peer's own saturated miss rate, the same way: the load asked of it is half dnsdist's, and
+  // its utilisation at that load (rate / its own saturation) is what sets its queueing.
+  const saturation = new Map<string, number>();
+  for (const peer of peers) {
+    const text = await dnsperf(peer.port, [
+      "-d",
+      await names(600_000),
+      "-l",
+      "3",
+      "-n",
+      "1",
+      "-q",
+      "500",
+    ]);
+    saturation.set(peer.name, Number(/Queries per second:\s+([\d.]+)/.exec(text)?.[1]));
+  }
+  const saturated = saturation.get("dnsdist")!;
   const rate = Math.round(saturated / 2);
   console.error(`dnsdist saturated at ${saturated.toFixed(0)} misses/s: measuring at ${rate}/s`);
+  for (const [name, value] of saturation) {
+    console.error(
+      `  ${name} saturates at ${value.toFixed(0)} misses/s: ${
+        (rate / value).toFixed(2)
+      } of it at the measured rate`,
+    );
+  }
   const results = new Map<
     string,
     { mean: number[]; p99: number[]; over1: number[]; max: number[] }
