@@ -41,6 +41,7 @@ export {
   type UdpSocketOptions,
   type UdpSocketPool,
   Upstream,
+  type UpstreamDone,
   type UpstreamOptions,
   type UpstreamProtocol,
   type UpstreamReply,
