@@ -396,9 +396,15 @@ for (const backend of BACKENDS) {
       });
       await new Promise((r) => setTimeout(r, 400)); // the reader is asleep
       const stalled = await fixture.stats();
+      const reading = performance.now();
       const echoed = await readExactly(conn, size);
       await writing;
       assert.equal(echoed.length, size);
+      // Once the reader reads, the rest flows: 0.7 s here, 94 s when the uring loop waited for
+      // its block's timeout after each paused connection's send (up to 1 s once it thought
+      // itself idle); 30 s leaves room for a guest that runs 12x slower.
+      const drained = performance.now() - reading;
+      assert.ok(drained < 30_000, `the reader waited ${Math.round(drained)} ms for 16 MiB`);
       assert.ok(echoed.every((b, i) => b === sent[i]), "echo corrupted");
       const peak = (await fixture.stats())[0]!.maxOutbound;
       assert.ok(

@@ -342,7 +342,7 @@ export class UringLoop extends FdLoopCore {
     let now = this.now;
     // (a promise callback run by settle() may have asked for a sooner tick)
     const wait = Math.min(this.timersDue, this.nextTick - now, this.maxBlock(now));
-    const result = this.ring.enter(busy ? 0 : 1, wait);
+    const result = this.ring.enter(busy || this.pausedFastSend() ? 0 : 1, wait);
     this.recycleSendSlots();
     this.settleFastSends();
     if (
@@ -355,6 +355,18 @@ export class UringLoop extends FdLoopCore {
     const reaped = this.reap(now);
     if (reaped > 0) this.lastEvent = now;
     return reaped;
+  }
+
+  /**
+   * Whether a fast SEND about to be issued belongs to a connection paused for its outbound buffer
+   * (or with received bytes kept while paused): its completion, which posts nothing, is what lets
+   * the loop go on with that connection, so the enter that issues it must not wait for one. It
+   * waited for the block's timeout: a slow reader on `uring` was served a slice per 50 ms, or per
+   * second once no completion had come for 3 s.
+   */
+  private pausedFastSend(): boolean {
+    for (const conn of this.fastSent) if (conn.paused || conn.flags & F_STASHED) return true;
+    return false;
   }
 
   /** The sends io_uring_enter just issued are done with their slots. */
@@ -388,6 +400,8 @@ export class UringLoop extends FdLoopCore {
     const sent = this.fastSent;
     this.fastSent = this.fastSettling;
     this.fastSettling = sent;
+    // (sends that completed whole post nothing, but they are the loop's work: not idle)
+    this.lastEvent = this.now;
     const anyFailed = this.fastFailed.size > 0;
     for (const conn of sent) {
       const failed = anyFailed ? this.fastFailed.get(conn) : undefined;
