@@ -6,7 +6,14 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../_conn.ts";
-import { activityStamp, emptyKeepingRoom, isExhaustion, Yielder } from "../_loop.ts";
+import {
+  activityStamp,
+  emptyKeepingRoom,
+  isExhaustion,
+  SETTLE_AWAITS,
+  SETTLED,
+  Yielder,
+} from "../_loop.ts";
 import { type DialSocket, FdLoopCore } from "../_fd_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../_ffi.ts";
 import { SOCKADDR_MAX } from "../_sockaddr.ts";
@@ -114,14 +121,15 @@ export class EpollLoop extends FdLoopCore {
       // tier (it cannot be optimized in the middle of its loop), so only the awaits stay here.
       while (!this.stopping) {
         this.beginTurn();
-        if (this.dirty.length === 0 && this.pendingOpen.length === 0 && await this.settle()) {
-          this.flush();
+        if (this.dirty.length === 0 && this.pendingOpen.length === 0) {
+          for (let i = 0; i < SETTLE_AWAITS && this.dirty.length === 0; i++) await SETTLED;
+          if (this.dirty.length > 0) this.flush();
         }
         const n = this.waitAndHandle();
         if (yielder.due(this.woken || n <= 0, this.now)) await yielder.turn();
         // Promise callbacks the handlers queued get a step every turn, even a turn that neither
-        // blocks (settle) nor yields.
-        else await null;
+        // blocks (the settling awaits above) nor yields.
+        else await SETTLED;
       }
       this.flush();
     } finally {
@@ -149,7 +157,7 @@ export class EpollLoop extends FdLoopCore {
     let now = this.now;
     const timeout = this.dirty.length > 0 || this.pendingOpen.length > 0
       ? 0
-      // (a promise callback run by settle() may have asked for a sooner tick)
+      // (a promise callback run before the wait may have asked for a sooner tick)
       : Math.max(0, Math.ceil(Math.min(this.timersDue, this.nextTick - now, this.maxBlock(now))));
     const unsettled = this.dialPool.unsettled;
     const n = this.lib.epoll_wait(this.epfd, this.events, MAX_EVENTS, timeout);

@@ -12,7 +12,14 @@
  */
 import { errnoName, type SocketAddress } from "@triad/core";
 import { ConnImpl, PacketConn, State } from "../../_conn.ts";
-import { activityStamp, emptyKeepingRoom, isExhaustion, Yielder } from "../../_loop.ts";
+import {
+  activityStamp,
+  emptyKeepingRoom,
+  isExhaustion,
+  SETTLE_AWAITS,
+  SETTLED,
+  Yielder,
+} from "../../_loop.ts";
 import { type DialSocket, FdLoopCore } from "../../_fd_loop.ts";
 import { addressOf, E, errno, type Libc, libc, offHeap, syscallError } from "../../_ffi.ts";
 import { SOCKADDR_MAX } from "../../_sockaddr.ts";
@@ -301,17 +308,20 @@ export class UringLoop extends FdLoopCore {
       // tier (it cannot be optimized in the middle of its loop), so only the awaits stay here.
       while (!this.stopping) {
         let busy = this.beginTurn();
-        if (!busy && await this.settle()) {
-          this.flush();
-          busy = true;
+        if (!busy) {
+          for (let i = 0; i < SETTLE_AWAITS && this.dirty.length === 0; i++) await SETTLED;
+          if (this.dirty.length > 0) {
+            this.flush();
+            busy = true;
+          }
         }
         const reaped = this.waitAndReap(busy);
         const woken = this.woken;
         this.woken = false;
         if (yielder.due(woken || reaped === 0, this.now)) await yielder.turn();
         // Promise callbacks the handlers queued get a step every turn, even a turn that neither
-        // blocks (settle) nor yields.
-        else await null;
+        // blocks (the settling awaits above) nor yields.
+        else await SETTLED;
       }
       this.drain();
     } finally {
@@ -340,7 +350,7 @@ export class UringLoop extends FdLoopCore {
    */
   private waitAndReap(busy: boolean): number {
     let now = this.now;
-    // (a promise callback run by settle() may have asked for a sooner tick)
+    // (a promise callback run before the wait may have asked for a sooner tick)
     const wait = Math.min(this.timersDue, this.nextTick - now, this.maxBlock(now));
     const result = this.ring.enter(busy || this.pausedFastSend() ? 0 : 1, wait);
     this.recycleSendSlots();
