@@ -148,6 +148,11 @@ export class Ring {
   readonly cqMask: number;
   private readonly cqesWord: number;
   private sqTail = 0;
+  /**
+   * The kernel's SQ head as of the last `enter`: without SQPOLL the kernel takes SQEs only inside
+   * io_uring_enter, so it is read there once, not with an atomic load for every SQE.
+   */
+  private sqHead = 0;
   private enterFd: number;
   private enterFlags = 0;
   private readonly waitArgs = new BigUint64Array(new ArrayBuffer(128));
@@ -188,6 +193,7 @@ export class Ring {
       for (let i = 0; i < sqEntries; i++) this.sq32[array + i] = i;
     }
     this.sqTail = this.sq32[this.sqTailIndex]!;
+    this.sqHead = this.sq32[this.sqHeadIndex]!;
     this.sqe32 = new Uint32Array(sqeMap.buffer);
     this.cq32 = new Uint32Array(cqMap.buffer);
     this.cqHeadIndex = cq(0) / 4;
@@ -276,7 +282,7 @@ export class Ring {
 
   /** SQEs written since the last submit. */
   get pending(): number {
-    return (this.sqTail - Atomics.load(this.sq32, this.sqHeadIndex)) >>> 0;
+    return (this.sqTail - this.sqHead) >>> 0;
   }
 
   /**
@@ -359,7 +365,8 @@ export class Ring {
       arg = this.waitArgs;
       argSize = EXT_ARG_SIZE;
     }
-    Atomics.store(this.sq32, this.sqTailIndex, this.sqTail);
+    // (read by the kernel in this thread's system call below: no fence needed)
+    this.sq32[this.sqTailIndex] = this.sqTail;
     const result = this.lib.sys_uring_enter(
       SYS_ENTER,
       this.enterFd,
@@ -369,6 +376,7 @@ export class Ring {
       arg,
       argSize,
     );
+    this.sqHead = this.sq32[this.sqHeadIndex]!;
     return result < 0 ? -errno() : result;
   }
 
