@@ -217,6 +217,7 @@ export class ConnImpl implements Conn {
   write(bytes: Uint8Array): number {
     if (this.state >= State.Closing) return 0;
     if (this.datagrams !== null) {
+      if (this.loop.sendDialed(this, bytes)) return bytes.length;
       this.datagrams.push(this.loop.bytes.copy(bytes)); // kept until the next flush
     } else {
       const need = this.outLen + bytes.length;

@@ -334,6 +334,16 @@ export abstract class LoopCore implements Loop {
   }
   /** Queues a datagram reply from a UDP listener. */
   abstract sendDatagram(conn: PacketConn, bytes: Uint8Array): void;
+
+  /**
+   * Sends a dialed UDP connection's datagram at once, if the backend can (the connection is open
+   * and nothing is queued before it).
+   *
+   * @returns Whether it was dealt with; if not, `write` queues a copy for the next flush.
+   */
+  sendDialed(_conn: ConnImpl, _bytes: Uint8Array): boolean {
+    return false;
+  }
   /** Wakes the loop if it is blocked in the kernel (called from this Worker's message handler). */
   wake(): void {}
 

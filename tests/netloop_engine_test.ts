@@ -564,6 +564,38 @@ for (const backend of BACKENDS) {
       conn.close();
     });
 
+    // (portable: node:dgram reports no ICMP error on a connected socket)
+    await t.step({
+      name: "a dialed UDP socket whose peer is gone ends with the error",
+      ignore: backend === "portable",
+      fn: async () => {
+        // Datagrams to a dialed socket go out in the handler's call (no copy kept for the flush);
+        // the ICMP port unreachable the first one draws must still end the connection.
+        const probe = dgram.createSocket("udp4");
+        await new Promise<void>((resolve) => probe.bind(0, "127.0.0.1", resolve));
+        const closedPort = probe.address().port;
+        await new Promise<void>((resolve) => probe.close(() => resolve()));
+        await using fixture = await startFixture(backend, {
+          mode: "proxy",
+          upstream: { network: "udp", address: `127.0.0.1:${closedPort}` },
+        });
+        const conn = await connect(fixture.port);
+        const ended = async () => {
+          const errors = (await fixture.stats())[0]!.closeErrors;
+          return Object.keys(errors).some((k) =>
+            k.startsWith("upstream:") && k !== "upstream:none"
+          );
+        };
+        // (a few frames: the error may come back on the next send or on the socket's receive)
+        for (let i = 0; i < 20 && !(await ended()); i++) {
+          await conn.write(new LengthFieldCodec().encode(pattern(4)));
+          await eventually(ended, 100);
+        }
+        assert.ok(await ended(), JSON.stringify((await fixture.stats())[0]!.closeErrors));
+        conn.close();
+      },
+    });
+
     await t.step("onTick runs every tick and Action.Shutdown stops the engine", async () => {
       await using fixture = await startFixture(backend, { mode: "quit" }, { tick: 20 });
       await pollUntil(async () => (await fixture.stats())[0]!.ticks >= 4, "4 ticks of 20 ms");

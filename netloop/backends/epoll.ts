@@ -279,6 +279,13 @@ export class EpollLoop extends FdLoopCore {
 
   private flushConn(conn: ConnImpl): void {
     if (conn.datagrams !== null) {
+      const failed = this.failedSends.size > 0 ? this.failedSends.get(conn) : undefined;
+      if (failed !== undefined) {
+        this.failedSends.delete(conn);
+        conn.datagrams.length = 0;
+        this.finish(conn, syscallError(`send(udp fd ${conn.fd})`, failed));
+        return;
+      }
       for (const datagram of conn.datagrams) {
         const code = sendConnected(conn.fd, datagram);
         if (code !== 0 && code !== E.EAGAIN) {
@@ -323,6 +330,7 @@ export class EpollLoop extends FdLoopCore {
   }
 
   protected override finish(conn: ConnImpl, error?: Error): void {
+    if (this.failedSends.size > 0) this.failedSends.delete(conn);
     if (conn.state === State.Closed) return;
     const fd = conn.fd;
     if (fd >= 0) {
@@ -345,6 +353,7 @@ export class EpollLoop extends FdLoopCore {
   }
 
   protected override readonly connectsAtOnce = true;
+  protected override readonly endOnSendError = true;
 
   protected override adoptDialed(conn: ConnImpl): void {
     this.byFd[conn.fd] = conn;

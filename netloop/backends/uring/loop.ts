@@ -777,6 +777,7 @@ export class UringLoop extends FdLoopCore {
   // --- dialing ------------------------------------------------------------------------------
 
   protected override readonly connectsAtOnce = false;
+  protected override readonly endOnSendError = false;
 
   protected override connect(conn: ConnImpl, address: SocketAddress): void {
     this.allocSlot(conn);
