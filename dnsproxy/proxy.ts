@@ -588,11 +588,13 @@ export class DnsProxy {
       this.#log(client, packet, info, answerInfo.rcode, "miss", fetched.upstream);
       return this.#fit(out, answerInfo.rcode, limit);
     }
-    if (stale !== undefined && this.cache.lookup(stale.entry.key) !== undefined) {
+    // Looked up again: the lookup kept since the query came is valid only until the next store.
+    const still = stale === undefined ? undefined : this.cache.lookup(stale.entry.key);
+    if (still !== undefined) {
       this.metrics.cacheStale();
-      this.#log(client, packet, info, stale.entry.rcode, "stale");
-      const out = this.cache.answer(stale, packet, info.edns === undefined);
-      return this.#fit(out, stale.entry.rcode, limit);
+      this.#log(client, packet, info, still.entry.rcode, "stale");
+      const out = this.cache.answer(still, packet, info.edns === undefined);
+      return this.#fit(out, still.entry.rcode, limit);
     }
     const rcode = fetched?.ok === false && fetched.reason === "busy"
       ? Rcode.REFUSED
