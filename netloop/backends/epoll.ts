@@ -279,23 +279,20 @@ export class EpollLoop extends FdLoopCore {
 
   private flushConn(conn: ConnImpl): void {
     if (conn.datagrams !== null) {
-      const failed = this.failedSends.size > 0 ? this.failedSends.get(conn) : undefined;
+      const datagrams = conn.datagrams;
+      // A datagram `write` sent at once failed, or one sent now does (finish forgets the former).
+      let failed = this.failedSends.size > 0 ? this.failedSends.get(conn) : undefined;
+      for (let i = 0; failed === undefined && i < datagrams.length; i++) {
+        const code = sendConnected(conn.fd, datagrams[i]!);
+        if (code !== 0 && code !== E.EAGAIN) failed = code;
+      }
       if (failed !== undefined) {
-        this.failedSends.delete(conn);
-        conn.datagrams.length = 0;
+        datagrams.length = 0;
         this.finish(conn, syscallError(`send(udp fd ${conn.fd})`, failed));
         return;
       }
-      for (const datagram of conn.datagrams) {
-        const code = sendConnected(conn.fd, datagram);
-        if (code !== 0 && code !== E.EAGAIN) {
-          conn.datagrams.length = 0;
-          this.finish(conn, syscallError(`send(udp fd ${conn.fd})`, code));
-          return;
-        }
-      }
       // (a pool socket sends a datagram per query: its list keeps its room)
-      emptyKeepingRoom(conn.datagrams);
+      emptyKeepingRoom(datagrams);
     } else {
       while (conn.takeOutbound() > 0) {
         // (the whole buffer when sending from its start: a view would cost an allocation)
