@@ -7,7 +7,8 @@
  * schedstat, in ns; its user part from 10 ms ticks) and the load generator's own CPU. `--warmup`
  * seconds of each scenario run unmeasured first: a JIT-compiled server reaches its steady state
  * later than a C one (netloop's CPU per full handshake fell about 15% over its first 14 s in one
- * run, the C server's did not move). Needs libssl-dev (headers) to compile the C peers, and the openssl CLI for the certificate.
+ * run, the C server's did not move). Needs libssl-dev (headers) to compile the C peers, and the
+ * openssl CLI for the certificate.
  *
  * @module
  */
