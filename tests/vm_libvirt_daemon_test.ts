@@ -161,8 +161,16 @@ testWith(
       assert.ok(probed.length >= 1, "no capabilities were cached");
       const second = await startInPrivateNamespace(dirs);
       assert.equal(second.code, 0, new TextDecoder().decode(second.stderr));
-      // a re-probe rewrites every file
+      // a re-probe rewrites every file (libvirtd started on the other CPU did, 1 start in 3)
       assert.deepEqual(modified(), probed);
+      // started on one CPU, libvirtd gets them all back once it answers
+      const allowed = /^Cpus_allowed_list:\s*(\S+)/m.exec(
+        Deno.readTextFileSync("/proc/self/status"),
+      )![1];
+      for (const start of [first, second]) {
+        const { cpus } = JSON.parse(new TextDecoder().decode(start.stdout)) as { cpus: string[] };
+        assert.deepEqual(cpus, [allowed]);
+      }
     } finally {
       await Deno.remove(dirs.root, { recursive: true });
     }

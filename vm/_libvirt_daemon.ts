@@ -58,6 +58,12 @@ class OutputTail {
   }
 }
 
+/** The CPUs this process may run on, as `taskset -c` takes them (such as `0-1`). */
+function allowedCpus(): string {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  return /^Cpus_allowed_list:\s*(\S+)/m.exec(status)?.[1] ?? "0";
+}
+
 function socketExists(): boolean {
   try {
     return Deno.statSync(SOCKET).isSocket === true;
@@ -155,9 +161,16 @@ export class LibvirtDaemon implements AsyncDisposable {
     if (blocked) log(`libvirtd: ${blocked}`);
     const children: Deno.ChildProcess[] = [];
     const exited: Promise<string>[] = [];
-    const spawn = (program: string) => {
+    // libvirtd reads the host's CPUID once at start and re-probes every QEMU binary when it
+    // differs from what the cache recorded; leaf 1 and leaf 0xb carry the APIC ID of the CPU that
+    // runs the instruction, so a libvirtd started on another CPU than last time probed again
+    // (seen here: "Outdated capabilities ...: host cpuid changed", 8 s). It starts on the first
+    // CPU this process may use, and gets them all back once it answers (QEMU inherits them).
+    const cpus = allowedCpus();
+    const firstCpu = /^\d+/.exec(cpus)?.[0] ?? "0";
+    const spawn = (program: string, pin?: string) => {
       const child = new Deno.Command("ip", {
-        args: ["netns", "exec", netns, program],
+        args: ["netns", "exec", netns, ...(pin ? ["taskset", "-c", pin] : []), program],
         stdin: "null",
         stdout: "null",
         stderr: "piped",
@@ -181,7 +194,7 @@ export class LibvirtDaemon implements AsyncDisposable {
     let lastProgress = started;
     try {
       spawn("virtlogd");
-      spawn("libvirtd");
+      spawn("libvirtd", firstCpu);
       let death: string | undefined;
       const died = Promise.race(exited).then((message) => {
         death = message;
@@ -208,6 +221,7 @@ export class LibvirtDaemon implements AsyncDisposable {
         clearTimeout(timer);
       }
       log(`libvirtd answered after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      await runCommand("taskset", ["-a", "-p", "-c", cpus, String(children[1]!.pid)]);
     } catch (error) {
       await daemon.stop();
       throw error;
