@@ -1,9 +1,9 @@
 /**
  * Latency under a cache-miss load: dnsdist's saturated miss rate is measured first, then each
- * server gets half of it (unique names, so every query is a miss) for a 3 s fill and a 4 s
- * measure, rounds interleaved; `dnsperf -v` gives each query's latency (written to a file, read
- * after the run), and the proxy runs with `--trace-gc`, whose scavenge pauses during the measure
- * are counted. Each peer's own saturated rate is measured first and printed with the share of it
+ * server gets half of it (unique names, so every query is a miss) for 7 s in one dnsperf run,
+ * rounds interleaved: the answers of the first 3 s are the fill, those after it the measure;
+ * `dnsperf -v` gives each query's latency (written to a file, read after the run), and the proxy
+ * runs with `--trace-gc`, whose scavenge pauses during the measure are counted. Each peer's own saturated rate is measured first and printed with the share of it
  * the measured rate asks for (its utilisation, which sets its queueing). Peers: `triad` (this
  * tree), `dnsdist`, and `triad-at=<dir>` for another checkout's
  * proxy (an earlier commit, say); a triad peer may carry V8 flags after `+`
@@ -27,6 +27,9 @@ const { values: flags } = parseArgs({
   },
 });
 const ROUNDS = Number(flags.rounds);
+/** Seconds of load before the measure, and of the measure, in one dnsperf run. */
+const FILL_S = 3;
+const MEASURE_S = 4;
 const dir = await Deno.makeTempDir({ prefix: "triad-misslat-" });
 const unbound = await startUnbound({ cpus: "1", socketBuffer: "4m" });
 
@@ -166,18 +169,26 @@ try {
     const order = peers.map((_, i) => peers[(i + round) % peers.length]!);
     for (const peer of order) {
       const q = ["-Q", String(rate), "-q", "2000", "-n", "1"];
-      await dnsperf(peer.port, ["-d", await names(rate * 3 + 1000), "-l", "3", ...q]);
-      const gcFrom = peer.gcLog === undefined ? 0 : (await scavenges(peer.gcLog, 0)).end;
+      // One run, fill and measure: a dnsperf starts with a burst (its first ~15 ms sent 1,100
+      // queries here, which the proxy's listener queue held for 0.2 s), so a measure run of its
+      // own measured its start rather than the steady state. `-v` prints answers as they come:
+      // the first FILL_S seconds' worth are the fill.
       const out = `${dir}/v-${peer.port}-${round}.txt`;
-      const text = await dnsperf(
+      const run = dnsperf(
         peer.port,
-        ["-d", await names(rate * 4 + 1000), "-l", "4", "-v", ...q],
+        ["-d", await names(rate * (FILL_S + MEASURE_S) + 1000), "-l", String(FILL_S + MEASURE_S)]
+          .concat(["-v", ...q]),
         out,
       );
+      // (the scavenge count's window only: the latencies are split by count, below)
+      await new Promise((resolve) => setTimeout(resolve, FILL_S * 1000));
+      const gcFrom = peer.gcLog === undefined ? 0 : (await scavenges(peer.gcLog, 0)).end;
+      const text = await run;
       const latencies: number[] = [];
+      let answers = 0;
       for (const line of text.split("\n")) {
         const match = /^> \S+ .* ([\d.]+)$/.exec(line);
-        if (match !== null) latencies.push(Number(match[1]) * 1000);
+        if (match !== null && answers++ >= rate * FILL_S) latencies.push(Number(match[1]) * 1000);
       }
       latencies.sort((a, b) => a - b);
       const into = results.get(peer.name)!;
