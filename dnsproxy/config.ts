@@ -99,10 +99,12 @@ const schema = z.object({
       "UDP sockets per upstream in pool mode.",
     ),
     pool_rotate_queries: z.number().int().min(1).default(1000).describe(
-      "A pool socket moves to a new random port after this many queries.",
+      "A pool socket moves to a new random port after at most this many queries (each socket " +
+        "draws its own limit, between half of it and all of it).",
     ),
     pool_rotate_after: duration("10s").describe(
-      "A pool socket moves to a new random port after this long.",
+      "A pool socket moves to a new random port after at most this long (each socket draws " +
+        "its own limit, between half of it and all of it).",
     ),
   }).default({
     servers: [],

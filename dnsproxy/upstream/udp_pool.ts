@@ -75,7 +75,14 @@ class PoolSocket implements PoolSocketEvents {
   retired = false;
   closedByPeer = false;
 
-  constructor(readonly pool: UdpPool, readonly slot: number, readonly born: number) {}
+  constructor(
+    readonly pool: UdpPool,
+    readonly slot: number,
+    /** Queries after which it moves to a new port. */
+    readonly rotateAt: number,
+    /** When (ms, the pool's clock) it moves to a new port. */
+    readonly expires: number,
+  ) {}
 
   datagram(view: Uint8Array): void {
     this.pool.receive(this, view);
@@ -110,9 +117,10 @@ const ID_TRIES = 4;
 
 /**
  * A pool of UDP sockets to one upstream. Sockets are opened when a query first picks their slot,
- * so an idle upstream holds none; a socket past `rotateQueries` queries or `rotateAfter` ms is
- * replaced by a new one (a fresh random port) when next picked, and closed once its last query
- * is done. Replies are matched by socket and ID and must pass {@linkcode checkReply}; others are
+ * so an idle upstream holds none; a socket past its share of `rotateQueries` queries or of
+ * `rotateAfter` ms (drawn per socket between half and all of each, so that sockets opened together
+ * do not all move at once) is replaced by a new one (a fresh random port) when next picked, and
+ * closed once its last query is done. Replies are matched by socket and ID and must pass {@linkcode checkReply}; others are
  * reported to `onMismatch` and dropped, so a spoofed reply cannot end a wait.
  */
 export class UdpPool implements UdpSocketPool {
@@ -206,14 +214,24 @@ export class UdpPool implements UdpSocketPool {
     let socket = this.#slots[slot];
     if (
       socket !== undefined &&
-      (socket.sent >= this.#options.rotateQueries ||
-        now - socket.born >= this.#options.rotateAfter || socket.closedByPeer)
+      (socket.sent >= socket.rotateAt || now >= socket.expires || socket.closedByPeer)
     ) {
       this.#retire(socket);
       socket = undefined;
     }
     if (socket === undefined) {
-      socket = new PoolSocket(this, slot, now);
+      // Each socket moves after its own share, between half the limits and all of them: sockets
+      // opened together (the whole pool, at the first queries) with the same share of the load
+      // otherwise all moved at once, 256 sockets closed and opened within 50 ms every 3 s at 86,000
+      // misses/s, and the queries of those 50 ms waited up to 15 ms (p99 4.1-5.0 ms against
+      // 0.8-1.1 without rotation).
+      const { rotateQueries, rotateAfter } = this.#options;
+      socket = new PoolSocket(
+        this,
+        slot,
+        Math.ceil(rotateQueries * (0.5 + Math.random() / 2)),
+        now + rotateAfter * (0.5 + Math.random() / 2),
+      );
       this.#slots[slot] = socket;
       socket.io = this.#opener.open(this.#server, socket);
       this.opened++;

@@ -68,7 +68,8 @@ export interface UpstreamOptions {
  * Where an upstream's UDP queries leave from. `pool` (the default), like unbound's outgoing range:
  * `size` sockets per upstream, each on a kernel-chosen random port, every query on a randomly
  * chosen one with a random ID; a socket moves to a fresh random port after `rotateQueries` queries
- * or `rotateAfter` ms. `per_query`: a socket on a fresh random port for every query (one more
+ * or `rotateAfter` ms at most (each socket draws its own limits between half and all of them, so
+ * the pool does not move all at once). `per_query`: a socket on a fresh random port for every query (one more
  * `connect` and one more disconnect per query, about 30 bits of entropy against 24-31 for the
  * pool: see the README).
  */
@@ -77,9 +78,9 @@ export interface UdpSocketOptions {
   mode?: "pool" | "per_query";
   /** Sockets per upstream in `pool` mode. @default {256} */
   size?: number;
-  /** A pool socket moves to a new port after this many queries. @default {1000} */
+  /** A pool socket moves to a new port after at most this many queries. @default {1000} */
   rotateQueries?: number;
-  /** A pool socket moves to a new port after this many ms. @default {10000} */
+  /** A pool socket moves to a new port after at most this many ms. @default {10000} */
   rotateAfter?: number;
 }
 
