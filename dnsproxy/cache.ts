@@ -243,8 +243,13 @@ class Slots {
   /** Free slots below `high` (a stack). */
   free = new Int32Array(0);
   freeCount = 0;
-  /** slot + 1 per table position, 0 when empty. */
+  /**
+   * Two words per table position: slot + 1 (0 when empty), then the slot's hash. The hash beside
+   * the slot keeps a probe in the table's own cache line: read from `hash[slot]`, each probe was a
+   * random read, and a miss walks the table five times (lookup, store, eviction).
+   */
   table = new Int32Array(0);
+  /** Positions - 1. */
   mask = 0;
   /** The slabs by number (a hole where one was let go), and the numbers free for reuse. */
   slabs: (Slab | undefined)[] = [];
@@ -282,16 +287,18 @@ class Slots {
     this.capacity = capacity;
     let positions = 16;
     while (positions < capacity * 2) positions *= 2;
-    if (positions > this.table.length) {
+    if (positions * 2 > this.table.length) {
       const old = this.table;
-      this.table = new Int32Array(positions);
-      this.mask = positions - 1;
-      for (let i = 0; i < old.length; i++) {
+      const table = this.table = new Int32Array(positions * 2);
+      const mask = this.mask = positions - 1;
+      for (let i = 0; i < old.length; i += 2) {
         const held = old[i]!;
         if (held === 0) continue;
-        let p = this.hash[held - 1]! & this.mask;
-        while (this.table[p] !== 0) p = (p + 1) & this.mask;
-        this.table[p] = held;
+        const hash = old[i + 1]!;
+        let p = hash & mask;
+        while (table[2 * p] !== 0) p = (p + 1) & mask;
+        table[2 * p] = held;
+        table[2 * p + 1] = hash;
       }
     }
   }
@@ -324,27 +331,35 @@ class Slots {
     const table = this.table;
     const mask = this.mask;
     for (let p = hash & mask;; p = (p + 1) & mask) {
-      const held = table[p]!;
+      const held = table[2 * p]!;
       if (held === 0) return -1;
-      if (this.hash[held - 1] === hash && this.keyIs(held - 1, key)) return p;
+      if (table[2 * p + 1] === hash && this.keyIs(held - 1, key)) return p;
     }
+  }
+
+  /** The slot at a table position that holds one. */
+  slotAt(p: number): number {
+    return this.table[2 * p]! - 1;
   }
 
   /** Entries held under `hash` (a store of a new key past {@linkcode MAX_CHAIN} is refused). */
   chain(hash: number): number {
+    const table = this.table;
     let n = 0;
     for (let p = hash & this.mask;; p = (p + 1) & this.mask) {
-      const held = this.table[p]!;
-      if (held === 0) return n;
-      if (this.hash[held - 1] === hash) n++;
+      if (table[2 * p] === 0) return n;
+      if (table[2 * p + 1] === hash) n++;
     }
   }
 
   /** Puts a slot (its hash set) into the table. */
   insert(slot: number): void {
-    let p = this.hash[slot]! & this.mask;
-    while (this.table[p] !== 0) p = (p + 1) & this.mask;
-    this.table[p] = slot + 1;
+    const table = this.table;
+    const hash = this.hash[slot]!;
+    let p = hash & this.mask;
+    while (table[2 * p] !== 0) p = (p + 1) & this.mask;
+    table[2 * p] = slot + 1;
+    table[2 * p + 1] = hash;
   }
 
   /** Takes the slot at table position `p` out of the table (backward shift). */
@@ -352,16 +367,18 @@ class Slots {
     const table = this.table;
     const mask = this.mask;
     let hole = p;
-    table[hole] = 0;
+    table[2 * hole] = 0;
     for (let q = (hole + 1) & mask;; q = (q + 1) & mask) {
-      const held = table[q]!;
+      const held = table[2 * q]!;
       if (held === 0) return;
-      const home = this.hash[held - 1]! & mask;
+      const hash = table[2 * q + 1]!;
+      const home = hash & mask;
       // Moves back into the hole when its home is not in (hole, q] (cyclically).
       const between = hole <= q ? home > hole && home <= q : home > hole || home <= q;
       if (!between) {
-        table[hole] = held;
-        table[q] = 0;
+        table[2 * hole] = held;
+        table[2 * hole + 1] = hash;
+        table[2 * q] = 0;
         hole = q;
       }
     }
@@ -369,8 +386,9 @@ class Slots {
 
   /** The table position of a slot (it must be held). */
   positionOf(slot: number): number {
+    const table = this.table;
     for (let p = this.hash[slot]! & this.mask;; p = (p + 1) & this.mask) {
-      if (this.table[p] === slot + 1) return p;
+      if (table[2 * p] === slot + 1) return p;
     }
   }
 
@@ -588,7 +606,7 @@ export class DnsCache {
     if (this.#count === 0) return undefined;
     const p = s.find(key, this.#hash(key));
     if (p < 0) return undefined;
-    const slot = s.table[p]! - 1;
+    const slot = s.slotAt(p);
     const now = this.#now();
     const expiresAt = s.expiresAt[slot]!;
     if (now >= expiresAt + this.#staleMs) {
@@ -667,7 +685,7 @@ export class DnsCache {
     if (p >= 0) {
       // Replaced where it stands (its place in the clock hand's walk), and marked: a refreshed
       // answer was just asked for.
-      slot = s.table[p]! - 1;
+      slot = s.slotAt(p);
       this.#forget(slot);
       s.flags[slot] = USED;
     } else {
