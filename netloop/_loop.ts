@@ -49,10 +49,10 @@ const MAX_BLOCK_MS = 50;
  * for LONG_IDLE_AFTER_MS: each wake-up of an idle loop costs 150-250 µs (a turn of the Worker's
  * event loop with cold caches; 0.1-4 ms on a machine whose caches are emptied while it sleeps), and
  * 20 a second were 0.3-0.4% of a core for a loop with nothing to do, 4 a second about 0.09% with
- * 15,000 connections held. Handler timers (`setTimeout`,
- * `setInterval`) bound every block (see `HandlerTimers`), as `tick`/`tickWithin` do, and a loop
- * whose handler timer just ran counts as busy; what else a handler awaits in an idle loop (a
- * `fetch`, a file read) may complete up to this late.
+ * 15,000 connections held. Handler timers (`setTimeout`, `setInterval`) bound every block (see
+ * `HandlerTimers`), as `tick`/`tickWithin` do, and a loop whose handler timer just ran counts as
+ * busy; what else a handler awaits in an idle loop (a `fetch`, a file read) may complete up to this
+ * late.
  */
 const IDLE_BLOCK_MS = 250;
 const IDLE_AFTER_MS = 1000;

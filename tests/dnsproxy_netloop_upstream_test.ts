@@ -3,8 +3,9 @@
  * from its own socket (a fresh random source port, closed after the reply, never reused) with a
  * random ID; in `pool` mode (the default, on netloop and on the builtin sockets) from a random
  * socket of a pool of at most `size`, each moved to a new port after its own share (half to all)
- * of `rotateQueries` queries or `rotateAfter` ms. Either way replies from another port, with a wrong ID or for another question
- * are refused, and a silent upstream fails within the timeout (the loop's sweep).
+ * of `rotateQueries` queries or `rotateAfter` ms. Either way replies from another port, with a
+ * wrong ID or for another question are refused, and a silent upstream fails within the timeout
+ * (the loop's sweep).
  *
  * @module
  */

@@ -3,11 +3,12 @@
  * server gets half of it (unique names, so every query is a miss) for 7 s in one dnsperf run,
  * rounds interleaved: the answers of the first 3 s are the fill, those after it the measure;
  * `dnsperf -v` gives each query's latency (written to a file, read after the run), and the proxy
- * runs with `--trace-gc`, whose scavenge pauses during the measure are counted. Each peer's own saturated rate is measured first and printed with the share of it
- * the measured rate asks for (its utilisation, which sets its queueing). Peers: `triad` (this
- * tree), `dnsdist`, and `triad-at=<dir>` for another checkout's
- * proxy (an earlier commit, say); a triad peer may carry V8 flags after `+`
- * (`triad+--single-threaded-gc+--max-semi-space-size=32`), added to its `--trace-gc`.
+ * runs with `--trace-gc`, whose scavenge pauses during the measure are counted. Each peer's own
+ * saturated rate is measured first and printed with the share of it the measured rate asks for
+ * (its utilisation, which sets its queueing). Peers: `triad` (this tree), `dnsdist`, and
+ * `triad-at=<dir>` for another checkout's proxy (an earlier commit, say); a triad peer may carry V8
+ * flags after `+` (`triad+--single-threaded-gc+--max-semi-space-size=32`), added to its
+ * `--trace-gc`.
  *
  * ```sh
  * deno run -A dnsproxy/bench/miss_latency.ts [--rounds 5] [--peers triad,dnsdist,triad-at=/tmp/old]
@@ -176,8 +177,10 @@ try {
       const out = `${dir}/v-${peer.port}-${round}.txt`;
       const run = dnsperf(
         peer.port,
-        ["-d", await names(rate * (FILL_S + MEASURE_S) + 1000), "-l", String(FILL_S + MEASURE_S)]
-          .concat(["-v", ...q]),
+        [
+          ...["-d", await names(rate * (FILL_S + MEASURE_S) + 1000)],
+          ...["-l", String(FILL_S + MEASURE_S), "-v", ...q],
+        ],
         out,
       );
       // (the scavenge count's window only: the latencies are split by count, below)

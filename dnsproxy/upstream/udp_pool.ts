@@ -120,8 +120,9 @@ const ID_TRIES = 4;
  * so an idle upstream holds none; a socket past its share of `rotateQueries` queries or of
  * `rotateAfter` ms (drawn per socket between half and all of each, so that sockets opened together
  * do not all move at once) is replaced by a new one (a fresh random port) when next picked, and
- * closed once its last query is done. Replies are matched by socket and ID and must pass {@linkcode checkReply}; others are
- * reported to `onMismatch` and dropped, so a spoofed reply cannot end a wait.
+ * closed once its last query is done. Replies are matched by socket and ID and must pass
+ * {@linkcode checkReply}; others are reported to `onMismatch` and dropped, so a spoofed reply
+ * cannot end a wait.
  */
 export class UdpPool implements UdpSocketPool {
   /** Sends a query from a random socket of the pool (see {@linkcode UdpQuery}). */

@@ -69,9 +69,9 @@ export interface UpstreamOptions {
  * `size` sockets per upstream, each on a kernel-chosen random port, every query on a randomly
  * chosen one with a random ID; a socket moves to a fresh random port after `rotateQueries` queries
  * or `rotateAfter` ms at most (each socket draws its own limits between half and all of them, so
- * the pool does not move all at once). `per_query`: a socket on a fresh random port for every query (one more
- * `connect` and one more disconnect per query, about 30 bits of entropy against 24-31 for the
- * pool: see the README).
+ * the pool does not move all at once). `per_query`: a socket on a fresh random port for every
+ * query (one more `connect` and one more disconnect per query, about 30 bits of entropy against
+ * 24-31 for the pool: see the README).
  */
 export interface UdpSocketOptions {
   /** `pool` or `per_query`. @default {"pool"} */
