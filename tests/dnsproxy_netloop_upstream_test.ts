@@ -384,11 +384,15 @@ for (const kind of ["uring", "epoll", "builtin"] as const) {
           const retired = [...uses.values()].filter((use) => use.last < total - 300)
             .map((use) => use.count);
           assert.ok(retired.length >= 30, `${retired.length} sockets retired`);
+          // A port is one socket's, 10-20 queries, unless the kernel gave a closed socket's port
+          // to a new one (seen in CI: 23): then two sockets', 20-40. Such reuse is rare (a few
+          // of ~70 sockets over 28,000 ports).
+          const reused = retired.filter((count) => count > 20);
           assert.ok(
-            retired.every((count) => count >= 10 && count <= 20),
-            `queries per retired socket: ${retired}`,
+            retired.every((count) => count >= 10 && count <= 40) && reused.length <= 3,
+            `queries per retired port: ${retired}`,
           );
-          assert.ok(new Set(retired).size >= 4, `queries per retired socket: ${retired}`);
+          assert.ok(new Set(retired).size >= 4, `queries per retired port: ${retired}`);
         } finally {
           await rotating.close();
         }
