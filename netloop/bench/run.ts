@@ -13,7 +13,7 @@
  *
  * Usage: deno task bench:netloop [--rounds 3] [--seconds 3] [--warmup 1] [--only tcp|udp]
  *   [--servers "netloop uring,C epoll"] [--scenarios "16 in flight"] [--rate-1 60000]
- *   [--rate-16 800000] [--tls [--baseline OTHER_CHECKOUT]]
+ *   [--rate-16 800000] [--tls [--server-warmup 15] [--baseline OTHER_CHECKOUT]]
  * (`--tls`: the TLS rows instead, see run_tls.ts)
  *
  * @module
@@ -43,6 +43,8 @@ const { values } = parseArgs({
     tls: { type: "boolean", default: false },
     /** With --tls: another checkout whose netloop uring runs too, for an A/B. */
     baseline: { type: "string" },
+    /** With --tls: seconds of full handshakes each server process serves before it is measured. */
+    "server-warmup": { type: "string", default: "15" },
   },
 });
 if (values.tls) {
@@ -51,6 +53,7 @@ if (values.tls) {
     rounds: Number(values.rounds),
     seconds: Number(values.seconds),
     warmup: Number(values.warmup),
+    serverWarmup: Number(values["server-warmup"]),
     serverCpu: values["server-cpu"]!,
     clientCpu: values["client-cpu"]!,
     servers: values.servers?.split(",").map((name) => name.trim()),

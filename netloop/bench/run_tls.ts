@@ -4,10 +4,12 @@
  * (forked processes, blocking sockets). Interleaved rounds, medians; server and load generator
  * pinned to different cores. Rows: full and resumed handshakes/s, echo of 64 B at depth 1 and 16,
  * 16 KiB echo throughput; each with the server's CPU per operation (every thread's run time from
- * schedstat, in ns; its user part from 10 ms ticks) and the load generator's own CPU. `--warmup`
- * seconds of each scenario run unmeasured first: a JIT-compiled server reaches its steady state
- * later than a C one (netloop's CPU per full handshake fell about 15% over its first 14 s in one
- * run, the C server's did not move). Needs libssl-dev (headers) to compile the C peers, and the
+ * schedstat, in ns; its user part from 10 ms ticks) and the load generator's own CPU. Every server
+ * process first serves `--server-warmup` seconds of full handshakes (default 15), unmeasured, and
+ * each scenario then runs `--warmup` seconds unmeasured: a JIT-compiled server reaches its steady
+ * state later than a C one (netloop's CPU per full handshake falls by 15-20% over its first 15 s,
+ * while V8 moves its hot functions from Maglev to TurboFan; the C server's does not move), and the
+ * figures are a long-running server's. Needs libssl-dev (headers) to compile the C peers, and the
  * openssl CLI for the certificate.
  *
  * @module
@@ -20,6 +22,8 @@ export interface TlsBenchOptions {
   rounds: number;
   seconds: number;
   warmup: number;
+  /** Seconds of full handshakes each server process serves, unmeasured, before its scenarios. */
+  serverWarmup: number;
   serverCpu: string;
   clientCpu: string;
   /** Only these servers (by name), and only scenarios whose name contains `scenarios`. */
@@ -250,8 +254,8 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
         running.add(child);
         try {
           await ready(port);
-          for (const scenario of scenarios) {
-            const client = new Deno.Command("taskset", {
+          const load = (scenario: Scenario, seconds: number, warmup: number) =>
+            new Deno.Command("taskset", {
               args: [
                 "-c",
                 options.clientCpu,
@@ -262,13 +266,21 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
                 String(scenario.procs),
                 String(scenario.depth),
                 String(scenario.size),
-                String(options.seconds),
-                String(options.warmup),
+                String(seconds),
+                String(warmup),
                 pair.ca,
               ],
               stdout: "piped",
               stderr: "piped",
             }).spawn();
+          if (options.serverWarmup > 0) {
+            const warm = await load(SCENARIOS[0]!, options.serverWarmup, 0).output();
+            if (!warm.success) {
+              throw new Error(`warm-up load failed: ${new TextDecoder().decode(warm.stderr)}`);
+            }
+          }
+          for (const scenario of scenarios) {
+            const client = load(scenario, options.seconds, options.warmup);
             await new Promise((r) => setTimeout(r, options.warmup * 1000));
             const cpu0 = cpuTicks(child.pid);
             const ns0 = cpuNanos(child.pid).ns;
@@ -317,7 +329,8 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
     }
     console.log(
       `\nnetloop TLS benchmark: ${options.rounds} interleaved rounds, ${options.seconds} s each ` +
-        `after ${options.warmup} s warm-up, one loop, server on CPU ${options.serverCpu}, load on ` +
+        `after ${options.warmup} s warm-up, each server process after ${options.serverWarmup} s ` +
+        `of full handshakes, one loop, server on CPU ${options.serverCpu}, load on ` +
         `CPU ${options.clientCpu}; medians`,
     );
     for (const scenario of scenarios) {
