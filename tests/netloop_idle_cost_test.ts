@@ -20,23 +20,35 @@ const IDLE_WINDOW_MS = 10_000;
 /** How long after the last event a loop reaches its longest idle block (netloop/_loop.ts). */
 const IDLE_SETTLE_MS = 3_500;
 /**
- * Context switches allowed over the window, all threads: the loop's one a second
- * (LONG_IDLE_BLOCK_MS) and the odd V8 task (11-14 seen, 40 with a 250 ms block).
+ * Context switches allowed over the window on the loop's thread: one a second (LONG_IDLE_BLOCK_MS),
+ * and a few more when V8 runs a GC task meanwhile (10-13 seen; 40-48 with a 250 ms block).
  */
-const MAX_WAKES = 20;
+const MAX_LOOP_WAKES = 20;
+/**
+ * Context switches allowed over the window on all threads: the loop's and the runtime's own (V8's
+ * tasks: none in most windows, 7 in one; 22 in all in one CI run, which failed a bound of 20 on
+ * every thread's switches together).
+ */
+const MAX_WAKES = 40;
 /** CPU share allowed: this, or FLOOR_FACTOR times the floor process's share if that is larger. */
 const IDLE_SHARE = 0.002;
 const FLOOR_FACTOR = 2;
 
-/** Each thread's context switches (voluntary and not), by thread id: a wake-up is one or more. */
-function switches(pid: number): Map<string, number> {
-  const counts = new Map<string, number>();
+/**
+ * Each thread's context switches (voluntary and not), by thread id: a wake-up is one or more.
+ * `name` is the thread's name (a Worker's thread is `worker-N`).
+ */
+function switches(pid: number): Map<string, { name: string; count: number }> {
+  const counts = new Map<string, { name: string; count: number }>();
   for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
     try {
       const status = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/status`);
       const count = (name: string) =>
         Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(status)![1]);
-      counts.set(task.name, count("voluntary_ctxt_switches") + count("nonvoluntary_ctxt_switches"));
+      counts.set(task.name, {
+        name: /^Name:\s+(.*)$/m.exec(status)![1]!,
+        count: count("voluntary_ctxt_switches") + count("nonvoluntary_ctxt_switches"),
+      });
     } catch {
       // the thread exited meanwhile
     }
@@ -44,11 +56,24 @@ function switches(pid: number): Map<string, number> {
   return counts;
 }
 
-/** Context switches between two `switches` readings, over the threads in both. */
-function switchesBetween(before: Map<string, number>, after: Map<string, number>): number {
-  let sum = 0;
-  for (const [tid, count] of after) sum += count - (before.get(tid) ?? count);
-  return sum;
+/**
+ * Context switches between two `switches` readings, over the threads in both: in all, and on the
+ * Worker threads (a loop's).
+ */
+function switchesBetween(
+  before: Map<string, { name: string; count: number }>,
+  after: Map<string, { name: string; count: number }>,
+): { all: number; workers: number; threads: string } {
+  let all = 0;
+  let workers = 0;
+  const threads: string[] = [];
+  for (const [tid, { name, count }] of after) {
+    const n = count - (before.get(tid)?.count ?? count);
+    all += n;
+    if (name.startsWith("worker-")) workers += n;
+    if (n > 0) threads.push(`${name} ${n}`);
+  }
+  return { all, workers, threads: threads.join(", ") };
 }
 
 function rss(pid: number): number {
@@ -109,13 +134,17 @@ for (const backend of ["epoll", "uring"] as const) {
       const ms = performance.now() - t0;
       const share = (server1 - server0) / 1e6 / ms;
       const floorShare = (floor1 - floor0) / 1e6 / ms;
-      const seen = `${(share * 100).toFixed(3)}% of a core and ${wakes} wake-ups in ${
+      const seen = `${
+        (share * 100).toFixed(3)
+      }% of a core and ${wakes.all} wake-ups (${wakes.threads}) in ${
         (ms / 1000).toFixed(1)
       } s while idle (the floor process: ${
         (floorShare * 100).toFixed(3)
-      }%, ${floorWakes} wake-ups)`;
+      }%, ${floorWakes.all} wake-ups)`;
       console.log(seen);
-      assert.ok(wakes <= MAX_WAKES, seen);
+      assert.ok(wakes.workers > 0, `no Worker thread (worker-N) woke: ${seen}`);
+      assert.ok(wakes.workers <= MAX_LOOP_WAKES, seen);
+      assert.ok(wakes.all <= MAX_WAKES, seen);
       assert.ok(share <= Math.max(IDLE_SHARE, FLOOR_FACTOR * floorShare), seen);
       const pinged = await fleet.ping();
       assert.equal(pinged.echoed, COUNT);
