@@ -178,8 +178,12 @@ try {
       const run = dnsperf(
         peer.port,
         [
-          ...["-d", await names(rate * (FILL_S + MEASURE_S) + 1000)],
-          ...["-l", String(FILL_S + MEASURE_S), "-v", ...q],
+          "-d",
+          await names(rate * (FILL_S + MEASURE_S) + 1000),
+          "-l",
+          String(FILL_S + MEASURE_S),
+          "-v",
+          ...q,
         ],
         out,
       );

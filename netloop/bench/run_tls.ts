@@ -94,6 +94,9 @@ const SCENARIOS: Scenario[] = [
   },
 ];
 
+/** The load each server process warms up on (`--server-warmup`). */
+const FULL_HANDSHAKES = SCENARIOS.find((s) => s.mode === "full")!;
+
 async function ready(port: number): Promise<void> {
   const until = Date.now() + 15_000;
   while (Date.now() < until) {
@@ -274,7 +277,7 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
               stderr: "piped",
             }).spawn();
           if (options.serverWarmup > 0) {
-            const warm = await load(SCENARIOS[0]!, options.serverWarmup, 0).output();
+            const warm = await load(FULL_HANDSHAKES, options.serverWarmup, 0).output();
             if (!warm.success) {
               throw new Error(`warm-up load failed: ${new TextDecoder().decode(warm.stderr)}`);
             }
