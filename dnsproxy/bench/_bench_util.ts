@@ -54,15 +54,22 @@ export async function waitReady(port: number): Promise<void> {
 
 /**
  * dnsdist's configuration for the benchmarks: listening on `port`, one backend, a packet cache
- * of 100,000 entries, no status lookups; `extra` lines appended.
+ * of `cacheEntries` entries, no status lookups; `extra` lines appended. dnsdist stores no answer
+ * in a full cache (it evicts only expired entries, in its cleaning pass): once full, a miss is
+ * only forwarded.
  */
-export function dnsdistConfig(port: number, upstream: string, extra: string[] = []): string {
+export function dnsdistConfig(
+  port: number,
+  upstream: string,
+  extra: string[] = [],
+  cacheEntries = 100_000,
+): string {
   return [
     `setLocal("127.0.0.1:${port}")`,
     'setACL({"127.0.0.0/8"})',
     'setSecurityPollSuffix("")', // no status lookup through the system resolver
     `newServer({address="${upstream}", checkName="h0.bench."})`,
-    "pc = newPacketCache(100000)",
+    `pc = newPacketCache(${cacheEntries})`,
     'getPool(""):setCache(pc)',
     ...extra,
   ].join("\n") + "\n";

@@ -17,8 +17,15 @@
  * Servers are pinned to CPU 0, dnsperf and unbound to CPU 1 (taskset). Rounds are interleaved
  * (A B C, B C A, ...) and medians printed; server CPU is utime+stime from /proc/<pid>/stat.
  *
+ * The proxies' caches hold `--cache-entries` answers (default 2,000,000, more than every run's
+ * misses together), so that each of them stores every answer it fetches: dnsdist stores nothing in
+ * a full cache, and with 100,000 entries (its setting in the other benchmarks) it forwarded all but
+ * the first 100,000 misses without storing them, while this proxy stored each one and evicted an
+ * older one. The entries each cache holds at the end are printed.
+ *
  * ```sh
- * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000] [--peers triad,dnsdist,...]
+ * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000] [--cache-entries 2000000]
+ *   [--peers triad,dnsdist,...]
  * ```
  *
  * A peer `triad-at=DIR` runs the proxy of another checkout as `triad` is run (`git archive REV`
@@ -70,6 +77,7 @@ const { values: flags } = parseArgs({
     rounds: { type: "string", default: "3" },
     seconds: { type: "string", default: "4" },
     rate: { type: "string", default: "40000" },
+    "cache-entries": { type: "string", default: "2000000" },
     transport: { type: "string", default: "udp" },
     peers: {
       type: "string",
@@ -82,6 +90,7 @@ const { values: flags } = parseArgs({
 const ROUNDS = Number(flags.rounds);
 const SECONDS = Number(flags.seconds);
 const RATE = Number(flags.rate);
+const CACHE_ENTRIES = Number(flags["cache-entries"]);
 const SERVER_CPU = "0";
 const LOAD_CPU = "1";
 const TICKS_PER_SECOND = 100;
@@ -206,10 +215,31 @@ for (const peer of peers) {
   }
 }
 const port = (name: string) => peers.find((p) => p.name === name)?.port ?? 0;
+/** Where each caching peer's metrics are read from (its cache's entries, printed at the end). */
+const metricsPorts = new Map<string, number>();
+for (const peer of peers) {
+  if (peer.name.startsWith("triad") || peer.name === "dnsdist") {
+    metricsPorts.set(peer.name, freePort());
+  }
+}
 try {
-  await Deno.writeTextFile(`${dir}/dnsdist.conf`, dnsdistConfig(port("dnsdist"), unbound.address));
+  await Deno.writeTextFile(
+    `${dir}/dnsdist.conf`,
+    dnsdistConfig(port("dnsdist"), unbound.address, [
+      `webserver("127.0.0.1:${metricsPorts.get("dnsdist") ?? freePort()}")`,
+      'setWebserverConfig({password="bench", statsRequireAuthentication=false})',
+    ], CACHE_ENTRIES),
+  );
   const triadCommand = (name: string, extra: string[], entry?: string) =>
-    sharedTriadCommand(port(name), unbound.address, extra, entry);
+    sharedTriadCommand(port(name), unbound.address, [
+      ...extra,
+      "--cache.max-entries",
+      String(CACHE_ENTRIES),
+      "--cache.max-bytes",
+      String(CACHE_ENTRIES * 1024),
+      "--metrics",
+      `127.0.0.1:${metricsPorts.get(name)}`,
+    ], entry);
   const forwarder = `${dir}/udp_forwarder`;
   if (peers.some((peer) => peer.name.startsWith("c-"))) {
     await compileC(new URL("udp_forwarder.c", import.meta.url).pathname, forwarder);
@@ -298,6 +328,19 @@ try {
     }
   }
 
+  // Whether each cache stored what it fetched: its entries against the misses answered.
+  const entries: string[] = [];
+  for (const [name, at] of metricsPorts) {
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${at}/metrics`)).text();
+      const held = /^(?:dns_cache_entries|dnsdist_pool_cache_entries\{pool="_default_"\}) (\d+)/m
+        .exec(text)?.[1];
+      const answered = results.get(name)!.miss.reduce((sum, run) => sum + run.completed, 0);
+      entries.push(`${name} ${held ?? "?"} after ${answered} misses`);
+    } catch (error) {
+      entries.push(`${name} unread (${(error as Error).message})`);
+    }
+  }
   const pad = (text: string, width: number) => text.padStart(width);
   // Columns as wide as the longest peer name (`triad-at=DIR` ones are long) and a space.
   const width = Math.max(20, ...peers.map((p) => p.name.length + 1));
@@ -307,6 +350,7 @@ try {
     `\ndnsperf, ${ROUNDS} interleaved rounds of ${SECONDS}s, medians; servers on CPU ${SERVER_CPU}, ` +
       `dnsperf and unbound on CPU ${LOAD_CPU}`,
   );
+  console.log(`cache entries (room for ${CACHE_ENTRIES}): ${entries.join(", ")}`);
   line(["", ...peers.map((p) => p.name)]);
   const row = (
     label: string,
