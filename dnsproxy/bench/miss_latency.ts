@@ -8,10 +8,11 @@
  * (its utilisation, which sets its queueing). Peers: `triad` (this tree), `dnsdist`, and
  * `triad-at=<dir>` for another checkout's proxy (an earlier commit, say); a triad peer may carry V8
  * flags after `+` (`triad+--single-threaded-gc+--max-semi-space-size=32`), added to its
- * `--trace-gc`.
+ * `--trace-gc`. `--rate N` sets the load instead (needed when the peers leave dnsdist out).
  *
  * ```sh
  * deno run -A dnsproxy/bench/miss_latency.ts [--rounds 5] [--peers triad,dnsdist,triad-at=/tmp/old]
+ *   [--rate 60000]
  * ```
  *
  * @module
@@ -25,9 +26,19 @@ const { values: flags } = parseArgs({
   options: {
     rounds: { type: "string", default: "5" },
     peers: { type: "string", default: "triad,dnsdist" },
+    rate: { type: "string" },
   },
 });
 const ROUNDS = Number(flags.rounds);
+const RATE = flags.rate === undefined ? undefined : Number(flags.rate);
+if (RATE !== undefined && !(Number.isInteger(RATE) && RATE > 0)) {
+  throw new Error(`--rate ${flags.rate}: expected a whole number of misses per second above 0`);
+}
+if (RATE === undefined && !flags.peers.split(",").includes("dnsdist")) {
+  throw new Error(
+    `--peers ${flags.peers}: without dnsdist, whose saturated rate sets the load, give --rate N`,
+  );
+}
 /** Seconds of load before the measure, and of the measure, in one dnsperf run. */
 const FILL_S = 3;
 const MEASURE_S = 4;
@@ -151,9 +162,13 @@ try {
     ]);
     saturation.set(peer.name, Number(/Queries per second:\s+([\d.]+)/.exec(text)?.[1]));
   }
-  const saturated = saturation.get("dnsdist")!;
-  const rate = Math.round(saturated / 2);
-  console.error(`dnsdist saturated at ${saturated.toFixed(0)} misses/s: measuring at ${rate}/s`);
+  const saturated = saturation.get("dnsdist");
+  const rate = RATE ?? Math.round(saturated! / 2);
+  console.error(
+    saturated === undefined
+      ? `measuring at ${rate}/s (--rate)`
+      : `dnsdist saturated at ${saturated.toFixed(0)} misses/s: measuring at ${rate}/s`,
+  );
   for (const [name, value] of saturation) {
     console.error(
       `  ${name} saturates at ${value.toFixed(0)} misses/s: ${
@@ -217,7 +232,8 @@ try {
       );
     }
   }
-  console.log(`\nat ${rate} misses/s (half dnsdist's ${saturated.toFixed(0)}), ${ROUNDS} rounds`);
+  const basis = RATE !== undefined ? "--rate" : `half dnsdist's ${saturated!.toFixed(0)}`;
+  console.log(`\nat ${rate} misses/s (${basis}), ${ROUNDS} rounds`);
   for (const [name, r] of results) {
     console.log(
       `${name.padEnd(30)} mean ${median(r.mean).toFixed(3)} ms (${
