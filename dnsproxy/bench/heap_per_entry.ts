@@ -1,6 +1,7 @@
 /**
  * Heap bytes per cache entry: stores N answers (`h0000000.bench A`, one A record, 47 bytes each)
- * in a `DnsCache` and prints what the V8 heap and the slabs (array buffers, outside the heap)
+ * in a `DnsCache` and prints what the V8 heap and the slabs (array buffers, outside the heap; the
+ * slot arrays are made for the cache's `maxEntries` before the first store, so not counted)
  * grew by, per entry, after a full collection each side. Needs `--v8-flags=--expose-gc`.
  *
  * ```sh
