@@ -9,6 +9,7 @@
 import { BytePool } from "@triad/core";
 import { DnsProxy } from "../proxy.ts";
 import { buildQuery } from "../wire/builders.ts";
+import { unboundAnswer } from "./_unbound_answer.ts";
 import { UdpPool } from "../upstream/udp_pool.ts";
 import type { PoolSocketEvents, PoolSocketOpener } from "../upstream/udp_pool.ts";
 
@@ -28,37 +29,6 @@ export interface SocketlessMiss {
   /** Answers the proxy has given so far. */
   readonly answers: number;
 }
-
-/** The tail of unbound's answer after the question: one A record (TTL 300), then an OPT record. */
-const TAIL = [
-  0xc0,
-  12,
-  0,
-  1,
-  0,
-  1,
-  0,
-  0,
-  1,
-  44,
-  0,
-  4,
-  10,
-  9,
-  9,
-  9,
-  0,
-  0,
-  41,
-  4,
-  208,
-  0,
-  0,
-  0,
-  0,
-  0,
-  0,
-];
 
 /**
  * Builds the proxy and its socketless upstream.
@@ -92,16 +62,7 @@ export function socketlessMiss(): SocketlessMiss {
   });
   // One reused buffer: the benchmarks measure the proxy, not the reply's making.
   const reply = new Uint8Array(512);
-  const replyTo = (query: Uint8Array): Uint8Array => {
-    const questionEnd = query.length - 11; // before the query's OPT
-    reply.set(query.subarray(0, questionEnd));
-    reply.set(TAIL, questionEnd);
-    reply[2] = 0x81;
-    reply[3] = 0x80;
-    reply[7] = 1;
-    reply[11] = 1;
-    return reply.subarray(0, questionEnd + TAIL.length);
-  };
+  const replyTo = (query: Uint8Array): Uint8Array => unboundAnswer(query, reply);
   const client = { address: "127.0.0.1", port: 5000, transport: "udp" } as const;
   const query = buildQuery({ id: 1, name: "r0000000.bench", type: 1 });
   let asked = 0;

@@ -9,6 +9,7 @@
 import { buildQuery, DnsCache, DnsProxy, parseMessage } from "@triad/dnsproxy";
 import { cacheKey } from "../cache.ts";
 import { socketlessMiss } from "./_socketless_miss.ts";
+import { unboundAnswer } from "./_unbound_answer.ts";
 
 const proxy = new DnsProxy({
   upstream: { upstreams: [], healthCheck: 0 },
@@ -16,21 +17,7 @@ const proxy = new DnsProxy({
 });
 const query = buildQuery({ id: 1, name: "h1.bench", type: 1, edns: false });
 const queryWithEdns = buildQuery({ id: 1, name: "h1.bench", type: 1 });
-/** The answer unbound gives: the question, one A record (TTL 300), an OPT record. */
-function answerTo(query: Uint8Array): Uint8Array {
-  const questionEnd = query.length - 11; // before the query's OPT
-  const out = new Uint8Array([
-    ...query.subarray(0, questionEnd),
-    ...[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 10, 9, 9, 9],
-    ...[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0],
-  ]);
-  out[2] = 0x81;
-  out[3] = 0x80;
-  out[7] = 1;
-  out[11] = 1;
-  return out;
-}
-const answer = answerTo(queryWithEdns);
+const answer = unboundAnswer(queryWithEdns);
 proxy.cache.store(cacheKey(parseMessage(queryWithEdns)), answer, parseMessage(answer));
 const client = { address: "127.0.0.1", port: 5000, transport: "udp" } as const;
 if (!(proxy.handle(query, client) instanceof Uint8Array)) throw new Error("Expected a cache hit");
@@ -59,7 +46,7 @@ Deno.bench("parseMessage: an answer", () => {
 // A miss's cache work: storing a new answer into a full cache of 100,000 (one eviction each).
 const full = new DnsCache({ maxEntries: 100_000 });
 const missQuery = buildQuery({ id: 1, name: "m0000000.bench", type: 1 });
-const missAnswer = answerTo(missQuery);
+const missAnswer = unboundAnswer(missQuery);
 let stored = 0;
 function storeNext(): void {
   const text = String(stored++ % 10_000_000).padStart(7, "0");
