@@ -122,8 +122,8 @@ const MAX_CHAIN = 8;
 
 /**
  * Entries the arrays are made for up front, at most (a cache allowed more grows by doubling past
- * it). An entry takes 60 bytes of arrays and 16-32 of table: 4,000,000 reserve about 350 MiB of
- * address space, which takes memory only as entries fill it.
+ * it). An entry takes 60 bytes of arrays and 16-32 of table: 4,000,000 reserve 290 MiB of address
+ * space, which takes memory only as entries fill it.
  */
 const RESERVED_ENTRIES = 4_000_000;
 
@@ -575,7 +575,8 @@ export class DnsCache {
   }
 
   /**
-   * Changes limits and behaviour in place (hot reload); entries over the new limits are evicted.
+   * Changes limits and behaviour in place (hot reload); entries over the new limits are evicted,
+   * and a larger `maxEntries` has the arrays made for it here (a copy of those held).
    *
    * @param options The new settings; missing ones return to their defaults.
    */
