@@ -107,6 +107,21 @@ Deno.test("DnsCache evicts least recently used entries by count and bytes", () =
   assert.equal(small.size, 1);
 });
 
+Deno.test("DnsCache keeps every entry when max_entries is raised in place", () => {
+  const cache = new DnsCache({ maxEntries: 100, now: () => 0 });
+  for (let i = 0; i < 100; i++) store(cache, answer(`first${i}.`, 60));
+  // Raised: the arrays and the table are made for 300 here, with 100 entries in them.
+  cache.configure({ maxEntries: 300 });
+  for (let i = 0; i < 200; i++) store(cache, answer(`second${i}.`, 60));
+  assert.equal(cache.size, 300);
+  assert.equal(cache.evictions, 0);
+  for (let i = 0; i < 100; i++) assert.ok(lookup(cache, `first${i}.`), `first${i}.`);
+  for (let i = 0; i < 200; i++) assert.ok(lookup(cache, `second${i}.`), `second${i}.`);
+  store(cache, answer("third.", 60));
+  assert.equal(cache.size, 300);
+  assert.equal(cache.evictions, 1);
+});
+
 Deno.test("DnsCache keeps entries in use through many evictions", () => {
   const cache = new DnsCache({ maxEntries: 100, now: () => 0 });
   const hot = Array.from({ length: 10 }, (_, i) => `hot${i}.`);
