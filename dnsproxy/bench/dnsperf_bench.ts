@@ -341,7 +341,7 @@ try {
       const held = /^(?:dns_cache_entries|dnsdist_pool_cache_entries\{pool="_default_"\}) (\d+)/m
         .exec(text)?.[1];
       const answered = results.get(name)!.miss.reduce((sum, run) => sum + run.completed, 0);
-      const full = Number(held) >= CACHE_ENTRIES ? " (full: answers were not all stored)" : "";
+      const full = Number(held) >= CACHE_ENTRIES ? " (full: it could not keep every answer)" : "";
       entries.push(`${name} ${held ?? "?"} after ${answered} misses${full}`);
     } catch (error) {
       entries.push(`${name} unread (${(error as Error).message})`);
