@@ -24,13 +24,13 @@ import { parseArgs } from "node:util";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 import {
   buildLoadTool,
-  cpuSecondsOf,
   killed,
   listening,
   LoadFleet,
   median,
   rssKiB,
 } from "../../netloop/bench/conns_load.ts";
+import { threadsBetween, threadStats } from "../../netloop/bench/_util.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -159,25 +159,6 @@ interface Sample {
   markCompacts: number[];
 }
 
-/** Nanoseconds each thread of `pid` has waited on a run queue, by thread id (`schedstat`). */
-function runQueueWaitNs(pid: number): Map<string, number> {
-  const waits = new Map<string, number>();
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`);
-      waits.set(task.name, Number(stat.split(" ")[1]));
-    } catch { /* the thread ended */ }
-  }
-  return waits;
-}
-
-/** Milliseconds waited between two `runQueueWaitNs` readings (threads gone since are left out). */
-function waitedMs(before: Map<string, number>, after: Map<string, number>): number {
-  let total = 0;
-  for (const [tid, ns] of after) total += ns - (before.get(tid) ?? 0);
-  return total / 1e6;
-}
-
 /** The pauses `--trace-gc` logged in the log's bytes from `from` on, and where the log ends. */
 function collections(log: string | undefined, from: number) {
   const scavenges: number[] = [];
@@ -247,11 +228,11 @@ async function measure(peer: string, round: number): Promise<Sample> {
     await active.opened();
     const gcFrom = collections(gcLog, 0).end;
     // The server runs under sh (with --trace-gc) or taskset: both exec it, the pid stays its own.
-    const wait0 = runQueueWaitNs(server.pid);
-    const cpu0 = cpuSecondsOf(server.pid);
+    const threads0 = threadStats(server.pid);
     const run = await active.active(SECONDS, EVERY_MS);
-    const cpu = cpuSecondsOf(server.pid) - cpu0;
-    const runWaitMs = waitedMs(wait0, runQueueWaitNs(server.pid));
+    const used = threadsBetween(threads0, threadStats(server.pid));
+    const cpu = used.ns / 1e9;
+    const runWaitMs = used.waitNs / 1e6;
     const gc = collections(gcLog, gcFrom);
     const idleStats = await idle.stats();
     const activeStats = await active.stats();

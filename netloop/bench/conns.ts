@@ -19,15 +19,8 @@
 import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { checkLimits } from "../limits.ts";
-import {
-  buildLoadTool,
-  cpuSecondsOf,
-  killed,
-  listening,
-  LoadFleet,
-  median,
-  rssKiB,
-} from "./conns_load.ts";
+import { buildLoadTool, killed, listening, LoadFleet, median, rssKiB } from "./conns_load.ts";
+import { threadsBetween, threadStats } from "./_util.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -195,10 +188,11 @@ async function measure(server: Server, n: number): Promise<Sample> {
     const heap1 = await heap();
     // The heap report woke the loop and forced a full collection: let both settle.
     await new Promise((r) => setTimeout(r, 2000));
-    const cpu0 = cpuSecondsOf(child.pid);
+    const threads0 = threadStats(child.pid);
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, idleSeconds * 1000));
-    const idleCpu = (cpuSecondsOf(child.pid) - cpu0) / ((performance.now() - t0) / 1000);
+    const idleCpu = threadsBetween(threads0, threadStats(child.pid)).ns / 1e9 /
+      ((performance.now() - t0) / 1000);
     if (performance.now() - fleetStart > BEAT_S * 1000) {
       console.error(
         `${server.name} N=${n}: the idle window reached the load's first periodic message ` +

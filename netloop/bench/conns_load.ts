@@ -5,7 +5,6 @@
  * @module
  */
 import { compileC } from "../../tests/servers/compile_c.ts";
-import { cpuNanos } from "./_util.ts";
 
 /**
  * The command line of netloop's echo example on one loop of `backend` (the server the benches
@@ -251,11 +250,6 @@ export function median(xs: readonly number[]): number {
 /** A process's resident memory, in KiB. */
 export function rssKiB(pid: number): number {
   return Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);
-}
-
-/** A process's CPU time (every thread, from schedstat: nanosecond resolution), in seconds. */
-export function cpuSecondsOf(pid: number): number {
-  return cpuNanos(pid).ns / 1e9;
 }
 
 /** Waits until something accepts TCP connections on 127.0.0.1:`port` (20 s at most). */

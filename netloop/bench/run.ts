@@ -22,7 +22,7 @@ import { parseArgs } from "node:util";
 import dgram from "node:dgram";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { echoCommand } from "./conns_load.ts";
-import { cpuNanos, cpuTicks, median, stop } from "./_util.ts";
+import { cpuTicks, median, stop, threadsBetween, threadStats } from "./_util.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -226,11 +226,11 @@ async function measure(server: Server, scenario: Scenario, pid: number): Promise
   }).spawn();
   await new Promise((r) => setTimeout(r, warmup * 1000));
   const cpu0 = cpuTicks(pid);
-  const ns0 = cpuNanos(pid);
+  const threads0 = threadStats(pid);
   const t0 = performance.now();
   const output = await client.output();
   const cpu1 = cpuTicks(pid);
-  const ns1 = cpuNanos(pid);
+  const used = threadsBetween(threads0, threadStats(pid));
   const elapsed = (performance.now() - t0) / 1000;
   const text = new TextDecoder().decode(output.stdout);
   const msgs = Number(/msgs=(\d+)/.exec(text)?.[1] ?? 0);
@@ -245,9 +245,9 @@ async function measure(server: Server, scenario: Scenario, pid: number): Promise
   const perMessage = (ticks: number) => (ticks / CLK_TCK / (rate * elapsed)) * 1e6;
   return {
     rate,
-    cpuPerMessage: (ns1.ns - ns0.ns) / 1e3 / (rate * elapsed),
+    cpuPerMessage: used.ns / 1e3 / (rate * elapsed),
     userPerMessage: perMessage(cpu1.user - cpu0.user),
-    wakesPerMessage: (ns1.runs - ns0.runs) / (rate * elapsed),
+    wakesPerMessage: used.runs / (rate * elapsed),
     clientBusy: Number(/cpu=([\d.]+)/.exec(text)?.[1] ?? NaN) / seconds,
   };
 }

@@ -15,7 +15,7 @@
  * @module
  */
 import { compileC } from "../../tests/servers/compile_c.ts";
-import { cpuNanos, cpuTicks, median, stop } from "./_util.ts";
+import { cpuTicks, median, stop, threadsBetween, threadStats } from "./_util.ts";
 
 /** What run.ts passes on. */
 export interface TlsBenchOptions {
@@ -286,10 +286,10 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
             const client = load(scenario, options.seconds, options.warmup);
             await new Promise((r) => setTimeout(r, options.warmup * 1000));
             const cpu0 = cpuTicks(child.pid);
-            const ns0 = cpuNanos(child.pid).ns;
+            const threads0 = threadStats(child.pid);
             const t0 = performance.now();
             const output = await client.output();
-            const ns1 = cpuNanos(child.pid).ns;
+            const used = threadsBetween(threads0, threadStats(child.pid));
             const cpu1 = cpuTicks(child.pid);
             const elapsed = (performance.now() - t0) / 1000;
             const text = new TextDecoder().decode(output.stdout);
@@ -306,7 +306,7 @@ export async function runTls(options: TlsBenchOptions): Promise<void> {
             const sample: Sample = {
               rate,
               // All of the server's threads, in ns (schedstat); the user part from 10 ms ticks.
-              cpuPerOp: perOp((ns1 - ns0) / 1e9),
+              cpuPerOp: perOp(used.ns / 1e9),
               userPerOp: perOp((cpu1.user - cpu0.user) / CLK_TCK),
               clientBusy: Number(/cpu=([\d.]+)/.exec(text)?.[1] ?? NaN) / options.seconds,
             };
