@@ -75,6 +75,25 @@ export function dnsdistConfig(
   ].join("\n") + "\n";
 }
 
+/**
+ * The entries a peer's cache holds, from its Prometheus text at `metricsPort`: this proxy's
+ * `dns_cache_entries` or dnsdist's `dnsdist_pool_cache_entries` (its `webserver`).
+ */
+export async function cacheEntriesHeld(metricsPort: number): Promise<number | undefined> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const held = /^(?:dns_cache_entries|dnsdist_pool_cache_entries\{pool="_default_"\}) (\d+)/m
+    .exec(text)?.[1];
+  return held === undefined ? undefined : Number(held);
+}
+
+/** dnsdist's configuration lines serving its metrics on `port` (read by `cacheEntriesHeld`). */
+export function dnsdistMetrics(port: number): string[] {
+  return [
+    `webserver("127.0.0.1:${port}")`,
+    'setWebserverConfig({password="bench", statsRequireAuthentication=false})',
+  ];
+}
+
 /** A server the benchmark starts: its name, its port and, once started, its process. */
 export interface BenchPeer {
   name: string;

@@ -41,9 +41,11 @@ import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 import {
+  cacheEntriesHeld,
   cpuSplit,
   cpuTicks,
   dnsdistConfig,
+  dnsdistMetrics,
   freePort,
   median,
   startPinned,
@@ -230,10 +232,12 @@ for (const peer of peers) {
 try {
   await Deno.writeTextFile(
     `${dir}/dnsdist.conf`,
-    dnsdistConfig(port("dnsdist"), unbound.address, [
-      `webserver("127.0.0.1:${metricsPorts.get("dnsdist") ?? freePort()}")`,
-      'setWebserverConfig({password="bench", statsRequireAuthentication=false})',
-    ], CACHE_ENTRIES),
+    dnsdistConfig(
+      port("dnsdist"),
+      unbound.address,
+      dnsdistMetrics(metricsPorts.get("dnsdist") ?? freePort()),
+      CACHE_ENTRIES,
+    ),
   );
   const triadCommand = (name: string, extra: string[], entry?: string) =>
     sharedTriadCommand(port(name), unbound.address, [
@@ -337,9 +341,7 @@ try {
   const entries: string[] = [];
   for (const [name, at] of metricsPorts) {
     try {
-      const text = await (await fetch(`http://127.0.0.1:${at}/metrics`)).text();
-      const held = /^(?:dns_cache_entries|dnsdist_pool_cache_entries\{pool="_default_"\}) (\d+)/m
-        .exec(text)?.[1];
+      const held = await cacheEntriesHeld(at);
       const answered = results.get(name)!.miss.reduce((sum, run) => sum + run.completed, 0);
       const full = Number(held) >= CACHE_ENTRIES ? " (full: it could not keep every answer)" : "";
       entries.push(`${name} ${held ?? "?"} after ${answered} misses${full}`);

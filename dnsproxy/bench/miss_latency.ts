@@ -10,16 +10,28 @@
  * flags after `+` (`triad+--single-threaded-gc+--max-semi-space-size=32`), added to its
  * `--trace-gc`. `--rate N` sets the load instead (needed when the peers leave dnsdist out).
  *
+ * Every cache has room for every answer of the run (`--cache-entries`; by default the saturation
+ * run's names and each round's at up to 100,000 misses/s): dnsdist stores nothing in a full cache,
+ * so with the 100,000 entries it had before it only forwarded after its first 100,000 misses
+ * (about 1.2 s into the first fill) while this proxy stored each answer and evicted an older one.
+ * The entries each cache holds at the end are printed.
+ *
  * ```sh
  * deno run -A dnsproxy/bench/miss_latency.ts [--rounds 5] [--peers triad,dnsdist,triad-at=/tmp/old]
- *   [--rate 60000]
+ *   [--rate 60000] [--cache-entries N]
  * ```
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { startUnbound } from "../../tests/servers/unbound.ts";
-import { dnsdistConfig, freePort, waitReady } from "./_bench_util.ts";
+import {
+  cacheEntriesHeld,
+  dnsdistConfig,
+  dnsdistMetrics,
+  freePort,
+  waitReady,
+} from "./_bench_util.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -27,6 +39,7 @@ const { values: flags } = parseArgs({
     rounds: { type: "string", default: "5" },
     peers: { type: "string", default: "triad,dnsdist" },
     rate: { type: "string" },
+    "cache-entries": { type: "string" },
   },
 });
 const ROUNDS = Number(flags.rounds);
@@ -42,17 +55,33 @@ if (RATE === undefined && !flags.peers.split(",").includes("dnsdist")) {
 /** Seconds of load before the measure, and of the measure, in one dnsperf run. */
 const FILL_S = 3;
 const MEASURE_S = 4;
+/** Names of each peer's saturation run. */
+const SATURATION_NAMES = 600_000;
+/** Answers one round stores at `rate` misses/s. */
+const roundEntries = (rate: number) => rate * (FILL_S + MEASURE_S) + 1000;
+const CACHE_ENTRIES = flags["cache-entries"] === undefined
+  ? SATURATION_NAMES + ROUNDS * roundEntries(RATE ?? 100_000)
+  : Number(flags["cache-entries"]);
+if (!(Number.isInteger(CACHE_ENTRIES) && CACHE_ENTRIES > 0)) {
+  throw new Error(`--cache-entries ${flags["cache-entries"]}: expected a whole number above 0`);
+}
 const dir = await Deno.makeTempDir({ prefix: "triad-misslat-" });
 const unbound = await startUnbound({ cpus: "1", socketBuffer: "4m" });
 
 interface Peer {
   name: string;
   port: number;
+  /** Where its metrics are served (its cache's entries, printed at the end). */
+  metricsPort: number;
   gcLog?: string;
   process?: Deno.ChildProcess;
 }
 
-const peers: Peer[] = flags.peers.split(",").map((name) => ({ name, port: freePort() }));
+const peers: Peer[] = flags.peers.split(",").map((name) => ({
+  name,
+  port: freePort(),
+  metricsPort: freePort(),
+}));
 let files = 0;
 let localPorts = 0;
 
@@ -108,9 +137,15 @@ const median = (values: number[]) => {
 };
 
 try {
+  const dnsdist = peers.find((p) => p.name === "dnsdist");
   await Deno.writeTextFile(
     `${dir}/dnsdist.conf`,
-    dnsdistConfig(peers.find((p) => p.name === "dnsdist")?.port ?? freePort(), unbound.address),
+    dnsdistConfig(
+      dnsdist?.port ?? freePort(),
+      unbound.address,
+      dnsdistMetrics(dnsdist?.metricsPort ?? freePort()),
+      CACHE_ENTRIES,
+    ),
   );
   for (const peer of peers) {
     let command: string[];
@@ -137,6 +172,12 @@ try {
         "error",
         "--cache.prefetch-hits",
         "0",
+        "--cache.max-entries",
+        String(CACHE_ENTRIES),
+        "--cache.max-bytes",
+        String(CACHE_ENTRIES * 1024),
+        "--metrics",
+        `127.0.0.1:${peer.metricsPort}`,
       ];
     }
     const redirect = peer.gcLog === undefined ? "/dev/null" : peer.gcLog;
@@ -152,7 +193,7 @@ try {
   for (const peer of peers) {
     const text = await dnsperf(peer.port, [
       "-d",
-      await names(600_000),
+      await names(SATURATION_NAMES),
       "-l",
       "3",
       "-n",
@@ -169,6 +210,13 @@ try {
       ? `measuring at ${rate}/s (--rate)`
       : `dnsdist saturated at ${saturated.toFixed(0)} misses/s: measuring at ${rate}/s`,
   );
+  if (SATURATION_NAMES + ROUNDS * roundEntries(rate) > CACHE_ENTRIES) {
+    console.error(
+      `  the caches' room of ${CACHE_ENTRIES} is less than the run's misses: give --cache-entries ${
+        SATURATION_NAMES + ROUNDS * roundEntries(rate)
+      }`,
+    );
+  }
   for (const [name, value] of saturation) {
     console.error(
       `  ${name} saturates at ${value.toFixed(0)} misses/s: ${
@@ -232,8 +280,20 @@ try {
       );
     }
   }
+  // Whether each cache stored what it fetched.
+  const entries: string[] = [];
+  for (const peer of peers) {
+    try {
+      const held = await cacheEntriesHeld(peer.metricsPort);
+      const full = Number(held) >= CACHE_ENTRIES ? " (full: it could not keep every answer)" : "";
+      entries.push(`${peer.name} ${held ?? "?"}${full}`);
+    } catch (error) {
+      entries.push(`${peer.name} unread (${(error as Error).message})`);
+    }
+  }
   const basis = RATE !== undefined ? "--rate" : `half dnsdist's ${saturated!.toFixed(0)}`;
   console.log(`\nat ${rate} misses/s (${basis}), ${ROUNDS} rounds`);
+  console.log(`cache entries (room for ${CACHE_ENTRIES}): ${entries.join(", ")}`);
   for (const [name, r] of results) {
     console.log(
       `${name.padEnd(30)} mean ${median(r.mean).toFixed(3)} ms (${
