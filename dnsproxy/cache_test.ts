@@ -39,6 +39,24 @@ function cacheKeyOf(name: string): string {
   return cacheKey(parseMessage(buildQuery({ id: 9, name, type: 1, edns: false })));
 }
 
+const buffers = new WeakMap<ArrayBufferLike, number>();
+let bufferCount = 0;
+/** Which slab (of 256 KiB, in which buffer) a cached answer's bytes are in. */
+function slabOf(bytes: Uint8Array): string {
+  if (!buffers.has(bytes.buffer)) buffers.set(bytes.buffer, bufferCount++);
+  return `${buffers.get(bytes.buffer)}:${Math.floor(bytes.byteOffset / (256 * 1024))}`;
+}
+
+/** Asserts the cache answers `name` with the bytes `answer(name, 60)` stored, under query ID `id`. */
+function assertAnswers(cache: DnsCache, name: string, id: number): void {
+  const expected = answer(name, 60);
+  expected[1] = id;
+  assert.deepEqual(
+    cache.answer(lookup(cache, name)!, buildQuery({ id, name, type: 1, edns: false }), true),
+    expected,
+  );
+}
+
 /** (Asserted with `ok`: a failed `equal` on a lookup would print its entry's 256 KiB slab.) */
 function lookup(cache: DnsCache, name: string) {
   return cache.lookup(cacheKey(parseMessage(buildQuery({ id: 9, name, type: 1, edns: false }))));
@@ -174,15 +192,8 @@ Deno.test("DnsCache copies answers into slabs it compacts as answers go", () => 
   // A compaction moves 16 answers per store: 200 more stores finish any under way.
   for (let i = 0; i < 200; i++) store(cache, answer("again.", 60));
   assert.ok(cache.slabBytes <= 2 * live + 5 * slab, `${cache.slabBytes}`);
-  for (const name of kept) {
-    // Each kept answer is still its own after the copies: the stored bytes, with the query's ID.
-    const expected = answer(name, 60);
-    expected[1] = 3;
-    assert.deepEqual(
-      cache.answer(lookup(cache, name)!, buildQuery({ id: 3, name, type: 1, edns: false }), true),
-      expected,
-    );
-  }
+  // Each kept answer is still its own after the copies: the stored bytes, with the query's ID.
+  for (const name of kept) assertAnswers(cache, name, 3);
   cache.clear();
   assert.equal(cache.slabBytes, 0);
 });
@@ -192,21 +203,50 @@ Deno.test("DnsCache reuses an emptied slab rather than leaving it to the collect
   // (120 KB) the slabs behind them empty as they go, and come back as the next ones. A lookup's
   // bytes are valid only until the next store, so each is checked right away.
   const cache = new DnsCache({ maxEntries: 2500, now: () => 0 });
-  const buffers = new Set<ArrayBufferLike>();
+  const slabs = new Set<string>();
   for (let i = 0; i < 100_000; i++) {
     const name = `reused${i}.`;
     store(cache, answer(name, 60));
     if (i % 1000 !== 0) continue;
-    const found = lookup(cache, name)!;
-    buffers.add(found.entry.bytes.buffer);
-    const expected = answer(name, 60);
-    expected[1] = 5;
-    assert.deepEqual(
-      cache.answer(found, buildQuery({ id: 5, name, type: 1, edns: false }), true),
-      expected,
-    );
+    slabs.add(slabOf(lookup(cache, name)!.entry.bytes));
+    assertAnswers(cache, name, 5);
   }
-  assert.ok(buffers.size <= 6, `answers were carved from ${buffers.size} different slabs`);
+  assert.ok(slabs.size <= 6, `answers were carved from ${slabs.size} different slabs`);
+});
+
+Deno.test("DnsCache takes the memory of its slabs in one buffer as it grows", () => {
+  // V8 counts each new buffer's bytes as external memory towards its next full collection: a
+  // growing cache that made a buffer per slab started one every few seconds under a miss load.
+  const cache = new DnsCache({ maxEntries: 200_000, now: () => 0 });
+  store(cache, answer("first.", 60));
+  const external = Deno.memoryUsage().external;
+  const slabs = new Set<string>();
+  for (let i = 0; i < 100_000; i++) {
+    const name = `grown${i}.`;
+    store(cache, answer(name, 60));
+    if (i % 1000 === 0) slabs.add(slabOf(lookup(cache, name)!.entry.bytes));
+  }
+  assert.equal(cache.size, 100_001);
+  assert.ok(slabs.size >= 20, `${slabs.size} slabs`);
+  const grown = Deno.memoryUsage().external - external;
+  assert.ok(grown < 1024 * 1024, `external memory grew by ${grown} bytes over ${slabs.size} slabs`);
+  // Every answer is still its own.
+  for (const i of [0, 4_999, 50_000, 99_999]) assertAnswers(cache, `grown${i}.`, 4);
+});
+
+Deno.test("DnsCache keeps its answers when max_bytes is raised in place", () => {
+  // The slabs' buffer is made for the max_bytes of the first slab: raised, the next slabs come
+  // from a larger one, and those of the first stay with their answers.
+  const cache = new DnsCache({ maxEntries: 100_000, maxBytes: 2 * 1024 * 1024, now: () => 0 });
+  for (let i = 0; i < 5000; i++) store(cache, answer(`small${i}.`, 60));
+  assert.equal(cache.evictions, 0);
+  cache.configure({ maxEntries: 100_000, maxBytes: 64 * 1024 * 1024 });
+  for (let i = 0; i < 60_000; i++) store(cache, answer(`large${i}.`, 60));
+  assert.equal(cache.size, 65_000);
+  assert.equal(cache.evictions, 0);
+  for (const name of ["small0.", "small4999.", "large0.", "large59999."]) {
+    assertAnswers(cache, name, 6);
+  }
 });
 
 Deno.test("DnsCache replaces a stored answer in place", () => {
