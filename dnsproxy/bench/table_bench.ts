@@ -11,7 +11,8 @@
  * `net.core.somaxconn`, and local ports against `net.ipv4.ip_local_port_range`, each with the
  * setting that lifts it. Every run asks from a loopback source address of its own (127.0.1.N), so
  * one run's TIME_WAIT ports do not use up the next run's ports. dnsperf opens at most 256 sockets
- * per thread, so it runs with a thread per 256 clients (all on its one CPU).
+ * per thread, so it runs with a thread per 256 clients (all on its one CPU). Both caches have room
+ * for every miss run's names (dnsdist stores nothing in a full cache).
  *
  * ```sh
  * deno task bench:dns --table [--rounds 1] [--seconds 3] [--clients 1000,10000] [--peers triad,dnsdist]
@@ -49,6 +50,10 @@ const TRANSPORTS = flags.transports.split(",") as ("tcp" | "udp")[];
 const SERVER_CPU = "0";
 const LOAD_CPU = "1";
 const TICKS_PER_SECOND = 100;
+/** Names in each miss run's file (more than any peer answers in SECONDS). */
+const MISS_NAMES = 100_000 * SECONDS;
+/** Room in both caches for every miss run's answers. */
+const CACHE_ENTRIES = ROUNDS * TRANSPORTS.length * CLIENTS.length * MISS_NAMES + 10_000;
 
 type Peer = BenchPeer;
 
@@ -182,10 +187,14 @@ export async function runTable(): Promise<void> {
       // dnsdist queues at most 1,000 TCP connections for its workers by default.
       dnsdistConfig(port("dnsdist"), unbound.address, [
         `setMaxTCPQueuedConnections(${Math.max(...CLIENTS) * 2})`,
-      ]),
+      ], CACHE_ENTRIES),
     );
     const commands: Record<string, string[]> = {
-      triad: triadCommand(port("triad"), unbound.address, ["--backend", "auto", "--loops", "1"]),
+      triad: triadCommand(port("triad"), unbound.address, [
+        ...["--backend", "auto", "--loops", "1"],
+        ...["--cache.max-entries", String(CACHE_ENTRIES)],
+        ...["--cache.max-bytes", String(CACHE_ENTRIES * 1024)],
+      ]),
       dnsdist: ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`],
     };
     await startPinned(peers, commands, SERVER_CPU);
@@ -203,7 +212,7 @@ export async function runTable(): Promise<void> {
             const missFile = `${dir}/miss-${++files}.txt`;
             await Deno.writeTextFile(
               missFile,
-              Array.from({ length: 100_000 * SECONDS }, (_, i) => `t${files}-${i}.bench A\n`)
+              Array.from({ length: MISS_NAMES }, (_, i) => `t${files}-${i}.bench A\n`)
                 .join(""),
             );
             for (const [kind, file] of [["miss", missFile], ["hit", hitFile]] as const) {
