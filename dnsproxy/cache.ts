@@ -144,7 +144,7 @@ const PREFETCHING = 8;
  * {@linkcode ARENA_MAX_BYTES}. V8 counts every new buffer's bytes as external memory towards its
  * next full collection, so a growing cache's slabs of their own (7.8 MB/s at 90,000 stores/s)
  * started one every 4.7 s; its 4-6 ms pause and its marking threads on the loop's CPU made the p99
- * of a 80,000 misses/s load 3.0-3.8 ms against 1.3 with a cache that stayed the same size. One
+ * of an 80,000 misses/s load 3.0-3.8 ms against 1.3 with a cache that stayed the same size. One
  * buffer is counted once, and its pages take memory only when a slab first uses them. An emptied
  * slab returns to it (its pages stay with the process, as a spare slab's do).
  */
