@@ -129,7 +129,8 @@ const MAX_CHAIN = 8;
 /**
  * Entries the arrays are made for up front, at most (a cache allowed more grows by doubling past
  * it). An entry takes 60 bytes of arrays and 16-32 of table: 4,000,000 reserve 290 MiB of address
- * space, which takes memory only as entries fill it.
+ * space. The arrays take memory as entries fill them; the table, where entries land at random, is
+ * all in memory after a few entries per page (64 MiB for 4,000,000).
  */
 const RESERVED_ENTRIES = 4_000_000;
 
