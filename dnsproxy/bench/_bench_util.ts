@@ -75,15 +75,31 @@ export function dnsdistConfig(
   ].join("\n") + "\n";
 }
 
+/** This proxy's flags giving its cache room for `entries` answers (of up to 1 KiB each). */
+export function cacheRoomFlags(entries: number): string[] {
+  return ["--cache.max-entries", String(entries), "--cache.max-bytes", String(entries * 1024)];
+}
+
 /**
- * The entries a peer's cache holds, from its Prometheus text at `metricsPort`: this proxy's
- * `dns_cache_entries` or dnsdist's `dnsdist_pool_cache_entries` (its `webserver`).
+ * The entries a peer's cache holds, for a bench's entries line: read from its Prometheus text at
+ * `metricsPort` (this proxy's `dns_cache_entries` or dnsdist's `dnsdist_pool_cache_entries`, its
+ * `webserver`), then `after`, and a mark when it reached `room` (it could not keep every answer);
+ * or why it could not be read.
  */
-export async function cacheEntriesHeld(metricsPort: number): Promise<number | undefined> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  const held = /^(?:dns_cache_entries|dnsdist_pool_cache_entries\{pool="_default_"\}) (\d+)/m
-    .exec(text)?.[1];
-  return held === undefined ? undefined : Number(held);
+export async function describeCacheEntries(
+  metricsPort: number,
+  room: number,
+  after = "",
+): Promise<string> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const held = /^(?:dns_cache_entries|dnsdist_pool_cache_entries\{pool="_default_"\}) (\d+)/m
+      .exec(text)?.[1];
+    const full = Number(held) >= room ? " (full: it could not keep every answer)" : "";
+    return `${held ?? "?"}${after}${full}`;
+  } catch (error) {
+    return `unread (${(error as Error).message})`;
+  }
 }
 
 /** dnsdist's configuration lines serving its metrics on `port` (read by `cacheEntriesHeld`). */

@@ -17,12 +17,12 @@
  * Servers are pinned to CPU 0, dnsperf and unbound to CPU 1 (taskset). Rounds are interleaved
  * (A B C, B C A, ...) and medians printed; server CPU is utime+stime from /proc/<pid>/stat.
  *
- * The proxies' caches hold `--cache-entries` answers (by default the names of every miss run, 150,000
- * a second, and 10,000 more: 1,810,000 for 3 rounds of 4 s), so that each of them stores every
- * answer it fetches: dnsdist stores nothing in
- * a full cache, and with 100,000 entries (its setting in the other benchmarks) it forwarded all but
- * the first 100,000 misses without storing them, while this proxy stored each one and evicted an
- * older one. The entries each cache holds at the end are printed.
+ * The proxies' caches hold `--cache-entries` answers (by default the names of every miss run,
+ * 150,000 a second, and 10,000 more: 1,810,000 for 3 rounds of 4 s), so that each of them stores
+ * every answer it fetches: dnsdist stores nothing in a full cache, and with 100,000 entries (its
+ * setting before 2026-12-08) it forwarded all but the first 100,000 misses without storing them,
+ * while this proxy stored each one and evicted an older one. The entries each cache holds at the
+ * end are printed.
  *
  * ```sh
  * deno task bench:dns [--rounds 3] [--seconds 4] [--rate 40000] [--cache-entries N]
@@ -41,9 +41,10 @@ import { parseArgs } from "node:util";
 import { compileC } from "../../tests/servers/compile_c.ts";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 import {
-  cacheEntriesHeld,
+  cacheRoomFlags,
   cpuSplit,
   cpuTicks,
+  describeCacheEntries,
   dnsdistConfig,
   dnsdistMetrics,
   freePort,
@@ -242,10 +243,7 @@ try {
   const triadCommand = (name: string, extra: string[], entry?: string) =>
     sharedTriadCommand(port(name), unbound.address, [
       ...extra,
-      "--cache.max-entries",
-      String(CACHE_ENTRIES),
-      "--cache.max-bytes",
-      String(CACHE_ENTRIES * 1024),
+      ...cacheRoomFlags(CACHE_ENTRIES),
       "--metrics",
       `127.0.0.1:${metricsPorts.get(name)}`,
     ], entry);
@@ -340,14 +338,10 @@ try {
   // Whether each cache stored what it fetched: its entries against the misses answered.
   const entries: string[] = [];
   for (const [name, at] of metricsPorts) {
-    try {
-      const held = await cacheEntriesHeld(at);
-      const answered = results.get(name)!.miss.reduce((sum, run) => sum + run.completed, 0);
-      const full = Number(held) >= CACHE_ENTRIES ? " (full: it could not keep every answer)" : "";
-      entries.push(`${name} ${held ?? "?"} after ${answered} misses${full}`);
-    } catch (error) {
-      entries.push(`${name} unread (${(error as Error).message})`);
-    }
+    const answered = results.get(name)!.miss.reduce((sum, run) => sum + run.completed, 0);
+    entries.push(
+      `${name} ${await describeCacheEntries(at, CACHE_ENTRIES, ` after ${answered} misses`)}`,
+    );
   }
   const pad = (text: string, width: number) => text.padStart(width);
   // Columns as wide as the longest peer name (`triad-at=DIR` ones are long) and a space.

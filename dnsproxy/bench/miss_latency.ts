@@ -26,7 +26,8 @@
 import { parseArgs } from "node:util";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 import {
-  cacheEntriesHeld,
+  cacheRoomFlags,
+  describeCacheEntries,
   dnsdistConfig,
   dnsdistMetrics,
   freePort,
@@ -172,10 +173,7 @@ try {
         "error",
         "--cache.prefetch-hits",
         "0",
-        "--cache.max-entries",
-        String(CACHE_ENTRIES),
-        "--cache.max-bytes",
-        String(CACHE_ENTRIES * 1024),
+        ...cacheRoomFlags(CACHE_ENTRIES),
         "--metrics",
         `127.0.0.1:${peer.metricsPort}`,
       ];
@@ -210,11 +208,11 @@ try {
       ? `measuring at ${rate}/s (--rate)`
       : `dnsdist saturated at ${saturated.toFixed(0)} misses/s: measuring at ${rate}/s`,
   );
-  if (SATURATION_NAMES + ROUNDS * roundEntries(rate) > CACHE_ENTRIES) {
+  const needed = SATURATION_NAMES + ROUNDS * roundEntries(rate);
+  if (needed > CACHE_ENTRIES) {
     console.error(
-      `  the caches' room of ${CACHE_ENTRIES} is less than the run's misses: give --cache-entries ${
-        SATURATION_NAMES + ROUNDS * roundEntries(rate)
-      }`,
+      `  the caches' room of ${CACHE_ENTRIES} is less than the run's misses: ` +
+        `give --cache-entries ${needed}`,
     );
   }
   for (const [name, value] of saturation) {
@@ -283,13 +281,7 @@ try {
   // Whether each cache stored what it fetched.
   const entries: string[] = [];
   for (const peer of peers) {
-    try {
-      const held = await cacheEntriesHeld(peer.metricsPort);
-      const full = Number(held) >= CACHE_ENTRIES ? " (full: it could not keep every answer)" : "";
-      entries.push(`${peer.name} ${held ?? "?"}${full}`);
-    } catch (error) {
-      entries.push(`${peer.name} unread (${(error as Error).message})`);
-    }
+    entries.push(`${peer.name} ${await describeCacheEntries(peer.metricsPort, CACHE_ENTRIES)}`);
   }
   const basis = RATE !== undefined ? "--rate" : `half dnsdist's ${saturated!.toFixed(0)}`;
   console.log(`\nat ${rate} misses/s (${basis}), ${ROUNDS} rounds`);

@@ -23,6 +23,7 @@
 import { parseArgs } from "node:util";
 import { startUnbound } from "../../tests/servers/unbound.ts";
 import {
+  cacheRoomFlags,
   cpuSplit,
   dnsdistConfig,
   freePort,
@@ -191,9 +192,11 @@ export async function runTable(): Promise<void> {
     );
     const commands: Record<string, string[]> = {
       triad: triadCommand(port("triad"), unbound.address, [
-        ...["--backend", "auto", "--loops", "1"],
-        ...["--cache.max-entries", String(CACHE_ENTRIES)],
-        ...["--cache.max-bytes", String(CACHE_ENTRIES * 1024)],
+        "--backend",
+        "auto",
+        "--loops",
+        "1",
+        ...cacheRoomFlags(CACHE_ENTRIES),
       ]),
       dnsdist: ["dnsdist", "--supervised", "--disable-syslog", "-C", `${dir}/dnsdist.conf`],
     };
